@@ -1,0 +1,11 @@
+"""Benchmarks: `python -m fireredasr_fast.bench NAME [options]`.
+
+Each benchmark is a module here with `main(argv) -> int`; it prints a table, writes JSON
+with `--json PATH`, and reports ratios measured side by side in one run.
+"""
+
+BENCHMARKS = {
+    "engine": "Fast FireRedASR-AED engine against the reference implementation (issue 5)",
+    "whisper-pipeline": "Our pipeline with the Whisper engine against faster-whisper's batched pipeline",
+    "runner": "The parallel runner against the original thread-pool approach",
+}

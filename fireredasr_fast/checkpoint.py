@@ -1,0 +1,165 @@
+"""FireRedASR-AED model directories: check, load safely, and write.
+
+A model directory holds `model.pth.tar` (a torch pickle of
+`{"args": argparse.Namespace, "model_state_dict": {...}}`), `cmvn.ark` (Kaldi CMVN stats),
+`dict.txt` (token per line with its id) and `train_bpe1000.model` (SentencePiece, for
+English pieces). This module owns that format, for reading and for writing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ModelDirError
+
+MODEL_FILE = "model.pth.tar"
+CMVN_FILE = "cmvn.ark"
+DICT_FILE = "dict.txt"
+SPM_FILE = "train_bpe1000.model"
+REQUIRED_FILES = (MODEL_FILE, CMVN_FILE, DICT_FILE, SPM_FILE)
+
+DOWNLOAD_HINT = (
+    "download FireRedASR-AED-L from https://huggingface.co/FireRedTeam/FireRedASR-AED-L "
+    "(or ModelScope) and pass --model-dir or set FIREREDASR_MODEL_DIR"
+)
+
+# Special token ids shared by every FireRedASR-AED model.
+SPECIAL_TOKENS = ("<blank>", "<unk>", "<pad>", "<sos>", "<eos>")
+
+# Architecture presets: "aed-l" is the released FireRedASR-AED-L shape.
+PRESETS: dict[str, dict[str, Any]] = {
+    "aed-l": dict(n_layers_enc=16, n_layers_dec=16, n_head=20, d_model=1280, d_inner=5120),
+    "small": dict(n_layers_enc=6, n_layers_dec=4, n_head=4, d_model=256, d_inner=1024),
+    "tiny": dict(n_layers_enc=2, n_layers_dec=2, n_head=2, d_model=64, d_inner=256),
+}
+
+
+def aed_args(preset: str = "tiny", odim: int = 7832, **overrides: Any) -> argparse.Namespace:
+    """The `args` namespace of an AED checkpoint, with upstream's fixed fields."""
+    fields: dict[str, Any] = dict(
+        idim=80,
+        kernel_size=33,
+        pe_maxlen=5000,
+        odim=odim,
+        blank_id=0,
+        unk_id=1,
+        pad_id=2,
+        sos_id=3,
+        eos_id=4,
+        residual_dropout=0.1,
+        dropout_rate=0.1,
+        input_length_max=60.0,
+        output_length_max=250,
+        model_type="aed",
+    )
+    fields.update(PRESETS[preset])
+    fields.update(overrides)
+    return argparse.Namespace(**fields)
+
+
+def check_model_dir(model_dir: str | os.PathLike | None) -> Path:
+    """Return the directory as a Path, or raise ModelDirError naming what is missing."""
+    if not model_dir:
+        raise ModelDirError(f"no FireRedASR model directory given: {DOWNLOAD_HINT}")
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise ModelDirError(f"model directory {str(path)!r} does not exist: {DOWNLOAD_HINT}")
+    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    if missing:
+        raise ModelDirError(f"model directory {str(path)!r} lacks {', '.join(missing)}: {DOWNLOAD_HINT}")
+    return path
+
+
+def load_package(model_file: str | os.PathLike) -> dict[str, Any]:
+    """Load `model.pth.tar` without executing arbitrary pickled code.
+
+    Only tensors, plain containers and `argparse.Namespace` are allowed; anything else is
+    refused with a clear error. There is deliberately no fallback to weights_only=False.
+    """
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            package = torch.load(model_file, map_location="cpu", weights_only=True, mmap=_can_mmap(model_file))
+    except Exception as exc:  # torch raises many types (IndexError on garbage files)
+        raise ModelDirError(f"{model_file}: refused, not a loadable FireRedASR checkpoint ({_reason(exc)})") from None
+    if not isinstance(package, dict) or "model_state_dict" not in package or "args" not in package:
+        raise ModelDirError(f"{model_file}: not a FireRedASR checkpoint (expected 'args' and 'model_state_dict')")
+    if not isinstance(package["args"], argparse.Namespace):
+        raise ModelDirError(f"{model_file}: 'args' is not an argparse.Namespace")
+    return package
+
+
+def _reason(exc: BaseException) -> str:
+    """The informative line of a torch.load error (it also advises weights_only=False,
+    which we must not repeat to users)."""
+    text = str(exc)
+    match = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", text)
+    if match:
+        return f"it references the disallowed global {match.group(1)}, which was not executed"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(exc).__name__
+
+
+def _can_mmap(model_file: str | os.PathLike) -> bool:
+    # mmap lets worker processes share the page cache copy of the weights; it needs the
+    # zip-based format that torch.save has written since 1.6.
+    import zipfile
+
+    return zipfile.is_zipfile(model_file)
+
+
+def read_cmvn(cmvn_file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Kaldi CMVN stats -> (means, inverse std), float32, as upstream computes them."""
+    import kaldiio
+
+    stats = np.asarray(kaldiio.load_mat(str(cmvn_file)), dtype=np.float64)
+    if stats.ndim != 2 or stats.shape[0] != 2:
+        raise ModelDirError(f"{cmvn_file}: expected a 2-row Kaldi CMVN stats matrix, got shape {stats.shape}")
+    dim = stats.shape[1] - 1
+    count = stats[0, dim]
+    if count < 1:
+        raise ModelDirError(f"{cmvn_file}: CMVN frame count is {count}")
+    means = stats[0, :dim] / count
+    variance = np.maximum(stats[1, :dim] / count - means * means, 1e-20)
+    return means.astype(np.float32), (1.0 / np.sqrt(variance)).astype(np.float32)
+
+
+def write_model_dir(
+    model_dir: str | os.PathLike,
+    args: argparse.Namespace,
+    state_dict: dict[str, torch.Tensor],
+    tokens: Sequence[str],
+    spm_model_file: str | os.PathLike,
+    cmvn_stats: np.ndarray,
+) -> Path:
+    """Write a model directory in the official format.
+
+    `tokens` lists the vocabulary in id order (the first five are SPECIAL_TOKENS);
+    `cmvn_stats` is the 2 x (dim + 1) Kaldi stats matrix (sums, sums of squares, count).
+    """
+    import shutil
+
+    import kaldiio
+
+    if tuple(tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+        raise ValueError(f"the vocabulary must start with {SPECIAL_TOKENS}")
+    if len(tokens) != args.odim:
+        raise ValueError(f"vocabulary has {len(tokens)} tokens but args.odim is {args.odim}")
+    path = Path(model_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save({"args": args, "model_state_dict": state_dict}, path / MODEL_FILE)
+    kaldiio.save_mat(str(path / CMVN_FILE), np.asarray(cmvn_stats, dtype=np.float64))
+    with open(path / DICT_FILE, "w", encoding="utf-8") as f:
+        for index, token in enumerate(tokens):
+            f.write(f"{token} {index}\n")
+    if Path(spm_model_file).resolve() != (path / SPM_FILE).resolve():
+        shutil.copyfile(spm_model_file, path / SPM_FILE)
+    (path / "config.yaml").write_text("")
+    return path
