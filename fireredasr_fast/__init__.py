@@ -1,0 +1,42 @@
+"""fireredasr-fast: folders of long videos -> subtitles and transcripts with FireRedASR.
+
+Public API:
+    load_model(model_dir, device="cpu")      -> FireRedModel with .transcribe(waveforms, ...)
+    transcribe_file(path, engine, options)   -> FileResult (segments, cues)
+    TranscribeOptions, VadOptions, CueOptions, EngineSpec, Hypothesis, FileResult
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Imported lazily so that `import fireredasr_fast` stays cheap (the CLI parses arguments and
+# checks the model before torch is loaded).
+_EXPORTS = {
+    "load_model": "firered",
+    "FireRedEngine": "firered",
+    "DecodingOptions": "firered",
+    "transcribe_file": "transcribe",
+    "TranscribeOptions": "transcribe",
+    "VadOptions": "vad",
+    "CueOptions": "cues",
+    "EngineSpec": "engine",
+    "Engine": "engine",
+    "Hypothesis": "engine",
+    "FileResult": "results",
+    "Segment": "results",
+    "Cue": "results",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'fireredasr_fast' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{module_name}", __name__), name)

@@ -38,7 +38,9 @@ def ffmpeg_executable() -> str:
 
         return imageio_ffmpeg.get_ffmpeg_exe()
     except (ImportError, RuntimeError) as exc:
-        raise MediaError(f"ffmpeg not found: install it (apt-get install ffmpeg) or pip install imageio-ffmpeg ({exc})")
+        raise MediaError(
+            f"ffmpeg not found: install it (apt-get install ffmpeg) or pip install imageio-ffmpeg ({exc})"
+        ) from None
 
 
 def is_media_file(path: str | os.PathLike) -> bool:

@@ -1,0 +1,58 @@
+"""Segments -> batches. Segments of similar length share a batch, so little compute is
+spent on padding; a batch is bounded by its padded audio seconds, not its count, so one
+batch costs about the same whether it holds many short segments or a few long ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .engine import SAMPLE_RATE
+
+
+@dataclass
+class SegmentJob:
+    """One segment waiting for recognition: where it came from and its samples (int16)."""
+
+    file_index: int
+    segment_index: int
+    start: float  # absolute start in the file, seconds
+    samples: np.ndarray
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.size / SAMPLE_RATE
+
+
+@dataclass
+class Batch:
+    jobs: list[SegmentJob]
+
+    @property
+    def padded_seconds(self) -> float:
+        return max(job.seconds for job in self.jobs) * len(self.jobs) if self.jobs else 0.0
+
+    @property
+    def audio_seconds(self) -> float:
+        return sum(job.seconds for job in self.jobs)
+
+
+def make_batches(jobs: Iterable[SegmentJob], max_padded_seconds: float, max_size: int = 64) -> list[Batch]:
+    """Sort by length (longest first) and cut greedily when the padded size would exceed
+    `max_padded_seconds` or `max_size` (a single segment always forms a batch)."""
+    ordered: Sequence[SegmentJob] = sorted(jobs, key=lambda job: job.samples.size, reverse=True)
+    batches: list[Batch] = []
+    current: list[SegmentJob] = []
+    for job in ordered:
+        # Longest first: the first job of a batch fixes its padded length.
+        longest = current[0].seconds if current else job.seconds
+        if current and (longest * (len(current) + 1) > max_padded_seconds or len(current) >= max_size):
+            batches.append(Batch(current))
+            current = []
+        current.append(job)
+    if current:
+        batches.append(Batch(current))
+    return batches

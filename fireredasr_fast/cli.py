@@ -1,0 +1,235 @@
+"""Command line: `fireredasr-fast [options] INPUT...` (also `python long_video_transcribe.py`).
+
+Exit codes: 0 every input succeeded (or was already done), 1 some input failed,
+2 usage or configuration error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .cues import CueOptions
+from .engine import EngineSpec
+from .errors import FireRedFastError
+from .inputs import collect_inputs
+from .plan import make_plan, model_bytes
+from .transcribe import TranscribeOptions
+from .vad import VadOptions
+from .writers import FORMATS
+
+log = logging.getLogger("fireredasr_fast")
+
+DEFAULT_FORMATS = "srt,vtt,txt,json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fireredasr-fast",
+        description="Transcribe videos and audio (files, folders, globs) into SRT/VTT/ASS/TXT/JSON/TSV.",
+        epilog="Options go before the inputs; use -- before inputs that start with a dash.",
+    )
+    p.add_argument("inputs", nargs="+", help="media files, folders (searched recursively) or glob patterns")
+    p.add_argument("-o", "--output-dir", default="transcripts", help="where outputs go (default: %(default)s)")
+    p.add_argument(
+        "--formats", default=DEFAULT_FORMATS, help=f"comma list of {','.join(FORMATS)} (default: %(default)s)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="redo inputs the journal says are done")
+    p.add_argument("--log-file", help="also write a log of every file's outcome here (for unattended runs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = p.add_argument_group("engine")
+    e.add_argument("--engine", choices=("firered", "whisper"), default="firered")
+    e.add_argument("--model-dir", help="model directory (firered: or FIREREDASR_MODEL_DIR; whisper: CTranslate2)")
+    e.add_argument("--model", help="whisper only: a faster-whisper model name (needs a network)")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.add_argument(
+        "--precision",
+        choices=("fp32", "int8", "fp16", "bf16"),
+        default=None,
+        help="firered: fp32 (default, exact), int8 (CPU), fp16/bf16 (CUDA); whisper: compute type",
+    )
+    e.add_argument("--language", help="whisper only: language code")
+
+    d = p.add_argument_group("decoding (upstream FireRedASR defaults)")
+    d.add_argument("--beam-size", type=int, default=3)
+    d.add_argument("--nbest", type=int, default=1)
+    d.add_argument("--decode-max-len", type=int, default=0, help="0 = up to the number of encoder frames")
+    d.add_argument("--softmax-smoothing", type=float, default=1.25)
+    d.add_argument("--length-penalty", type=float, default=0.6)
+    d.add_argument("--eos-penalty", type=float, default=1.0)
+
+    v = p.add_argument_group("segmentation (silero VAD)")
+    v.add_argument("--vad-threshold", type=float, default=VadOptions.threshold)
+    v.add_argument("--min-segment", type=float, default=VadOptions.min_segment, help="seconds (default: %(default)s)")
+    v.add_argument("--max-segment", type=float, default=VadOptions.max_segment, help="seconds (default: %(default)s)")
+    v.add_argument("--speech-pad", type=float, default=VadOptions.speech_pad, help="seconds (default: %(default)s)")
+    v.add_argument("--merge-gap", type=float, default=VadOptions.merge_gap, help="seconds (default: %(default)s)")
+    v.add_argument(
+        "--audio-stream", type=int, default=None, help="index among the audio streams (default: ffmpeg's choice)"
+    )
+
+    c = p.add_argument_group("subtitles")
+    c.add_argument(
+        "--max-line-width",
+        type=float,
+        default=CueOptions.max_line_width,
+        help="CJK characters per line; a Latin character counts half (default: %(default)s)",
+    )
+    c.add_argument("--max-lines", type=int, default=CueOptions.max_lines)
+    c.add_argument("--max-cue-duration", type=float, default=CueOptions.max_duration)
+    c.add_argument("--min-cue-duration", type=float, default=CueOptions.min_duration)
+
+    r = p.add_argument_group("parallelism")
+    r.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: from the machine; 0 = in this process)"
+    )
+    r.add_argument("--threads-per-worker", type=int, default=None)
+    r.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=TranscribeOptions.batch_seconds,
+        help="padded audio seconds per batch (default: %(default)s)",
+    )
+    r.add_argument("--preload-seconds", type=float, default=3600.0, help="audio decoded ahead of the workers")
+    return p
+
+
+def _device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
+    """Resolve and check the model in this process, so a bad model directory is one clear
+    line here rather than a crash in every worker."""
+    if args.engine == "firered":
+        from .checkpoint import check_model_dir
+
+        model_dir = check_model_dir(args.model_dir or os.environ.get("FIREREDASR_MODEL_DIR"))
+        options: dict[str, Any] = {
+            "beam_size": args.beam_size,
+            "nbest": args.nbest,
+            "decode_max_len": args.decode_max_len,
+            "softmax_smoothing": args.softmax_smoothing,
+            "length_penalty": args.length_penalty,
+            "eos_penalty": args.eos_penalty,
+            "precision": args.precision or "fp32",
+        }
+        return EngineSpec("firered", str(model_dir.resolve()), None, device, tuple(sorted(options.items())))
+    from .whisper_engine import resolve_model_path
+
+    model_path = resolve_model_path(args.model_dir, args.model)
+    options = {"language": args.language}
+    if args.precision:
+        options["compute_type"] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}.get(
+            args.precision, args.precision
+        )
+    return EngineSpec("whisper", model_path, args.model, device, tuple(sorted(options.items())))
+
+
+def _model_identity(path: str | None) -> dict[str, Any]:
+    """Size and mtime of the model files: a replaced checkpoint changes the fingerprint."""
+    if not path or not Path(path).is_dir():
+        return {"path": path}
+    files = sorted(f for f in Path(path).iterdir() if f.is_file())
+    return {"path": path, "files": {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        parser.error(f"unknown format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("fireredasr_fast").setLevel(logging.WARNING)
+    if args.log_file:
+        handler = logging.FileHandler(args.log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setLevel(logging.INFO)
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        logging.getLogger().handlers[0].setLevel(logging.WARNING)
+
+    device = _device(args.device)
+    try:
+        spec = _engine_spec(args, device)
+    except FireRedFastError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    inputs, problems = collect_inputs(args.inputs)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not inputs:
+        print("error: no media files to transcribe", file=sys.stderr)
+        return 2
+
+    vad = VadOptions(
+        threshold=args.vad_threshold,
+        min_segment=args.min_segment,
+        max_segment=args.max_segment,
+        speech_pad=args.speech_pad,
+        merge_gap=args.merge_gap,
+    )
+    cues = CueOptions(
+        max_line_width=args.max_line_width,
+        max_lines=args.max_lines,
+        max_duration=args.max_cue_duration,
+        min_duration=args.min_cue_duration,
+    )
+    transcribe = TranscribeOptions(vad=vad, cues=cues, audio_stream=args.audio_stream, batch_seconds=args.batch_seconds)
+    settings = {
+        "engine": {"engine": spec.engine, "device": spec.device, "options": dict(spec.options)},
+        "model": _model_identity(spec.model_dir),
+        "vad": asdict(vad),
+        "cues": asdict(cues),
+        "audio_stream": args.audio_stream,
+        "formats": list(formats),
+    }
+
+    from .runner import Runner, RunOptions, print_summary
+
+    plan = make_plan(model_bytes(spec.model_dir), args.workers, args.threads_per_worker)
+    print(plan.describe(), file=sys.stderr)
+    options = RunOptions(
+        output_dir=Path(args.output_dir),
+        formats=formats,
+        transcribe=transcribe,
+        overwrite=args.overwrite,
+        preload_seconds=args.preload_seconds,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        settings=settings,
+    )
+    try:
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        probe = Path(args.output_dir) / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        print(f"error: {args.output_dir}: output directory is not writable ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+
+    summary = Runner(spec, plan, options).run(inputs)
+    print_summary(summary)
+    if summary.interrupted:
+        return 130
+    return 1 if summary.failed or problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Command-line inputs -> the list of media files to transcribe.
+
+Inputs are files, folders (searched recursively for media extensions) and glob patterns.
+Each file gets a relative path that decides where its outputs go, so a folder's layout is
+mirrored in the output directory. Symlink loops are detected and skipped.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .audio import is_media_file
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: Path
+    relative: Path  # where outputs go, relative to the output directory (without suffix change)
+
+
+def collect_inputs(arguments: list[str]) -> tuple[list[InputFile], list[str]]:
+    """Return (files, problems). Problems are one-line messages for inputs that match nothing."""
+    files: list[InputFile] = []
+    problems: list[str] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, relative: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(InputFile(path, relative))
+
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            for found in _walk_media(path):
+                add(found, found.relative_to(path))
+        elif path.exists() or path.is_symlink():
+            # An explicitly named file is taken whatever its extension; ffmpeg decides.
+            add(path, Path(path.name))
+        elif glob.has_magic(argument):
+            matches = sorted(glob.glob(argument, recursive=True))
+            media = [Path(m) for m in matches if Path(m).is_file() and is_media_file(m)]
+            if not media:
+                problems.append(f"{argument}: no media files match")
+            for found in media:
+                add(found, Path(found.name))
+        else:
+            problems.append(f"{argument}: no such file or directory")
+    return files, problems
+
+
+def _walk_media(root: Path) -> list[Path]:
+    """Media files under root, sorted; follows symlinked folders once (loops are cut)."""
+    found: list[Path] = []
+    visited: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        stat = os.stat(dirpath)
+        if (stat.st_dev, stat.st_ino) in visited:
+            dirnames[:] = []  # a symlink loop (or a second link to the same folder)
+            continue
+        visited.add((stat.st_dev, stat.st_ino))
+        dirnames.sort()
+        for name in sorted(filenames):
+            if is_media_file(name) and not name.startswith("."):
+                found.append(Path(dirpath) / name)
+    return found

@@ -1,0 +1,108 @@
+"""How many worker processes, with how many threads each: a plan from the machine.
+
+CPU inference of a transformer scales well with threads inside a large matmul but poorly
+with threads on small ones (decoder steps), and over-subscription (more busy threads than
+cores) is catastrophic. So: every physical core gets exactly one thread, grouped into
+workers of `threads_per_worker` threads; memory bounds the worker count because each
+worker holds activations and, unless the weights are shared through the page cache, a
+copy of the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+# Working memory of one worker beyond the (shared) weights: activations of a batch of
+# ~4 minutes of audio on AED-L, plus Python and library overhead.
+WORKER_OVERHEAD_BYTES = 1.5e9
+# Fraction of available memory the plan may use; the rest is for the OS, ffmpeg, ollama.
+MEMORY_SHARE = 0.7
+
+
+@dataclass(frozen=True)
+class Plan:
+    workers: int
+    threads_per_worker: int
+    physical_cores: int
+    logical_cores: int
+    available_gb: float
+    model_gb: float
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return (
+            f"plan: {self.workers} worker(s) x {self.threads_per_worker} thread(s) "
+            f"({self.physical_cores} physical / {self.logical_cores} logical cores, "
+            f"{self.available_gb:.1f} GB available, model {self.model_gb:.2f} GB; {self.reason})"
+        )
+
+
+def model_bytes(model_dir: str | os.PathLike | None) -> int:
+    if not model_dir or not Path(model_dir).is_dir():
+        return 0
+    return sum(f.stat().st_size for f in Path(model_dir).iterdir() if f.is_file())
+
+
+def make_plan(
+    model_size_bytes: int,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    physical_cores: int | None = None,
+    logical_cores: int | None = None,
+    available_bytes: float | None = None,
+    weights_shared: bool = True,
+) -> Plan:
+    """Choose workers x threads. Explicit `workers` / `threads_per_worker` win."""
+    physical = physical_cores or psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    logical = logical_cores or psutil.cpu_count(logical=True) or physical
+    available = available_bytes if available_bytes is not None else psutil.virtual_memory().available
+
+    if threads_per_worker is None:
+        if workers:
+            threads_per_worker = max(1, physical // workers)
+        else:
+            # Two threads per worker from 8 cores up: fewer model replicas in flight and
+            # bigger matmuls per worker, while keeping most parallelism across batches.
+            threads_per_worker = 2 if physical >= 8 else 1
+    reason = "explicit" if workers is not None else "one thread per physical core"
+    if workers is None:
+        workers = max(1, physical // threads_per_worker)
+        per_worker = WORKER_OVERHEAD_BYTES + (0 if weights_shared else model_size_bytes)
+        budget = available * MEMORY_SHARE - (model_size_bytes if weights_shared else 0)
+        by_memory = max(1, int(budget // per_worker))
+        if by_memory < workers:
+            workers = by_memory
+            reason = "limited by available memory"
+    return Plan(
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        physical_cores=physical,
+        logical_cores=logical,
+        available_gb=available / 1e9,
+        model_gb=model_size_bytes / 1e9,
+        reason=reason,
+    )
+
+
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def set_process_threads(threads: int) -> None:
+    """Pin this process's thread pools; call before any inference work."""
+    for name in THREAD_ENV_VARS:
+        os.environ[name] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    # Raises once inter-op work has started in this process; the first setting stands then.
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)

@@ -1,0 +1,527 @@
+"""The folder runner: many files through a pool of worker processes, safely.
+
+Flow: a producer thread decodes and segments upcoming files into a queue bounded in audio
+seconds (the preload queue); the main thread pools the segments of all queued files, cuts
+them into length-sorted batches, and keeps the worker processes fed; each worker builds
+its engine once from an EngineSpec and recognises batches; when the last segment of a
+file comes back, the file's cues and outputs are written atomically and journaled.
+
+Failures stay local: a bad file fails alone; a crashed worker is replaced and its batches
+retried a bounded number of times; Ctrl-C / SIGTERM stop taking work, finish or drop
+in-flight batches, and leave only complete files behind.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .batching import Batch, SegmentJob, make_batches
+from .engine import Engine, EngineSpec, Hypothesis
+from .errors import FireRedFastError
+from .inputs import InputFile
+from .journal import FileRecord, Journal, fingerprint, format_table, relative_key, write_report
+from .plan import Plan, set_process_threads
+from .transcribe import PreparedFile, TranscribeOptions, assemble_result, prepare_file, recognise
+from .vad import SpeechSegmenter
+from .writers import get_writer, output_path
+
+log = logging.getLogger("fireredasr_fast")
+
+MAX_BATCH_ATTEMPTS = 3
+
+
+@dataclass
+class RunOptions:
+    output_dir: Path
+    formats: tuple[str, ...] = ("srt", "vtt", "txt", "json")
+    transcribe: TranscribeOptions = TranscribeOptions()
+    overwrite: bool = False
+    preload_seconds: float = 3600.0  # audio decoded ahead of the workers
+    progress: bool = True
+    settings: dict[str, Any] = field(default_factory=dict)  # what the fingerprint covers
+
+
+@dataclass
+class RunSummary:
+    records: list[FileRecord]
+    wall: float
+    interrupted: bool
+    worker_stats: dict[str, float]
+
+    @property
+    def failed(self) -> list[FileRecord]:
+        return [r for r in self.records if r.status in ("failed", "interrupted")]
+
+    def to_dict(self) -> dict[str, Any]:
+        done = [r for r in self.records if r.status == "done"]
+        audio = sum(r.duration for r in done)
+        return {
+            "files_done": len(done),
+            "files_skipped": sum(r.status == "skipped" for r in self.records),
+            "files_failed": len(self.failed),
+            "audio_hours": round(audio / 3600, 4),
+            "wall_seconds": round(self.wall, 2),
+            "realtime_factor": round(self.wall / audio, 4) if audio else 0.0,
+            "interrupted": self.interrupted,
+            "workers": self.worker_stats,
+        }
+
+
+# ---------------------------------------------------------------- worker process side
+
+_worker_engine: Engine | None = None
+_worker_last_done: float = 0.0
+
+
+def _init_worker(spec: EngineSpec, threads: int) -> None:
+    # Ctrl-C reaches the whole process group; only the parent decides what to do.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_process_threads(threads)
+    global _worker_engine, _worker_last_done
+    _worker_engine = spec.build()
+    _worker_last_done = time.perf_counter()
+
+
+def _worker_run(jobs: list[SegmentJob]) -> tuple[list[Hypothesis], dict[str, float]]:
+    global _worker_last_done
+    assert _worker_engine is not None
+    start = time.perf_counter()
+    hyps = recognise(_worker_engine, jobs)
+    end = time.perf_counter()
+    # "wait" is the idle gap since this worker's previous batch: time it starved.
+    stats = {"pid": os.getpid(), "compute": end - start, "wait": start - _worker_last_done}
+    _worker_last_done = end
+    return hyps, stats
+
+
+class _InlineExecutor(cf.Executor):
+    """workers=0: run batches in this process (debugging, library use, tiny jobs)."""
+
+    def __init__(self, spec: EngineSpec, threads: int) -> None:
+        set_process_threads(threads)
+        self._engine = spec.build()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
+        future: cf.Future = cf.Future()
+        try:
+            jobs = args[0]
+            start = time.perf_counter()
+            hyps = recognise(self._engine, jobs)
+            future.set_result((hyps, {"pid": os.getpid(), "compute": time.perf_counter() - start, "wait": 0.0}))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+
+# ---------------------------------------------------------------- parent side
+
+
+@dataclass
+class _FileState:
+    index: int
+    item: InputFile
+    fp: str
+    started: float
+    prepared: PreparedFile | None = None
+    hypotheses: list[Hypothesis | None] = field(default_factory=list)
+    remaining: int = 0
+    asr_seconds: float = 0.0
+
+
+class _StopFlag:
+    """First Ctrl-C/SIGTERM: graceful stop. Second Ctrl-C: immediate stop."""
+
+    def __init__(self) -> None:
+        self.graceful = threading.Event()
+        self.hard = threading.Event()
+
+    def install(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.graceful.is_set() and signum == signal.SIGINT:
+                self.hard.set()
+                print("\nsecond interrupt: stopping now", flush=True)
+            else:
+                self.graceful.set()
+                print(
+                    "\ninterrupted: finishing batches in flight, then stopping (Ctrl-C again to stop now)",
+                    flush=True,
+                )
+
+        for sig in previous:
+            signal.signal(sig, handler)
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore
+
+
+class Runner:
+    def __init__(self, spec: EngineSpec, plan: Plan, options: RunOptions) -> None:
+        self.spec = spec
+        self.plan = plan
+        self.options = options
+        self.output_dir = options.output_dir
+        self.stop = _StopFlag()
+        self.worker_compute: dict[int, float] = {}
+        self.worker_wait: dict[int, float] = {}
+
+    # -- public
+
+    def run(self, inputs: list[InputFile]) -> RunSummary:
+        t_start = time.perf_counter()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        journal = Journal(self.output_dir)
+        records: dict[int, FileRecord] = {}
+        todo: list[_FileState] = []
+        for index, item in enumerate(inputs):
+            key = relative_key(item.relative)
+            try:
+                fp = fingerprint(self.options.settings, item.path)
+            except OSError as exc:
+                records[index] = FileRecord(key, str(item.path), "failed", error=_os_error(exc))
+                log.error("%s: %s", item.path, records[index].error)
+                continue
+            if not self.options.overwrite and journal.is_complete(key, fp, self.output_dir):
+                old = journal.records[key]
+                records[index] = FileRecord(key, str(item.path), "skipped", fp, old.duration, outputs=old.outputs)
+                continue
+            todo.append(_FileState(index, item, fp, 0.0))
+
+        restore_signals = self.stop.install()
+        try:
+            if todo:
+                self._process(todo, records, journal)
+        finally:
+            restore_signals()
+        ordered = [records[i] for i in sorted(records)]
+        summary = RunSummary(
+            ordered, time.perf_counter() - t_start, self.stop.graceful.is_set(), self._worker_summary()
+        )
+        try:
+            journal.save()
+            write_report(self.output_dir, ordered, {**summary.to_dict(), "plan": self.plan.to_dict()})
+        except OSError as exc:
+            log.error("%s: cannot write the run report: %s", self.output_dir, _os_error(exc))
+        return summary
+
+    # -- the scheduling loop
+
+    def _process(self, todo: list[_FileState], records: dict[int, FileRecord], journal: Journal) -> None:
+        prepared_queue: queue.Queue = queue.Queue()
+        budget = _AudioBudget(self.options.preload_seconds)
+        producer = threading.Thread(
+            target=self._produce, args=(todo, prepared_queue, budget), name="preload", daemon=True
+        )
+        producer.start()
+
+        states = {state.index: state for state in todo}
+        pending: list[SegmentJob] = []
+        in_flight: dict[cf.Future, tuple[Batch, int]] = {}
+        producer_done = False
+        executor = self._new_executor()
+        max_in_flight = 2 * max(1, self.plan.workers)
+        bar = _progress(self.options.progress)
+
+        def fail(state: _FileState, message: str, status: str = "failed") -> None:
+            if state.index in records:
+                return
+            duration = state.prepared.duration if state.prepared else 0.0
+            records[state.index] = FileRecord(
+                relative_key(state.item.relative), str(state.item.path), status, state.fp, duration, error=message
+            )
+            if status == "failed":
+                log.error("%s: %s", state.item.path, message)
+                journal.update(records[state.index])
+            budget.release(duration)
+            state.prepared = None
+
+        try:
+            while True:
+                if self.stop.hard.is_set():
+                    break
+                # 1. Take newly prepared files (block briefly only when nothing else can progress).
+                block = not in_flight and not pending and not producer_done
+                try:
+                    while True:
+                        message = prepared_queue.get(timeout=0.05 if block else 0)
+                        block = False
+                        if message is None:
+                            producer_done = True
+                            break
+                        index, result = message
+                        state = states[index]
+                        if isinstance(result, BaseException):
+                            fail(state, _describe_error(result))
+                            continue
+                        self._accept(state, result, pending, records, journal, bar, budget)
+                except queue.Empty:
+                    pass
+
+                graceful = self.stop.graceful.is_set()
+                # 2. Cut batches when workers need work and enough segments are pooled.
+                pooled = sum(job.seconds for job in pending)
+                want_work = len(in_flight) < max_in_flight
+                if pending and want_work and not graceful:
+                    enough = pooled >= self.options.transcribe.batch_seconds * 2
+                    if enough or producer_done or len(in_flight) < self.plan.workers:
+                        for batch in make_batches(
+                            pending, self.options.transcribe.batch_seconds, self.options.transcribe.max_batch_size
+                        ):
+                            in_flight[executor.submit(_worker_run, batch.jobs)] = (batch, 1)
+                        pending = []
+
+                if not in_flight and (graceful or (producer_done and not pending)):
+                    break
+
+                # 3. Collect finished batches.
+                done, _ = cf.wait(list(in_flight), timeout=0.1, return_when=cf.FIRST_COMPLETED)
+                crashed: list[tuple[Batch, int]] = []
+                for future in done:
+                    batch, attempt = in_flight.pop(future)
+                    try:
+                        hyps, stats = future.result()
+                    except BrokenProcessPool:
+                        crashed.append((batch, attempt))
+                        continue
+                    except Exception as exc:
+                        for job in batch.jobs:
+                            fail(states[job.file_index], f"recognition failed: {_describe_error(exc)}")
+                        continue
+                    self._record_worker(stats)
+                    share = stats["compute"] / max(batch.audio_seconds, 1e-9)
+                    for job, hyp in zip(batch.jobs, hyps, strict=True):
+                        state = states[job.file_index]
+                        if state.index in records:
+                            continue
+                        state.hypotheses[job.segment_index] = hyp
+                        state.asr_seconds += share * job.seconds
+                        state.remaining -= 1
+                        if state.remaining == 0:
+                            self._finish(state, records, journal, bar, budget)
+                if crashed:
+                    # A worker died (OOM killer, segfault): the whole pool is unusable and
+                    # every batch in flight is lost. Replace the pool and resubmit them.
+                    crashed += list(in_flight.values())
+                    in_flight.clear()
+                    _shutdown(executor, hard=True)
+                    executor = self._new_executor()
+                    for batch, attempt in crashed:
+                        if attempt >= MAX_BATCH_ATTEMPTS:
+                            for job in batch.jobs:
+                                fail(states[job.file_index], f"a worker process died {attempt} times on this file")
+                        elif not self.stop.graceful.is_set():
+                            in_flight[executor.submit(_worker_run, batch.jobs)] = (batch, attempt + 1)
+        finally:
+            budget.close()
+            hard = self.stop.hard.is_set()
+            _shutdown(executor, hard)
+            bar.close()
+            for state in states.values():
+                if state.index not in records:
+                    status = "interrupted" if self.stop.graceful.is_set() else "failed"
+                    fail(state, "interrupted before completion" if status == "interrupted" else "not processed", status)
+            journal.save()
+
+    def _accept(self, state, prepared, pending, records, journal, bar, budget) -> None:
+        state.prepared = prepared
+        state.hypotheses = [None] * len(prepared.segments)
+        state.remaining = len(prepared.segments)
+        if bar is not None:
+            bar.total = (bar.total or 0) + round(prepared.duration)
+            bar.refresh()
+        if state.remaining == 0:  # silent file: valid, empty outputs
+            self._finish(state, records, journal, bar, budget)
+        else:
+            pending.extend(prepared.jobs(state.index))
+
+    def _finish(self, state: _FileState, records, journal: Journal, bar, budget: _AudioBudget) -> None:
+        prepared = state.prepared
+        assert prepared is not None
+        prepared.timings["asr"] = state.asr_seconds
+        key = relative_key(state.item.relative)
+        info = {"engine": self.options.settings.get("engine", {}), "options": self.options.settings}
+        result = assemble_result(
+            prepared, [h for h in state.hypotheses if h is not None], self.options.transcribe, info
+        )
+        result.source = str(state.item.path)
+        t0 = time.perf_counter()
+        outputs = []
+        try:
+            for fmt in self.options.formats:
+                path = output_path(self.output_dir, state.item.relative, fmt)
+                get_writer(fmt).write(result, path)
+                outputs.append(path.relative_to(self.output_dir).as_posix())
+        except OSError as exc:
+            records[state.index] = FileRecord(
+                key,
+                str(state.item.path),
+                "failed",
+                state.fp,
+                prepared.duration,
+                error=f"cannot write outputs: {_os_error(exc)}",
+            )
+            log.error("%s: %s", state.item.path, records[state.index].error)
+            journal.update(records[state.index])
+            budget.release(prepared.duration)
+            state.prepared = None
+            return
+        prepared.timings["write"] = time.perf_counter() - t0
+        record = FileRecord(
+            key,
+            str(state.item.path),
+            "done",
+            state.fp,
+            prepared.duration,
+            wall=time.perf_counter() - state.started,
+            outputs=outputs,
+            timings={k: round(v, 4) for k, v in prepared.timings.items()},
+        )
+        records[state.index] = record
+        journal.update(record)
+        log.info("%s: done, %.1f s of audio, RTF %.3f", state.item.path, record.duration, record.realtime_factor)
+        if bar is not None:
+            bar.update(round(prepared.duration))
+        budget.release(prepared.duration)
+        state.prepared = None  # free the samples now
+
+    # -- producer thread
+
+    def _produce(self, todo: list[_FileState], out: queue.Queue, budget: _AudioBudget) -> None:
+        try:
+            segmenter = SpeechSegmenter(self.options.transcribe.vad)
+            for state in todo:
+                if self.stop.graceful.is_set():
+                    break
+                if not budget.wait_for_room():
+                    break
+                state.started = time.perf_counter()
+                try:
+                    prepared = prepare_file(state.item.path, segmenter, self.options.transcribe.audio_stream)
+                except Exception as exc:  # one bad file must not stop the others
+                    out.put((state.index, exc))
+                    continue
+                budget.take(prepared.duration)
+                out.put((state.index, prepared))
+        except Exception as exc:
+            log.error("preload stopped: %s", _describe_error(exc))
+        finally:
+            out.put(None)
+
+    # -- helpers
+
+    def _new_executor(self) -> cf.Executor:
+        if self.plan.workers <= 0:
+            return _InlineExecutor(self.spec, self.plan.threads_per_worker)
+        # spawn: a clean interpreter per worker (no inherited OpenMP/ONNX thread state);
+        # the weights are memory-mapped, so workers share one page-cache copy.
+        return cf.ProcessPoolExecutor(
+            max_workers=self.plan.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(self.spec, self.plan.threads_per_worker),
+        )
+
+    def _record_worker(self, stats: dict[str, float]) -> None:
+        pid = int(stats["pid"])
+        self.worker_compute[pid] = self.worker_compute.get(pid, 0.0) + stats["compute"]
+        self.worker_wait[pid] = self.worker_wait.get(pid, 0.0) + max(0.0, stats["wait"])
+
+    def _worker_summary(self) -> dict[str, float]:
+        compute = sum(self.worker_compute.values())
+        wait = sum(self.worker_wait.values())
+        return {
+            "processes_used": len(self.worker_compute),
+            "compute_seconds": round(compute, 2),
+            "wait_seconds": round(wait, 2),
+            "wait_share": round(wait / (wait + compute), 4) if compute + wait > 0 else 0.0,
+        }
+
+
+class _AudioBudget:
+    """Bounds the audio seconds decoded ahead of recognition (memory stays bounded)."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.used = 0.0
+        self.closed = False
+        self.cond = threading.Condition()
+
+    def wait_for_room(self) -> bool:
+        with self.cond:
+            # One file may always enter, however long, or a huge file would block forever.
+            while self.used > 0 and self.used >= self.limit and not self.closed:
+                self.cond.wait(0.5)
+            return not self.closed
+
+    def take(self, seconds: float) -> None:
+        with self.cond:
+            self.used += seconds
+
+    def release(self, seconds: float) -> None:
+        with self.cond:
+            self.used = max(0.0, self.used - seconds)
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
+def _shutdown(executor: cf.Executor, hard: bool) -> None:
+    if isinstance(executor, cf.ProcessPoolExecutor):
+        if hard:
+            for process in list(getattr(executor, "_processes", {}).values()):
+                process.terminate()
+        executor.shutdown(wait=True, cancel_futures=True)
+    else:
+        executor.shutdown(wait=False)
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=0, unit="s", unit_scale=False, desc="audio", dynamic_ncols=True)
+
+
+def _describe_error(exc: BaseException) -> str:
+    if isinstance(exc, FireRedFastError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return _os_error(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _os_error(exc: OSError) -> str:
+    return f"{exc.strerror or exc} (errno {exc.errno})" if exc.errno else str(exc)
+
+
+def print_summary(summary: RunSummary) -> None:
+    data = summary.to_dict()
+    print(format_table(summary.records))
+    print(
+        f"\n{data['files_done']} done, {data['files_skipped']} skipped, {data['files_failed']} failed; "
+        f"{data['audio_hours'] * 3600:.1f} s of audio in {data['wall_seconds']:.1f} s wall "
+        f"(realtime factor {data['realtime_factor']:.3f})" + ("; interrupted" if summary.interrupted else "")
+    )

@@ -1,0 +1,118 @@
+"""One media file -> FileResult, in this process: the pipeline without the scheduler.
+
+`prepare_file` does media -> segments (decode + VAD); `assemble_result` turns the
+segments' hypotheses into a FileResult with cues. The parallel runner calls the same two
+functions around its worker pool; `transcribe_file` chains them with an engine in this
+process for library users.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio import decode_audio, to_float32
+from .batching import SegmentJob, make_batches
+from .cues import CueOptions, build_cues
+from .engine import SAMPLE_RATE, Engine, Hypothesis
+from .results import FileResult, Segment
+from .vad import SpeechSegment, SpeechSegmenter, VadOptions
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    vad: VadOptions = VadOptions()
+    cues: CueOptions = CueOptions()
+    audio_stream: int | None = None
+    # Upper bound on a batch's padded audio (longest segment x count).
+    batch_seconds: float = 240.0
+    max_batch_size: int = 32
+
+
+@dataclass
+class PreparedFile:
+    """A decoded and segmented file waiting for recognition."""
+
+    source: str
+    samples: np.ndarray  # int16, 16 kHz mono
+    segments: list[SpeechSegment]
+    speech: list[tuple[float, float]]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return self.samples.size / SAMPLE_RATE
+
+    def jobs(self, file_index: int) -> list[SegmentJob]:
+        return [
+            SegmentJob(
+                file_index, i, seg.start, self.samples[round(seg.start * SAMPLE_RATE) : round(seg.end * SAMPLE_RATE)]
+            )
+            for i, seg in enumerate(self.segments)
+        ]
+
+
+def prepare_file(path: str | os.PathLike, segmenter: SpeechSegmenter, audio_stream: int | None = None) -> PreparedFile:
+    """Decode and segment; raises MediaError for unreadable media."""
+    t0 = time.perf_counter()
+    samples = decode_audio(path, audio_stream)
+    t1 = time.perf_counter()
+    segments, speech = segmenter(samples)
+    t2 = time.perf_counter()
+    return PreparedFile(str(path), samples, segments, speech, {"decode": t1 - t0, "vad": t2 - t1})
+
+
+def assemble_result(
+    prepared: PreparedFile,
+    hypotheses: Sequence[Hypothesis],
+    options: TranscribeOptions,
+    info: dict[str, Any] | None = None,
+) -> FileResult:
+    """Hypotheses (one per segment, in order) -> segments with absolute times -> cues."""
+    t0 = time.perf_counter()
+    segments: list[Segment] = []
+    for seg, hyp in zip(prepared.segments, hypotheses, strict=True):
+        times = None
+        if hyp.token_times is not None:
+            # Engine times are relative to the segment; clamp into it.
+            times = [
+                (min(seg.end, seg.start + max(0.0, a)), min(seg.end, seg.start + max(0.0, b)))
+                for a, b in hyp.token_times
+            ]
+        segments.append(Segment(seg.start, seg.end, hyp.text, list(hyp.tokens), times))
+    cues = build_cues([s for s in segments if s.text.strip()], prepared.speech, prepared.duration, options.cues)
+    timings = dict(prepared.timings)
+    timings["cues"] = time.perf_counter() - t0
+    result_info: dict[str, Any] = {"timings": timings}
+    result_info.update(info or {})
+    return FileResult(prepared.source, prepared.duration, segments, cues, prepared.speech, result_info)
+
+
+def recognise(engine: Engine, jobs: Sequence[SegmentJob]) -> list[Hypothesis]:
+    """Run the engine on segment jobs (one batch) and return hypotheses in job order."""
+    return engine.transcribe([to_float32(job.samples) for job in jobs])
+
+
+def transcribe_file(
+    path: str | os.PathLike,
+    engine: Engine,
+    options: TranscribeOptions = TranscribeOptions(),
+    segmenter: SpeechSegmenter | None = None,
+) -> FileResult:
+    """Transcribe one media file in this process: decode, segment, batch, recognise, cue."""
+    segmenter = segmenter or SpeechSegmenter(options.vad)
+    prepared = prepare_file(path, segmenter, options.audio_stream)
+    t0 = time.perf_counter()
+    hypotheses: list[Hypothesis | None] = [None] * len(prepared.segments)
+    for batch in make_batches(prepared.jobs(0), options.batch_seconds, options.max_batch_size):
+        for job, hyp in zip(batch.jobs, recognise(engine, batch.jobs), strict=True):
+            hypotheses[job.segment_index] = hyp
+    prepared.timings["asr"] = time.perf_counter() - t0
+    info = {"engine": engine.describe(), "source_name": Path(path).name}
+    return assemble_result(prepared, [h for h in hypotheses if h is not None], options, info)
