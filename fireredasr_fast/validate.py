@@ -1,0 +1,92 @@
+"""Check cues and subtitle files against the rules cue building promises.
+
+Used by the tests and by a `--check` style pass over outputs: each problem comes back as a
+readable sentence naming the cue, so a failure says what is wrong, not just that it is.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pysubs2
+
+from .cues import CueOptions, text_width
+from .results import Cue
+
+# Subtitle formats store times in ms (srt, vtt) or cs (ass); comparisons allow that rounding.
+_TIME_EPS = 0.011
+_FORMAT_BY_SUFFIX = {".srt": "srt", ".vtt": "vtt", ".ass": "ass", ".ssa": "ssa"}
+
+
+def _fmt(t: float) -> str:
+    return f"{t:.3f}s"
+
+
+def validate_cues(
+    cues: list[Cue],
+    duration: float,
+    speech: list[tuple[float, float]] | None = None,
+    options: CueOptions | None = None,
+    tolerance: float = 0.25,
+) -> list[str]:
+    """Problems with `cues`; an empty list means they are valid.
+
+    `tolerance` widens each speech region when checking that a cue overlaps speech.
+    """
+    opt = options or CueOptions()
+    problems: list[str] = []
+    regions = sorted(speech) if speech is not None else None
+    prev: Cue | None = None
+    for n, cue in enumerate(cues, 1):
+        name = f"cue {n} ({_fmt(cue.start)}-{_fmt(cue.end)})"
+        if not cue.start < cue.end:
+            problems.append(f"{name}: start is not before end")
+        if cue.start < -_TIME_EPS or (duration > 0 and cue.end > duration + _TIME_EPS):
+            problems.append(f"{name}: outside the file [0, {_fmt(duration)}]")
+        if cue.end - cue.start > opt.max_duration + _TIME_EPS:
+            problems.append(f"{name}: lasts {cue.end - cue.start:.3f}s, more than {opt.max_duration}s")
+        if prev is not None:
+            if cue.start < prev.start:
+                problems.append(f"{name}: starts before the previous cue")
+            elif cue.start < prev.end - 1e-6:
+                problems.append(f"{name}: overlaps the previous cue (ends {_fmt(prev.end)})")
+        lines = list(cue.lines)
+        if not any(line.strip() for line in lines):
+            problems.append(f"{name}: empty text")
+        if len(lines) > opt.max_lines:
+            problems.append(f"{name}: {len(lines)} lines, more than {opt.max_lines}")
+        for line in lines:
+            width = text_width(line)
+            if width > opt.max_line_width:
+                problems.append(f"{name}: line {line!r} is {width:g} wide, more than {opt.max_line_width:g}")
+        if regions is not None and not any(cue.start < b + tolerance and cue.end > a - tolerance for a, b in regions):
+            problems.append(f"{name}: no speech within {tolerance}s")
+        prev = cue
+    return problems
+
+
+def load_subtitle_cues(path: str | os.PathLike) -> list[Cue]:
+    """Cues from an srt, vtt or ass file, with formatting tags removed."""
+    suffix = Path(path).suffix.lower()
+    fmt = _FORMAT_BY_SUFFIX.get(suffix)
+    if fmt is None:
+        raise ValueError(f"not a subtitle file: {path}")
+    # The format comes from the suffix: pysubs2 cannot autodetect an empty (cue-less) srt.
+    subs = pysubs2.load(str(path), encoding="utf-8", format_=fmt)
+    return [Cue(ev.start / 1000, ev.end / 1000, ev.plaintext.split("\n")) for ev in subs if not ev.is_comment]
+
+
+def validate_subtitle_file(
+    path: str | os.PathLike,
+    duration: float,
+    speech: list[tuple[float, float]] | None = None,
+    options: CueOptions | None = None,
+    tolerance: float = 0.25,
+) -> list[str]:
+    """Parse a subtitle file with pysubs2 and validate its cues; unreadable files are a problem too."""
+    try:
+        cues = load_subtitle_cues(path)
+    except Exception as exc:  # any parse failure is a finding, not a crash of the checker
+        return [f"{path}: cannot be parsed: {exc}"]
+    return [f"{path}: {p}" for p in validate_cues(cues, duration, speech, options, tolerance)]

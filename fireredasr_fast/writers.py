@@ -1,0 +1,152 @@
+"""Output writers, one small class per format, in the manner of openai-whisper's result writers.
+
+Every file is written atomically (fsutil), so an interrupted run never leaves a truncated
+subtitle behind, and a resumed run can trust any output file that exists.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+import os
+from pathlib import Path, PurePath
+from typing import Any
+
+import pysubs2
+
+from .cues import join_lines
+from .fsutil import atomic_write_text
+from .results import FileResult
+
+FORMATS: tuple[str, ...] = ("srt", "vtt", "ass", "txt", "json", "tsv")
+
+
+class ResultWriter(abc.ABC):
+    extension: str = ""
+
+    @abc.abstractmethod
+    def format(self, result: FileResult) -> str:
+        """The whole file as text."""
+
+    def write(self, result: FileResult, path: str | os.PathLike) -> None:
+        # Format fully before touching the disk: a formatting error leaves the old file intact.
+        atomic_write_text(path, self.format(result))
+
+
+class SubtitleWriter(ResultWriter):
+    """srt, vtt and ass through pysubs2, so escaping and time formats follow one tested library."""
+
+    def format(self, result: FileResult) -> str:
+        subs = pysubs2.SSAFile()
+        for cue in result.cues:
+            lines = [line.strip() for line in cue.lines if line.strip()]
+            if not lines:
+                continue
+            start, end = round(cue.start * 1000), round(cue.end * 1000)
+            # "\N" is the ASS hard line break; pysubs2 turns it into a newline for srt and vtt.
+            subs.append(pysubs2.SSAEvent(start=start, end=end, text=r"\N".join(lines)))
+        return subs.to_string(self.extension)
+
+
+class WriteSRT(SubtitleWriter):
+    # An SRT file with no cues is empty. pysubs2 parses it when told the format (as the
+    # validator does); format autodetection cannot work on an empty file whatever is written.
+    extension = "srt"
+
+
+class WriteVTT(SubtitleWriter):
+    extension = "vtt"
+
+
+class WriteASS(SubtitleWriter):
+    extension = "ass"
+
+
+class WriteTXT(ResultWriter):
+    extension = "txt"
+
+    def format(self, result: FileResult) -> str:
+        lines = [seg.text.strip() for seg in result.segments if seg.text.strip()]
+        return "".join(line + "\n" for line in lines)
+
+
+class WriteTSV(ResultWriter):
+    """start and end in integer milliseconds, then the cue text on one line (as whisper's tsv)."""
+
+    extension = "tsv"
+
+    def format(self, result: FileResult) -> str:
+        out = ["start\tend\ttext\n"]
+        for cue in result.cues:
+            text = join_lines(cue.lines).replace("\t", " ")
+            if text:
+                out.append(f"{round(cue.start * 1000)}\t{round(cue.end * 1000)}\t{text}\n")
+        return "".join(out)
+
+
+def _json_default(obj: Any) -> Any:
+    # info carries engine descriptions and timings: numpy values, paths, sets, small dataclasses.
+    if hasattr(obj, "tolist") and callable(obj.tolist):
+        return obj.tolist()  # numpy arrays and scalars alike
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=str)
+    return str(obj)
+
+
+class WriteJSON(ResultWriter):
+    extension = "json"
+
+    def format(self, result: FileResult) -> str:
+        data: dict[str, Any] = {
+            "source": result.source,
+            "duration": round(result.duration, 3),
+            "segments": [seg.to_dict() for seg in result.segments],
+            "cues": [{"start": round(c.start, 3), "end": round(c.end, 3), "text": c.text} for c in result.cues],
+            "speech": [[round(a, 3), round(b, 3)] for a, b in result.speech],
+        }
+        # info adds to the record but never replaces what the file is about.
+        for key, value in result.info.items():
+            data.setdefault(key, value)
+        return json.dumps(data, ensure_ascii=False, indent=2, default=_json_default) + "\n"
+
+
+_WRITERS: dict[str, type[ResultWriter]] = {
+    "srt": WriteSRT,
+    "vtt": WriteVTT,
+    "ass": WriteASS,
+    "txt": WriteTXT,
+    "json": WriteJSON,
+    "tsv": WriteTSV,
+}
+
+
+def get_writer(fmt: str) -> ResultWriter:
+    try:
+        return _WRITERS[fmt.lower().lstrip(".")]()
+    except KeyError:
+        raise ValueError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}") from None
+
+
+def output_path(output_dir: str | os.PathLike, relative_source: str | os.PathLike, fmt: str) -> Path:
+    """DIR/<relative parent>/<stem>.<ext>: the input folder's layout mirrored under the output folder."""
+    rel = PurePath(relative_source)
+    if rel.is_absolute() or rel.anchor or ".." in rel.parts:
+        # An absolute or escaping path would put outputs outside the output folder.
+        raise ValueError(f"source path must be relative and inside the input folder: {relative_source}")
+    ext = get_writer(fmt).extension
+    return Path(output_dir) / rel.parent / f"{rel.stem}.{ext}"
+
+
+def write_result(
+    result: FileResult, output_dir: str | os.PathLike, relative_source: str | os.PathLike, formats: tuple[str, ...]
+) -> list[Path]:
+    """Write every requested format for one file; returns the paths written."""
+    paths = []
+    for fmt in formats:
+        path = output_path(output_dir, relative_source, fmt)
+        get_writer(fmt).write(result, path)
+        paths.append(path)
+    return paths
