@@ -29,6 +29,9 @@ class VadOptions:
     min_segment: float = 2.0
     max_segment: float = 60.0
     merge_gap: float = 1.0  # neighbours closer than this are merged (while <= max_segment)
+    # A segment shorter than min_segment joins a neighbour up to this far away; beyond it,
+    # it is padded instead (feeding long silences to the recogniser invites hallucination).
+    short_merge_gap: float = 3.0
 
 
 @dataclass
@@ -184,8 +187,12 @@ def _fix_short(segments: list[SpeechSegment], duration: float, options: VadOptio
         nxt = segments[i + 1] if i + 1 < len(segments) else None
         gap_prev = seg.start - prev.end if prev else float("inf")
         gap_next = nxt.start - seg.end if nxt else float("inf")
-        fits_prev = prev is not None and seg.end - prev.start <= options.max_segment
-        fits_next = nxt is not None and nxt.end - seg.start <= options.max_segment
+        fits_prev = (
+            prev is not None and seg.end - prev.start <= options.max_segment and gap_prev <= options.short_merge_gap
+        )
+        fits_next = (
+            nxt is not None and nxt.end - seg.start <= options.max_segment and gap_next <= options.short_merge_gap
+        )
         if fits_prev and (gap_prev <= gap_next or not fits_next):
             assert prev is not None
             prev.end = seg.end

@@ -1,0 +1,46 @@
+"""Shared fixtures. Every test process pins torch to one thread: this machine has two
+cores, and over-subscription makes small models orders of magnitude slower."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch
+
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def ffmpeg_exe() -> str:
+    from fireredasr_fast.audio import ffmpeg_executable
+
+    return ffmpeg_executable()
+
+
+def run_ffmpeg(*args: str) -> None:
+    from fireredasr_fast.audio import ffmpeg_executable
+
+    subprocess.run([ffmpeg_executable(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def require_espeak() -> str:
+    exe = shutil.which("espeak-ng")
+    if not exe:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    return exe

@@ -1,0 +1,89 @@
+"""Segmentation rules on real speech and on controlled probability tracks."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from conftest import SAMPLES
+
+from fireredasr_fast.audio import decode_audio
+from fireredasr_fast.vad import FRAME_SECONDS, SpeechSegmenter, VadOptions, segment_speech
+
+
+@pytest.fixture(scope="module")
+def english():
+    return decode_audio(SAMPLES / "two_cities.mp4")
+
+
+def _speech_frames(probs: np.ndarray, threshold: float) -> np.ndarray:
+    return np.flatnonzero(probs >= threshold)
+
+
+def _assert_rules(segments, probs, duration, options: VadOptions):
+    # Ordered, non-overlapping, inside the file.
+    for a, b in itertools.pairwise(segments):
+        assert a.end <= b.start + 1e-9
+    assert segments[0].start >= 0 and segments[-1].end <= duration + 1e-9
+    for seg in segments:
+        assert seg.duration <= options.max_segment + 1e-6
+        assert seg.duration >= min(options.min_segment, duration) - 1e-6
+    # No speech lost: every frame the VAD calls speech lies inside some segment.
+    for frame in _speech_frames(probs, options.threshold):
+        t = (frame + 0.5) * FRAME_SECONDS
+        assert any(seg.start <= t <= seg.end for seg in segments), f"speech at {t:.2f}s dropped"
+
+
+@pytest.mark.parametrize("max_segment", [60.0, 10.0, 4.0])
+def test_real_speech_bounds_and_nothing_dropped(english, max_segment):
+    options = VadOptions(max_segment=max_segment)
+    segmenter = SpeechSegmenter(options)
+    probs = segmenter.probabilities(english)
+    duration = english.size / 16000
+    segments = segment_speech(probs, duration, options)
+    assert segments
+    _assert_rules(segments, probs, duration, options)
+    if max_segment == 60.0:
+        # 44 s of continuous reading with short pauses: merged into one segment.
+        assert len(segments) == 1
+    else:
+        assert len(segments) >= duration / max_segment
+
+
+def test_split_happens_at_the_quietest_point():
+    # 100 s of speech with one dip at 37 s and a deeper dip at 45 s: with a 60 s maximum the
+    # cut must be at the deepest dip inside [30 s, 60 s].
+    frames = int(100 / FRAME_SECONDS)
+    probs = np.full(frames, 0.95, dtype=np.float32)
+    probs[int(37 / FRAME_SECONDS)] = 0.4
+    probs[int(45 / FRAME_SECONDS)] = 0.2
+    segments = segment_speech(probs, 100.0, VadOptions(speech_pad=0.0))
+    assert len(segments) == 2
+    assert abs(segments[0].end - 45.0) < 2 * FRAME_SECONDS
+    assert segments[1].start == segments[0].end
+
+
+def test_short_neighbours_are_merged_and_a_lone_short_utterance_is_padded():
+    frames = int(30 / FRAME_SECONDS)
+    probs = np.zeros(frames, dtype=np.float32)
+
+    def speak(a: float, b: float) -> None:
+        probs[int(a / FRAME_SECONDS) : int(b / FRAME_SECONDS)] = 0.9
+
+    speak(1.0, 1.6)  # short, near the next one: merged
+    speak(2.2, 3.5)
+    speak(15.0, 15.3)  # lone and short, far from everything: kept and padded to 2 s
+    options = VadOptions(speech_pad=0.0, merge_gap=1.0)
+    segments = segment_speech(probs, 30.0, options)
+    assert len(segments) == 2
+    assert segments[0].start <= 1.0 and segments[0].end >= 3.5 - FRAME_SECONDS
+    lone = segments[1]
+    assert abs(lone.duration - 2.0) < 1e-6 and lone.start <= 15.0 and lone.end >= 15.3
+    _assert_rules(segments, probs, 30.0, options)
+
+
+def test_silence_gives_no_segments():
+    segmenter = SpeechSegmenter()
+    segments, speech = segmenter(np.zeros(16000 * 3, dtype=np.int16))
+    assert segments == [] and speech == []
