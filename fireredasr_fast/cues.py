@@ -29,7 +29,7 @@ SP_SPACE = "▁"
 _MIN_SLOT = 0.05
 
 
-@dataclass
+@dataclass(frozen=True)
 class CueOptions:
     max_line_width: float = 16.0  # in CJK characters; Latin characters count half
     max_lines: int = 2

@@ -333,7 +333,8 @@ class Runner:
             budget.close()
             hard = self.stop.hard.is_set()
             _shutdown(executor, hard)
-            bar.close()
+            if bar is not None:
+                bar.close()
             for state in states.values():
                 if state.index not in records:
                     status = "interrupted" if self.stop.graceful.is_set() else "failed"
