@@ -1,0 +1,317 @@
+"""The FireRedASR-AED engine: waveforms in, hypotheses out, fast.
+
+`load_model` returns a `FireRedModel` (our implementation, model.py) or, with
+implementation="reference", the PyPI reference wrapped to the same interface
+(reference.py). `FireRedEngine` adapts either to the pipeline's `Engine` boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, check_model_dir, load_package
+from .engine import Engine, EngineSpec, Hypothesis
+from .feature_extractor import FbankExtractor
+from .model import AedModel, LogitsHook, SearchResult, beam_search
+from .tokenizer import Tokenizer
+
+MODEL_DIR_ENV = "FIREREDASR_MODEL_DIR"
+PRECISIONS = ("fp32", "int8", "fp16", "bf16")
+IMPLEMENTATIONS = ("fast", "reference")
+# Padded fbank frames (10 ms each) one encoder sub-batch may hold: 400 s of audio. Bounds
+# activation memory and the per-batch cross-attention K/V (AED-L: ~41 MB per second).
+DEFAULT_BATCH_FRAMES = 40000
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """Beam-search settings (upstream's recommended values by default)."""
+
+    beam_size: int = 3
+    nbest: int = 1
+    decode_max_len: int = 0  # 0: each utterance's own encoder length
+    softmax_smoothing: float = 1.25
+    length_penalty: float = 0.6
+    eos_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ValueError("beam_size must be >= 1")
+        if not 1 <= self.nbest <= self.beam_size:
+            raise ValueError("nbest must be between 1 and beam_size")
+        if not 0.0 < self.eos_penalty <= 1.0:
+            raise ValueError("eos_penalty must be in (0, 1]")
+        if self.softmax_smoothing <= 0.0:
+            raise ValueError("softmax_smoothing must be > 0")
+
+
+class AsrModel(Protocol):
+    """What both implementations offer."""
+
+    model_dir: Path
+    precision: str
+    implementation: str
+    timings: dict[str, float]
+
+    def transcribe(self, waveforms: Sequence[np.ndarray], **options: Any) -> list[Hypothesis]: ...
+
+
+def resolve_model_dir(model_dir: str | os.PathLike | None) -> Path:
+    """The model directory, from the argument or $FIREREDASR_MODEL_DIR, checked."""
+    if not model_dir:
+        model_dir = os.environ.get(MODEL_DIR_ENV) or None
+    return check_model_dir(model_dir).resolve()
+
+
+def load_model(
+    model_dir: str | os.PathLike | None,
+    device: str = "cpu",
+    implementation: str = "fast",
+    precision: str = "fp32",
+    batch_frames: int = DEFAULT_BATCH_FRAMES,
+) -> AsrModel:
+    """Load a FireRedASR-AED model directory.
+
+    precision: fp32 (default, exact parity with the reference), int8 (CPU: dynamic int8
+    Linear layers), fp16 or bf16 (CUDA only).
+    """
+    path = resolve_model_dir(model_dir)
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown implementation {implementation!r} (choose {', '.join(IMPLEMENTATIONS)})")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (choose {', '.join(PRECISIONS)})")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if precision == "int8" and dev.type != "cpu":
+        raise ValueError("precision int8 is for CPU; use fp16 or bf16 on CUDA")
+    if precision in ("fp16", "bf16") and dev.type != "cuda":
+        raise ValueError(f"precision {precision} needs a CUDA device; on CPU use fp32 or int8")
+    if implementation == "reference":
+        if precision != "fp32":
+            raise ValueError("the reference implementation runs in fp32 only")
+        from .reference import ReferenceModel
+
+        return ReferenceModel(path, device=device)
+    return FireRedModel(path, device=device, precision=precision, batch_frames=batch_frames)
+
+
+def _to_int8(model: AedModel) -> torch.nn.Module:
+    """Dynamic int8 quantisation of every Linear (weights int8, activations per batch)."""
+    from torch import nn
+    from torch.ao.quantization import quantize_dynamic
+
+    from .model import PointwiseConv
+
+    # quantize_dynamic matches exact types: turn our conv-shaped Linears into plain ones.
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, PointwiseConv):
+                plain = nn.Linear(child.in_features, child.out_features, bias=False)
+                plain.weight = child.weight
+                setattr(module, name, plain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch deprecates quantized tensor creation
+        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+
+
+class FireRedModel:
+    """Our implementation: features, padding-aware encoder batches, cached beam search."""
+
+    implementation = "fast"
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        device: str = "cpu",
+        precision: str = "fp32",
+        batch_frames: int = DEFAULT_BATCH_FRAMES,
+        package: dict | None = None,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.device = torch.device(device)
+        self.precision = precision
+        self.batch_frames = batch_frames
+        if package is None:
+            package = load_package(self.model_dir / MODEL_FILE)
+        model = AedModel.from_package(package)
+        if precision == "int8":
+            model = _to_int8(model)
+        elif precision in ("fp16", "bf16"):
+            model = model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
+        self.model: AedModel = model.to(self.device).eval()
+        self.dtype = torch.float32 if precision in ("fp32", "int8") else next(model.parameters()).dtype
+        self.features = FbankExtractor(self.model_dir / CMVN_FILE)
+        self.tokenizer = Tokenizer(self.model_dir / DICT_FILE, self.model_dir / SPM_FILE)
+        self.timings: dict[str, float] = {}
+
+    @property
+    def has_ctc(self) -> bool:
+        return getattr(self.model, "ctc", None) is not None
+
+    def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Indices grouped longest first so padding stays small; each group's padded size
+        (count x longest) fits the frame budget (a single long one always gets through)."""
+        order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: -lengths[i])
+        groups: list[list[int]] = []
+        for i in order:
+            if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= self.batch_frames:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        return groups
+
+    @torch.inference_mode()
+    def transcribe_nbest(
+        self,
+        waveforms: Sequence[np.ndarray],
+        beam_size: int = 3,
+        decode_max_len: int = 0,
+        softmax_smoothing: float = 1.25,
+        length_penalty: float = 0.6,
+        eos_penalty: float = 1.0,
+        nbest: int = 1,
+        logits_hook: LogitsHook | None = None,
+        return_alignment: bool = False,
+    ) -> list[list[Hypothesis]] | tuple[list[list[Hypothesis]], list[np.ndarray | None]]:
+        """n-best hypotheses per waveform, best first.
+
+        With return_alignment, also one array per waveform: the best hypothesis's
+        cross-attention over encoder frames (40 ms), averaged over heads,
+        shape (decoder layers, tokens + 1 for <eos>, frames); None for empty input.
+        """
+        opts = DecodingOptions(beam_size, nbest, decode_max_len, softmax_smoothing, length_penalty, eos_penalty)
+        timings = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}
+        start = time.perf_counter()
+        feats = self.features.batch(waveforms)
+        timings["features"] = time.perf_counter() - start
+        results: list[list[Hypothesis]] = [[Hypothesis(text="")] for _ in waveforms]
+        alignments: list[np.ndarray | None] = [None] * len(waveforms)
+        for group in self._batches([f.shape[0] for f in feats]):
+            start = time.perf_counter()
+            enc, valid = self._encode([feats[i] for i in group])
+            self._sync()
+            mid = time.perf_counter()
+            enc_lens = valid.sum(dim=1).tolist()
+            max_lens = [decode_max_len if decode_max_len > 0 else int(n) for n in enc_lens]
+            found = beam_search(
+                self.model.decoder,
+                enc,
+                valid,
+                max_lens,
+                beam_size=opts.beam_size,
+                nbest=opts.nbest,
+                softmax_smoothing=opts.softmax_smoothing,
+                length_penalty=opts.length_penalty,
+                eos_penalty=opts.eos_penalty,
+                logits_hook=logits_hook,
+                check_every=1 if self.device.type == "cpu" else 8,
+            )
+            if return_alignment:
+                for j, att in enumerate(self._alignments(enc, valid, found)):
+                    alignments[group[j]] = att
+            self._sync()
+            timings["encoder"] += mid - start
+            timings["decoder"] += time.perf_counter() - mid
+            for j, i in enumerate(group):
+                results[i] = [self._hypothesis(seq) for seq in found[j].sequences]
+        self.timings = timings
+        return (results, alignments) if return_alignment else results
+
+    def transcribe(self, waveforms: Sequence[np.ndarray], **options: Any) -> Any:
+        """One best hypothesis per waveform (same order); see transcribe_nbest for options.
+        With return_alignment=True, returns (hypotheses, alignments)."""
+        out = self.transcribe_nbest(waveforms, **options)
+        if options.get("return_alignment"):
+            hyps, alignments = out
+            return [h[0] for h in hyps], alignments
+        return [h[0] for h in out]
+
+    def _hypothesis(self, ids: list[int]) -> Hypothesis:
+        return Hypothesis(text=self.tokenizer.detokenize(ids), tokens=self.tokenizer.tokens(ids), token_ids=list(ids))
+
+    def _encode(self, feats: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = [f.shape[0] for f in feats]
+        padded = np.zeros((len(feats), max(lengths), feats[0].shape[1]), dtype=np.float32)
+        for row, f in zip(padded, feats, strict=True):
+            row[: f.shape[0]] = f
+        x = torch.from_numpy(padded).to(self.device, self.dtype)
+        return self.model.encoder(x, torch.tensor(lengths, device=self.device))
+
+    def encode(self, waveforms: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Encoder outputs (frames, d_model) per waveform (for CTC alignment and tools)."""
+        feats = self.features.batch(waveforms)
+        out: list[torch.Tensor] = [torch.zeros(0, self.model.args.d_model) for _ in waveforms]
+        with torch.inference_mode():
+            for group in self._batches([f.shape[0] for f in feats]):
+                enc, valid = self._encode([feats[i] for i in group])
+                for j, i in enumerate(group):
+                    out[i] = enc[j, : int(valid[j].sum())].float().cpu()
+        return out
+
+    def _alignments(self, enc: torch.Tensor, valid: torch.Tensor, found: list[SearchResult]) -> list[np.ndarray]:
+        out = []
+        sos = self.model.sos_id
+        for j, result in enumerate(found):
+            tokens = torch.tensor([[sos, *result.sequences[0]]], device=enc.device)
+            att = self.model.decoder.cross_attention_weights(enc[j : j + 1], valid[j : j + 1], tokens)
+            frames = int(valid[j].sum())
+            out.append(att[0].mean(dim=1)[:, :, :frames].float().cpu().numpy())
+        return out
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+class FireRedEngine(Engine):
+    """The pipeline's FireRedASR engine: a loaded model plus fixed decoding options."""
+
+    name = "firered"
+
+    def __init__(self, model: AsrModel, options: DecodingOptions | None = None) -> None:
+        self.model = model
+        self.options = options or DecodingOptions()
+
+    @classmethod
+    def from_spec(cls, spec: EngineSpec, **opts: Any) -> FireRedEngine:
+        precision = opts.pop("precision", "fp32")
+        implementation = opts.pop("implementation", "fast")
+        batch_frames = opts.pop("batch_frames", DEFAULT_BATCH_FRAMES)
+        known = {f.name for f in fields(DecodingOptions)}
+        unknown = sorted(set(opts) - known)
+        if unknown:
+            raise ValueError(f"unknown FireRedASR option(s): {', '.join(unknown)}")
+        options = DecodingOptions(**opts)
+        model = load_model(
+            spec.model_dir,
+            device=spec.device,
+            implementation=implementation,
+            precision=precision,
+            batch_frames=batch_frames,
+        )
+        return cls(model, options)
+
+    def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[Hypothesis]:
+        return self.model.transcribe(waveforms, **asdict(self.options))
+
+    def describe(self) -> dict[str, Any]:
+        model_file = Path(self.model.model_dir) / MODEL_FILE
+        stat = model_file.stat()
+        return {
+            "engine": self.name,
+            "implementation": self.model.implementation,
+            "model_dir": str(Path(self.model.model_dir).resolve()),
+            "model_file": {"size": stat.st_size, "mtime": int(stat.st_mtime)},
+            "decoding": asdict(self.options),
+            "precision": self.model.precision,
+        }

@@ -1,0 +1,605 @@
+"""FireRedASR-AED as our own inference-oriented nn.Module, plus its beam search.
+
+The module tree mirrors the official checkpoint's parameter names exactly, so
+`load_state_dict(strict=True)` accepts `model_state_dict` from an official `model.pth.tar`
+(and a v2 file with a `ctc.ctc_lo` head). The arithmetic is the same as upstream's; what
+differs is how much of it is done:
+
+* encoder: attention through `scaled_dot_product_attention` with the relative-position term
+  passed as an additive float bias (taken from the full product with a strided view instead
+  of pad/reshape copies); pointwise convolutions run as matmuls in (N, T, C) layout.
+* decoder: cross-attention K/V projected once per utterance and layer, shared by all beams
+  (beams of one utterance are the query rows of one attention call); self-attention K/V
+  appended per step; only the newest token is embedded; beams are reordered with
+  index_select; utterances whose beams have all ended leave the batch.
+
+Beam-search semantics follow upstream exactly: softmax smoothing, eos penalty, the way a
+finished beam keeps its score and only extends with eos, top-k pruning over beam x beam
+candidates, GNMT length penalty applied once at the end, n-best.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Upstream's "minus infinity" for dead beams: finite, so arithmetic on it stays finite.
+_DEAD_SCORE = -1e10
+# Bytes one attention call may spend on score matrices before we split the batch.
+_ATTN_BYTES_BUDGET = 1 << 30
+
+
+def _sinusoids(positions: Tensor, d_model: int) -> Tensor:
+    """Interleaved sin/cos table, the layout of the checkpoints' stored `pe` buffers."""
+    inv_freq = torch.exp(torch.arange(0, d_model, 2).float() * -(math.log(10000.0) / d_model))
+    angles = positions.float().unsqueeze(1) * inv_freq
+    table = torch.zeros(positions.numel(), d_model)
+    table[:, 0::2] = torch.sin(angles)
+    table[:, 1::2] = torch.cos(angles)
+    return table
+
+
+class PositionTable(nn.Module):
+    """Holds the `pe` buffer that official checkpoints store (so strict loading works)."""
+
+    def __init__(self, positions: Tensor, d_model: int) -> None:
+        super().__init__()
+        self.register_buffer("pe", _sinusoids(positions, d_model).unsqueeze(0))
+
+
+class PointwiseConv(nn.Linear):
+    """A kernel-1 Conv1d stored as the checkpoint stores it, (out, in, 1), run as a matmul.
+
+    Running it as Linear on (N, T, C) avoids two transposes per use and lets int8 dynamic
+    quantisation treat it like every other Linear.
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features, bias=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        key = prefix + "weight"
+        if key in state_dict and state_dict[key].dim() == 3:
+            state_dict[key] = state_dict[key].squeeze(-1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[override]
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "weight"] = destination[prefix + "weight"].unsqueeze(-1)
+
+
+# ----------------------------------------------------------------------------- encoder
+
+
+class Subsampling(nn.Module):
+    """Two stride-2 3x3 convolutions: 10 ms fbank frames -> 40 ms encoder frames."""
+
+    # Frames of right context the convolutions need; upstream pads this many minus one.
+    context = 7
+
+    def __init__(self, idim: int, d_model: int, channels: int = 32) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, channels, 3, 2), nn.ReLU(), nn.Conv2d(channels, channels, 3, 2), nn.ReLU()
+        )
+        self.out = nn.Linear(channels * (((idim - 1) // 2 - 1) // 2), d_model)
+
+    def forward(self, feats: Tensor) -> Tensor:
+        x = self.conv(feats.unsqueeze(1))
+        n, c, t, d = x.shape
+        return self.out(x.transpose(1, 2).reshape(n, t, c * d))
+
+
+class MacaronFeedForward(nn.Module):
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        # Indices 0, 1 and 4 carry the checkpoint's parameters; the Identities stand where
+        # upstream keeps dropouts, so the names line up.
+        self.net = nn.Sequential(
+            nn.LayerNorm(d_model),
+            nn.Linear(d_model, d_model * 4),
+            nn.SiLU(),
+            nn.Identity(),
+            nn.Linear(d_model * 4, d_model),
+            nn.Identity(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x) + x
+
+
+class RelPosSelfAttention(nn.Module):
+    """Transformer-XL style relative-position self-attention (the Conformer's MHSA)."""
+
+    def __init__(self, n_head: int, d_model: int) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.d_k = d_model // n_head
+        self.w_qs = nn.Linear(d_model, d_model, bias=False)
+        self.w_ks = nn.Linear(d_model, d_model, bias=False)
+        self.w_vs = nn.Linear(d_model, d_model, bias=False)
+        self.layer_norm_q = nn.LayerNorm(d_model)
+        self.layer_norm_k = nn.LayerNorm(d_model)
+        self.layer_norm_v = nn.LayerNorm(d_model)
+        self.fc = nn.Linear(d_model, d_model, bias=False)
+        self.linear_pos = nn.Linear(d_model, d_model, bias=False)
+        self.pos_bias_u = nn.Parameter(torch.zeros(n_head, self.d_k))
+        self.pos_bias_v = nn.Parameter(torch.zeros(n_head, self.d_k))
+        nn.init.xavier_uniform_(self.pos_bias_u)
+        nn.init.xavier_uniform_(self.pos_bias_v)
+
+    def forward(self, x: Tensor, pos_emb: Tensor, key_valid: Tensor) -> Tensor:
+        n, t, d = x.shape
+        h, dk = self.n_head, self.d_k
+        q = self.w_qs(self.layer_norm_q(x)).view(n, t, h, dk)
+        k = self.w_ks(self.layer_norm_k(x)).view(n, t, h, dk).transpose(1, 2)
+        v = self.w_vs(self.layer_norm_v(x)).view(n, t, h, dk).transpose(1, 2)
+        p = self.linear_pos(pos_emb).view(1, 2 * t - 1, h, dk).transpose(1, 2)
+        q_u = (q + self.pos_bias_u).transpose(1, 2)
+        q_v = (q + self.pos_bias_v).transpose(1, 2)
+        scale = 1.0 / math.sqrt(dk)
+        # The score matrices are (n, h, t, 3t); split the batch so they stay bounded.
+        per_item = h * t * 3 * t * x.element_size()
+        step = max(1, _ATTN_BYTES_BUDGET // max(per_item, 1))
+        outs = []
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            bias = _rel_position_bias(q_v[s:e], p, scale)
+            bias.masked_fill_(~key_valid[s:e, None, None, :], float("-inf"))
+            outs.append(F.scaled_dot_product_attention(q_u[s:e], k[s:e], v[s:e], attn_mask=bias, scale=scale))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return self.fc(out.transpose(1, 2).reshape(n, t, d)) + x
+
+
+def _rel_position_bias(q_v: Tensor, p: Tensor, scale: float) -> Tensor:
+    """(q + v) . p for every (query i, key j) at relative position i - j, times `scale`.
+
+    `p` holds positions t-1 .. -(t-1); row i needs columns t-1-i .. 2t-2-i of the full
+    product, which is one strided view (row stride 2t-2, offset t-1) of the contiguous
+    result: no padding, concatenation or reshuffling copies (upstream's rel_shift).
+    """
+    n, h, t, _ = q_v.shape
+    full = torch.matmul(q_v, p.transpose(-2, -1)).contiguous()  # (n, h, t, 2t-1)
+    width = 2 * t - 1
+    shifted = full.as_strided((n, h, t, t), (h * t * width, t * width, width - 1, 1), full.storage_offset() + t - 1)
+    return shifted * scale
+
+
+class ConvModule(nn.Module):
+    def __init__(self, d_model: int, kernel_size: int) -> None:
+        super().__init__()
+        self.pre_layer_norm = nn.LayerNorm(d_model)
+        self.pointwise_conv1 = PointwiseConv(d_model, d_model * 4)
+        self.depthwise_conv = nn.Conv1d(
+            d_model * 2, d_model * 2, kernel_size, padding=(kernel_size - 1) // 2, groups=d_model * 2, bias=False
+        )
+        self.batch_norm = nn.LayerNorm(d_model * 2)  # named so upstream; it is a LayerNorm
+        self.pointwise_conv2 = PointwiseConv(d_model * 2, d_model)
+
+    def forward(self, x: Tensor, pad: Tensor) -> Tensor:
+        # `pad` is (n, t, 1), True at padding frames: they are zeroed so the depthwise
+        # convolution sees the same zeros a lone, unpadded utterance would.
+        y = self.pre_layer_norm(x).masked_fill(pad, 0.0)
+        y = F.glu(self.pointwise_conv1(y), dim=-1)
+        y = self.depthwise_conv(y.transpose(1, 2)).transpose(1, 2)
+        y = F.silu(self.batch_norm(y))
+        y = self.pointwise_conv2(y).masked_fill(pad, 0.0)
+        return y + x
+
+
+class ConformerLayer(nn.Module):
+    def __init__(self, d_model: int, n_head: int, kernel_size: int) -> None:
+        super().__init__()
+        self.ffn1 = MacaronFeedForward(d_model)
+        self.mhsa = RelPosSelfAttention(n_head, d_model)
+        self.conv = ConvModule(d_model, kernel_size)
+        self.ffn2 = MacaronFeedForward(d_model)
+        self.layer_norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: Tensor, pos_emb: Tensor, valid: Tensor, pad: Tensor) -> Tensor:
+        out = 0.5 * x + 0.5 * self.ffn1(x)
+        out = self.mhsa(out, pos_emb, valid)
+        out = self.conv(out, pad)
+        out = 0.5 * out + 0.5 * self.ffn2(out)
+        return self.layer_norm(out)
+
+
+class Encoder(nn.Module):
+    def __init__(self, idim: int, n_layers: int, n_head: int, d_model: int, kernel_size: int, pe_maxlen: int = 5000):
+        super().__init__()
+        self.input_preprocessor = Subsampling(idim, d_model)
+        # Upstream's relative table always spans 5000 positions each way, whatever pe_maxlen.
+        self.positional_encoding = PositionTable(torch.arange(4999, -5000, -1), d_model)
+        self.layer_stack = nn.ModuleList(ConformerLayer(d_model, n_head, kernel_size) for _ in range(n_layers))
+
+    def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """feats (n, t, idim) zero-padded; returns encoder output (n, t', d) and its
+        validity mask (n, t') (True at real frames)."""
+        feats = F.pad(feats, (0, 0, 0, Subsampling.context - 1))
+        # Upstream's frame mask, subsampled by slicing exactly as it does it.
+        mask = torch.arange(feats.size(1), device=feats.device)[None, :] < lengths[:, None]
+        valid = mask[:, :-2:2][:, :-2:2]
+        x = self.input_preprocessor(feats)
+        t = x.size(1)
+        pe = self.positional_encoding.pe
+        center = pe.size(1) // 2
+        pos_emb = pe[:, center - t + 1 : center + t].to(x.dtype)
+        pad = ~valid[:, :, None]
+        for layer in self.layer_stack:
+            x = layer(x, pos_emb, valid, pad)
+        return x, valid
+
+
+# ----------------------------------------------------------------------------- decoder
+
+
+class DecoderAttention(nn.Module):
+    def __init__(self, d_model: int, n_head: int) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.d_k = d_model // n_head
+        self.w_qs = nn.Linear(d_model, d_model)
+        self.w_ks = nn.Linear(d_model, d_model, bias=False)
+        self.w_vs = nn.Linear(d_model, d_model)
+        self.fc = nn.Linear(d_model, d_model)
+
+    def heads(self, x: Tensor) -> Tensor:
+        """(n, t, d) -> (n, h, t, d_k)."""
+        return x.view(x.size(0), x.size(1), self.n_head, self.d_k).transpose(1, 2)
+
+
+class PositionwiseFeedForward(nn.Module):
+    def __init__(self, d_model: int, d_ff: int) -> None:
+        super().__init__()
+        self.w_1 = nn.Linear(d_model, d_ff)
+        self.act = nn.GELU()
+        self.w_2 = nn.Linear(d_ff, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w_2(self.act(self.w_1(x)))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, d_model: int, n_head: int) -> None:
+        super().__init__()
+        self.self_attn_norm = nn.LayerNorm(d_model)
+        self.self_attn = DecoderAttention(d_model, n_head)
+        self.cross_attn_norm = nn.LayerNorm(d_model)
+        self.cross_attn = DecoderAttention(d_model, n_head)
+        self.mlp_norm = nn.LayerNorm(d_model)
+        self.mlp = PositionwiseFeedForward(d_model, d_model * 4)
+
+
+@dataclass
+class DecoderCache:
+    """Per-layer attention state of a batch of beams during decoding.
+
+    Self-attention K/V live in buffers (rows, heads, capacity, d_k) that grow by doubling;
+    cross-attention K/V are (utterances, heads, frames, d_k), one copy per utterance shared
+    by its beams.
+    """
+
+    self_k: list[Tensor]
+    self_v: list[Tensor]
+    cross_k: list[Tensor]
+    cross_v: list[Tensor]
+    cross_mask: Tensor  # (utterances, 1, 1, frames) bool, True = attend
+    self_mask: Tensor  # (rows, capacity) bool, False where the token was <pad>
+    beam: int
+    length: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.self_mask.size(0)
+
+    def ensure_capacity(self, needed: int) -> None:
+        capacity = self.self_mask.size(1)
+        if needed <= capacity:
+            return
+        new_cap = max(needed, 2 * capacity)
+
+        def grow(buf: Tensor) -> Tensor:
+            out = buf.new_zeros(*buf.shape[:2], new_cap, buf.size(3))
+            out[:, :, :capacity] = buf
+            return out
+
+        self.self_k = [grow(b) for b in self.self_k]
+        self.self_v = [grow(b) for b in self.self_v]
+        mask = self.self_mask.new_ones(self.rows, new_cap)
+        mask[:, :capacity] = self.self_mask
+        self.self_mask = mask
+
+    def reorder(self, rows: Tensor) -> None:
+        """Row i takes the history of row rows[i] (beam reordering), in place."""
+        t = self.length
+        for buf in (*self.self_k, *self.self_v):
+            buf[:, :, :t] = buf[:, :, :t].index_select(0, rows)
+        self.self_mask[:, :t] = self.self_mask[:, :t].index_select(0, rows)
+
+    def keep(self, utterances: Tensor) -> None:
+        """Drop every utterance not listed (finished ones leave the batch)."""
+        rows = (utterances[:, None] * self.beam + torch.arange(self.beam, device=utterances.device)).reshape(-1)
+        self.self_k = [b.index_select(0, rows) for b in self.self_k]
+        self.self_v = [b.index_select(0, rows) for b in self.self_v]
+        self.self_mask = self.self_mask.index_select(0, rows)
+        self.cross_k = [b.index_select(0, utterances) for b in self.cross_k]
+        self.cross_v = [b.index_select(0, utterances) for b in self.cross_v]
+        self.cross_mask = self.cross_mask.index_select(0, utterances)
+
+
+class Decoder(nn.Module):
+    def __init__(
+        self, sos_id: int, eos_id: int, pad_id: int, odim: int, n_layers: int, n_head: int, d_model: int, pe_maxlen: int
+    ) -> None:
+        super().__init__()
+        self.sos_id, self.eos_id, self.pad_id = sos_id, eos_id, pad_id
+        self.n_head = n_head
+        self.d_model = d_model
+        self.tgt_word_emb = nn.Embedding(odim, d_model, padding_idx=pad_id)
+        self.positional_encoding = PositionTable(torch.arange(pe_maxlen), d_model)
+        self.layer_stack = nn.ModuleList(DecoderLayer(d_model, n_head) for _ in range(n_layers))
+        self.tgt_word_prj = nn.Linear(d_model, odim, bias=False)
+        self.layer_norm_out = nn.LayerNorm(d_model)
+        self.tgt_word_prj.weight = self.tgt_word_emb.weight
+        self.scale = d_model**0.5
+
+    def init_cache(self, enc: Tensor, enc_valid: Tensor, beam: int, capacity: int = 32) -> DecoderCache:
+        """Project the encoder output to every layer's cross-attention K/V, once."""
+        n = enc.size(0)
+        rows = n * beam
+        h, dk = self.n_head, self.d_model // self.n_head
+        cross_k, cross_v = [], []
+        for layer in self.layer_stack:
+            cross_k.append(layer.cross_attn.heads(layer.cross_attn.w_ks(enc)))
+            cross_v.append(layer.cross_attn.heads(layer.cross_attn.w_vs(enc)))
+        empty = [enc.new_zeros(rows, h, capacity, dk) for _ in self.layer_stack]
+        return DecoderCache(
+            self_k=empty,
+            self_v=[torch.zeros_like(b) for b in empty],
+            cross_k=cross_k,
+            cross_v=cross_v,
+            cross_mask=enc_valid[:, None, None, :],
+            self_mask=torch.ones(rows, capacity, dtype=torch.bool, device=enc.device),
+            beam=beam,
+        )
+
+    def step(self, tokens: Tensor, cache: DecoderCache) -> Tensor:
+        """Feed one token per row at position cache.length; returns logits (rows, odim)."""
+        t = cache.length
+        cache.ensure_capacity(t + 1)
+        rows, beam = tokens.size(0), cache.beam
+        n = rows // beam
+        h, dk, d = self.n_head, self.d_model // self.n_head, self.d_model
+        x = self.tgt_word_emb(tokens) * self.scale + self.positional_encoding.pe[0, t].to(
+            self.tgt_word_emb.weight.dtype
+        )
+        x = x.unsqueeze(1)  # (rows, 1, d)
+        cache.self_mask[:, t] = tokens != self.pad_id
+        self_mask = cache.self_mask[:, None, None, : t + 1]
+        for i, layer in enumerate(self.layer_stack):
+            sa = layer.self_attn
+            y = layer.self_attn_norm(x)
+            cache.self_k[i][:, :, t : t + 1] = sa.heads(sa.w_ks(y))
+            cache.self_v[i][:, :, t : t + 1] = sa.heads(sa.w_vs(y))
+            att = F.scaled_dot_product_attention(
+                sa.heads(sa.w_qs(y)),
+                cache.self_k[i][:, :, : t + 1],
+                cache.self_v[i][:, :, : t + 1],
+                attn_mask=self_mask,
+            )
+            x = x + sa.fc(att.reshape(rows, 1, d))
+            ca = layer.cross_attn
+            # The beams of one utterance become the query rows of one attention call, so
+            # the encoder-side K/V is never copied per beam.
+            q = ca.w_qs(layer.cross_attn_norm(x)).view(n, beam, h, dk).transpose(1, 2)
+            att = F.scaled_dot_product_attention(q, cache.cross_k[i], cache.cross_v[i], attn_mask=cache.cross_mask)
+            x = x + ca.fc(att.transpose(1, 2).reshape(rows, 1, d))
+            x = x + layer.mlp(layer.mlp_norm(x))
+        cache.length = t + 1
+        return self.tgt_word_prj(self.layer_norm_out(x[:, 0]))
+
+    def cross_attention_weights(self, enc: Tensor, enc_valid: Tensor, tokens: Tensor) -> Tensor:
+        """Teacher-forced pass over `tokens` (n, L, starting with <sos>) returning the
+        cross-attention probabilities (n, layers, heads, L, frames).
+
+        Used only when an alignment is asked for, after the search, on the best
+        hypotheses: the default decoding path never materialises these weights.
+        """
+        n, length = tokens.shape
+        x = self.tgt_word_emb(tokens) * self.scale + self.positional_encoding.pe[:, :length].to(enc.dtype)
+        causal = torch.ones(length, length, dtype=torch.bool, device=enc.device).tril()
+        self_mask = causal[None, None] & (tokens != self.pad_id)[:, None, None, :]
+        cross_mask = enc_valid[:, None, None, :]
+        weights = []
+        for layer in self.layer_stack:
+            sa = layer.self_attn
+            y = layer.self_attn_norm(x)
+            att = F.scaled_dot_product_attention(
+                sa.heads(sa.w_qs(y)), sa.heads(sa.w_ks(y)), sa.heads(sa.w_vs(y)), attn_mask=self_mask
+            )
+            x = x + sa.fc(att.transpose(1, 2).reshape(n, length, -1))
+            ca = layer.cross_attn
+            q = ca.heads(ca.w_qs(layer.cross_attn_norm(x)))
+            k, v = ca.heads(ca.w_ks(enc)), ca.heads(ca.w_vs(enc))
+            scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+            probs = scores.masked_fill(~cross_mask, float("-inf")).softmax(-1)
+            weights.append(probs)
+            x = x + ca.fc(torch.matmul(probs, v).transpose(1, 2).reshape(n, length, -1))
+            x = x + layer.mlp(layer.mlp_norm(x))
+        return torch.stack(weights, dim=1)
+
+
+class CtcHead(nn.Module):
+    """FireRedASR2's CTC projection (`ctc.ctc_lo`)."""
+
+    def __init__(self, d_model: int, odim: int) -> None:
+        super().__init__()
+        self.ctc_lo = nn.Linear(d_model, odim)
+
+    def forward(self, enc: Tensor) -> Tensor:
+        return F.log_softmax(self.ctc_lo(enc).float(), dim=-1)
+
+
+class AedModel(nn.Module):
+    """Encoder + decoder (+ optional CTC head), parameter names as in official checkpoints."""
+
+    def __init__(self, args: argparse.Namespace, with_ctc: bool = False) -> None:
+        super().__init__()
+        self.args = args
+        self.sos_id, self.eos_id, self.pad_id = args.sos_id, args.eos_id, args.pad_id
+        self.encoder = Encoder(
+            args.idim, args.n_layers_enc, args.n_head, args.d_model, args.kernel_size, args.pe_maxlen
+        )
+        self.decoder = Decoder(
+            args.sos_id,
+            args.eos_id,
+            args.pad_id,
+            args.odim,
+            args.n_layers_dec,
+            args.n_head,
+            args.d_model,
+            args.pe_maxlen,
+        )
+        self.ctc = CtcHead(args.d_model, args.odim) if with_ctc else None
+
+    @classmethod
+    def from_package(cls, package: dict) -> AedModel:
+        """Build from a loaded checkpoint package; a `ctc.*` head is kept when present."""
+        state = package["model_state_dict"]
+        model = cls(package["args"], with_ctc=any(k.startswith("ctc.") for k in state))
+        model.load_state_dict(state, strict=True)
+        return model.eval()
+
+    def ctc_log_probs(self, enc: Tensor) -> Tensor:
+        if self.ctc is None:
+            raise ValueError("this checkpoint has no CTC head (ctc.ctc_lo): only FireRedASR2 models do")
+        return self.ctc(enc)
+
+
+# ----------------------------------------------------------------------------- search
+
+#: Called as hook(step, logits) -> logits before the log-softmax (benchmarks force lengths).
+LogitsHook = Callable[[int, Tensor], Tensor]
+
+
+@dataclass
+class SearchResult:
+    """n-best token id sequences (without <sos>/<eos>) and their final scores, best first."""
+
+    sequences: list[list[int]]
+    scores: list[float]
+
+
+@torch.inference_mode()
+def beam_search(
+    decoder: Decoder,
+    enc: Tensor,
+    enc_valid: Tensor,
+    max_lens: Sequence[int],
+    beam_size: int = 1,
+    nbest: int = 1,
+    softmax_smoothing: float = 1.0,
+    length_penalty: float = 0.0,
+    eos_penalty: float = 1.0,
+    logits_hook: LogitsHook | None = None,
+    check_every: int = 1,
+) -> list[SearchResult]:
+    """Upstream's batch beam search with caches and a shrinking batch.
+
+    `max_lens[i]` is utterance i's step limit (upstream: decode_max_len, or the encoder
+    length). `check_every` spaces out the host-side "is anyone finished?" checks (each is a
+    device sync on CUDA); a finished utterance that stays in the batch a few steps longer
+    is frozen by the search rule itself, so results do not depend on it.
+    """
+    if not 0.0 < eos_penalty <= 1.0:
+        raise ValueError("eos_penalty must be in (0, 1]")
+    n_total = enc.size(0)
+    beam = beam_size
+    nbest = min(int(nbest), beam)
+    device = enc.device
+    eos = decoder.eos_id
+    cache = decoder.init_cache(enc, enc_valid, beam)
+    rows = n_total * beam
+    # Utterance ids of the rows still in the batch, and their per-utterance step limits.
+    limits = list(max_lens)
+    active_host = list(range(n_total))
+    scores = torch.tensor([0.0] + [_DEAD_SCORE] * (beam - 1), device=device).repeat(n_total).view(rows, 1)
+    finished = torch.zeros(rows, 1, dtype=torch.bool, device=device)
+    dead_row = torch.tensor([0.0] + [_DEAD_SCORE] * (beam - 1), device=device).view(1, beam)
+    capacity = max(limits) + 1 if limits else 1
+    ys = torch.full((rows, capacity), eos, dtype=torch.long, device=device)
+    ys[:, 0] = decoder.sos_id
+    last = ys[:, 0].clone()
+    results: list[SearchResult | None] = [None] * n_total
+
+    def retire(local: list[int], t_len: int) -> None:
+        for j in local:
+            u = active_host[j]
+            seqs = ys[j * beam : (j + 1) * beam, :t_len]
+            results[u] = _finalise(seqs, scores[j * beam : (j + 1) * beam, 0], eos, nbest, length_penalty)
+
+    step = 0
+    while active_host:
+        n = len(active_host)
+        logits = decoder.step(last, cache)
+        if logits_hook is not None:
+            logits = logits_hook(step, logits)
+        t_scores = F.log_softmax(logits.float() / softmax_smoothing, dim=-1)
+        if eos_penalty != 1.0:
+            t_scores[:, eos] *= eos_penalty
+        top_s, top_y = torch.topk(t_scores, k=beam, dim=1)
+        # A finished beam may only extend with <eos> at no cost (its other candidates die).
+        top_s = torch.where(finished, dead_row, top_s)
+        top_y = top_y.masked_fill(finished, eos)
+        cand = (scores + top_s).view(n, beam * beam)
+        best, best_ids = torch.topk(cand, k=beam, dim=1)
+        scores = best.view(-1, 1)
+        parent = (
+            torch.div(best_ids, beam, rounding_mode="floor") + beam * torch.arange(n, device=device)[:, None]
+        ).view(-1)
+        new_y = torch.gather(top_y.view(n, beam * beam), 1, best_ids).view(-1)
+        ys[: n * beam, : step + 1] = ys[: n * beam, : step + 1].index_select(0, parent)
+        ys[: n * beam, step + 1] = new_y
+        cache.reorder(parent)
+        last = new_y
+        finished = (new_y == eos).view(-1, 1)
+        step += 1
+
+        # Which utterances leave now: all beams ended, or the step limit reached (known on
+        # the host, so that needs no sync).
+        done = [j for j in range(n) if limits[j] <= step]
+        if step % check_every == 0 or done:
+            all_done = finished.view(n, beam).all(dim=1).nonzero().view(-1).tolist()
+            done = sorted(set(done) | set(all_done))
+        if done:
+            retire(done, step + 1)
+            keep = [j for j in range(n) if j not in set(done)]
+            if not keep:
+                break
+            keep_t = torch.tensor(keep, device=device)
+            keep_rows = (keep_t[:, None] * beam + torch.arange(beam, device=device)).view(-1)
+            cache.keep(keep_t)
+            scores = scores.index_select(0, keep_rows)
+            finished = finished.index_select(0, keep_rows)
+            last = last.index_select(0, keep_rows)
+            ys = ys.index_select(0, keep_rows)
+            active_host = [active_host[j] for j in keep]
+            limits = [limits[j] for j in keep]
+    return [r if r is not None else SearchResult([[]], [0.0]) for r in results]
+
+
+def _finalise(seqs: Tensor, scores: Tensor, eos: int, nbest: int, length_penalty: float) -> SearchResult:
+    """GNMT length penalty, n-best selection and trimming, as upstream does at the end."""
+    lengths = (seqs != eos).sum(dim=-1).int()  # counts <sos>, as upstream does
+    scores = scores.clone()
+    if length_penalty > 0.0:
+        scores /= torch.pow((5 + lengths.float()) / (5.0 + 1), length_penalty)
+    top, ids = torch.topk(scores, k=nbest)
+    seq_list = [seqs[i, 1 : int(lengths[i])].tolist() for i in ids.tolist()]
+    return SearchResult(seq_list, (-top).tolist())

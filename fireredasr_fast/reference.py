@@ -1,0 +1,136 @@
+"""The PyPI reference implementation (`fireredasr` 0.0.2) behind our model interface.
+
+Used for parity tests and benchmarks, and selectable with
+`load_model(..., implementation="reference")`. It runs upstream's own front end, encoder and
+batch beam search on exactly the batch it is given; only loading differs (our safe
+`load_package` instead of a full-pickle torch.load) and waveforms arrive as float arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, load_package
+from .engine import Hypothesis
+from .feature_extractor import INT16_SCALE, MIN_SAMPLES, SAMPLE_RATE
+from .tokenizer import Tokenizer
+
+
+def _import_reference() -> tuple[Any, Any, Any]:
+    try:
+        # Not fireredasr.models.fireredasr: that module imports modelscope.
+        from fireredasr.data.asr_feat import CMVN, KaldifeatFbank
+        from fireredasr.models.fireredasr_aed import FireRedAsrAed
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("the reference needs `pip install --no-deps fireredasr==0.0.2`") from exc
+    return FireRedAsrAed, KaldifeatFbank, CMVN
+
+
+class ReferenceModel:
+    implementation = "reference"
+    precision = "fp32"
+
+    def __init__(self, model_dir: str | os.PathLike, device: str = "cpu", package: dict | None = None) -> None:
+        aed_cls, fbank_cls, cmvn_cls = _import_reference()
+        self.model_dir = Path(model_dir)
+        self.device = torch.device(device)
+        if package is None:
+            package = load_package(self.model_dir / MODEL_FILE)
+        # The v1 reference has no CTC head: leave a v2 file's `ctc.*` out, as upstream's
+        # v2 code does with strict=False.
+        state = {k: v for k, v in package["model_state_dict"].items() if not k.startswith("ctc.")}
+        model = aed_cls.from_args(package["args"])
+        model.load_state_dict(state, strict=True)
+        self.model = model.to(self.device).eval()
+        self.fbank = fbank_cls(num_mel_bins=80, frame_length=25, frame_shift=10, dither=0.0)
+        self.cmvn = cmvn_cls(str(self.model_dir / CMVN_FILE))
+        self.tokenizer = Tokenizer(self.model_dir / DICT_FILE, self.model_dir / SPM_FILE)
+        self.timings: dict[str, float] = {}
+
+    def features(self, waveform: np.ndarray) -> torch.Tensor:
+        samples = np.asarray(waveform, dtype=np.float32).reshape(-1) * np.float32(INT16_SCALE)
+        feats = self.cmvn(self.fbank((SAMPLE_RATE, samples)))
+        return torch.from_numpy(np.asarray(feats)).float()
+
+    @torch.no_grad()
+    def transcribe_nbest(
+        self,
+        waveforms: Sequence[np.ndarray],
+        beam_size: int = 3,
+        decode_max_len: int = 0,
+        softmax_smoothing: float = 1.25,
+        length_penalty: float = 0.6,
+        eos_penalty: float = 1.0,
+        nbest: int = 1,
+        logits_hook: Any = None,
+        return_alignment: bool = False,
+    ) -> list[list[Hypothesis]]:
+        """Upstream on the whole batch (minus empty waveforms, which it cannot take)."""
+        if return_alignment:
+            raise ValueError("the reference implementation gives no alignment")
+        timings = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}
+        results: list[list[Hypothesis]] = [[Hypothesis(text="")] for _ in waveforms]
+        keep = [i for i, w in enumerate(waveforms) if np.asarray(w).size >= MIN_SAMPLES]
+        if not keep:
+            self.timings = timings
+            return results
+        start = time.perf_counter()
+        feats = [self.features(waveforms[i]) for i in keep]
+        lengths = torch.tensor([f.size(0) for f in feats]).long()
+        padded = torch.zeros(len(feats), int(lengths.max()), feats[0].size(1))
+        for row, f in zip(padded, feats, strict=True):
+            row[: f.size(0)] = f
+        timings["features"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        model = self.model
+        enc, _, enc_mask = model.encoder(padded.to(self.device), lengths.to(self.device))
+        mid = time.perf_counter()
+        decoder = model.decoder
+        original = decoder.tgt_word_prj
+        if logits_hook is not None:
+            decoder.tgt_word_prj = _HookedProjection(original, logits_hook)
+        try:
+            found = decoder.batch_beam_search(
+                enc, enc_mask, beam_size, nbest, decode_max_len, softmax_smoothing, length_penalty, eos_penalty
+            )
+        finally:
+            decoder.tgt_word_prj = original
+        timings["encoder"] = mid - start
+        timings["decoder"] = time.perf_counter() - mid
+        for j, i in enumerate(keep):
+            hyps = []
+            for hyp in found[j]:
+                ids = [int(x) for x in hyp["yseq"].cpu()]
+                hyps.append(
+                    Hypothesis(text=self.tokenizer.detokenize(ids), tokens=self.tokenizer.tokens(ids), token_ids=ids)
+                )
+            results[i] = hyps
+        self.timings = timings
+        return results
+
+    def transcribe(self, waveforms: Sequence[np.ndarray], **options: Any) -> list[Hypothesis]:
+        return [h[0] for h in self.transcribe_nbest(waveforms, **options)]
+
+
+class _HookedProjection(torch.nn.Module):
+    """Wraps the reference's output projection, which it calls exactly once per step, so a
+    benchmark can force the output length the same way on both sides."""
+
+    def __init__(self, inner: torch.nn.Module, hook: Any) -> None:
+        super().__init__()
+        self.inner = inner
+        self.hook = hook
+        self.step = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.hook(self.step, self.inner(x))
+        self.step += 1
+        return out
