@@ -347,14 +347,20 @@ def _split_chunk(words: list[_Word], opt: CueOptions) -> list[list[_Word]]:
     """
     n = len(words)
     capacity = opt.max_line_width * opt.max_lines
+    # Per-word values, computed once: the search below visits each word many times.
+    widths = [w.width for w in words]
+    spaced = [w.space_before for w in words]
+    starts = [w.start for w in words]
+    ends = [w.end for w in words]
+    strong = [_ends_with(w, STRONG_PUNCT) for w in words]
     boundary_cost = []
     for i in range(n - 1):
-        if _ends_with(words[i], STRONG_PUNCT):
+        if strong[i]:
             boundary_cost.append(0.0)
         elif _ends_with(words[i], WEAK_PUNCT):
             boundary_cost.append(0.4)
         else:
-            gap = max(words[i + 1].start - words[i].end, 0.0)
+            gap = max(starts[i + 1] - ends[i], 0.0)
             boundary_cost.append(1.5 - min(gap / max(opt.pause_split, 1e-6), 1.0))
     boundary_cost.append(0.0)
 
@@ -364,28 +370,28 @@ def _split_chunk(words: list[_Word], opt: CueOptions) -> list[list[_Word]]:
     for i in range(n):
         if best[i] == math.inf:
             continue
-        lines, line_w, total, inner = 1, 0.0, 0.0, 0.0
+        lines, line_w, total, inner = 1, widths[i], widths[i], 0.0
+        latest_end = starts[i] + opt.max_duration
         for j in range(i, n):
-            w = words[j]
-            gap = 0.5 if (w.space_before and line_w > 0) else 0.0
-            if line_w == 0:
-                line_w = w.width
-            elif line_w + gap + w.width <= opt.max_line_width:
-                line_w += gap + w.width
-            else:
-                lines += 1
-                line_w = w.width
-            total += w.width + (0.5 if (w.space_before and j > i) else 0.0)
-            if j > i and (lines > opt.max_lines or w.end - words[i].start > opt.max_duration):
-                break  # greedy wrapping is optimal for the line count, so longer runs cannot fit either
-            underfill = max(1.0 - total / capacity, 0.0)
-            cost = 1.0 + underfill**2 + boundary_cost[j] + inner
+            if j > i:
+                w_j = widths[j]
+                gap = 0.5 if spaced[j] else 0.0
+                if line_w + gap + w_j <= opt.max_line_width:
+                    line_w += gap + w_j
+                else:
+                    lines += 1
+                    line_w = w_j
+                total += w_j + gap
+                if lines > opt.max_lines or ends[j] > latest_end:
+                    break  # greedy wrapping is optimal for the line count, so longer runs cannot fit either
+            underfill = 1.0 - total / capacity if total < capacity else 0.0
+            cost = best[i] + 1.0 + underfill * underfill + boundary_cost[j] + inner
             if total < 3.0:
                 cost += 1.0  # one- or two-character cues flash by
-            if best[i] + cost < best[j + 1]:
-                best[j + 1] = best[i] + cost
+            if cost < best[j + 1]:
+                best[j + 1] = cost
                 back[j + 1] = i
-            if _ends_with(w, STRONG_PUNCT):
+            if strong[j]:
                 inner += 2.5
     pieces: list[list[_Word]] = []
     j = n
@@ -440,16 +446,19 @@ def wrap_words(words: list[str], spaces: list[bool], max_width: float, max_lines
     # best[(k, j)]: score of wrapping words[:j] into k lines
     best: dict[tuple[int, int], tuple[float, float, float]] = {(0, 0): (0.0, 0.0, 0.0)}
     back: dict[tuple[int, int], int] = {}
+    break_cost = [0.0 if _is_punct(w[-1]) else 1.0 for w in words]
+    break_cost[-1] = 0.0
     for k in range(1, lines_count + 1):
         for j in range(1, n + 1):
-            for i in range(k - 1, j):
+            # Lines ending at j, longest last: once one is too wide, all longer ones are too.
+            for i in range(j - 1, k - 2, -1):
+                w = line_width(i, j)
+                if w > max_width and j - i > 1:
+                    break
                 prev = best.get((k - 1, i), inf)
                 if prev == inf:
                     continue
-                w = line_width(i, j)
-                if w > max_width and j - i > 1:
-                    continue
-                after_punct = 0.0 if j == n or _is_punct(words[j - 1][-1]) else 1.0
+                after_punct = break_cost[j - 1]
                 top = w if k == 1 else prev[2]
                 score = (max(prev[0], w), prev[1] + after_punct, top)
                 if score < best.get((k, j), inf):
