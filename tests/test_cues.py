@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
@@ -282,3 +283,52 @@ def test_validator_reports_each_broken_rule() -> None:
     for expected, cues in cases.items():
         problems = validate_cues(cues, 10.0, [(1.0, 4.0)], opt)
         assert problems and any(expected in p for p in problems), (expected, problems)
+
+
+# ------------------------------------------------------------------------- randomised files
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_files_always_give_valid_cues(seed: int) -> None:
+    """Random files mixing every token style and timing mode: the rules hold, no text is lost."""
+    rng = random.Random(seed)
+    hanzi = "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对"
+    latin = "THE OF AND TO IN IS YOU THAT IT WAS FOR ON ARE AS WITH HIS THEY BELIEF WISDOM FOOLISHNESS".split()
+    duration = rng.uniform(60, 120)
+    segments, speech = [], []
+    t = rng.uniform(0, 2)
+    while t < duration - 5:
+        s0, s1 = t, min(t + rng.uniform(2, 60), duration)
+        regions, u = [], s0 + rng.uniform(0, 0.4)
+        while u < s1 - 0.5:
+            e = min(u + rng.uniform(0.3, 8), s1 - 0.2)
+            regions.append((u, e))
+            u = e + rng.uniform(0.1, 1.5)
+        t = s1 + rng.uniform(0.2, 3)
+        if not regions:
+            continue
+        speech += regions
+        style = rng.choice(["zh", "sentencepiece", "mixed", "whisper"])
+        tokens: list[str] = []
+        for _ in range(int((s1 - s0) * rng.uniform(1, 5)) + 1):
+            if style == "zh" or (style == "mixed" and rng.random() < 0.6):
+                tokens.append(rng.choice(hanzi))
+            elif style == "whisper":
+                tokens.append(" " + rng.choice(latin).lower() + rng.choice(["", "", ",", "."]))
+            else:
+                tokens += sentencepiece([rng.choice(latin)])
+        text = "".join(tokens).replace("▁", " ").strip()
+        mode = rng.choice(["times", "estimated", "text only"])
+        if mode == "text only":
+            segments.append(Segment(s0, s1, text))
+            continue
+        times = None
+        if mode == "times":
+            # Plausible engine times: increasing, inside the speech regions.
+            times = refine_token_times(sorted((x, x + 0.15) for x in (rng.uniform(s0, s1) for _ in tokens)), regions)
+        segments.append(Segment(s0, s1, text, tokens, times))
+    opt = CueOptions(max_line_width=rng.choice([12.0, 16.0, 21.0]), max_lines=rng.choice([1, 2, 3]))
+    cues = build_cues(segments, speech, duration, opt)
+    assert cues
+    assert validate_cues(cues, duration, speech, opt) == []
+    assert "".join("".join(c.text.split()) for c in cues) == "".join("".join(s.text.split()) for s in segments)
