@@ -34,13 +34,19 @@ class ResultWriter(abc.ABC):
         atomic_write_text(path, self.format(result))
 
 
+# Characters that srt/vtt/ass readers take as markup ({\tags}, <tags>, \N escapes), so a
+# transcript containing them would lose text on screen; they are shown as look-alikes of the
+# same display width instead (the line widths cue building measured still hold).
+_MARKUP_LOOKALIKES = str.maketrans({"{": "(", "}": ")", "<": "‹", ">": "›", "\\": "∖"})
+
+
 class SubtitleWriter(ResultWriter):
     """srt, vtt and ass through pysubs2, so escaping and time formats follow one tested library."""
 
     def format(self, result: FileResult) -> str:
         subs = pysubs2.SSAFile()
         for cue in result.cues:
-            lines = [line.strip() for line in cue.lines if line.strip()]
+            lines = [line.strip().translate(_MARKUP_LOOKALIKES) for line in cue.lines if line.strip()]
             if not lines:
                 continue
             start, end = round(cue.start * 1000), round(cue.end * 1000)

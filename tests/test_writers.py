@@ -186,3 +186,16 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["news.srt"]
+
+
+@pytest.mark.parametrize("fmt", SUBTITLE_FORMATS)
+def test_markup_characters_stay_visible(tmp_path: Path, fmt: str) -> None:
+    # Braces, angle brackets and backslashes are markup to subtitle readers; none of the text may vanish.
+    cue_lines = ["a {b} c", r"x < y > z C:\new"]
+    result = FileResult("a.mp4", 10.0, [], [], [])
+    result.cues = build_cues([Segment(1.0, 3.0, " ".join(cue_lines))], [(1.0, 3.0)], 10.0, CueOptions(max_lines=3))
+    path = tmp_path / f"odd.{fmt}"
+    get_writer(fmt).write(result, path)
+    (event,) = pysubs2.load(str(path), encoding="utf-8", format_=fmt)
+    shown = event.plaintext.replace("\n", " ")
+    assert shown.split() == "a (b) c x ‹ y › z C:∖new".split()
