@@ -3,10 +3,11 @@ object but batched over our own VAD segments.
 
 faster-whisper's `WhisperModel.transcribe` runs one file at a time and its
 `BatchedInferencePipeline` does its own VAD; here the pipeline has already cut the audio, so
-this engine only does what is left: split each segment into <= 30 s windows (Whisper's fixed
-input), compute log-Mel features per window, encode and beam-search a whole batch of windows
-in one CTranslate2 call, align the words of the whole batch in one more call, and stitch the
-windows of each segment back together.
+this engine only does what is left: split each segment into <= 30 s pieces at quiet points,
+pack short pieces together into 30 s windows (Whisper's fixed input: the encoder costs the same
+for 3 s as for 30 s), encode and beam-search a whole batch of windows in one CTranslate2 call,
+align the words of the batch in one more call, hand each word back to its piece by time, and
+stitch the pieces of each segment back together.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ WINDOW_SECONDS = 30.0
 #: A split point is searched for in this last stretch of each window, so that a window is
 #: never shorter than 20 s unless the segment itself ends.
 SPLIT_SEARCH_SECONDS = 10.0
+#: Short pieces share an encoder window (the encoder always costs a full 30 s), separated by
+#: this much silence so that the alignment can tell where one ends.
+PACK_GAP_SECONDS = 0.5
+#: A word ending less than this after a piece starts still belongs to the piece before.
+WORD_OWNER_MARGIN = 0.05
 #: Whisper's own rule for "this window is silence": both conditions must hold.
 NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0
@@ -49,7 +55,7 @@ NO_MODEL_MESSAGE = (
 
 
 @dataclass
-class _Window:
+class _Piece:
     """One <= 30 s piece of an input waveform."""
 
     source: int  # index of the input waveform
@@ -58,9 +64,18 @@ class _Window:
 
 
 @dataclass
+class _Pack:
+    """One encoder window: one or more pieces with PACK_GAP_SECONDS of silence between them."""
+
+    pieces: list[_Piece]
+    starts: list[float]  # where each piece starts in the window, seconds
+    audio: np.ndarray
+
+
+@dataclass
 class _Decoded:
     text: str
-    words: list[str]
+    words: list[str]  # with time stamps: as aligned, leading space included
     times: list[tuple[float, float]] | None  # relative to the window
 
 
@@ -120,6 +135,27 @@ def split_windows(audio: np.ndarray, max_seconds: float = WINDOW_SECONDS) -> lis
         start = cut
     ranges.append((start, total))
     return ranges
+
+
+def pack_lengths(lengths: Sequence[int], limit: int, gap: int) -> list[list[int]]:
+    """Group item indices so that each group's lengths plus gaps fit in `limit`.
+
+    First-fit decreasing: near-optimal in the number of groups (encoder windows), and a
+    piece that fills a window alone stays alone.
+    """
+    groups: list[list[int]] = []
+    used: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True):
+        size = lengths[index]
+        for g, total in enumerate(used):
+            if total + gap + size <= limit:
+                groups[g].append(index)
+                used[g] = total + gap + size
+                break
+        else:
+            groups.append([index])
+            used.append(size)
+    return groups
 
 
 def _is_cjk(ch: str) -> bool:
@@ -191,6 +227,7 @@ class WhisperEngine(Engine):
         batch_size: int = 8,
         cpu_threads: int = 0,
         word_timestamps: bool = True,
+        pack: bool = True,
     ) -> None:
         try:
             from faster_whisper import WhisperModel
@@ -207,6 +244,7 @@ class WhisperEngine(Engine):
         self.beam_size = int(beam_size)
         self.batch_size = max(1, int(batch_size))
         self.word_timestamps = bool(word_timestamps)
+        self.pack = bool(pack)
         try:
             # cpu_threads=0 lets CTranslate2 follow OMP_NUM_THREADS, which the worker sets.
             self._model: WhisperModel = WhisperModel(
@@ -226,6 +264,7 @@ class WhisperEngine(Engine):
         #: Seconds spent per stage since construction (features, encode, generate, align), so
         #: that benchmarks can say where the time goes.
         self.timings: dict[str, float] = {"features": 0.0, "encode": 0.0, "generate": 0.0, "align": 0.0}
+        self.counts: dict[str, int] = {"pieces": 0, "windows": 0}
 
     @classmethod
     def from_spec(cls, spec: EngineSpec, **options: Any) -> WhisperEngine:
@@ -240,6 +279,7 @@ class WhisperEngine(Engine):
             "beam_size": self.beam_size,
             "language": self.language,
             "word_timestamps": self.word_timestamps,
+            "pack": self.pack and self.word_timestamps,
         }
 
     # --- recognition -------------------------------------------------------------------
@@ -253,7 +293,7 @@ class WhisperEngine(Engine):
             )
         return self._tokenizers[language]
 
-    def _features(self, windows: Sequence[_Window]) -> np.ndarray:
+    def _features(self, windows: Sequence[_Pack]) -> np.ndarray:
         from faster_whisper.audio import pad_or_trim
 
         # Per window, not per waveform: the log-Mel normalisation uses the window's own maximum,
@@ -262,25 +302,35 @@ class WhisperEngine(Engine):
         return np.stack(feats).astype(np.float32)
 
     def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[Hypothesis]:
-        windows: list[_Window] = []
+        pieces: list[_Piece] = []
         for i, wave in enumerate(waveforms):
             audio = np.asarray(wave, dtype=np.float32).reshape(-1)
             for start, end in split_windows(audio):
                 if end > start:
-                    windows.append(_Window(i, start / SAMPLE_RATE, audio[start:end]))
+                    pieces.append(_Piece(i, start / SAMPLE_RATE, audio[start:end]))
+        packs = self._make_packs(pieces)
+        self.counts["pieces"] += len(pieces)
+        self.counts["windows"] += len(packs)
 
         decoded: list[_Decoded] = []
-        for b in range(0, len(windows), self.batch_size):
-            decoded.extend(self._decode_batch(windows[b : b + self.batch_size]))
+        for b in range(0, len(packs), self.batch_size):
+            decoded.extend(self._decode_batch(packs[b : b + self.batch_size]))
 
+        # Back from packs to pieces, then from pieces (in time order) to inputs.
+        per_piece: list[tuple[_Piece, str, list[str], list[tuple[float, float]] | None]] = []
+        for pack, result in zip(packs, decoded, strict=True):
+            per_piece.extend(self._unpack(pack, result))
+        per_piece.sort(key=lambda item: (item[0].source, item[0].offset))
         texts: list[list[str]] = [[] for _ in waveforms]
         words: list[list[str]] = [[] for _ in waveforms]
         times: list[list[tuple[float, float]]] = [[] for _ in waveforms]
-        for window, result in zip(windows, decoded, strict=True):
-            texts[window.source].append(result.text)
-            words[window.source].extend(result.words)
-            if result.times is not None:
-                times[window.source].extend((window.offset + s, window.offset + e) for s, e in result.times)
+        for piece, text, piece_words, piece_times in per_piece:
+            texts[piece.source].append(text)
+            words[piece.source].extend(piece_words)
+            if piece_times is not None:
+                times[piece.source].extend(
+                    (round(piece.offset + s, 3), round(piece.offset + e, 3)) for s, e in piece_times
+                )
         return [
             Hypothesis(
                 text=join_texts(texts[i]),
@@ -290,7 +340,53 @@ class WhisperEngine(Engine):
             for i in range(len(waveforms))
         ]
 
-    def _decode_batch(self, windows: Sequence[_Window]) -> list[_Decoded]:
+    def _make_packs(self, pieces: Sequence[_Piece]) -> list[_Pack]:
+        # Packing needs word times to hand each word back to its piece.
+        if not (self.pack and self.word_timestamps):
+            return [_Pack([p], [0.0], p.audio) for p in pieces]
+        gap = np.zeros(int(PACK_GAP_SECONDS * SAMPLE_RATE), dtype=np.float32)
+        packs: list[_Pack] = []
+        for members in pack_lengths([len(p.audio) for p in pieces], int(WINDOW_SECONDS * SAMPLE_RATE), len(gap)):
+            chunks: list[np.ndarray] = []
+            starts: list[float] = []
+            position = 0
+            for k, index in enumerate(members):
+                if k:
+                    chunks.append(gap)
+                    position += len(gap)
+                starts.append(position / SAMPLE_RATE)
+                chunks.append(pieces[index].audio)
+                position += len(pieces[index].audio)
+            audio = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+            packs.append(_Pack([pieces[i] for i in members], starts, audio))
+        return packs
+
+    def _unpack(
+        self, pack: _Pack, result: _Decoded
+    ) -> list[tuple[_Piece, str, list[str], list[tuple[float, float]] | None]]:
+        """Split a pack's words among its pieces by time, with times relative to each piece."""
+        if result.times is None:
+            (piece,) = pack.pieces
+            return [(piece, result.text, result.text.split(), None)]
+        owned: list[list[int]] = [[] for _ in pack.pieces]
+        for w, (_start, end) in enumerate(result.times):
+            # A word belongs to the last piece that starts before it ends: the first word of a
+            # piece may be stretched back over the gap, its end stays inside its own piece.
+            k = 0
+            while k + 1 < len(pack.starts) and end > pack.starts[k + 1] + WORD_OWNER_MARGIN:
+                k += 1
+            owned[k].append(w)
+        out: list[tuple[_Piece, str, list[str], list[tuple[float, float]] | None]] = []
+        for piece, start, members in zip(pack.pieces, pack.starts, owned, strict=True):
+            raw_words = [result.words[w] for w in members]
+            piece_words = [w.strip() for w in raw_words]
+            relative = [(result.times[w][0] - start, result.times[w][1] - start) for w in members]
+            duration = len(piece.audio) / SAMPLE_RATE
+            text = "".join(raw_words).strip()
+            out.append((piece, text, piece_words, tidy_word_times(relative, piece_words, duration)))
+        return out
+
+    def _decode_batch(self, windows: Sequence[_Pack]) -> list[_Decoded]:
         from faster_whisper.transcribe import get_suppressed_tokens
 
         model = self._model
@@ -352,7 +448,7 @@ class WhisperEngine(Engine):
 
     def _align(
         self,
-        windows: Sequence[_Window],
+        windows: Sequence[_Pack],
         features: np.ndarray,
         encoder_output: Any,
         languages: list[str],
@@ -376,8 +472,6 @@ class WhisperEngine(Engine):
             for i, alignment in zip(members, alignments, strict=True):
                 merge_punctuations(alignment, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、")
                 kept = [w for w in alignment if w["word"].strip()]
-                words = [w["word"].strip() for w in kept]
-                duration = len(windows[i].audio) / SAMPLE_RATE
-                raw = [(float(w["start"]), float(w["end"])) for w in kept]
-                out[i].words = words
-                out[i].times = [(round(s, 3), round(e, 3)) for s, e in tidy_word_times(raw, words, duration)]
+                # Words keep their leading space: joining them rebuilds each piece's text.
+                out[i].words = [w["word"] for w in kept]
+                out[i].times = [(float(w["start"]), float(w["end"])) for w in kept]

@@ -14,7 +14,13 @@ import pytest
 
 from fireredasr_fast.engine import SAMPLE_RATE, EngineSpec
 from fireredasr_fast.errors import ModelDirError
-from fireredasr_fast.whisper_engine import join_texts, resolve_model_path, split_windows
+from fireredasr_fast.whisper_engine import (
+    PACK_GAP_SECONDS,
+    join_texts,
+    pack_lengths,
+    resolve_model_path,
+    split_windows,
+)
 
 pytest.importorskip("faster_whisper")
 jiwer = pytest.importorskip("jiwer")
@@ -125,7 +131,11 @@ def test_long_segment_is_split_and_rejoined(batch: dict[str, Any]) -> None:
 def test_batch_is_one_generate_call_with_one_hypothesis_per_input(batch: dict[str, Any]) -> None:
     inputs, hyps = batch["inputs"], batch["hyps"]
     assert len(hyps) == len(inputs)
-    windows = batch["n_pieces"] + 1 + 2
+    # Short pieces share 30 s windows: the 44 s input's two pieces, the four pieces and the
+    # silence make 7 pieces, decoded in fewer windows, all in one generate call.
+    lengths = [b - a for wave in inputs for a, b in split_windows(wave)]
+    windows = len(pack_lengths(lengths, 30 * SAMPLE_RATE, int(PACK_GAP_SECONDS * SAMPLE_RATE)))
+    assert len(lengths) == 7 and windows < len(lengths)
     assert batch["generate_calls"] == [windows]
     silence = hyps[batch["n_pieces"]]
     assert len(normalise(silence.text).split()) <= 1, silence.text
@@ -197,6 +207,15 @@ def test_split_windows_cuts_in_the_pause() -> None:
     assert all(ranges[i][1] == ranges[i + 1][0] for i in range(len(ranges) - 1))
     assert len(ranges) == 2 and 24.0 <= ranges[0][1] / SAMPLE_RATE <= 24.6
     assert split_windows(audio[: 10 * SAMPLE_RATE]) == [(0, 10 * SAMPLE_RATE)]
+
+
+def test_pack_lengths() -> None:
+    groups = pack_lengths([25, 20, 16, 13, 8, 8, 4, 30], limit=30, gap=1)
+    assert sorted(i for g in groups for i in g) == list(range(8))
+    assert all(sum(x for x in ([25, 20, 16, 13, 8, 8, 4, 30][i] for i in g)) + len(g) - 1 <= 30 for g in groups)
+    assert [7] in groups  # a full window stays alone
+    assert len(groups) == 5
+    assert pack_lengths([], 30, 1) == []
 
 
 def test_join_texts() -> None:
