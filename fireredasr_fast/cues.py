@@ -159,6 +159,7 @@ def _group_tokens(tokens: list[str], spaced: bool) -> list[_Word]:
             if _is_opening(core[0]) or not words:
                 prefix += core
                 prefix_indices.append(idx)
+                pending_space = lead  # the space before "(" separates the word it opens
                 continue
         prev = words[-1] if words else None
         if prev is None:

@@ -83,6 +83,8 @@ def test_width_counts_cjk_as_one_and_latin_as_half() -> None:
         (["我", "喜", "欢", "▁PY", "THON", "和", "▁C"], "我喜欢 PYTHON 和 C"),
         (["今", "天", "▁OK", "吗"], "今天 OK 吗"),
         ([" Hello,", " world,", " I'm", " here!"], "Hello, world, I'm here!"),
+        ([" see", " (", "below", ")", " now"], "see (below) now"),
+        (["“", "你", "好", "”", "，", "世", "界"], "“你好”，世界"),
         (["你", "好", "，", "世", "界", "。"], "你好，世界。"),
     ],
 )
