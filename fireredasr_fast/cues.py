@@ -480,12 +480,39 @@ def wrap_words(words: list[str], spaces: list[bool], max_width: float, max_lines
 # ---------------------------------------------------------------------------- building
 
 
+def _spaces_from_text(tokens: list[str], text: str) -> list[bool] | None:
+    """For each token, whether the segment text has whitespace before it; None if they do not line up.
+
+    Some engines hand over bare words ("It", "was") and keep the spacing only in the text, so
+    the text decides where words start.
+    """
+    out: list[bool] = []
+    pos, n = 0, len(text)
+    for tok in tokens:
+        letters = [ch.casefold() for ch in tok if not ch.isspace() and ch != SP_SPACE and not _is_punct(ch)]
+        space = False
+        for k, letter in enumerate(letters):
+            while pos < n and (text[pos].isspace() or _is_punct(text[pos])):
+                space = space or (k == 0 and text[pos].isspace())
+                pos += 1
+            if pos >= n or text[pos].casefold() != letter:
+                return None
+            pos += 1
+        out.append(space)
+    return out
+
+
 def _segment_words(seg: Segment) -> tuple[list[_Word], bool]:
     """The segment's words, and whether they carry engine token times."""
-    own_tokens = [t for t in seg.tokens if t is not None]
-    if own_tokens and "".join(own_tokens).strip(" " + SP_SPACE):
-        tokens = own_tokens
-        spaced = any(t[:1].isspace() for t in tokens) and not any(SP_SPACE in t for t in tokens)
+    tokens = list(seg.tokens)
+    if tokens and "".join(tokens).strip(" " + SP_SPACE):
+        sentencepiece = any(SP_SPACE in t for t in tokens)
+        if not sentencepiece and not any(t[:1].isspace() for t in tokens):
+            # Bare tokens: take word starts from the text's spaces when the text matches.
+            spaces = _spaces_from_text(tokens, seg.text)
+            if spaces is not None:
+                tokens = [(" " + t if space else t) for t, space in zip(tokens, spaces, strict=True)]
+        spaced = not sentencepiece and any(t[:1].isspace() for t in tokens)
         words = _group_tokens(tokens, spaced)
         _adopt_text(words, seg.text)
         times = seg.token_times if seg.token_times is not None and len(seg.token_times) == len(tokens) else None

@@ -84,6 +84,8 @@ def test_width_counts_cjk_as_one_and_latin_as_half() -> None:
         (["今", "天", "▁OK", "吗"], "今天 OK 吗"),
         ([" Hello,", " world,", " I'm", " here!"], "Hello, world, I'm here!"),
         ([" see", " (", "below", ")", " now"], "see (below) now"),
+        (["It", "was", "the", "best."], "It was the best."),  # bare words: spacing from the text
+        (["I", "use", "Python", "每", "天"], "I use Python每天"),  # the text's own spacing is kept
         (["“", "你", "好", "”", "，", "世", "界"], "“你好”，世界"),
         (["你", "好", "，", "世", "界", "。"], "你好，世界。"),
     ],
@@ -179,9 +181,10 @@ def test_english_text_without_tokens_is_spread_over_speech() -> None:
     assert [w for c in cues for line in c.lines for w in line.split()] == EN_WORDS
 
 
-def test_whisper_words_split_at_sentence_ends() -> None:
+@pytest.mark.parametrize("lead", [" ", ""], ids=["spaced words", "bare words"])
+def test_whisper_words_split_at_sentence_ends(lead: str) -> None:
     sentences = ["Hello there, my old friend.", "How have you been lately?", "I missed our long talks!"]
-    words = [" " + w for s in sentences for w in s.split()]
+    words = [lead + w for s in sentences for w in s.split()]
     times = [(0.5 + 0.3 * i, 0.75 + 0.3 * i) for i in range(len(words))]
     seg = Segment(0.0, 6.0, " ".join(sentences), words, times)
     cues = build_cues([seg], [(0.5, 5.5)], 6.0)
