@@ -127,6 +127,7 @@ class StageClock:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.windows = 0  # 30 s encoder windows decoded
 
     def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -145,7 +146,13 @@ class _TimedCT2:
 
     def __init__(self, inner: Any, clock: StageClock) -> None:
         self._inner = inner
-        self.generate = clock.wrap("generate", inner.generate)
+        timed_generate = clock.wrap("generate", inner.generate)
+
+        def generate(features: Any, prompts: list[list[int]], **kwargs: Any) -> Any:
+            clock.windows += len(prompts)
+            return timed_generate(features, prompts, **kwargs)
+
+        self.generate = generate
         self.align = clock.wrap("align", inner.align)
 
     def __getattr__(self, name: str) -> Any:
@@ -317,6 +324,7 @@ def main(argv: list[str]) -> int:
             restore()
 
         engine.timings = dict.fromkeys(engine.timings, 0.0)
+        engine.counts = dict.fromkeys(engine.counts, 0)
         t0 = time.perf_counter()
         our_texts, our_stages, how = run_ours(spec, engine, paths)
         our_wall = time.perf_counter() - t0
@@ -325,10 +333,16 @@ def main(argv: list[str]) -> int:
         systems = {
             "faster-whisper BatchedInferencePipeline": {
                 "wall_s": fw_wall,
+                "windows": fw_clock.windows,
                 "stages": fw_clock.seconds,
                 "texts": fw_texts,
             },
-            "fireredasr-fast (whisper engine)": {"wall_s": our_wall, "stages": our_stages, "texts": our_texts},
+            "fireredasr-fast (whisper engine)": {
+                "wall_s": our_wall,
+                "windows": engine.counts["windows"],
+                "stages": our_stages,
+                "texts": our_texts,
+            },
         }
         for system in systems.values():
             scores: dict[str, list[float]] = {}
@@ -376,15 +390,17 @@ def print_table(report: dict[str, Any]) -> None:
     )
     error_keys = sorted({k for s in report["systems"].values() for k in s["errors"]})
     stage_keys = ["decode", "vad", "features", "encode", "generate", "align", "cues"]
-    header = f"{'system':42s} {'wall s':>8s} {'RTF':>7s} " + " ".join(f"{k:>16s}" for k in error_keys)
+    header = f"{'system':42s} {'wall s':>8s} {'RTF':>7s} {'windows':>8s} " + " ".join(f"{k:>16s}" for k in error_keys)
     print(header)
     for name, s in report["systems"].items():
         errors = " ".join(f"{100 * s['errors'].get(k, float('nan')):15.1f}%" for k in error_keys)
-        print(f"{name:42s} {s['wall_s']:8.2f} {s['rtf']:7.3f} {errors}")
+        print(f"{name:42s} {s['wall_s']:8.2f} {s['rtf']:7.3f} {s['windows']:8d} {errors}")
     print(f"speed-up (faster-whisper wall / ours): {report['speedup_vs_faster_whisper']:.2f}x")
     print("where the time goes (s): " + " ".join(f"{k:>9s}" for k in [*stage_keys, "other"]))
     for name, s in report["systems"].items():
         known = [s["stages"].get(k, 0.0) for k in stage_keys]
         other = s["wall_s"] - sum(known)
         print(f"  {name[:22]:22s} " + " ".join(f"{v:9.2f}" for v in [*known, other]))
+    print("  (align: faster-whisper's CTranslate2 align call only; ours also splits and tidies words)")
+    print("  (ours: windows is 0 when transcribe_paths ran the engine in another process)")
     print(f"ours via: {report['ours_entry_point']}")
