@@ -18,7 +18,15 @@ from .audio import is_media_file
 @dataclass(frozen=True)
 class InputFile:
     path: Path
-    relative: Path  # where outputs go, relative to the output directory (without suffix change)
+    relative: Path  # the input's path relative to its root: the journal key
+    # What the writers name outputs after (its suffix is replaced by the format's). Equal to
+    # `relative` unless two inputs would share outputs ("talk.mp4" and "talk.mkv"): those
+    # keep their media extension in the stem ("talk.mp4.srt", "talk.mkv.srt").
+    output_relative: Path | None = None
+
+    @property
+    def output_name(self) -> Path:
+        return self.output_relative or self.relative
 
 
 def collect_inputs(arguments: list[str]) -> tuple[list[InputFile], list[str]]:
@@ -50,7 +58,20 @@ def collect_inputs(arguments: list[str]) -> tuple[list[InputFile], list[str]]:
                 add(found, Path(found.name))
         else:
             problems.append(f"{argument}: no such file or directory")
-    return files, problems
+    return _separate_clashing_outputs(files), problems
+
+
+def _separate_clashing_outputs(files: list[InputFile]) -> list[InputFile]:
+    stems: dict[Path, int] = {}
+    for item in files:
+        stem = item.relative.with_suffix("")
+        stems[stem] = stems.get(stem, 0) + 1
+    return [
+        InputFile(item.path, item.relative, item.relative.with_name(item.relative.name + item.relative.suffix))
+        if stems[item.relative.with_suffix("")] > 1
+        else item
+        for item in files
+    ]
 
 
 def _walk_media(root: Path) -> list[Path]:

@@ -367,7 +367,7 @@ class Runner:
         outputs = []
         try:
             for fmt in self.options.formats:
-                path = output_path(self.output_dir, state.item.relative, fmt)
+                path = output_path(self.output_dir, state.item.output_name, fmt)
                 get_writer(fmt).write(result, path)
                 outputs.append(path.relative_to(self.output_dir).as_posix())
         except OSError as exc:
