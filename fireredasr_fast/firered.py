@@ -121,7 +121,7 @@ def _to_int8(model: AedModel) -> torch.nn.Module:
                 setattr(module, name, plain)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch deprecates quantized tensor creation
-        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 class FireRedModel:

@@ -94,7 +94,9 @@ def random_state_dict(
             layer.cross_attn.w_vs.weight.mul_(audio_gain)
             layer.cross_attn.fc.weight.mul_(audio_gain)
             layer.mlp.w_2.weight.mul_(mix_gain)
-    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    # No copies: at AED-L size every extra copy is 4.6 GB. The tied embedding/projection
+    # stay one storage, which torch.save writes once, as in official files.
+    return {k: v.detach() for k, v in model.state_dict().items()}
 
 
 def write_random_model_dir(

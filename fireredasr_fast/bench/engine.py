@@ -1,0 +1,206 @@
+"""`python -m fireredasr_fast.bench engine`: our FireRedASR-AED engine against the reference.
+
+A random-weight checkpoint of the chosen shape is written to a temporary directory (the
+official format, so both implementations load it the same way). Every segment is decoded
+at beam 3 with its output length forced to 4.5 tokens per second of audio (eos suppressed
+until then, forced at that step, the same hook on both sides), so both do the same number
+of decoder steps whatever the random weights say.
+
+The reference at full AED-L size takes tens of minutes per 60 s segment on a small CPU; it
+runs whole at full size only up to --reference-max-seconds, and beyond that both sides run
+whole on the narrower --narrow-preset model. Rows say which model they used; nothing is
+extrapolated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint import MODEL_FILE, load_package
+from ..firered import FireRedModel
+from ..random_model import write_random_model_dir
+from ..reference import ReferenceModel
+
+TOKENS_PER_SECOND = 4.5
+_NEG = -1e9  # finite: upstream multiplies scores by 0 for finished beams (inf * 0 = nan)
+
+
+def forced_length_hook(length: int, eos: int):
+    """Logits hook: no <eos> before `length` tokens, only <eos> at step `length`."""
+
+    def hook(step: int, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.clone()
+        if step < length:
+            logits[:, eos] = _NEG
+        else:
+            logits.fill_(_NEG)
+            logits[:, eos] = 0.0
+        return logits
+
+    return hook
+
+
+def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 8) -> float:
+    """Best-of fp32 GEMM rate on this machine with `threads` threads."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    best = float("inf")
+    for _ in range(3):
+        a @ b
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def encoder_frames(seconds: float) -> int:
+    fbank = 1 + (int(seconds * 16000) - 400) // 160
+    return (fbank + 3) // 4
+
+
+def useful_gflop(args: argparse.Namespace, seconds: float, tokens: int, beam: int) -> dict[str, float]:
+    """Arithmetic the task needs (multiply-adds x 2), counted once: what a cached decoder
+    does. Used for both implementations, so the reference's rate is an effective rate."""
+    d, t, k, v = args.d_model, encoder_frames(seconds), args.kernel_size, args.odim
+    fb = 1 + (int(seconds * 16000) - 400) // 160
+    sub = 32 * 9 * (fb // 2) * 39 + 32 * 32 * 9 * (fb // 4) * 19 + t * 32 * 19 * d
+    layer = 28 * t * d * d + 4 * t * t * d + 2 * t * d * k + (2 * t - 1) * d * d
+    enc = sub + args.n_layers_enc * layer
+    dec = args.n_layers_dec * 2 * t * d * d  # cross-attention K/V, once
+    for step in range(tokens + 1):
+        dec += beam * (args.n_layers_dec * (14 * d * d + 2 * (step + 1 + t) * d) + d * v)
+    return {"encoder": 2 * enc / 1e9, "decoder": 2 * dec / 1e9}
+
+
+def _waveform(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    envelope = 0.5 + 0.5 * np.sin(np.arange(n) * (2 * np.pi * 3 / 16000))  # syllable-like
+    return (0.1 * envelope * rng.standard_normal(n)).astype(np.float32)
+
+
+def _run(model: Any, wave: np.ndarray, seconds: float, beam: int) -> dict[str, Any]:
+    tokens = round(TOKENS_PER_SECOND * seconds)
+    hook = forced_length_hook(tokens, model.model.eos_id)
+    start = time.perf_counter()
+    hyp = model.transcribe([wave], beam_size=beam, logits_hook=hook)[0]
+    total = time.perf_counter() - start
+    if len(hyp.token_ids) != tokens:
+        raise RuntimeError(f"forced length not honoured: {len(hyp.token_ids)} != {tokens}")
+    return {"total": total, **model.timings, "tokens": tokens}
+
+
+def _bench_model(
+    label: str, model_dir: Path, seconds: list[float], beam: int, reference: bool, int8: bool, threads: int
+) -> list[dict[str, Any]]:
+    """Time ours (and optionally int8 and the reference) on one model, one at a time so only
+    one copy of the weights is in memory."""
+    torch.set_num_threads(threads)
+    package = load_package(model_dir / MODEL_FILE)
+    args = package["args"]
+    rows: list[dict[str, Any]] = []
+    impls = [("fast", lambda: FireRedModel(model_dir, package=package))]
+    if int8:
+        impls.append(("fast-int8", lambda: FireRedModel(model_dir, precision="int8", package=package)))
+    if reference:
+        impls.append(("reference", lambda: ReferenceModel(model_dir, package=package)))
+    for impl, build in impls:
+        model = build()
+        _run(model, _waveform(1.0, 99), 1.0, beam)  # warm-up: first-call allocations
+        for sec in seconds:
+            result = _run(model, _waveform(sec, int(sec)), sec, beam)
+            flops = useful_gflop(args, sec, result["tokens"], beam)
+            rows.append({"model": label, "impl": impl, "seconds": sec, "beam": beam, **result, "gflop": flops})
+            print(f"  {label:8s} {impl:10s} {sec:5.0f} s  total {result['total']:8.2f} s", flush=True)
+        del model
+        gc.collect()
+    return rows
+
+
+def _table(rows: list[dict[str, Any]], peak: float) -> str:
+    lines = [
+        f"{'model':8s} {'seg':>5s} {'impl':10s} {'features':>9s} {'encoder':>9s} {'decoder':>9s} {'total':>9s}"
+        f" {'RTF':>6s} {'speedup (feat/enc/dec/total)':>30s} {'enc GF/s':>8s} {'dec GF/s':>8s} {'% peak':>6s}"
+    ]
+    by_key = {(r["model"], r["seconds"], r["impl"]): r for r in rows}
+    for r in rows:
+        ref = by_key.get((r["model"], r["seconds"], "reference"))
+        speed = ""
+        if ref is not None and r["impl"] != "reference":
+            parts = [ref[s] / max(r[s], 1e-9) for s in ("features", "encoder", "decoder", "total")]
+            speed = "/".join(f"{p:.1f}x" for p in parts)
+        enc_rate = r["gflop"]["encoder"] / max(r["encoder"], 1e-9)
+        dec_rate = r["gflop"]["decoder"] / max(r["decoder"], 1e-9)
+        total_rate = (r["gflop"]["encoder"] + r["gflop"]["decoder"]) / max(r["total"], 1e-9)
+        lines.append(
+            f"{r['model']:8s} {r['seconds']:4.0f}s {r['impl']:10s} {r['features']:8.2f}s {r['encoder']:8.2f}s"
+            f" {r['decoder']:8.2f}s {r['total']:8.2f}s {r['total'] / r['seconds']:6.3f} {speed:>30s}"
+            f" {enc_rate:8.1f} {dec_rate:8.1f} {100 * total_rate / peak:5.0f}%"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fireredasr_fast.bench engine", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="aed-l", choices=["aed-l", "small", "tiny"])
+    parser.add_argument("--seconds", default="10,30,60", help="segment lengths, comma-separated")
+    parser.add_argument("--beam", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reference-max-seconds", type=float, default=10.0, help="longest full-size reference run")
+    parser.add_argument("--narrow-preset", default="small", choices=["small", "tiny"])
+    parser.add_argument("--no-int8", action="store_true", help="skip our int8 rows")
+    parser.add_argument("--json", type=Path)
+    opts = parser.parse_args(argv)
+    seconds = [float(s) for s in opts.seconds.split(",") if s]
+
+    peak = matmul_peak_gflops(opts.threads)
+    print(f"fp32 matmul peak ({opts.threads} threads): {peak:.1f} GFLOP/s", flush=True)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
+        start = time.perf_counter()
+        main_dir = write_random_model_dir(Path(tmp) / opts.preset, preset=opts.preset, odim=7832)
+        size = (main_dir / MODEL_FILE).stat().st_size
+        print(f"wrote random {opts.preset} checkpoint ({size / 1e9:.2f} GB) in {time.perf_counter() - start:.0f} s")
+        full_ref = [s for s in seconds if s <= opts.reference_max_seconds]
+        rows += _bench_model(opts.preset, main_dir, seconds, opts.beam, False, not opts.no_int8, opts.threads)
+        if full_ref:
+            rows += [
+                r
+                for r in _bench_model(opts.preset, main_dir, full_ref, opts.beam, True, False, opts.threads)
+                if r["impl"] == "reference"
+            ]
+        narrow = [s for s in seconds if s > opts.reference_max_seconds]
+        if narrow and opts.narrow_preset != opts.preset:
+            (main_dir / MODEL_FILE).unlink()
+            narrow_dir = write_random_model_dir(Path(tmp) / opts.narrow_preset, preset=opts.narrow_preset, odim=7832)
+            rows += _bench_model(opts.narrow_preset, narrow_dir, seconds, opts.beam, True, False, opts.threads)
+
+    table = _table(rows, peak)
+    print()
+    print(table)
+    if opts.json:
+        report = {
+            "benchmark": "engine",
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": opts.threads},
+            "torch": torch.__version__,
+            "matmul_peak_gflops": peak,
+            "tokens_per_second": TOKENS_PER_SECOND,
+            "reference_full_size_up_to_s": opts.reference_max_seconds,
+            "rows": rows,
+            "table": table,
+        }
+        opts.json.write_text(json.dumps(report, indent=2))
+    return 0
