@@ -238,6 +238,25 @@ class Encoder(nn.Module):
 
 # ----------------------------------------------------------------------------- decoder
 
+# Up to this many rows, a decoder Linear runs as W @ x^T: MKL's x @ W^T path repacks the
+# whole weight on every call, which for a handful of rows costs 2-3x the weight read
+# itself (measured on the 2-core benchmark machine; see docs/engine.md).
+_SMALL_ROWS = 16
+
+
+def _linear(module: nn.Module, x: Tensor) -> Tensor:
+    """module(x) for the decoder's per-step projections, small row counts done weight-major."""
+    weight = getattr(module, "weight", None)
+    if type(module) is not nn.Linear or weight is None or weight.device.type != "cpu":
+        return module(x)
+    flat = x.reshape(-1, x.size(-1))
+    if flat.size(0) > _SMALL_ROWS:
+        return module(x)
+    out = torch.mm(weight, flat.t()).t()
+    if module.bias is not None:
+        out = out + module.bias
+    return out.reshape(*x.shape[:-1], weight.size(0))
+
 
 class DecoderAttention(nn.Module):
     def __init__(self, d_model: int, n_head: int) -> None:
@@ -385,24 +404,25 @@ class Decoder(nn.Module):
         for i, layer in enumerate(self.layer_stack):
             sa = layer.self_attn
             y = layer.self_attn_norm(x)
-            cache.self_k[i][:, :, t : t + 1] = sa.heads(sa.w_ks(y))
-            cache.self_v[i][:, :, t : t + 1] = sa.heads(sa.w_vs(y))
+            cache.self_k[i][:, :, t : t + 1] = sa.heads(_linear(sa.w_ks, y))
+            cache.self_v[i][:, :, t : t + 1] = sa.heads(_linear(sa.w_vs, y))
             att = F.scaled_dot_product_attention(
-                sa.heads(sa.w_qs(y)),
+                sa.heads(_linear(sa.w_qs, y)),
                 cache.self_k[i][:, :, : t + 1],
                 cache.self_v[i][:, :, : t + 1],
                 attn_mask=self_mask,
             )
-            x = x + sa.fc(att.reshape(rows, 1, d))
+            x = x + _linear(sa.fc, att.reshape(rows, 1, d))
             ca = layer.cross_attn
             # The beams of one utterance become the query rows of one attention call, so
             # the encoder-side K/V is never copied per beam.
-            q = ca.w_qs(layer.cross_attn_norm(x)).view(n, beam, h, dk).transpose(1, 2)
+            q = _linear(ca.w_qs, layer.cross_attn_norm(x)).view(n, beam, h, dk).transpose(1, 2)
             att = F.scaled_dot_product_attention(q, cache.cross_k[i], cache.cross_v[i], attn_mask=cache.cross_mask)
-            x = x + ca.fc(att.transpose(1, 2).reshape(rows, 1, d))
-            x = x + layer.mlp(layer.mlp_norm(x))
+            x = x + _linear(ca.fc, att.transpose(1, 2).reshape(rows, 1, d))
+            y = layer.mlp_norm(x)
+            x = x + _linear(layer.mlp.w_2, layer.mlp.act(_linear(layer.mlp.w_1, y)))
         cache.length = t + 1
-        return self.tgt_word_prj(self.layer_norm_out(x[:, 0]))
+        return _linear(self.tgt_word_prj, self.layer_norm_out(x[:, 0]))
 
     def cross_attention_weights(self, enc: Tensor, enc_valid: Tensor, tokens: Tensor) -> Tensor:
         """Teacher-forced pass over `tokens` (n, L, starting with <sos>) returning the

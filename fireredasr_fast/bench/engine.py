@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", default="10,30,60", help="segment lengths, comma-separated")
     parser.add_argument("--beam", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--full-max-seconds", type=float, default=60.0, help="longest segment run at full size")
     parser.add_argument("--reference-max-seconds", type=float, default=10.0, help="longest full-size reference run")
     parser.add_argument("--narrow-preset", default="small", choices=["small", "tiny"])
     parser.add_argument("--no-int8", action="store_true", help="skip our int8 rows")
@@ -173,19 +174,23 @@ def main(argv: list[str] | None = None) -> int:
         main_dir = write_random_model_dir(Path(tmp) / opts.preset, preset=opts.preset, odim=7832)
         size = (main_dir / MODEL_FILE).stat().st_size
         print(f"wrote random {opts.preset} checkpoint ({size / 1e9:.2f} GB) in {time.perf_counter() - start:.0f} s")
-        full_ref = [s for s in seconds if s <= opts.reference_max_seconds]
-        rows += _bench_model(opts.preset, main_dir, seconds, opts.beam, False, not opts.no_int8, opts.threads)
+        full = [s for s in seconds if s <= opts.full_max_seconds]
+        full_ref = [s for s in full if s <= opts.reference_max_seconds]
+        rows += _bench_model(opts.preset, main_dir, full, opts.beam, False, not opts.no_int8, opts.threads)
         if full_ref:
             rows += [
                 r
                 for r in _bench_model(opts.preset, main_dir, full_ref, opts.beam, True, False, opts.threads)
                 if r["impl"] == "reference"
             ]
-        narrow = [s for s in seconds if s > opts.reference_max_seconds]
-        if narrow and opts.narrow_preset != opts.preset:
+        if len(full_ref) < len(seconds) and opts.narrow_preset != opts.preset:
+            # Every length, both sides, on the narrower model: its ratios are measured, not
+            # extrapolated from the full-size ones.
             (main_dir / MODEL_FILE).unlink()
             narrow_dir = write_random_model_dir(Path(tmp) / opts.narrow_preset, preset=opts.narrow_preset, odim=7832)
-            rows += _bench_model(opts.narrow_preset, narrow_dir, seconds, opts.beam, True, False, opts.threads)
+            rows += _bench_model(
+                opts.narrow_preset, narrow_dir, seconds, opts.beam, True, not opts.no_int8, opts.threads
+            )
 
     table = _table(rows, peak)
     print()
