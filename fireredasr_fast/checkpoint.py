@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,8 @@ def load_package(model_file: str | os.PathLike) -> dict[str, Any]:
     refused with a clear error. There is deliberately no fallback to weights_only=False.
     """
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pickle-protocol chatter; the outcome is what matters
             package = torch.load(model_file, map_location="cpu", weights_only=True, mmap=_can_mmap(model_file))
     except Exception as exc:  # torch raises many types (IndexError on garbage files)
         raise ModelDirError(f"{model_file}: refused, not a loadable FireRedASR checkpoint ({_reason(exc)})") from None
@@ -97,12 +99,17 @@ def load_package(model_file: str | os.PathLike) -> dict[str, Any]:
 
 
 def _reason(exc: BaseException) -> str:
-    """The informative line of a torch.load error (it also advises weights_only=False,
-    which we must not repeat to users)."""
+    """The informative part of a torch.load error. torch's own text also advises retrying
+    with weights_only=False, which is exactly what must not be done with an unknown file."""
     text = str(exc)
     match = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", text)
     if match:
         return f"it references the disallowed global {match.group(1)}, which was not executed"
+    match = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if match:
+        return f"it is not plain tensors and data: {match.group(1).strip()}"
+    if "Weights only load failed" in text:
+        return "it is not plain tensors and data"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0][:200] if lines else type(exc).__name__
 

@@ -115,9 +115,12 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
     """Resolve and check the model in this process, so a bad model directory is one clear
     line here rather than a crash in every worker."""
     if args.engine == "firered":
-        from .checkpoint import check_model_dir
+        from .checkpoint import MODEL_FILE, check_model_dir, load_package
 
         model_dir = check_model_dir(args.model_dir or os.environ.get("FIREREDASR_MODEL_DIR"))
+        # Unpickle (safely) here once: a hostile or foreign checkpoint is refused before any
+        # worker starts. The weights are memory-mapped, so this costs little even at 4.7 GB.
+        load_package(model_dir / MODEL_FILE)
         options: dict[str, Any] = {
             "beam_size": args.beam_size,
             "nbest": args.nbest,

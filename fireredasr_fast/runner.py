@@ -13,12 +13,14 @@ in-flight batches, and leave only complete files behind.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import logging
 import multiprocessing
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -82,6 +84,7 @@ class RunSummary:
 # ---------------------------------------------------------------- worker process side
 
 _worker_engine: Engine | None = None
+_worker_init_error: BaseException | None = None
 _worker_last_done: float = 0.0
 
 
@@ -89,13 +92,20 @@ def _init_worker(spec: EngineSpec, threads: int) -> None:
     # Ctrl-C reaches the whole process group; only the parent decides what to do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_process_threads(threads)
-    global _worker_engine, _worker_last_done
-    _worker_engine = spec.build()
+    global _worker_engine, _worker_init_error, _worker_last_done
+    try:
+        _worker_engine = spec.build()
+    except Exception as exc:
+        # An initializer that raises breaks the whole pool with no message; keep the error
+        # and report it with each batch instead.
+        _worker_init_error = exc
     _worker_last_done = time.perf_counter()
 
 
 def _worker_run(jobs: list[SegmentJob]) -> tuple[list[Hypothesis], dict[str, float]]:
     global _worker_last_done
+    if _worker_init_error is not None:
+        raise RuntimeError(f"the engine could not be loaded: {_describe_error(_worker_init_error)}")
     assert _worker_engine is not None
     start = time.perf_counter()
     hyps = recognise(_worker_engine, jobs)
@@ -155,11 +165,12 @@ class _StopFlag:
         def handler(signum: int, frame: Any) -> None:
             if self.graceful.is_set() and signum == signal.SIGINT:
                 self.hard.set()
-                print("\nsecond interrupt: stopping now", flush=True)
+                print("\nsecond interrupt: stopping now", file=sys.stderr, flush=True)
             else:
                 self.graceful.set()
                 print(
                     "\ninterrupted: finishing batches in flight, then stopping (Ctrl-C again to stop now)",
+                    file=sys.stderr,
                     flush=True,
                 )
 
@@ -234,6 +245,7 @@ class Runner:
 
         states = {state.index: state for state in todo}
         pending: list[SegmentJob] = []
+        ready: collections.deque[Batch] = collections.deque()
         in_flight: dict[cf.Future, tuple[Batch, int]] = {}
         producer_done = False
         executor = self._new_executor()
@@ -249,7 +261,7 @@ class Runner:
             )
             if status == "failed":
                 log.error("%s: %s", state.item.path, message)
-                journal.update(records[state.index])
+            journal.update(records[state.index])
             budget.release(duration)
             state.prepared = None
 
@@ -276,19 +288,24 @@ class Runner:
                     pass
 
                 graceful = self.stop.graceful.is_set()
-                # 2. Cut batches when workers need work and enough segments are pooled.
-                pooled = sum(job.seconds for job in pending)
-                want_work = len(in_flight) < max_in_flight
-                if pending and want_work and not graceful:
+                # 2. Cut batches when the ready queue runs low: pooling segments of several
+                #    files first gives length-sorted batches with little padding.
+                if pending and len(ready) < max_in_flight and not graceful:
+                    pooled = sum(job.seconds for job in pending)
                     enough = pooled >= self.options.transcribe.batch_seconds * 2
-                    if enough or producer_done or len(in_flight) < self.plan.workers:
-                        for batch in make_batches(
-                            pending, self.options.transcribe.batch_seconds, self.options.transcribe.max_batch_size
-                        ):
-                            in_flight[executor.submit(_worker_run, batch.jobs)] = (batch, 1)
+                    if enough or producer_done or (not ready and len(in_flight) < self.plan.workers):
+                        ready.extend(
+                            make_batches(
+                                pending, self.options.transcribe.batch_seconds, self.options.transcribe.max_batch_size
+                            )
+                        )
                         pending = []
+                # Only a few batches in flight per worker, so an interrupt has little to wait for.
+                while ready and len(in_flight) < max_in_flight and not graceful:
+                    batch = ready.popleft()
+                    in_flight[executor.submit(_worker_run, batch.jobs)] = (batch, 1)
 
-                if not in_flight and (graceful or (producer_done and not pending)):
+                if not in_flight and (graceful or (producer_done and not pending and not ready)):
                     break
 
                 # 3. Collect finished batches.

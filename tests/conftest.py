@@ -44,3 +44,11 @@ def require_espeak() -> str:
     if not exe:
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
     return exe
+
+
+@pytest.fixture(scope="session")
+def random_model_dir(tmp_path_factory) -> Path:
+    """A tiny FireRedASR-AED directory in the official format, random weights."""
+    from fireredasr_fast.random_model import write_random_model_dir
+
+    return write_random_model_dir(tmp_path_factory.mktemp("random-model") / "tiny", preset="tiny", seed=0)
