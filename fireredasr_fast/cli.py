@@ -47,7 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--engine", choices=("firered", "whisper"), default="firered")
     e.add_argument("--model-dir", help="model directory (firered: or FIREREDASR_MODEL_DIR; whisper: CTranslate2)")
     e.add_argument("--model", help="whisper only: a faster-whisper model name (needs a network)")
-    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto: CPU workers, plus GPU workers when GPU memory is free; cpu; cuda (GPU workers only)",
+    )
+    e.add_argument(
+        "--gpu",
+        choices=("auto", "off", "only"),
+        default=None,
+        help="GPU workers: auto (join when memory frees), off, only (no CPU workers); default from --device",
+    )
+    e.add_argument(
+        "--gpu-min-free-gb",
+        type=float,
+        default=None,
+        help="free GPU memory required before a GPU worker starts (default: model size x 1.3 + 2 GiB)",
+    )
     e.add_argument(
         "--precision",
         choices=("fp32", "int8", "fp16", "bf16"),
@@ -100,15 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _device(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    try:
-        import torch
+def _gpu_scheduler(args: argparse.Namespace, model_size: int):
+    """The GPU policy from --gpu / --device, or None when no CUDA GPU can be used."""
+    mode = args.gpu or {"auto": "auto", "cpu": "off", "cuda": "only"}[args.device]
+    if mode == "off":
+        return None
+    import torch
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
+    if not torch.cuda.is_available():
+        if mode == "only":
+            raise FireRedFastError("GPU requested (--gpu only / --device cuda) but CUDA is not available")
+        return None  # auto on a machine without CUDA: CPU workers only, silently
+    from .gpu import GpuPolicy, GpuScheduler, default_probe, gib
+
+    min_free = gib(args.gpu_min_free_gb) if args.gpu_min_free_gb is not None else None
+    return GpuScheduler(GpuPolicy(mode=mode, min_free_bytes=min_free, model_bytes=model_size), default_probe())
 
 
 def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
@@ -168,9 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         log.setLevel(logging.INFO)
         logging.getLogger().handlers[0].setLevel(logging.WARNING)
 
-    device = _device(args.device)
     try:
-        spec = _engine_spec(args, device)
+        # CPU workers always run on the CPU; GPU workers get their own device (see runner).
+        spec = _engine_spec(args, "cpu")
+        gpu = _gpu_scheduler(args, model_bytes(spec.model_dir))
     except FireRedFastError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -209,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
 
     plan = make_plan(model_bytes(spec.model_dir), args.workers, args.threads_per_worker)
     print(plan.describe(), file=sys.stderr)
+    if gpu is not None:
+        print(gpu.describe(), file=sys.stderr)
     options = RunOptions(
         output_dir=Path(args.output_dir),
         formats=formats,
@@ -227,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.output_dir}: output directory is not writable ({exc.strerror or exc})", file=sys.stderr)
         return 2
 
-    summary = Runner(spec, plan, options).run(inputs)
+    summary = Runner(spec, plan, options, gpu=gpu).run(inputs)
     print_summary(summary)
     if summary.interrupted:
         return 130

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -32,6 +33,7 @@ from typing import Any
 from .batching import Batch, SegmentJob, make_batches
 from .engine import Engine, EngineSpec, Hypothesis
 from .errors import FireRedFastError
+from .gpu import GpuScheduler, is_cuda_oom
 from .inputs import InputFile
 from .journal import FileRecord, Journal, fingerprint, format_table, relative_key, write_report
 from .plan import Plan, set_process_threads
@@ -60,7 +62,7 @@ class RunSummary:
     records: list[FileRecord]
     wall: float
     interrupted: bool
-    worker_stats: dict[str, float]
+    worker_stats: dict[str, Any]
 
     @property
     def failed(self) -> list[FileRecord]:
@@ -184,15 +186,40 @@ class _StopFlag:
         return restore
 
 
+@dataclass(eq=False)
+class _Pool:
+    """Worker processes that share a queue position: the CPU pool, or one GPU worker."""
+
+    name: str
+    executor: cf.Executor
+    capacity: int  # batches in flight at most
+    takes_largest: bool
+    gpu_index: int | None = None
+
+    def busy(self, in_flight: dict) -> int:
+        return sum(1 for _, _, pool in in_flight.values() if pool is self)
+
+
 class Runner:
-    def __init__(self, spec: EngineSpec, plan: Plan, options: RunOptions) -> None:
+    def __init__(
+        self,
+        spec: EngineSpec,
+        plan: Plan,
+        options: RunOptions,
+        gpu: GpuScheduler | None = None,
+        gpu_device: Callable[[int], str] = lambda index: f"cuda:{index}",
+    ) -> None:
         self.spec = spec
         self.plan = plan
         self.options = options
+        self.gpu = gpu
+        # Which device string a GPU worker on GPU `index` gets (a seam for tests without CUDA).
+        self.gpu_device = gpu_device
         self.output_dir = options.output_dir
         self.stop = _StopFlag()
         self.worker_compute: dict[int, float] = {}
         self.worker_wait: dict[int, float] = {}
+        self.batches_by_pool: dict[str, int] = {}
 
     # -- public
 
@@ -245,11 +272,12 @@ class Runner:
 
         states = {state.index: state for state in todo}
         pending: list[SegmentJob] = []
-        ready: collections.deque[Batch] = collections.deque()
-        in_flight: dict[cf.Future, tuple[Batch, int]] = {}
+        ready: collections.deque[Batch] = collections.deque()  # longest batches first
+        in_flight: dict[cf.Future, tuple[Batch, int, _Pool]] = {}
         producer_done = False
-        executor = self._new_executor()
-        max_in_flight = 2 * max(1, self.plan.workers)
+        pools: list[_Pool] = []
+        if self.gpu is None or self.gpu.cpu_workers_allowed:
+            pools.append(_Pool("cpu", self._new_executor(), 2 * max(1, self.plan.workers), takes_largest=False))
         bar = _progress(self.options.progress)
 
         def fail(state: _FileState, message: str, status: str = "failed") -> None:
@@ -265,12 +293,25 @@ class Runner:
             budget.release(duration)
             state.prepared = None
 
+        def submit(pool: _Pool, batch: Batch, attempt: int) -> None:
+            in_flight[pool.executor.submit(_worker_run, batch.jobs)] = (batch, attempt, pool)
+
+        attempts: dict[int, int] = {}  # id(batch) -> attempt number of its next submission
+
+        def requeue(batch: Batch, attempt: int, reason: str) -> None:
+            if attempt >= MAX_BATCH_ATTEMPTS:
+                for job in batch.jobs:
+                    fail(states[job.file_index], f"{reason} {attempt} times while recognising this file")
+            else:
+                ready.appendleft(batch)
+                attempts[id(batch)] = attempt + 1
+
         try:
             while True:
                 if self.stop.hard.is_set():
                     break
                 # 1. Take newly prepared files (block briefly only when nothing else can progress).
-                block = not in_flight and not pending and not producer_done
+                block = not in_flight and not pending and not ready and not producer_done
                 try:
                     while True:
                         message = prepared_queue.get(timeout=0.05 if block else 0)
@@ -288,41 +329,55 @@ class Runner:
                     pass
 
                 graceful = self.stop.graceful.is_set()
+                if not graceful:
+                    self._start_gpu_workers(pools)
+                capacity = sum(pool.capacity for pool in pools)
                 # 2. Cut batches when the ready queue runs low: pooling segments of several
                 #    files first gives length-sorted batches with little padding.
-                if pending and len(ready) < max_in_flight and not graceful:
+                if pending and len(ready) < capacity and not graceful:
                     pooled = sum(job.seconds for job in pending)
                     enough = pooled >= self.options.transcribe.batch_seconds * 2
-                    if enough or producer_done or (not ready and len(in_flight) < self.plan.workers):
+                    if enough or producer_done or (not ready and len(in_flight) < max(1, self.plan.workers)):
                         ready.extend(
                             make_batches(
                                 pending, self.options.transcribe.batch_seconds, self.options.transcribe.max_batch_size
                             )
                         )
                         pending = []
-                # Only a few batches in flight per worker, so an interrupt has little to wait for.
-                while ready and len(in_flight) < max_in_flight and not graceful:
-                    batch = ready.popleft()
-                    in_flight[executor.submit(_worker_run, batch.jobs)] = (batch, 1)
+                # Only a few batches in flight per worker, so an interrupt has little to wait
+                # for. GPU workers take the largest batches, CPU workers the smallest.
+                for pool in pools:
+                    while ready and pool.busy(in_flight) < pool.capacity and not graceful:
+                        batch = ready.popleft() if pool.takes_largest else ready.pop()
+                        submit(pool, batch, attempts.pop(id(batch), 1))
 
                 if not in_flight and (graceful or (producer_done and not pending and not ready)):
                     break
 
                 # 3. Collect finished batches.
+                if not in_flight:
+                    time.sleep(0.05)  # GPU-only mode waiting for a GPU to free up
+                    continue
                 done, _ = cf.wait(list(in_flight), timeout=0.1, return_when=cf.FIRST_COMPLETED)
-                crashed: list[tuple[Batch, int]] = []
+                broken: set[str] = set()
                 for future in done:
-                    batch, attempt = in_flight.pop(future)
+                    batch, attempt, pool = in_flight.pop(future)
                     try:
                         hyps, stats = future.result()
-                    except BrokenProcessPool:
-                        crashed.append((batch, attempt))
-                        continue
                     except Exception as exc:
-                        for job in batch.jobs:
-                            fail(states[job.file_index], f"recognition failed: {_describe_error(exc)}")
+                        if pool.gpu_index is not None:
+                            # GPUs are opportunistic: any failure there (CUDA OOM above all)
+                            # sends the batch back to the queue and the GPU into back-off.
+                            self._stop_gpu_worker(pool, pools, exc)
+                            requeue(batch, attempt, "the GPU worker failed")
+                        elif isinstance(exc, BrokenProcessPool):
+                            broken.add(pool.name)
+                            requeue(batch, attempt, "a worker process died")
+                        else:
+                            for job in batch.jobs:
+                                fail(states[job.file_index], f"recognition failed: {_describe_error(exc)}")
                         continue
-                    self._record_worker(stats)
+                    self._record_worker(stats, pool.name)
                     share = stats["compute"] / max(batch.audio_seconds, 1e-9)
                     for job, hyp in zip(batch.jobs, hyps, strict=True):
                         state = states[job.file_index]
@@ -333,23 +388,23 @@ class Runner:
                         state.remaining -= 1
                         if state.remaining == 0:
                             self._finish(state, records, journal, bar, budget)
-                if crashed:
-                    # A worker died (OOM killer, segfault): the whole pool is unusable and
-                    # every batch in flight is lost. Replace the pool and resubmit them.
-                    crashed += list(in_flight.values())
-                    in_flight.clear()
-                    _shutdown(executor, hard=True)
-                    executor = self._new_executor()
-                    for batch, attempt in crashed:
-                        if attempt >= MAX_BATCH_ATTEMPTS:
-                            for job in batch.jobs:
-                                fail(states[job.file_index], f"a worker process died {attempt} times on this file")
-                        elif not self.stop.graceful.is_set():
-                            in_flight[executor.submit(_worker_run, batch.jobs)] = (batch, attempt + 1)
+                for pool in pools:
+                    if pool.name in broken:
+                        # A worker died (OOM killer, segfault): the whole pool is unusable and
+                        # every batch it had in flight is lost. Replace it; resubmit them.
+                        for future, (batch, attempt, owner) in list(in_flight.items()):
+                            if owner is pool:
+                                del in_flight[future]
+                                requeue(batch, attempt, "a worker process died")
+                        _shutdown(pool.executor, hard=True)
+                        pool.executor = self._new_executor()
         finally:
             budget.close()
             hard = self.stop.hard.is_set()
-            _shutdown(executor, hard)
+            for pool in pools:
+                _shutdown(pool.executor, hard)
+                if pool.gpu_index is not None and self.gpu is not None:
+                    self.gpu.stopped(pool.gpu_index)
             if bar is not None:
                 bar.close()
             for state in states.values():
@@ -357,6 +412,31 @@ class Runner:
                     status = "interrupted" if self.stop.graceful.is_set() else "failed"
                     fail(state, "interrupted before completion" if status == "interrupted" else "not processed", status)
             journal.save()
+
+    def _start_gpu_workers(self, pools: list[_Pool]) -> None:
+        if self.gpu is None or not self.gpu.enabled:
+            return
+        for info in self.gpu.usable_gpus():
+            device = self.gpu_device(info.index)
+            executor = cf.ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(dataclasses.replace(self.spec, device=device), self.plan.threads_per_worker),
+            )
+            self.gpu.started(info.index)
+            pools.insert(0, _Pool(f"gpu{info.index}", executor, 2, takes_largest=True, gpu_index=info.index))
+            log.warning("GPU worker started on %s (%s, %.1f GB free)", device, info.name, info.free_bytes / 1e9)
+
+    def _stop_gpu_worker(self, pool: _Pool, pools: list[_Pool], exc: BaseException) -> None:
+        if pool not in pools:
+            return  # already stopped by an earlier batch of the same worker
+        pools.remove(pool)
+        _shutdown(pool.executor, hard=True)
+        assert self.gpu is not None and pool.gpu_index is not None
+        self.gpu.out_of_memory(pool.gpu_index)
+        what = "out of memory" if is_cuda_oom(exc) else _describe_error(exc)
+        log.warning("GPU worker on GPU %d stopped (%s); its batches go back to the queue", pool.gpu_index, what)
 
     def _accept(self, state, prepared, pending, records, journal, bar, budget) -> None:
         state.prepared = prepared
@@ -457,12 +537,13 @@ class Runner:
             initargs=(self.spec, self.plan.threads_per_worker),
         )
 
-    def _record_worker(self, stats: dict[str, float]) -> None:
+    def _record_worker(self, stats: dict[str, float], pool: str) -> None:
         pid = int(stats["pid"])
+        self.batches_by_pool[pool] = self.batches_by_pool.get(pool, 0) + 1
         self.worker_compute[pid] = self.worker_compute.get(pid, 0.0) + stats["compute"]
         self.worker_wait[pid] = self.worker_wait.get(pid, 0.0) + max(0.0, stats["wait"])
 
-    def _worker_summary(self) -> dict[str, float]:
+    def _worker_summary(self) -> dict[str, Any]:
         compute = sum(self.worker_compute.values())
         wait = sum(self.worker_wait.values())
         return {
@@ -470,6 +551,7 @@ class Runner:
             "compute_seconds": round(compute, 2),
             "wait_seconds": round(wait, 2),
             "wait_share": round(wait / (wait + compute), 4) if compute + wait > 0 else 0.0,
+            "batches": dict(self.batches_by_pool),
         }
 
 
