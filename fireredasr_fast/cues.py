@@ -37,6 +37,8 @@ class CueOptions:
     min_duration: float = 0.8  # seconds; short cues are extended into the following silence
     min_gap: float = 0.1  # seconds between consecutive cues
     pause_split: float = 0.35  # a silence at least this long always ends a cue
+    # Cue starts move to a VAD speech onset this close (seconds); 0 turns it off.
+    snap_to_speech: float = 0.4
 
 
 # ---------------------------------------------------------------------------- characters
@@ -557,7 +559,25 @@ def build_cues(
                     opt.max_lines,
                 )
                 cues.append(Cue(piece[0].start, max(w.end for w in piece), lines))
+    if opt.snap_to_speech > 0:
+        snap_to_speech_onsets(cues, speech, opt.snap_to_speech)
     return tidy_cues(cues, duration, opt)
+
+
+def snap_to_speech_onsets(cues: list[Cue], speech: list[tuple[float, float]], max_shift: float) -> None:
+    """Move each cue's start to the nearest VAD speech onset within `max_shift` seconds.
+
+    Token times from attention or word alignment are often a tenth of a second or two off at
+    the start of a sentence (Whisper's tend to be late); the VAD's onset is where the voice
+    really begins. Never moves a start before the previous cue's end or past its own end.
+    """
+    onsets = sorted(start for start, _ in speech)
+    previous_end = 0.0
+    for cue in cues:
+        near = [o for o in onsets if abs(o - cue.start) <= max_shift and previous_end <= o < cue.end]
+        if near:
+            cue.start = min(near, key=lambda o: abs(o - cue.start))
+        previous_end = cue.end
 
 
 def tidy_cues(cues: list[Cue], duration: float, options: CueOptions | None = None) -> list[Cue]:

@@ -9,6 +9,7 @@ frame the VAD calls speech ends up inside some segment.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 
@@ -231,7 +232,10 @@ class SpeechSegmenter:
     def __call__(self, samples: np.ndarray) -> tuple[list[SpeechSegment], list[tuple[float, float]]]:
         duration = samples.size / SAMPLE_RATE
         probs = self.probabilities(samples)
-        return segment_speech(probs, duration, self.options), speech_regions(probs, duration, self.options)
+        # Segments carry padding (the recogniser likes a little context); the speech regions
+        # reported with them do not, so cue timing can snap to true speech onsets.
+        unpadded = dataclasses.replace(self.options, speech_pad=0.0)
+        return segment_speech(probs, duration, self.options), speech_regions(probs, duration, unpadded)
 
     def probabilities(self, samples: np.ndarray) -> np.ndarray:
         return self._vad.probabilities(samples)

