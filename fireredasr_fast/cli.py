@@ -7,6 +7,7 @@ Exit codes: 0 every input succeeded (or was already done), 1 some input failed,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -151,7 +152,8 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
             "softmax_smoothing": args.softmax_smoothing,
             "length_penalty": args.length_penalty,
             "eos_penalty": args.eos_penalty,
-            "precision": args.precision or "fp32",
+            # fp16/bf16 are GPU-only: CPU workers then run fp32 (see gpu_spec in main).
+            "precision": args.precision if args.precision in ("fp32", "int8") else "fp32",
         }
         return EngineSpec("firered", str(model_dir.resolve()), None, device, tuple(sorted(options.items())))
     from .whisper_engine import resolve_model_path
@@ -221,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     transcribe = TranscribeOptions(vad=vad, cues=cues, audio_stream=args.audio_stream, batch_seconds=args.batch_seconds)
     settings = {
-        "engine": {"engine": spec.engine, "device": spec.device, "options": dict(spec.options)},
+        "engine": {"engine": spec.engine, "options": dict(spec.options)},
+        "gpu_precision": args.precision,
         "model": _model_identity(spec.model_dir),
         "vad": asdict(vad),
         "cues": asdict(cues),
@@ -253,7 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.output_dir}: output directory is not writable ({exc.strerror or exc})", file=sys.stderr)
         return 2
 
-    summary = Runner(spec, plan, options, gpu=gpu).run(inputs)
+    gpu_spec = spec
+    if spec.engine == "firered" and args.precision in ("fp16", "bf16"):
+        gpu_spec = dataclasses.replace(
+            spec, options=tuple(sorted({**dict(spec.options), "precision": args.precision}.items()))
+        )
+    summary = Runner(spec, plan, options, gpu=gpu, gpu_spec=gpu_spec).run(inputs)
     print_summary(summary)
     if summary.interrupted:
         return 130

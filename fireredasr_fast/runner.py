@@ -208,8 +208,11 @@ class Runner:
         options: RunOptions,
         gpu: GpuScheduler | None = None,
         gpu_device: Callable[[int], str] = lambda index: f"cuda:{index}",
+        gpu_spec: EngineSpec | None = None,
     ) -> None:
         self.spec = spec
+        # GPU workers may run another precision (fp16/bf16) than the CPU workers.
+        self.gpu_spec = gpu_spec or spec
         self.plan = plan
         self.options = options
         self.gpu = gpu
@@ -422,7 +425,7 @@ class Runner:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(dataclasses.replace(self.spec, device=device), self.plan.threads_per_worker),
+                initargs=(dataclasses.replace(self.gpu_spec, device=device), self.plan.threads_per_worker),
             )
             self.gpu.started(info.index)
             pools.insert(0, _Pool(f"gpu{info.index}", executor, 2, takes_largest=True, gpu_index=info.index))
