@@ -103,7 +103,14 @@ def _run(model: Any, wave: np.ndarray, seconds: float, beam: int) -> dict[str, A
 
 
 def _bench_model(
-    label: str, model_dir: Path, seconds: list[float], beam: int, reference: bool, int8: bool, threads: int
+    label: str,
+    model_dir: Path,
+    seconds: list[float],
+    beam: int,
+    reference: bool,
+    int8: bool,
+    threads: int,
+    fast: bool = True,
 ) -> list[dict[str, Any]]:
     """Time ours (and optionally int8 and the reference) on one model, one at a time so only
     one copy of the weights is in memory."""
@@ -111,7 +118,7 @@ def _bench_model(
     package = load_package(model_dir / MODEL_FILE)
     args = package["args"]
     rows: list[dict[str, Any]] = []
-    impls = [("fast", lambda: FireRedModel(model_dir, package=package))]
+    impls = [("fast", lambda: FireRedModel(model_dir, package=package))] if fast else []
     if int8:
         impls.append(("fast-int8", lambda: FireRedModel(model_dir, precision="int8", package=package)))
     if reference:
@@ -178,11 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         full_ref = [s for s in full if s <= opts.reference_max_seconds]
         rows += _bench_model(opts.preset, main_dir, full, opts.beam, False, not opts.no_int8, opts.threads)
         if full_ref:
-            rows += [
-                r
-                for r in _bench_model(opts.preset, main_dir, full_ref, opts.beam, True, False, opts.threads)
-                if r["impl"] == "reference"
-            ]
+            rows += _bench_model(opts.preset, main_dir, full_ref, opts.beam, True, False, opts.threads, fast=False)
         if len(full_ref) < len(seconds) and opts.narrow_preset != opts.preset:
             # Every length, both sides, on the narrower model: its ratios are measured, not
             # extrapolated from the full-size ones.
