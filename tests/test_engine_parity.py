@@ -154,13 +154,15 @@ def test_empty_and_too_short_waveforms(models, waveforms) -> None:
 def test_int8_runs_close_to_fp32(model_dirs, waveforms) -> None:
     fp32 = load_model(model_dirs["ending"])
     int8 = load_model(model_dirs["ending"], precision="int8")
-    a = fp32.transcribe(waveforms[:4], beam_size=3, decode_max_len=20)
-    b = int8.transcribe(waveforms[:4], beam_size=3, decode_max_len=20)
-    assert len(b) == 4 and all(h.token_ids for h in b)
-    # Random weights make int8 drift larger than on a trained model, but the output must
-    # still follow the fp32 one most of the time (a broken quantised path would not).
-    agree = sum(x == y for ha, hb in zip(a, b, strict=True) for x, y in zip(ha.token_ids, hb.token_ids, strict=False))
-    assert agree >= 0.5 * sum(len(h.token_ids) for h in a)
+    quantised = [m for m in int8.model.modules() if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic")]
+    assert len(quantised) > 20  # every Linear, pointwise convs included
+    # The gain-scaled random decoder is chaotic (one flipped token changes the rest), so
+    # compare where int8 should stay close: the encoder output.
+    for a, b in zip(fp32.encode(waveforms[:4]), int8.encode(waveforms[:4]), strict=True):
+        assert a.shape == b.shape
+        assert float((a - b).norm() / a.norm()) < 0.05
+    hyps = int8.transcribe(waveforms[:4], beam_size=3, decode_max_len=20)
+    assert len(hyps) == 4 and all(h.token_ids for h in hyps)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
