@@ -492,8 +492,16 @@ class AedModel(nn.Module):
     def from_package(cls, package: dict) -> AedModel:
         """Build from a loaded checkpoint package; a `ctc.*` head is kept when present."""
         state = package["model_state_dict"]
-        model = cls(package["args"], with_ctc=any(k.startswith("ctc.") for k in state))
-        model.load_state_dict(state, strict=True)
+        # Build on the meta device and adopt the checkpoint's tensors instead of copying them:
+        # they are memory-mapped (checkpoint.load_package), so every worker process shares
+        # one page-cache copy of the weights rather than holding a private one.
+        with torch.device("meta"):
+            model = cls(package["args"], with_ctc=any(k.startswith("ctc.") for k in state))
+        model.load_state_dict(state, strict=True, assign=True)
+        model.decoder.tgt_word_prj.weight = model.decoder.tgt_word_emb.weight  # tied, as upstream
+        for name, tensor in list(model.named_buffers()):
+            if tensor.is_meta:
+                raise ValueError(f"checkpoint lacks buffer {name}")
         return model.eval()
 
     def ctc_log_probs(self, enc: Tensor) -> Tensor:
