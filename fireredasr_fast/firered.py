@@ -18,8 +18,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from .alignment import token_times_from_attention
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, check_model_dir, load_package
-from .engine import Engine, EngineSpec, Hypothesis
+from .engine import SAMPLE_RATE, Engine, EngineSpec, Hypothesis
 from .feature_extractor import FbankExtractor
 from .model import AedModel, LogitsHook, SearchResult, beam_search
 from .tokenizer import Tokenizer
@@ -278,15 +279,19 @@ class FireRedEngine(Engine):
 
     name = "firered"
 
-    def __init__(self, model: AsrModel, options: DecodingOptions | None = None) -> None:
+    def __init__(self, model: AsrModel, options: DecodingOptions | None = None, timestamps: bool = True) -> None:
         self.model = model
         self.options = options or DecodingOptions()
+        # Token times from the decoder's cross-attention (an extra pass over the best
+        # hypothesis only); the reference implementation cannot provide them.
+        self.timestamps = timestamps and getattr(model, "implementation", "") == "fast"
 
     @classmethod
     def from_spec(cls, spec: EngineSpec, **opts: Any) -> FireRedEngine:
         precision = opts.pop("precision", "fp32")
         implementation = opts.pop("implementation", "fast")
         batch_frames = opts.pop("batch_frames", DEFAULT_BATCH_FRAMES)
+        timestamps = opts.pop("timestamps", True)
         known = {f.name for f in fields(DecodingOptions)}
         unknown = sorted(set(opts) - known)
         if unknown:
@@ -299,10 +304,17 @@ class FireRedEngine(Engine):
             precision=precision,
             batch_frames=batch_frames,
         )
-        return cls(model, options)
+        return cls(model, options, timestamps)
 
     def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[Hypothesis]:
-        return self.model.transcribe(waveforms, **asdict(self.options))
+        if not self.timestamps:
+            return self.model.transcribe(waveforms, **asdict(self.options))
+        hyps, alignments = self.model.transcribe(waveforms, return_alignment=True, **asdict(self.options))
+        for hyp, attention, wave in zip(hyps, alignments, waveforms, strict=True):
+            if attention is not None and hyp.tokens:
+                duration = len(wave) / SAMPLE_RATE
+                hyp.token_times = token_times_from_attention(attention, len(hyp.tokens), duration)
+        return hyps
 
     def describe(self) -> dict[str, Any]:
         model_file = Path(self.model.model_dir) / MODEL_FILE
@@ -314,4 +326,5 @@ class FireRedEngine(Engine):
             "model_file": {"size": stat.st_size, "mtime": int(stat.st_mtime)},
             "decoding": asdict(self.options),
             "precision": self.model.precision,
+            "timestamps": self.timestamps,
         }
