@@ -141,3 +141,16 @@ def test_usage_errors_exit_2(tmp_path: Path):
     locked.write_text("a file where the output folder should be")
     not_writable = run_cli("--engine", "whisper", "-o", str(locked / "sub"), str(SAMPLES / "aishell_zh.mkv"))
     assert not_writable.returncode == 2 and "output directory" in not_writable.stderr
+
+
+def test_validator_passes_on_every_subtitle_written(first_run):
+    from fireredasr_fast.validate import validate_subtitle_file
+
+    out, _ = first_run
+    checked = 0
+    for sub in [*out.rglob("*.srt"), *out.rglob("*.vtt"), *out.rglob("*.ass")]:
+        data = json.loads(sub.with_suffix(".json").read_text())
+        speech = [tuple(region) for region in data["speech"]]
+        assert validate_subtitle_file(sub, data["duration"], speech) == []
+        checked += 1
+    assert checked == 9  # three good files x three subtitle formats
