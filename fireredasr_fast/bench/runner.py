@@ -34,9 +34,11 @@ import sys
 import tempfile
 import threading
 import time
+import wave
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,20 +83,31 @@ def build_folder(folder: Path, minutes: float, files: int | None = None) -> list
         str(pair),
     )
     total = minutes * 60.0
-    count = files or max(3, min(8, round(total / 90.0)))
+    count = files or max(3, min(8, int(total // 60.0)))
     weights = [LENGTH_WEIGHTS[i % len(LENGTH_WEIGHTS)] for i in range(count)]
     lengths = [min(180.0, max(60.0, total * w / sum(weights))) for w in weights]
+    from ..audio import decode_audio
+
+    # The tracks are cut here in samples: ffmpeg's -stream_loop with -ss/-t gave files whose
+    # decoded audio ran past their container duration.
+    loop = decode_audio(pair)
     made = []
     for i, length in enumerate(lengths):
         mp4 = i % 2 == 0
         path = folder / f"video_{i + 1:02d}.{'mp4' if mp4 else 'mkv'}"
+        offset = round((i * 17.0) % 57.0 * 16000)
+        count = round(length * 16000)
+        reps = (offset + count) // loop.size + 1
+        track = np.tile(loop, reps)[offset : offset + count]
+        wav = folder.parent / f"track_{i + 1:02d}.wav"
+        with wave.open(str(wav), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(16000)
+            out.writeframes(track.astype("<i2").tobytes())
         _ffmpeg(
-            "-stream_loop",
-            "-1",
-            "-ss",
-            f"{(i * 17.0) % 57.0:.1f}",
             "-i",
-            str(pair),
+            str(wav),
             "-f",
             "lavfi",
             "-i",
@@ -103,8 +116,7 @@ def build_folder(folder: Path, minutes: float, files: int | None = None) -> list
             "1:v",
             "-map",
             "0:a",
-            "-t",
-            f"{length:.1f}",
+            "-shortest",
             "-c:v",
             "libx264",
             "-preset",
@@ -115,6 +127,7 @@ def build_folder(folder: Path, minutes: float, files: int | None = None) -> list
             "48k",
             str(path),
         )
+        wav.unlink()
         made.append({"file": path.name, "seconds": round(length, 1)})
     return made
 
@@ -290,11 +303,10 @@ def monitored(cmd: list[str], log: Path) -> tuple[int, float, TreeMonitor]:
 # --------------------------------------------------------------------------- (a) the original script
 
 
-def original_script(folder: Path, model_dir: Path, out_dir: Path, result_file: Path) -> None:
+def original_script(folder: Path, model_dir: Path, out_dir: Path, result_file: Path, max_len: int = 0) -> None:
     """The user's approach before the tool, run as its own process (see the module doc)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import numpy as np
     import torch
     from silero_vad import get_speech_timestamps, load_silero_vad
 
@@ -321,7 +333,7 @@ def original_script(folder: Path, model_dir: Path, out_dir: Path, result_file: P
         )
         t2 = time.perf_counter()
         pieces = [np.ascontiguousarray(wave[s["start"] : s["end"]]) for s in spans]
-        hyps = list(pool.map(lambda w: model.transcribe([w])[0], pieces))
+        hyps = list(pool.map(lambda w: model.transcribe([w], decode_max_len=max_len)[0], pieces))
         t3 = time.perf_counter()
         stats["decode_vad"] += t2 - t1
         stats["asr"] += t3 - t2
@@ -360,10 +372,10 @@ def _spread(values: list[float]) -> dict[str, float]:
     }
 
 
-def run_original(folder: Path, model_dir: Path, work: Path) -> dict[str, Any]:
+def run_original(folder: Path, model_dir: Path, work: Path, max_len: int = 0) -> dict[str, Any]:
     result = work / "original.json"
     cmd = [sys.executable, "-m", "fireredasr_fast.bench.runner", "--original", str(folder), str(model_dir)]
-    cmd += [str(work / "original-out"), str(result)]
+    cmd += [str(work / "original-out"), str(result), str(max_len)]
     code, wall, monitor = monitored(cmd, work / "original.log")
     if code != 0:
         raise RuntimeError(f"the original script failed ({code}); see {work / 'original.log'}")
@@ -637,6 +649,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-memory", action="store_true", help="no AED-L memory part")
     parser.add_argument("--only-memory", action="store_true", help="just the AED-L memory part")
     parser.add_argument("--memory-workers", default="1,2,4")
+    parser.add_argument(
+        "--decode-max-len",
+        type=int,
+        default=0,
+        help="same token cap on both sides (0: upstream's rule, up to the encoder length); for random models",
+    )
     parser.add_argument("--keep", type=Path, help="keep the work folder (inputs, outputs, logs) here")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
@@ -698,12 +716,13 @@ def _speed_parts(
     print(f"inputs: {len(report['inputs'])} files, {total:.0f} s of audio in {folder}", flush=True)
 
     print("(b) the tool, its own plan ...", flush=True)
-    b = run_tool(folder, model_dir, work, "auto", None, None, [])
+    extra = ["--decode-max-len", str(opts.decode_max_len)] if opts.decode_max_len else []
+    b = run_tool(folder, model_dir, work, "auto", None, None, extra)
     report["tool"] = b
     print(f"  wall {b['wall']:.1f} s, plan {b['plan']}", flush=True)
     if not opts.skip_original:
         print("(a) the original script ...", flush=True)
-        a = run_original(folder, model_dir, work)
+        a = run_original(folder, model_dir, work, opts.decode_max_len)
         report["original"] = a
         print(f"  wall {a['wall']:.1f} s", flush=True)
         report["speedup"] = round(a["wall"] / b["wall"], 2)
@@ -716,7 +735,7 @@ def _speed_parts(
                 rows.append(b)  # the (b) run already is this plan
                 continue
             print(f"scaling: {workers} worker(s) x {threads} thread(s) ...", flush=True)
-            rows.append(run_tool(folder, model_dir, work, f"{workers}x{threads}", workers, threads, []))
+            rows.append(run_tool(folder, model_dir, work, f"{workers}x{threads}", workers, threads, extra))
         report["scaling"] = rows
         print("\n" + scaling_table(rows) + "\n", flush=True)
     return a, b
@@ -733,7 +752,7 @@ def _cpu_name() -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--original":
-        original_script(*(Path(x) for x in sys.argv[2:]))
+    if len(sys.argv) == 7 and sys.argv[1] == "--original":
+        original_script(*(Path(x) for x in sys.argv[2:6]), max_len=int(sys.argv[6]))
     else:
         sys.exit(main())
