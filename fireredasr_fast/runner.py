@@ -253,9 +253,8 @@ class Runner:
         finally:
             restore_signals()
         ordered = [records[i] for i in sorted(records)]
-        summary = RunSummary(
-            ordered, time.perf_counter() - t_start, self.stop.graceful.is_set(), self._worker_summary()
-        )
+        wall = time.perf_counter() - t_start
+        summary = RunSummary(ordered, wall, self.stop.graceful.is_set(), self._worker_summary(wall))
         try:
             journal.save()
             write_report(self.output_dir, ordered, {**summary.to_dict(), "plan": self.plan.to_dict()})
@@ -341,11 +340,12 @@ class Runner:
                     pooled = sum(job.seconds for job in pending)
                     enough = pooled >= self.options.transcribe.batch_seconds * 2
                     if enough or producer_done or (not ready and len(in_flight) < max(1, self.plan.workers)):
-                        ready.extend(
-                            make_batches(
-                                pending, self.options.transcribe.batch_seconds, self.options.transcribe.max_batch_size
-                            )
-                        )
+                        limit = self.options.transcribe.batch_seconds
+                        if producer_done:
+                            # The last of the work: smaller batches, at least two per worker, so
+                            # no worker idles while another finishes one big batch.
+                            limit = max(1.0, min(limit, pooled / (2 * max(1, self.plan.workers))))
+                        ready.extend(make_batches(pending, limit, self.options.transcribe.max_batch_size))
                         pending = []
                 # Only a few batches in flight per worker, so an interrupt has little to wait
                 # for. GPU workers take the largest batches, CPU workers the smallest.
@@ -546,14 +546,18 @@ class Runner:
         self.worker_compute[pid] = self.worker_compute.get(pid, 0.0) + stats["compute"]
         self.worker_wait[pid] = self.worker_wait.get(pid, 0.0) + max(0.0, stats["wait"])
 
-    def _worker_summary(self) -> dict[str, Any]:
+    def _worker_summary(self, wall: float) -> dict[str, Any]:
         compute = sum(self.worker_compute.values())
         wait = sum(self.worker_wait.values())
+        slots = max(1, self.plan.workers) + sum(1 for name in self.batches_by_pool if name.startswith("gpu"))
         return {
             "processes_used": len(self.worker_compute),
             "compute_seconds": round(compute, 2),
+            # Idle gaps between a worker's batches: time it starved for input.
             "wait_seconds": round(wait, 2),
             "wait_share": round(wait / (wait + compute), 4) if compute + wait > 0 else 0.0,
+            # Recognition time over workers x the whole run (start-up and the tail included).
+            "busy_share": round(compute / (slots * wall), 4) if wall > 0 else 0.0,
             "batches": dict(self.batches_by_pool),
         }
 
