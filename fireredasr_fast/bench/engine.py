@@ -91,15 +91,17 @@ def _waveform(seconds: float, seed: int) -> np.ndarray:
     return (0.1 * envelope * rng.standard_normal(n)).astype(np.float32)
 
 
-def _run(model: Any, wave: np.ndarray, seconds: float, beam: int) -> dict[str, Any]:
+def _run(model: Any, waves: list[np.ndarray], seconds: float, beam: int) -> dict[str, Any]:
+    """One call on a batch of equally long segments (the pipeline batches segments too)."""
     tokens = round(TOKENS_PER_SECOND * seconds)
     hook = forced_length_hook(tokens, model.model.eos_id)
     start = time.perf_counter()
-    hyp = model.transcribe([wave], beam_size=beam, logits_hook=hook)[0]
+    hyps = model.transcribe(waves, beam_size=beam, logits_hook=hook)
     total = time.perf_counter() - start
-    if len(hyp.token_ids) != tokens:
-        raise RuntimeError(f"forced length not honoured: {len(hyp.token_ids)} != {tokens}")
-    return {"total": total, **model.timings, "tokens": tokens}
+    for hyp in hyps:
+        if len(hyp.token_ids) != tokens:
+            raise RuntimeError(f"forced length not honoured: {len(hyp.token_ids)} != {tokens}")
+    return {"total": total, **model.timings, "tokens": tokens, "batch": len(waves)}
 
 
 def _bench_model(
@@ -111,6 +113,7 @@ def _bench_model(
     int8: bool,
     threads: int,
     fast: bool = True,
+    batch: int = 1,
 ) -> list[dict[str, Any]]:
     """Time ours (and optionally int8 and the reference) on one model, one at a time so only
     one copy of the weights is in memory."""
@@ -125,12 +128,13 @@ def _bench_model(
         impls.append(("reference", lambda: ReferenceModel(model_dir, package=package)))
     for impl, build in impls:
         model = build()
-        _run(model, _waveform(1.0, 99), 1.0, beam)  # warm-up: first-call allocations
+        _run(model, [_waveform(1.0, 99)], 1.0, beam)  # warm-up: first-call allocations
         for sec in seconds:
-            result = _run(model, _waveform(sec, int(sec)), sec, beam)
-            flops = useful_gflop(args, sec, result["tokens"], beam)
+            waves = [_waveform(sec, int(sec) + 1000 * i) for i in range(batch)]
+            result = _run(model, waves, sec, beam)
+            flops = {k: v * batch for k, v in useful_gflop(args, sec, result["tokens"], beam).items()}
             rows.append({"model": label, "impl": impl, "seconds": sec, "beam": beam, **result, "gflop": flops})
-            print(f"  {label:8s} {impl:10s} {sec:5.0f} s  total {result['total']:8.2f} s", flush=True)
+            print(f"  {label:8s} {impl:10s} {sec:5.0f} s x{batch}  total {result['total']:8.2f} s", flush=True)
         del model
         gc.collect()
     return rows
@@ -153,7 +157,7 @@ def _table(rows: list[dict[str, Any]], peak: float) -> str:
         total_rate = (r["gflop"]["encoder"] + r["gflop"]["decoder"]) / max(r["total"], 1e-9)
         lines.append(
             f"{r['model']:8s} {r['seconds']:4.0f}s {r['impl']:10s} {r['features']:8.2f}s {r['encoder']:8.2f}s"
-            f" {r['decoder']:8.2f}s {r['total']:8.2f}s {r['total'] / r['seconds']:6.3f} {speed:>30s}"
+            f" {r['decoder']:8.2f}s {r['total']:8.2f}s {r['total'] / (r['seconds'] * r['batch']):6.3f} {speed:>30s}"
             f" {enc_rate:8.1f} {dec_rate:8.1f} {100 * total_rate / peak:5.0f}%"
         )
     return "\n".join(lines)
@@ -169,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-max-seconds", type=float, default=10.0, help="longest full-size reference run")
     parser.add_argument("--narrow-preset", default="small", choices=["small", "tiny"])
     parser.add_argument("--no-int8", action="store_true", help="skip our int8 rows")
+    parser.add_argument("--batch", type=int, default=1, help="segments per call, both sides (default: %(default)s)")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
     seconds = [float(s) for s in opts.seconds.split(",") if s]
@@ -183,16 +188,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote random {opts.preset} checkpoint ({size / 1e9:.2f} GB) in {time.perf_counter() - start:.0f} s")
         full = [s for s in seconds if s <= opts.full_max_seconds]
         full_ref = [s for s in full if s <= opts.reference_max_seconds]
-        rows += _bench_model(opts.preset, main_dir, full, opts.beam, False, not opts.no_int8, opts.threads)
+        rows += _bench_model(
+            opts.preset, main_dir, full, opts.beam, False, not opts.no_int8, opts.threads, batch=opts.batch
+        )
         if full_ref:
-            rows += _bench_model(opts.preset, main_dir, full_ref, opts.beam, True, False, opts.threads, fast=False)
+            rows += _bench_model(
+                opts.preset, main_dir, full_ref, opts.beam, True, False, opts.threads, fast=False, batch=opts.batch
+            )
         if len(full_ref) < len(seconds) and opts.narrow_preset != opts.preset:
             # Every length, both sides, on the narrower model: its ratios are measured, not
             # extrapolated from the full-size ones.
             (main_dir / MODEL_FILE).unlink()
             narrow_dir = write_random_model_dir(Path(tmp) / opts.narrow_preset, preset=opts.narrow_preset, odim=7832)
             rows += _bench_model(
-                opts.narrow_preset, narrow_dir, seconds, opts.beam, True, not opts.no_int8, opts.threads
+                opts.narrow_preset,
+                narrow_dir,
+                seconds,
+                opts.beam,
+                True,
+                not opts.no_int8,
+                opts.threads,
+                batch=opts.batch,
             )
 
     table = _table(rows, peak)
