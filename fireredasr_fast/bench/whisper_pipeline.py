@@ -264,6 +264,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="CPU threads for both systems (default: %(default)s)")
     p.add_argument("--language", default=None)
     p.add_argument("--no-word-timestamps", action="store_true")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds; each system's best counts")
     p.add_argument("--json", type=Path, help="write the results here")
     return p.parse_args(argv)
 
@@ -314,21 +315,35 @@ def main(argv: list[str]) -> int:
         run_faster_whisper(fw_pipeline, originals[:1], args)
         run_ours(spec, engine, originals[:1])
 
-        fw_clock = StageClock()
-        restore = instrument_faster_whisper(fw_model, fw_clock)
-        try:
-            t0 = time.perf_counter()
-            fw_texts = run_faster_whisper(fw_pipeline, paths, args)
-            fw_wall = time.perf_counter() - t0
-        finally:
-            restore()
-
-        engine.timings = dict.fromkeys(engine.timings, 0.0)
-        engine.counts = dict.fromkeys(engine.counts, 0)
-        t0 = time.perf_counter()
-        our_texts, our_stages, how = run_ours(spec, engine, paths)
-        our_wall = time.perf_counter() - t0
-        our_stages.update(engine.timings)
+        # Alternate the two systems over several rounds and keep each one's best: on a shared
+        # machine, load comes and goes; best-of-N alternating is the fair reading.
+        fw_wall = our_wall = float("inf")
+        for round_index in range(args.rounds):
+            order = ("fw", "ours") if round_index % 2 == 0 else ("ours", "fw")
+            for system in order:
+                if system == "fw":
+                    clock = StageClock()
+                    restore = instrument_faster_whisper(fw_model, clock)
+                    try:
+                        t0 = time.perf_counter()
+                        texts = run_faster_whisper(fw_pipeline, paths, args)
+                        wall = time.perf_counter() - t0
+                    finally:
+                        restore()
+                    if wall < fw_wall:
+                        fw_wall, fw_clock, fw_texts = wall, clock, texts
+                else:
+                    engine.timings = dict.fromkeys(engine.timings, 0.0)
+                    engine.counts = dict.fromkeys(engine.counts, 0)
+                    t0 = time.perf_counter()
+                    texts, stages, how = run_ours(spec, engine, paths)
+                    wall = time.perf_counter() - t0
+                    if wall < our_wall:
+                        stages.update(engine.timings)
+                        our_wall, our_texts, our_stages = wall, texts, stages
+            print(
+                f"round {round_index + 1}: faster-whisper best {fw_wall:.2f} s, ours best {our_wall:.2f} s", flush=True
+            )
 
         systems = {
             "faster-whisper BatchedInferencePipeline": {
@@ -365,6 +380,7 @@ def main(argv: list[str]) -> int:
         "beam_size": args.beam_size,
         "batch_size": args.batch_size,
         "threads": args.threads,
+        "rounds": args.rounds,
         "word_timestamps": not args.no_word_timestamps,
         "ours_entry_point": how,
         "speedup_vs_faster_whisper": fw_wall / our_wall if our_wall else None,
