@@ -123,7 +123,10 @@ def _can_mmap(model_file: str | os.PathLike) -> bool:
 
 
 def read_cmvn(cmvn_file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Kaldi CMVN stats -> (means, inverse std), float32, as upstream computes them."""
+    """Kaldi CMVN stats -> (means, inverse std) in float64, as upstream computes them.
+
+    Upstream normalises in float64 and only then casts the features to float32; staying in
+    float64 here keeps our features bit-identical to the reference's."""
     import kaldiio
 
     stats = np.asarray(kaldiio.load_mat(str(cmvn_file)), dtype=np.float64)
@@ -135,7 +138,7 @@ def read_cmvn(cmvn_file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise ModelDirError(f"{cmvn_file}: CMVN frame count is {count}")
     means = stats[0, :dim] / count
     variance = np.maximum(stats[1, :dim] / count - means * means, 1e-20)
-    return means.astype(np.float32), (1.0 / np.sqrt(variance)).astype(np.float32)
+    return means, 1.0 / np.sqrt(variance)
 
 
 def write_model_dir(

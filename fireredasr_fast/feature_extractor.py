@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import kaldi_native_fbank as knf
 import numpy as np
 
-from .errors import ModelDirError
+from .checkpoint import read_cmvn
 
 SAMPLE_RATE = 16000
 NUM_MEL_BINS = 80
@@ -19,26 +19,6 @@ NUM_MEL_BINS = 80
 INT16_SCALE = 32768.0
 # snip_edges=True: a waveform shorter than one 25 ms window yields no frame at all.
 MIN_SAMPLES = 400
-
-
-def read_cmvn64(cmvn_file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Kaldi CMVN stats -> (means, inverse std) in float64.
-
-    Upstream normalises in float64 and only then casts to float32; keeping float64 here
-    gives bit-identical features (checkpoint.read_cmvn rounds the stats to float32).
-    """
-    import kaldiio
-
-    stats = np.asarray(kaldiio.load_mat(str(cmvn_file)), dtype=np.float64)
-    if stats.ndim != 2 or stats.shape[0] != 2:
-        raise ModelDirError(f"{cmvn_file}: expected a 2-row Kaldi CMVN stats matrix, got shape {stats.shape}")
-    dim = stats.shape[1] - 1
-    count = stats[0, dim]
-    if count < 1:
-        raise ModelDirError(f"{cmvn_file}: CMVN frame count is {count}")
-    means = stats[0, :dim] / count
-    variance = np.maximum(stats[1, :dim] / count - means * means, 1e-20)
-    return means, 1.0 / np.sqrt(variance)
 
 
 class FbankExtractor:
@@ -52,7 +32,7 @@ class FbankExtractor:
         opts.mel_opts.num_bins = NUM_MEL_BINS
         opts.mel_opts.debug_mel = False
         self._opts = opts
-        self.cmvn = read_cmvn64(cmvn_file) if cmvn_file else None
+        self.cmvn = read_cmvn(cmvn_file) if cmvn_file else None
 
     @staticmethod
     def num_frames(num_samples: int) -> int:
