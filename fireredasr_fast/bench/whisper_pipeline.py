@@ -165,9 +165,16 @@ def instrument_faster_whisper(model: Any, clock: StageClock) -> Callable[[], Non
     import faster_whisper.transcribe as fwt
 
     saved = (fwt.decode_audio, fwt.get_speech_timestamps)
+    saved_model = (model.feature_extractor, model.encode, model.model)
+    had_own_encode = "encode" in vars(model)
 
     def restore() -> None:
         fwt.decode_audio, fwt.get_speech_timestamps = saved
+        model.feature_extractor, _, model.model = saved_model
+        if had_own_encode:
+            model.encode = saved_model[1]
+        else:
+            del model.encode  # back to the class's method: no wrappers stacked over rounds
 
     fwt.decode_audio = clock.wrap("decode", fwt.decode_audio)
     fwt.get_speech_timestamps = clock.wrap("vad", fwt.get_speech_timestamps)
