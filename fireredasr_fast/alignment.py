@@ -45,3 +45,52 @@ def token_times_from_attention(
     bounds[0] = max(0.0, centres[0] - min(first_half, 0.3))
     bounds[-1] = min(duration, centres[-1] + min(last_half, 0.3))
     return [(float(bounds[i]), float(max(bounds[i], bounds[i + 1]))) for i in range(n_tokens)]
+
+
+def ctc_token_times(
+    log_probs: np.ndarray, token_ids: list[int], duration: float, blank: int = 0
+) -> list[tuple[float, float]] | None:
+    """Token times by CTC forced alignment (FireRedASR2's CTC head), our own Viterbi.
+
+    `log_probs` is (encoder frames, vocabulary). The best path through the usual CTC
+    topology (blank, y1, blank, y2, ..., yL, blank) gives each token the frames where it is
+    emitted; a token's span runs from its first frame to the frame before the next token's.
+    None when the audio is too short for the tokens (no valid path).
+    """
+    frames, n_tokens = log_probs.shape[0], len(token_ids)
+    if n_tokens == 0:
+        return []
+    states = np.full(2 * n_tokens + 1, blank, dtype=np.int64)
+    states[1::2] = token_ids
+    n_states = states.size
+    emit = log_probs[:, states].astype(np.float64)  # (frames, states)
+    # A skip over a blank is allowed into a token that differs from the token two states back.
+    can_skip = np.zeros(n_states, dtype=bool)
+    can_skip[3::2] = states[3::2] != states[1:-2:2]
+    score = np.full(n_states, -np.inf)
+    score[:2] = emit[0, :2]
+    came_from = np.zeros((frames, n_states), dtype=np.int8)  # 0 stay, 1 from s-1, 2 from s-2
+    for t in range(1, frames):
+        step = np.full(n_states, -np.inf)
+        step[1:] = score[:-1]
+        skip = np.full(n_states, -np.inf)
+        skip[2:] = np.where(can_skip[2:], score[:-2], -np.inf)
+        choices = np.stack([score, step, skip])
+        came_from[t] = choices.argmax(axis=0)
+        score = choices.max(axis=0) + emit[t]
+    last = n_states - 1 if score[-1] >= score[-2] else n_states - 2
+    if not np.isfinite(score[last]):
+        return None
+    path = np.empty(frames, dtype=np.int64)
+    for t in range(frames - 1, -1, -1):
+        path[t] = last
+        last -= int(came_from[t, last])
+    first_frame = np.full(n_tokens, -1)
+    for t, state in enumerate(path):
+        if state % 2 == 1 and first_frame[state // 2] < 0:
+            first_frame[state // 2] = t
+    starts = first_frame * FRAME_SECONDS
+    ends = np.append(starts[1:], min(duration, (path.size) * FRAME_SECONDS))
+    last_emit = max(t for t, state in enumerate(path) if state == 2 * n_tokens - 1)
+    ends[-1] = min(duration, (last_emit + 1) * FRAME_SECONDS)
+    return [(float(min(a, duration)), float(min(max(a, b), duration))) for a, b in zip(starts, ends, strict=True)]

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .alignment import token_times_from_attention
+from .alignment import ctc_token_times, token_times_from_attention
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, check_model_dir, load_package
 from .engine import SAMPLE_RATE, Engine, EngineSpec, Hypothesis
 from .feature_extractor import FbankExtractor
@@ -186,9 +186,10 @@ class FireRedModel:
     ) -> list[list[Hypothesis]] | tuple[list[list[Hypothesis]], list[np.ndarray | None]]:
         """n-best hypotheses per waveform, best first.
 
-        With return_alignment, also one array per waveform: the best hypothesis's
-        cross-attention over encoder frames (40 ms), averaged over heads,
-        shape (decoder layers, tokens + 1 for <eos>, frames); None for empty input.
+        With return_alignment, also one array per waveform (None for empty input): for a v1
+        checkpoint the best hypothesis's cross-attention over encoder frames (40 ms), averaged
+        over heads, shape (decoder layers, tokens + 1 for <eos>, frames); for a v2 checkpoint
+        with a CTC head, the CTC log-probabilities, shape (frames, vocabulary).
         """
         opts = DecodingOptions(beam_size, nbest, decode_max_len, softmax_smoothing, length_penalty, eos_penalty)
         timings = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}
@@ -261,6 +262,13 @@ class FireRedModel:
 
     def _alignments(self, enc: torch.Tensor, valid: torch.Tensor, found: list[SearchResult]) -> list[np.ndarray]:
         out = []
+        if self.has_ctc:
+            # FireRedASR2: CTC log-probs (frames, vocabulary) for forced alignment instead.
+            log_probs = self.model.ctc_log_probs(enc)
+            for j in range(len(found)):
+                frames = int(valid[j].sum())
+                out.append(log_probs[j, :frames].float().cpu().numpy())
+            return out
         sos = self.model.sos_id
         for j, result in enumerate(found):
             tokens = torch.tensor([[sos, *result.sequences[0]]], device=enc.device)
@@ -313,7 +321,10 @@ class FireRedEngine(Engine):
         for hyp, attention, wave in zip(hyps, alignments, waveforms, strict=True):
             if attention is not None and hyp.tokens:
                 duration = len(wave) / SAMPLE_RATE
-                hyp.token_times = token_times_from_attention(attention, len(hyp.tokens), duration)
+                if attention.ndim == 2:  # CTC log-probs of a v2 checkpoint
+                    hyp.token_times = ctc_token_times(attention, hyp.token_ids, duration)
+                else:
+                    hyp.token_times = token_times_from_attention(attention, len(hyp.tokens), duration)
         return hyps
 
     def describe(self) -> dict[str, Any]:
