@@ -207,3 +207,35 @@ def test_foreign_checkpoint_is_refused(random_model_dir, tmp_path):
     torch.save({"weights": torch.zeros(3)}, model / "model.pth.tar")
     result = run(cli_command(model, tmp_path / "out", SAMPLES / "aishell_zh.mkv"))
     assert result.returncode == 2 and "not a FireRedASR checkpoint" in result.stderr
+
+
+@pytest.mark.parametrize("signals", [("SIGTERM",), ("SIGINT", "SIGINT")], ids=["sigterm", "double-ctrl-c"])
+def test_stop_signals_leave_only_complete_outputs(folder, random_model_dir, baseline, tmp_path, signals):
+    out = tmp_path / "out"
+    log_file = tmp_path / "run.log"
+    cmd = cli_command(random_model_dir, out, folder)
+    cmd[2:2] = ["--log-file", str(log_file)]
+    proc = subprocess.Popen(
+        cmd, env=env(), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_for(lambda: "done" in journal(out).values() or proc.poll() is not None)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    for name in signals:
+        # SIGTERM goes to the CLI alone (a service manager); Ctrl-C to the whole group.
+        if name == "SIGTERM":
+            os.kill(proc.pid, signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(0.2)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert not list(out.rglob("*.tmp"))
+    expected = outputs(baseline)
+    for name, data in outputs(out).items():
+        assert data == expected[name]
+    statuses = journal(out)
+    assert "done" in statuses.values() and "interrupted" in statuses.values()
+    assert "done" in log_file.read_text()  # the unattended-run log names each finished file
+    time.sleep(0.5)
+    assert workers and not [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
