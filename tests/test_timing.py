@@ -67,3 +67,32 @@ def test_whisper_cue_starts_match_sentence_starts(english_programme):
     median, within = report("whisper tiny.en, English programme", start_errors(result, truth))
     assert median < 0.15
     assert within >= 0.9
+
+
+MANDARIN_PAUSES = [0.6, 1.2, 0.8, 1.5, 0.7, 1.0, 0.9, 0.5, 1.1, 0.8, 1.3]
+
+
+def test_firered_cue_starts_match_sentence_starts(tmp_path):
+    """The trained fixture, default segmentation (neighbouring sentences share segments), token
+    times from the decoder's cross-attention, cue starts snapped to VAD onsets."""
+    require_espeak()
+    fixture = FIXTURES / "tiny_model"
+    if not (fixture / "model.pth.tar").is_file():
+        pytest.skip("tests/fixtures/tiny_model not present")
+    from tiny_model_texts import MANDARIN_SENTENCES
+
+    from fireredasr_fast.engine import EngineSpec
+
+    sentences = list(MANDARIN_SENTENCES[10:22])
+    path = tmp_path / "mandarin.wav"
+    truth = make_programme(path, sentences, MANDARIN_PAUSES, voice="cmn", speed=160, seed=3)
+    result = transcribe_file(path, EngineSpec("firered", str(fixture)).build())
+    duration = decode_audio(path).size / 16000
+    assert validate_cues(result.cues, duration, result.speech) == []
+    import jiwer
+
+    recognised = "".join(s.text for s in result.segments)
+    assert jiwer.cer("".join(sentences), recognised) < 0.1
+    median, within = report("FireRedASR fixture, Mandarin programme", start_errors(result, truth))
+    assert median < 0.15
+    assert within >= 0.9
