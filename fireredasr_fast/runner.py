@@ -93,6 +93,10 @@ _worker_last_done: float = 0.0
 def _init_worker(spec: EngineSpec, threads: int) -> None:
     # Ctrl-C reaches the whole process group; only the parent decides what to do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _load_engine(spec, threads)
+
+
+def _load_engine(spec: EngineSpec, threads: int) -> None:
     set_process_threads(threads)
     global _worker_engine, _worker_init_error, _worker_last_done
     try:
@@ -119,19 +123,15 @@ def _worker_run(jobs: list[SegmentJob]) -> tuple[list[Hypothesis], dict[str, flo
 
 
 class _InlineExecutor(cf.Executor):
-    """workers=0: run batches in this process (debugging, library use, tiny jobs)."""
+    """workers=0: the worker's code in this process (debugging, library use, tiny jobs)."""
 
     def __init__(self, spec: EngineSpec, threads: int) -> None:
-        set_process_threads(threads)
-        self._engine = spec.build()
+        _load_engine(spec, threads)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
         future: cf.Future = cf.Future()
         try:
-            jobs = args[0]
-            start = time.perf_counter()
-            hyps = recognise(self._engine, jobs)
-            future.set_result((hyps, {"pid": os.getpid(), "compute": time.perf_counter() - start, "wait": 0.0}))
+            future.set_result(fn(*args, **kwargs))
         except Exception as exc:
             future.set_exception(exc)
         return future
