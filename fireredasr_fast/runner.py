@@ -283,17 +283,7 @@ class Runner:
         bar = _progress(self.options.progress)
 
         def fail(state: _FileState, message: str, status: str = "failed") -> None:
-            if state.index in records:
-                return
-            duration = state.prepared.duration if state.prepared else 0.0
-            records[state.index] = FileRecord(
-                relative_key(state.item.relative), str(state.item.path), status, state.fp, duration, error=message
-            )
-            if status == "failed":
-                log.error("%s: %s", state.item.path, message)
-            journal.update(records[state.index])
-            budget.release(duration)
-            state.prepared = None
+            self._record_failure(state, message, status, records, journal, budget)
 
         def submit(pool: _Pool, batch: Batch, attempt: int) -> None:
             in_flight[pool.executor.submit(_worker_run, batch.jobs)] = (batch, attempt, pool)
@@ -453,6 +443,22 @@ class Runner:
         else:
             pending.extend(prepared.jobs(state.index))
 
+    def _record_failure(
+        self, state: _FileState, message: str, status: str, records, journal: Journal, budget: _AudioBudget
+    ) -> None:
+        """A file ends failed or interrupted: journal it, free its audio (first outcome wins)."""
+        if state.index in records:
+            return
+        duration = state.prepared.duration if state.prepared else 0.0
+        records[state.index] = FileRecord(
+            relative_key(state.item.relative), str(state.item.path), status, state.fp, duration, error=message
+        )
+        if status == "failed":
+            log.error("%s: %s", state.item.path, message)
+        journal.update(records[state.index])
+        budget.release(duration)
+        state.prepared = None
+
     def _finish(self, state: _FileState, records, journal: Journal, bar, budget: _AudioBudget) -> None:
         prepared = state.prepared
         assert prepared is not None
@@ -471,18 +477,7 @@ class Runner:
                 get_writer(fmt).write(result, path)
                 outputs.append(path.relative_to(self.output_dir).as_posix())
         except OSError as exc:
-            records[state.index] = FileRecord(
-                key,
-                str(state.item.path),
-                "failed",
-                state.fp,
-                prepared.duration,
-                error=f"cannot write outputs: {_os_error(exc)}",
-            )
-            log.error("%s: %s", state.item.path, records[state.index].error)
-            journal.update(records[state.index])
-            budget.release(prepared.duration)
-            state.prepared = None
+            self._record_failure(state, f"cannot write outputs: {_os_error(exc)}", "failed", records, journal, budget)
             return
         prepared.timings["write"] = time.perf_counter() - t0
         record = FileRecord(
