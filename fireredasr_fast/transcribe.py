@@ -19,7 +19,7 @@ import numpy as np
 
 from .audio import decode_audio, to_float32
 from .batching import SegmentJob, make_batches
-from .cues import CueOptions, build_cues
+from .cues import CueOptions, build_cues, refine_token_times
 from .engine import SAMPLE_RATE, Engine, Hypothesis
 from .results import FileResult, Segment
 from .vad import SpeechSegment, SpeechSegmenter, VadOptions
@@ -85,6 +85,9 @@ def assemble_result(
                 (min(seg.end, seg.start + max(0.0, a)), min(seg.end, seg.start + max(0.0, b)))
                 for a, b in hyp.token_times
             ]
+            # Alignments smear tokens over pauses; keep each inside the VAD's speech.
+            inside = [(max(a, seg.start), min(b, seg.end)) for a, b in prepared.speech if b > seg.start and a < seg.end]
+            times = refine_token_times(times, inside)
         segments.append(Segment(seg.start, seg.end, hyp.text, list(hyp.tokens), times))
     cues = build_cues([s for s in segments if s.text.strip()], prepared.speech, prepared.duration, options.cues)
     timings = dict(prepared.timings)
