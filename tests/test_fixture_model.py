@@ -1,7 +1,8 @@
 """The tiny fixture model (tests/fixtures/tiny_model) really recognises speech.
 
 It is loaded and run through the reference implementation (PyPI `fireredasr`), on renderings
-synthesised here with espeak-ng in voices, speeds and pitches that its training never used.
+synthesised here with espeak-ng in voices, speeds and pitches that its training never used:
+single sentences, and several sentences joined by pauses (what a VAD segment holds).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MODEL_DIR = FIXTURES / "tiny_model"
 sys.path.insert(0, str(FIXTURES))
 
-from make_programme import SAMPLE_RATE, make_programme, synthesize, write_wav  # noqa: E402
+from make_programme import SAMPLE_RATE, make_programme, synthesize, trim, write_wav  # noqa: E402
 
 needs_tools = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox"
@@ -33,16 +34,20 @@ HELD_OUT = (
 )
 
 
+# Several held-out renderings joined by pauses: (sentences, voice, speed, pauses in seconds).
+MULTI_SENTENCE = (
+    (("今天天气很好", "请打开字幕", "我们下次再见"), "cmn+f3", 150, (0.6, 0.9)),
+    (("THANK YOU FOR WATCHING", "SEE YOU NEXT TIME"), "en+m3", 175, (0.7,)),
+)
+
+
 def _normalise(text: str) -> str:
     # Mandarin is compared without spaces, English as upper-cased words.
     return " ".join(text.upper().split()) if text.isascii() else "".join(text.split())
 
 
-@pytest.mark.slow
-@needs_tools
-def test_fixture_model_recognises_held_out_speech(tmp_path: Path) -> None:
-    pytest.importorskip("fireredasr")
-    jiwer = pytest.importorskip("jiwer")
+def _transcribe(paths: list[str]) -> list[str]:
+    """Decode WAV files with the fixture through the reference implementation (beam 3)."""
     import torch
     from fireredasr.data.asr_feat import ASRFeatExtractor
     from fireredasr.models.fireredasr_aed import FireRedAsrAed
@@ -57,22 +62,63 @@ def test_fixture_model_recognises_held_out_speech(tmp_path: Path) -> None:
     model.eval()
     tokenizer = ChineseCharEnglishSpmTokenizer(str(model_dir / "dict.txt"), str(model_dir / "train_bpe1000.model"))
     extractor = ASRFeatExtractor(str(model_dir / "cmvn.ark"))
+    feats, lengths, _ = extractor(paths)
+    with torch.no_grad():
+        hyps = model.transcribe(feats, lengths, beam_size=3, softmax_smoothing=1.25, length_penalty=0.6)
+    return [tokenizer.detokenize([int(t) for t in hyp[0]["yseq"].tolist()]) for hyp in hyps]
+
+
+@pytest.mark.slow
+@needs_tools
+def test_fixture_model_recognises_held_out_speech(tmp_path: Path) -> None:
+    pytest.importorskip("fireredasr")
+    jiwer = pytest.importorskip("jiwer")
 
     paths = []
     for index, (text, voice, speed, pitch) in enumerate(HELD_OUT):
         path = tmp_path / f"held_out_{index}.wav"
         write_wav(path, synthesize(text, voice=voice, speed=speed, pitch=pitch))
         paths.append(str(path))
-    feats, lengths, _ = extractor(paths)
-    with torch.no_grad():
-        hyps = model.transcribe(feats, lengths, beam_size=3, softmax_smoothing=1.25, length_penalty=0.6)
-    texts = [tokenizer.detokenize([int(t) for t in hyp[0]["yseq"].tolist()]) for hyp in hyps]
+    texts = _transcribe(paths)
 
     refs = [_normalise(text) for text, *_ in HELD_OUT]
     outs = [_normalise(text) for text in texts]
     error_rate = jiwer.cer(refs, outs)
     assert error_rate < 0.2, f"CER {error_rate:.3f}: {list(zip(refs, outs, strict=True))}"
     assert len(set(outs)) == len(outs), f"different audio gave the same text: {outs}"
+
+
+@pytest.mark.slow
+@needs_tools
+@pytest.mark.xfail(
+    reason="the fixture decodes held-out multi-sentence segments only partly (see tiny_model/TRAINING.md)",
+    strict=False,
+)
+def test_fixture_model_recognises_every_sentence_of_a_segment(tmp_path: Path) -> None:
+    """A segment of 2-3 sentences decodes to all of them, not just the first."""
+    pytest.importorskip("fireredasr")
+    jiwer = pytest.importorskip("jiwer")
+    import numpy as np
+
+    paths = []
+    for index, (sentences, voice, speed, pauses) in enumerate(MULTI_SENTENCE):
+        pieces = [np.zeros(SAMPLE_RATE // 5, dtype=np.int16)]
+        for number, text in enumerate(sentences):
+            pieces.append(trim(synthesize(text, voice=voice, speed=speed, pitch=40 + 10 * number)))
+            gap = pauses[number] if number < len(pauses) else 0.2
+            pieces.append(np.zeros(round(gap * SAMPLE_RATE), dtype=np.int16))
+        path = tmp_path / f"segment_{index}.wav"
+        write_wav(path, np.concatenate(pieces))
+        paths.append(str(path))
+    texts = _transcribe(paths)
+
+    for (sentences, *_), text in zip(MULTI_SENTENCE, texts, strict=True):
+        joiner = " " if sentences[0].isascii() else ""
+        ref, out = _normalise(joiner.join(sentences)), _normalise(text)
+        error_rate = jiwer.cer(ref, out)
+        assert error_rate < 0.2, f"CER {error_rate:.3f}: {out!r} != {ref!r}"
+        # Stopping after the first sentence would lose at least a third of the characters.
+        assert len(out) > 0.8 * len(ref), f"sentences missing: {out!r} != {ref!r}"
 
 
 @needs_tools
