@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .alignment import plausible_token_times
 from .audio import decode_audio, to_float32
 from .batching import SegmentJob, make_batches
 from .cues import CueOptions, build_cues, refine_token_times
@@ -87,7 +88,7 @@ def assemble_result(
             ]
             # Alignments smear tokens over pauses; keep each inside the VAD's speech.
             inside = [(max(a, seg.start), min(b, seg.end)) for a, b in prepared.speech if b > seg.start and a < seg.end]
-            times = refine_token_times(times, inside)
+            times = refine_token_times(times, inside) if plausible_token_times(times, inside) else None
         segments.append(Segment(seg.start, seg.end, hyp.text, list(hyp.tokens), times))
     cues = build_cues([s for s in segments if s.text.strip()], prepared.speech, prepared.duration, options.cues)
     timings = dict(prepared.timings)

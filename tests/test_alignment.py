@@ -65,3 +65,15 @@ def test_v2_checkpoint_gives_ctc_token_times(tmp_path):
     (hyp,) = engine.transcribe([wave])
     assert hyp.tokens and hyp.token_times is not None and len(hyp.token_times) == len(hyp.tokens)
     assert all(0.0 <= a <= b <= 2.0 for a, b in hyp.token_times)
+
+
+def test_collapsed_alignments_are_recognised():
+    from fireredasr_fast.alignment import plausible_token_times
+
+    speech = [(1.0, 11.0)]
+    spread = [(1.0 + 0.4 * i, 1.3 + 0.4 * i) for i in range(25)]  # 2.5 tokens a second
+    piled = spread[:5] + [(10.5, 10.5)] * 20  # attention stuck on the last frames
+    narrow = [(5.0 + 0.05 * i, 5.05 + 0.05 * i) for i in range(10)]  # 10 tokens in 0.5 s of 10 s
+    assert plausible_token_times(spread, speech)
+    assert not plausible_token_times(piled, speech)
+    assert not plausible_token_times(narrow, speech)

@@ -154,3 +154,27 @@ def test_validator_passes_on_every_subtitle_written(first_run):
         assert validate_subtitle_file(sub, data["duration"], speech) == []
         checked += 1
     assert checked == 9  # three good files x three subtitle formats
+
+
+def test_firered_fixture_transcribes_the_samples(tmp_path):
+    """The whole pipeline on the trained FireRedASR-format fixture: real speech in, right text out."""
+    import jiwer
+    from conftest import FIXTURES
+
+    from fireredasr_fast.validate import validate_subtitle_file
+
+    fixture = FIXTURES / "tiny_model"
+    result = run_cli("--model-dir", str(fixture), "--workers", "1", "-o", str(tmp_path), str(SAMPLES))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "aishell_zh.txt").read_text().split() == [
+        "甚至出现交易几乎停滞的情况",
+        "一二线城市虽然也处于调整中",
+    ]
+    known = json.loads((SAMPLES / "transcripts.json").read_text())["two_cities.mp4"]
+    reference = " ".join("".join(c for c in known.upper() if c.isalpha() or c == " ").split())
+    assert jiwer.cer(reference, (tmp_path / "two_cities.txt").read_text().strip()) < 0.1
+    for name in ("aishell_zh", "two_cities"):
+        data = json.loads((tmp_path / f"{name}.json").read_text())
+        assert data["engine"]["engine"] == "firered"
+        speech = [tuple(region) for region in data["speech"]]
+        assert validate_subtitle_file(tmp_path / f"{name}.srt", data["duration"], speech) == []
