@@ -72,7 +72,7 @@ def test_collapsed_alignments_are_recognised():
 
     speech = [(1.0, 11.0)]
     spread = [(1.0 + 0.4 * i, 1.3 + 0.4 * i) for i in range(25)]  # 2.5 tokens a second
-    piled = spread[:5] + [(10.5, 10.5)] * 20  # attention stuck on the last frames
+    piled = spread[:5] + [(10.5, 10.5)] * 30  # attention stuck on the last frames
     narrow = [(5.0 + 0.05 * i, 5.05 + 0.05 * i) for i in range(10)]  # 10 tokens in 0.5 s of 10 s
     assert plausible_token_times(spread, speech)
     assert not plausible_token_times(piled, speech)
