@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -30,17 +31,8 @@ SPEECH_CANDIDATES = [
     ROOT / "samples" / "two_cities.mp4",
     Path("/tmp/dl/mv/moonshine_voice/assets/two_cities.wav"),
 ]
-# The recording reads on past the sentence quoted in samples/transcripts.json, to the end of
-# Dickens's opening paragraph; the reference must cover all of it or every extra word counts.
-TWO_CITIES = (
-    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
-    "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, "
-    "it was the season of Darkness, it was the spring of hope, it was the winter of despair, we had "
-    "everything before us, we had nothing before us, we were all going direct to Heaven, we were all going "
-    "direct the other way. In short, the period was so far like the present period, that some of its "
-    "noisiest authorities insisted on its being received, for good or for evil, in the superlative degree "
-    "of comparison only."
-)
+# The known text of the English sample (the whole opening paragraph the recording reads).
+TWO_CITIES = json.loads((ROOT / "samples" / "transcripts.json").read_text(encoding="utf-8"))["two_cities.mp4"]
 
 
 def normalise(text: str) -> str:

@@ -30,19 +30,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
-#: samples/transcripts.json quotes only the first sentence of the two_cities reading; the
-#: recording goes on to the end of Dickens's opening paragraph, so this is its full text.
-FULL_TEXT = {
-    "two_cities": (
-        "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
-        "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, "
-        "it was the season of Darkness, it was the spring of hope, it was the winter of despair, we had "
-        "everything before us, we had nothing before us, we were all going direct to Heaven, we were all going "
-        "direct the other way. In short, the period was so far like the present period, that some of its "
-        "noisiest authorities insisted on its being received, for good or for evil, in the superlative degree "
-        "of comparison only."
-    )
-}
 _COPY_TAG = "__copy"
 
 
@@ -86,12 +73,11 @@ def make_copies(files: list[Path], repeat: int, workdir: Path) -> list[Path]:
 
 
 def references(folder: Path) -> dict[str, str]:
-    """Known text per original file stem: transcripts.json, completed by FULL_TEXT."""
+    """Known text per original file stem, from the folder's transcripts.json."""
     known: dict[str, str] = {}
     table = folder / "transcripts.json"
     if table.is_file():
         known = {Path(name).stem: text for name, text in json.loads(table.read_text(encoding="utf-8")).items()}
-    known.update(FULL_TEXT)
     return known
 
 
