@@ -18,6 +18,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from .results import Cue, Segment
+from .vad import clip_regions
 
 # Sentence ends: always a good place for a cue boundary, a poor place to run on.
 STRONG_PUNCT = frozenset("。！？!?.…；;")
@@ -229,11 +230,6 @@ def _adopt_text(words: list[_Word], text: str) -> None:
 
 
 # ---------------------------------------------------------------------------- timing
-
-
-def _clip_regions(speech: list[tuple[float, float]], start: float, end: float) -> list[tuple[float, float]]:
-    regions = [(max(a, start), min(b, end)) for a, b in speech if b > start and a < end]
-    return [(a, b) for a, b in regions if b > a]
 
 
 def _spread_times(words: list[_Word], regions: list[tuple[float, float]]) -> None:
@@ -547,7 +543,7 @@ def build_cues(
         words, has_times = _segment_words(seg)
         if not words:
             continue
-        regions = _clip_regions(speech, seg.start, seg.end)
+        regions = clip_regions(speech, seg.start, seg.end)
         if not has_times:
             _spread_times(words, regions or [(seg.start, max(seg.end, seg.start))])
         for chunk in _pause_chunks(words, regions, opt.pause_split):

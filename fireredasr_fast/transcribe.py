@@ -23,7 +23,7 @@ from .batching import SegmentJob, make_batches
 from .cues import CueOptions, build_cues, refine_token_times
 from .engine import SAMPLE_RATE, Engine, Hypothesis
 from .results import FileResult, Segment
-from .vad import SpeechSegment, SpeechSegmenter, VadOptions
+from .vad import SpeechSegment, SpeechSegmenter, VadOptions, clip_regions
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def assemble_result(
                 for a, b in hyp.token_times
             ]
             # Alignments smear tokens over pauses; keep each inside the VAD's speech.
-            inside = [(max(a, seg.start), min(b, seg.end)) for a, b in prepared.speech if b > seg.start and a < seg.end]
+            inside = clip_regions(prepared.speech, seg.start, seg.end)
             times = refine_token_times(times, inside) if plausible_token_times(times, inside) else None
         segments.append(Segment(seg.start, seg.end, hyp.text, list(hyp.tokens), times))
     cues = build_cues([s for s in segments if s.text.strip()], prepared.speech, prepared.duration, options.cues)

@@ -165,13 +165,14 @@ def _split_long(seg: SpeechSegment, probs: np.ndarray, max_len: float) -> list[S
         # The quietest frame; on ties the latest, to keep segments long.
         cut_frame = lo + (len(window) - 1 - int(np.argmin(window[::-1]))) if len(window) else hi
         cut = min(max(cut_frame * FRAME_SECONDS, start + 0.5), start + max_len)
-        out.append(SpeechSegment(start, cut, _clip(seg.speech, start, cut)))
+        out.append(SpeechSegment(start, cut, clip_regions(seg.speech, start, cut)))
         start = cut
-    out.append(SpeechSegment(start, seg.end, _clip(seg.speech, start, seg.end)))
+    out.append(SpeechSegment(start, seg.end, clip_regions(seg.speech, start, seg.end)))
     return out
 
 
-def _clip(regions: list[tuple[float, float]], start: float, end: float) -> list[tuple[float, float]]:
+def clip_regions(regions: list[tuple[float, float]], start: float, end: float) -> list[tuple[float, float]]:
+    """The parts of `regions` inside [start, end] (non-empty ones only)."""
     return [(max(s, start), min(e, end)) for s, e in regions if e > start and s < end]
 
 
