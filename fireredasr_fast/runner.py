@@ -18,7 +18,6 @@ import concurrent.futures as cf
 import dataclasses
 import logging
 import multiprocessing
-import os
 import queue
 import signal
 import sys
@@ -31,14 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from .batching import Batch, SegmentJob, make_batches
-from .engine import Engine, EngineSpec, Hypothesis
-from .errors import FireRedFastError
+from .engine import EngineSpec, Hypothesis
 from .gpu import GpuScheduler, is_cuda_oom
 from .inputs import InputFile
 from .journal import FileRecord, Journal, fingerprint, format_table, relative_key, write_report
-from .plan import Plan, set_process_threads
-from .transcribe import PreparedFile, TranscribeOptions, assemble_result, prepare_file, recognise
+from .plan import Plan
+from .transcribe import PreparedFile, TranscribeOptions, assemble_result, prepare_file
 from .vad import SpeechSegmenter
+from .worker import WorkerLost, describe_error, init_process, load_engine, os_error, run_batch
 from .writers import get_writer, output_path
 
 log = logging.getLogger("fireredasr_fast")
@@ -83,50 +82,11 @@ class RunSummary:
         }
 
 
-# ---------------------------------------------------------------- worker process side
-
-_worker_engine: Engine | None = None
-_worker_init_error: BaseException | None = None
-_worker_last_done: float = 0.0
-
-
-def _init_worker(spec: EngineSpec, threads: int) -> None:
-    # Ctrl-C reaches the whole process group; only the parent decides what to do.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _load_engine(spec, threads)
-
-
-def _load_engine(spec: EngineSpec, threads: int) -> None:
-    set_process_threads(threads)
-    global _worker_engine, _worker_init_error, _worker_last_done
-    try:
-        _worker_engine = spec.build()
-    except Exception as exc:
-        # An initializer that raises breaks the whole pool with no message; keep the error
-        # and report it with each batch instead.
-        _worker_init_error = exc
-    _worker_last_done = time.perf_counter()
-
-
-def _worker_run(jobs: list[SegmentJob]) -> tuple[list[Hypothesis], dict[str, float]]:
-    global _worker_last_done
-    if _worker_init_error is not None:
-        raise RuntimeError(f"the engine could not be loaded: {_describe_error(_worker_init_error)}")
-    assert _worker_engine is not None
-    start = time.perf_counter()
-    hyps = recognise(_worker_engine, jobs)
-    end = time.perf_counter()
-    # "wait" is the idle gap since this worker's previous batch: time it starved.
-    stats = {"pid": os.getpid(), "compute": end - start, "wait": start - _worker_last_done}
-    _worker_last_done = end
-    return hyps, stats
-
-
 class _InlineExecutor(cf.Executor):
     """workers=0: the worker's code in this process (debugging, library use, tiny jobs)."""
 
     def __init__(self, spec: EngineSpec, threads: int) -> None:
-        _load_engine(spec, threads)
+        load_engine(spec, threads)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
         future: cf.Future = cf.Future()
@@ -186,15 +146,37 @@ class _StopFlag:
         return restore
 
 
+@dataclass
+class WorkerGroup:
+    """A kind of worker the runner keeps fed, started by its own executor factory.
+
+    The default is one group of local CPU processes; a cluster run passes its own groups
+    (see cluster.py). Executors report a lost worker as WorkerLost after replacing it."""
+
+    name: str
+    new_executor: Callable[[], cf.Executor]
+    slots: int  # batches that can run at once
+    takes_largest: bool = False  # GPU workers take the largest batches, CPU the smallest
+
+
 @dataclass(eq=False)
 class _Pool:
-    """Worker processes that share a queue position: the CPU pool, or one GPU worker."""
+    """Worker processes that share a queue position: a group's executor, or one GPU worker."""
 
     name: str
     executor: cf.Executor
-    capacity: int  # batches in flight at most
+    slots: int
     takes_largest: bool
+    new_executor: Callable[[], cf.Executor] | None = None  # how to replace a broken pool
     gpu_index: int | None = None
+
+    @property
+    def capacity(self) -> int:
+        """Batches in flight at most: two per slot, so a worker never waits for the next.
+        Executors that lose workers for good (Ray slots that cannot restart) say how many
+        remain through `live_slots`."""
+        live = getattr(self.executor, "live_slots", None)
+        return 2 * (live() if live is not None else self.slots)
 
     def busy(self, in_flight: dict) -> int:
         return sum(1 for _, _, pool in in_flight.values() if pool is self)
@@ -209,6 +191,7 @@ class Runner:
         gpu: GpuScheduler | None = None,
         gpu_device: Callable[[int], str] = lambda index: f"cuda:{index}",
         gpu_spec: EngineSpec | None = None,
+        groups: list[WorkerGroup] | None = None,
     ) -> None:
         self.spec = spec
         # GPU workers may run another precision (fp16/bf16) than the CPU workers.
@@ -219,9 +202,11 @@ class Runner:
         # Which device string a GPU worker on GPU `index` gets (a seam for tests without CUDA).
         self.gpu_device = gpu_device
         self.output_dir = options.output_dir
+        # Who runs the batches: local CPU processes unless the caller brings its own (a cluster).
+        self.groups = groups or [WorkerGroup("cpu", self._new_executor, max(1, plan.workers))]
         self.stop = _StopFlag()
-        self.worker_compute: dict[int, float] = {}
-        self.worker_wait: dict[int, float] = {}
+        self.worker_compute: dict[tuple[str, Any], float] = {}
+        self.worker_wait: dict[tuple[str, Any], float] = {}
         self.batches_by_pool: dict[str, int] = {}
 
     # -- public
@@ -237,7 +222,7 @@ class Runner:
             try:
                 fp = fingerprint(self.options.settings, item.path)
             except OSError as exc:
-                records[index] = FileRecord(key, str(item.path), "failed", error=_os_error(exc))
+                records[index] = FileRecord(key, str(item.path), "failed", error=os_error(exc))
                 log.error("%s: %s", item.path, records[index].error)
                 continue
             if not self.options.overwrite and journal.is_complete(key, fp, self.output_dir):
@@ -259,7 +244,7 @@ class Runner:
             journal.save()
             write_report(self.output_dir, ordered, {**summary.to_dict(), "plan": self.plan.to_dict()})
         except OSError as exc:
-            log.error("%s: cannot write the run report: %s", self.output_dir, _os_error(exc))
+            log.error("%s: cannot write the run report: %s", self.output_dir, os_error(exc))
         return summary
 
     # -- the scheduling loop
@@ -277,16 +262,20 @@ class Runner:
         ready: collections.deque[Batch] = collections.deque()  # longest batches first
         in_flight: dict[cf.Future, tuple[Batch, int, _Pool]] = {}
         producer_done = False
+        no_workers = False
         pools: list[_Pool] = []
         if self.gpu is None or self.gpu.cpu_workers_allowed:
-            pools.append(_Pool("cpu", self._new_executor(), 2 * max(1, self.plan.workers), takes_largest=False))
+            for group in self.groups:
+                pool = _Pool(group.name, group.new_executor(), group.slots, group.takes_largest, group.new_executor)
+                pools.append(pool)
+            pools.sort(key=lambda pool: not pool.takes_largest)  # largest-batch takers choose first
         bar = _progress(self.options.progress)
 
         def fail(state: _FileState, message: str, status: str = "failed") -> None:
             self._record_failure(state, message, status, records, journal, budget)
 
         def submit(pool: _Pool, batch: Batch, attempt: int) -> None:
-            in_flight[pool.executor.submit(_worker_run, batch.jobs)] = (batch, attempt, pool)
+            in_flight[pool.executor.submit(run_batch, batch.jobs)] = (batch, attempt, pool)
 
         attempts: dict[int, int] = {}  # id(batch) -> attempt number of its next submission
 
@@ -314,7 +303,7 @@ class Runner:
                         index, result = message
                         state = states[index]
                         if isinstance(result, BaseException):
-                            fail(state, _describe_error(result))
+                            fail(state, describe_error(result))
                             continue
                         self._accept(state, result, pending, records, journal, bar, budget)
                 except queue.Empty:
@@ -349,6 +338,9 @@ class Runner:
 
                 # 3. Collect finished batches.
                 if not in_flight:
+                    if capacity == 0 and (self.gpu is None or not self.gpu.enabled):
+                        no_workers = True  # every worker failed for good: nothing can run
+                        break
                     time.sleep(0.05)  # GPU-only mode waiting for a GPU to free up
                     continue
                 done, _ = cf.wait(list(in_flight), timeout=0.1, return_when=cf.FIRST_COMPLETED)
@@ -363,12 +355,16 @@ class Runner:
                             # sends the batch back to the queue and the GPU into back-off.
                             self._stop_gpu_worker(pool, pools, exc)
                             requeue(batch, attempt, "the GPU worker failed")
+                        elif isinstance(exc, WorkerLost):
+                            # The executor already replaced the worker; an attempt that never
+                            # started does not count against the batch.
+                            requeue(batch, attempt if exc.counts_as_attempt else attempt - 1, "a worker was lost")
                         elif isinstance(exc, BrokenProcessPool):
                             broken.add(pool.name)
                             requeue(batch, attempt, "a worker process died")
                         else:
                             for job in batch.jobs:
-                                fail(states[job.file_index], f"recognition failed: {_describe_error(exc)}")
+                                fail(states[job.file_index], f"recognition failed: {describe_error(exc)}")
                         continue
                     self._record_worker(stats, pool.name)
                     share = stats["compute"] / max(batch.audio_seconds, 1e-9)
@@ -390,7 +386,8 @@ class Runner:
                                 del in_flight[future]
                                 requeue(batch, attempt, "a worker process died")
                         _shutdown(pool.executor, hard=True)
-                        pool.executor = self._new_executor()
+                        assert pool.new_executor is not None
+                        pool.executor = pool.new_executor()
         finally:
             budget.close()
             hard = self.stop.hard.is_set()
@@ -403,7 +400,10 @@ class Runner:
             for state in states.values():
                 if state.index not in records:
                     status = "interrupted" if self.stop.graceful.is_set() else "failed"
-                    fail(state, "interrupted before completion" if status == "interrupted" else "not processed", status)
+                    if status == "interrupted":
+                        fail(state, "interrupted before completion", status)
+                    else:
+                        fail(state, "no worker could run it" if no_workers else "not processed", status)
             journal.save()
 
     def _start_gpu_workers(self, pools: list[_Pool]) -> None:
@@ -414,11 +414,11 @@ class Runner:
             executor = cf.ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
+                initializer=init_process,
                 initargs=(dataclasses.replace(self.gpu_spec, device=device), self.plan.threads_per_worker),
             )
             self.gpu.started(info.index)
-            pools.insert(0, _Pool(f"gpu{info.index}", executor, 2, takes_largest=True, gpu_index=info.index))
+            pools.insert(0, _Pool(f"gpu{info.index}", executor, 1, takes_largest=True, gpu_index=info.index))
             log.warning("GPU worker started on %s (%s, %.1f GB free)", device, info.name, info.free_bytes / 1e9)
 
     def _stop_gpu_worker(self, pool: _Pool, pools: list[_Pool], exc: BaseException) -> None:
@@ -428,7 +428,7 @@ class Runner:
         _shutdown(pool.executor, hard=True)
         assert self.gpu is not None and pool.gpu_index is not None
         self.gpu.out_of_memory(pool.gpu_index)
-        what = "out of memory" if is_cuda_oom(exc) else _describe_error(exc)
+        what = "out of memory" if is_cuda_oom(exc) else describe_error(exc)
         log.warning("GPU worker on GPU %d stopped (%s); its batches go back to the queue", pool.gpu_index, what)
 
     def _accept(self, state, prepared, pending, records, journal, bar, budget) -> None:
@@ -477,7 +477,7 @@ class Runner:
                 get_writer(fmt).write(result, path)
                 outputs.append(path.relative_to(self.output_dir).as_posix())
         except OSError as exc:
-            self._record_failure(state, f"cannot write outputs: {_os_error(exc)}", "failed", records, journal, budget)
+            self._record_failure(state, f"cannot write outputs: {os_error(exc)}", "failed", records, journal, budget)
             return
         prepared.timings["write"] = time.perf_counter() - t0
         record = FileRecord(
@@ -517,7 +517,7 @@ class Runner:
                 budget.take(prepared.duration)
                 out.put((state.index, prepared))
         except Exception as exc:
-            log.error("preload stopped: %s", _describe_error(exc))
+            log.error("preload stopped: %s", describe_error(exc))
         finally:
             out.put(None)
 
@@ -531,12 +531,13 @@ class Runner:
         return cf.ProcessPoolExecutor(
             max_workers=self.plan.workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
+            initializer=init_process,
             initargs=(self.spec, self.plan.threads_per_worker),
         )
 
     def _record_worker(self, stats: dict[str, float], pool: str) -> None:
-        pid = int(stats["pid"])
+        # Keyed by pool too: Ray actors on different nodes may share a pid.
+        pid = (pool, stats["pid"])
         self.batches_by_pool[pool] = self.batches_by_pool.get(pool, 0) + 1
         self.worker_compute[pid] = self.worker_compute.get(pid, 0.0) + stats["compute"]
         self.worker_wait[pid] = self.worker_wait.get(pid, 0.0) + max(0.0, stats["wait"])
@@ -544,7 +545,8 @@ class Runner:
     def _worker_summary(self, wall: float) -> dict[str, Any]:
         compute = sum(self.worker_compute.values())
         wait = sum(self.worker_wait.values())
-        slots = max(1, self.plan.workers) + sum(1 for name in self.batches_by_pool if name.startswith("gpu"))
+        slots = sum(group.slots for group in self.groups)
+        slots += sum(1 for name in self.batches_by_pool if name.startswith("gpu"))  # local GPU workers
         return {
             "processes_used": len(self.worker_compute),
             "compute_seconds": round(compute, 2),
@@ -604,19 +606,6 @@ def _progress(enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=0, unit="s", unit_scale=False, desc="audio", dynamic_ncols=True)
-
-
-def _describe_error(exc: BaseException) -> str:
-    if isinstance(exc, FireRedFastError):
-        return str(exc)
-    if isinstance(exc, OSError):
-        return _os_error(exc)
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-
-
-def _os_error(exc: OSError) -> str:
-    return f"{exc.strerror or exc} (errno {exc.errno})" if exc.errno else str(exc)
 
 
 def print_summary(summary: RunSummary) -> None:
