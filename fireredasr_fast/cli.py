@@ -115,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="padded audio seconds per batch (default: %(default)s)",
     )
     r.add_argument("--preload-seconds", type=float, default=3600.0, help="audio decoded ahead of the workers")
+
+    k = p.add_argument_group("cluster (Ray; pip install 'fireredasr-fast[cluster]')")
+    k.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run the workers on a Ray cluster: ray://HOST:PORT, HOST:PORT, auto (the cluster this machine "
+        "is part of) or local (a private one on this machine); --workers/--threads-per-worker apply per node",
+    )
+    k.add_argument(
+        "--ship-model",
+        action="store_true",
+        help="send the model to each node once through Ray's object store (default: every node reads "
+        "--model-dir, which must then be on shared storage)",
+    )
     return p
 
 
@@ -167,6 +181,24 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
     return EngineSpec("whisper", model_path, args.model, device, tuple(sorted(options.items())))
 
 
+def _cluster_setup(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpec):
+    """Join the Ray cluster and plan its worker slots (raises FireRedFastError)."""
+    from .cluster import cluster_setup, connect
+    from .gpu import gib
+
+    connect(args.cluster, local_cpus=args.workers * (args.threads_per_worker or 1) if args.workers else None)
+    return cluster_setup(
+        spec,
+        gpu_spec,
+        model_bytes(spec.model_dir),
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+        gpu_mode=args.gpu or {"auto": "auto", "cpu": "off", "cuda": "only"}[args.device],
+        ship=args.ship_model,
+        min_gpu_free_bytes=gib(args.gpu_min_free_gb) if args.gpu_min_free_gb is not None else None,
+    )
+
+
 def _model_identity(path: str | None) -> dict[str, Any]:
     """Size and mtime of the model files: a replaced checkpoint changes the fingerprint."""
     if not path or not Path(path).is_dir():
@@ -196,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # CPU workers always run on the CPU; GPU workers get their own device (see runner).
         spec = _engine_spec(args, "cpu")
-        gpu = _gpu_scheduler(args, model_bytes(spec.model_dir))
+        # On a cluster the GPUs are the nodes' own (cluster.py), not this machine's.
+        gpu = None if args.cluster else _gpu_scheduler(args, model_bytes(spec.model_dir))
     except FireRedFastError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -234,8 +267,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from .runner import Runner, RunOptions, print_summary
 
-    plan = make_plan(model_bytes(spec.model_dir), args.workers, args.threads_per_worker)
-    print(plan.describe(), file=sys.stderr)
+    gpu_spec = spec
+    if spec.engine == "firered" and args.precision in ("fp16", "bf16"):
+        gpu_spec = dataclasses.replace(
+            spec, options=tuple(sorted({**dict(spec.options), "precision": args.precision}.items()))
+        )
+    groups = None
+    if args.cluster:
+        try:
+            cluster = _cluster_setup(args, spec, gpu_spec)
+        except FireRedFastError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        plan, groups, gpu = cluster.plan, cluster.groups, None  # GPU actors are the cluster's own
+        print(cluster.description, file=sys.stderr)
+    else:
+        plan = make_plan(model_bytes(spec.model_dir), args.workers, args.threads_per_worker)
+        print(plan.describe(), file=sys.stderr)
     if gpu is not None:
         print(gpu.describe(), file=sys.stderr)
     options = RunOptions(
@@ -256,12 +304,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.output_dir}: output directory is not writable ({exc.strerror or exc})", file=sys.stderr)
         return 2
 
-    gpu_spec = spec
-    if spec.engine == "firered" and args.precision in ("fp16", "bf16"):
-        gpu_spec = dataclasses.replace(
-            spec, options=tuple(sorted({**dict(spec.options), "precision": args.precision}.items()))
-        )
-    summary = Runner(spec, plan, options, gpu=gpu, gpu_spec=gpu_spec).run(inputs)
+    try:
+        summary = Runner(spec, plan, options, gpu=gpu, gpu_spec=gpu_spec, groups=groups).run(inputs)
+    finally:
+        if args.cluster:
+            from .cluster import disconnect
+
+            disconnect()
     print_summary(summary)
     if summary.interrupted:
         return 130

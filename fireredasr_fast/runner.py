@@ -208,6 +208,7 @@ class Runner:
         self.worker_compute: dict[tuple[str, Any], float] = {}
         self.worker_wait: dict[tuple[str, Any], float] = {}
         self.batches_by_pool: dict[str, int] = {}
+        self.batches_retried = 0  # sent back to the queue after a worker was lost
 
     # -- public
 
@@ -280,6 +281,7 @@ class Runner:
         attempts: dict[int, int] = {}  # id(batch) -> attempt number of its next submission
 
         def requeue(batch: Batch, attempt: int, reason: str) -> None:
+            self.batches_retried += 1
             if attempt >= MAX_BATCH_ATTEMPTS:
                 for job in batch.jobs:
                     fail(states[job.file_index], f"{reason} {attempt} times while recognising this file")
@@ -556,6 +558,7 @@ class Runner:
             # Recognition time over workers x the whole run (start-up and the tail included).
             "busy_share": round(compute / (slots * wall), 4) if wall > 0 else 0.0,
             "batches": dict(self.batches_by_pool),
+            "batches_retried": self.batches_retried,
         }
 
 
