@@ -348,13 +348,6 @@ class RayExecutor(cf.Executor):
         with self._lock:
             return [actor for actor, count in zip(self._actors, self._in_flight, strict=True) if count > 0]
 
-    def worker_pids(self) -> list[int]:
-        """Process ids of the live actors (for tests and diagnostics)."""
-        ray = _ray()
-        with self._lock:
-            live = [self._actors[i] for i in range(len(self._actors)) if i not in self._dead]
-        return ray.get([actor.pid.remote() for actor in live])
-
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         ray = _ray()
         for actor in self._actors:

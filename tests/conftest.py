@@ -52,3 +52,22 @@ def random_model_dir(tmp_path_factory) -> Path:
     from fireredasr_fast.random_model import write_random_model_dir
 
     return write_random_model_dir(tmp_path_factory.mktemp("random-model") / "tiny", preset="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("folder")
+    for i in range(3):
+        shutil.copy(SAMPLES / "aishell_zh.mkv", folder / f"zh {i}.mkv")
+        shutil.copy(SAMPLES / "two_cities.mp4", folder / f"en {i}.mp4")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def baseline(folder: Path, random_model_dir: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("baseline")
+    from runs import cli_command, run
+
+    result = run(cli_command(random_model_dir, out, folder))
+    assert result.returncode == 0, result.stderr
+    return out

@@ -9,87 +9,13 @@ import pickle
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT, SAMPLES
-
-FORMATS = "srt,vtt,txt,json"
-
-
-def cli_command(model_dir: Path, out: Path, *inputs: Path, workers: int = 1) -> list[str]:
-    # Small batches: many of them, so a run can be interrupted with work still queued.
-    return [
-        sys.executable, str(ROOT / "long_video_transcribe.py"), "--model-dir", str(model_dir),
-        "--workers", str(workers), "--threads-per-worker", "1", "--batch-seconds", "10",
-        "--formats", FORMATS, "--no-progress", "-o", str(out), *map(str, inputs),
-    ]  # fmt: skip
-
-
-def env() -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-
-
-def run(cmd: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=600)
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("folder")
-    for i in range(3):
-        shutil.copy(SAMPLES / "aishell_zh.mkv", folder / f"zh {i}.mkv")
-        shutil.copy(SAMPLES / "two_cities.mp4", folder / f"en {i}.mp4")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def baseline(folder: Path, random_model_dir: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("baseline")
-    result = run(cli_command(random_model_dir, out, folder))
-    assert result.returncode == 0, result.stderr
-    return out
-
-
-def outputs(out: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(out).as_posix(): p.read_bytes()
-        for p in sorted(out.rglob("*"))
-        if p.suffix in (".srt", ".vtt", ".txt")
-    }
-
-
-def json_content(out: Path) -> dict[str, object]:
-    # Timings differ run to run; everything else must be identical.
-    found = {}
-    for path in sorted(out.rglob("*.json")):
-        if path.name.startswith(".") or path.name == "run-report.json":
-            continue
-        data = json.loads(path.read_text())
-        found[path.name] = (data["segments"], data["cues"], data["duration"])
-    return found
-
-
-def journal(out: Path) -> dict[str, str]:
-    path = out / ".fireredasr-fast-journal.json"
-    if not path.is_file():
-        return {}
-    try:
-        return {r["relative"]: r["status"] for r in json.loads(path.read_text())["files"]}
-    except ValueError:
-        return {}
-
-
-def wait_for(condition, timeout: float = 300.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
+from conftest import SAMPLES
+from runs import cli_command, env, journal, json_content, outputs, run, run_and_kill_a_worker, wait_for
 
 
 def test_ctrl_c_midway_then_resume_gives_identical_outputs(folder, random_model_dir, baseline, tmp_path):
@@ -124,27 +50,12 @@ def test_ctrl_c_midway_then_resume_gives_identical_outputs(folder, random_model_
 
 def test_killed_worker_is_replaced_and_every_file_finishes(folder, random_model_dir, baseline, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        cli_command(random_model_dir, out, folder, workers=2), env=env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    parent = psutil.Process(proc.pid)
 
-    def busy_worker():
-        for child in parent.children(recursive=True):
-            try:
-                if "spawn_main" in " ".join(child.cmdline()) and child.cpu_times().user > 1.0:
-                    return child
-            except psutil.Error:
-                continue
-        return None
+    def busy_pool_process(process: psutil.Process) -> bool:
+        return "spawn_main" in " ".join(process.cmdline()) and process.cpu_times().user > 1.0
 
-    wait_for(lambda: busy_worker() is not None or proc.poll() is not None)
-    victim = busy_worker()
-    assert victim is not None, "the run finished before a worker could be killed"
-    victim.send_signal(signal.SIGKILL)
-    _, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 0, stderr
+    returncode, stderr = run_and_kill_a_worker(cli_command(random_model_dir, out, folder, workers=2), busy_pool_process)
+    assert returncode == 0, stderr
     assert outputs(out) == outputs(baseline)
     assert json_content(out) == json_content(baseline)
 

@@ -1,0 +1,103 @@
+"""The same run on a real local Ray cluster started by the CLI (`--cluster local`): outputs
+equal a local run byte for byte, a rerun resumes from the journal, and an actor killed
+midway still lets every file finish. Plus the slot plan and the errors without Ray."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import SAMPLES
+from runs import cli_command, env, journal, json_content, outputs, run, run_and_kill_a_worker
+
+from fireredasr_fast.cluster import Node, plan_slots
+
+GB = 1e9
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (.[cluster])")
+
+
+def test_slots_follow_each_node_and_its_gpus():
+    nodes = [
+        Node("a", "10.0.0.1", cpus=32, gpus=2, memory_bytes=100 * GB),
+        Node("b", "10.0.0.2", cpus=4, gpus=0, memory_bytes=100 * GB),
+        Node("c", "10.0.0.3", cpus=8, gpus=0, memory_bytes=4 * GB),  # memory-bound
+    ]
+    slots = plan_slots(nodes, model_size_bytes=int(4.7 * GB))
+    by_node = {n.node_id: [s for s in slots if s.node_id == n.node_id] for n in nodes}
+    assert [s.device for s in by_node["a"]].count("cuda") == 2
+    cpu_a = [s for s in by_node["a"] if s.device == "cpu"]
+    assert len(cpu_a) * cpu_a[0].threads == 32  # every core of the node, one thread each
+    assert [(s.device, s.threads) for s in by_node["b"]] == [("cpu", 1)] * 4
+    assert len(by_node["c"]) < 8  # memory limits the workers, as the local plan does
+
+    explicit = plan_slots(nodes, int(4.7 * GB), workers=2, threads_per_worker=3)
+    assert all(s.threads == 3 for s in explicit if s.device == "cpu")
+    assert sum(s.device == "cpu" for s in explicit) == 2 * len(nodes)
+    assert all(s.device == "cpu" for s in plan_slots(nodes, 0, gpu_mode="off"))
+    assert [s.device for s in plan_slots(nodes, 0, gpu_mode="only")] == ["cuda", "cuda"]
+
+
+def test_without_ray_the_flag_says_how_to_install_it(random_model_dir, tmp_path):
+    shadow = tmp_path / "no-ray" / "ray"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    cmd = cli_command(random_model_dir, tmp_path / "out", SAMPLES / "aishell_zh.mkv", extra=("--cluster", "local"))
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300,
+        env={**env(), "PYTHONPATH": f"{shadow.parent}:{env()['PYTHONPATH']}"},
+    )  # fmt: skip
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "pip install" in errors[0] and "[cluster]" in errors[0]
+
+
+def test_an_unreachable_cluster_is_one_line(random_model_dir, tmp_path):
+    media = SAMPLES / "aishell_zh.mkv"
+    proc = run(cli_command(random_model_dir, tmp_path / "out", media, extra=("--cluster", "127.0.0.1:1")))
+    assert proc.returncode == 2
+    assert "error: cannot reach the Ray cluster at 127.0.0.1:1" in proc.stderr
+    assert not (tmp_path / "out" / "aishell_zh.srt").exists()
+
+
+def cluster_command(model_dir: Path, out: Path, folder: Path, *extra: str) -> list[str]:
+    return cli_command(model_dir, out, folder, workers=2, extra=("--cluster", "local", *extra))
+
+
+@needs_ray
+def test_cluster_run_equals_local_run_and_resumes(folder, random_model_dir, baseline, tmp_path):
+    out = tmp_path / "out"
+    first = run(cluster_command(random_model_dir, out, folder, "--ship-model"))
+    assert first.returncode == 0, first.stderr
+    assert "cluster plan: 2 worker(s) on 1 node(s)" in first.stderr
+    assert outputs(out) == outputs(baseline)  # srt, vtt, txt byte for byte
+    assert json_content(out) == json_content(baseline)
+    report = json.loads((out / "run-report.json").read_text())
+    assert report["summary"]["workers"]["batches"]["ray-cpu"] > 0
+    assert set(journal(out).values()) == {"done"}
+
+    again = run(cluster_command(random_model_dir, out, folder))
+    assert again.returncode == 0, again.stderr
+    report = json.loads((out / "run-report.json").read_text())
+    assert {f["status"] for f in report["files"]} == {"skipped"}
+
+
+@needs_ray
+def test_an_actor_killed_midway_still_finishes_every_file(folder, random_model_dir, baseline, tmp_path):
+    out = tmp_path / "out"
+
+    def actor_holding_a_batch(process: psutil.Process) -> bool:
+        # `--cluster local` starts Ray under the CLI, so its actors are the CLI's descendants;
+        # Ray titles an actor's process after the method it runs: this one holds a batch.
+        return "SlotWorker.call" in " ".join(process.cmdline())
+
+    returncode, stderr = run_and_kill_a_worker(cluster_command(random_model_dir, out, folder), actor_holding_a_batch)
+    assert returncode == 0, stderr
+    assert outputs(out) == outputs(baseline)
+    assert json_content(out) == json_content(baseline)
+    report = json.loads((out / "run-report.json").read_text())
+    assert report["summary"]["workers"]["batches_retried"] >= 1
+    assert not list(out.rglob("*.tmp"))
