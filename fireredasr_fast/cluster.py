@@ -177,12 +177,13 @@ def plan_slots(
 def describe_slots(slots: Sequence[Slot]) -> str:
     by_node: dict[str, list[Slot]] = {}
     for slot in slots:
-        by_node.setdefault(slot.address, []).append(slot)
+        by_node.setdefault(slot.node_id, []).append(slot)
     parts = []
-    for address, node_slots in by_node.items():
+    for node_slots in by_node.values():
         cpu = [s for s in node_slots if s.device == "cpu"]
         gpu = len(node_slots) - len(cpu)
-        text = f"{address}: {len(cpu)} x {cpu[0].threads} thread(s)" if cpu else f"{address}: no CPU workers"
+        where = node_slots[0].address
+        text = f"{where}: {len(cpu)} x {cpu[0].threads} thread(s)" if cpu else f"{where}: no CPU workers"
         parts.append(text + (f" + {gpu} GPU worker(s)" if gpu else ""))
     return f"cluster plan: {len(slots)} worker(s) on {len(by_node)} node(s) ({'; '.join(parts)})"
 
@@ -292,8 +293,9 @@ class RayExecutor(cf.Executor):
                 "num_gpus": 1 if slot.device == "cuda" else 0,
                 "max_restarts": MAX_ACTOR_RESTARTS,
                 "max_task_retries": 0,  # the runner retries batches, with its own bound
-                # soft: a restarted actor may move when its node is gone.
-                "scheduling_strategy": NodeAffinitySchedulingStrategy(slot.node_id, soft=True),
+                # A slot belongs to its node: a crashed actor restarts there; when the node
+                # itself is gone the actor dies for good and its batches go to other slots.
+                "scheduling_strategy": NodeAffinitySchedulingStrategy(slot.node_id, soft=False),
             }
             actor = remote_cls.options(**options).remote(spec_for(slot), slot.threads, model_box, min_gpu_free_bytes)
             self._actors.append(actor)
@@ -322,8 +324,8 @@ class RayExecutor(cf.Executor):
         try:
             result.set_result(done.result())
             return
-        except ray.exceptions.ActorDiedError as exc:
-            # Restarts used up (or the node is gone for good): this slot is finished.
+        except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnschedulableError) as exc:
+            # Restarts used up, or its node is gone: this slot is finished.
             with self._lock:
                 self._dead.add(index)
             error: BaseException = WorkerLost(f"a Ray worker died: {describe_error(exc)}")

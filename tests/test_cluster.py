@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import SAMPLES
-from runs import cli_command, env, journal, json_content, outputs, run, run_and_kill_a_worker
+from runs import cli_command, env, journal, json_content, outputs, run, run_and_kill_a_worker, wait_for
 
 from fireredasr_fast.cluster import Node, plan_slots
 
@@ -101,3 +101,35 @@ def test_an_actor_killed_midway_still_finishes_every_file(folder, random_model_d
     report = json.loads((out / "run-report.json").read_text())
     assert report["summary"]["workers"]["batches_retried"] >= 1
     assert not list(out.rglob("*.tmp"))
+
+
+@needs_ray
+def test_a_node_lost_midway_hands_its_work_to_the_others(folder, random_model_dir, baseline, tmp_path):
+    from ray.cluster_utils import Cluster
+
+    # Two real nodes (two raylets) on this machine; the CLI joins them as a client would.
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        node = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
+        out = tmp_path / "out"
+        cmd = cli_command(random_model_dir, out, folder, workers=1, extra=("--cluster", cluster.address))
+        proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def busy_on_that_node() -> bool:
+            children = raylet.children(recursive=True)
+            return any("SlotWorker.call" in " ".join(child.cmdline()) for child in children)
+
+        wait_for(lambda: busy_on_that_node() or proc.poll() is not None)
+        assert proc.poll() is None, "the run finished before the node could be removed"
+        cluster.remove_node(node)  # its raylet and every worker process on it die
+        _, stderr = proc.communicate(timeout=600)
+    finally:
+        cluster.shutdown()
+    assert proc.returncode == 0, stderr
+    assert "2 worker(s) on 2 node(s)" in stderr
+    assert outputs(out) == outputs(baseline)
+    assert json_content(out) == json_content(baseline)
+    report = json.loads((out / "run-report.json").read_text())
+    assert report["summary"]["workers"]["batches_retried"] >= 1
