@@ -35,6 +35,7 @@ from typing import Any
 
 from .engine import EngineSpec
 from .errors import FireRedFastError
+from .fsutil import cache_dir
 from .plan import Plan, make_plan
 from .runner import WorkerGroup
 from .worker import WorkerLost, describe_error, load_engine
@@ -207,7 +208,7 @@ def ship_model(model_dir: str | os.PathLike) -> tuple[Any, str]:
 def unpack_model(ref_box: list[Any], digest: str) -> str:
     """On a node: the shipped model as a local directory, written once per node (atomically:
     a temporary directory renamed into place, so a crash never leaves half a model)."""
-    target = Path(tempfile.gettempdir()) / "fireredasr-fast-models" / digest
+    target = cache_dir("models") / digest
     if target.is_dir():
         return str(target)
     payload = _ray().get(ref_box[0])

@@ -1,4 +1,4 @@
-"""Atomic file writes: a file is either absent, or complete. Never half-written."""
+"""Atomic file writes (a file is either absent, or complete; never half-written), and the cache."""
 
 from __future__ import annotations
 
@@ -33,3 +33,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def cache_dir(*parts: str) -> Path:
+    """Where derived files live (models shipped to a cluster node): FIREREDASR_FAST_CACHE,
+    else ~/.cache/fireredasr-fast."""
+    root = os.environ.get("FIREREDASR_FAST_CACHE") or Path.home() / ".cache" / "fireredasr-fast"
+    return Path(root, *parts)

@@ -30,8 +30,8 @@ def env() -> dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
 
 
-def run(cmd: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=600)
+def run(cmd: list[str], **extra_env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, env={**env(), **extra_env}, timeout=600)
 
 
 def outputs(out: Path) -> dict[str, bytes]:

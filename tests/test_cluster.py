@@ -70,8 +70,12 @@ def cluster_command(model_dir: Path, out: Path, folder: Path, *extra: str) -> li
 @needs_ray
 def test_cluster_run_equals_local_run_and_resumes(folder, random_model_dir, baseline, tmp_path):
     out = tmp_path / "out"
-    first = run(cluster_command(random_model_dir, out, folder, "--ship-model"))
+    cache = tmp_path / "cache"
+    first = run(cluster_command(random_model_dir, out, folder, "--ship-model"), FIREREDASR_FAST_CACHE=str(cache))
     assert first.returncode == 0, first.stderr
+    # The actors loaded the copy shipped through the object store, unpacked once on the node.
+    (shipped,) = (cache / "models").iterdir()
+    assert (shipped / "model.pth.tar").read_bytes() == (random_model_dir / "model.pth.tar").read_bytes()
     assert "cluster plan: 2 worker(s) on 1 node(s)" in first.stderr
     assert outputs(out) == outputs(baseline)  # srt, vtt, txt byte for byte
     assert json_content(out) == json_content(baseline)
