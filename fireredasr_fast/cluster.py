@@ -60,7 +60,8 @@ def connect(address: str, local_cpus: int | None = None) -> bool:
     """Join the cluster at `address`: "ray://HOST:PORT" (Ray client), "HOST:PORT" or "auto"
     (a cluster this machine belongs to), or "local" (start a private one on this machine).
     Returns True when this call started or joined Ray (so the caller should disconnect)."""
-    if address.startswith("ray://") and "RAY_AUTH_MODE" not in os.environ and _token_file().is_file():
+    has_token = bool(os.environ.get("RAY_AUTH_TOKEN")) or _token_file().is_file()
+    if address.startswith("ray://") and "RAY_AUTH_MODE" not in os.environ and has_token:
         # Plain ray.init picks up this machine's cluster token by itself; the Ray client only
         # sends it when told that token auth is on, which Ray reads when it is imported.
         os.environ["RAY_AUTH_MODE"] = "token"
@@ -307,13 +308,14 @@ class RayExecutor(cf.Executor):
             return len(self._actors) - len(self._dead)
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future:
+        result: cf.Future = cf.Future()
         with self._lock:
             live = [i for i in range(len(self._actors)) if i not in self._dead]
-            if not live:
-                raise RuntimeError("no Ray worker left")
+            if not live:  # the last slot retired since the runner looked: hand the batch back
+                result.set_exception(WorkerLost("no Ray worker left in this pool", counts_as_attempt=False))
+                return result
             index = min(live, key=lambda i: self._in_flight[i])
             self._in_flight[index] += 1
-        result: cf.Future = cf.Future()
         remote = self._actors[index].call.remote(fn, *args, **kwargs).future()
         remote.add_done_callback(lambda done: self._settle(index, done, result))
         return result

@@ -13,9 +13,11 @@ side in one run:
 Both run as child processes whose whole process tree is sampled every 0.2 s (RSS and PSS
 sums, CPU times per process). Then: throughput with 1x1, 2x1 and 1x2 workers x threads;
 and the memory (peak PSS sum of the tree) of 1, 2 and 4 workers on a random checkpoint of
-the full AED-L shape, written once to --cache-dir.
+the full AED-L shape, written once to --cache-dir. With `--cluster N`, the tool's own plan
+locally against the same plan on a local Ray cluster (`--cluster local`), N alternating rounds.
 
     python -m fireredasr_fast.bench runner --minutes 6 --json runner-bench.json
+    python -m fireredasr_fast.bench runner --skip-original --skip-scaling --skip-memory --cluster 3
 
 Nothing is extrapolated: a part that cannot run (too slow, not enough memory) says so.
 """
@@ -655,6 +657,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="same token cap on both sides (0: upstream's rule, up to the encoder length); for random models",
     )
+    parser.add_argument(
+        "--cluster",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also run the tool on a local Ray cluster (--cluster local), alternating with local runs, N rounds",
+    )
     parser.add_argument("--keep", type=Path, help="keep the work folder (inputs, outputs, logs) here")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
@@ -738,7 +747,44 @@ def _speed_parts(
             rows.append(run_tool(folder, model_dir, work, f"{workers}x{threads}", workers, threads, extra))
         report["scaling"] = rows
         print("\n" + scaling_table(rows) + "\n", flush=True)
+
+    if opts.cluster:
+        report["cluster"] = cluster_part(folder, model_dir, work, opts.cluster, extra)
     return a, b
+
+
+def cluster_part(folder: Path, model_dir: Path, work: Path, rounds: int, extra: list[str]) -> dict[str, Any]:
+    """The local runner against the same plan on a local Ray cluster, alternating rounds."""
+    runs: dict[str, list[dict[str, Any]]] = {"local": [], "ray": []}
+    for i in range(rounds):
+        for label, flags in (("local", []), ("ray", ["--cluster", "local"])):
+            print(f"cluster round {i + 1}/{rounds}: {label} ...", flush=True)
+            runs[label].append(run_tool(folder, model_dir, work, f"{label}-{i}", None, None, extra + flags))
+    best = {label: min(rows, key=lambda r: r["wall"]) for label, rows in runs.items()}
+    result = {
+        "rounds": rounds,
+        "best": best,
+        "walls": {label: [r["wall"] for r in rows] for label, rows in runs.items()},
+        "runner_walls": {label: [r["runner_wall"] for r in rows] for label, rows in runs.items()},
+        # Whole process (Ray's start-up included) and the runner alone (joined cluster onward).
+        "ray_over_local_wall": round(best["ray"]["wall"] / best["local"]["wall"], 3),
+        "ray_over_local_runner_wall": round(best["ray"]["runner_wall"] / best["local"]["runner_wall"], 3),
+    }
+    rows = [("", "plan", "wall s (best)", "runner wall s", "audio s / s", "peak memory")]
+    for label in ("local", "ray"):
+        r = best[label]
+        rows.append(
+            (label, r["plan"], f"{r['wall']:.1f}", f"{r['runner_wall']:.1f}", f"{r['throughput']:.1f}",
+             _gb(r["memory"]["peak_pss_gb"]))
+        )  # fmt: skip
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    print("\n" + "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows))
+    print(
+        f"ray / local: {result['ray_over_local_wall']}x wall, {result['ray_over_local_runner_wall']}x runner wall "
+        f"(best of {rounds} alternating rounds)\n",
+        flush=True,
+    )
+    return result
 
 
 def _cpu_name() -> str:
