@@ -3,6 +3,7 @@ a worker killed midway, a full disk, hostile and foreign checkpoints."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pickle
@@ -17,11 +18,16 @@ import pytest
 from conftest import SAMPLES
 from runs import cli_command, env, journal, json_content, outputs, run, run_and_kill_a_worker, wait_for
 
+RAY = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (.[cluster])")
 
-def test_ctrl_c_midway_then_resume_gives_identical_outputs(folder, random_model_dir, baseline, tmp_path):
+
+# Locally, and with the workers on a local Ray cluster (whose processes get the Ctrl-C too).
+@pytest.mark.parametrize("extra", [(), pytest.param(("--cluster", "local"), marks=RAY, id="ray")], ids=["local", "ray"])
+def test_ctrl_c_midway_then_resume_gives_identical_outputs(folder, random_model_dir, baseline, tmp_path, extra):
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        cli_command(random_model_dir, out, folder), env=env(), start_new_session=True,
+        cli_command(random_model_dir, out, folder, workers=2 if extra else 1, extra=extra), env=env(),
+        start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     wait_for(lambda: "done" in journal(out).values() or proc.poll() is not None)
@@ -39,7 +45,7 @@ def test_ctrl_c_midway_then_resume_gives_identical_outputs(folder, random_model_
         assert data == expected[name]
     assert len(partial) < len(expected)
 
-    again = run(cli_command(random_model_dir, out, folder))
+    again = run(cli_command(random_model_dir, out, folder, extra=extra))
     assert again.returncode == 0, again.stderr
     report = json.loads((out / "run-report.json").read_text())
     assert {f["status"] for f in report["files"]} <= {"done", "skipped"}
