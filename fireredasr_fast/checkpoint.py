@@ -32,6 +32,9 @@ DOWNLOAD_HINT = (
     "(or ModelScope) and pass --model-dir or set FIREREDASR_MODEL_DIR"
 )
 
+# The longest segment the engines feed the model (VadOptions.max_segment, Engine.max_segment_seconds).
+MAX_SEGMENT_SECONDS = 60.0
+
 # Special token ids shared by every FireRedASR-AED model.
 SPECIAL_TOKENS = ("<blank>", "<unk>", "<pad>", "<sos>", "<eos>")
 
@@ -64,6 +67,40 @@ def aed_args(preset: str = "tiny", odim: int = 7832, **overrides: Any) -> argpar
     fields.update(PRESETS[preset])
     fields.update(overrides)
     return argparse.Namespace(**fields)
+
+
+def encoder_frames(seconds: float, sample_rate: int = 16000) -> int:
+    """Encoder frames of a `seconds`-long segment: Kaldi fbank frames (25/10 ms, snip_edges),
+    plus the 6 frames of right context the encoder pads, subsampled 4x by two stride-2
+    kernel-3 convolutions. This is also the decoder's default step limit (decode_max_len=0),
+    so it is the number of decoder positions such a segment can need."""
+    samples = round(seconds * sample_rate)
+    win, hop = sample_rate * 25 // 1000, sample_rate * 10 // 1000
+    frames = 1 + (samples - win) // hop if samples >= win else 0
+    frames += 6
+    for _ in range(2):
+        frames = (frames - 3) // 2 + 1
+    return max(frames, 0)
+
+
+# The decoder's absolute position table needs one row per decoding step, and upstream steps at
+# most the encoder length: 1500 rows cover MAX_SEGMENT_SECONDS. Upstream's encoder ignores
+# pe_maxlen (its relative table always has 2 x 5000 - 1 rows), so this only shrinks the decoder's.
+SEGMENT_PE_MAXLEN = encoder_frames(MAX_SEGMENT_SECONDS)
+
+
+def shrink_decoder_positions(
+    args: argparse.Namespace, state_dict: dict[str, torch.Tensor], pe_maxlen: int = SEGMENT_PE_MAXLEN
+) -> tuple[argparse.Namespace, dict[str, torch.Tensor]]:
+    """A checkpoint's args and state dict with the decoder's position table cut to `pe_maxlen`
+    rows (the table is a fixed function of position: its first rows are the smaller table)."""
+    key = "decoder.positional_encoding.pe"
+    table = state_dict[key]
+    if table.size(1) < pe_maxlen:
+        raise ValueError(f"{key} has {table.size(1)} rows, fewer than {pe_maxlen}")
+    state = dict(state_dict)
+    state[key] = table[:, :pe_maxlen].clone()
+    return argparse.Namespace(**{**vars(args), "pe_maxlen": pe_maxlen}), state
 
 
 def check_model_dir(model_dir: str | os.PathLike | None) -> Path:
@@ -162,6 +199,14 @@ def write_model_dir(
         raise ValueError(f"the vocabulary must start with {SPECIAL_TOKENS}")
     if len(tokens) != args.odim:
         raise ValueError(f"vocabulary has {len(tokens)} tokens but args.odim is {args.odim}")
+    table = state_dict.get("decoder.positional_encoding.pe")
+    if table is not None and table.size(1) != args.pe_maxlen:
+        raise ValueError(f"the decoder's position table has {table.size(1)} rows, args.pe_maxlen {args.pe_maxlen}")
+    # torch.save writes a view's whole storage: give views of larger tensors their own.
+    state_dict = {
+        k: v if v.untyped_storage().nbytes() == v.numel() * v.element_size() else v.clone()
+        for k, v in state_dict.items()
+    }
     path = Path(model_dir)
     path.mkdir(parents=True, exist_ok=True)
     torch.save({"args": args, "model_state_dict": state_dict}, path / MODEL_FILE)

@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from fireredasr_fast.checkpoint import aed_args, check_model_dir, load_package
+from fireredasr_fast.checkpoint import (
+    MAX_SEGMENT_SECONDS,
+    SEGMENT_PE_MAXLEN,
+    aed_args,
+    check_model_dir,
+    encoder_frames,
+    load_package,
+    shrink_decoder_positions,
+    write_model_dir,
+)
 from fireredasr_fast.errors import ModelDirError
 from fireredasr_fast.firered import load_model
 from fireredasr_fast.model import AedModel
@@ -41,6 +50,48 @@ def test_aed_l_shape_has_the_official_parameter_counts() -> None:
 
     assert round(count("encoder."), 1) == 710.5
     assert round(count("decoder."), 1) == 429.8
+
+
+def test_encoder_frames_is_the_encoder_output_length(tmp_path: Path) -> None:
+    import numpy as np
+
+    path = write_random_model_dir(tmp_path / "m", preset="tiny", odim=180, seed=3, pe_maxlen=SEGMENT_PE_MAXLEN)
+    model = load_model(path)
+    seconds = [0.025, 0.1, 1.0, 7.33, MAX_SEGMENT_SECONDS]
+    waves = [np.zeros(round(s * 16000), np.float32) for s in seconds]
+    assert [int(e.shape[0]) for e in model.encode(waves)] == [encoder_frames(s) for s in seconds]
+    assert SEGMENT_PE_MAXLEN == encoder_frames(MAX_SEGMENT_SECONDS) == 1500
+
+
+def test_shrunk_decoder_table_is_the_fresh_smaller_table(tmp_path: Path) -> None:
+    args = aed_args("tiny", odim=180)
+    state = aed_module.FireRedAsrAed.from_args(args).state_dict()
+    small_args, small = shrink_decoder_positions(args, state, 700)
+    fresh = aed_module.FireRedAsrAed.from_args(small_args)
+    assert args.pe_maxlen == 5000 and small_args.pe_maxlen == 700
+    assert torch.equal(small["decoder.positional_encoding.pe"], fresh.state_dict()["decoder.positional_encoding.pe"])
+    # Upstream's encoder ignores pe_maxlen: its relative table keeps 2 x 5000 - 1 rows.
+    assert small["encoder.positional_encoding.pe"].shape == (1, 9999, args.d_model)
+    fresh.load_state_dict(small, strict=True)
+    AedModel(small_args).load_state_dict(small, strict=True)
+
+
+def test_write_model_dir_saves_compact_tables(tmp_path: Path) -> None:
+    from fireredasr_fast.random_model import _cmvn_stats, _train_spm
+
+    args = aed_args("tiny", odim=5 + 26)
+    state = aed_module.FireRedAsrAed.from_args(args).state_dict()
+    tokens = ["<blank>", "<unk>", "<pad>", "<sos>", "<eos>", *[chr(65 + i) for i in range(26)]]
+    spm = _train_spm(tmp_path)
+    small_args = argparse.Namespace(**{**vars(args), "pe_maxlen": 100})
+    with pytest.raises(ValueError, match="pe_maxlen"):
+        write_model_dir(tmp_path / "bad", small_args, state, tokens, spm, _cmvn_stats(80))
+    view = dict(state, **{"decoder.positional_encoding.pe": state["decoder.positional_encoding.pe"][:, :100]})
+    full = write_model_dir(tmp_path / "full", args, state, tokens, spm, _cmvn_stats(80)) / "model.pth.tar"
+    small = write_model_dir(tmp_path / "small", small_args, view, tokens, spm, _cmvn_stats(80)) / "model.pth.tar"
+    # The 4900 rows cut off are not written along with the view.
+    assert full.stat().st_size - small.stat().st_size >= 4900 * args.d_model * 4
+    aed_module.FireRedAsrAed.from_args(small_args).load_state_dict(load_package(small)["model_state_dict"])
 
 
 def test_random_dir_loads_strictly_in_both(tmp_path: Path) -> None:

@@ -68,6 +68,23 @@ def _transcribe(paths: list[str]) -> list[str]:
     return [tokenizer.detokenize([int(t) for t in hyp[0]["yseq"].tolist()]) for hyp in hyps]
 
 
+def test_fixture_position_tables_cover_a_segment_and_nothing_more() -> None:
+    """The stored position tables are upstream's fixed tables; the decoder's is cut to the
+    positions a 60 s segment can need (upstream's encoder table has a fixed size)."""
+    pytest.importorskip("fireredasr")
+    import torch
+    from fireredasr.models.module.conformer_encoder import RelPositionalEncoding
+    from fireredasr.models.module.transformer_decoder import PositionalEncoding
+
+    from fireredasr_fast.checkpoint import SEGMENT_PE_MAXLEN, load_package
+
+    package = load_package(MODEL_DIR / "model.pth.tar")
+    args, state = package["args"], package["model_state_dict"]
+    assert args.pe_maxlen == SEGMENT_PE_MAXLEN
+    assert torch.equal(state["decoder.positional_encoding.pe"], PositionalEncoding(args.d_model, args.pe_maxlen).pe)
+    assert torch.equal(state["encoder.positional_encoding.pe"], RelPositionalEncoding(args.d_model).pe)
+
+
 @pytest.mark.slow
 @needs_tools
 def test_fixture_model_recognises_held_out_speech(tmp_path: Path) -> None:
