@@ -23,6 +23,7 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import os
 import shutil
 import socket
@@ -39,6 +40,8 @@ from .fsutil import cache_dir
 from .plan import Plan, make_plan
 from .runner import WorkerGroup
 from .worker import WorkerLost, describe_error, load_engine
+
+log = logging.getLogger("fireredasr_fast")
 
 INSTALL_HINT = "pip install 'fireredasr-fast[cluster]' (or: pip install ray)"
 # Restarts of one actor (process or node death) before its slot is given up.
@@ -331,6 +334,7 @@ class RayExecutor(cf.Executor):
             # Restarts used up, or its node is gone: this slot is finished.
             with self._lock:
                 self._dead.add(index)
+            log.warning("a Ray worker slot is given up: %s", describe_error(exc))
             error: BaseException = WorkerLost(f"a Ray worker died: {describe_error(exc)}")
         except ray.exceptions.RayActorError as exc:  # died mid-batch; restarting
             error = WorkerLost(f"a Ray worker was lost: {describe_error(exc)}")

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import socket
 import subprocess
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import SAMPLES
+from conftest import ROOT, SAMPLES
 from runs import cli_command, env, journal, json_content, outputs, run, run_and_kill_a_worker, wait_for
 
 from fireredasr_fast.cluster import Node, plan_slots
@@ -137,3 +138,25 @@ def test_a_node_lost_midway_hands_its_work_to_the_others(folder, random_model_di
     assert json_content(out) == json_content(baseline)
     report = json.loads((out / "run-report.json").read_text())
     assert report["summary"]["workers"]["batches_retried"] >= 1
+
+
+@needs_ray
+def test_a_remote_driver_joins_through_the_ray_client(random_model_dir, baseline, folder, tmp_path, monkeypatch):
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the nodes import this checkout, as an install would
+
+    with socket.socket() as probe:  # a free port for the head's Ray client server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    head = {"num_cpus": 2, "include_dashboard": False, "ray_client_server_port": port}
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args=head)
+    try:
+        out = tmp_path / "out"
+        extra = ("--cluster", f"ray://127.0.0.1:{port}", "--ship-model")
+        result = run(cli_command(random_model_dir, out, folder, workers=2, extra=extra))
+    finally:
+        cluster.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert outputs(out) == outputs(baseline)
+    assert json_content(out) == json_content(baseline)
