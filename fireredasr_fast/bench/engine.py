@@ -163,21 +163,8 @@ def _table(rows: list[dict[str, Any]], peak: float) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fireredasr_fast.bench engine", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="aed-l", choices=["aed-l", "small", "tiny"])
-    parser.add_argument("--seconds", default="10,30,60", help="segment lengths, comma-separated")
-    parser.add_argument("--beam", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--full-max-seconds", type=float, default=60.0, help="longest segment run at full size")
-    parser.add_argument("--reference-max-seconds", type=float, default=10.0, help="longest full-size reference run")
-    parser.add_argument("--narrow-preset", default="small", choices=["small", "tiny"])
-    parser.add_argument("--no-int8", action="store_true", help="skip our int8 rows")
-    parser.add_argument("--batch", type=int, default=1, help="segments per call, both sides (default: %(default)s)")
-    parser.add_argument("--json", type=Path)
-    opts = parser.parse_args(argv)
-    seconds = [float(s) for s in opts.seconds.split(",") if s]
-
+def _engine_rows(opts: argparse.Namespace, seconds: list[float]) -> tuple[list[dict[str, Any]], float]:
+    """Ours (and int8, and the reference) on random checkpoints, one length at a time."""
     peak = matmul_peak_gflops(opts.threads)
     print(f"fp32 matmul peak ({opts.threads} threads): {peak:.1f} GFLOP/s", flush=True)
     rows: list[dict[str, Any]] = []
@@ -211,20 +198,85 @@ def main(argv: list[str] | None = None) -> int:
                 batch=opts.batch,
             )
 
-    table = _table(rows, peak)
-    print()
-    print(table)
+    return rows, peak
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fireredasr_fast.bench engine", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="aed-l", choices=["aed-l", "small", "tiny"])
+    parser.add_argument("--seconds", default="10,30,60", help="segment lengths, comma-separated")
+    parser.add_argument("--beam", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--full-max-seconds", type=float, default=60.0, help="longest segment run at full size")
+    parser.add_argument("--reference-max-seconds", type=float, default=10.0, help="longest full-size reference run")
+    parser.add_argument("--narrow-preset", default="small", choices=["small", "tiny"])
+    parser.add_argument("--no-int8", action="store_true", help="skip our int8 rows")
+    parser.add_argument("--batch", type=int, default=1, help="segments per call, both sides (default: %(default)s)")
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also: eager torch against ONNX Runtime, encoder and one cached decoder step, alternating rounds",
+    )
+    parser.add_argument("--only-onnx", action="store_true", help="run the --onnx comparison only")
+    parser.add_argument("--onnx-rounds", type=int, default=5, help="alternating rounds per length (--onnx)")
+    parser.add_argument("--json", type=Path)
+    opts = parser.parse_args(argv)
+    seconds = [float(s) for s in opts.seconds.split(",") if s]
+
+    rows: list[dict[str, Any]] = []
+    peak = None
+    table = ""
+    if not opts.only_onnx:
+        rows, peak = _engine_rows(opts, seconds)
+        table = _table(rows, peak)
+        print()
+        print(table)
+    onnx_rows: list[dict[str, Any]] = []
+    if opts.onnx or opts.only_onnx:
+        onnx_rows = _onnx_rows(opts, seconds)
+        onnx_table = _onnx_table(onnx_rows)
+        print()
+        print(onnx_table)
+        table = f"{table}\n\n{onnx_table}".strip()
     if opts.json:
         report = {
             "benchmark": "engine",
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": opts.threads},
             "torch": torch.__version__,
+            "onnxruntime": _ort_version() if onnx_rows else None,
             "matmul_peak_gflops": peak,
             "tokens_per_second": TOKENS_PER_SECOND,
             "reference_full_size_up_to_s": opts.reference_max_seconds,
             "rows": rows,
+            "onnx_rows": onnx_rows,
             "table": table,
         }
         opts.json.write_text(json.dumps(report, indent=2))
     return 0
+
+
+def _onnx_rows(opts: argparse.Namespace, seconds: list[float]) -> list[dict[str, Any]]:
+    """Eager torch against ONNX Runtime on a random checkpoint of --preset (fp32)."""
+    from ..model import AedModel
+    from .onnx_compare import compare_decoder_step, compare_encoder
+
+    print(f"torch {torch.__version__} against onnxruntime {_ort_version()}, {opts.threads} thread(s)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
+        model_dir = write_random_model_dir(Path(tmp) / opts.preset, preset=opts.preset, odim=7832)
+        model = AedModel.from_package(load_package(model_dir / MODEL_FILE))
+        rows = compare_encoder(model, opts.preset, seconds, opts.onnx_rounds, opts.threads, Path(tmp))
+        rows += compare_decoder_step(model, opts.preset, seconds, opts.onnx_rounds, opts.threads, Path(tmp), opts.beam)
+    return rows
+
+
+def _onnx_table(rows: list[dict[str, Any]]) -> str:
+    from .onnx_compare import table
+
+    return table(rows)
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
