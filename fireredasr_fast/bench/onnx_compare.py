@@ -240,10 +240,13 @@ def compare_decoder_step(
                 cache.length = t  # overwrite the same slot every call
                 return dec.step(tokens, cache)
 
+            start = time.perf_counter()
             ref = eager()
+            # Enough calls per round to time ~0.25 s: small models step in a millisecond.
+            repeats = max(1, min(10, round(0.25 / (time.perf_counter() - start))))
             diff = float(np.abs(session.run(None, feeds)[0] - ref.numpy()).max())
             impls = {"torch": eager, "onnx": lambda b=binding: session.run_with_iobinding(b)}
-            times = alternate(impls, rounds, repeats=10)
+            times = alternate(impls, rounds, repeats=repeats)
         rows.append(_row("decoder step", label, sec, times, diff, frames=frames, cache_length=t, beam=beam))
         print(f"  {label:6s} step    {sec:4.0f} s  {_summary(rows[-1])}", flush=True)
     return rows
