@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="firered, CPU fp32: run the encoder in torch (default) or ONNX Runtime (opt-in: exported once "
         "into ~/.cache/fireredasr-fast, needs the onnx package; results may differ at near-ties, see docs/engine.md)",
     )
+    e.add_argument(
+        "--decoder-backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="firered, CPU fp32: run each decoder step in torch (default) or ONNX Runtime (opt-in, like "
+        "--encoder-backend)",
+    )
     e.add_argument("--language", help="whisper only: language code")
 
     d = p.add_argument_group("decoding (upstream FireRedASR defaults)")
@@ -162,11 +169,12 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
             # fp16/bf16 are GPU-only: CPU workers then run fp32 (see gpu_spec in main).
             "precision": args.precision if args.precision in ("fp32", "int8") else "fp32",
         }
-        if args.encoder_backend != "torch":
-            # Only when asked for: unchanged settings keep earlier runs' fingerprints valid.
-            if options["precision"] != "fp32":
-                raise FireRedFastError("--encoder-backend onnx runs the CPU encoder in fp32 only")
-            options["encoder_backend"] = args.encoder_backend
+        for option, backend in (("encoder_backend", args.encoder_backend), ("decoder_backend", args.decoder_backend)):
+            if backend != "torch":
+                # Only when asked for: unchanged settings keep earlier runs' fingerprints valid.
+                if options["precision"] != "fp32":
+                    raise FireRedFastError(f"--{option.replace('_', '-')} onnx runs on CPU in fp32 only")
+                options[option] = backend
         return EngineSpec("firered", str(model_dir.resolve()), None, device, tuple(sorted(options.items())))
     from .whisper_engine import resolve_model_path
 
@@ -273,9 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         gpu_spec = dataclasses.replace(
             spec, options=tuple(sorted({**dict(spec.options), "precision": args.precision}.items()))
         )
-    if dict(gpu_spec.options).get("encoder_backend", "torch") != "torch":
-        # ONNX Runtime runs the encoder on CPU workers only; GPU workers use torch on CUDA.
-        options_gpu = {k: v for k, v in gpu_spec.options if k != "encoder_backend"}
+    onnx_options = ("encoder_backend", "decoder_backend")
+    if any(k in onnx_options for k, _ in gpu_spec.options):
+        # ONNX Runtime runs on CPU workers only; GPU workers use torch on CUDA.
+        options_gpu = {k: v for k, v in gpu_spec.options if k not in onnx_options}
         gpu_spec = dataclasses.replace(gpu_spec, options=tuple(sorted(options_gpu.items())))
     summary = Runner(spec, plan, options, gpu=gpu, gpu_spec=gpu_spec).run(inputs)
     print_summary(summary)

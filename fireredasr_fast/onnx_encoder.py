@@ -21,7 +21,9 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,7 +34,6 @@ CACHE_ENV = "FIREREDASR_FAST_CACHE"
 # Bump when model.py's encoder changes what the exported graph computes.
 EXPORT_FORMAT = 1
 ENCODER_FILE = "encoder.onnx"
-BACKENDS = ("torch", "onnx")
 
 
 def cache_root() -> Path:
@@ -84,17 +85,20 @@ def export_encoder(encoder: Encoder, idim: int, path: Path) -> None:
         )
 
 
-def cached_encoder_export(encoder: Encoder, idim: int, model_file: str | os.PathLike, root: Path | None = None) -> Path:
-    """Path of the exported encoder for this checkpoint, exporting it first if needed."""
+def cached_export(
+    kind: str, write: Callable[[Path], None], model_file: str | os.PathLike, root: Path | None = None
+) -> Path:
+    """Path of the `kind` export ("encoder", "decoder-step") for this checkpoint, made by
+    `write(path)` first if the cache does not have it yet."""
     root = root or cache_root()
-    final = root / f"encoder-{export_key(model_file)}"
-    target = final / ENCODER_FILE
+    final = root / f"{kind}-{export_key(model_file)}"
+    target = final / f"{kind}.onnx"
     if target.is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".encoder-", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=root))
     try:
-        export_encoder(encoder, idim, tmp / ENCODER_FILE)
+        write(tmp / target.name)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -105,19 +109,38 @@ def cached_encoder_export(encoder: Encoder, idim: int, model_file: str | os.Path
     return target
 
 
+def cached_encoder_export(encoder: Encoder, idim: int, model_file: str | os.PathLike, root: Path | None = None) -> Path:
+    """Path of the exported encoder for this checkpoint, exporting it first if needed."""
+    return cached_export("encoder", lambda path: export_encoder(encoder, idim, path), model_file, root)
+
+
+def require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401  (the exporter needs it; say so plainly)
+    except ImportError as exc:
+        raise RuntimeError(
+            "the onnx backends need the onnx package to export the model: pip install 'fireredasr-fast[onnx]'"
+        ) from exc
+
+
+def session(path: str | os.PathLike, threads: int | None = None) -> Any:
+    """An ORT CPU session: `threads` intra-op threads (default: torch's), all graph optimisations."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxEncoder:
     """Runs an exported encoder: same call and outputs as `Encoder.forward` (CPU, fp32)."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = session(path, threads)
 
     def __call__(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         enc, valid = self.session.run(

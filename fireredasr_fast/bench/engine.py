@@ -18,6 +18,7 @@ import argparse
 import datetime
 import gc
 import json
+import os
 import platform
 import tempfile
 import time
@@ -29,10 +30,12 @@ import torch
 
 from ..checkpoint import MODEL_FILE, load_package
 from ..firered import FireRedModel
+from ..onnx_encoder import CACHE_ENV
 from ..random_model import write_random_model_dir
 from ..reference import ReferenceModel
 
 TOKENS_PER_SECOND = 4.5
+ONNX_BACKENDS = {"encoder_backend": "onnx", "decoder_backend": "onnx"}
 _NEG = -1e9  # finite: upstream multiplies scores by 0 for finished beams (inf * 0 = nan)
 
 
@@ -114,6 +117,7 @@ def _bench_model(
     threads: int,
     fast: bool = True,
     batch: int = 1,
+    onnx: bool = False,
 ) -> list[dict[str, Any]]:
     """Time ours (and optionally int8 and the reference) on one model, one at a time so only
     one copy of the weights is in memory."""
@@ -124,6 +128,8 @@ def _bench_model(
     impls = [("fast", lambda: FireRedModel(model_dir, package=package))] if fast else []
     if int8:
         impls.append(("fast-int8", lambda: FireRedModel(model_dir, precision="int8", package=package)))
+    if onnx:
+        impls.append(("fast-onnx", lambda: FireRedModel(model_dir, package=package, **ONNX_BACKENDS)))
     if reference:
         impls.append(("reference", lambda: ReferenceModel(model_dir, package=package)))
     for impl, build in impls:
@@ -169,34 +175,31 @@ def _engine_rows(opts: argparse.Namespace, seconds: list[float]) -> tuple[list[d
     print(f"fp32 matmul peak ({opts.threads} threads): {peak:.1f} GFLOP/s", flush=True)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
+        # ONNX exports of these throw-away checkpoints go to the temporary directory too.
+        os.environ[CACHE_ENV] = str(Path(tmp) / "onnx-cache")
         start = time.perf_counter()
         main_dir = write_random_model_dir(Path(tmp) / opts.preset, preset=opts.preset, odim=7832)
         size = (main_dir / MODEL_FILE).stat().st_size
         print(f"wrote random {opts.preset} checkpoint ({size / 1e9:.2f} GB) in {time.perf_counter() - start:.0f} s")
         full = [s for s in seconds if s <= opts.full_max_seconds]
         full_ref = [s for s in full if s <= opts.reference_max_seconds]
-        rows += _bench_model(
-            opts.preset, main_dir, full, opts.beam, False, not opts.no_int8, opts.threads, batch=opts.batch
-        )
-        if full_ref:
-            rows += _bench_model(
-                opts.preset, main_dir, full_ref, opts.beam, True, False, opts.threads, fast=False, batch=opts.batch
+
+        def bench(label: str, model_dir: Path, lengths: list[float], reference: bool, ours: bool) -> list[dict]:
+            int8 = ours and not opts.no_int8
+            onnx = ours and opts.onnx
+            return _bench_model(
+                label, model_dir, lengths, opts.beam, reference, int8, opts.threads, ours, opts.batch, onnx
             )
+
+        rows += bench(opts.preset, main_dir, full, reference=False, ours=True)
+        if full_ref:
+            rows += bench(opts.preset, main_dir, full_ref, reference=True, ours=False)
         if len(full_ref) < len(seconds) and opts.narrow_preset != opts.preset:
             # Every length, both sides, on the narrower model: its ratios are measured, not
             # extrapolated from the full-size ones.
             (main_dir / MODEL_FILE).unlink()
             narrow_dir = write_random_model_dir(Path(tmp) / opts.narrow_preset, preset=opts.narrow_preset, odim=7832)
-            rows += _bench_model(
-                opts.narrow_preset,
-                narrow_dir,
-                seconds,
-                opts.beam,
-                True,
-                not opts.no_int8,
-                opts.threads,
-                batch=opts.batch,
-            )
+            rows += bench(opts.narrow_preset, narrow_dir, seconds, reference=True, ours=True)
 
     return rows, peak
 
@@ -215,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--onnx",
         action="store_true",
-        help="also: eager torch against ONNX Runtime, encoder and one cached decoder step, alternating rounds",
+        help="also: rows with both ONNX Runtime backends (fast-onnx), and eager torch against ONNX Runtime on the"
+        " encoder and one cached decoder step in alternating rounds",
     )
     parser.add_argument("--only-onnx", action="store_true", help="run the --onnx comparison only")
     parser.add_argument("--onnx-rounds", type=int, default=5, help="alternating rounds per length (--onnx)")

@@ -5,27 +5,25 @@ Both run in this process on the same inputs, in alternating rounds (the order fl
 round), with the same thread count (torch.set_num_threads and ORT's intra-op threads); we
 report the best and the median of the rounds and the max abs difference of the outputs.
 
-The decoder step is exported here only for the measurement: `StepGraph` is `Decoder.step`
-with the self-attention cache passed in and the new K/V returned (the ONNX graph cannot
-write into a caller's buffer), cross-attention K/V precomputed as inputs, one step at the
-given cache length. The engine itself does not use it (see docs/engine.md for why).
+The decoder step is `onnx_decoder.OnnxDecoder.step`, as `decoder_backend="onnx"` runs it in
+the search: the self-attention cache and the cross-attention K/V are fed to the graph on
+every call, and the step's K/V are written back into the cache.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..model import AedModel, Decoder, DecoderCache
+from ..model import AedModel, DecoderCache
+from ..onnx_decoder import OnnxDecoder, OnnxDecoderCache, export_step
 from ..onnx_encoder import OnnxEncoder, export_encoder
 from .engine import encoder_frames
 
@@ -33,17 +31,6 @@ from .engine import encoder_frames
 def feature_frames(seconds: float) -> int:
     """10 ms fbank frames of `seconds` of 16 kHz audio (25 ms windows)."""
     return 1 + (int(seconds * 16000) - 400) // 160
-
-
-def _session(path: Path, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def alternate(impls: dict[str, Callable[[], Any]], rounds: int, repeats: int = 1) -> dict[str, list[float]]:
@@ -107,146 +94,45 @@ def compare_encoder(
     return rows
 
 
-class StepGraph(nn.Module):
-    """Decoder.step as a pure function of its inputs (for export and for checking it)."""
-
-    def __init__(self, decoder: Decoder) -> None:
-        super().__init__()
-        self.dec = decoder
-
-    def forward(
-        self,
-        tokens: Tensor,  # (rows,)
-        pe_row: Tensor,  # (d,) positional encoding of this step
-        past_k: Tensor,  # (layers, rows, heads, t, d_k)
-        past_v: Tensor,
-        self_mask: Tensor,  # (rows, t + 1) bool
-        cross_k: Tensor,  # (layers, utterances, heads, frames, d_k)
-        cross_v: Tensor,
-        cross_mask: Tensor,  # (utterances, 1, 1, frames) bool
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        dec = self.dec
-        rows, n = tokens.shape[0], cross_k.shape[1]
-        beam = rows // n
-        h, d = dec.n_head, dec.d_model
-        x = (dec.tgt_word_emb(tokens) * dec.scale + pe_row).unsqueeze(1)
-        mask = self_mask[:, None, None, :]
-        new_k, new_v = [], []
-        for i, layer in enumerate(dec.layer_stack):
-            sa, ca = layer.self_attn, layer.cross_attn
-            y = layer.self_attn_norm(x)
-            k, v = sa.heads(sa.w_ks(y)), sa.heads(sa.w_vs(y))
-            new_k.append(k)
-            new_v.append(v)
-            keys, values = torch.cat([past_k[i], k], 2), torch.cat([past_v[i], v], 2)
-            att = F.scaled_dot_product_attention(sa.heads(sa.w_qs(y)), keys, values, attn_mask=mask)
-            x = x + sa.fc(att.reshape(rows, 1, d))
-            q = ca.w_qs(layer.cross_attn_norm(x)).view(n, beam, h, d // h).transpose(1, 2)
-            att = F.scaled_dot_product_attention(q, cross_k[i], cross_v[i], attn_mask=cross_mask)
-            x = x + ca.fc(att.transpose(1, 2).reshape(rows, 1, d))
-            x = x + layer.mlp(layer.mlp_norm(x))
-        logits = dec.tgt_word_prj(dec.layer_norm_out(x[:, 0]))
-        return logits, torch.stack(new_k), torch.stack(new_v)
-
-
-_STEP_INPUTS = ("tokens", "pe_row", "past_k", "past_v", "self_mask", "cross_k", "cross_v", "cross_mask")
-
-
-def export_step(decoder: Decoder, path: Path) -> None:
-    graph = StepGraph(decoder).eval()
-    for param in graph.parameters():
-        param.requires_grad_(False)
-    layers, h, d = len(decoder.layer_stack), decoder.n_head, decoder.d_model
-    rows, n, t, frames = 3, 1, 5, 40
-    example = (
-        torch.zeros(rows, dtype=torch.long),
-        torch.zeros(d),
-        torch.randn(layers, rows, h, t, d // h),
-        torch.randn(layers, rows, h, t, d // h),
-        torch.ones(rows, t + 1, dtype=torch.bool),
-        torch.randn(layers, n, h, frames, d // h),
-        torch.randn(layers, n, h, frames, d // h),
-        torch.ones(n, 1, 1, frames, dtype=torch.bool),
-    )
-    dynamic = {
-        "tokens": {0: "rows"},
-        "past_k": {1: "rows", 3: "t"},
-        "past_v": {1: "rows", 3: "t"},
-        "self_mask": {0: "rows", 1: "t1"},
-        "cross_k": {1: "n", 3: "frames"},
-        "cross_v": {1: "n", 3: "frames"},
-        "cross_mask": {0: "n", 3: "frames"},
-        "logits": {0: "rows"},
-        "new_k": {1: "rows"},
-        "new_v": {1: "rows"},
-    }
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            graph,
-            example,
-            str(path),
-            input_names=list(_STEP_INPUTS),
-            output_names=["logits", "new_k", "new_v"],
-            dynamic_axes=dynamic,
-            opset_version=17,
-            dynamo=False,
-        )
-
-
 def compare_decoder_step(
     model: AedModel, label: str, seconds: list[float], rounds: int, threads: int, workdir: Path, beam: int = 3
 ) -> list[dict[str, Any]]:
-    """One step at cache length 4.5 tokens/s x seconds, over that many encoder frames."""
-    import onnxruntime as ort
-
+    """One step at cache length 4.5 tokens/s x seconds, over that many encoder frames: eager
+    `Decoder.step` against `OnnxDecoder.step` as the search runs it (cache fed every call)."""
     torch.set_num_threads(threads)
     dec = model.decoder
     path = workdir / "step" / "step.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
     export_step(dec, path)
-    session = _session(path, threads)
+    onnx = OnnxDecoder(dec, path, threads=threads)
     rows = []
     gen = torch.Generator().manual_seed(0)
     for sec in seconds:
         frames = encoder_frames(sec)
         enc = torch.randn(1, frames, dec.d_model, generator=gen)
+        valid = torch.ones(1, frames, dtype=torch.bool)
         with torch.inference_mode():
-            cache = dec.init_cache(enc, torch.ones(1, frames, dtype=torch.bool), beam)
+            caches = (dec.init_cache(enc, valid, beam), onnx.init_cache(enc, valid, beam))
             tokens = torch.randint(5, 100, (beam,), generator=gen)
-            for _ in range(round(4.5 * sec)):
-                dec.step(tokens, cache)
-            t = cache.length
-            inputs = {
-                "tokens": tokens,
-                "pe_row": dec.positional_encoding.pe[0, t],
-                "past_k": torch.stack([b[:, :, :t] for b in cache.self_k]),
-                "past_v": torch.stack([b[:, :, :t] for b in cache.self_v]),
-                "self_mask": torch.ones(beam, t + 1, dtype=torch.bool),
-                "cross_k": torch.stack(cache.cross_k),
-                "cross_v": torch.stack(cache.cross_v),
-                "cross_mask": cache.cross_mask,
-            }
-            feeds = {k: v.contiguous().numpy() for k, v in inputs.items()}
-            # Inputs handed to ORT once (OrtValues), outputs left in ORT's memory: the step
-            # alone, without any per-call conversion.
-            binding = session.io_binding()
-            for name, value in feeds.items():
-                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value))
-            for name in ("logits", "new_k", "new_v"):
-                binding.bind_output(name)
+            for _ in range(round(4.5 * sec)):  # fill both caches to the same length
+                dec.step(tokens, caches[0])
+                onnx.step(tokens, caches[1])
+            t = caches[0].length
 
-            def eager(cache: DecoderCache = cache, t: int = t, tokens: Tensor = tokens) -> Tensor:
+            def eager(cache: DecoderCache = caches[0], t: int = t, tokens: Tensor = tokens) -> Tensor:
                 cache.length = t  # overwrite the same slot every call
                 return dec.step(tokens, cache)
+
+            def ort(cache: OnnxDecoderCache = caches[1], t: int = t, tokens: Tensor = tokens) -> Tensor:
+                cache.length = t
+                return onnx.step(tokens, cache)
 
             start = time.perf_counter()
             ref = eager()
             # Enough calls per round to time ~0.25 s: small models step in a millisecond.
             repeats = max(1, min(10, round(0.25 / (time.perf_counter() - start))))
-            diff = float(np.abs(session.run(None, feeds)[0] - ref.numpy()).max())
-            impls = {"torch": eager, "onnx": lambda b=binding: session.run_with_iobinding(b)}
-            times = alternate(impls, rounds, repeats=repeats)
+            diff = (ort() - ref).abs().max().item()
+            times = alternate({"torch": eager, "onnx": ort}, rounds, repeats=repeats)
         rows.append(_row("decoder step", label, sec, times, diff, frames=frames, cache_length=t, beam=beam))
         print(f"  {label:6s} step    {sec:4.0f} s  {_summary(rows[-1])}", flush=True)
     return rows

@@ -1,4 +1,4 @@
-"""The opt-in ONNX Runtime encoder (encoder_backend="onnx") against the torch encoder."""
+"""The opt-in ONNX Runtime backends (encoder_backend / decoder_backend = "onnx") against torch."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from fireredasr_fast import onnx_encoder
+from fireredasr_fast import onnx_decoder, onnx_encoder
 from fireredasr_fast.audio import decode_audio
 from fireredasr_fast.firered import FireRedModel, load_model
+from fireredasr_fast.onnx_decoder import OnnxDecoder
 
 pytest.importorskip("onnx")
 
@@ -29,7 +30,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[FireRedModel, Fire
     cache = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(onnx_encoder.CACHE_ENV, str(cache))
-        onnx_model = FireRedModel(FIXTURE, encoder_backend="onnx")
+        onnx_model = FireRedModel(FIXTURE, encoder_backend="onnx", decoder_backend="onnx")
     return FireRedModel(FIXTURE), onnx_model, cache
 
 
@@ -45,13 +46,19 @@ def _waves() -> list[np.ndarray]:
     return waves
 
 
-def test_onnx_encoder_gives_the_same_tokens(models: tuple[FireRedModel, FireRedModel, Path]) -> None:
+def test_onnx_backends_give_the_same_tokens(models: tuple[FireRedModel, FireRedModel, Path]) -> None:
     torch_model, onnx_model, _ = models
+    assert isinstance(onnx_model._encoder, onnx_encoder.OnnxEncoder)
+    assert isinstance(onnx_model._decoder, OnnxDecoder)
     waves = _waves()
-    expected = torch_model.transcribe(waves)
-    got = onnx_model.transcribe(waves)
-    assert [h.token_ids for h in got] == [h.token_ids for h in expected]
-    assert any(h.token_ids for h in got)
+    # One batch of mixed lengths: utterances finish at different steps and leave the batch.
+    expected = torch_model.transcribe_nbest(waves, nbest=3)
+    got = onnx_model.transcribe_nbest(waves, nbest=3)
+    assert [[h.token_ids for h in hyps] for hyps in got] == [[h.token_ids for h in hyps] for hyps in expected]
+    assert sum(len(hyps[0].token_ids) for hyps in got) > 50
+    # Greedy too, one at a time.
+    for wave in waves[:3]:
+        assert onnx_model.transcribe([wave], beam_size=1) == torch_model.transcribe([wave], beam_size=1)
     # One batch, one at a time: encoder outputs agree with torch's to float rounding.
     for a, b in zip(torch_model.encode(waves), onnx_model.encode(waves), strict=True):
         assert a.shape == b.shape
@@ -63,10 +70,11 @@ def test_export_is_cached_outside_the_model_dir(
     models: tuple[FireRedModel, FireRedModel, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, onnx_model, cache = models
-    exports = [p for p in cache.iterdir() if p.name.startswith("encoder-")]
-    assert len(exports) == 1 and (exports[0] / onnx_encoder.ENCODER_FILE).is_file()
-    assert onnx_model._encoder.path.parent == exports[0]
-    assert not list(cache.glob(".encoder-*"))  # no temporary left behind
+    exports = sorted(p.name.split("-")[0] for p in cache.iterdir())
+    assert exports == ["decoder", "encoder"]
+    assert (onnx_model._encoder.path.parent / onnx_encoder.ENCODER_FILE).is_file()
+    assert onnx_model._decoder.path.parent.parent == cache
+    assert not list(cache.glob(".*"))  # no temporary left behind
     assert not list(FIXTURE.glob("*.onnx"))
 
     def no_export(*args: object) -> None:
@@ -74,12 +82,16 @@ def test_export_is_cached_outside_the_model_dir(
 
     monkeypatch.setenv(onnx_encoder.CACHE_ENV, str(cache))
     monkeypatch.setattr(onnx_encoder, "export_encoder", no_export)
-    again = FireRedModel(FIXTURE, encoder_backend="onnx")
+    monkeypatch.setattr(onnx_decoder, "export_step", no_export)
+    again = FireRedModel(FIXTURE, encoder_backend="onnx", decoder_backend="onnx")
     assert again._encoder.path == onnx_model._encoder.path
+    assert again._decoder.path == onnx_model._decoder.path
 
 
 def test_onnx_encoder_refuses_other_modes() -> None:
     with pytest.raises(ValueError, match="onnx"):
         load_model(FIXTURE, precision="int8", encoder_backend="onnx")
+    with pytest.raises(ValueError, match="onnx"):
+        load_model(FIXTURE, precision="int8", decoder_backend="onnx")
     with pytest.raises(ValueError, match="encoder_backend"):
         load_model(FIXTURE, encoder_backend="tensorrt")
