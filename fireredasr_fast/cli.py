@@ -72,6 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="firered: fp32 (default, exact), int8 (CPU), fp16/bf16 (CUDA); whisper: compute type",
     )
+    e.add_argument(
+        "--encoder-backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="firered, CPU fp32: run the encoder in torch (default) or ONNX Runtime (opt-in: exported once "
+        "into ~/.cache/fireredasr-fast, needs the onnx package; results may differ at near-ties, see docs/engine.md)",
+    )
+    e.add_argument(
+        "--decoder-backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="firered, CPU fp32: run each decoder step in torch (default) or ONNX Runtime (opt-in, like "
+        "--encoder-backend)",
+    )
     e.add_argument("--language", help="whisper only: language code")
 
     d = p.add_argument_group("decoding (upstream FireRedASR defaults)")
@@ -169,6 +183,12 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
             # fp16/bf16 are GPU-only: CPU workers then run fp32 (see gpu_spec in main).
             "precision": args.precision if args.precision in ("fp32", "int8") else "fp32",
         }
+        for option, backend in (("encoder_backend", args.encoder_backend), ("decoder_backend", args.decoder_backend)):
+            if backend != "torch":
+                # Only when asked for: unchanged settings keep earlier runs' fingerprints valid.
+                if options["precision"] != "fp32":
+                    raise FireRedFastError(f"--{option.replace('_', '-')} onnx runs on CPU in fp32 only")
+                options[option] = backend
         return EngineSpec("firered", str(model_dir.resolve()), None, device, tuple(sorted(options.items())))
     from .whisper_engine import resolve_model_path
 
@@ -272,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         gpu_spec = dataclasses.replace(
             spec, options=tuple(sorted({**dict(spec.options), "precision": args.precision}.items()))
         )
+    onnx_options = ("encoder_backend", "decoder_backend")
+    if any(k in onnx_options for k, _ in gpu_spec.options):
+        # ONNX Runtime runs on CPU workers only; GPU workers use torch on CUDA.
+        options_gpu = {k: v for k, v in gpu_spec.options if k not in onnx_options}
+        gpu_spec = dataclasses.replace(gpu_spec, options=tuple(sorted(options_gpu.items())))
     groups = None
     if args.cluster:
         try:

@@ -28,6 +28,7 @@ from .tokenizer import Tokenizer
 MODEL_DIR_ENV = "FIREREDASR_MODEL_DIR"
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")
 IMPLEMENTATIONS = ("fast", "reference")
+BACKENDS = ("torch", "onnx")  # for the encoder and the decoder step
 # Padded fbank frames (10 ms each) one encoder sub-batch may hold: 400 s of audio. Bounds
 # activation memory and the per-batch cross-attention K/V (AED-L: ~41 MB per second).
 DEFAULT_BATCH_FRAMES = 40000
@@ -79,11 +80,16 @@ def load_model(
     implementation: str = "fast",
     precision: str = "fp32",
     batch_frames: int = DEFAULT_BATCH_FRAMES,
+    encoder_backend: str = "torch",
+    decoder_backend: str = "torch",
 ) -> AsrModel:
     """Load a FireRedASR-AED model directory.
 
     precision: fp32 (default, exact parity with the reference), int8 (CPU: dynamic int8
     Linear layers), fp16 or bf16 (CUDA only).
+    encoder_backend, decoder_backend: torch (default) or onnx (CPU fp32 only: the encoder, or
+    one decoder step, exported once into the user cache and run by ONNX Runtime; see
+    onnx_encoder.py and onnx_decoder.py).
     """
     path = resolve_model_dir(model_dir)
     if implementation not in IMPLEMENTATIONS:
@@ -97,13 +103,25 @@ def load_model(
         raise ValueError("precision int8 is for CPU; use fp16 or bf16 on CUDA")
     if precision in ("fp16", "bf16") and dev.type != "cuda":
         raise ValueError(f"precision {precision} needs a CUDA device; on CPU use fp32 or int8")
+    for option, backend in (("encoder_backend", encoder_backend), ("decoder_backend", decoder_backend)):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown {option} {backend!r} (choose {', '.join(BACKENDS)})")
+        if backend == "onnx" and (dev.type != "cpu" or precision != "fp32" or implementation != "fast"):
+            raise ValueError(f"{option} onnx is for the fast implementation on CPU in fp32")
     if implementation == "reference":
         if precision != "fp32":
             raise ValueError("the reference implementation runs in fp32 only")
         from .reference import ReferenceModel
 
         return ReferenceModel(path, device=device)
-    return FireRedModel(path, device=device, precision=precision, batch_frames=batch_frames)
+    return FireRedModel(
+        path,
+        device=device,
+        precision=precision,
+        batch_frames=batch_frames,
+        encoder_backend=encoder_backend,
+        decoder_backend=decoder_backend,
+    )
 
 
 def _to_int8(model: AedModel) -> torch.nn.Module:
@@ -137,11 +155,15 @@ class FireRedModel:
         precision: str = "fp32",
         batch_frames: int = DEFAULT_BATCH_FRAMES,
         package: dict | None = None,
+        encoder_backend: str = "torch",
+        decoder_backend: str = "torch",
     ) -> None:
         self.model_dir = Path(model_dir)
         self.device = torch.device(device)
         self.precision = precision
         self.batch_frames = batch_frames
+        self.encoder_backend = encoder_backend
+        self.decoder_backend = decoder_backend
         if package is None:
             package = load_package(self.model_dir / MODEL_FILE)
         model = AedModel.from_package(package)
@@ -154,6 +176,22 @@ class FireRedModel:
         self.features = FbankExtractor(self.model_dir / CMVN_FILE)
         self.tokenizer = Tokenizer(self.model_dir / DICT_FILE, self.model_dir / SPM_FILE)
         self.timings: dict[str, float] = {}
+        self._encoder: Any = self.model.encoder
+        self._decoder: Any = self.model.decoder
+        backends = (encoder_backend, decoder_backend)
+        if any(b not in BACKENDS for b in backends):
+            raise ValueError(f"unknown backend in {backends} (choose {', '.join(BACKENDS)})")
+        if "onnx" in backends and (self.device.type != "cpu" or precision != "fp32"):
+            raise ValueError("the onnx backends are for CPU in fp32")
+        model_file = self.model_dir / MODEL_FILE
+        if encoder_backend == "onnx":
+            from .onnx_encoder import OnnxEncoder, cached_encoder_export
+
+            self._encoder = OnnxEncoder(cached_encoder_export(self.model.encoder, self.model.args.idim, model_file))
+        if decoder_backend == "onnx":
+            from .onnx_decoder import OnnxDecoder, cached_step_export
+
+            self._decoder = OnnxDecoder(self.model.decoder, cached_step_export(self.model.decoder, model_file))
 
     @property
     def has_ctc(self) -> bool:
@@ -206,7 +244,7 @@ class FireRedModel:
             enc_lens = valid.sum(dim=1).tolist()
             max_lens = [decode_max_len if decode_max_len > 0 else int(n) for n in enc_lens]
             found = beam_search(
-                self.model.decoder,
+                self._decoder,
                 enc,
                 valid,
                 max_lens,
@@ -247,7 +285,7 @@ class FireRedModel:
         for row, f in zip(padded, feats, strict=True):
             row[: f.shape[0]] = f
         x = torch.from_numpy(padded).to(self.device, self.dtype)
-        return self.model.encoder(x, torch.tensor(lengths, device=self.device))
+        return self._encoder(x, torch.tensor(lengths, device=self.device))
 
     def encode(self, waveforms: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """Encoder outputs (frames, d_model) per waveform (for CTC alignment and tools)."""
@@ -299,6 +337,8 @@ class FireRedEngine(Engine):
         precision = opts.pop("precision", "fp32")
         implementation = opts.pop("implementation", "fast")
         batch_frames = opts.pop("batch_frames", DEFAULT_BATCH_FRAMES)
+        encoder_backend = opts.pop("encoder_backend", "torch")
+        decoder_backend = opts.pop("decoder_backend", "torch")
         timestamps = opts.pop("timestamps", True)
         known = {f.name for f in fields(DecodingOptions)}
         unknown = sorted(set(opts) - known)
@@ -311,6 +351,8 @@ class FireRedEngine(Engine):
             implementation=implementation,
             precision=precision,
             batch_frames=batch_frames,
+            encoder_backend=encoder_backend,
+            decoder_backend=decoder_backend,
         )
         return cls(model, options, timestamps)
 
@@ -337,5 +379,7 @@ class FireRedEngine(Engine):
             "model_file": {"size": stat.st_size, "mtime": int(stat.st_mtime)},
             "decoding": asdict(self.options),
             "precision": self.model.precision,
+            "encoder_backend": getattr(self.model, "encoder_backend", "torch"),
+            "decoder_backend": getattr(self.model, "decoder_backend", "torch"),
             "timestamps": self.timestamps,
         }

@@ -35,8 +35,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+CACHE_ENV = "FIREREDASR_FAST_CACHE"
+
+
 def cache_dir(*parts: str) -> Path:
-    """Where derived files live (models shipped to a cluster node): FIREREDASR_FAST_CACHE,
-    else ~/.cache/fireredasr-fast."""
-    root = os.environ.get("FIREREDASR_FAST_CACHE") or Path.home() / ".cache" / "fireredasr-fast"
+    """Where derived files live (ONNX exports, models shipped to a cluster node):
+    $FIREREDASR_FAST_CACHE, else $XDG_CACHE_HOME/fireredasr-fast, else ~/.cache/fireredasr-fast."""
+    root = os.environ.get(CACHE_ENV)
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fireredasr-fast"
     return Path(root, *parts)

@@ -6,8 +6,8 @@ The module tree mirrors the official checkpoint's parameter names exactly, so
 differs is how much of it is done:
 
 * encoder: attention through `scaled_dot_product_attention` with the relative-position term
-  passed as an additive float bias (taken from the full product with a strided view instead
-  of pad/reshape copies); pointwise convolutions run as matmuls in (N, T, C) layout.
+  passed as an additive float bias (read from the full product through reshape/slice views
+  instead of pad/concat copies); pointwise convolutions run as matmuls in (N, T, C) layout.
 * decoder: cross-attention K/V projected once per utterance and layer, shared by all beams
   (beams of one utterance are the query rows of one attention call); self-attention K/V
   appended per step; only the newest token is embedded; beams are reordered with
@@ -144,15 +144,18 @@ class RelPosSelfAttention(nn.Module):
         q_u = (q + self.pos_bias_u).transpose(1, 2)
         q_v = (q + self.pos_bias_v).transpose(1, 2)
         scale = 1.0 / math.sqrt(dk)
-        # The score matrices are (n, h, t, 3t); split the batch so they stay bounded.
-        per_item = h * t * 3 * t * x.element_size()
-        step = max(1, _ATTN_BYTES_BUDGET // max(per_item, 1))
+        # The score matrices are (n, h, t, 3t); split the batch so they stay bounded (not in
+        # an exported graph, which serves every batch size with one set of operations).
+        if torch.onnx.is_in_onnx_export():
+            parts = [slice(None)]
+        else:
+            step = max(1, _ATTN_BYTES_BUDGET // max(h * t * 3 * t * x.element_size(), 1))
+            parts = [slice(s, s + step) for s in range(0, n, step)]
         outs = []
-        for s in range(0, n, step):
-            e = min(n, s + step)
-            bias = _rel_position_bias(q_v[s:e], p, scale)
-            bias.masked_fill_(~key_valid[s:e, None, None, :], float("-inf"))
-            outs.append(F.scaled_dot_product_attention(q_u[s:e], k[s:e], v[s:e], attn_mask=bias, scale=scale))
+        for part in parts:
+            bias = _rel_position_bias(q_v[part], p, scale)
+            bias.masked_fill_(~key_valid[part, None, None, :], float("-inf"))
+            outs.append(F.scaled_dot_product_attention(q_u[part], k[part], v[part], attn_mask=bias, scale=scale))
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return self.fc(out.transpose(1, 2).reshape(n, t, d)) + x
 
@@ -160,15 +163,18 @@ class RelPosSelfAttention(nn.Module):
 def _rel_position_bias(q_v: Tensor, p: Tensor, scale: float) -> Tensor:
     """(q + v) . p for every (query i, key j) at relative position i - j, times `scale`.
 
-    `p` holds positions t-1 .. -(t-1); row i needs columns t-1-i .. 2t-2-i of the full
-    product, which is one strided view (row stride 2t-2, offset t-1) of the contiguous
-    result: no padding, concatenation or reshuffling copies (upstream's rel_shift).
+    `p` holds positions t-1 .. -(t-1), so row i needs columns t-1-i .. 2t-2-i of the full
+    (t, 2t-1) product: flat element (2t-1) i + t-1-i + j = (2t-2) i + (t-1) + j. Dropping the
+    first t-1 flat elements and reading rows of width 2t-2 therefore lines every window up at
+    column 0. Only views of the contiguous product (no pad/concat copies, unlike upstream's
+    rel_shift), and reshapes and slices rather than `as_strided`, so it exports to ONNX with a
+    dynamic length. (t = 1 reads width 1: the single element.)
     """
     n, h, t, _ = q_v.shape
-    full = torch.matmul(q_v, p.transpose(-2, -1)).contiguous()  # (n, h, t, 2t-1)
-    width = 2 * t - 1
-    shifted = full.as_strided((n, h, t, t), (h * t * width, t * width, width - 1, 1), full.storage_offset() + t - 1)
-    return shifted * scale
+    full = torch.matmul(q_v, p.transpose(-2, -1))  # (n, h, t, 2t-1), contiguous
+    width = 2 * t - 2 + 1 // t  # max(2t - 2, 1), in arithmetic an exporter can trace
+    flat = full.reshape(n, h, t * (2 * t - 1))[:, :, t - 1 : t - 1 + t * width]
+    return flat.reshape(n, h, t, width)[..., :t] * scale
 
 
 class ConvModule(nn.Module):

@@ -178,3 +178,23 @@ def test_firered_fixture_transcribes_the_samples(tmp_path):
         assert data["engine"]["engine"] == "firered"
         speech = [tuple(region) for region in data["speech"]]
         assert validate_subtitle_file(tmp_path / f"{name}.srt", data["duration"], speech) == []
+
+
+def test_onnx_backends_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """--encoder-backend/--decoder-backend onnx reach the workers and give the fixture's text;
+    int8 with them is a usage error."""
+    pytest.importorskip("onnx")
+    from conftest import FIXTURES
+
+    monkeypatch.setenv("FIREREDASR_FAST_CACHE", str(tmp_path / "cache"))
+    fixture = str(FIXTURES / "tiny_model")
+    onnx = ("--encoder-backend", "onnx", "--decoder-backend", "onnx")
+    out = tmp_path / "out"
+    result = run_cli("--model-dir", fixture, *onnx, "--workers", "1", "-o", str(out), str(SAMPLES / "aishell_zh.mkv"))
+    assert result.returncode == 0, result.stderr
+    assert (out / "aishell_zh.txt").read_text().split() == ["甚至出现交易几乎停滞的情况", "一二线城市虽然也处于调整中"]
+    options = json.loads((out / "aishell_zh.json").read_text())["engine"]["options"]
+    assert options["encoder_backend"] == options["decoder_backend"] == "onnx"
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == ["decoder", "encoder"]
+    refused = run_cli("--model-dir", fixture, "--encoder-backend", "onnx", "--precision", "int8", str(SAMPLES))
+    assert refused.returncode == 2 and "fp32" in refused.stderr

@@ -18,6 +18,7 @@ import argparse
 import datetime
 import gc
 import json
+import os
 import platform
 import tempfile
 import time
@@ -29,10 +30,12 @@ import torch
 
 from ..checkpoint import MODEL_FILE, load_package
 from ..firered import FireRedModel
+from ..fsutil import CACHE_ENV
 from ..random_model import write_random_model_dir
 from ..reference import ReferenceModel
 
 TOKENS_PER_SECOND = 4.5
+ONNX_BACKENDS = {"encoder_backend": "onnx", "decoder_backend": "onnx"}
 _NEG = -1e9  # finite: upstream multiplies scores by 0 for finished beams (inf * 0 = nan)
 
 
@@ -114,6 +117,7 @@ def _bench_model(
     threads: int,
     fast: bool = True,
     batch: int = 1,
+    onnx: bool = False,
 ) -> list[dict[str, Any]]:
     """Time ours (and optionally int8 and the reference) on one model, one at a time so only
     one copy of the weights is in memory."""
@@ -124,6 +128,8 @@ def _bench_model(
     impls = [("fast", lambda: FireRedModel(model_dir, package=package))] if fast else []
     if int8:
         impls.append(("fast-int8", lambda: FireRedModel(model_dir, precision="int8", package=package)))
+    if onnx:
+        impls.append(("fast-onnx", lambda: FireRedModel(model_dir, package=package, **ONNX_BACKENDS)))
     if reference:
         impls.append(("reference", lambda: ReferenceModel(model_dir, package=package)))
     for impl, build in impls:
@@ -163,6 +169,41 @@ def _table(rows: list[dict[str, Any]], peak: float) -> str:
     return "\n".join(lines)
 
 
+def _engine_rows(opts: argparse.Namespace, seconds: list[float]) -> tuple[list[dict[str, Any]], float]:
+    """Ours (and int8, and the reference) on random checkpoints, one length at a time."""
+    peak = matmul_peak_gflops(opts.threads)
+    print(f"fp32 matmul peak ({opts.threads} threads): {peak:.1f} GFLOP/s", flush=True)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
+        # ONNX exports of these throw-away checkpoints go to the temporary directory too.
+        os.environ[CACHE_ENV] = str(Path(tmp) / "onnx-cache")
+        start = time.perf_counter()
+        main_dir = write_random_model_dir(Path(tmp) / opts.preset, preset=opts.preset, odim=7832)
+        size = (main_dir / MODEL_FILE).stat().st_size
+        print(f"wrote random {opts.preset} checkpoint ({size / 1e9:.2f} GB) in {time.perf_counter() - start:.0f} s")
+        full = [s for s in seconds if s <= opts.full_max_seconds]
+        full_ref = [s for s in full if s <= opts.reference_max_seconds]
+
+        def bench(label: str, model_dir: Path, lengths: list[float], reference: bool, ours: bool) -> list[dict]:
+            int8 = ours and not opts.no_int8
+            onnx = ours and opts.onnx
+            return _bench_model(
+                label, model_dir, lengths, opts.beam, reference, int8, opts.threads, ours, opts.batch, onnx
+            )
+
+        rows += bench(opts.preset, main_dir, full, reference=False, ours=True)
+        if full_ref:
+            rows += bench(opts.preset, main_dir, full_ref, reference=True, ours=False)
+        if len(full_ref) < len(seconds) and opts.narrow_preset != opts.preset:
+            # Every length, both sides, on the narrower model: its ratios are measured, not
+            # extrapolated from the full-size ones.
+            (main_dir / MODEL_FILE).unlink()
+            narrow_dir = write_random_model_dir(Path(tmp) / opts.narrow_preset, preset=opts.narrow_preset, odim=7832)
+            rows += bench(opts.narrow_preset, narrow_dir, seconds, reference=True, ours=True)
+
+    return rows, peak
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fireredasr_fast.bench engine", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="aed-l", choices=["aed-l", "small", "tiny"])
@@ -174,57 +215,72 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--narrow-preset", default="small", choices=["small", "tiny"])
     parser.add_argument("--no-int8", action="store_true", help="skip our int8 rows")
     parser.add_argument("--batch", type=int, default=1, help="segments per call, both sides (default: %(default)s)")
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also: rows with both ONNX Runtime backends (fast-onnx), and eager torch against ONNX Runtime on the"
+        " encoder and one cached decoder step in alternating rounds",
+    )
+    parser.add_argument("--only-onnx", action="store_true", help="run the --onnx comparison only")
+    parser.add_argument("--onnx-rounds", type=int, default=5, help="alternating rounds per length (--onnx)")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
     seconds = [float(s) for s in opts.seconds.split(",") if s]
 
-    peak = matmul_peak_gflops(opts.threads)
-    print(f"fp32 matmul peak ({opts.threads} threads): {peak:.1f} GFLOP/s", flush=True)
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
-        start = time.perf_counter()
-        main_dir = write_random_model_dir(Path(tmp) / opts.preset, preset=opts.preset, odim=7832)
-        size = (main_dir / MODEL_FILE).stat().st_size
-        print(f"wrote random {opts.preset} checkpoint ({size / 1e9:.2f} GB) in {time.perf_counter() - start:.0f} s")
-        full = [s for s in seconds if s <= opts.full_max_seconds]
-        full_ref = [s for s in full if s <= opts.reference_max_seconds]
-        rows += _bench_model(
-            opts.preset, main_dir, full, opts.beam, False, not opts.no_int8, opts.threads, batch=opts.batch
-        )
-        if full_ref:
-            rows += _bench_model(
-                opts.preset, main_dir, full_ref, opts.beam, True, False, opts.threads, fast=False, batch=opts.batch
-            )
-        if len(full_ref) < len(seconds) and opts.narrow_preset != opts.preset:
-            # Every length, both sides, on the narrower model: its ratios are measured, not
-            # extrapolated from the full-size ones.
-            (main_dir / MODEL_FILE).unlink()
-            narrow_dir = write_random_model_dir(Path(tmp) / opts.narrow_preset, preset=opts.narrow_preset, odim=7832)
-            rows += _bench_model(
-                opts.narrow_preset,
-                narrow_dir,
-                seconds,
-                opts.beam,
-                True,
-                not opts.no_int8,
-                opts.threads,
-                batch=opts.batch,
-            )
-
-    table = _table(rows, peak)
-    print()
-    print(table)
+    peak = None
+    table = ""
+    if not opts.only_onnx:
+        rows, peak = _engine_rows(opts, seconds)
+        table = _table(rows, peak)
+        print()
+        print(table)
+    onnx_rows: list[dict[str, Any]] = []
+    if opts.onnx or opts.only_onnx:
+        onnx_rows = _onnx_rows(opts, seconds)
+        onnx_table = _onnx_table(onnx_rows)
+        print()
+        print(onnx_table)
+        table = f"{table}\n\n{onnx_table}".strip()
     if opts.json:
         report = {
             "benchmark": "engine",
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": opts.threads},
             "torch": torch.__version__,
+            "onnxruntime": _ort_version() if onnx_rows else None,
             "matmul_peak_gflops": peak,
             "tokens_per_second": TOKENS_PER_SECOND,
             "reference_full_size_up_to_s": opts.reference_max_seconds,
             "rows": rows,
+            "onnx_rows": onnx_rows,
             "table": table,
         }
         opts.json.write_text(json.dumps(report, indent=2))
     return 0
+
+
+def _onnx_rows(opts: argparse.Namespace, seconds: list[float]) -> list[dict[str, Any]]:
+    """Eager torch against ONNX Runtime on a random checkpoint of --preset (fp32)."""
+    from ..model import AedModel
+    from .onnx_compare import compare_decoder_step, compare_encoder
+
+    print(f"torch {torch.__version__} against onnxruntime {_ort_version()}, {opts.threads} thread(s)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
+        model_dir = write_random_model_dir(Path(tmp) / opts.preset, preset=opts.preset, odim=7832)
+        model = AedModel.from_package(load_package(model_dir / MODEL_FILE))
+        rows = compare_encoder(model, opts.preset, seconds, opts.onnx_rounds, opts.threads, Path(tmp))
+        rows += compare_decoder_step(model, opts.preset, seconds, opts.onnx_rounds, opts.threads, Path(tmp), opts.beam)
+    return rows
+
+
+def _onnx_table(rows: list[dict[str, Any]]) -> str:
+    from .onnx_compare import table
+
+    return table(rows)
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
