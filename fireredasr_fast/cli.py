@@ -201,6 +201,11 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
     return EngineSpec("whisper", model_path, args.model, device, tuple(sorted(options.items())))
 
 
+def _weights_shared(spec: EngineSpec) -> bool:
+    """Torch workers share the memory-mapped weights; ONNX Runtime sessions hold private copies."""
+    return not any(key.endswith("_backend") and value == "onnx" for key, value in spec.options)
+
+
 def _cluster_setup(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpec):
     """Join the Ray cluster and plan its worker slots (raises FireRedFastError)."""
     from .cluster import cluster_setup, connect
@@ -215,6 +220,7 @@ def _cluster_setup(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineS
         threads_per_worker=args.threads_per_worker,
         gpu_mode=args.gpu or {"auto": "auto", "cpu": "off", "cuda": "only"}[args.device],
         ship=args.ship_model,
+        weights_shared=_weights_shared(spec),
         min_gpu_free_bytes=gib(args.gpu_min_free_gb) if args.gpu_min_free_gb is not None else None,
     )
 
@@ -307,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         plan, groups, gpu = cluster.plan, cluster.groups, None  # GPU actors are the cluster's own
         print(cluster.description, file=sys.stderr)
     else:
-        plan = make_plan(model_bytes(spec.model_dir), args.workers, args.threads_per_worker)
+        plan = make_plan(
+            model_bytes(spec.model_dir), args.workers, args.threads_per_worker, weights_shared=_weights_shared(spec)
+        )
         print(plan.describe(), file=sys.stderr)
     if gpu is not None:
         print(gpu.describe(), file=sys.stderr)

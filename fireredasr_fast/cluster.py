@@ -153,6 +153,7 @@ def plan_slots(
     workers: int | None = None,
     threads_per_worker: int | None = None,
     gpu_mode: str = "auto",
+    weights_shared: bool = True,
 ) -> list[Slot]:
     """Worker slots per node: CPU workers as the local plan sizes a machine with that node's
     CPUs and memory (`workers` / `threads_per_worker` apply per node), and one GPU worker
@@ -172,6 +173,7 @@ def plan_slots(
             physical_cores=node.cpus,
             logical_cores=node.cpus,
             available_bytes=node.memory_bytes or None,
+            weights_shared=weights_shared,
         )
         # An explicit --threads-per-worker larger than a small node still fits on it.
         threads = min(plan.threads_per_worker, node.cpus)
@@ -391,10 +393,11 @@ def cluster_setup(
     gpu_mode: str = "auto",
     ship: bool = False,
     min_gpu_free_bytes: float | None = None,
+    weights_shared: bool = True,
 ) -> ClusterSetup:
     """Plan the slots of the connected cluster and build the runner's worker groups."""
     nodes = cluster_nodes()
-    slots = plan_slots(nodes, model_size_bytes, workers, threads_per_worker, gpu_mode)
+    slots = plan_slots(nodes, model_size_bytes, workers, threads_per_worker, gpu_mode, weights_shared)
     if not slots:
         raise FireRedFastError("the Ray cluster offers no CPU or GPU to run workers on")
     model = ship_model(spec.model_dir) if ship and spec.model_dir else None

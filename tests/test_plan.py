@@ -1,0 +1,40 @@
+"""The plan from the machine: workers x threads from cores, bounded by memory."""
+
+from __future__ import annotations
+
+from fireredasr_fast.cli import _weights_shared
+from fireredasr_fast.engine import EngineSpec
+from fireredasr_fast.plan import WORKER_OVERHEAD_BYTES, make_plan
+
+GB = 1e9
+AED_L = int(4.7 * GB)
+
+
+def test_every_physical_core_gets_one_thread():
+    plan = make_plan(AED_L, physical_cores=16, logical_cores=32, available_bytes=120 * GB)
+    assert plan.workers * plan.threads_per_worker == 16
+    assert plan.threads_per_worker == 2  # two threads per worker from 8 cores up
+    small = make_plan(AED_L, physical_cores=2, logical_cores=2, available_bytes=20 * GB)
+    assert (small.workers, small.threads_per_worker) == (2, 1)
+
+
+def test_explicit_workers_and_threads_win():
+    plan = make_plan(AED_L, workers=3, threads_per_worker=5, physical_cores=16, available_bytes=1 * GB)
+    assert (plan.workers, plan.threads_per_worker, plan.reason) == (3, 5, "explicit")
+    assert make_plan(AED_L, workers=4, physical_cores=16, available_bytes=100 * GB).threads_per_worker == 4
+
+
+def test_memory_bounds_the_workers_and_private_weights_bound_them_more():
+    available = 30 * GB
+    shared = make_plan(AED_L, physical_cores=32, logical_cores=64, available_bytes=available)
+    private = make_plan(AED_L, physical_cores=32, logical_cores=64, available_bytes=available, weights_shared=False)
+    assert shared.reason == private.reason == "limited by available memory"
+    assert private.workers < shared.workers
+    # Each worker's share of the budget covers its own copy of the weights when they are private.
+    assert private.workers * (WORKER_OVERHEAD_BYTES + AED_L) <= available * 0.7
+
+
+def test_onnx_backends_hold_private_weights():
+    torch_spec = EngineSpec("firered", "/m", options=(("beam_size", 3), ("precision", "fp32")))
+    onnx_spec = EngineSpec("firered", "/m", options=(("beam_size", 3), ("encoder_backend", "onnx")))
+    assert _weights_shared(torch_spec) and not _weights_shared(onnx_spec)
