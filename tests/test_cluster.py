@@ -156,7 +156,8 @@ def test_a_remote_driver_joins_through_the_ray_client(random_model_dir, baseline
         extra = ("--cluster", f"ray://127.0.0.1:{port}", "--ship-model")
         # The head starts a server process per client; on a loaded machine that can outlast the
         # Ray client's first 5 s connection attempt.
-        result = run(cli_command(random_model_dir, out, folder, workers=2, extra=extra), RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S="30")
+        cmd = cli_command(random_model_dir, out, folder, workers=2, extra=extra)
+        result = run(cmd, RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S="30")
     finally:
         cluster.shutdown()
     assert result.returncode == 0, result.stderr
