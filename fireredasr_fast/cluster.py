@@ -73,16 +73,26 @@ def connect(address: str, local_cpus: int | None = None) -> bool:
         return False
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
     _check_reachable(address)
-    try:
-        if address == "local":
-            import psutil
+    # The head starts a server process per Ray client, and that start fails now and then
+    # ("Starting Ray client server failed": a third of the joins in this repo's tests);
+    # a second try gets a fresh one.
+    attempts = 3 if address.startswith("ray://") else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            if address == "local":
+                import psutil
 
-            cpus = local_cpus or psutil.cpu_count(logical=False) or os.cpu_count() or 1
-            ray.init(num_cpus=cpus, include_dashboard=False, **kwargs)
-        else:
-            ray.init(address=address, **kwargs)
-    except Exception as exc:  # ConnectionError, RuntimeError, ValueError, grpc errors...
-        raise FireRedFastError(f"cannot join the Ray cluster at {address}: {describe_error(exc)}") from None
+                cpus = local_cpus or psutil.cpu_count(logical=False) or os.cpu_count() or 1
+                ray.init(num_cpus=cpus, include_dashboard=False, **kwargs)
+            else:
+                ray.init(address=address, **kwargs)
+            return True
+        except Exception as exc:  # ConnectionError, RuntimeError, ValueError, grpc errors...
+            if attempt == attempts:
+                raise FireRedFastError(f"cannot join the Ray cluster at {address}: {describe_error(exc)}") from None
+            log.warning("joining the Ray cluster at %s failed (%s); trying again", address, describe_error(exc))
+            with contextlib.suppress(Exception):
+                ray.shutdown()
     return True
 
 
