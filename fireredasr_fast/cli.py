@@ -27,6 +27,8 @@ from .writers import FORMATS
 log = logging.getLogger("fireredasr_fast")
 
 DEFAULT_FORMATS = "srt,vtt,txt,json"
+# Engine options (and CLI flags) that move a part of FireRedASR into ONNX Runtime.
+ONNX_OPTIONS = ("encoder_backend", "decoder_backend")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,9 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _gpu_mode(args: argparse.Namespace) -> str:
+    """--gpu, else what --device implies."""
+    return args.gpu or {"auto": "auto", "cpu": "off", "cuda": "only"}[args.device]
+
+
 def _gpu_scheduler(args: argparse.Namespace, model_size: int):
     """The GPU policy from --gpu / --device, or None when no CUDA GPU can be used."""
-    mode = args.gpu or {"auto": "auto", "cpu": "off", "cuda": "only"}[args.device]
+    mode = _gpu_mode(args)
     if mode == "off":
         return None
     import torch
@@ -183,7 +190,8 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
             # fp16/bf16 are GPU-only: CPU workers then run fp32 (see gpu_spec in main).
             "precision": args.precision if args.precision in ("fp32", "int8") else "fp32",
         }
-        for option, backend in (("encoder_backend", args.encoder_backend), ("decoder_backend", args.decoder_backend)):
+        for option in ONNX_OPTIONS:
+            backend = getattr(args, option)
             if backend != "torch":
                 # Only when asked for: unchanged settings keep earlier runs' fingerprints valid.
                 if options["precision"] != "fp32":
@@ -203,7 +211,7 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
 
 def _weights_shared(spec: EngineSpec) -> bool:
     """Torch workers share the memory-mapped weights; ONNX Runtime sessions hold private copies."""
-    return not any(key.endswith("_backend") and value == "onnx" for key, value in spec.options)
+    return not any(key in ONNX_OPTIONS and value == "onnx" for key, value in spec.options)
 
 
 def _cluster_setup(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpec):
@@ -218,7 +226,7 @@ def _cluster_setup(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineS
         model_bytes(spec.model_dir),
         workers=args.workers,
         threads_per_worker=args.threads_per_worker,
-        gpu_mode=args.gpu or {"auto": "auto", "cpu": "off", "cuda": "only"}[args.device],
+        gpu_mode=_gpu_mode(args),
         ship=args.ship_model,
         weights_shared=_weights_shared(spec),
         min_gpu_free_bytes=gib(args.gpu_min_free_gb) if args.gpu_min_free_gb is not None else None,
@@ -298,10 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         gpu_spec = dataclasses.replace(
             spec, options=tuple(sorted({**dict(spec.options), "precision": args.precision}.items()))
         )
-    onnx_options = ("encoder_backend", "decoder_backend")
-    if any(k in onnx_options for k, _ in gpu_spec.options):
+    if any(k in ONNX_OPTIONS for k, _ in gpu_spec.options):
         # ONNX Runtime runs on CPU workers only; GPU workers use torch on CUDA.
-        options_gpu = {k: v for k, v in gpu_spec.options if k not in onnx_options}
+        options_gpu = {k: v for k, v in gpu_spec.options if k not in ONNX_OPTIONS}
         gpu_spec = dataclasses.replace(gpu_spec, options=tuple(sorted(options_gpu.items())))
     groups = None
     if args.cluster:

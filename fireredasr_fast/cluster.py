@@ -25,9 +25,7 @@ import dataclasses
 import hashlib
 import logging
 import os
-import shutil
 import socket
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +34,7 @@ from typing import Any
 
 from .engine import EngineSpec
 from .errors import FireRedFastError
-from .fsutil import cache_dir
+from .fsutil import cache_dir, directory_made_once
 from .plan import Plan, make_plan
 from .runner import WorkerGroup
 from .worker import WorkerLost, describe_error, load_engine
@@ -225,17 +223,13 @@ def unpack_model(ref_box: list[Any], digest: str) -> str:
     """On a node: the shipped model as a local directory, written once per node (atomically:
     a temporary directory renamed into place, so a crash never leaves half a model)."""
     target = cache_dir("models") / digest
-    if target.is_dir():
-        return str(target)
-    payload = _ray().get(ref_box[0])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=target.parent))
-    for name, data in payload.items():
-        data.tofile(staging / name)
-    try:
-        os.rename(staging, target)
-    except OSError:  # another actor on this node got there first
-        shutil.rmtree(staging, ignore_errors=True)
+    if not target.is_dir():  # fetch only when this node has no copy yet
+
+        def fill(staging: Path) -> None:
+            for name, data in _ray().get(ref_box[0]).items():
+                data.tofile(staging / name)
+
+        directory_made_once(target, fill)
     return str(target)
 
 

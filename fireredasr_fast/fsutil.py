@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -45,3 +47,23 @@ def cache_dir(*parts: str) -> Path:
     if not root:
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fireredasr-fast"
     return Path(root, *parts)
+
+
+def directory_made_once(target: Path, fill: Callable[[Path], None]) -> Path:
+    """`target`, made by `fill(staging_dir)` if it does not exist yet. The files are written into
+    a temporary sibling directory that is then renamed into place, so a reader never sees half
+    of it; when another process wins the race, its copy is kept and ours is dropped."""
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        fill(staging)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not target.is_dir():  # not a lost race: a real failure
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

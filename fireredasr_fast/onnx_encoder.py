@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .fsutil import cache_dir
+from .fsutil import cache_dir, directory_made_once
 from .model import Encoder
 
 # Bump when model.py's encoder changes what the exported graph computes.
@@ -82,23 +80,8 @@ def cached_export(
 ) -> Path:
     """Path of the `kind` export ("encoder", "decoder-step") for this checkpoint, made by
     `write(path)` first if the cache does not have it yet."""
-    root = root or cache_dir()
-    final = root / f"{kind}-{export_key(model_file)}"
-    target = final / f"{kind}.onnx"
-    if target.is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=root))
-    try:
-        write(tmp / target.name)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not target.is_file():  # not a lost race: a real failure
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    final = (root or cache_dir()) / f"{kind}-{export_key(model_file)}"
+    return directory_made_once(final, lambda staging: write(staging / f"{kind}.onnx")) / f"{kind}.onnx"
 
 
 def cached_encoder_export(encoder: Encoder, idim: int, model_file: str | os.PathLike, root: Path | None = None) -> Path:
