@@ -28,7 +28,10 @@ from .tokenizer import Tokenizer
 MODEL_DIR_ENV = "FIREREDASR_MODEL_DIR"
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")
 IMPLEMENTATIONS = ("fast", "reference")
-BACKENDS = ("torch", "onnx")  # for the encoder and the decoder step
+BACKENDS = ("torch", "onnx", "onednn")  # for the encoder and the decoder step
+# Row counts the packed layouts are tuned for (any count works): a padded encoder batch,
+# and beam x a few utterances per decoder step.
+_ENCODER_ROWS_HINT, _DECODER_ROWS_HINT = 1024, 8
 # Padded fbank frames (10 ms each) one encoder sub-batch may hold: 400 s of audio. Bounds
 # activation memory and the per-batch cross-attention K/V (AED-L: ~41 MB per second).
 DEFAULT_BATCH_FRAMES = 40000
@@ -87,9 +90,11 @@ def load_model(
 
     precision: fp32 (default, exact parity with the reference), int8 (CPU: dynamic int8
     Linear layers), fp16 or bf16 (CUDA only).
-    encoder_backend, decoder_backend: torch (default) or onnx (CPU fp32 only: the encoder, or
-    one decoder step, exported once into the user cache and run by ONNX Runtime; see
-    onnx_encoder.py and onnx_decoder.py).
+    encoder_backend, decoder_backend: torch (default), onnx (the encoder, or one decoder
+    step, exported once into the user cache and run by ONNX Runtime; see onnx_encoder.py and
+    onnx_decoder.py) or onednn (torch with Linear weights pre-packed for oneDNN; onednn.py).
+    Both alternatives are CPU fp32 only, hold a private copy of the weights they run, and
+    are opt-in because their sums differ from eager torch's by ~1e-6.
     """
     path = resolve_model_dir(model_dir)
     if implementation not in IMPLEMENTATIONS:
@@ -106,8 +111,8 @@ def load_model(
     for option, backend in (("encoder_backend", encoder_backend), ("decoder_backend", decoder_backend)):
         if backend not in BACKENDS:
             raise ValueError(f"unknown {option} {backend!r} (choose {', '.join(BACKENDS)})")
-        if backend == "onnx" and (dev.type != "cpu" or precision != "fp32" or implementation != "fast"):
-            raise ValueError(f"{option} onnx is for the fast implementation on CPU in fp32")
+        if backend != "torch" and (dev.type != "cpu" or precision != "fp32" or implementation != "fast"):
+            raise ValueError(f"{option} {backend} is for the fast implementation on CPU in fp32")
     if implementation == "reference":
         if precision != "fp32":
             raise ValueError("the reference implementation runs in fp32 only")
@@ -181,8 +186,8 @@ class FireRedModel:
         backends = (encoder_backend, decoder_backend)
         if any(b not in BACKENDS for b in backends):
             raise ValueError(f"unknown backend in {backends} (choose {', '.join(BACKENDS)})")
-        if "onnx" in backends and (self.device.type != "cpu" or precision != "fp32"):
-            raise ValueError("the onnx backends are for CPU in fp32")
+        if any(b != "torch" for b in backends) and (self.device.type != "cpu" or precision != "fp32"):
+            raise ValueError(f"the {'/'.join(b for b in backends if b != 'torch')} backends are for CPU in fp32")
         model_file = self.model_dir / MODEL_FILE
         if encoder_backend == "onnx":
             from .onnx_encoder import OnnxEncoder, cached_encoder_export
@@ -192,6 +197,13 @@ class FireRedModel:
             from .onnx_decoder import OnnxDecoder, cached_step_export
 
             self._decoder = OnnxDecoder(self.model.decoder, cached_step_export(self.model.decoder, model_file))
+        if "onednn" in backends:
+            from .onednn import pack_linears
+
+            if encoder_backend == "onednn":
+                pack_linears(self.model.encoder, _ENCODER_ROWS_HINT)
+            if decoder_backend == "onednn":
+                pack_linears(self.model.decoder, _DECODER_ROWS_HINT)
 
     @property
     def has_ctc(self) -> bool:

@@ -154,7 +154,11 @@ class RelPosSelfAttention(nn.Module):
         outs = []
         for part in parts:
             bias = _rel_position_bias(q_v[part], p, scale)
-            bias.masked_fill_(~key_valid[part, None, None, :], float("-inf"))
+            valid = key_valid[part]
+            # A batch without padding (one utterance, or equal lengths) needs no mask pass
+            # over the (n, h, t, t) scores; the exported graph serves both cases.
+            if torch.onnx.is_in_onnx_export() or not bool(valid.all()):
+                bias.masked_fill_(~valid[:, None, None, :], float("-inf"))
             outs.append(F.scaled_dot_product_attention(q_u[part], k[part], v[part], attn_mask=bias, scale=scale))
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return self.fc(out.transpose(1, 2).reshape(n, t, d)) + x
@@ -171,10 +175,16 @@ def _rel_position_bias(q_v: Tensor, p: Tensor, scale: float) -> Tensor:
     dynamic length. (t = 1 reads width 1: the single element.)
     """
     n, h, t, _ = q_v.shape
-    full = torch.matmul(q_v, p.transpose(-2, -1))  # (n, h, t, 2t-1), contiguous
+    # Scaling by a power of two (1/sqrt(64) for FireRedASR's heads) is exact, so it can go
+    # on the small (t, d_k) operand instead of the (t, t) result: the same bits, and the
+    # result stays a view of the product (no pass over the scores). Any other scale is
+    # applied to the result, as upstream does.
+    exact = math.frexp(scale)[0] == 0.5
+    full = torch.matmul(q_v * scale if exact else q_v, p.transpose(-2, -1))  # (n, h, t, 2t-1)
     width = 2 * t - 2 + 1 // t  # max(2t - 2, 1), in arithmetic an exporter can trace
     flat = full.reshape(n, h, t * (2 * t - 1))[:, :, t - 1 : t - 1 + t * width]
-    return flat.reshape(n, h, t, width)[..., :t] * scale
+    shifted = flat.reshape(n, h, t, width)[..., :t]
+    return shifted if exact else shifted * scale
 
 
 class ConvModule(nn.Module):

@@ -198,3 +198,21 @@ def test_onnx_backends_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == ["decoder", "encoder"]
     refused = run_cli("--model-dir", fixture, "--encoder-backend", "onnx", "--precision", "int8", str(SAMPLES))
     assert refused.returncode == 2 and "fp32" in refused.stderr
+
+
+def test_onednn_backends_from_the_cli(tmp_path: Path):
+    """--encoder-backend/--decoder-backend onednn reach the workers and give the fixture's text."""
+    from conftest import FIXTURES
+
+    from fireredasr_fast import onednn
+
+    if not onednn.available():
+        pytest.skip("torch built without oneDNN")
+    packed = ("--encoder-backend", "onednn", "--decoder-backend", "onednn")
+    out = tmp_path / "out"
+    args = ("--model-dir", str(FIXTURES / "tiny_model"), *packed, "--workers", "1", "-o", str(out))
+    result = run_cli(*args, str(SAMPLES / "aishell_zh.mkv"))
+    assert result.returncode == 0, result.stderr
+    assert (out / "aishell_zh.txt").read_text().split() == ["甚至出现交易几乎停滞的情况", "一二线城市虽然也处于调整中"]
+    options = json.loads((out / "aishell_zh.json").read_text())["engine"]["options"]
+    assert options["encoder_backend"] == options["decoder_backend"] == "onednn"

@@ -141,6 +141,27 @@ def test_parity_search_options(models, waveforms) -> None:
     assert all(len(h) == 3 for h in ours)
 
 
+@pytest.mark.parametrize("beam", [1, 3])
+def test_onednn_backends_match_the_reference(model_dirs, models, waveforms, beam) -> None:
+    """The opt-in oneDNN packed-weight backends pass the same parity checks: per utterance
+    with the default length limit, and one mixed-length batch with n-best lists."""
+    from fireredasr_fast import onednn
+
+    if not onednn.available():
+        pytest.skip("torch built without oneDNN")
+    for name, model_dir in model_dirs.items():
+        packed = load_model(model_dir, encoder_backend="onednn", decoder_backend="onednn")
+        layers = [m for m in packed.model.modules() if isinstance(m, onednn.PackedLinear)]
+        assert layers and not any(type(m) is torch.nn.Linear for m in packed.model.modules())
+        _, ref = models[name]
+        ours = packed.transcribe(waveforms[:10], beam_size=beam)
+        theirs = [ref.transcribe([w], beam_size=beam)[0] for w in waveforms[:10]]
+        assert _ids(ours) == _ids(theirs), name
+        opts = dict(beam_size=beam, nbest=beam, decode_max_len=30)
+        ours_nbest = packed.transcribe_nbest(waveforms, **opts)
+        assert [_ids(h) for h in ours_nbest] == [_ids(h) for h in ref.transcribe_nbest(waveforms, **opts)], name
+
+
 def test_empty_and_too_short_waveforms(models, waveforms) -> None:
     fast, ref = models["varied"]
     batch = [np.zeros(0, np.float32), waveforms[0], np.zeros(399, np.float32), waveforms[3]]

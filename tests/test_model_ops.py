@@ -26,13 +26,14 @@ def _upstream_rel_shift(q_v: torch.Tensor, p: torch.Tensor, scale: float) -> tor
     return padded[:, :, 1:].reshape(n, h, t, 2 * t - 1)[..., :t] * scale
 
 
+@pytest.mark.parametrize("scale", [0.125, 0.3])  # a power of two is folded into q_v
 @pytest.mark.parametrize("t", [1, 2, 3, 7, 64, 251])
 @pytest.mark.parametrize("n", [1, 3])
-def test_rel_position_bias_is_bit_identical(n: int, t: int) -> None:
+def test_rel_position_bias_is_bit_identical(n: int, t: int, scale: float) -> None:
     gen = torch.Generator().manual_seed(t * 10 + n)
     q_v = torch.randn(n, 4, t, 16, generator=gen)
     p = torch.randn(1, 4, 2 * t - 1, 16, generator=gen)
-    got = _rel_position_bias(q_v, p, 0.25)
+    got = _rel_position_bias(q_v, p, scale)
     assert got.shape == (n, 4, t, t)
-    assert torch.equal(got, _strided_reference(q_v, p, 0.25))
-    assert torch.equal(got, _upstream_rel_shift(q_v, p, 0.25))
+    assert torch.equal(got, _strided_reference(q_v, p, scale))
+    assert torch.equal(got, _upstream_rel_shift(q_v, p, scale))

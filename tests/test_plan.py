@@ -37,4 +37,5 @@ def test_memory_bounds_the_workers_and_private_weights_bound_them_more():
 def test_onnx_backends_hold_private_weights():
     torch_spec = EngineSpec("firered", "/m", options=(("beam_size", 3), ("precision", "fp32")))
     onnx_spec = EngineSpec("firered", "/m", options=(("beam_size", 3), ("encoder_backend", "onnx")))
-    assert _weights_shared(torch_spec) and not _weights_shared(onnx_spec)
+    onednn_spec = EngineSpec("firered", "/m", options=(("beam_size", 3), ("decoder_backend", "onednn")))
+    assert _weights_shared(torch_spec) and not _weights_shared(onnx_spec) and not _weights_shared(onednn_spec)

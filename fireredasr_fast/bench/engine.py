@@ -36,6 +36,7 @@ from ..reference import ReferenceModel
 
 TOKENS_PER_SECOND = 4.5
 ONNX_BACKENDS = {"encoder_backend": "onnx", "decoder_backend": "onnx"}
+ONEDNN_BACKENDS = {"encoder_backend": "onednn", "decoder_backend": "onednn"}
 _NEG = -1e9  # finite: upstream multiplies scores by 0 for finished beams (inf * 0 = nan)
 
 
@@ -54,18 +55,28 @@ def forced_length_hook(length: int, eos: int):
     return hook
 
 
-def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 8) -> float:
-    """Best-of fp32 GEMM rate on this machine with `threads` threads."""
+def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 8) -> dict[str, float]:
+    """Best-of fp32 GEMM rate on this machine with `threads` threads, through torch's default
+    GEMM (MKL) and through oneDNN with a pre-packed weight; "peak" is the better of the two."""
+    from .. import onednn
+
     torch.set_num_threads(threads)
     a, b = torch.randn(size, size), torch.randn(size, size)
-    best = float("inf")
-    for _ in range(3):
-        a @ b
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+    calls = {"mkl": lambda: a @ b}
+    if onednn.available():
+        packed = torch.ops.mkldnn._reorder_linear_weight(b, size)
+        calls["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
+    rates = {}
+    for name, call in calls.items():
+        best = float("inf")
+        for _ in range(3):
+            call()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call()
+            best = min(best, time.perf_counter() - start)
+        rates[name] = 2 * size**3 / best / 1e9
+    return {**rates, "peak": max(rates.values())}
 
 
 def encoder_frames(seconds: float) -> int:
@@ -117,7 +128,7 @@ def _bench_model(
     threads: int,
     fast: bool = True,
     batch: int = 1,
-    onnx: bool = False,
+    backends: bool = False,
 ) -> list[dict[str, Any]]:
     """Time ours (and optionally int8 and the reference) on one model, one at a time so only
     one copy of the weights is in memory."""
@@ -128,8 +139,9 @@ def _bench_model(
     impls = [("fast", lambda: FireRedModel(model_dir, package=package))] if fast else []
     if int8:
         impls.append(("fast-int8", lambda: FireRedModel(model_dir, precision="int8", package=package)))
-    if onnx:
+    if backends:
         impls.append(("fast-onnx", lambda: FireRedModel(model_dir, package=package, **ONNX_BACKENDS)))
+        impls.append(("fast-onednn", lambda: FireRedModel(model_dir, package=package, **ONEDNN_BACKENDS)))
     if reference:
         impls.append(("reference", lambda: ReferenceModel(model_dir, package=package)))
     for impl, build in impls:
@@ -148,7 +160,7 @@ def _bench_model(
 
 def _table(rows: list[dict[str, Any]], peak: float) -> str:
     lines = [
-        f"{'model':8s} {'seg':>5s} {'impl':10s} {'features':>9s} {'encoder':>9s} {'decoder':>9s} {'total':>9s}"
+        f"{'model':8s} {'seg':>5s} {'impl':11s} {'features':>9s} {'encoder':>9s} {'decoder':>9s} {'total':>9s}"
         f" {'RTF':>6s} {'speedup (feat/enc/dec/total)':>30s} {'enc GF/s':>8s} {'dec GF/s':>8s} {'% peak':>6s}"
     ]
     by_key = {(r["model"], r["seconds"], r["impl"]): r for r in rows}
@@ -162,17 +174,19 @@ def _table(rows: list[dict[str, Any]], peak: float) -> str:
         dec_rate = r["gflop"]["decoder"] / max(r["decoder"], 1e-9)
         total_rate = (r["gflop"]["encoder"] + r["gflop"]["decoder"]) / max(r["total"], 1e-9)
         lines.append(
-            f"{r['model']:8s} {r['seconds']:4.0f}s {r['impl']:10s} {r['features']:8.2f}s {r['encoder']:8.2f}s"
+            f"{r['model']:8s} {r['seconds']:4.0f}s {r['impl']:11s} {r['features']:8.2f}s {r['encoder']:8.2f}s"
             f" {r['decoder']:8.2f}s {r['total']:8.2f}s {r['total'] / (r['seconds'] * r['batch']):6.3f} {speed:>30s}"
             f" {enc_rate:8.1f} {dec_rate:8.1f} {100 * total_rate / peak:5.0f}%"
         )
     return "\n".join(lines)
 
 
-def _engine_rows(opts: argparse.Namespace, seconds: list[float]) -> tuple[list[dict[str, Any]], float]:
+def _engine_rows(opts: argparse.Namespace, seconds: list[float]) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Ours (and int8, and the reference) on random checkpoints, one length at a time."""
-    peak = matmul_peak_gflops(opts.threads)
-    print(f"fp32 matmul peak ({opts.threads} threads): {peak:.1f} GFLOP/s", flush=True)
+    rates = matmul_peak_gflops(opts.threads)
+    peak = rates["peak"]
+    described = ", ".join(f"{k} {v:.1f}" for k, v in rates.items() if k != "peak")
+    print(f"fp32 matmul peak ({opts.threads} threads): {peak:.1f} GFLOP/s ({described})", flush=True)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
         # ONNX exports of these throw-away checkpoints go to the temporary directory too.
@@ -186,9 +200,9 @@ def _engine_rows(opts: argparse.Namespace, seconds: list[float]) -> tuple[list[d
 
         def bench(label: str, model_dir: Path, lengths: list[float], reference: bool, ours: bool) -> list[dict]:
             int8 = ours and not opts.no_int8
-            onnx = ours and opts.onnx
+            backends = ours and opts.backends
             return _bench_model(
-                label, model_dir, lengths, opts.beam, reference, int8, opts.threads, ours, opts.batch, onnx
+                label, model_dir, lengths, opts.beam, reference, int8, opts.threads, ours, opts.batch, backends
             )
 
         rows += bench(opts.preset, main_dir, full, reference=False, ours=True)
@@ -201,7 +215,7 @@ def _engine_rows(opts: argparse.Namespace, seconds: list[float]) -> tuple[list[d
             narrow_dir = write_random_model_dir(Path(tmp) / opts.narrow_preset, preset=opts.narrow_preset, odim=7832)
             rows += bench(opts.narrow_preset, narrow_dir, seconds, reference=True, ours=True)
 
-    return rows, peak
+    return rows, rates
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,66 +230,67 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-int8", action="store_true", help="skip our int8 rows")
     parser.add_argument("--batch", type=int, default=1, help="segments per call, both sides (default: %(default)s)")
     parser.add_argument(
-        "--onnx",
+        "--backends",
         action="store_true",
-        help="also: rows with both ONNX Runtime backends (fast-onnx), and eager torch against ONNX Runtime on the"
-        " encoder and one cached decoder step in alternating rounds",
+        help="also: rows with the opt-in backends (fast-onnx: ONNX Runtime, fast-onednn: packed weights), and eager"
+        " torch against both on the encoder and one cached decoder step in alternating rounds",
     )
-    parser.add_argument("--only-onnx", action="store_true", help="run the --onnx comparison only")
-    parser.add_argument("--onnx-rounds", type=int, default=5, help="alternating rounds per length (--onnx)")
+    parser.add_argument("--only-backends", action="store_true", help="run the alternating --backends comparison only")
+    parser.add_argument("--backend-rounds", type=int, default=5, help="alternating rounds per length (--backends)")
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
     seconds = [float(s) for s in opts.seconds.split(",") if s]
 
     rows: list[dict[str, Any]] = []
-    peak = None
+    rates: dict[str, float] = {}
     table = ""
-    if not opts.only_onnx:
-        rows, peak = _engine_rows(opts, seconds)
-        table = _table(rows, peak)
+    if not opts.only_backends:
+        rows, rates = _engine_rows(opts, seconds)
+        table = _table(rows, rates["peak"])
         print()
         print(table)
-    onnx_rows: list[dict[str, Any]] = []
-    if opts.onnx or opts.only_onnx:
-        onnx_rows = _onnx_rows(opts, seconds)
-        onnx_table = _onnx_table(onnx_rows)
+    backend_rows: list[dict[str, Any]] = []
+    if opts.backends or opts.only_backends:
+        backend_rows = _backend_rows(opts, seconds)
+        backend_table = _backend_table(backend_rows)
         print()
-        print(onnx_table)
-        table = f"{table}\n\n{onnx_table}".strip()
+        print(backend_table)
+        table = f"{table}\n\n{backend_table}".strip()
     if opts.json:
         report = {
             "benchmark": "engine",
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": opts.threads},
             "torch": torch.__version__,
-            "onnxruntime": _ort_version() if onnx_rows else None,
-            "matmul_peak_gflops": peak,
+            "onnxruntime": _ort_version() if backend_rows else None,
+            "matmul_gflops": rates,
             "tokens_per_second": TOKENS_PER_SECOND,
             "reference_full_size_up_to_s": opts.reference_max_seconds,
             "rows": rows,
-            "onnx_rows": onnx_rows,
+            "backend_rows": backend_rows,
             "table": table,
         }
         opts.json.write_text(json.dumps(report, indent=2))
     return 0
 
 
-def _onnx_rows(opts: argparse.Namespace, seconds: list[float]) -> list[dict[str, Any]]:
-    """Eager torch against ONNX Runtime on a random checkpoint of --preset (fp32)."""
+def _backend_rows(opts: argparse.Namespace, seconds: list[float]) -> list[dict[str, Any]]:
+    """Eager torch against ONNX Runtime and oneDNN on a random checkpoint of --preset (fp32)."""
     from ..model import AedModel
-    from .onnx_compare import compare_decoder_step, compare_encoder
+    from .backends import compare_decoder_step, compare_encoder
 
     print(f"torch {torch.__version__} against onnxruntime {_ort_version()}, {opts.threads} thread(s)", flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-backends-") as tmp:
         model_dir = write_random_model_dir(Path(tmp) / opts.preset, preset=opts.preset, odim=7832)
         model = AedModel.from_package(load_package(model_dir / MODEL_FILE))
-        rows = compare_encoder(model, opts.preset, seconds, opts.onnx_rounds, opts.threads, Path(tmp))
-        rows += compare_decoder_step(model, opts.preset, seconds, opts.onnx_rounds, opts.threads, Path(tmp), opts.beam)
+        rounds = opts.backend_rounds
+        rows = compare_encoder(model, opts.preset, seconds, rounds, opts.threads, Path(tmp))
+        rows += compare_decoder_step(model, opts.preset, seconds, rounds, opts.threads, Path(tmp), opts.beam)
     return rows
 
 
-def _onnx_table(rows: list[dict[str, Any]]) -> str:
-    from .onnx_compare import table
+def _backend_table(rows: list[dict[str, Any]]) -> str:
+    from .backends import table
 
     return table(rows)
 

@@ -1,0 +1,190 @@
+"""Eager torch against the opt-in backends, ONNX Runtime and oneDNN pre-packed weights, on
+the encoder and on one cached decoder step (`python -m fireredasr_fast.bench engine --backends`).
+
+All run in this process on the same inputs, in alternating rounds (the order flips every
+round), with the same thread count (torch.set_num_threads and ORT's intra-op threads); we
+report the best and the median of the rounds and the max abs difference of the outputs.
+
+The ORT decoder step is `onnx_decoder.OnnxDecoder.step`, as `decoder_backend="onnx"` runs it
+in the search: the self-attention cache and the cross-attention K/V are fed to the graph on
+every call, and the step's K/V are written back into the cache. The oneDNN step is
+`Decoder.step` on a copy of the decoder whose Linears are packed (`onednn.pack_linears`).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import onednn
+from ..model import AedModel, DecoderCache
+from ..onnx_decoder import OnnxDecoder, OnnxDecoderCache, export_step
+from ..onnx_encoder import OnnxEncoder, export_encoder
+from .engine import encoder_frames
+
+
+def feature_frames(seconds: float) -> int:
+    """10 ms fbank frames of `seconds` of 16 kHz audio (25 ms windows)."""
+    return 1 + (int(seconds * 16000) - 400) // 160
+
+
+def alternate(impls: dict[str, Callable[[], Any]], rounds: int, repeats: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each implementation, `rounds` times, order reversed every round."""
+    times: dict[str, list[float]] = {name: [] for name in impls}
+    items = list(impls.items())
+    for r in range(rounds):
+        for name, fn in items if r % 2 == 0 else items[::-1]:
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            times[name].append((time.perf_counter() - start) / repeats)
+    return times
+
+
+def packed_copy(module: torch.nn.Module, rows_hint: int) -> torch.nn.Module:
+    """A copy of `module` with its Linears packed for oneDNN (the original is untouched)."""
+    twin = copy.deepcopy(module)
+    onednn.pack_linears(twin, rows_hint)
+    return twin
+
+
+def _row(
+    kind: str, label: str, seconds: float, times: dict[str, list[float]], diff: dict[str, float], **extra: Any
+) -> dict:
+    best = {k: min(v) for k, v in times.items()}
+    median = {k: statistics.median(v) for k, v in times.items()}
+    others = [k for k in times if k != "torch"]
+    return {
+        "part": kind,
+        "model": label,
+        "seconds": seconds,
+        "rounds": len(times["torch"]),
+        "best_s": best,
+        "median_s": median,
+        "over_torch_best": {k: best[k] / best["torch"] for k in others},
+        "over_torch_median": {k: median[k] / median["torch"] for k in others},
+        "max_abs_diff": diff,
+        **extra,
+    }
+
+
+def compare_encoder(
+    model: AedModel, label: str, seconds: list[float], rounds: int, threads: int, workdir: Path
+) -> list[dict[str, Any]]:
+    torch.set_num_threads(threads)
+    path = workdir / "encoder" / "encoder.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    export_encoder(model.encoder, model.args.idim, path)
+    print(f"  exported the {label} encoder in {time.perf_counter() - start:.1f} s", flush=True)
+    onnx = OnnxEncoder(path, threads=threads)
+    packed = packed_copy(model.encoder, 1024) if onednn.available() else None
+    rows = []
+    rng = np.random.default_rng(0)
+    for sec in seconds:
+        frames = feature_frames(sec)
+        feats = torch.from_numpy(rng.standard_normal((1, frames, model.args.idim)).astype(np.float32))
+        lengths = torch.tensor([frames])
+        with torch.inference_mode():
+            impls: dict[str, Callable[[], Any]] = {
+                "torch": lambda f=feats, n=lengths: model.encoder(f, n),
+                "onnx": lambda f=feats, n=lengths: onnx(f, n),
+            }
+            if packed is not None:
+                impls["onednn"] = lambda f=feats, n=lengths: packed(f, n)
+            ref = impls["torch"]()[0]
+            diff = {k: (fn()[0] - ref).abs().max().item() for k, fn in impls.items() if k != "torch"}
+            times = alternate(impls, rounds)
+        rows.append(_row("encoder", label, sec, times, diff, frames=encoder_frames(sec)))
+        print(f"  {label:6s} encoder {sec:4.0f} s  {_summary(rows[-1])}", flush=True)
+    return rows
+
+
+def compare_decoder_step(
+    model: AedModel, label: str, seconds: list[float], rounds: int, threads: int, workdir: Path, beam: int = 3
+) -> list[dict[str, Any]]:
+    """One step at cache length 4.5 tokens/s x seconds, over that many encoder frames: eager
+    `Decoder.step` against `OnnxDecoder.step` as the search runs it (cache fed every call)
+    and against `Decoder.step` with packed weights."""
+    torch.set_num_threads(threads)
+    dec = model.decoder
+    path = workdir / "step" / "step.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export_step(dec, path)
+    onnx = OnnxDecoder(dec, path, threads=threads)
+    packed = packed_copy(dec, 8) if onednn.available() else None
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for sec in seconds:
+        frames = encoder_frames(sec)
+        enc = torch.randn(1, frames, dec.d_model, generator=gen)
+        valid = torch.ones(1, frames, dtype=torch.bool)
+        with torch.inference_mode():
+            decoders: dict[str, Any] = {"torch": dec, "onnx": onnx}
+            if packed is not None:
+                decoders["onednn"] = packed
+            caches = {k: d.init_cache(enc, valid, beam) for k, d in decoders.items()}
+            tokens = torch.randint(5, 100, (beam,), generator=gen)
+            for _ in range(round(4.5 * sec)):  # fill every cache to the same length
+                for k, d in decoders.items():
+                    d.step(tokens, caches[k])
+            t = caches["torch"].length
+
+            impls = {k: _stepper(d, caches[k], tokens, t) for k, d in decoders.items()}
+            start = time.perf_counter()
+            ref = impls["torch"]()
+            # Enough calls per round to time ~0.25 s: small models step in a millisecond.
+            repeats = max(1, min(10, round(0.25 / (time.perf_counter() - start))))
+            diff = {k: (fn() - ref).abs().max().item() for k, fn in impls.items() if k != "torch"}
+            times = alternate(impls, rounds, repeats=repeats)
+        rows.append(_row("decoder step", label, sec, times, diff, frames=frames, cache_length=t, beam=beam))
+        print(f"  {label:6s} step    {sec:4.0f} s  {_summary(rows[-1])}", flush=True)
+    return rows
+
+
+def _stepper(decoder: Any, cache: DecoderCache | OnnxDecoderCache, tokens: Tensor, t: int) -> Callable[[], Tensor]:
+    """One step at cache length t, overwriting the same slot on every call."""
+
+    def step() -> Tensor:
+        cache.length = t
+        return decoder.step(tokens, cache)
+
+    return step
+
+
+def _summary(row: dict[str, Any]) -> str:
+    best = row["best_s"]
+    parts = [f"torch {best['torch'] * 1e3:.2f} ms"]
+    for k, ratio in row["over_torch_best"].items():
+        parts.append(
+            f"{k} {best[k] * 1e3:.2f} ms ({ratio:.2f} best, {row['over_torch_median'][k]:.2f} median,"
+            f" max|diff| {row['max_abs_diff'][k]:.1e})"
+        )
+    return "  ".join(parts)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Time over eager torch's, best of the rounds / median of the rounds (lower is faster)."""
+    others = sorted({k for r in rows for k in r["over_torch_best"]})
+    head = f"{'model':6s} {'part':12s} {'seg':>4s} {'torch best':>11s} {'torch med':>10s}"
+    head += "".join(f" {k + ' best/med':>18s} {'max|diff|':>9s}" for k in others)
+    lines = [head + f" {'rounds':>6s}"]
+    for r in rows:
+        line = f"{r['model']:6s} {r['part']:12s} {r['seconds']:3.0f}s"
+        line += f" {r['best_s']['torch'] * 1e3:9.1f}ms {r['median_s']['torch'] * 1e3:8.1f}ms"
+        for k in others:
+            if k in r["over_torch_best"]:
+                ratios = f"{r['over_torch_best'][k]:.2f} / {r['over_torch_median'][k]:.2f}"
+                line += f" {ratios:>18s} {r['max_abs_diff'][k]:9.1e}"
+            else:
+                line += f" {'-':>18s} {'-':>9s}"
+        lines.append(line + f" {r['rounds']:6d}")
+    return "\n".join(lines)
