@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--softmax-smoothing", type=float, default=1.25)
     d.add_argument("--length-penalty", type=float, default=0.6)
     d.add_argument("--eos-penalty", type=float, default=1.0)
+    d.add_argument(
+        "--max-tokens-per-second",
+        type=float,
+        default=0.0,
+        help="firered: at most this many tokens per second of segment (0 = off, upstream's limit only); "
+        "stops a decoder that loops on noise, e.g. 12",
+    )
 
     v = p.add_argument_group("segmentation (silero VAD)")
     v.add_argument("--vad-threshold", type=float, default=VadOptions.threshold)
@@ -191,6 +198,11 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
             # fp16/bf16 are GPU-only: CPU workers then run fp32 (see gpu_spec in main).
             "precision": args.precision if args.precision in ("fp32", "int8") else "fp32",
         }
+        if args.max_tokens_per_second < 0:
+            raise FireRedFastError("--max-tokens-per-second must be >= 0 (0 = off)")
+        if args.max_tokens_per_second:
+            # Only when set, like the backends below.
+            options["max_tokens_per_second"] = args.max_tokens_per_second
         for option in BACKEND_OPTIONS:
             backend = getattr(args, option)
             if backend != "torch":

@@ -7,6 +7,7 @@ implementation="reference", the PyPI reference wrapped to the same interface
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -47,6 +48,9 @@ class DecodingOptions:
     softmax_smoothing: float = 1.25
     length_penalty: float = 0.6
     eos_penalty: float = 1.0
+    # 0: off (upstream). Otherwise at most ceil(rate x seconds) tokens per utterance: a guard
+    # against a decoder that loops on noise until the encoder length (25 tokens per second).
+    max_tokens_per_second: float = 0.0
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
@@ -57,6 +61,15 @@ class DecodingOptions:
             raise ValueError("eos_penalty must be in (0, 1]")
         if self.softmax_smoothing <= 0.0:
             raise ValueError("softmax_smoothing must be > 0")
+        if self.max_tokens_per_second < 0.0:
+            raise ValueError("max_tokens_per_second must be >= 0 (0 = no limit)")
+
+
+def token_limit(samples: int, max_tokens_per_second: float) -> int | None:
+    """The step limit max_tokens_per_second gives a waveform of `samples`, or None (off)."""
+    if max_tokens_per_second <= 0.0:
+        return None
+    return max(1, math.ceil(max_tokens_per_second * samples / SAMPLE_RATE))
 
 
 class AsrModel(Protocol):
@@ -231,6 +244,7 @@ class FireRedModel:
         length_penalty: float = 0.6,
         eos_penalty: float = 1.0,
         nbest: int = 1,
+        max_tokens_per_second: float = 0.0,
         logits_hook: LogitsHook | None = None,
         return_alignment: bool = False,
     ) -> list[list[Hypothesis]] | tuple[list[list[Hypothesis]], list[np.ndarray | None]]:
@@ -241,7 +255,9 @@ class FireRedModel:
         over heads, shape (decoder layers, tokens + 1 for <eos>, frames); for a v2 checkpoint
         with a CTC head, the CTC log-probabilities, shape (frames, vocabulary).
         """
-        opts = DecodingOptions(beam_size, nbest, decode_max_len, softmax_smoothing, length_penalty, eos_penalty)
+        opts = DecodingOptions(
+            beam_size, nbest, decode_max_len, softmax_smoothing, length_penalty, eos_penalty, max_tokens_per_second
+        )
         timings = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}
         start = time.perf_counter()
         feats = self.features.batch(waveforms)
@@ -255,6 +271,10 @@ class FireRedModel:
             mid = time.perf_counter()
             enc_lens = valid.sum(dim=1).tolist()
             max_lens = [decode_max_len if decode_max_len > 0 else int(n) for n in enc_lens]
+            for j, i in enumerate(group):
+                limit = token_limit(len(waveforms[i]), max_tokens_per_second)
+                if limit is not None:
+                    max_lens[j] = min(max_lens[j], limit)
             found = beam_search(
                 self._decoder,
                 enc,

@@ -20,6 +20,7 @@ import torch
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, load_package
 from .engine import Hypothesis
 from .feature_extractor import INT16_SCALE, MIN_SAMPLES, SAMPLE_RATE
+from .firered import token_limit
 from .tokenizer import Tokenizer
 
 
@@ -69,10 +70,14 @@ class ReferenceModel:
         length_penalty: float = 0.6,
         eos_penalty: float = 1.0,
         nbest: int = 1,
+        max_tokens_per_second: float = 0.0,
         logits_hook: Any = None,
         return_alignment: bool = False,
     ) -> list[list[Hypothesis]]:
-        """Upstream on the whole batch (minus empty waveforms, which it cannot take)."""
+        """Upstream on the whole batch (minus empty waveforms, which it cannot take).
+
+        Upstream has one step limit per batch; with max_tokens_per_second each utterance
+        gets its own, so the batch is encoded together and then decoded one at a time."""
         if return_alignment:
             raise ValueError("the reference implementation gives no alignment")
         timings = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}
@@ -97,10 +102,17 @@ class ReferenceModel:
         original = decoder.tgt_word_prj
         if logits_hook is not None:
             decoder.tgt_word_prj = _HookedProjection(original, logits_hook)
+        search = (beam_size, nbest)
+        scoring = (softmax_smoothing, length_penalty, eos_penalty)
         try:
-            found = decoder.batch_beam_search(
-                enc, enc_mask, beam_size, nbest, decode_max_len, softmax_smoothing, length_penalty, eos_penalty
-            )
+            if max_tokens_per_second <= 0.0:
+                found = decoder.batch_beam_search(enc, enc_mask, *search, decode_max_len, *scoring)
+            else:
+                found = []
+                for j, i in enumerate(keep):
+                    own = decode_max_len or int(enc_mask[j].sum())
+                    limit = min(own, token_limit(len(waveforms[i]), max_tokens_per_second) or own)
+                    found += decoder.batch_beam_search(enc[j : j + 1], enc_mask[j : j + 1], *search, limit, *scoring)
         finally:
             decoder.tgt_word_prj = original
         timings["encoder"] = mid - start

@@ -17,7 +17,7 @@ import torch
 
 from fireredasr_fast.engine import EngineSpec, Hypothesis
 from fireredasr_fast.errors import ModelDirError
-from fireredasr_fast.firered import DecodingOptions, FireRedEngine, FireRedModel, load_model
+from fireredasr_fast.firered import DecodingOptions, FireRedEngine, FireRedModel, load_model, token_limit
 from fireredasr_fast.random_model import write_random_model_dir
 
 pytest.importorskip("fireredasr.models.fireredasr_aed")
@@ -160,6 +160,22 @@ def test_onednn_backends_match_the_reference(model_dirs, models, waveforms, beam
         opts = dict(beam_size=beam, nbest=beam, decode_max_len=30)
         ours_nbest = packed.transcribe_nbest(waveforms, **opts)
         assert [_ids(h) for h in ours_nbest] == [_ids(h) for h in ref.transcribe_nbest(waveforms, **opts)], name
+
+
+def test_max_tokens_per_second_caps_each_utterance(models, waveforms) -> None:
+    """A per-second cap gives each utterance of a batch its own limit, the same on both
+    implementations (the reference decodes one at a time to honour it)."""
+    fast, ref = models["varied"]
+    rate = 6.0
+    ours = fast.transcribe(waveforms, beam_size=3, max_tokens_per_second=rate)
+    theirs = ref.transcribe(waveforms, beam_size=3, max_tokens_per_second=rate)
+    assert _ids(ours) == _ids(theirs)
+    limits = [token_limit(w.size, rate) for w in waveforms]
+    lengths = [len(h.token_ids) for h in ours]
+    assert all(n <= lim for n, lim in zip(lengths, limits, strict=True))
+    assert sum(n == lim for n, lim in zip(lengths, limits, strict=True)) >= len(waveforms) // 2  # the cap binds
+    uncapped = [len(h.token_ids) for h in fast.transcribe(waveforms, beam_size=3)]
+    assert sum(uncapped) > sum(lengths)
 
 
 def test_empty_and_too_short_waveforms(models, waveforms) -> None:

@@ -79,6 +79,37 @@ def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 8) -> dict
     return {**rates, "peak": max(rates.values())}
 
 
+def memory_bandwidth_gbs(threads: int, mib: int = 512, repeats: int = 5) -> float:
+    """Best-of read bandwidth (a sum over `mib` MiB of fp32): what a decoder step that
+    streams its weights can hope for."""
+    torch.set_num_threads(threads)
+    data = torch.ones(mib * 2**20 // 4)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - start)
+    return data.numel() * 4 / best / 1e9
+
+
+def decoder_floor_seconds(
+    shape: dict[str, int], seconds: float, tokens: int, beam: int, batch: int, peak: float, bandwidth: float
+) -> float:
+    """The least time the cached decoder can take on this machine: the cross-attention K/V
+    projection at matmul peak, then per step the larger of its arithmetic at peak and its
+    bytes (the step's weights, read once for all rows, plus the K/V it attends over) at the
+    measured bandwidth. fp32 weights."""
+    d, t, v, layers = shape["d_model"], encoder_frames(seconds), shape["odim"], shape["n_layers_dec"]
+    rows = beam * batch
+    floor = 2 * layers * 2 * t * d * d * batch / (peak * 1e9)
+    weights = 4 * (layers * 14 * d * d + d * v)
+    for step in range(tokens + 1):
+        flops = 2 * rows * (layers * (14 * d * d + 2 * (step + 1 + t) * d) + d * v)
+        kv = 4 * layers * 2 * d * (t * batch + (step + 1) * rows)
+        floor += max(flops / (peak * 1e9), (weights + kv) / (bandwidth * 1e9))
+    return floor
+
+
 def encoder_frames(seconds: float) -> int:
     fbank = 1 + (int(seconds * 16000) - 400) // 160
     return (fbank + 3) // 4
@@ -135,6 +166,7 @@ def _bench_model(
     torch.set_num_threads(threads)
     package = load_package(model_dir / MODEL_FILE)
     args = package["args"]
+    shape = {k: getattr(args, k) for k in ("d_model", "odim", "n_layers_dec", "n_layers_enc")}
     rows: list[dict[str, Any]] = []
     impls = [("fast", lambda: FireRedModel(model_dir, package=package))] if fast else []
     if int8:
@@ -151,17 +183,21 @@ def _bench_model(
             waves = [_waveform(sec, int(sec) + 1000 * i) for i in range(batch)]
             result = _run(model, waves, sec, beam)
             flops = {k: v * batch for k, v in useful_gflop(args, sec, result["tokens"], beam).items()}
-            rows.append({"model": label, "impl": impl, "seconds": sec, "beam": beam, **result, "gflop": flops})
+            rows.append(
+                {"model": label, "impl": impl, "seconds": sec, "beam": beam, **result, "gflop": flops, "shape": shape}
+            )
             print(f"  {label:8s} {impl:10s} {sec:5.0f} s x{batch}  total {result['total']:8.2f} s", flush=True)
         del model
         gc.collect()
     return rows
 
 
-def _table(rows: list[dict[str, Any]], peak: float) -> str:
+def _table(rows: list[dict[str, Any]], peak: float, bandwidth: float) -> str:
+    """Per row: stage times, speedups over the reference, the encoder's arithmetic rate and
+    its share of the matmul peak, and the decoder's time over its floor (decoder_floor_seconds)."""
     lines = [
         f"{'model':8s} {'seg':>5s} {'impl':11s} {'features':>9s} {'encoder':>9s} {'decoder':>9s} {'total':>9s}"
-        f" {'RTF':>6s} {'speedup (feat/enc/dec/total)':>30s} {'enc GF/s':>8s} {'dec GF/s':>8s} {'% peak':>6s}"
+        f" {'RTF':>6s} {'speedup (feat/enc/dec/total)':>30s} {'enc GF/s':>8s} {'enc %pk':>7s} {'dec/floor':>9s}"
     ]
     by_key = {(r["model"], r["seconds"], r["impl"]): r for r in rows}
     for r in rows:
@@ -171,12 +207,11 @@ def _table(rows: list[dict[str, Any]], peak: float) -> str:
             parts = [ref[s] / max(r[s], 1e-9) for s in ("features", "encoder", "decoder", "total")]
             speed = "/".join(f"{p:.1f}x" for p in parts)
         enc_rate = r["gflop"]["encoder"] / max(r["encoder"], 1e-9)
-        dec_rate = r["gflop"]["decoder"] / max(r["decoder"], 1e-9)
-        total_rate = (r["gflop"]["encoder"] + r["gflop"]["decoder"]) / max(r["total"], 1e-9)
+        floor = decoder_floor_seconds(r["shape"], r["seconds"], r["tokens"], r["beam"], r["batch"], peak, bandwidth)
         lines.append(
             f"{r['model']:8s} {r['seconds']:4.0f}s {r['impl']:11s} {r['features']:8.2f}s {r['encoder']:8.2f}s"
             f" {r['decoder']:8.2f}s {r['total']:8.2f}s {r['total'] / (r['seconds'] * r['batch']):6.3f} {speed:>30s}"
-            f" {enc_rate:8.1f} {dec_rate:8.1f} {100 * total_rate / peak:5.0f}%"
+            f" {enc_rate:8.1f} {100 * enc_rate / peak:6.0f}% {r['decoder'] / floor:8.1f}x"
         )
     return "\n".join(lines)
 
@@ -187,6 +222,8 @@ def _engine_rows(opts: argparse.Namespace, seconds: list[float]) -> tuple[list[d
     peak = rates["peak"]
     described = ", ".join(f"{k} {v:.1f}" for k, v in rates.items() if k != "peak")
     print(f"fp32 matmul peak ({opts.threads} threads): {peak:.1f} GFLOP/s ({described})", flush=True)
+    rates["read_bandwidth_gbs"] = memory_bandwidth_gbs(opts.threads)
+    print(f"memory read bandwidth ({opts.threads} threads): {rates['read_bandwidth_gbs']:.1f} GB/s", flush=True)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
         # ONNX exports of these throw-away checkpoints go to the temporary directory too.
@@ -246,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     table = ""
     if not opts.only_backends:
         rows, rates = _engine_rows(opts, seconds)
-        table = _table(rows, rates["peak"])
+        table = _table(rows, rates["peak"], rates["read_bandwidth_gbs"])
         print()
         print(table)
     backend_rows: list[dict[str, Any]] = []

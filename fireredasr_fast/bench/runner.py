@@ -305,7 +305,9 @@ def monitored(cmd: list[str], log: Path) -> tuple[int, float, TreeMonitor]:
 # --------------------------------------------------------------------------- (a) the original script
 
 
-def original_script(folder: Path, model_dir: Path, out_dir: Path, result_file: Path, max_len: int = 0) -> None:
+def original_script(
+    folder: Path, model_dir: Path, out_dir: Path, result_file: Path, max_len: int = 0, rate: float = 0.0
+) -> None:
     """The user's approach before the tool, run as its own process (see the module doc)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -335,7 +337,9 @@ def original_script(folder: Path, model_dir: Path, out_dir: Path, result_file: P
         )
         t2 = time.perf_counter()
         pieces = [np.ascontiguousarray(wave[s["start"] : s["end"]]) for s in spans]
-        hyps = list(pool.map(lambda w: model.transcribe([w], decode_max_len=max_len)[0], pieces))
+        hyps = list(
+            pool.map(lambda w: model.transcribe([w], decode_max_len=max_len, max_tokens_per_second=rate)[0], pieces)
+        )
         t3 = time.perf_counter()
         stats["decode_vad"] += t2 - t1
         stats["asr"] += t3 - t2
@@ -374,10 +378,10 @@ def _spread(values: list[float]) -> dict[str, float]:
     }
 
 
-def run_original(folder: Path, model_dir: Path, work: Path, max_len: int = 0) -> dict[str, Any]:
+def run_original(folder: Path, model_dir: Path, work: Path, max_len: int = 0, rate: float = 0.0) -> dict[str, Any]:
     result = work / "original.json"
     cmd = [sys.executable, "-m", "fireredasr_fast.bench.runner", "--original", str(folder), str(model_dir)]
-    cmd += [str(work / "original-out"), str(result), str(max_len)]
+    cmd += [str(work / "original-out"), str(result), str(max_len), str(rate)]
     code, wall, monitor = monitored(cmd, work / "original.log")
     if code != 0:
         raise RuntimeError(f"the original script failed ({code}); see {work / 'original.log'}")
@@ -658,6 +662,14 @@ def main(argv: list[str] | None = None) -> int:
         help="same token cap on both sides (0: upstream's rule, up to the encoder length); for random models",
     )
     parser.add_argument(
+        "--tokens-per-second",
+        type=float,
+        default=0.0,
+        help="same cap per second of segment on both sides (--max-tokens-per-second); a random model that never"
+        " emits <eos> then decodes this many tokens per second of speech on both sides, like real speech (4.5)",
+    )
+    parser.add_argument("--tool-args", default="", help="extra CLI options for the tool's runs, e.g. backends")
+    parser.add_argument(
         "--cluster",
         type=int,
         default=0,
@@ -726,12 +738,15 @@ def _speed_parts(
 
     print("(b) the tool, its own plan ...", flush=True)
     extra = ["--decode-max-len", str(opts.decode_max_len)] if opts.decode_max_len else []
+    if opts.tokens_per_second:
+        extra += ["--max-tokens-per-second", str(opts.tokens_per_second)]
+    extra += opts.tool_args.split()
     b = run_tool(folder, model_dir, work, "auto", None, None, extra)
     report["tool"] = b
     print(f"  wall {b['wall']:.1f} s, plan {b['plan']}", flush=True)
     if not opts.skip_original:
         print("(a) the original script ...", flush=True)
-        a = run_original(folder, model_dir, work, opts.decode_max_len)
+        a = run_original(folder, model_dir, work, opts.decode_max_len, opts.tokens_per_second)
         report["original"] = a
         print(f"  wall {a['wall']:.1f} s", flush=True)
         report["speedup"] = round(a["wall"] / b["wall"], 2)
@@ -798,7 +813,7 @@ def _cpu_name() -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 7 and sys.argv[1] == "--original":
-        original_script(*(Path(x) for x in sys.argv[2:6]), max_len=int(sys.argv[6]))
+    if len(sys.argv) == 8 and sys.argv[1] == "--original":
+        original_script(*(Path(x) for x in sys.argv[2:6]), max_len=int(sys.argv[6]), rate=float(sys.argv[7]))
     else:
         sys.exit(main())
