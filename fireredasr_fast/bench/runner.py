@@ -549,18 +549,21 @@ def _gb(x: float) -> str:
     return f"{x:.2f} GB"
 
 
-def comparison_table(a: dict[str, Any], b: dict[str, Any]) -> str:
+def comparison_table(a: dict[str, Any], b: dict[str, Any], variants: list[dict[str, Any]] | None = None) -> str:
     lines = [
-        f"{'':22s} {'wall':>9s} {'RTF':>7s} {'audio/s':>8s} {'segments (median)':>18s} {'tok/s audio':>11s}"
-        f" {'CPU util':>8s} {'peak RSS':>9s} {'peak PSS':>9s}"
+        f"{'':36s} {'wall':>9s} {'RTF':>7s} {'audio/s':>8s} {'segments (median)':>18s} {'tok/s audio':>11s}"
+        f" {'CPU util':>8s} {'peak RSS':>9s} {'peak PSS':>9s} {'a / this':>8s}"
     ]
-    for r in (a, b):
+    for r in (a, b, *(variants or [])):
         name = r["label"] if r is a else f"(b) tool {r['plan']}"
+        if r.get("variant"):
+            name += " " + r["variant"]
         seg = r["segments"]
         lines.append(
-            f"{name:22s} {r['wall']:8.1f}s {r['rtf']:7.3f} {r['audio_seconds'] / r['wall']:8.2f}"
+            f"{name:36s} {r['wall']:8.1f}s {r['rtf']:7.3f} {r['audio_seconds'] / r['wall']:8.2f}"
             f" {seg.get('count', 0):>8d} ({seg.get('median', 0):5.1f} s) {r['tokens_per_audio_second']:11.2f}"
             f" {r['cpu_utilisation']:8.0%} {_gb(r['memory']['peak_rss_gb']):>9s} {_gb(r['memory']['peak_pss_gb']):>9s}"
+            f" {a['wall'] / r['wall']:7.2f}x"
         )
     lines.append(f"speedup (a wall / b wall): {a['wall'] / b['wall']:.2f}x")
     w = b["workers"]
@@ -668,7 +671,14 @@ def main(argv: list[str] | None = None) -> int:
         help="same cap per second of segment on both sides (--max-tokens-per-second); a random model that never"
         " emits <eos> then decodes this many tokens per second of speech on both sides, like real speech (4.5)",
     )
-    parser.add_argument("--tool-args", default="", help="extra CLI options for the tool's runs, e.g. backends")
+    parser.add_argument("--tool-args", default="", help="extra CLI options for all of the tool's runs")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="ARGS",
+        help="after (a), one more (b) run with these CLI options (repeatable), e.g. '--decoder-backend onednn'",
+    )
     parser.add_argument(
         "--cluster",
         type=int,
@@ -750,7 +760,13 @@ def _speed_parts(
         report["original"] = a
         print(f"  wall {a['wall']:.1f} s", flush=True)
         report["speedup"] = round(a["wall"] / b["wall"], 2)
-        print("\n" + comparison_table(a, b) + "\n", flush=True)
+        variants = []
+        for i, args in enumerate(opts.variant):
+            print(f"(b) the tool with {args} ...", flush=True)
+            row = run_tool(folder, model_dir, work, f"variant-{i + 1}", None, None, extra + args.split())
+            variants.append({**row, "variant": args, "speedup": round(a["wall"] / row["wall"], 2)})
+        report["variants"] = variants
+        print("\n" + comparison_table(a, b, variants) + "\n", flush=True)
 
     if not opts.skip_scaling:
         rows = []
