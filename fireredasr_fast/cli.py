@@ -27,7 +27,7 @@ from .writers import FORMATS
 log = logging.getLogger("fireredasr_fast")
 
 DEFAULT_FORMATS = "srt,vtt,txt,json"
-# Engine options (and CLI flags) that move a part of FireRedASR into ONNX Runtime.
+# Engine options (and CLI flags) that run a part of FireRedASR on another backend (ONNX Runtime, oneDNN).
 BACKEND_OPTIONS = ("encoder_backend", "decoder_backend")
 
 

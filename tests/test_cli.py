@@ -216,3 +216,21 @@ def test_onednn_backends_from_the_cli(tmp_path: Path):
     assert (out / "aishell_zh.txt").read_text().split() == ["甚至出现交易几乎停滞的情况", "一二线城市虽然也处于调整中"]
     options = json.loads((out / "aishell_zh.json").read_text())["engine"]["options"]
     assert options["encoder_backend"] == options["decoder_backend"] == "onednn"
+
+
+def test_max_tokens_per_second_caps_segments(tmp_path: Path):
+    """--max-tokens-per-second reaches the workers and cuts each segment's hypothesis."""
+    from conftest import FIXTURES
+
+    out = tmp_path / "out"
+    args = ("--model-dir", str(FIXTURES / "tiny_model"), "--max-tokens-per-second", "1", "--workers", "1")
+    result = run_cli(*args, "-o", str(out), str(SAMPLES / "aishell_zh.mkv"))
+    assert result.returncode == 0, result.stderr
+    data = json.loads((out / "aishell_zh.json").read_text())
+    assert data["engine"]["options"]["max_tokens_per_second"] == 1.0
+    segments = data["segments"]
+    assert segments and all(0 < len(s["tokens"]) <= int(s["end"] - s["start"]) + 2 for s in segments)
+    # Uncapped, the fixture says the two whole sentences (13 and 12 characters).
+    assert sum(len(s["tokens"]) for s in segments) < 13
+    refused = run_cli(*args[:2], "--max-tokens-per-second", "-1", str(SAMPLES / "aishell_zh.mkv"))
+    assert refused.returncode == 2 and "max-tokens-per-second" in refused.stderr

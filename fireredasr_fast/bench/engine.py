@@ -6,10 +6,17 @@ at beam 3 with its output length forced to 4.5 tokens per second of audio (eos s
 until then, forced at that step, the same hook on both sides), so both do the same number
 of decoder steps whatever the random weights say.
 
-The reference at full AED-L size takes tens of minutes per 60 s segment on a small CPU; it
-runs whole at full size only up to --reference-max-seconds, and beyond that both sides run
-whole on the narrower --narrow-preset model. Rows say which model they used; nothing is
-extrapolated.
+The reference at full AED-L size takes ~15 minutes per 60 s segment on a 2-core CPU; it runs
+whole at full size only up to --reference-max-seconds, and beyond that both sides run whole on
+the narrower --narrow-preset model. Rows say which model they used; nothing is extrapolated.
+
+Also measured in the run: the fp32 GEMM peak (MKL and oneDNN, the better one is "peak") and the
+read bandwidth, which give the encoder's share of peak and the decoder's time over its floor.
+--backends adds rows for the opt-in backends (ONNX Runtime, oneDNN) and times eager torch
+against both on the encoder and one decoder step in alternating rounds (bench/backends.py).
+
+    python -m fireredasr_fast.bench engine --preset aed-l --seconds 10,30,60 --threads 2 \
+        --full-max-seconds 60 --reference-max-seconds 60 --no-int8 --backends --json engine.json
 """
 
 from __future__ import annotations

@@ -19,6 +19,14 @@ locally against the same plan on a local Ray cluster (`--cluster local`), N alte
     python -m fireredasr_fast.bench runner --minutes 6 --json runner-bench.json
     python -m fireredasr_fast.bench runner --skip-original --skip-scaling --skip-memory --cluster 3
 
+A random checkpoint (--preset) never says <eos>: --tokens-per-second 4.5 caps both sides at
+the rate of real speech per second of segment, so both decode comparable token counts (the
+table shows each side's tokens per second of audio). --variant adds runs of the tool with
+other options after (a), each with its ratio to (a):
+
+    python -m fireredasr_fast.bench runner --preset aed-l --minutes 4 --tokens-per-second 4.5 \
+        --skip-scaling --skip-memory --variant "--decoder-backend onednn"
+
 Nothing is extrapolated: a part that cannot run (too slow, not enough memory) says so.
 """
 
