@@ -30,9 +30,6 @@ MODEL_DIR_ENV = "FIREREDASR_MODEL_DIR"
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")
 IMPLEMENTATIONS = ("fast", "reference")
 BACKENDS = ("torch", "onnx", "onednn")  # for the encoder and the decoder step
-# Row counts the packed layouts are tuned for (any count works): a padded encoder batch,
-# and beam x a few utterances per decoder step.
-_ENCODER_ROWS_HINT, _DECODER_ROWS_HINT = 1024, 8
 # Padded fbank frames (10 ms each) one encoder sub-batch may hold: 400 s of audio. Bounds
 # activation memory and the per-batch cross-attention K/V (AED-L: ~41 MB per second).
 DEFAULT_BATCH_FRAMES = 40000
@@ -211,12 +208,12 @@ class FireRedModel:
 
             self._decoder = OnnxDecoder(self.model.decoder, cached_step_export(self.model.decoder, model_file))
         if "onednn" in backends:
-            from .onednn import pack_linears
+            from .onednn import DECODER_ROWS_HINT, ENCODER_ROWS_HINT, pack_linears
 
             if encoder_backend == "onednn":
-                pack_linears(self.model.encoder, _ENCODER_ROWS_HINT)
+                pack_linears(self.model.encoder, ENCODER_ROWS_HINT)
             if decoder_backend == "onednn":
-                pack_linears(self.model.decoder, _DECODER_ROWS_HINT)
+                pack_linears(self.model.decoder, DECODER_ROWS_HINT)
 
     @property
     def has_ctc(self) -> bool:

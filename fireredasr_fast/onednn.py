@@ -18,6 +18,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+# Row counts the packed layouts are tuned for (any count works): a padded encoder batch, and
+# beam x a few utterances per decoder step.
+ENCODER_ROWS_HINT = 1024
+DECODER_ROWS_HINT = 8
+
 
 def available() -> bool:
     """True when this torch build has oneDNN with the packed-Linear operators."""

@@ -86,7 +86,7 @@ def compare_encoder(
     export_encoder(model.encoder, model.args.idim, path)
     print(f"  exported the {label} encoder in {time.perf_counter() - start:.1f} s", flush=True)
     onnx = OnnxEncoder(path, threads=threads)
-    packed = packed_copy(model.encoder, 1024) if onednn.available() else None
+    packed = packed_copy(model.encoder, onednn.ENCODER_ROWS_HINT) if onednn.available() else None
     rows = []
     rng = np.random.default_rng(0)
     for sec in seconds:
@@ -120,7 +120,7 @@ def compare_decoder_step(
     path.parent.mkdir(parents=True, exist_ok=True)
     export_step(dec, path)
     onnx = OnnxDecoder(dec, path, threads=threads)
-    packed = packed_copy(dec, 8) if onednn.available() else None
+    packed = packed_copy(dec, onednn.DECODER_ROWS_HINT) if onednn.available() else None
     rows = []
     gen = torch.Generator().manual_seed(0)
     for sec in seconds:

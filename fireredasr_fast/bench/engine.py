@@ -100,16 +100,23 @@ def memory_bandwidth_gbs(threads: int, mib: int = 512, repeats: int = 5) -> floa
 
 
 def decoder_floor_seconds(
-    shape: dict[str, int], seconds: float, tokens: int, beam: int, batch: int, peak: float, bandwidth: float
+    shape: dict[str, int],
+    seconds: float,
+    tokens: int,
+    beam: int,
+    batch: int,
+    peak: float,
+    bandwidth: float,
+    weight_bytes: int = 4,
 ) -> float:
     """The least time the cached decoder can take on this machine: the cross-attention K/V
     projection at matmul peak, then per step the larger of its arithmetic at peak and its
-    bytes (the step's weights, read once for all rows, plus the K/V it attends over) at the
-    measured bandwidth. fp32 weights."""
+    bytes (the step's weights, `weight_bytes` each (1 for int8), read once for all rows, plus
+    the fp32 K/V it attends over) at the measured bandwidth."""
     d, t, v, layers = shape["d_model"], encoder_frames(seconds), shape["odim"], shape["n_layers_dec"]
     rows = beam * batch
     floor = 2 * layers * 2 * t * d * d * batch / (peak * 1e9)
-    weights = 4 * (layers * 14 * d * d + d * v)
+    weights = weight_bytes * (layers * 14 * d * d + d * v)
     for step in range(tokens + 1):
         flops = 2 * rows * (layers * (14 * d * d + 2 * (step + 1 + t) * d) + d * v)
         kv = 4 * layers * 2 * d * (t * batch + (step + 1) * rows)
@@ -214,7 +221,10 @@ def _table(rows: list[dict[str, Any]], peak: float, bandwidth: float) -> str:
             parts = [ref[s] / max(r[s], 1e-9) for s in ("features", "encoder", "decoder", "total")]
             speed = "/".join(f"{p:.1f}x" for p in parts)
         enc_rate = r["gflop"]["encoder"] / max(r["encoder"], 1e-9)
-        floor = decoder_floor_seconds(r["shape"], r["seconds"], r["tokens"], r["beam"], r["batch"], peak, bandwidth)
+        weight_bytes = 1 if r["impl"].endswith("int8") else 4
+        floor = decoder_floor_seconds(
+            r["shape"], r["seconds"], r["tokens"], r["beam"], r["batch"], peak, bandwidth, weight_bytes
+        )
         lines.append(
             f"{r['model']:8s} {r['seconds']:4.0f}s {r['impl']:11s} {r['features']:8.2f}s {r['encoder']:8.2f}s"
             f" {r['decoder']:8.2f}s {r['total']:8.2f}s {r['total'] / (r['seconds'] * r['batch']):6.3f} {speed:>30s}"
