@@ -69,6 +69,18 @@ def token_limit(samples: int, max_tokens_per_second: float) -> int | None:
     return max(1, math.ceil(max_tokens_per_second * samples / SAMPLE_RATE))
 
 
+def check_backends(
+    encoder_backend: str, decoder_backend: str, device_type: str, precision: str, implementation: str = "fast"
+) -> None:
+    """Raise ValueError unless both backends are known and, when not torch, usable: the
+    onnx/onednn backends run our implementation on CPU in fp32 only."""
+    for option, backend in (("encoder_backend", encoder_backend), ("decoder_backend", decoder_backend)):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown {option} {backend!r} (choose {', '.join(BACKENDS)})")
+        if backend != "torch" and (device_type != "cpu" or precision != "fp32" or implementation != "fast"):
+            raise ValueError(f"{option} {backend} is for the fast implementation on CPU in fp32")
+
+
 class AsrModel(Protocol):
     """What both implementations offer."""
 
@@ -118,11 +130,7 @@ def load_model(
         raise ValueError("precision int8 is for CPU; use fp16 or bf16 on CUDA")
     if precision in ("fp16", "bf16") and dev.type != "cuda":
         raise ValueError(f"precision {precision} needs a CUDA device; on CPU use fp32 or int8")
-    for option, backend in (("encoder_backend", encoder_backend), ("decoder_backend", decoder_backend)):
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown {option} {backend!r} (choose {', '.join(BACKENDS)})")
-        if backend != "torch" and (dev.type != "cpu" or precision != "fp32" or implementation != "fast"):
-            raise ValueError(f"{option} {backend} is for the fast implementation on CPU in fp32")
+    check_backends(encoder_backend, decoder_backend, dev.type, precision, implementation)
     if implementation == "reference":
         if precision != "fp32":
             raise ValueError("the reference implementation runs in fp32 only")
@@ -193,11 +201,7 @@ class FireRedModel:
         self.timings: dict[str, float] = {}
         self._encoder: Any = self.model.encoder
         self._decoder: Any = self.model.decoder
-        backends = (encoder_backend, decoder_backend)
-        if any(b not in BACKENDS for b in backends):
-            raise ValueError(f"unknown backend in {backends} (choose {', '.join(BACKENDS)})")
-        if any(b != "torch" for b in backends) and (self.device.type != "cpu" or precision != "fp32"):
-            raise ValueError(f"the {'/'.join(b for b in backends if b != 'torch')} backends are for CPU in fp32")
+        check_backends(encoder_backend, decoder_backend, self.device.type, precision)
         model_file = self.model_dir / MODEL_FILE
         if encoder_backend == "onnx":
             from .onnx_encoder import OnnxEncoder, cached_encoder_export
@@ -207,7 +211,7 @@ class FireRedModel:
             from .onnx_decoder import OnnxDecoder, cached_step_export
 
             self._decoder = OnnxDecoder(self.model.decoder, cached_step_export(self.model.decoder, model_file))
-        if "onednn" in backends:
+        if "onednn" in (encoder_backend, decoder_backend):
             from .onednn import DECODER_ROWS_HINT, ENCODER_ROWS_HINT, pack_linears
 
             if encoder_backend == "onednn":

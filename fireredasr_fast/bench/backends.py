@@ -25,15 +25,11 @@ import torch
 from torch import Tensor
 
 from .. import onednn
+from ..checkpoint import encoder_frames
 from ..model import AedModel, DecoderCache
 from ..onnx_decoder import OnnxDecoder, OnnxDecoderCache, export_step
 from ..onnx_encoder import OnnxEncoder, export_encoder
-from .engine import encoder_frames
-
-
-def feature_frames(seconds: float) -> int:
-    """10 ms fbank frames of `seconds` of 16 kHz audio (25 ms windows)."""
-    return 1 + (int(seconds * 16000) - 400) // 160
+from .engine import feature_frames
 
 
 def alternate(impls: dict[str, Callable[[], Any]], rounds: int, repeats: int = 1) -> dict[str, list[float]]:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import MODEL_FILE, load_package
+from ..checkpoint import MODEL_FILE, encoder_frames, load_package
 from ..firered import FireRedModel
 from ..fsutil import CACHE_ENV
 from ..random_model import write_random_model_dir
@@ -124,16 +124,16 @@ def decoder_floor_seconds(
     return floor
 
 
-def encoder_frames(seconds: float) -> int:
-    fbank = 1 + (int(seconds * 16000) - 400) // 160
-    return (fbank + 3) // 4
+def feature_frames(seconds: float) -> int:
+    """10 ms fbank frames of `seconds` of 16 kHz audio (25 ms windows)."""
+    return 1 + (int(seconds * 16000) - 400) // 160
 
 
 def useful_gflop(args: argparse.Namespace, seconds: float, tokens: int, beam: int) -> dict[str, float]:
     """Arithmetic the task needs (multiply-adds x 2), counted once: what a cached decoder
     does. Used for both implementations, so the reference's rate is an effective rate."""
     d, t, k, v = args.d_model, encoder_frames(seconds), args.kernel_size, args.odim
-    fb = 1 + (int(seconds * 16000) - 400) // 160
+    fb = feature_frames(seconds)
     sub = 32 * 9 * (fb // 2) * 39 + 32 * 32 * 9 * (fb // 4) * 19 + t * 32 * 19 * d
     layer = 28 * t * d * d + 4 * t * t * d + 2 * t * d * k + (2 * t - 1) * d * d
     enc = sub + args.n_layers_enc * layer
