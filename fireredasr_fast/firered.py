@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from . import onednn
 from .alignment import ctc_token_times, token_times_from_attention
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, check_model_dir, load_package
 from .engine import SAMPLE_RATE, Engine, EngineSpec, Hypothesis
@@ -29,7 +30,7 @@ from .tokenizer import Tokenizer
 MODEL_DIR_ENV = "FIREREDASR_MODEL_DIR"
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")
 IMPLEMENTATIONS = ("fast", "reference")
-BACKENDS = ("torch", "onnx", "onednn")  # for the encoder and the decoder step
+BACKENDS = ("torch", "mkl", "onnx", "onednn")  # for the encoder and the decoder step
 # Padded fbank frames (10 ms each) one encoder sub-batch may hold: 400 s of audio. Bounds
 # activation memory and the per-batch cross-attention K/V (AED-L: ~41 MB per second).
 DEFAULT_BATCH_FRAMES = 40000
@@ -73,7 +74,7 @@ def check_backends(
     encoder_backend: str, decoder_backend: str, device_type: str, precision: str, implementation: str = "fast"
 ) -> None:
     """Raise ValueError unless both backends are known and, when not torch, usable: the
-    onnx/onednn backends run our implementation on CPU in fp32 only."""
+    mkl/onnx/onednn backends run our implementation on CPU in fp32 only."""
     for option, backend in (("encoder_backend", encoder_backend), ("decoder_backend", decoder_backend)):
         if backend not in BACKENDS:
             raise ValueError(f"unknown {option} {backend!r} (choose {', '.join(BACKENDS)})")
@@ -112,11 +113,14 @@ def load_model(
 
     precision: fp32 (default, exact parity with the reference), int8 (CPU: dynamic int8
     Linear layers), fp16 or bf16 (CUDA only).
-    encoder_backend, decoder_backend: torch (default), onnx (the encoder, or one decoder
-    step, exported once into the user cache and run by ONNX Runtime; see onnx_encoder.py and
-    onnx_decoder.py) or onednn (torch with Linear weights pre-packed for oneDNN; onednn.py).
-    Both alternatives are CPU fp32 only, hold a private copy of the weights they run, and
-    are opt-in because their sums differ from eager torch's by ~1e-6.
+    encoder_backend, decoder_backend: torch (default: our modules in eager torch; on CPU in
+    fp32 every Linear runs through oneDNN's matmul on the shared, memory-mapped weights;
+    onednn.py), mkl (the same with torch's own Linear, MKL on CPU: the previous default,
+    kept for comparison), onnx (the encoder, or one decoder step, exported once into the
+    user cache and run by ONNX Runtime; see onnx_encoder.py and onnx_decoder.py) or onednn
+    (Linear weights pre-packed for oneDNN: the fastest decoder step on CPU). mkl, onnx and
+    onednn are CPU fp32 only; onnx and onednn hold a private copy of the weights they run
+    in every process, which is why they are opt-in.
     """
     path = resolve_model_dir(model_dir)
     if implementation not in IMPLEMENTATIONS:
@@ -211,13 +215,17 @@ class FireRedModel:
             from .onnx_decoder import OnnxDecoder, cached_step_export
 
             self._decoder = OnnxDecoder(self.model.decoder, cached_step_export(self.model.decoder, model_file))
-        if "onednn" in (encoder_backend, decoder_backend):
-            from .onednn import DECODER_ROWS_HINT, ENCODER_ROWS_HINT, pack_linears
-
-            if encoder_backend == "onednn":
-                pack_linears(self.model.encoder, ENCODER_ROWS_HINT)
-            if decoder_backend == "onednn":
-                pack_linears(self.model.decoder, DECODER_ROWS_HINT)
+        if self.device.type == "cpu" and precision == "fp32" and onednn.available():
+            for part, backend, rows_hint in (
+                (self.model.encoder, encoder_backend, onednn.ENCODER_ROWS_HINT),
+                (self.model.decoder, decoder_backend, onednn.DECODER_ROWS_HINT),
+            ):
+                if backend == "onednn":
+                    onednn.pack_linears(part, rows_hint)
+                elif backend == "torch":
+                    onednn.share_linears(part)
+        elif "onednn" in (encoder_backend, decoder_backend):
+            raise ValueError("the onednn backend needs a torch build with oneDNN (torch.backends.mkldnn)")
 
     @property
     def has_ctc(self) -> bool:

@@ -254,9 +254,10 @@ class Encoder(nn.Module):
 
 # ----------------------------------------------------------------------------- decoder
 
-# Up to this many rows, a decoder Linear runs as W @ x^T: MKL's x @ W^T path repacks the
-# whole weight on every call, which for a handful of rows costs 2-3x the weight read
-# itself (measured on the 2-core benchmark machine; see docs/engine.md).
+# With torch's own Linear (the `mkl` backend, and CPUs without oneDNN), up to this many rows
+# run as W @ x^T: MKL's x @ W^T path re-packs the whole weight on every call, which for a
+# handful of rows costs 2-3x the weight read itself (docs/engine.md). The default CPU path
+# replaces the Linears by onednn.SharedLinear, which this leaves alone.
 _SMALL_ROWS = 16
 
 
@@ -353,9 +354,19 @@ class DecoderCache:
     def reorder(self, rows: Tensor) -> None:
         """Row i takes the history of row rows[i] (beam reordering), in place."""
         t = self.length
-        for buf in (*self.self_k, *self.self_v):
-            buf[:, :, :t] = buf[:, :, :t].index_select(0, rows)
-        self.self_mask[:, :t] = self.self_mask[:, :t].index_select(0, rows)
+        targets = torch.arange(rows.numel(), device=rows.device)
+        if rows.device.type == "cpu":
+            # Most steps leave most beams where they were, and a row's history is
+            # heads x t x d_k per buffer: copy only the rows that take another row's history
+            # (AED-L, 60 s, random weights: the full copy was 10 % of the search). On CUDA
+            # finding them would cost a sync per step, so every row is copied there.
+            targets = (rows != targets).nonzero().view(-1)
+            if targets.numel() == 0:
+                return
+            rows = rows.index_select(0, targets)
+        for buf in (*self.self_k, *self.self_v, self.self_mask[:, None, :, None]):
+            history = buf[:, :, :t]
+            history.index_copy_(0, targets, history.index_select(0, rows))
 
     def keep(self, utterances: Tensor) -> None:
         """Drop every utterance not listed (finished ones leave the batch)."""

@@ -1,19 +1,25 @@
-"""The `onednn` backend: Linear weights pre-packed once for oneDNN's fp32 matmul.
+"""Linear layers run by oneDNN's fp32 matmul: the default CPU path, and the `onednn` backend.
 
 Eager torch hands every Linear to MKL's general GEMM, which re-packs the weight on each
-call. That hardly matters for the encoder's long matrices, but a decoder step multiplies
-3-24 rows by 1.5 GB of AED-L weights, and the re-packing doubles the memory traffic of a
-step that is bound by it. oneDNN can pack a weight once into the blocked layout its
-kernels read (`torch.ops.mkldnn._reorder_linear_weight`, what torch's own CPU compiler
-uses); a packed step then reads each weight once.
+call. For the encoder's long matrices that costs ~15 %, but a decoder step multiplies 3-24
+rows by 1.5 GB of AED-L weights and is bound by reading them, so the re-packing costs it
+far more. oneDNN's matmul does better in two ways, both measured in docs/engine.md:
 
-Costs, which is why this is opt-in (`encoder_backend="onednn"`, `decoder_backend="onednn"`):
-the packed weights are a private copy in each process (not the memory-mapped checkpoint
-that workers share), and oneDNN sums in a different order than MKL, so outputs move by
-~1e-6 and a near-tie could pick another token. Measured in docs/engine.md.
+* `SharedLinear` (the default on CPU in fp32, `encoder_backend="torch"`): oneDNN reads the
+  checkpoint's own weight tensor as it is, so the memory-mapped weights stay one copy shared
+  by every worker process.
+* `PackedLinear` (opt-in, `encoder_backend="onednn"`, `decoder_backend="onednn"`): the weight
+  is reordered once into the blocked layout oneDNN's kernels read
+  (`torch.ops.mkldnn._reorder_linear_weight`, what torch's own CPU compiler does). A decoder
+  step gets faster still, but the packed weights are a private copy in each process.
+
+oneDNN sums in a different order than MKL, so outputs move by ~1e-6; the parity tests check
+that the tokens stay the reference's.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +40,22 @@ def available() -> bool:
     )
 
 
+class SharedLinear(nn.Module):
+    """A Linear run by oneDNN's matmul on the very same weight and bias tensors (no copy);
+    the parameter names stay `weight` and `bias`, so state dicts are unchanged."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = linear.weight
+        self.bias = linear.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, self.in_features)
+        out = torch.ops.mkldnn._linear_pointwise(flat, self.weight, self.bias, "none", [], "")
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
 class PackedLinear(nn.Module):
     """A Linear whose weight lives in oneDNN's packed layout (CPU, fp32, inference only)."""
 
@@ -51,17 +73,27 @@ class PackedLinear(nn.Module):
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
+def share_linears(module: nn.Module) -> int:
+    """Run every Linear under `module` (PointwiseConv included) through oneDNN on its own
+    weights; returns how many were replaced."""
+    return _replace_linears(module, SharedLinear)
+
+
 def pack_linears(module: nn.Module, rows_hint: int) -> int:
     """Replace every Linear under `module` (PointwiseConv included) by a PackedLinear;
     returns how many were replaced."""
+    return _replace_linears(module, lambda linear: PackedLinear(linear, rows_hint))
+
+
+def _replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> int:
     if not available():
-        raise ValueError("the onednn backend needs a torch build with oneDNN (torch.backends.mkldnn)")
+        raise ValueError("oneDNN matmul needs a torch build with oneDNN (torch.backends.mkldnn)")
     count = 0
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
                 if child.weight.device.type != "cpu" or child.weight.dtype != torch.float32:
-                    raise ValueError("the onednn backend is for fp32 weights on CPU")
-                setattr(parent, name, PackedLinear(child, rows_hint))
+                    raise ValueError("oneDNN matmul here is for fp32 weights on CPU")
+                setattr(parent, name, make(child))
                 count += 1
     return count

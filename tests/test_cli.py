@@ -200,22 +200,30 @@ def test_onnx_backends_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert refused.returncode == 2 and "fp32" in refused.stderr
 
 
-def test_onednn_backends_from_the_cli(tmp_path: Path):
-    """--encoder-backend/--decoder-backend onednn reach the workers and give the fixture's text."""
+def test_cli_backend_choices_are_the_engines():
+    from fireredasr_fast import cli, firered
+
+    assert cli.BACKENDS == firered.BACKENDS
+
+
+@pytest.mark.parametrize("backend", ["onednn", "mkl"])
+def test_cpu_linear_backends_from_the_cli(tmp_path: Path, backend: str):
+    """--encoder-backend/--decoder-backend onednn (packed weights) and mkl (torch's own
+    Linear) reach the workers and give the fixture's text."""
     from conftest import FIXTURES
 
     from fireredasr_fast import onednn
 
     if not onednn.available():
         pytest.skip("torch built without oneDNN")
-    packed = ("--encoder-backend", "onednn", "--decoder-backend", "onednn")
+    chosen = ("--encoder-backend", backend, "--decoder-backend", backend)
     out = tmp_path / "out"
-    args = ("--model-dir", str(FIXTURES / "tiny_model"), *packed, "--workers", "1", "-o", str(out))
+    args = ("--model-dir", str(FIXTURES / "tiny_model"), *chosen, "--workers", "1", "-o", str(out))
     result = run_cli(*args, str(SAMPLES / "aishell_zh.mkv"))
     assert result.returncode == 0, result.stderr
     assert (out / "aishell_zh.txt").read_text().split() == ["甚至出现交易几乎停滞的情况", "一二线城市虽然也处于调整中"]
     options = json.loads((out / "aishell_zh.json").read_text())["engine"]["options"]
-    assert options["encoder_backend"] == options["decoder_backend"] == "onednn"
+    assert options["encoder_backend"] == options["decoder_backend"] == backend
 
 
 def test_max_tokens_per_second_caps_segments(tmp_path: Path):

@@ -141,25 +141,57 @@ def test_parity_search_options(models, waveforms) -> None:
     assert all(len(h) == 3 for h in ours)
 
 
+def _linears(model: FireRedModel) -> list[torch.nn.Module]:
+    """Every Linear-like layer of the model, whichever class runs it."""
+    from fireredasr_fast import onednn
+
+    kinds = (torch.nn.Linear, onednn.SharedLinear, onednn.PackedLinear)
+    return [m for m in model.model.modules() if isinstance(m, kinds)]
+
+
 @pytest.mark.parametrize("beam", [1, 3])
-def test_onednn_backends_match_the_reference(model_dirs, models, waveforms, beam) -> None:
-    """The opt-in oneDNN packed-weight backends pass the same parity checks: per utterance
-    with the default length limit, and one mixed-length batch with n-best lists."""
+@pytest.mark.parametrize("backend", ["onednn", "mkl"])
+def test_cpu_linear_backends_match_the_reference(model_dirs, models, waveforms, beam, backend) -> None:
+    """The other CPU Linear paths pass the same parity checks as the default: the opt-in
+    packed oneDNN weights, and torch's own Linear (MKL, the default before oneDNN). Per
+    utterance with the default length limit, and one mixed-length batch with n-best lists."""
     from fireredasr_fast import onednn
 
     if not onednn.available():
         pytest.skip("torch built without oneDNN")
+    kind = {"onednn": onednn.PackedLinear, "mkl": torch.nn.Linear}[backend]
     for name, model_dir in model_dirs.items():
-        packed = load_model(model_dir, encoder_backend="onednn", decoder_backend="onednn")
-        layers = [m for m in packed.model.modules() if isinstance(m, onednn.PackedLinear)]
-        assert layers and not any(type(m) is torch.nn.Linear for m in packed.model.modules())
+        model = load_model(model_dir, encoder_backend=backend, decoder_backend=backend)
+        assert all(isinstance(m, kind) for m in _linears(model))
         _, ref = models[name]
-        ours = packed.transcribe(waveforms[:10], beam_size=beam)
+        ours = model.transcribe(waveforms[:10], beam_size=beam)
         theirs = [ref.transcribe([w], beam_size=beam)[0] for w in waveforms[:10]]
         assert _ids(ours) == _ids(theirs), name
         opts = dict(beam_size=beam, nbest=beam, decode_max_len=30)
-        ours_nbest = packed.transcribe_nbest(waveforms, **opts)
+        ours_nbest = model.transcribe_nbest(waveforms, **opts)
         assert [_ids(h) for h in ours_nbest] == [_ids(h) for h in ref.transcribe_nbest(waveforms, **opts)], name
+
+
+def test_default_cpu_path_runs_onednn_on_the_checkpoint_tensors(model_dirs, models) -> None:
+    """On CPU in fp32 every Linear of the default model (the one the parity tests above
+    use) is a SharedLinear reading the loaded checkpoint's tensor itself, not a copy: what
+    keeps the memory-mapped weights one copy for all workers."""
+    from fireredasr_fast import onednn
+    from fireredasr_fast.checkpoint import MODEL_FILE, load_package
+
+    if not onednn.available():
+        pytest.skip("torch built without oneDNN")
+    for name in model_dirs:
+        assert all(isinstance(m, onednn.SharedLinear) for m in _linears(models[name][0])), name
+    model_dir = model_dirs["varied"]
+    package = load_package(model_dir / MODEL_FILE)
+    model = FireRedModel(model_dir, package=package)
+    state = package["model_state_dict"]
+    names = {id(m): n for n, m in model.model.named_modules()}
+    layers = _linears(model)
+    assert len(layers) > 20
+    for layer in layers:
+        assert layer.weight.data_ptr() == state[names[id(layer)] + ".weight"].data_ptr()
 
 
 def test_max_tokens_per_second_caps_each_utterance(models, waveforms) -> None:

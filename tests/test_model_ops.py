@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fireredasr_fast.model import _rel_position_bias
+from fireredasr_fast.model import DecoderCache, _rel_position_bias
 
 
 def _strided_reference(q_v: torch.Tensor, p: torch.Tensor, scale: float) -> torch.Tensor:
@@ -37,3 +37,37 @@ def test_rel_position_bias_is_bit_identical(n: int, t: int, scale: float) -> Non
     assert got.shape == (n, 4, t, t)
     assert torch.equal(got, _strided_reference(q_v, p, scale))
     assert torch.equal(got, _upstream_rel_shift(q_v, p, scale))
+
+
+@pytest.mark.parametrize("parents", [[0, 1, 2, 3, 4, 5], [0, 0, 2, 5, 3, 4], [1, 0, 2, 4, 4, 4], [2, 2, 2, 3, 3, 3]])
+def test_cache_reorder_equals_a_full_copy(parents: list[int]) -> None:
+    """reorder copies only the rows that take another row's history; the result must equal
+    rebuilding every row from its parent (swaps, duplicates and the identity included), and
+    the slots beyond the current length stay untouched."""
+    gen = torch.Generator().manual_seed(0)
+    rows, heads, capacity, d_k, length = 6, 2, 8, 4, 5
+
+    def buffers() -> list[torch.Tensor]:
+        return [torch.randn(rows, heads, capacity, d_k, generator=gen) for _ in range(2)]
+
+    self_k, self_v = buffers(), buffers()
+    mask = torch.rand(rows, capacity, generator=gen) > 0.3
+    cache = DecoderCache(
+        self_k=[b.clone() for b in self_k],
+        self_v=[b.clone() for b in self_v],
+        cross_k=[],
+        cross_v=[],
+        cross_mask=torch.ones(2, 1, 1, 3, dtype=torch.bool),
+        self_mask=mask.clone(),
+        beam=3,
+        length=length,
+    )
+    index = torch.tensor(parents)
+    cache.reorder(index)
+    for ours, original in zip([*cache.self_k, *cache.self_v], [*self_k, *self_v], strict=True):
+        expected = original.clone()
+        expected[:, :, :length] = original[:, :, :length].index_select(0, index)
+        assert torch.equal(ours, expected)
+    expected_mask = mask.clone()
+    expected_mask[:, :length] = mask[:, :length].index_select(0, index)
+    assert torch.equal(cache.self_mask, expected_mask)

@@ -38,4 +38,6 @@ def test_onnx_backends_hold_private_weights():
     torch_spec = EngineSpec("firered", "/m", options=(("beam_size", 3), ("precision", "fp32")))
     onnx_spec = EngineSpec("firered", "/m", options=(("beam_size", 3), ("encoder_backend", "onnx")))
     onednn_spec = EngineSpec("firered", "/m", options=(("beam_size", 3), ("decoder_backend", "onednn")))
-    assert _weights_shared(torch_spec) and not _weights_shared(onnx_spec) and not _weights_shared(onednn_spec)
+    mkl_spec = EngineSpec("firered", "/m", options=(("beam_size", 3), ("encoder_backend", "mkl")))
+    assert _weights_shared(torch_spec) and _weights_shared(mkl_spec)
+    assert not _weights_shared(onnx_spec) and not _weights_shared(onednn_spec)

@@ -1,14 +1,17 @@
-"""Eager torch against the opt-in backends, ONNX Runtime and oneDNN pre-packed weights, on
-the encoder and on one cached decoder step (`python -m fireredasr_fast.bench engine --backends`).
+"""The Linear paths and the opt-in backends side by side, on the encoder and on one cached
+decoder step (`python -m fireredasr_fast.bench engine --backends`).
 
-All run in this process on the same inputs, in alternating rounds (the order flips every
-round), with the same thread count (torch.set_num_threads and ORT's intra-op threads); we
-report the best and the median of the rounds and the max abs difference of the outputs.
+`mkl` is eager torch with torch's own Linear (MKL's GEMM on CPU; the default before oneDNN
+took over), and every ratio is over it. `torch` is the default CPU path: the same modules
+with each Linear run by oneDNN on the same weights (`onednn.share_linears`). `onednn` packs
+the weights (`onednn.pack_linears`), `onnx` is ONNX Runtime. All run in this process on the
+same inputs, in alternating rounds (the order flips every round), with the same thread count
+(torch.set_num_threads and ORT's intra-op threads); we report the best and the median of the
+rounds and the max abs difference of the outputs from mkl's.
 
 The ORT decoder step is `onnx_decoder.OnnxDecoder.step`, as `decoder_backend="onnx"` runs it
 in the search: the self-attention cache and the cross-attention K/V are fed to the graph on
-every call, and the step's K/V are written back into the cache. The oneDNN step is
-`Decoder.step` on a copy of the decoder whose Linears are packed (`onednn.pack_linears`).
+every call, and the step's K/V are written back into the cache.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from ..onnx_decoder import OnnxDecoder, OnnxDecoderCache, export_step
 from ..onnx_encoder import OnnxEncoder, export_encoder
 from .engine import feature_frames
 
+BASELINE = "mkl"  # eager torch with torch's own Linear
+
 
 def alternate(impls: dict[str, Callable[[], Any]], rounds: int, repeats: int = 1) -> dict[str, list[float]]:
     """Seconds per call of each implementation, `rounds` times, order reversed every round."""
@@ -45,10 +50,14 @@ def alternate(impls: dict[str, Callable[[], Any]], rounds: int, repeats: int = 1
     return times
 
 
-def packed_copy(module: torch.nn.Module, rows_hint: int) -> torch.nn.Module:
-    """A copy of `module` with its Linears packed for oneDNN (the original is untouched)."""
+def oned_copy(module: torch.nn.Module, rows_hint: int | None) -> torch.nn.Module:
+    """A copy of `module` whose Linears run through oneDNN: packed for `rows_hint` rows, or
+    on their own weights when None (the original is untouched)."""
     twin = copy.deepcopy(module)
-    onednn.pack_linears(twin, rows_hint)
+    if rows_hint is None:
+        onednn.share_linears(twin)
+    else:
+        onednn.pack_linears(twin, rows_hint)
     return twin
 
 
@@ -57,16 +66,16 @@ def _row(
 ) -> dict:
     best = {k: min(v) for k, v in times.items()}
     median = {k: statistics.median(v) for k, v in times.items()}
-    others = [k for k in times if k != "torch"]
+    others = [k for k in times if k != BASELINE]
     return {
         "part": kind,
         "model": label,
         "seconds": seconds,
-        "rounds": len(times["torch"]),
+        "rounds": len(times[BASELINE]),
         "best_s": best,
         "median_s": median,
-        "over_torch_best": {k: best[k] / best["torch"] for k in others},
-        "over_torch_median": {k: median[k] / median["torch"] for k in others},
+        "over_mkl_best": {k: best[k] / best[BASELINE] for k in others},
+        "over_mkl_median": {k: median[k] / median[BASELINE] for k in others},
         "max_abs_diff": diff,
         **extra,
     }
@@ -82,7 +91,7 @@ def compare_encoder(
     export_encoder(model.encoder, model.args.idim, path)
     print(f"  exported the {label} encoder in {time.perf_counter() - start:.1f} s", flush=True)
     onnx = OnnxEncoder(path, threads=threads)
-    packed = packed_copy(model.encoder, onednn.ENCODER_ROWS_HINT) if onednn.available() else None
+    variants = _onednn_variants(model.encoder, onednn.ENCODER_ROWS_HINT)
     rows = []
     rng = np.random.default_rng(0)
     for sec in seconds:
@@ -91,13 +100,13 @@ def compare_encoder(
         lengths = torch.tensor([frames])
         with torch.inference_mode():
             impls: dict[str, Callable[[], Any]] = {
-                "torch": lambda f=feats, n=lengths: model.encoder(f, n),
+                BASELINE: lambda f=feats, n=lengths: model.encoder(f, n),
                 "onnx": lambda f=feats, n=lengths: onnx(f, n),
             }
-            if packed is not None:
-                impls["onednn"] = lambda f=feats, n=lengths: packed(f, n)
-            ref = impls["torch"]()[0]
-            diff = {k: (fn()[0] - ref).abs().max().item() for k, fn in impls.items() if k != "torch"}
+            for name, encoder in variants.items():
+                impls[name] = lambda f=feats, n=lengths, e=encoder: e(f, n)
+            ref = impls[BASELINE]()[0]
+            diff = {k: (fn()[0] - ref).abs().max().item() for k, fn in impls.items() if k != BASELINE}
             times = alternate(impls, rounds)
         rows.append(_row("encoder", label, sec, times, diff, frames=encoder_frames(sec)))
         print(f"  {label:6s} encoder {sec:4.0f} s  {_summary(rows[-1])}", flush=True)
@@ -108,15 +117,15 @@ def compare_decoder_step(
     model: AedModel, label: str, seconds: list[float], rounds: int, threads: int, workdir: Path, beam: int = 3
 ) -> list[dict[str, Any]]:
     """One step at cache length 4.5 tokens/s x seconds, over that many encoder frames: eager
-    `Decoder.step` against `OnnxDecoder.step` as the search runs it (cache fed every call)
-    and against `Decoder.step` with packed weights."""
+    `Decoder.step` with MKL's Linear against the same with oneDNN's (own or packed weights)
+    and against `OnnxDecoder.step` as the search runs it (cache fed every call)."""
     torch.set_num_threads(threads)
     dec = model.decoder
     path = workdir / "step" / "step.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
     export_step(dec, path)
     onnx = OnnxDecoder(dec, path, threads=threads)
-    packed = packed_copy(dec, onednn.DECODER_ROWS_HINT) if onednn.available() else None
+    variants = _onednn_variants(dec, onednn.DECODER_ROWS_HINT)
     rows = []
     gen = torch.Generator().manual_seed(0)
     for sec in seconds:
@@ -124,26 +133,31 @@ def compare_decoder_step(
         enc = torch.randn(1, frames, dec.d_model, generator=gen)
         valid = torch.ones(1, frames, dtype=torch.bool)
         with torch.inference_mode():
-            decoders: dict[str, Any] = {"torch": dec, "onnx": onnx}
-            if packed is not None:
-                decoders["onednn"] = packed
+            decoders: dict[str, Any] = {BASELINE: dec, "onnx": onnx, **variants}
             caches = {k: d.init_cache(enc, valid, beam) for k, d in decoders.items()}
             tokens = torch.randint(5, 100, (beam,), generator=gen)
             for _ in range(round(4.5 * sec)):  # fill every cache to the same length
                 for k, d in decoders.items():
                     d.step(tokens, caches[k])
-            t = caches["torch"].length
+            t = caches[BASELINE].length
 
             impls = {k: _stepper(d, caches[k], tokens, t) for k, d in decoders.items()}
             start = time.perf_counter()
-            ref = impls["torch"]()
+            ref = impls[BASELINE]()
             # Enough calls per round to time ~0.25 s: small models step in a millisecond.
             repeats = max(1, min(10, round(0.25 / (time.perf_counter() - start))))
-            diff = {k: (fn() - ref).abs().max().item() for k, fn in impls.items() if k != "torch"}
+            diff = {k: (fn() - ref).abs().max().item() for k, fn in impls.items() if k != BASELINE}
             times = alternate(impls, rounds, repeats=repeats)
         rows.append(_row("decoder step", label, sec, times, diff, frames=frames, cache_length=t, beam=beam))
         print(f"  {label:6s} step    {sec:4.0f} s  {_summary(rows[-1])}", flush=True)
     return rows
+
+
+def _onednn_variants(module: torch.nn.Module, rows_hint: int) -> dict[str, torch.nn.Module]:
+    """The default path (oneDNN on shared weights) and the packed backend, where available."""
+    if not onednn.available():
+        return {}
+    return {"torch": oned_copy(module, None), "onednn": oned_copy(module, rows_hint)}
 
 
 def _stepper(decoder: Any, cache: DecoderCache | OnnxDecoderCache, tokens: Tensor, t: int) -> Callable[[], Tensor]:
@@ -158,27 +172,28 @@ def _stepper(decoder: Any, cache: DecoderCache | OnnxDecoderCache, tokens: Tenso
 
 def _summary(row: dict[str, Any]) -> str:
     best = row["best_s"]
-    parts = [f"torch {best['torch'] * 1e3:.2f} ms"]
-    for k, ratio in row["over_torch_best"].items():
+    parts = [f"{BASELINE} {best[BASELINE] * 1e3:.2f} ms"]
+    for k, ratio in row["over_mkl_best"].items():
         parts.append(
-            f"{k} {best[k] * 1e3:.2f} ms ({ratio:.2f} best, {row['over_torch_median'][k]:.2f} median,"
+            f"{k} {best[k] * 1e3:.2f} ms ({ratio:.2f} best, {row['over_mkl_median'][k]:.2f} median,"
             f" max|diff| {row['max_abs_diff'][k]:.1e})"
         )
     return "  ".join(parts)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """Time over eager torch's, best of the rounds / median of the rounds (lower is faster)."""
-    others = sorted({k for r in rows for k in r["over_torch_best"]})
-    head = f"{'model':6s} {'part':12s} {'seg':>4s} {'torch best':>11s} {'torch med':>10s}"
+    """Time over mkl's (eager torch, torch's own Linear), best of the rounds / median of the
+    rounds (lower is faster)."""
+    others = sorted({k for r in rows for k in r["over_mkl_best"]})
+    head = f"{'model':6s} {'part':12s} {'seg':>4s} {'mkl best':>11s} {'mkl med':>10s}"
     head += "".join(f" {k + ' best/med':>18s} {'max|diff|':>9s}" for k in others)
     lines = [head + f" {'rounds':>6s}"]
     for r in rows:
         line = f"{r['model']:6s} {r['part']:12s} {r['seconds']:3.0f}s"
-        line += f" {r['best_s']['torch'] * 1e3:9.1f}ms {r['median_s']['torch'] * 1e3:8.1f}ms"
+        line += f" {r['best_s'][BASELINE] * 1e3:9.1f}ms {r['median_s'][BASELINE] * 1e3:8.1f}ms"
         for k in others:
-            if k in r["over_torch_best"]:
-                ratios = f"{r['over_torch_best'][k]:.2f} / {r['over_torch_median'][k]:.2f}"
+            if k in r["over_mkl_best"]:
+                ratios = f"{r['over_mkl_best'][k]:.2f} / {r['over_mkl_median'][k]:.2f}"
                 line += f" {ratios:>18s} {r['max_abs_diff'][k]:9.1e}"
             else:
                 line += f" {'-':>18s} {'-':>9s}"

@@ -44,6 +44,7 @@ from ..reference import ReferenceModel
 TOKENS_PER_SECOND = 4.5
 ONNX_BACKENDS = {"encoder_backend": "onnx", "decoder_backend": "onnx"}
 ONEDNN_BACKENDS = {"encoder_backend": "onednn", "decoder_backend": "onednn"}
+MKL_BACKENDS = {"encoder_backend": "mkl", "decoder_backend": "mkl"}  # the default before oneDNN
 _NEG = -1e9  # finite: upstream multiplies scores by 0 for finished beams (inf * 0 = nan)
 
 
@@ -186,6 +187,7 @@ def _bench_model(
     if int8:
         impls.append(("fast-int8", lambda: FireRedModel(model_dir, precision="int8", package=package)))
     if backends:
+        impls.append(("fast-mkl", lambda: FireRedModel(model_dir, package=package, **MKL_BACKENDS)))
         impls.append(("fast-onnx", lambda: FireRedModel(model_dir, package=package, **ONNX_BACKENDS)))
         impls.append(("fast-onednn", lambda: FireRedModel(model_dir, package=package, **ONEDNN_BACKENDS)))
     if reference:
@@ -286,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backends",
         action="store_true",
-        help="also: rows with the opt-in backends (fast-onnx: ONNX Runtime, fast-onednn: packed weights), and eager"
-        " torch against both on the encoder and one cached decoder step in alternating rounds",
+        help="also: rows with the other backends (fast-mkl: torch's own Linear, the old default; fast-onnx: ONNX"
+        " Runtime; fast-onednn: packed weights), and all of them on the encoder and one cached decoder step in"
+        " alternating rounds",
     )
     parser.add_argument("--only-backends", action="store_true", help="run the alternating --backends comparison only")
     parser.add_argument("--backend-rounds", type=int, default=5, help="alternating rounds per length (--backends)")
