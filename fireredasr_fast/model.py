@@ -10,8 +10,8 @@ differs is how much of it is done:
   instead of pad/concat copies); pointwise convolutions run as matmuls in (N, T, C) layout.
 * decoder: cross-attention K/V projected once per utterance and layer, shared by all beams
   (beams of one utterance are the query rows of one attention call); self-attention K/V
-  appended per step; only the newest token is embedded; beams are reordered with
-  index_select; utterances whose beams have all ended leave the batch.
+  appended per step; only the newest token is embedded; a beam reorder copies only the rows
+  whose parent changed; utterances whose beams have all ended leave the batch.
 
 Beam-search semantics follow upstream exactly: softmax smoothing, eos penalty, the way a
 finished beam keeps its score and only extends with eos, top-k pruning over beam x beam

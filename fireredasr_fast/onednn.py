@@ -1,7 +1,7 @@
 """Linear layers run by oneDNN's fp32 matmul: the default CPU path, and the `onednn` backend.
 
 Eager torch hands every Linear to MKL's general GEMM, which re-packs the weight on each
-call. For the encoder's long matrices that costs ~15 %, but a decoder step multiplies 3-24
+call. For the encoder's long matrices that costs 10-20 %, but a decoder step multiplies 3-24
 rows by 1.5 GB of AED-L weights and is bound by reading them, so the re-packing costs it
 far more. oneDNN's matmul does better in two ways, both measured in docs/engine.md:
 

@@ -23,6 +23,13 @@ import psutil
 WORKER_OVERHEAD_BYTES = 1.5e9
 # Fraction of available memory the plan may use; the rest is for the OS, ffmpeg, ollama.
 MEMORY_SHARE = 0.7
+# A model this large on this few physical cores gets one worker with every core: its decoder
+# steps are bound by reading the weights, and one worker reads them once per step for all
+# the segments in flight where N workers read them N times. Measured on 2 cores with AED-L
+# (4.6 GB): 1 x 2 took 0.81x the wall time of 2 x 1 (docs/benchmarks.md); 3-4 cores follow
+# the same arithmetic but are unmeasured.
+LARGE_MODEL_BYTES = 1e9
+FEW_CORES = 4
 
 
 @dataclass(frozen=True)
@@ -66,14 +73,17 @@ def make_plan(
     logical = logical_cores or psutil.cpu_count(logical=True) or physical
     available = available_bytes if available_bytes is not None else psutil.virtual_memory().available
 
+    reason = "explicit" if workers is not None else "one thread per physical core"
     if threads_per_worker is None:
         if workers:
             threads_per_worker = max(1, physical // workers)
+        elif model_size_bytes >= LARGE_MODEL_BYTES and physical <= FEW_CORES:
+            threads_per_worker = physical
+            reason = "large model on few cores: one worker reads the weights once per decoder step"
         else:
             # Two threads per worker from 8 cores up: fewer model replicas in flight and
             # bigger matmuls per worker, while keeping most parallelism across batches.
             threads_per_worker = 2 if physical >= 8 else 1
-    reason = "explicit" if workers is not None else "one thread per physical core"
     if workers is None:
         workers = max(1, physical // threads_per_worker)
         per_worker = WORKER_OVERHEAD_BYTES + (0 if weights_shared else model_size_bytes)

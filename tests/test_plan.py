@@ -14,8 +14,18 @@ def test_every_physical_core_gets_one_thread():
     plan = make_plan(AED_L, physical_cores=16, logical_cores=32, available_bytes=120 * GB)
     assert plan.workers * plan.threads_per_worker == 16
     assert plan.threads_per_worker == 2  # two threads per worker from 8 cores up
-    small = make_plan(AED_L, physical_cores=2, logical_cores=2, available_bytes=20 * GB)
-    assert (small.workers, small.threads_per_worker) == (2, 1)
+    small_model = make_plan(200_000_000, physical_cores=2, logical_cores=2, available_bytes=20 * GB)
+    assert (small_model.workers, small_model.threads_per_worker) == (2, 1)
+
+
+def test_a_large_model_on_few_cores_gets_one_worker_with_every_core():
+    for cores in (2, 4):
+        plan = make_plan(AED_L, physical_cores=cores, logical_cores=cores, available_bytes=20 * GB)
+        assert (plan.workers, plan.threads_per_worker) == (1, cores)
+        assert "large model" in plan.reason
+    # Not on a big machine, and never over an explicit choice.
+    assert make_plan(AED_L, physical_cores=8, available_bytes=60 * GB).workers == 4
+    assert (make_plan(AED_L, workers=2, physical_cores=2, available_bytes=20 * GB).threads_per_worker) == 1
 
 
 def test_explicit_workers_and_threads_win():

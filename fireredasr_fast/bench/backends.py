@@ -50,7 +50,7 @@ def alternate(impls: dict[str, Callable[[], Any]], rounds: int, repeats: int = 1
     return times
 
 
-def oned_copy(module: torch.nn.Module, rows_hint: int | None) -> torch.nn.Module:
+def onednn_copy(module: torch.nn.Module, rows_hint: int | None) -> torch.nn.Module:
     """A copy of `module` whose Linears run through oneDNN: packed for `rows_hint` rows, or
     on their own weights when None (the original is untouched)."""
     twin = copy.deepcopy(module)
@@ -157,7 +157,7 @@ def _onednn_variants(module: torch.nn.Module, rows_hint: int) -> dict[str, torch
     """The default path (oneDNN on shared weights) and the packed backend, where available."""
     if not onednn.available():
         return {}
-    return {"torch": oned_copy(module, None), "onednn": oned_copy(module, rows_hint)}
+    return {"torch": onednn_copy(module, None), "onednn": onednn_copy(module, rows_hint)}
 
 
 def _stepper(decoder: Any, cache: DecoderCache | OnnxDecoderCache, tokens: Tensor, t: int) -> Callable[[], Tensor]:
