@@ -215,17 +215,15 @@ class FireRedModel:
             from .onnx_decoder import OnnxDecoder, cached_step_export
 
             self._decoder = OnnxDecoder(self.model.decoder, cached_step_export(self.model.decoder, model_file))
-        if self.device.type == "cpu" and precision == "fp32" and onednn.available():
+        if self.device.type == "cpu" and precision == "fp32":  # check_backends keeps onednn here
             for part, backend, rows_hint in (
                 (self.model.encoder, encoder_backend, onednn.ENCODER_ROWS_HINT),
                 (self.model.decoder, decoder_backend, onednn.DECODER_ROWS_HINT),
             ):
                 if backend == "onednn":
-                    onednn.pack_linears(part, rows_hint)
-                elif backend == "torch":
+                    onednn.pack_linears(part, rows_hint)  # raises without oneDNN
+                elif backend == "torch" and onednn.available():
                     onednn.share_linears(part)
-        elif "onednn" in (encoder_backend, decoder_backend):
-            raise ValueError("the onednn backend needs a torch build with oneDNN (torch.backends.mkldnn)")
 
     @property
     def has_ctc(self) -> bool:

@@ -50,17 +50,6 @@ def alternate(impls: dict[str, Callable[[], Any]], rounds: int, repeats: int = 1
     return times
 
 
-def onednn_copy(module: torch.nn.Module, rows_hint: int | None) -> torch.nn.Module:
-    """A copy of `module` whose Linears run through oneDNN: packed for `rows_hint` rows, or
-    on their own weights when None (the original is untouched)."""
-    twin = copy.deepcopy(module)
-    if rows_hint is None:
-        onednn.share_linears(twin)
-    else:
-        onednn.pack_linears(twin, rows_hint)
-    return twin
-
-
 def _row(
     kind: str, label: str, seconds: float, times: dict[str, list[float]], diff: dict[str, float], **extra: Any
 ) -> dict:
@@ -154,10 +143,14 @@ def compare_decoder_step(
 
 
 def _onednn_variants(module: torch.nn.Module, rows_hint: int) -> dict[str, torch.nn.Module]:
-    """The default path (oneDNN on shared weights) and the packed backend, where available."""
+    """Copies of `module` (the original is untouched) with its Linears run by oneDNN: on
+    their own weights (the default path) and packed, where this torch build has oneDNN."""
     if not onednn.available():
         return {}
-    return {"torch": onednn_copy(module, None), "onednn": onednn_copy(module, rows_hint)}
+    shared, packed = copy.deepcopy(module), copy.deepcopy(module)
+    onednn.share_linears(shared)
+    onednn.pack_linears(packed, rows_hint)
+    return {"torch": shared, "onednn": packed}
 
 
 def _stepper(decoder: Any, cache: DecoderCache | OnnxDecoderCache, tokens: Tensor, t: int) -> Callable[[], Tensor]:
