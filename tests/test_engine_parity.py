@@ -132,6 +132,26 @@ def test_parity_batched_mixed_lengths(models, waveforms, batch, beam) -> None:
         assert _ids(ours) == _ids(theirs), name
 
 
+def test_parity_on_long_inputs(models, waveforms) -> None:
+    """Inputs past one block of the encoder's blocked relative-position product (> 128 frames,
+    5.1 s), batched with padding: the paths short inputs never reach."""
+    long_waves = [np.concatenate(waveforms[:6]), np.concatenate(waveforms[6:9]), np.concatenate(waveforms[2:12])]
+    assert all(w.size / 16000 > 6 for w in long_waves) and len({w.size for w in long_waves}) == 3
+    for name in ("varied", "fixture"):
+        if name not in models:
+            continue
+        fast, ref = models[name]
+        ours = fast.transcribe(long_waves, beam_size=3, decode_max_len=40)
+        theirs = [ref.transcribe([w], beam_size=3, decode_max_len=40)[0] for w in long_waves]
+        assert _ids(ours) == _ids(theirs), name
+        # Tokens can survive a small error in the relative-position term; encoder outputs cannot.
+        with torch.no_grad():
+            for enc, wave in zip(fast.encode(long_waves), long_waves, strict=True):
+                feats = ref.features(wave)[None]
+                expected = ref.model.encoder(feats, torch.tensor([feats.size(1)]))[0][0]
+                assert torch.allclose(enc, expected, rtol=1e-4, atol=1e-4), name
+
+
 def test_parity_search_options(models, waveforms) -> None:
     fast, ref = models["ending"]
     opts = dict(beam_size=4, nbest=3, softmax_smoothing=1.0, length_penalty=1.0, eos_penalty=0.8, decode_max_len=25)

@@ -71,3 +71,65 @@ def test_cache_reorder_equals_a_full_copy(parents: list[int]) -> None:
     expected_mask = mask.clone()
     expected_mask[:, :length] = mask[:, :length].index_select(0, index)
     assert torch.equal(cache.self_mask, expected_mask)
+
+
+@pytest.mark.parametrize("lengths", [[7, 7], [7, 4]])
+def test_decoder_cache_attention_inputs_give_the_masked_reference_step(lengths: list[int]) -> None:
+    """init_cache lays cross-attention K/V out contiguously per head and turns the padding
+    mask into an additive one (none without padding); a step on that cache must give the
+    same bits as the same step attending over the plain strided projections with the boolean
+    mask, which is what the cache held before."""
+    from fireredasr_fast.model import Decoder
+
+    torch.manual_seed(0)
+    decoder = Decoder(sos_id=1, eos_id=2, pad_id=0, odim=11, n_layers=2, n_head=2, d_model=8, pe_maxlen=64).eval()
+    enc = torch.randn(len(lengths), max(lengths), 8)
+    valid = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
+    tokens = torch.tensor([1, 5, 6, 1, 3, 0])  # one <pad> token: the self-attention mask matters
+    with torch.inference_mode():
+        cache = decoder.init_cache(enc, valid, beam=3)
+        assert all(k.is_contiguous() for k in cache.cross_k + cache.cross_v)
+        assert (cache.cross_bias is None) == (min(lengths) == max(lengths))
+        if cache.cross_bias is not None:
+            assert torch.equal(cache.cross_bias == 0, valid[:, None, None, :])
+        plain = decoder.init_cache(enc, valid, beam=3)
+        plain.cross_k = [layer.cross_attn.heads(layer.cross_attn.w_ks(enc)) for layer in decoder.layer_stack]
+        plain.cross_v = [layer.cross_attn.heads(layer.cross_attn.w_vs(enc)) for layer in decoder.layer_stack]
+        plain.cross_bias = valid[:, None, None, :]  # the boolean mask, as scaled_dot_product_attention takes it
+        for _ in range(3):
+            got, expected = decoder.step(tokens, cache), decoder.step(tokens, plain)
+            assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("scale", [0.125, 0.3])
+@pytest.mark.parametrize("t", [129, 130, 131, 200, 258, 300])  # longer than one block: the blocked path
+def test_blocked_rel_position_bias_is_bit_identical(t: int, scale: float) -> None:
+    from fireredasr_fast import model
+
+    assert t > model._BIAS_BLOCK
+    gen = torch.Generator().manual_seed(t)
+    q_v = torch.randn(2, 3, t, 16, generator=gen)
+    p = torch.randn(1, 3, 2 * t - 1, 16, generator=gen)
+    got = _rel_position_bias(q_v, p, scale)
+    assert got.shape == (2, 3, t, t)
+    assert torch.equal(got, _upstream_rel_shift(q_v, p, scale))
+
+
+def test_depthwise_convolution_in_time_major_layout_matches_conv1d() -> None:
+    """ConvModule runs its depthwise convolution on the (n, t, c) tensor as channels-last;
+    the result must be the Conv1d on (n, c, t) that the checkpoint's layer defines."""
+    from fireredasr_fast.model import ConvModule
+
+    torch.manual_seed(0)
+    module = ConvModule(d_model=8, kernel_size=5).eval()
+    x = torch.randn(2, 23, 8)
+    pad = torch.zeros(2, 23, 1, dtype=torch.bool)
+    pad[1, 17:] = True
+    with torch.inference_mode():
+        got = module(x, pad)
+        y = module.pre_layer_norm(x).masked_fill(pad, 0.0)
+        y = torch.nn.functional.glu(module.pointwise_conv1(y), dim=-1)
+        y = module.depthwise_conv(y.transpose(1, 2)).transpose(1, 2)
+        y = torch.nn.functional.silu(module.batch_norm(y))
+        expected = module.pointwise_conv2(y).masked_fill(pad, 0.0) + x
+    assert torch.equal(got, expected)
