@@ -106,7 +106,7 @@ class MacaronFeedForward(nn.Module):
         self.net = nn.Sequential(
             nn.LayerNorm(d_model),
             nn.Linear(d_model, d_model * 4),
-            nn.SiLU(),
+            nn.SiLU(inplace=True),  # on the Linear's fresh output: one 4d-wide temporary fewer
             nn.Identity(),
             nn.Linear(d_model * 4, d_model),
             nn.Identity(),
@@ -136,7 +136,9 @@ class RelPosSelfAttention(nn.Module):
         nn.init.xavier_uniform_(self.pos_bias_u)
         nn.init.xavier_uniform_(self.pos_bias_v)
 
-    def forward(self, x: Tensor, pos_emb: Tensor, key_valid: Tensor) -> Tensor:
+    def forward(self, x: Tensor, pos_emb: Tensor, key_valid: Tensor, workspace: list[Tensor] | None = None) -> Tensor:
+        """`workspace`: where the relative-position scores may be written, shared by the layers
+        of one encoder pass (see _rel_position_bias)."""
         n, t, d = x.shape
         h, dk = self.n_head, self.d_k
         q = self.w_qs(self.layer_norm_q(x)).view(n, t, h, dk)
@@ -155,7 +157,7 @@ class RelPosSelfAttention(nn.Module):
             parts = [slice(s, s + step) for s in range(0, n, step)]
         outs = []
         for part in parts:
-            bias = _rel_position_bias(q_v[part], p, scale)
+            bias = _rel_position_bias(q_v[part], p, scale, workspace)
             valid = key_valid[part]
             # A batch without padding (one utterance, or equal lengths) needs no mask pass
             # over the (n, h, t, t) scores; the exported graph serves both cases.
@@ -166,7 +168,7 @@ class RelPosSelfAttention(nn.Module):
         return self.fc(out.transpose(1, 2).reshape(n, t, d)) + x
 
 
-def _rel_position_bias(q_v: Tensor, p: Tensor, scale: float) -> Tensor:
+def _rel_position_bias(q_v: Tensor, p: Tensor, scale: float, workspace: list[Tensor] | None = None) -> Tensor:
     """(q + v) . p for every (query i, key j) at relative position i - j, times `scale`.
 
     `p` holds positions t-1 .. -(t-1), so query i needs rows t-1-i .. 2t-2-i of it: a window
@@ -177,6 +179,10 @@ def _rel_position_bias(q_v: Tensor, p: Tensor, scale: float) -> Tensor:
     writes the windows into one (n, h, t, t) result: AED-L, 60 s, 2 threads, 243 -> 121 ms a
     layer, the same bits (tests/test_model_ops.py). Exported graphs take the one-product path,
     which a dynamic length can trace.
+
+    The (n, h, t, t) result is written into `workspace[0]` when that is large enough, and
+    otherwise into a new buffer left there: the layers of one encoder pass share it, so its
+    pages (180 MB a layer at 60 s) are faulted in once rather than once per layer.
     """
     n, h, t, _ = q_v.shape
     # Scaling by a power of two (1/sqrt(64) for FireRedASR's heads) is exact, so it can go
@@ -187,7 +193,14 @@ def _rel_position_bias(q_v: Tensor, p: Tensor, scale: float) -> Tensor:
     if torch.onnx.is_in_onnx_export() or t <= _BIAS_BLOCK:
         shifted = _windows(torch.matmul(q, p.transpose(-2, -1)), t)
     else:
-        shifted = q.new_empty(n, h, t, t)
+        need = n * h * t * t
+        if workspace is None or not workspace or workspace[0].numel() < need or workspace[0].dtype != q.dtype:
+            buffer = q.new_empty(need)
+            if workspace is not None:
+                workspace[:] = [buffer]
+        else:
+            buffer = workspace[0][:need]
+        shifted = buffer.view(n, h, t, t)
         start = 0
         while start < t:
             stop = min(t, start + _BIAS_BLOCK)
@@ -239,7 +252,7 @@ class ConvModule(nn.Module):
             y.transpose(1, 2).unsqueeze(2), conv.weight.unsqueeze(2), padding=(0, conv.padding[0]), groups=conv.groups
         )
         y = y.squeeze(2).transpose(1, 2)
-        y = F.silu(self.batch_norm(y))
+        y = F.silu(self.batch_norm(y), inplace=True)
         y = self.pointwise_conv2(y).masked_fill(pad, 0.0)
         return y + x
 
@@ -253,9 +266,11 @@ class ConformerLayer(nn.Module):
         self.ffn2 = MacaronFeedForward(d_model)
         self.layer_norm = nn.LayerNorm(d_model)
 
-    def forward(self, x: Tensor, pos_emb: Tensor, valid: Tensor, pad: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, pos_emb: Tensor, valid: Tensor, pad: Tensor, workspace: list[Tensor] | None = None
+    ) -> Tensor:
         out = 0.5 * x + 0.5 * self.ffn1(x)
-        out = self.mhsa(out, pos_emb, valid)
+        out = self.mhsa(out, pos_emb, valid, workspace)
         out = self.conv(out, pad)
         out = 0.5 * out + 0.5 * self.ffn2(out)
         return self.layer_norm(out)
@@ -282,8 +297,9 @@ class Encoder(nn.Module):
         center = pe.size(1) // 2
         pos_emb = pe[:, center - t + 1 : center + t].to(x.dtype)
         pad = ~valid[:, :, None]
+        workspace: list[Tensor] = []  # score buffer shared by the layers (_rel_position_bias)
         for layer in self.layer_stack:
-            x = layer(x, pos_emb, valid, pad)
+            x = layer(x, pos_emb, valid, pad, workspace)
         return x, valid
 
 

@@ -113,6 +113,15 @@ def test_blocked_rel_position_bias_is_bit_identical(t: int, scale: float) -> Non
     got = _rel_position_bias(q_v, p, scale)
     assert got.shape == (2, 3, t, t)
     assert torch.equal(got, _upstream_rel_shift(q_v, p, scale))
+    # The encoder's layers share one score buffer: a later layer (here: other inputs, then a
+    # smaller batch) writes into the same memory and still gets its own exact result.
+    workspace: list[torch.Tensor] = []
+    first = _rel_position_bias(q_v, p, scale, workspace)
+    assert torch.equal(first, got)
+    second = _rel_position_bias(q_v[:1] * 2, p, scale, workspace)
+    assert torch.equal(second, _upstream_rel_shift(q_v[:1] * 2, p, scale))
+    if scale == 0.125:  # an exact scale leaves the result in the buffer itself
+        assert second.data_ptr() == first.data_ptr() == workspace[0].data_ptr()
 
 
 def test_depthwise_convolution_in_time_major_layout_matches_conv1d() -> None:
