@@ -14,6 +14,9 @@ Also measured in the run: the fp32 GEMM peak (MKL and oneDNN, the better one is 
 read bandwidth, which give the encoder's share of peak and the decoder's time over its floor.
 --backends adds rows for the opt-in backends (ONNX Runtime, oneDNN) and times eager torch
 against both on the encoder and one decoder step in alternating rounds (bench/backends.py).
+--pipeline-batch N adds rows `fast xN`: ours with N segments of each length in one call, as the
+pipeline batches them (its decoder reads the weights once per step for all N), reported per
+segment; the reference rows stay one segment per call, as the original script runs it.
 
     python -m fireredasr_fast.bench engine --preset aed-l --seconds 10,30,60 --threads 2 \
         --full-max-seconds 60 --reference-max-seconds 60 --no-int8 --backends --json engine.json
@@ -183,7 +186,8 @@ def _bench_model(
     args = package["args"]
     shape = {k: getattr(args, k) for k in ("d_model", "odim", "n_layers_dec", "n_layers_enc")}
     rows: list[dict[str, Any]] = []
-    impls = [("fast", lambda: FireRedModel(model_dir, package=package))] if fast else []
+    name = "fast" if batch == 1 else f"fast x{batch}"
+    impls = [(name, lambda: FireRedModel(model_dir, package=package))] if fast else []
     if int8:
         impls.append(("fast-int8", lambda: FireRedModel(model_dir, precision="int8", package=package)))
     if backends:
@@ -220,7 +224,11 @@ def _table(rows: list[dict[str, Any]], peak: float, bandwidth: float) -> str:
         ref = by_key.get((r["model"], r["seconds"], "reference"))
         speed = ""
         if ref is not None and r["impl"] != "reference":
-            parts = [ref[s] / max(r[s], 1e-9) for s in ("features", "encoder", "decoder", "total")]
+            # Per segment on both sides (a `fast xN` row decodes N segments per call).
+            parts = [
+                (ref[s] / ref["batch"]) / max(r[s] / r["batch"], 1e-9)
+                for s in ("features", "encoder", "decoder", "total")
+            ]
             speed = "/".join(f"{p:.1f}x" for p in parts)
         enc_rate = r["gflop"]["encoder"] / max(r["encoder"], 1e-9)
         weight_bytes = 1 if r["impl"].endswith("int8") else 4
@@ -262,6 +270,10 @@ def _engine_rows(opts: argparse.Namespace, seconds: list[float]) -> tuple[list[d
             )
 
         rows += bench(opts.preset, main_dir, full, reference=False, ours=True)
+        if opts.pipeline_batch > 1:
+            rows += _bench_model(
+                opts.preset, main_dir, full, opts.beam, False, False, opts.threads, batch=opts.pipeline_batch
+            )
         if full_ref:
             rows += bench(opts.preset, main_dir, full_ref, reference=True, ours=False)
         if len(full_ref) < len(seconds) and opts.narrow_preset != opts.preset:
@@ -294,6 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only-backends", action="store_true", help="run the alternating --backends comparison only")
     parser.add_argument("--backend-rounds", type=int, default=5, help="alternating rounds per length (--backends)")
+    parser.add_argument(
+        "--pipeline-batch",
+        type=int,
+        default=1,
+        help="also: ours (default path) with this many segments per call, as the pipeline batches them,"
+        " reported per segment against the reference's one per call (default: %(default)s, off)",
+    )
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
     seconds = [float(s) for s in opts.seconds.split(",") if s]
