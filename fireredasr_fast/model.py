@@ -219,8 +219,8 @@ def _windows(product: Tensor, t: int) -> Tensor:
     Flat element (t + rows - 1) r + rows - 1 - r + j = (t + rows - 2) r + (rows - 1) + j, so
     dropping the first rows - 1 flat elements and reading rows of width t + rows - 2 lines
     every window up at column 0: views of the contiguous product only, and reshapes and slices
-    rather than `as_strided`, so it exports to ONNX with a dynamic length. A single row reads
-    width 1 // rows past its t columns' worth (the row itself).
+    rather than `as_strided`, so it exports to ONNX with a dynamic length. A single row is its
+    own window (width t), which the `1 // rows` term gives without a branch.
     """
     n, h, rows, width = product.shape
     width = width - 1 + 1 // rows  # t + rows - 2, or t for a single row, in traceable arithmetic
