@@ -194,13 +194,12 @@ def _rel_position_bias(q_v: Tensor, p: Tensor, scale: float, workspace: list[Ten
         shifted = _windows(torch.matmul(q, p.transpose(-2, -1)), t)
     else:
         need = n * h * t * t
-        if workspace is None or not workspace or workspace[0].numel() < need or workspace[0].dtype != q.dtype:
+        buffer = workspace[0] if workspace else None
+        if buffer is None or buffer.numel() < need:
             buffer = q.new_empty(need)
             if workspace is not None:
                 workspace[:] = [buffer]
-        else:
-            buffer = workspace[0][:need]
-        shifted = buffer.view(n, h, t, t)
+        shifted = buffer[:need].view(n, h, t, t)
         start = 0
         while start < t:
             stop = min(t, start + _BIAS_BLOCK)
@@ -377,13 +376,13 @@ class DecoderCache:
     self_v: list[Tensor]
     cross_k: list[Tensor]
     cross_v: list[Tensor]
-    cross_mask: Tensor  # (utterances, 1, 1, frames) bool, True = attend
+    # Encoder padding as an additive mask (utterances, 1, 1, frames), 0 or -inf, made once
+    # instead of by every attention call; None when no utterance has padding (adding 0.0
+    # changes no score).
+    cross_bias: Tensor | None
     self_mask: Tensor  # (rows, capacity) bool, False where the token was <pad>
     beam: int
     length: int = 0
-    # cross_mask as an additive float mask (0 or -inf), made once instead of by every attention
-    # call; None when no utterance has padding (adding 0.0 changes no score).
-    cross_bias: Tensor | None = None
 
     @property
     def rows(self) -> int:
@@ -431,7 +430,6 @@ class DecoderCache:
         self.self_mask = self.self_mask.index_select(0, rows)
         self.cross_k = [b.index_select(0, utterances) for b in self.cross_k]
         self.cross_v = [b.index_select(0, utterances) for b in self.cross_v]
-        self.cross_mask = self.cross_mask.index_select(0, utterances)
         if self.cross_bias is not None:
             self.cross_bias = self.cross_bias.index_select(0, utterances)
 
@@ -471,14 +469,12 @@ class Decoder(nn.Module):
             # docs/engine.md).
             cross_k.append(layer.cross_attn.heads(layer.cross_attn.w_ks(enc)).contiguous())
             cross_v.append(layer.cross_attn.heads(layer.cross_attn.w_vs(enc)).contiguous())
-        cross_mask = enc_valid[:, None, None, :]
-        cross_bias = None if bool(enc_valid.all()) else _additive_mask(cross_mask, enc.dtype)
+        cross_bias = None if bool(enc_valid.all()) else _additive_mask(enc_valid[:, None, None, :], enc.dtype)
         return DecoderCache(
             self_k=[enc.new_empty(rows, h, capacity, dk) for _ in self.layer_stack],
             self_v=[enc.new_empty(rows, h, capacity, dk) for _ in self.layer_stack],
             cross_k=cross_k,
             cross_v=cross_v,
-            cross_mask=cross_mask,
             cross_bias=cross_bias,
             self_mask=torch.ones(rows, capacity, dtype=torch.bool, device=enc.device),
             beam=beam,

@@ -175,7 +175,7 @@ class OnnxDecoder:
         torch_cache = self.decoder.init_cache(enc, enc_valid, beam, capacity=1)
         cross_k = torch.stack(torch_cache.cross_k).float().numpy()
         cross_v = torch.stack(torch_cache.cross_v).float().numpy()
-        cross_mask = np.ascontiguousarray(torch_cache.cross_mask.numpy())
+        cross_mask = np.ascontiguousarray(enc_valid[:, None, None, :].cpu().numpy())
         return OnnxDecoderCache(cross_k, cross_v, cross_mask, beam, capacity)
 
     def step(self, tokens: Tensor, cache: OnnxDecoderCache) -> Tensor:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fireredasr_fast.model import DecoderCache, _rel_position_bias
+from fireredasr_fast import model
+from fireredasr_fast.model import ConvModule, Decoder, DecoderCache, _rel_position_bias
 
 
 def _strided_reference(q_v: torch.Tensor, p: torch.Tensor, scale: float) -> torch.Tensor:
@@ -57,7 +58,7 @@ def test_cache_reorder_equals_a_full_copy(parents: list[int]) -> None:
         self_v=[b.clone() for b in self_v],
         cross_k=[],
         cross_v=[],
-        cross_mask=torch.ones(2, 1, 1, 3, dtype=torch.bool),
+        cross_bias=None,
         self_mask=mask.clone(),
         beam=3,
         length=length,
@@ -79,8 +80,6 @@ def test_decoder_cache_attention_inputs_give_the_masked_reference_step(lengths: 
     mask into an additive one (none without padding); a step on that cache must give the
     same bits as the same step attending over the plain strided projections with the boolean
     mask, which is what the cache held before."""
-    from fireredasr_fast.model import Decoder
-
     torch.manual_seed(0)
     decoder = Decoder(sos_id=1, eos_id=2, pad_id=0, odim=11, n_layers=2, n_head=2, d_model=8, pe_maxlen=64).eval()
     enc = torch.randn(len(lengths), max(lengths), 8)
@@ -104,8 +103,6 @@ def test_decoder_cache_attention_inputs_give_the_masked_reference_step(lengths: 
 @pytest.mark.parametrize("scale", [0.125, 0.3])
 @pytest.mark.parametrize("t", [129, 130, 131, 200, 258, 300])  # longer than one block: the blocked path
 def test_blocked_rel_position_bias_is_bit_identical(t: int, scale: float) -> None:
-    from fireredasr_fast import model
-
     assert t > model._BIAS_BLOCK
     gen = torch.Generator().manual_seed(t)
     q_v = torch.randn(2, 3, t, 16, generator=gen)
@@ -127,8 +124,6 @@ def test_blocked_rel_position_bias_is_bit_identical(t: int, scale: float) -> Non
 def test_depthwise_convolution_in_time_major_layout_matches_conv1d() -> None:
     """ConvModule runs its depthwise convolution on the (n, t, c) tensor as channels-last;
     the result must be the Conv1d on (n, c, t) that the checkpoint's layer defines."""
-    from fireredasr_fast.model import ConvModule
-
     torch.manual_seed(0)
     module = ConvModule(d_model=8, kernel_size=5).eval()
     x = torch.randn(2, 23, 8)

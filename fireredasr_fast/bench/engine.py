@@ -272,7 +272,14 @@ def _engine_rows(opts: argparse.Namespace, seconds: list[float]) -> tuple[list[d
         rows += bench(opts.preset, main_dir, full, reference=False, ours=True)
         if opts.pipeline_batch > 1:
             rows += _bench_model(
-                opts.preset, main_dir, full, opts.beam, False, False, opts.threads, batch=opts.pipeline_batch
+                opts.preset,
+                main_dir,
+                full,
+                opts.beam,
+                reference=False,
+                int8=False,
+                threads=opts.threads,
+                batch=opts.pipeline_batch,
             )
         if full_ref:
             rows += bench(opts.preset, main_dir, full_ref, reference=True, ours=False)
