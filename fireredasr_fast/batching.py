@@ -56,3 +56,36 @@ def make_batches(jobs: Iterable[SegmentJob], max_padded_seconds: float, max_size
     if current:
         batches.append(Batch(current))
     return batches
+
+
+def group_by_length(lengths: Sequence[int], max_padded: int, group_overhead: float) -> list[list[int]]:
+    """Split items into groups that each run as one padded batch, at the least cost.
+
+    A group costs its longest item times (its size + `group_overhead`): padding makes every
+    member as long as the longest, and each extra group pays a fixed cost that also grows with
+    its longest item (for an encoder-decoder, one more beam search whose step count follows
+    the longest output). Items are sorted longest first, and the best split of a sorted list
+    into runs is found exactly by dynamic programming (n <= a few hundred: O(n^2)). A group's
+    padded size (count x longest) stays within `max_padded` unless it is a single item.
+    Items of length 0 are left out. Returns lists of indices into `lengths`, longest first.
+    """
+    order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: -lengths[i])
+    count = len(order)
+    # best[j]: least cost of grouping order[:j]; cut[j]: where its last group starts.
+    best = [0.0] + [float("inf")] * count
+    cut = [0] * (count + 1)
+    for start in range(count):
+        longest = lengths[order[start]]
+        for stop in range(start + 1, count + 1):
+            size = stop - start
+            if size > 1 and size * longest > max_padded:
+                break
+            cost = best[start] + longest * (size + group_overhead)
+            if cost < best[stop]:
+                best[stop], cut[stop] = cost, start
+    groups: list[list[int]] = []
+    stop = count
+    while stop > 0:
+        groups.append(order[cut[stop] : stop])
+        stop = cut[stop]
+    return groups[::-1]

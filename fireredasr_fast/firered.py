@@ -21,6 +21,7 @@ import torch
 
 from . import onednn
 from .alignment import ctc_token_times, token_times_from_attention
+from .batching import group_by_length
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, check_model_dir, load_package
 from .engine import SAMPLE_RATE, Engine, EngineSpec, Hypothesis
 from .feature_extractor import FbankExtractor
@@ -34,6 +35,14 @@ BACKENDS = ("torch", "mkl", "onnx", "onednn")  # for the encoder and the decoder
 # Padded fbank frames (10 ms each) one encoder sub-batch may hold: 400 s of audio. Bounds
 # activation memory and the per-batch cross-attention K/V (AED-L: ~41 MB per second).
 DEFAULT_BATCH_FRAMES = 40000
+# What one more group (an encoder batch and its beam search) costs, in padded copies of its
+# longest segment: a beam search reads the decoder's weights once per step for all its rows,
+# and its step count follows the longest output. From the engine benchmark (AED-L, 2 threads,
+# docs/engine.md): the encoder costs 0.20-0.23 s per padded second; a step's fixed part is
+# 66-80 ms at 4.5 tokens per second, 0.30-0.36 s per second of the longest segment: 1.3-1.8
+# padded copies. Without this, a 42 s segment and three of 3 s shared one batch padded to
+# 4 x 42 s (3.2x the encoder work of encoding them apart).
+GROUP_OVERHEAD = 1.5
 
 
 @dataclass(frozen=True)
@@ -230,16 +239,11 @@ class FireRedModel:
         return getattr(self.model, "ctc", None) is not None
 
     def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Indices grouped longest first so padding stays small; each group's padded size
-        (count x longest) fits the frame budget (a single long one always gets through)."""
-        order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: -lengths[i])
-        groups: list[list[int]] = []
-        for i in order:
-            if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= self.batch_frames:
-                groups[-1].append(i)
-            else:
-                groups.append([i])
-        return groups
+        """Indices grouped longest first, each group one padded encoder batch and one beam
+        search, split where padding would cost more than another search (batching.py);
+        each group's padded size (count x longest) fits the frame budget (a single long one
+        always gets through)."""
+        return group_by_length(lengths, self.batch_frames, GROUP_OVERHEAD)
 
     @torch.inference_mode()
     def transcribe_nbest(

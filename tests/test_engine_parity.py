@@ -86,6 +86,24 @@ def _ids(hyps: list[Hypothesis]) -> list[list[int]]:
     return [h.token_ids for h in hyps]
 
 
+def _assert_same_as_reference(ours: list[Hypothesis], theirs: list[Hypothesis], model_dir: Path, waves, **opts) -> None:
+    """Token ids equal, each utterance decoded alone by the reference. On a difference, says
+    whether a freshly loaded reference gives its own tokens again: one CI run saw the
+    reference's tokens for one utterance move in one process only (ours stayed), by a margin
+    far beyond rounding (a 4e-3 logit nudge was needed to reproduce it), so the message
+    records which side moved."""
+    if _ids(ours) == _ids(theirs):
+        return
+    fresh = load_model(model_dir, implementation="reference")
+    again = [fresh.transcribe([w], **opts)[0].token_ids for w in waves]
+    differ = [i for i, (a, b) in enumerate(zip(_ids(ours), _ids(theirs), strict=True)) if a != b]
+    raise AssertionError(
+        f"token ids differ from the reference (utterances {differ}); "
+        f"a freshly loaded reference reproduces the first reference run: {again == _ids(theirs)}, "
+        f"agrees with ours: {again == _ids(ours)}"
+    )
+
+
 def test_random_checkpoints_depend_on_the_audio(models, waveforms) -> None:
     # Guard: parity on a model that always says the same thing would prove little.
     _, ref = models["varied"]
@@ -100,7 +118,7 @@ def test_random_checkpoints_depend_on_the_audio(models, waveforms) -> None:
 
 @pytest.mark.parametrize("beam", [1, 3])
 @pytest.mark.parametrize("name", ["varied", "ending", "fixture"])
-def test_parity_per_utterance_default_length_limit(models, waveforms, name, beam) -> None:
+def test_parity_per_utterance_default_length_limit(model_dirs, models, waveforms, name, beam) -> None:
     """decode_max_len=0: our limit is each utterance's own encoder length, which is the
     reference's limit when it decodes that utterance alone."""
     if name not in models:
@@ -108,7 +126,7 @@ def test_parity_per_utterance_default_length_limit(models, waveforms, name, beam
     fast, ref = models[name]
     ours = fast.transcribe(waveforms[:10], beam_size=beam)
     theirs = [ref.transcribe([w], beam_size=beam)[0] for w in waveforms[:10]]
-    assert _ids(ours) == _ids(theirs)
+    _assert_same_as_reference(ours, theirs, model_dirs[name], waveforms[:10], beam_size=beam)
     assert [h.text for h in ours] == [h.text for h in theirs]
 
 
@@ -186,7 +204,7 @@ def test_cpu_linear_backends_match_the_reference(model_dirs, models, waveforms, 
         _, ref = models[name]
         ours = model.transcribe(waveforms[:10], beam_size=beam)
         theirs = [ref.transcribe([w], beam_size=beam)[0] for w in waveforms[:10]]
-        assert _ids(ours) == _ids(theirs), name
+        _assert_same_as_reference(ours, theirs, model_dir, waveforms[:10], beam_size=beam)
         opts = dict(beam_size=beam, nbest=beam, decode_max_len=30)
         ours_nbest = model.transcribe_nbest(waveforms, **opts)
         assert [_ids(h) for h in ours_nbest] == [_ids(h) for h in ref.transcribe_nbest(waveforms, **opts)], name
@@ -230,12 +248,13 @@ def test_max_tokens_per_second_caps_each_utterance(models, waveforms) -> None:
     assert sum(uncapped) > sum(lengths)
 
 
-def test_empty_and_too_short_waveforms(models, waveforms) -> None:
+def test_empty_and_too_short_waveforms(model_dirs, models, waveforms) -> None:
     fast, ref = models["varied"]
     batch = [np.zeros(0, np.float32), waveforms[0], np.zeros(399, np.float32), waveforms[3]]
     ours = fast.transcribe(batch, beam_size=3)
     assert ours[0] == Hypothesis(text="") and ours[2] == Hypothesis(text="")
-    assert _ids(ours) == _ids([ref.transcribe([w], beam_size=3)[0] for w in batch])
+    theirs = [ref.transcribe([w], beam_size=3)[0] for w in batch]
+    _assert_same_as_reference(ours, theirs, model_dirs["varied"], batch, beam_size=3)
     assert fast.transcribe([]) == []
     assert fast.transcribe([np.zeros(10, np.float32)]) == [Hypothesis(text="")]
 
