@@ -48,6 +48,19 @@ class SpeechSegment:
         return self.end - self.start
 
 
+def _import_silero():
+    """silero_vad's loader. Importing the package sets torch to one thread for the whole
+    process (`torch.set_num_threads(1)` at its top level); a process that segments and then
+    recognises (transcribe_file) would run the model on one core, so the count is put back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    from silero_vad import load_silero_vad
+
+    torch.set_num_threads(threads)
+    return load_silero_vad
+
+
 class SileroVad:
     """Frame-level speech probabilities from silero VAD's ONNX model (no torch needed).
 
@@ -57,14 +70,11 @@ class SileroVad:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # onnxruntime sessions are not re-entrant with state
+        load_silero_vad = _import_silero()
         try:
-            from silero_vad import load_silero_vad
-
             self._model = load_silero_vad(sequence=True)
             self._sequence = True
-        except (ImportError, TypeError, FileNotFoundError):
-            from silero_vad import load_silero_vad
-
+        except (TypeError, FileNotFoundError):
             self._model = load_silero_vad(onnx=True)
             self._sequence = False
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,3 +91,20 @@ def test_silence_gives_no_segments():
     segmenter = SpeechSegmenter()
     segments, speech = segmenter(np.zeros(16000 * 3, dtype=np.int16))
     assert segments == [] and speech == []
+
+
+def test_loading_the_vad_keeps_the_process_thread_count() -> None:
+    """silero_vad's import sets torch to one thread process-wide; a process that segments and
+    then recognises (transcribe_file) must keep the count it chose. A fresh interpreter,
+    because the import happens once per process."""
+    code = (
+        "import torch; torch.set_num_threads(3)\n"
+        "from fireredasr_fast.vad import SpeechSegmenter\n"
+        "SpeechSegmenter()\n"
+        "import silero_vad  # really imported by now\n"
+        "print(torch.get_num_threads())\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=root)
+    assert out.stdout.split() == ["3"]

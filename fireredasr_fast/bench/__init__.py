@@ -8,4 +8,5 @@ BENCHMARKS = {
     "engine": "Fast FireRedASR-AED engine against the reference implementation (issue 5)",
     "whisper-pipeline": "Our pipeline with the Whisper engine against faster-whisper's batched pipeline",
     "runner": "The parallel runner against the original thread-pool approach",
+    "grouping": "How the engine splits a call of mixed-length segments into padded batches",
 }

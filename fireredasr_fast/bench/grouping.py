@@ -1,0 +1,149 @@
+"""`python -m fireredasr_fast.bench grouping`: how the engine groups segments of mixed lengths.
+
+The runner's folder (runner.build_folder: real speech, 1-3 minute videos) is segmented by the
+real VAD, then each file's segments go to the FireRedASR engine in one call, the way the
+runner's first batches leave as soon as a file is ready. Two ways of cutting a call into
+padded encoder batches and beam searches, alternating rounds, one process, one model:
+
+  grouped  the engine's rule (batching.group_by_length): split where padding would cost
+           more than one more beam search;
+  greedy   the previous rule: longest first, each group as large as the frame budget allows.
+
+    python -m fireredasr_fast.bench grouping --preset aed-l --minutes 4 --rounds 2
+
+A random checkpoint never says <eos>: --tokens-per-second (default 4.5) caps every segment at
+the rate of real speech, the same for both. Tokens must come out identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .runner import DEFAULT_CACHE, _cpu_name, build_folder, resolve_model
+
+
+def greedy_groups(lengths: Sequence[int], max_padded: int) -> list[list[int]]:
+    """The previous rule: longest first, a group grows while count x longest fits."""
+    order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= max_padded:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def padded_seconds(groups: list[list[int]], frames: Sequence[int]) -> float:
+    """Audio seconds the encoder runs over, padding included (10 ms frames)."""
+    return sum(len(g) * frames[g[0]] for g in groups) / 100.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    prog = "python -m fireredasr_fast.bench grouping"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=4.0, help="audio in the folder (default: %(default)s)")
+    parser.add_argument("--model-dir", type=Path, help="checkpoint (default: the fixture, else random)")
+    parser.add_argument("--preset", choices=["tiny", "small", "aed-l"], help="write a random checkpoint of this shape")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="random checkpoints are kept here")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (default: %(default)s)")
+    parser.add_argument("--tokens-per-second", type=float, default=4.5)
+    parser.add_argument("--json", type=Path)
+    opts = parser.parse_args(argv)
+
+    from ..firered import FireRedModel
+    from ..transcribe import prepare_file
+    from ..vad import SpeechSegmenter
+
+    torch.set_num_threads(opts.threads)
+    with tempfile.TemporaryDirectory(prefix="bench-grouping-") as tmp:
+        folder = Path(tmp) / "videos"
+        folder.mkdir()
+        build_folder(folder, opts.minutes)
+        segmenter = SpeechSegmenter()
+        calls = []
+        for path in sorted(folder.iterdir()):
+            prepared = prepare_file(path, segmenter)
+            calls.append([job.samples.astype(np.float32) / 32768.0 for job in prepared.jobs(0)])
+    model_dir, kind = resolve_model(opts.model_dir, opts.preset, opts.cache_dir)
+    model = FireRedModel(model_dir)
+    seconds = [[round(w.size / 16000, 2) for w in waves] for waves in calls]
+    print(f"model: {kind}; {len(calls)} calls (one per file), segments (s): {seconds}", flush=True)
+
+    frames = [[model.features.num_frames(w.size) for w in waves] for waves in calls]
+    rules = {
+        "grouped": model._batches,  # bound now, before the loop below swaps the attribute
+        "greedy": lambda lengths: greedy_groups(lengths, model.batch_frames),
+    }
+    plans = {name: [rule(f) for f in frames] for name, rule in rules.items()}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in rules}
+    tokens: dict[str, list[list[int]]] = {}
+    for r in range(opts.rounds):
+        for name in rules if r % 2 == 0 else list(rules)[::-1]:
+            model._batches = rules[name]  # type: ignore[method-assign]
+            spent = {"encoder": 0.0, "decoder": 0.0}
+            ids: list[list[int]] = []
+            start = time.perf_counter()
+            for waves in calls:
+                hyps = model.transcribe(waves, beam_size=3, max_tokens_per_second=opts.tokens_per_second)
+                ids += [h.token_ids for h in hyps]
+                for part in spent:
+                    spent[part] += model.timings[part]
+            runs[name].append({"wall": time.perf_counter() - start, **spent})
+            tokens.setdefault(name, ids)
+            if ids != tokens[name]:
+                raise SystemExit(f"{name}: tokens changed between rounds")
+            print(f"round {r + 1} {name:8s} {runs[name][-1]['wall']:8.1f} s", flush=True)
+    identical = tokens["grouped"] == tokens["greedy"]
+
+    rows = []
+    columns = ("groups", "padded s", "wall best", "median", "encoder", "decoder")
+    print("\n" + f"{'rule':8s} " + " ".join(f"{c:>9s}" for c in columns))
+    for name, results in runs.items():
+        walls = sorted(x["wall"] for x in results)
+        best = min(results, key=lambda x: x["wall"])
+        row = {
+            "rule": name,
+            "groups": sum(len(p) for p in plans[name]),
+            "padded_seconds": sum(padded_seconds(p, f) for p, f in zip(plans[name], frames, strict=True)),
+            "wall_best": walls[0],
+            "wall_median": float(np.median(walls)),
+            "encoder_best": best["encoder"],
+            "decoder_best": best["decoder"],
+            "rounds": results,
+        }
+        rows.append(row)
+        print(
+            f"{name:8s} {row['groups']:9d} {row['padded_seconds']:9.1f} {row['wall_best']:8.1f}s "
+            f"{row['wall_median']:8.1f}s {row['encoder_best']:8.1f}s {row['decoder_best']:8.1f}s"
+        )
+    ratio = rows[1]["wall_best"] / rows[0]["wall_best"]
+    audio = sum(sum(s) for s in seconds)
+    print(f"\naudio {audio:.1f} s; greedy / grouped wall (best): {ratio:.2f}x; identical tokens: {identical}")
+    if opts.json:
+        report: dict[str, Any] = {
+            "benchmark": "grouping",
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": {"processor": _cpu_name(), "platform": platform.platform(), "threads": opts.threads},
+            "model": kind,
+            "segments_seconds": seconds,
+            "audio_seconds": audio,
+            "rows": rows,
+            "speedup": ratio,
+            "identical_tokens": identical,
+        }
+        opts.json.write_text(json.dumps(report, indent=2))
+    return 0 if identical else 1
