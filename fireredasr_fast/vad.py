@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +50,7 @@ class SpeechSegment:
         return self.end - self.start
 
 
-def _import_silero():
+def _import_silero() -> Callable[..., Any]:
     """silero_vad's loader. Importing the package sets torch to one thread for the whole
     process (`torch.set_num_threads(1)` at its top level); a process that segments and then
     recognises (transcribe_file) would run the model on one core, so the count is put back."""
