@@ -159,6 +159,20 @@ class WorkerGroup:
     takes_largest: bool = False  # GPU workers take the largest batches, CPU the smallest
 
 
+def batch_limit(batch_seconds: float, pooled: float, producer_done: bool, workers: int) -> float:
+    """Padded seconds per batch for the segments pooled now.
+
+    The last of the work (nothing more to come) goes out in smaller batches, at least two
+    per worker, so no worker idles while another finishes one big batch. A single worker has
+    no one to wait for: it keeps full batches, whose beam searches read the decoder's weights
+    once per step for more segments (AED-L, 2 cores: splitting the tail in two cost a second
+    search over the longest segments).
+    """
+    if producer_done and workers > 1:
+        return max(1.0, min(batch_seconds, pooled / (2 * workers)))
+    return batch_seconds
+
+
 @dataclass(eq=False)
 class _Pool:
     """Worker processes that share a queue position: a group's executor, or one GPU worker."""
@@ -321,11 +335,7 @@ class Runner:
                     pooled = sum(job.seconds for job in pending)
                     enough = pooled >= self.options.transcribe.batch_seconds * 2
                     if enough or producer_done or (not ready and len(in_flight) < max(1, self.plan.workers)):
-                        limit = self.options.transcribe.batch_seconds
-                        if producer_done:
-                            # The last of the work: smaller batches, at least two per worker, so
-                            # no worker idles while another finishes one big batch.
-                            limit = max(1.0, min(limit, pooled / (2 * max(1, self.plan.workers))))
+                        limit = batch_limit(self.options.transcribe.batch_seconds, pooled, producer_done, capacity // 2)
                         ready.extend(make_batches(pending, limit, self.options.transcribe.max_batch_size))
                         pending = []
                 # Only a few batches in flight per worker, so an interrupt has little to wait
