@@ -150,6 +150,14 @@ def test_parity_batched_mixed_lengths(models, waveforms, batch, beam) -> None:
         assert _ids(ours) == _ids(theirs), name
 
 
+def test_engine_groups_mixed_lengths_by_cost(models) -> None:
+    """A call's segments are split into padded groups by batching.group_by_length: a 42 s
+    segment does not pad three short ones to its length, similar lengths share a group."""
+    fast, _ = models["varied"]
+    assert fast._batches([350, 4219, 0, 350, 239]) == [[1], [0, 3, 4]]
+    assert fast._batches([1000, 900, 800, 700]) == [[0, 1, 2, 3]]
+
+
 def test_parity_on_long_inputs(models, waveforms) -> None:
     """Inputs past one block of the encoder's blocked relative-position product (> 128 frames,
     5.1 s), batched with padding: the paths short inputs never reach."""
