@@ -335,7 +335,8 @@ class Runner:
                     pooled = sum(job.seconds for job in pending)
                     enough = pooled >= self.options.transcribe.batch_seconds * 2
                     if enough or producer_done or (not ready and len(in_flight) < max(1, self.plan.workers)):
-                        limit = batch_limit(self.options.transcribe.batch_seconds, pooled, producer_done, capacity // 2)
+                        workers = capacity // 2  # live worker slots, CPU and GPU (two batches each)
+                        limit = batch_limit(self.options.transcribe.batch_seconds, pooled, producer_done, workers)
                         ready.extend(make_batches(pending, limit, self.options.transcribe.max_batch_size))
                         pending = []
                 # Only a few batches in flight per worker, so an interrupt has little to wait
