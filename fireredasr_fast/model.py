@@ -24,6 +24,7 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -516,20 +517,34 @@ class Decoder(nn.Module):
         cache.length = t + 1
         return _linear(self.tgt_word_prj, self.layer_norm_out(x[:, 0]))
 
-    def cross_attention_weights(self, enc: Tensor, enc_valid: Tensor, tokens: Tensor) -> Tensor:
-        """Teacher-forced pass over `tokens` (n, L, starting with <sos>) returning the
-        cross-attention probabilities (n, layers, heads, L, frames).
+    def cross_attention_weights(
+        self,
+        enc: Tensor,
+        enc_valid: Tensor,
+        tokens: Tensor,
+        cross: tuple[Sequence[Tensor], Sequence[Tensor]] | None = None,
+    ) -> Tensor:
+        """Teacher-forced pass over `tokens` (n, L, starting with <sos>, <pad> after a
+        shorter sequence) returning each layer's cross-attention probabilities averaged over
+        heads, (n, layers, L, frames).
 
-        Used only when an alignment is asked for, after the search, on the best
-        hypotheses: the default decoding path never materialises these weights.
+        Used only when an alignment is asked for, after the search, on the best hypotheses:
+        the default decoding path never materialises these weights. `cross` is the
+        cross-attention K/V the search projected (DecoderCache.cross_k / cross_v, taken
+        before any utterance left), which saves projecting every frame again.
         """
         n, length = tokens.shape
         x = self.tgt_word_emb(tokens) * self.scale + self.positional_encoding.pe[:, :length].to(enc.dtype)
         causal = torch.ones(length, length, dtype=torch.bool, device=enc.device).tril()
         self_mask = causal[None, None] & (tokens != self.pad_id)[:, None, None, :]
-        cross_mask = enc_valid[:, None, None, :]
+        h, frames = self.n_head, enc.size(1)
+        # The scores (utterances x heads x tokens x frames) are the largest tensor here:
+        # scale the queries instead, and mask padding in place, only where there is some.
+        cross_bias = None if bool(enc_valid.all()) else _additive_mask(enc_valid[:, None, None, :], enc.dtype)
+        # One buffer for every layer's scores: a fresh one per layer is page-faulted in anew.
+        scores = enc.new_empty(n, h, length, frames)
         weights = []
-        for layer in self.layer_stack:
+        for i, layer in enumerate(self.layer_stack):
             sa = layer.self_attn
             y = layer.self_attn_norm(x)
             att = F.scaled_dot_product_attention(
@@ -538,10 +553,17 @@ class Decoder(nn.Module):
             x = x + sa.fc(att.transpose(1, 2).reshape(n, length, -1))
             ca = layer.cross_attn
             q = ca.heads(ca.w_qs(layer.cross_attn_norm(x)))
-            k, v = ca.heads(ca.w_ks(enc)), ca.heads(ca.w_vs(enc))
-            scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(q.size(-1))
-            probs = scores.masked_fill(~cross_mask, float("-inf")).softmax(-1)
-            weights.append(probs)
+            if cross is None:
+                k, v = ca.heads(ca.w_ks(enc)), ca.heads(ca.w_vs(enc))
+            else:
+                k, v = cross[0][i], cross[1][i]
+            torch.matmul(q * (1.0 / math.sqrt(q.size(-1))), k.transpose(-2, -1), out=scores)
+            if cross_bias is not None:
+                scores += cross_bias
+            probs = torch.softmax(scores, dim=-1, out=scores)
+            weights.append(probs.mean(dim=1))
+            if i == len(self.layer_stack) - 1:
+                break  # the rest of the last layer changes no attention weight
             x = x + ca.fc(torch.matmul(probs, v).transpose(1, 2).reshape(n, length, -1))
             x = x + layer.mlp(layer.mlp_norm(x))
         return torch.stack(weights, dim=1)
@@ -629,13 +651,16 @@ def beam_search(
     eos_penalty: float = 1.0,
     logits_hook: LogitsHook | None = None,
     check_every: int = 1,
+    cache: Any = None,
 ) -> list[SearchResult]:
     """Upstream's batch beam search with caches and a shrinking batch.
 
     `max_lens[i]` is utterance i's step limit (upstream: decode_max_len, or the encoder
     length). `check_every` spaces out the host-side "is anyone finished?" checks (each is a
     device sync on CUDA); a finished utterance that stays in the batch a few steps longer
-    is frozen by the search rule itself, so results do not depend on it.
+    is frozen by the search rule itself, so results do not depend on it. `cache` is
+    `decoder.init_cache(enc, enc_valid, beam_size)` when the caller made it (to keep its
+    cross-attention K/V for an alignment pass); the search consumes it.
     """
     if not 0.0 < eos_penalty <= 1.0:
         raise ValueError("eos_penalty must be in (0, 1]")
@@ -644,7 +669,8 @@ def beam_search(
     nbest = min(int(nbest), beam)
     device = enc.device
     eos = decoder.eos_id
-    cache = decoder.init_cache(enc, enc_valid, beam)
+    if cache is None:
+        cache = decoder.init_cache(enc, enc_valid, beam)
     rows = n_total * beam
     # Utterance ids of the rows still in the batch, and their per-utterance step limits.
     limits = list(max_lens)

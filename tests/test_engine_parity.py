@@ -313,6 +313,26 @@ def test_alignment_of_best_hypothesis(models, waveforms) -> None:
         np.testing.assert_allclose(att.sum(-1), 1.0, rtol=1e-4)
 
 
+def test_alignments_of_a_batch_match_each_utterance_alone(models, waveforms, monkeypatch) -> None:
+    """The alignment pass runs utterances of mixed lengths together (tokens and frames
+    padded) on the search's own cross-attention K/V: each utterance's attention must be what
+    it gets alone, whether the pass holds them all or one at a time."""
+    from fireredasr_fast import firered
+
+    fast, _ = models["varied"]
+    waves = waveforms[:8]
+    alone = [fast.transcribe([w], beam_size=3, return_alignment=True) for w in waves]
+    # All eight in one padded group, as a runner batch of similar lengths would be.
+    monkeypatch.setattr(fast, "_batches", lambda lengths: [sorted(range(len(lengths)), key=lambda i: -lengths[i])])
+    for budget in (firered.ALIGNMENT_CHUNK_ELEMENTS, 1):
+        monkeypatch.setattr(firered, "ALIGNMENT_CHUNK_ELEMENTS", budget)
+        hyps, alignments = fast.transcribe(waves, beam_size=3, return_alignment=True)
+        for (one, (one_att,)), hyp, att in zip(alone, hyps, alignments, strict=True):
+            assert hyp.token_ids == one[0].token_ids
+            assert att.shape == one_att.shape
+            np.testing.assert_allclose(att, one_att, atol=2e-5)
+
+
 def test_engine_from_spec_and_describe(model_dirs, waveforms, monkeypatch) -> None:
     spec = EngineSpec(model_dir=str(model_dirs["varied"]), options=(("beam_size", 2), ("precision", "fp32")))
     engine = spec.build()

@@ -9,4 +9,5 @@ BENCHMARKS = {
     "whisper-pipeline": "Our pipeline with the Whisper engine against faster-whisper's batched pipeline",
     "runner": "The parallel runner against the original thread-pool approach",
     "grouping": "How the engine splits a call of mixed-length segments into padded batches",
+    "alignment": "The token-time pass after the search: one per segment against batched",
 }

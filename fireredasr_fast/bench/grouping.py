@@ -31,7 +31,39 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..batching import SegmentJob
 from .runner import DEFAULT_CACHE, _cpu_name, build_folder, resolve_model
+
+
+def add_folder_options(parser: argparse.ArgumentParser, rounds: int) -> None:
+    """Options shared by the benchmarks that run the engine on the runner's folder."""
+    parser.add_argument("--minutes", type=float, default=4.0, help="audio in the folder (default: %(default)s)")
+    parser.add_argument("--model-dir", type=Path, help="checkpoint (default: the fixture, else random)")
+    parser.add_argument("--preset", choices=["tiny", "small", "aed-l"], help="write a random checkpoint of this shape")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="random checkpoints are kept here")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--rounds", type=int, default=rounds, help="alternating rounds (default: %(default)s)")
+    parser.add_argument("--tokens-per-second", type=float, default=4.5)
+    parser.add_argument("--json", type=Path)
+
+
+def segmented_folder(minutes: float) -> list[list[SegmentJob]]:
+    """The runner benchmark's folder (runner.build_folder), through the real VAD: each
+    file's segments, files in name order."""
+    from ..transcribe import prepare_file
+    from ..vad import SpeechSegmenter
+
+    with tempfile.TemporaryDirectory(prefix="bench-folder-") as tmp:
+        folder = Path(tmp) / "videos"
+        folder.mkdir()
+        build_folder(folder, minutes)
+        segmenter = SpeechSegmenter()
+        paths = sorted(folder.iterdir())
+        return [list(prepare_file(path, segmenter).jobs(i)) for i, path in enumerate(paths)]
+
+
+def as_float(job: SegmentJob) -> np.ndarray:
+    return job.samples.astype(np.float32) / 32768.0
 
 
 def greedy_groups(lengths: Sequence[int], max_padded: int) -> list[list[int]]:
@@ -54,30 +86,13 @@ def padded_seconds(groups: list[list[int]], frames: Sequence[int]) -> float:
 def main(argv: list[str] | None = None) -> int:
     prog = "python -m fireredasr_fast.bench grouping"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
-    parser.add_argument("--minutes", type=float, default=4.0, help="audio in the folder (default: %(default)s)")
-    parser.add_argument("--model-dir", type=Path, help="checkpoint (default: the fixture, else random)")
-    parser.add_argument("--preset", choices=["tiny", "small", "aed-l"], help="write a random checkpoint of this shape")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="random checkpoints are kept here")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (default: %(default)s)")
-    parser.add_argument("--tokens-per-second", type=float, default=4.5)
-    parser.add_argument("--json", type=Path)
+    add_folder_options(parser, rounds=2)
     opts = parser.parse_args(argv)
 
     from ..firered import FireRedModel
-    from ..transcribe import prepare_file
-    from ..vad import SpeechSegmenter
 
     torch.set_num_threads(opts.threads)
-    with tempfile.TemporaryDirectory(prefix="bench-grouping-") as tmp:
-        folder = Path(tmp) / "videos"
-        folder.mkdir()
-        build_folder(folder, opts.minutes)
-        segmenter = SpeechSegmenter()
-        calls = []
-        for path in sorted(folder.iterdir()):
-            prepared = prepare_file(path, segmenter)
-            calls.append([job.samples.astype(np.float32) / 32768.0 for job in prepared.jobs(0)])
+    calls = [[as_float(job) for job in jobs] for jobs in segmented_folder(opts.minutes)]
     model_dir, kind = resolve_model(opts.model_dir, opts.preset, opts.cache_dir)
     model = FireRedModel(model_dir)
     seconds = [[round(w.size / 16000, 2) for w in waves] for waves in calls]
