@@ -34,7 +34,7 @@ from .engine import EngineSpec, Hypothesis
 from .gpu import GpuScheduler, is_cuda_oom
 from .inputs import InputFile
 from .journal import FileRecord, Journal, fingerprint, format_table, relative_key, write_report
-from .plan import Plan
+from .plan import PRELOAD_NICE, Plan, lower_thread_priority
 from .transcribe import PreparedFile, TranscribeOptions, assemble_result, prepare_file
 from .vad import SpeechSegmenter
 from .worker import WorkerLost, describe_error, init_process, load_engine, os_error, run_batch
@@ -514,6 +514,9 @@ class Runner:
     # -- producer thread
 
     def _produce(self, todo: list[_FileState], out: queue.Queue, budget: _AudioBudget) -> None:
+        # Decoding and the VAD take what the workers leave idle (plan.PRELOAD_NICE); the
+        # preload queue keeps them ahead of the workers all the same.
+        lower_thread_priority(PRELOAD_NICE)
         try:
             segmenter = SpeechSegmenter(self.options.transcribe.vad)
             for state in todo:

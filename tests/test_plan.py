@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
 from fireredasr_fast.cli import _weights_shared
 from fireredasr_fast.engine import EngineSpec
-from fireredasr_fast.plan import WORKER_OVERHEAD_BYTES, make_plan
+from fireredasr_fast.plan import PRELOAD_NICE, WORKER_OVERHEAD_BYTES, lower_thread_priority, make_plan
 
 GB = 1e9
 AED_L = int(4.7 * GB)
@@ -51,3 +58,52 @@ def test_onnx_backends_hold_private_weights():
     mkl_spec = EngineSpec("firered", "/m", options=(("beam_size", 3), ("encoder_backend", "mkl")))
     assert _weights_shared(torch_spec) and _weights_shared(mkl_spec)
     assert not _weights_shared(onnx_spec) and not _weights_shared(onednn_spec)
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+
+
+def _nice_of_this_thread() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@linux_only
+def test_lowering_a_threads_priority_leaves_the_rest_of_the_process_alone():
+    seen: dict[str, int] = {}
+
+    def preload() -> None:
+        assert lower_thread_priority(PRELOAD_NICE)
+        seen["thread"] = _nice_of_this_thread()
+        # What the thread starts (ffmpeg) inherits it.
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.nice(0))"], capture_output=True, text=True)
+        seen["child"] = int(child.stdout)
+
+    before = _nice_of_this_thread()
+    thread = threading.Thread(target=preload)
+    thread.start()
+    thread.join()
+    assert seen == {"thread": max(before, PRELOAD_NICE), "child": max(before, PRELOAD_NICE)}
+    assert _nice_of_this_thread() == before
+
+
+@linux_only
+def test_the_runner_decodes_and_segments_at_low_priority(monkeypatch, samples_dir, random_model_dir, tmp_path):
+    from fireredasr_fast import runner as runner_module
+    from fireredasr_fast.inputs import collect_inputs
+
+    seen: list[int] = []
+    real_prepare = runner_module.prepare_file
+
+    def prepare_file(*args, **kwargs):
+        seen.append(_nice_of_this_thread())
+        return real_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "prepare_file", prepare_file)
+    before = _nice_of_this_thread()
+    spec = EngineSpec("firered", str(random_model_dir), None, "cpu", (("beam_size", 1),))
+    options = runner_module.RunOptions(tmp_path / "out", ("txt",), progress=False)
+    inputs, _ = collect_inputs([str(samples_dir / "aishell_zh.mkv")])
+    summary = runner_module.Runner(spec, make_plan(0, workers=0, threads_per_worker=1), options).run(inputs)
+    assert [r.status for r in summary.records] == ["done"]
+    assert seen == [max(before, PRELOAD_NICE)]
+    assert _nice_of_this_thread() == before  # the scheduling loop and writing keep their priority
