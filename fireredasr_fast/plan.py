@@ -120,11 +120,12 @@ def set_process_threads(threads: int) -> None:
         torch.set_num_interop_threads(1)
 
 
-# How far the runner lowers its preload thread (ffmpeg decoding and the VAD): its work is a
-# few percent of the workers', but at the same priority it steals a core from a worker whose
-# threads wait for each other at every parallel step. Measured on 2 cores (AED-L, 2 threads,
-# a 30 s segment): alone 19.1 s; beside a decode+VAD loop at nice 0 63.3 s (3.3x), at nice 10
-# 21.6 s, at nice 19 19.3 s, while the loop still prepared ~26 s of audio per second.
+# How far the runner lowers its preload thread (ffmpeg decoding and the VAD) when workers
+# run several threads: its work is a few percent of the workers', but at the same priority it
+# steals a core from a worker whose threads wait for each other at every parallel step.
+# Measured on 2 cores (AED-L, 2 threads, a 30 s segment): alone 19.1 s; beside a decode+VAD
+# loop at nice 0 63.3 s (3.3x), at nice 10 21.6 s, at nice 19 19.3 s, while the loop still
+# prepared ~26 s of audio per second.
 PRELOAD_NICE = 19
 
 

@@ -514,9 +514,13 @@ class Runner:
     # -- producer thread
 
     def _produce(self, todo: list[_FileState], out: queue.Queue, budget: _AudioBudget) -> None:
-        # Decoding and the VAD take what the workers leave idle (plan.PRELOAD_NICE); the
-        # preload queue keeps them ahead of the workers all the same.
-        lower_thread_priority(PRELOAD_NICE)
+        # Workers of several threads wait for each other at every parallel step, so a busy
+        # preload thread beside them costs far more than its own CPU time: decoding and the
+        # VAD then take what the workers leave idle (plan.PRELOAD_NICE). Single-threaded
+        # workers just share the cores fairly, and at nice 19 the preload fell behind fast
+        # ones (wait share 0.2 -> 6.6 %), so they keep equal priority.
+        if self.plan.threads_per_worker > 1:
+            lower_thread_priority(PRELOAD_NICE)
         try:
             segmenter = SpeechSegmenter(self.options.transcribe.vad)
             for state in todo:
