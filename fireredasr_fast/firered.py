@@ -292,7 +292,9 @@ class FireRedModel:
             cache = self._decoder.init_cache(enc, valid, opts.beam_size)
             # The alignment pass reuses the search's cross-attention K/V (the search's
             # cache drops an utterance's K/V when it finishes, so keep the lists now).
-            cross = (list(cache.cross_k), list(cache.cross_v)) if isinstance(cache, DecoderCache) else None
+            cross = None
+            if return_alignment and isinstance(cache, DecoderCache):
+                cross = (list(cache.cross_k), list(cache.cross_v))
             found = beam_search(
                 self._decoder,
                 enc,
