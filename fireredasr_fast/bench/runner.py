@@ -10,8 +10,8 @@ side in one run:
   (b) the tool: the real CLI in a subprocess on the folder with its own plan, reading
       run-report.json for the workers' compute and wait times.
 
-Both run as child processes whose whole process tree is sampled every 0.2 s (RSS and PSS
-sums, CPU times per process). Then: throughput with 1x1, 2x1 and 1x2 workers x threads;
+Both run as child processes whose whole process tree is sampled every 2 s by a thread at
+nice 19 (RSS and PSS sums, CPU times per process; the memory part every 0.2 s). Then: throughput with 1x1, 2x1 and 1x2 workers x threads;
 and the memory (peak PSS sum of the tree) of 1, 2 and 4 workers on a random checkpoint of
 the full AED-L shape, written once to --cache-dir. With `--cluster N`, the tool's own plan
 locally against the same plan on a local Ray cluster (`--cluster local`), N alternating rounds.
@@ -57,7 +57,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
 FIXTURE_MODEL = ROOT / "tests" / "fixtures" / "tiny_model"
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "fireredasr-bench"
-SAMPLE_INTERVAL = 0.2
+SAMPLE_INTERVAL = 0.2  # the memory part: peaks and settled PSS of short runs
+# The timed runs ((a), (b), scaling): a sample walks the page tables of every process's
+# mappings (smaps), and with the 4.6 GB AED-L checkpoint mapped that cost the measured tool
+# time even at nice 19 (likely the walk holding the address-space lock that the worker's
+# large allocations also take): (b) 128.5 s unmonitored, 143.2 s sampled every 0.2 s at
+# nice 19, 171.8 s at nice 0. Their memory peaks come from fewer samples.
+TIMED_SAMPLE_INTERVAL = 2.0
 # Relative file lengths of the folder (scaled to --minutes, clamped to 1-3 min per file).
 LENGTH_WEIGHTS = (1.0, 1.6, 0.8, 1.3, 0.7, 1.2, 0.9, 1.5)
 # Below this much available memory the monitored run is killed: other people's processes
@@ -191,7 +197,7 @@ def _role(proc: psutil.Process, root_pid: int) -> str:
 
 
 class TreeMonitor(threading.Thread):
-    """Samples a process tree every 0.2 s: RSS/PSS sums (peak), CPU seconds per process."""
+    """Samples a process tree every `interval` s: RSS/PSS sums (peak), CPU seconds per process."""
 
     def __init__(self, pid: int, interval: float = SAMPLE_INTERVAL) -> None:
         super().__init__(name="monitor", daemon=True)
@@ -209,9 +215,8 @@ class TreeMonitor(threading.Thread):
 
     def run(self) -> None:
         # A sample reads every process's smaps (page tables of the 4.6 GB mapped AED-L
-        # checkpoint: ~0.1 s of CPU). At equal priority that thread stalled a 2-thread worker
-        # on the 2-core VM (its threads wait for each other at every parallel step): the tool
-        # ran 1.3x slower monitored than not. At nice 19 it samples in the idle gaps.
+        # checkpoint: ~0.1 s of CPU); at equal priority that thread stalled a 2-thread worker
+        # on the 2-core VM, whose threads wait for each other at every parallel step.
         lower_thread_priority(PRELOAD_NICE)
         while not self.halt.is_set():
             self.sample()
@@ -302,13 +307,13 @@ class TreeMonitor(threading.Thread):
         }
 
 
-def monitored(cmd: list[str], log: Path) -> tuple[int, float, TreeMonitor]:
+def monitored(cmd: list[str], log: Path, interval: float = TIMED_SAMPLE_INTERVAL) -> tuple[int, float, TreeMonitor]:
     """Run `cmd` from the repository root with its tree sampled; (exit code, wall, monitor)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with log.open("w") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        monitor = TreeMonitor(proc.pid)
+        monitor = TreeMonitor(proc.pid, interval)
         monitor.start()
         code = proc.wait()
         wall = time.perf_counter() - start
@@ -423,7 +428,14 @@ def run_original(folder: Path, model_dir: Path, work: Path, max_len: int = 0, ra
 
 
 def run_tool(
-    folder: Path, model_dir: Path, work: Path, name: str, workers: int | None, threads: int | None, extra: list[str]
+    folder: Path,
+    model_dir: Path,
+    work: Path,
+    name: str,
+    workers: int | None,
+    threads: int | None,
+    extra: list[str],
+    interval: float = TIMED_SAMPLE_INTERVAL,
 ) -> dict[str, Any]:
     out = work / f"tool-{name}"
     cmd = [sys.executable, "-m", "fireredasr_fast.cli", "--model-dir", str(model_dir), "-o", str(out)]
@@ -433,7 +445,7 @@ def run_tool(
     if threads is not None:
         cmd += ["--threads-per-worker", str(threads)]
     cmd += [*extra, "--", str(folder)]
-    code, wall, monitor = monitored(cmd, work / f"tool-{name}.log")
+    code, wall, monitor = monitored(cmd, work / f"tool-{name}.log", interval)
     report_file = out / "run-report.json"
     if code != 0 or not report_file.is_file():
         tail = (work / f"tool-{name}.log").read_text(errors="replace")[-2000:]
@@ -526,7 +538,8 @@ def memory_part(cache: Path, work: Path, counts: list[int]) -> dict[str, Any]:
                 print(f"  memory {n} workers: {rows[-1]['skipped']}", flush=True)
                 continue
         # A short decode cap: memory is what is measured, and it is set by the weights.
-        result = run_tool(clips, model, work, f"mem-{n}", n, 1, ["--decode-max-len", "16", "--formats", "json"])
+        options = ["--decode-max-len", "16", "--formats", "json"]
+        result = run_tool(clips, model, work, f"mem-{n}", n, 1, options, interval=SAMPLE_INTERVAL)
         mem = result["memory"]
         settled = [d for d in mem["settled"] if d["role"] == "worker"]
         at_peak = [d for d in mem["at_peak"] if d["role"] == "worker"]
