@@ -10,8 +10,9 @@ side in one run:
   (b) the tool: the real CLI in a subprocess on the folder with its own plan, reading
       run-report.json for the workers' compute and wait times.
 
-Both run as child processes whose whole process tree is sampled every 2 s by a thread at
-nice 19 (RSS and PSS sums, CPU times per process; the memory part every 0.2 s). Then: throughput with 1x1, 2x1 and 1x2 workers x threads;
+Both run as child processes whose whole process tree is sampled by a thread at nice 19:
+RSS sums and CPU times per process every 0.2 s, PSS sums every 10 s (the memory part: every
+0.2 s). Then: throughput with 1x1, 2x1 and 1x2 workers x threads;
 and the memory (peak PSS sum of the tree) of 1, 2 and 4 workers on a random checkpoint of
 the full AED-L shape, written once to --cache-dir. With `--cluster N`, the tool's own plan
 locally against the same plan on a local Ray cluster (`--cluster local`), N alternating rounds.
@@ -57,13 +58,14 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
 FIXTURE_MODEL = ROOT / "tests" / "fixtures" / "tiny_model"
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "fireredasr-bench"
-SAMPLE_INTERVAL = 0.2  # the memory part: peaks and settled PSS of short runs
-# The timed runs ((a), (b), scaling): a sample walks the page tables of every process's
-# mappings (smaps), and with the 4.6 GB AED-L checkpoint mapped that cost the measured tool
-# time even at nice 19 (likely the walk holding the address-space lock that the worker's
-# large allocations also take): (b) 128.5 s unmonitored, 143.2 s sampled every 0.2 s at
-# nice 19, 171.8 s at nice 0. Their memory peaks come from fewer samples.
-TIMED_SAMPLE_INTERVAL = 2.0
+SAMPLE_INTERVAL = 0.2  # seconds between samples of the process tree (RSS, CPU times)
+# PSS needs a walk of every mapping's page tables (smaps_rollup). With the 4.6 GB AED-L
+# checkpoint mapped, that walk slowed the measured tool: (b) 128.5-133.3 s unmonitored;
+# 171.8 s with a PSS sample every 0.2 s at normal priority; 146.3 / 152.2 s against 138.3 /
+# 143.7 s unmonitored (alternating) with one every 2 s from a thread at nice 19. So the timed
+# runs ((a), (b), scaling) read PSS every 10 s and the cheap RSS every 0.2 s; the memory
+# part, which measures PSS, reads it at every sample.
+TIMED_PSS_INTERVAL = 10.0
 # Relative file lengths of the folder (scaled to --minutes, clamped to 1-3 min per file).
 LENGTH_WEIGHTS = (1.0, 1.6, 0.8, 1.3, 0.7, 1.2, 0.9, 1.5)
 # Below this much available memory the monitored run is killed: other people's processes
@@ -197,12 +199,14 @@ def _role(proc: psutil.Process, root_pid: int) -> str:
 
 
 class TreeMonitor(threading.Thread):
-    """Samples a process tree every `interval` s: RSS/PSS sums (peak), CPU seconds per process."""
+    """Samples a process tree every SAMPLE_INTERVAL s: RSS sums (peak) and CPU seconds per
+    process; PSS sums (peak) and per-process detail every `pss_interval` s."""
 
-    def __init__(self, pid: int, interval: float = SAMPLE_INTERVAL) -> None:
+    def __init__(self, pid: int, pss_interval: float = SAMPLE_INTERVAL) -> None:
         super().__init__(name="monitor", daemon=True)
         self.root = psutil.Process(pid)
-        self.interval = interval
+        self.interval = SAMPLE_INTERVAL
+        self.pss_every = max(1, round(pss_interval / SAMPLE_INTERVAL))
         self.halt = threading.Event()
         self.roles: dict[int, str] = {}
         self.cpu: dict[int, float] = {}  # last seen user+system seconds per pid
@@ -227,36 +231,50 @@ class TreeMonitor(threading.Thread):
             procs = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
             return
-        rss = pss = 0.0
-        detail = []
+        rss = 0.0
+        alive = []
         for proc in procs:
             try:
                 if proc.pid not in self.roles:
                     self.roles[proc.pid] = _role(proc, self.root.pid)
-                mem = proc.memory_full_info()  # smaps_rollup: PSS splits shared pages by sharer
                 times = proc.cpu_times()
+                rss += proc.memory_info().rss  # statm: cheap
             except psutil.Error:
                 continue
             self.cpu[proc.pid] = times.user + times.system
-            rss += mem.rss
-            pss += mem.pss
-            role = self.roles[proc.pid]
-            # rss - shared (file-backed and shmem pages) = anonymous memory: what a worker
-            # holds privately, whatever the other workers map.
-            anon = mem.rss - mem.shared
-            detail.append({"pid": proc.pid, "role": role, "rss": mem.rss, "pss": mem.pss, "uss": mem.uss, "anon": anon})
+            alive.append(proc)
+        # PSS on schedule, and whenever the tree's RSS reaches a new high (its peak is then
+        # near): smaps_rollup walks the page tables, which costs the measured run.
+        with_pss = self.samples % self.pss_every == 0 or rss > self.peak_rss * 1.01
         self.samples += 1
-        self.series.append(detail)
         self.peak_rss = max(self.peak_rss, rss)
-        if pss > self.peak_pss:
-            self.peak_pss = pss
-            self.peak_detail = detail
+        if with_pss:
+            self._sample_pss(alive)
         if psutil.virtual_memory().available < MEMORY_FLOOR_BYTES and not self.killed_for_memory:
             self.killed_for_memory = True
             print("  available memory below the floor: stopping this run", flush=True)
             for proc in reversed(procs):
                 with contextlib.suppress(psutil.Error):
                     proc.kill()
+
+    def _sample_pss(self, procs: list[psutil.Process]) -> None:
+        pss = 0.0
+        detail = []
+        for proc in procs:
+            try:
+                mem = proc.memory_full_info()  # smaps_rollup: PSS splits shared pages by sharer
+            except psutil.Error:
+                continue
+            pss += mem.pss
+            # rss - shared (file-backed and shmem pages) = anonymous memory: what a worker
+            # holds privately, whatever the other workers map.
+            anon = mem.rss - mem.shared
+            role = self.roles[proc.pid]
+            detail.append({"pid": proc.pid, "role": role, "rss": mem.rss, "pss": mem.pss, "uss": mem.uss, "anon": anon})
+        self.series.append(detail)
+        if pss > self.peak_pss:
+            self.peak_pss = pss
+            self.peak_detail = detail
 
     def settled(self) -> list[dict[str, Any]]:
         """The tree once every worker has loaded its model and the load transients are over.
@@ -307,13 +325,13 @@ class TreeMonitor(threading.Thread):
         }
 
 
-def monitored(cmd: list[str], log: Path, interval: float = TIMED_SAMPLE_INTERVAL) -> tuple[int, float, TreeMonitor]:
+def monitored(cmd: list[str], log: Path, pss_interval: float = TIMED_PSS_INTERVAL) -> tuple[int, float, TreeMonitor]:
     """Run `cmd` from the repository root with its tree sampled; (exit code, wall, monitor)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with log.open("w") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        monitor = TreeMonitor(proc.pid, interval)
+        monitor = TreeMonitor(proc.pid, pss_interval)
         monitor.start()
         code = proc.wait()
         wall = time.perf_counter() - start
@@ -435,7 +453,7 @@ def run_tool(
     workers: int | None,
     threads: int | None,
     extra: list[str],
-    interval: float = TIMED_SAMPLE_INTERVAL,
+    pss_interval: float = TIMED_PSS_INTERVAL,
 ) -> dict[str, Any]:
     out = work / f"tool-{name}"
     cmd = [sys.executable, "-m", "fireredasr_fast.cli", "--model-dir", str(model_dir), "-o", str(out)]
@@ -445,7 +463,7 @@ def run_tool(
     if threads is not None:
         cmd += ["--threads-per-worker", str(threads)]
     cmd += [*extra, "--", str(folder)]
-    code, wall, monitor = monitored(cmd, work / f"tool-{name}.log", interval)
+    code, wall, monitor = monitored(cmd, work / f"tool-{name}.log", pss_interval)
     report_file = out / "run-report.json"
     if code != 0 or not report_file.is_file():
         tail = (work / f"tool-{name}.log").read_text(errors="replace")[-2000:]
@@ -539,7 +557,7 @@ def memory_part(cache: Path, work: Path, counts: list[int]) -> dict[str, Any]:
                 continue
         # A short decode cap: memory is what is measured, and it is set by the weights.
         options = ["--decode-max-len", "16", "--formats", "json"]
-        result = run_tool(clips, model, work, f"mem-{n}", n, 1, options, interval=SAMPLE_INTERVAL)
+        result = run_tool(clips, model, work, f"mem-{n}", n, 1, options, pss_interval=SAMPLE_INTERVAL)
         mem = result["memory"]
         settled = [d for d in mem["settled"] if d["role"] == "worker"]
         at_peak = [d for d in mem["at_peak"] if d["role"] == "worker"]
