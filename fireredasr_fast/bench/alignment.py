@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
 
     from ..batching import make_batches
-    from ..firered import FireRedModel
+    from ..firered import FireRedModel, token_limit
     from ..model import DecoderCache, beam_search
 
     torch.set_num_threads(opts.threads)
@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             for group in model._batches([f.shape[0] for f in feats]):
                 start = time.perf_counter()
                 enc, valid = model._encode([feats[i] for i in group])
-                limits = [max(1, int(len(waves[i]) / 16000 * opts.tokens_per_second)) for i in group]
+                # As the engine does: the encoder length, capped at --tokens-per-second.
+                limits = [int(n) for n in valid.sum(dim=1).tolist()]
+                for j, i in enumerate(group):
+                    limits[j] = min(limits[j], token_limit(len(waves[i]), opts.tokens_per_second) or limits[j])
                 cache = decoder.init_cache(enc, valid, 3)
                 assert isinstance(cache, DecoderCache)
                 cross = (list(cache.cross_k), list(cache.cross_v))
