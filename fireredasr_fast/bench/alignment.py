@@ -21,10 +21,8 @@ the pass takes of a call.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
-import platform
 import time
 from typing import Any
 
@@ -32,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .grouping import add_folder_options, as_float, segmented_folder
-from .runner import _cpu_name, resolve_model
+from .grouping import add_folder_options, as_float, report_header, segmented_folder
+from .runner import resolve_model
 
 
 def previous_pass(decoder: Any, enc: torch.Tensor, enc_valid: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -146,10 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if opts.json:
         report = {
-            "benchmark": "alignment",
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "machine": {"processor": _cpu_name(), "platform": platform.platform(), "threads": opts.threads},
-            "model": kind,
+            **report_header("alignment", opts.threads, kind),
             "segments_seconds": seconds,
             "audio_seconds": audio,
             "search_seconds": search_seconds,

@@ -66,6 +66,16 @@ def as_float(job: SegmentJob) -> np.ndarray:
     return job.samples.astype(np.float32) / 32768.0
 
 
+def report_header(benchmark: str, threads: int, model: str) -> dict[str, Any]:
+    """The JSON fields every engine-on-folder benchmark report starts with."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": {"processor": _cpu_name(), "platform": platform.platform(), "threads": threads},
+        "model": model,
+    }
+
+
 def greedy_groups(lengths: Sequence[int], max_padded: int) -> list[list[int]]:
     """The previous rule: longest first, a group grows while count x longest fits."""
     order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: -lengths[i])
@@ -149,11 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     audio = sum(sum(s) for s in seconds)
     print(f"\naudio {audio:.1f} s; greedy / grouped wall (best): {ratio:.2f}x; identical tokens: {identical}")
     if opts.json:
-        report: dict[str, Any] = {
-            "benchmark": "grouping",
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "machine": {"processor": _cpu_name(), "platform": platform.platform(), "threads": opts.threads},
-            "model": kind,
+        report = {
+            **report_header("grouping", opts.threads, kind),
             "segments_seconds": seconds,
             "audio_seconds": audio,
             "rows": rows,

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from ..plan import PRELOAD_NICE, lower_thread_priority
+from ..plan import lower_thread_priority
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
@@ -66,6 +66,7 @@ SAMPLE_INTERVAL = 0.2  # seconds between samples of the process tree (RSS, CPU t
 # runs ((a), (b), scaling) read PSS every 10 s and the cheap RSS every 0.2 s; the memory
 # part, which measures PSS, reads it at every sample.
 TIMED_PSS_INTERVAL = 10.0
+MONITOR_NICE = 19  # the monitor samples in the idle gaps of what it measures
 # Relative file lengths of the folder (scaled to --minutes, clamped to 1-3 min per file).
 LENGTH_WEIGHTS = (1.0, 1.6, 0.8, 1.3, 0.7, 1.2, 0.9, 1.5)
 # Below this much available memory the monitored run is killed: other people's processes
@@ -221,7 +222,7 @@ class TreeMonitor(threading.Thread):
         # A sample reads every process's smaps (page tables of the 4.6 GB mapped AED-L
         # checkpoint: ~0.1 s of CPU); at equal priority that thread stalled a 2-thread worker
         # on the 2-core VM, whose threads wait for each other at every parallel step.
-        lower_thread_priority(PRELOAD_NICE)
+        lower_thread_priority(MONITOR_NICE)
         while not self.halt.is_set():
             self.sample()
             self.halt.wait(self.interval)
