@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from . import onednn
+from . import kernels, onednn
 from .alignment import ctc_token_times, token_times_from_attention
 from .batching import group_by_length
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, check_model_dir, load_package
@@ -196,6 +196,7 @@ class FireRedModel:
         package: dict | None = None,
         encoder_backend: str = "torch",
         decoder_backend: str = "torch",
+        decoder_kernels: bool = True,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.device = torch.device(device)
@@ -236,6 +237,20 @@ class FireRedModel:
                     onednn.pack_linears(part, rows_hint)  # raises without oneDNN
                 elif backend == "torch" and onednn.available():
                     onednn.share_linears(part)
+        # numba kernels for the memory-bound parts of a decoder step (kernels.py): the
+        # cross-attention for our torch decoders, the few-row Linears for the default one.
+        # decoder_kernels=False keeps torch's (the previous default; for comparison).
+        self.decoder_kernels = (
+            decoder_kernels
+            and self.device.type == "cpu"
+            and precision == "fp32"
+            and decoder_backend in ("torch", "onednn")
+            and kernels.available()
+        )
+        if self.decoder_kernels:
+            if decoder_backend == "torch":
+                kernels.use_few_rows_linear(self.model.decoder)
+            self.model.decoder.cross_attention = kernels.cross_attention
 
     @property
     def has_ctc(self) -> bool:
@@ -457,5 +472,6 @@ class FireRedEngine(Engine):
             "precision": self.model.precision,
             "encoder_backend": getattr(self.model, "encoder_backend", "torch"),
             "decoder_backend": getattr(self.model, "decoder_backend", "torch"),
+            "decoder_kernels": getattr(self.model, "decoder_kernels", False),
             "timestamps": self.timestamps,
         }

@@ -441,6 +441,10 @@ def _additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
+def _sdpa_cross_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+
 class Decoder(nn.Module):
     def __init__(
         self, sos_id: int, eos_id: int, pad_id: int, odim: int, n_layers: int, n_head: int, d_model: int, pe_maxlen: int
@@ -456,6 +460,9 @@ class Decoder(nn.Module):
         self.layer_norm_out = nn.LayerNorm(d_model)
         self.tgt_word_prj.weight = self.tgt_word_emb.weight
         self.scale = d_model**0.5
+        # How a step attends over the encoder: (q, k, v, additive bias or None) -> output.
+        # kernels.cross_attention replaces it on CPU in fp32 (FireRedModel).
+        self.cross_attention: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor] = _sdpa_cross_attention
 
     def init_cache(self, enc: Tensor, enc_valid: Tensor, beam: int, capacity: int = 32) -> DecoderCache:
         """Project the encoder output to every layer's cross-attention K/V, once."""
@@ -510,7 +517,7 @@ class Decoder(nn.Module):
             # The beams of one utterance become the query rows of one attention call, so
             # the encoder-side K/V is never copied per beam.
             q = _linear(ca.w_qs, layer.cross_attn_norm(x)).view(n, beam, h, dk).transpose(1, 2)
-            att = F.scaled_dot_product_attention(q, cache.cross_k[i], cache.cross_v[i], attn_mask=cache.cross_bias)
+            att = self.cross_attention(q, cache.cross_k[i], cache.cross_v[i], cache.cross_bias)
             x = x + _linear(ca.fc, att.transpose(1, 2).reshape(rows, 1, d))
             y = layer.mlp_norm(x)
             x = x + _linear(layer.mlp.w_2, layer.mlp.act(_linear(layer.mlp.w_1, y)))

@@ -105,7 +105,15 @@ def make_plan(
     )
 
 
-THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+# NUMBA_NUM_THREADS sizes numba's pool (kernels.py) when it starts; the kernels then run on
+# as many of its threads as torch has.
+THREAD_ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
 
 
 def set_process_threads(threads: int) -> None:

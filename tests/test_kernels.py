@@ -1,0 +1,136 @@
+"""The numba decoder kernels (kernels.py) against torch, and how the engine uses them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fireredasr_fast import kernels, onednn
+from fireredasr_fast.firered import FireRedModel
+from fireredasr_fast.model import _sdpa_cross_attention
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason=f"{kernels.unavailable_reason()}")
+
+
+def _few_rows_linear(in_features: int, out_features: int, bias: bool, seed: int) -> kernels.FewRowsLinear:
+    torch.manual_seed(seed)
+    return kernels.FewRowsLinear(nn.Linear(in_features, out_features, bias=bias))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 7])
+def test_few_rows_linear_matches_torch(rows: int, bias: bool) -> None:
+    layer = _few_rows_linear(200, 77, bias, seed=rows)
+    x = torch.randn(rows, 1, 200)  # the decoder's (rows, 1, d) shape
+    with torch.inference_mode():
+        got = layer(x)
+        want = F.linear(x, layer.weight, layer.bias)
+    assert got.shape == want.shape == (rows, 1, 77)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_rows_result_does_not_depend_on_the_rows_beside_it() -> None:
+    """Calls of 1 and 2 rows are padded to the kernel's 3, so a row is summed the same way
+    whatever came with it (a beam's logits must not depend on how many beams are alive)."""
+    layer = _few_rows_linear(256, 64, True, seed=0)
+    x = torch.randn(3, 256)
+    with torch.inference_mode():
+        together = layer(x)
+        for row in range(3):
+            assert torch.equal(layer(x[row : row + 1])[0], together[row])
+        assert torch.equal(layer(x[1:])[0], together[1])
+
+
+def test_few_rows_linear_shares_the_weight_and_keeps_the_state_dict() -> None:
+    plain = nn.Linear(32, 16)
+    layer = kernels.FewRowsLinear(onednn.SharedLinear(plain))
+    assert layer.weight.data_ptr() == plain.weight.data_ptr()
+    assert layer._weight.ctypes.data == plain.weight.data_ptr()  # the kernel reads it, no copy
+    assert set(layer.state_dict()) == {"weight", "bias"}
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("beams", [1, 3])
+def test_cross_attention_matches_sdpa(beams: int, padded: bool) -> None:
+    gen = torch.Generator().manual_seed(beams)
+    n, heads, frames, d_k = 3, 4, 150, 16
+    q = torch.randn(n, beams, heads, d_k, generator=gen).transpose(1, 2)  # a view, as the decoder passes it
+    k = torch.randn(n, heads, frames, d_k, generator=gen)
+    v = torch.randn(n, heads, frames, d_k, generator=gen)
+    bias = None
+    if padded:
+        valid = torch.ones(n, frames, dtype=torch.bool)
+        valid[1, 90:] = False
+        valid[2, 11:] = False
+        bias = torch.zeros(n, 1, 1, frames).masked_fill_(~valid[:, None, None, :], float("-inf"))
+    got = kernels.cross_attention(q, k, v, bias)
+    want = _sdpa_cross_attention(q, k, v, bias)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    if padded:  # a padded frame's value must not leak in
+        v_changed = v.clone()
+        v_changed[2, :, 11:] = 1e6
+        torch.testing.assert_close(kernels.cross_attention(q, k, v_changed, bias), got)
+
+
+def test_kernels_follow_the_torch_thread_count() -> None:
+    import numba
+
+    layer = _few_rows_linear(64, 8, True, seed=1)
+    before = torch.get_num_threads()
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                layer(torch.randn(3, 64))
+            assert numba.get_num_threads() == min(threads, numba.config.NUMBA_NUM_THREADS)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_engine_uses_the_kernels_only_where_they_apply(random_model_dir: Path) -> None:
+    default = FireRedModel(random_model_dir)
+    assert default.decoder_kernels
+    decoder = default.model.decoder
+    assert decoder.cross_attention is kernels.cross_attention
+    assert isinstance(decoder.layer_stack[0].mlp.w_1, kernels.FewRowsLinear)
+    assert isinstance(decoder.tgt_word_prj, kernels.FewRowsLinear)
+    assert not any(isinstance(m, kernels.FewRowsLinear) for m in default.model.encoder.modules())
+
+    off = FireRedModel(random_model_dir, decoder_kernels=False)
+    assert not off.decoder_kernels
+    assert off.model.decoder.cross_attention is _sdpa_cross_attention
+    assert set(off.model.state_dict()) == set(default.model.state_dict())
+
+    packed = FireRedModel(random_model_dir, encoder_backend="onednn", decoder_backend="onednn")
+    assert packed.model.decoder.cross_attention is kernels.cross_attention  # attention only
+    assert not any(isinstance(m, kernels.FewRowsLinear) for m in packed.model.modules())
+
+    for other in (
+        FireRedModel(random_model_dir, precision="int8"),
+        FireRedModel(random_model_dir, decoder_backend="mkl"),
+    ):
+        assert not other.decoder_kernels
+        assert other.model.decoder.cross_attention is _sdpa_cross_attention
+
+
+def test_without_a_real_thread_pool_the_kernels_say_why_and_stay_off() -> None:
+    """numba's fallback pool made a decoder step 1.4x slower than oneDNN: refuse it, loudly."""
+    code = (
+        "import logging; logging.basicConfig()\n"
+        "from fireredasr_fast import kernels\n"
+        "print(kernels.available()); print(kernels.unavailable_reason())\n"
+    )
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue", "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "False"
+    assert "workqueue" in lines[1]
+    assert "decoder kernels off" in done.stderr
