@@ -250,7 +250,7 @@ class FireRedModel:
         if self.decoder_kernels:
             if decoder_backend == "torch":
                 kernels.use_few_rows_linear(self.model.decoder)
-            self.model.decoder.cross_attention = kernels.cross_attention
+            self.model.decoder.attention = kernels.attention
 
     @property
     def has_ctc(self) -> bool:

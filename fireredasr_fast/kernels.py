@@ -7,11 +7,12 @@ the plain (shared, memory-mapped) weights at 16-23 GB/s where a plain read runs 
 scaled_dot_product_attention reads the K/V at ~17 GB/s (docs/engine.md). The kernels here
 stream each weight row or K/V row once, at the read bandwidth:
 
-* `few_rows_linear`: y = x W^T + b for at most 3 rows on the weight as stored, so the weights
+* `FewRowsLinear`: y = x W^T + b for at most 3 rows on the weight as stored, so the weights
   stay one copy shared by every worker. Fewer rows are padded to 3 so a row's result never
   depends on how many rows came with it. More rows go to oneDNN, which wins from 4 rows up.
-* `cross_attention`: the beams of each utterance against that utterance's K/V, one read of
-  K and one of V per step; the softmax in between is torch's.
+* `attention`: the beams of each utterance against that utterance's cross-attention K/V, and
+  each beam against its own self-attention history, one read of K and one of V per call; the
+  softmax in between is torch's.
 
 They sum in another order than torch (fastmath reassociation, so the loops vectorise), which
 moves results by ~1e-6; the parity tests check the tokens stay the reference's.
@@ -71,9 +72,9 @@ def _compiled() -> tuple[object, object, object, object]:
 
     @jit
     def scores(q, k, scale, out):  # pragma: no cover - compiled
-        # q (g, b, d), k (g, f, d) -> out (g, b, f) = scale * q k^T, g = utterances x heads.
+        # q (g, b, d), k (g, >= f, d) -> out (g, b, f) = scale * q k[:, :f]^T, g = rows x heads.
         for g in prange(q.shape[0]):
-            for f in range(k.shape[1]):
+            for f in range(out.shape[2]):
                 for i in range(q.shape[1]):
                     acc = np.float32(0.0)
                     for d in range(q.shape[2]):
@@ -82,12 +83,12 @@ def _compiled() -> tuple[object, object, object, object]:
 
     @jit
     def weighted_values(p, v, out):  # pragma: no cover - compiled
-        # p (g, b, f), v (g, f, d) -> out (g, b, d) = p v, one pass over v.
+        # p (g, b, f), v (g, >= f, d) -> out (g, b, d) = p v[:, :f], one pass over v.
         for g in prange(p.shape[0]):
             for i in range(p.shape[1]):
                 for d in range(v.shape[2]):
                     out[g, i, d] = 0.0
-            for f in range(v.shape[1]):
+            for f in range(p.shape[2]):
                 for i in range(p.shape[1]):
                     weight = p[g, i, f]
                     for d in range(v.shape[2]):
@@ -171,23 +172,30 @@ def use_few_rows_linear(module: nn.Module) -> int:
     return count
 
 
-def cross_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
-    """softmax(q k^T / sqrt(d) + bias) v for q (n, h, b, d) against k, v (n, h, f, d)
-    (contiguous), bias (n, 1, 1, f) additive or None; returns (n, h, b, d)."""
+def _heads_as_rows(x: Tensor) -> np.ndarray:
+    """x (n, h, f, d) as a numpy (n * h, span, d) array over the same memory, where span >= f:
+    a prefix view of a contiguous (n, h, span, d) buffer (the decoder's self-attention cache,
+    read up to the current length) is used in place instead of copied."""
+    n, h, f, d = x.shape
+    span = x.stride(1) // d if d else 0
+    if x.stride(3) == 1 and x.stride(2) == d and span >= f and x.stride(0) == h * span * d:
+        return x.as_strided((n * h, span, d), (span * d, d, 1)).numpy()
+    return x.contiguous().view(n * h, f, d).numpy()
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v for q (n, h, b, d) against k, v (n, h, f, d), bias
+    broadcastable to (n, h, b, f) and additive, or None; returns (n, h, b, d)."""
     numba, _, scores, weighted_values = _compiled()
     _match_torch_threads(numba)
-    n, h, beams, dk = q.shape
+    n, h, rows, dk = q.shape
     frames = k.size(2)
-    q3 = q.contiguous().view(n * h, beams, dk)
-    logits = torch.empty(n, h, beams, frames)
-    scores(
-        q3.numpy(), k.view(n * h, frames, dk).numpy(), np.float32(dk**-0.5), logits.view(n * h, beams, frames).numpy()
-    )
+    logits = torch.empty(n, h, rows, frames)
+    q_rows = q.contiguous().view(n * h, rows, dk).numpy()
+    scores(q_rows, _heads_as_rows(k), np.float32(dk**-0.5), logits.view(n * h, rows, frames).numpy())
     if bias is not None:
         logits.add_(bias)
     probs = torch.softmax(logits, dim=-1)
-    out = torch.empty(n, h, beams, dk)
-    weighted_values(
-        probs.view(n * h, beams, frames).numpy(), v.view(n * h, frames, dk).numpy(), out.view(n * h, beams, dk).numpy()
-    )
+    out = torch.empty(n, h, rows, dk)
+    weighted_values(probs.view(n * h, rows, frames).numpy(), _heads_as_rows(v), out.view(n * h, rows, dk).numpy())
     return out

@@ -441,7 +441,7 @@ def _additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
-def _sdpa_cross_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
+def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
 
@@ -460,9 +460,9 @@ class Decoder(nn.Module):
         self.layer_norm_out = nn.LayerNorm(d_model)
         self.tgt_word_prj.weight = self.tgt_word_emb.weight
         self.scale = d_model**0.5
-        # How a step attends over the encoder: (q, k, v, additive bias or None) -> output.
-        # kernels.cross_attention replaces it on CPU in fp32 (FireRedModel).
-        self.cross_attention: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor] = _sdpa_cross_attention
+        # How a step attends, to its own history and to the encoder: (q, k, v, additive bias
+        # or None) -> output. kernels.attention replaces it on CPU in fp32 (FireRedModel).
+        self.attention: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor] = _sdpa_attention
 
     def init_cache(self, enc: Tensor, enc_valid: Tensor, beam: int, capacity: int = 32) -> DecoderCache:
         """Project the encoder output to every layer's cross-attention K/V, once."""
@@ -506,18 +506,15 @@ class Decoder(nn.Module):
             y = layer.self_attn_norm(x)
             cache.self_k[i][:, :, t : t + 1] = sa.heads(_linear(sa.w_ks, y))
             cache.self_v[i][:, :, t : t + 1] = sa.heads(_linear(sa.w_vs, y))
-            att = F.scaled_dot_product_attention(
-                sa.heads(_linear(sa.w_qs, y)),
-                cache.self_k[i][:, :, : t + 1],
-                cache.self_v[i][:, :, : t + 1],
-                attn_mask=self_mask,
+            att = self.attention(
+                sa.heads(_linear(sa.w_qs, y)), cache.self_k[i][:, :, : t + 1], cache.self_v[i][:, :, : t + 1], self_mask
             )
             x = x + _linear(sa.fc, att.reshape(rows, 1, d))
             ca = layer.cross_attn
             # The beams of one utterance become the query rows of one attention call, so
             # the encoder-side K/V is never copied per beam.
             q = _linear(ca.w_qs, layer.cross_attn_norm(x)).view(n, beam, h, dk).transpose(1, 2)
-            att = self.cross_attention(q, cache.cross_k[i], cache.cross_v[i], cache.cross_bias)
+            att = self.attention(q, cache.cross_k[i], cache.cross_v[i], cache.cross_bias)
             x = x + _linear(ca.fc, att.transpose(1, 2).reshape(rows, 1, d))
             y = layer.mlp_norm(x)
             x = x + _linear(layer.mlp.w_2, layer.mlp.act(_linear(layer.mlp.w_1, y)))

@@ -14,7 +14,7 @@ from torch import nn
 
 from fireredasr_fast import kernels, onednn
 from fireredasr_fast.firered import FireRedModel
-from fireredasr_fast.model import _sdpa_cross_attention
+from fireredasr_fast.model import _sdpa_attention
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason=f"{kernels.unavailable_reason()}")
 
@@ -58,7 +58,7 @@ def test_few_rows_linear_shares_the_weight_and_keeps_the_state_dict() -> None:
 
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("beams", [1, 3])
-def test_cross_attention_matches_sdpa(beams: int, padded: bool) -> None:
+def test_attention_matches_sdpa(beams: int, padded: bool) -> None:
     gen = torch.Generator().manual_seed(beams)
     n, heads, frames, d_k = 3, 4, 150, 16
     q = torch.randn(n, beams, heads, d_k, generator=gen).transpose(1, 2)  # a view, as the decoder passes it
@@ -70,13 +70,33 @@ def test_cross_attention_matches_sdpa(beams: int, padded: bool) -> None:
         valid[1, 90:] = False
         valid[2, 11:] = False
         bias = torch.zeros(n, 1, 1, frames).masked_fill_(~valid[:, None, None, :], float("-inf"))
-    got = kernels.cross_attention(q, k, v, bias)
-    want = _sdpa_cross_attention(q, k, v, bias)
+    got = kernels.attention(q, k, v, bias)
+    want = _sdpa_attention(q, k, v, bias)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     if padded:  # a padded frame's value must not leak in
         v_changed = v.clone()
         v_changed[2, :, 11:] = 1e6
-        torch.testing.assert_close(kernels.cross_attention(q, k, v_changed, bias), got)
+        torch.testing.assert_close(kernels.attention(q, k, v_changed, bias), got)
+
+
+@pytest.mark.parametrize("length", [1, 2, 37])
+def test_attention_reads_a_history_buffer_only_up_to_its_length(length: int) -> None:
+    """Self-attention passes prefix views of the cache's (rows, heads, capacity, d_k) buffers;
+    the kernel reads them in place, and never the slots past the length (NaN here)."""
+    gen = torch.Generator().manual_seed(length)
+    rows, heads, capacity, d_k = 3, 4, 64, 16
+    k_buf = torch.full((rows, heads, capacity, d_k), float("nan"))
+    v_buf = torch.full((rows, heads, capacity, d_k), float("nan"))
+    k_buf[:, :, :length] = torch.randn(rows, heads, length, d_k, generator=gen)
+    v_buf[:, :, :length] = torch.randn(rows, heads, length, d_k, generator=gen)
+    q = torch.randn(rows, 1, heads, d_k, generator=gen).transpose(1, 2)
+    valid = torch.rand(rows, length, generator=gen) > 0.3
+    valid[:, 0] = True
+    bias = torch.zeros(rows, 1, 1, length).masked_fill_(~valid[:, None, None, :], float("-inf"))
+    k, v = k_buf[:, :, :length], v_buf[:, :, :length]
+    assert kernels._heads_as_rows(k).ctypes.data == k_buf.data_ptr()  # no copy
+    got = kernels.attention(q, k, v, bias)
+    torch.testing.assert_close(got, _sdpa_attention(q, k.contiguous(), v.contiguous(), bias), rtol=1e-5, atol=1e-5)
 
 
 def test_kernels_follow_the_torch_thread_count() -> None:
@@ -98,18 +118,18 @@ def test_the_engine_uses_the_kernels_only_where_they_apply(random_model_dir: Pat
     default = FireRedModel(random_model_dir)
     assert default.decoder_kernels
     decoder = default.model.decoder
-    assert decoder.cross_attention is kernels.cross_attention
+    assert decoder.attention is kernels.attention
     assert isinstance(decoder.layer_stack[0].mlp.w_1, kernels.FewRowsLinear)
     assert isinstance(decoder.tgt_word_prj, kernels.FewRowsLinear)
     assert not any(isinstance(m, kernels.FewRowsLinear) for m in default.model.encoder.modules())
 
     off = FireRedModel(random_model_dir, decoder_kernels=False)
     assert not off.decoder_kernels
-    assert off.model.decoder.cross_attention is _sdpa_cross_attention
+    assert off.model.decoder.attention is _sdpa_attention
     assert set(off.model.state_dict()) == set(default.model.state_dict())
 
     packed = FireRedModel(random_model_dir, encoder_backend="onednn", decoder_backend="onednn")
-    assert packed.model.decoder.cross_attention is kernels.cross_attention  # attention only
+    assert packed.model.decoder.attention is kernels.attention  # attention only
     assert not any(isinstance(m, kernels.FewRowsLinear) for m in packed.model.modules())
 
     for other in (
@@ -117,7 +137,7 @@ def test_the_engine_uses_the_kernels_only_where_they_apply(random_model_dir: Pat
         FireRedModel(random_model_dir, decoder_backend="mkl"),
     ):
         assert not other.decoder_kernels
-        assert other.model.decoder.cross_attention is _sdpa_cross_attention
+        assert other.model.decoder.attention is _sdpa_attention
 
 
 def test_without_a_real_thread_pool_the_kernels_say_why_and_stay_off() -> None:
