@@ -248,9 +248,7 @@ class FireRedModel:
             and kernels.available()
         )
         if self.decoder_kernels:
-            if decoder_backend == "torch":
-                kernels.use_few_rows_linear(self.model.decoder)
-            self.model.decoder.attention = kernels.attention
+            kernels.install(self.model.decoder, few_rows_linear=decoder_backend == "torch")
 
     @property
     def has_ctc(self) -> bool:

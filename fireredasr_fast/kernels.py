@@ -29,6 +29,7 @@ import logging
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .onednn import SharedLinear
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 # The row count the linear kernel is built for. 4+ rows are faster through oneDNN (measured in
 # docs/engine.md), so the kernel never sees them.
 KERNEL_ROWS = 3
+# Below this much K, the attention kernel's fixed cost (three calls, ~30 us) outweighs what
+# it saves on the read; torch's attention takes such calls (measured in docs/engine.md: equal
+# at ~0.8 MB, the kernel 1.6x faster at 7.7 MB).
+ATTENTION_MIN_BYTES = 1 << 20
 # Numba's thread pools in order of preference; "workqueue" is left out on purpose (see above).
 THREADING_LAYERS = ("omp", "tbb")
 # Reassociation lets LLVM vectorise the reductions; "contract" allows FMA. Not the full
@@ -172,6 +177,14 @@ def use_few_rows_linear(module: nn.Module) -> int:
     return count
 
 
+def install(decoder: nn.Module, few_rows_linear: bool = True) -> None:
+    """Run `decoder`'s attention through the kernel and, with few_rows_linear, its
+    onednn.SharedLinear layers through FewRowsLinear. Call once its weights are in place."""
+    if few_rows_linear:
+        use_few_rows_linear(decoder)
+    decoder.attention = attention
+
+
 def _heads_as_rows(x: Tensor) -> np.ndarray:
     """x (n, h, f, d) as a numpy (n * h, span, d) array over the same memory, where span >= f:
     a prefix view of a contiguous (n, h, span, d) buffer (the decoder's self-attention cache,
@@ -186,6 +199,8 @@ def _heads_as_rows(x: Tensor) -> np.ndarray:
 def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
     """softmax(q k^T / sqrt(d) + bias) v for q (n, h, b, d) against k, v (n, h, f, d), bias
     broadcastable to (n, h, b, f) and additive, or None; returns (n, h, b, d)."""
+    if k.numel() * k.element_size() < ATTENTION_MIN_BYTES or k.dtype != torch.float32:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     numba, _, scores, weighted_values = _compiled()
     _match_torch_threads(numba)
     n, h, rows, dk = q.shape

@@ -3,11 +3,14 @@ decoder step (`python -m fireredasr_fast.bench engine --backends`).
 
 `mkl` is eager torch with torch's own Linear (MKL's GEMM on CPU; the default before oneDNN
 took over), and every ratio is over it. `torch` is the default CPU path: the same modules
-with each Linear run by oneDNN on the same weights (`onednn.share_linears`). `onednn` packs
-the weights (`onednn.pack_linears`), `onnx` is ONNX Runtime. All run in this process on the
-same inputs, in alternating rounds (the order flips every round), with the same thread count
-(torch.set_num_threads and ORT's intra-op threads); we report the best and the median of the
-rounds and the max abs difference of the outputs from mkl's.
+with each Linear run by oneDNN on the same weights (`onednn.share_linears`), and in a decoder
+step the numba kernels for the attention and the few-row Linears (`kernels.install`);
+`nokern` is the same without the kernels (the previous default). `onednn` packs the weights
+(`onednn.pack_linears`; in a decoder step with the attention kernel), `onnx` is ONNX Runtime.
+All run in this process on the same inputs, in alternating rounds (the order flips every
+round), with the same thread count (torch.set_num_threads and ORT's intra-op threads); we
+report the best and the median of the rounds and the max abs difference of the outputs from
+mkl's.
 
 The ORT decoder step is `onnx_decoder.OnnxDecoder.step`, as `decoder_backend="onnx"` runs it
 in the search: the self-attention cache and the cross-attention K/V are fed to the graph on
@@ -27,9 +30,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import onednn
+from .. import kernels, onednn
 from ..checkpoint import encoder_frames
-from ..model import AedModel, DecoderCache
+from ..model import AedModel, Decoder, DecoderCache
 from ..onnx_decoder import OnnxDecoder, OnnxDecoderCache, export_step
 from ..onnx_encoder import OnnxEncoder, export_encoder
 from .engine import feature_frames
@@ -150,7 +153,15 @@ def _onednn_variants(module: torch.nn.Module, rows_hint: int) -> dict[str, torch
     shared, packed = copy.deepcopy(module), copy.deepcopy(module)
     onednn.share_linears(shared)
     onednn.pack_linears(packed, rows_hint)
-    return {"torch": shared, "onednn": packed}
+    variants = {"torch": shared, "onednn": packed}
+    if isinstance(module, Decoder) and kernels.available():
+        # As FireRedModel runs them: the default with both kernels, packed with the attention
+        # kernel; `nokern` is the default before the kernels.
+        variants["nokern"] = shared
+        variants["torch"] = copy.deepcopy(shared)
+        kernels.install(variants["torch"])
+        kernels.install(packed, few_rows_linear=False)
+    return variants
 
 
 def _stepper(decoder: Any, cache: DecoderCache | OnnxDecoderCache, tokens: Tensor, t: int) -> Callable[[], Tensor]:

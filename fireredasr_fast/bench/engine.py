@@ -10,6 +10,9 @@ The reference at full AED-L size takes ~15 minutes per 60 s segment on a 2-core 
 whole at full size only up to --reference-max-seconds, and beyond that both sides run whole on
 the narrower --narrow-preset model. Rows say which model they used; nothing is extrapolated.
 
+Every run also has a `fast-nokern` row: the default without the numba decoder kernels
+(kernels.py), the previous default, so their gain is measured side by side.
+
 Also measured in the run: the fp32 GEMM peak (MKL and oneDNN, the better one is "peak") and the
 read bandwidth, which give the encoder's share of peak and the decoder's time over its floor.
 --backends adds rows for the opt-in backends (ONNX Runtime, oneDNN) and times eager torch
@@ -188,6 +191,9 @@ def _bench_model(
     rows: list[dict[str, Any]] = []
     name = "fast" if batch == 1 else f"fast x{batch}"
     impls = [(name, lambda: FireRedModel(model_dir, package=package))] if fast else []
+    if fast and batch == 1:
+        # The default without the numba decoder kernels (kernels.py): the previous default.
+        impls.append(("fast-nokern", lambda: FireRedModel(model_dir, package=package, decoder_kernels=False)))
     if int8:
         impls.append(("fast-int8", lambda: FireRedModel(model_dir, precision="int8", package=package)))
     if backends:
