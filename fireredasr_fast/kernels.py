@@ -106,13 +106,17 @@ def _compiled() -> tuple[object, object, object, object]:
 def unavailable_reason() -> str | None:
     """None when the kernels can run here; otherwise why not (one line)."""
     try:
-        numba, linear3, _, _ = _compiled()
+        numba, linear3, scores, weighted_values = _compiled()
     except ImportError as exc:
         return f"numba is not installed ({exc})"
     x = np.ones((KERNEL_ROWS, 4), np.float32)
+    probs = np.ones((2, KERNEL_ROWS, 5), np.float32)
     try:
-        # Compiles (or loads from numba's cache) and starts the thread pool.
+        # Compiles each kernel for the types the decoder passes (or loads it from numba's
+        # cache), here rather than in the middle of the first search, and starts the pool.
         linear3(x, np.ones((2, 4), np.float32), np.zeros(2, np.float32), np.empty((KERNEL_ROWS, 2), np.float32))
+        scores(np.ones((2, KERNEL_ROWS, 4), np.float32), np.ones((2, 5, 4), np.float32), np.float32(0.5), probs)
+        weighted_values(probs, np.ones((2, 5, 4), np.float32), np.empty((2, KERNEL_ROWS, 4), np.float32))
     except Exception as exc:  # numba reports a missing threading layer as a plain error
         return f"numba could not start a thread pool ({type(exc).__name__}: {exc})"
     layer = numba.threading_layer()

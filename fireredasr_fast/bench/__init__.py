@@ -10,4 +10,5 @@ BENCHMARKS = {
     "runner": "The parallel runner against the original thread-pool approach",
     "grouping": "How the engine splits a call of mixed-length segments into padded batches",
     "alignment": "The token-time pass after the search: one per segment against batched",
+    "kernels": "The numba decoder kernels against torch's, by row count and K/V size",
 }

@@ -1,0 +1,190 @@
+"""`python -m fireredasr_fast.bench kernels`: the numba decoder kernels against torch's.
+
+Where each kernel (fireredasr_fast/kernels.py) takes over is a measured choice; this prints
+the measurements behind it, on the shapes of a decoder step of the chosen preset (random
+weights, this process, alternating rounds):
+
+  linear     every Linear of one decoder step (AED-L: 1.5 GB of fp32 weights) for 1 to 12
+             rows: oneDNN on the weights as stored (`shared`, the default above
+             KERNEL_ROWS), the kernel (`kernel`; above 3 rows run in passes of 3, to show
+             why it stops there) and oneDNN on packed weights (`packed`, a private copy,
+             opt-in), as milliseconds per step and the weight bytes read per second;
+  attention  one attention call of 3 beams over one utterance's K/V for several lengths:
+             torch's scaled_dot_product_attention against the kernel, K/V bytes per
+             second (where they cross sets kernels.ATTENTION_MIN_BYTES).
+
+    python -m fireredasr_fast.bench kernels --preset aed-l --threads 2 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import kernels, onednn
+from ..checkpoint import PRESETS
+from .backends import alternate
+from .engine import memory_bandwidth_gbs
+
+ROWS = (1, 2, 3, 4, 6, 12)
+FRAMES = (25, 50, 100, 200, 400, 800, 1500)
+
+
+def _decoder_linears(preset: str, odim: int = 7832) -> list[nn.Linear]:
+    shape = PRESETS[preset]
+    d, ff = shape["d_model"], shape["d_inner"]
+    per_layer = [(d, d)] * 6 + [(d, ff), (ff, d)]  # self q k v fc, cross q fc, mlp
+    sizes = per_layer * shape["n_layers_dec"] + [(d, odim)]
+    gen = torch.Generator().manual_seed(0)
+    layers = []
+    for fan_in, fan_out in sizes:
+        layer = nn.Linear(fan_in, fan_out).requires_grad_(False)
+        layer.weight.normal_(0.0, fan_in**-0.5, generator=gen)
+        layers.append(layer)
+    return layers
+
+
+def _linear_rows(preset: str, rounds: int) -> list[dict[str, Any]]:
+    linears = _decoder_linears(preset)
+    weight_bytes = sum(layer.weight.numel() * 4 for layer in linears)
+    variants = {
+        "shared": [onednn.SharedLinear(layer) for layer in linears],
+        "kernel": [kernels.FewRowsLinear(layer) for layer in linears],
+        "packed": [onednn.PackedLinear(layer, onednn.DECODER_ROWS_HINT) for layer in linears],
+    }
+    rows = []
+    with torch.inference_mode():
+        for count in ROWS:
+            inputs = {n: torch.randn(count, 1, n) for n in {layer.in_features for layer in linears}}
+
+            def run(modules: list[nn.Module], chunk: int, inputs: dict = inputs) -> None:
+                for module in modules:
+                    x = inputs[module.in_features]
+                    for start in range(0, x.size(0), chunk):
+                        module(x[start : start + chunk])
+
+            # The kernel's module takes at most KERNEL_ROWS rows; more go in passes of that many.
+            chunks = {"shared": count, "kernel": kernels.KERNEL_ROWS, "packed": count}
+            impls = {name: (lambda mods=mods, c=chunks[name]: run(mods, c)) for name, mods in variants.items()}
+            for fn in impls.values():
+                fn()  # warm-up (compiles the kernel once)
+            times = alternate(impls, rounds)
+            best = {k: min(v) for k, v in times.items()}
+            rows.append(
+                {
+                    "part": "linear",
+                    "rows": count,
+                    "best_ms": {k: v * 1e3 for k, v in best.items()},
+                    "median_ms": {k: statistics.median(v) * 1e3 for k, v in times.items()},
+                    "gb_per_s": {k: weight_bytes / v / 1e9 for k, v in best.items()},
+                    "weight_gb": weight_bytes / 1e9,
+                }
+            )
+            print(f"  linear x{count:<2d} " + "  ".join(f"{k} {v * 1e3:7.1f} ms" for k, v in best.items()), flush=True)
+    return rows
+
+
+def _attention_rows(preset: str, rounds: int, beams: int = 3) -> list[dict[str, Any]]:
+    shape = PRESETS[preset]
+    heads, d_k = shape["n_head"], shape["d_model"] // shape["n_head"]
+    gen = torch.Generator().manual_seed(1)
+    rows = []
+    saved = kernels.ATTENTION_MIN_BYTES
+    kernels.ATTENTION_MIN_BYTES = 0  # time the kernel at every size
+    try:
+        for frames in FRAMES:
+            q = torch.randn(1, beams, heads, d_k, generator=gen).transpose(1, 2)
+            k = torch.randn(1, heads, frames, d_k, generator=gen)
+            v = torch.randn(1, heads, frames, d_k, generator=gen)
+            impls = {
+                "torch": lambda q=q, k=k, v=v: torch.nn.functional.scaled_dot_product_attention(q, k, v),
+                "kernel": lambda q=q, k=k, v=v: kernels.attention(q, k, v, None),
+            }
+            for fn in impls.values():
+                fn()
+            repeats = max(1, min(200, round(2e7 / (k.numel() * 8))))  # ~0.1-0.5 s a round
+            times = alternate(impls, rounds, repeats=repeats)
+            best = {name: min(t) for name, t in times.items()}
+            kv_bytes = 2 * k.numel() * 4
+            rows.append(
+                {
+                    "part": "attention",
+                    "frames": frames,
+                    "k_bytes": k.numel() * 4,
+                    "best_us": {name: t * 1e6 for name, t in best.items()},
+                    "gb_per_s": {name: kv_bytes / t / 1e9 for name, t in best.items()},
+                    "kernel_over_torch": best["kernel"] / best["torch"],
+                }
+            )
+            torch_us, kernel_us = best["torch"] * 1e6, best["kernel"] * 1e6
+            print(f"  attention {frames:5d} frames  torch {torch_us:8.1f} us  kernel {kernel_us:8.1f} us", flush=True)
+    finally:
+        kernels.ATTENTION_MIN_BYTES = saved
+    return rows
+
+
+def _table(linear: list[dict[str, Any]], attention: list[dict[str, Any]], bandwidth: float) -> str:
+    lines = [f"read bandwidth (plain read, same threads): {bandwidth:.1f} GB/s", ""]
+    if linear:
+        names = list(linear[0]["best_ms"])
+        head = " ".join(f"{n + ' ms':>10s} {n + ' GB/s':>12s}" for n in names)
+        lines.append(f"{'rows':>4s} {head}  kernel/shared")
+        for r in linear:
+            cells = " ".join(f"{r['best_ms'][n]:10.1f} {r['gb_per_s'][n]:12.1f}" for n in names)
+            lines.append(f"{r['rows']:4d} {cells}  {r['best_ms']['kernel'] / r['best_ms']['shared']:13.2f}")
+        lines.append(
+            f"(one decoder step's Linears, {linear[0]['weight_gb']:.2f} GB of weights; the kernel above"
+            f" {kernels.KERNEL_ROWS} rows in passes of {kernels.KERNEL_ROWS})"
+        )
+        lines.append("")
+    lines.append(
+        f"{'frames':>6s} {'K MB':>6s} {'torch us':>9s} {'kernel us':>10s} {'torch GB/s':>10s}"
+        f" {'kernel GB/s':>11s} {'kernel/torch':>12s}"
+    )
+    for r in attention:
+        lines.append(
+            f"{r['frames']:6d} {r['k_bytes'] / 1e6:6.2f} {r['best_us']['torch']:9.1f} {r['best_us']['kernel']:10.1f}"
+            f" {r['gb_per_s']['torch']:10.1f} {r['gb_per_s']['kernel']:11.1f} {r['kernel_over_torch']:12.2f}"
+        )
+    lines.append(
+        f"(3 beams against one utterance's K/V; the engine takes the kernel from"
+        f" {kernels.ATTENTION_MIN_BYTES / 2**20:.0f} MiB of K)"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fireredasr_fast.bench kernels", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="aed-l", choices=sorted(PRESETS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--skip-linear", action="store_true")
+    parser.add_argument("--json", help="write the rows here")
+    opts = parser.parse_args(argv)
+    if not kernels.available():
+        print(f"kernels unavailable here: {kernels.unavailable_reason()}")
+        return 1
+    torch.set_num_threads(opts.threads)
+    bandwidth = memory_bandwidth_gbs(opts.threads)
+    linear = [] if opts.skip_linear else _linear_rows(opts.preset, opts.rounds)
+    attention = _attention_rows(opts.preset, opts.rounds)
+    print()
+    print(_table(linear, attention, bandwidth))
+    if opts.json:
+        with open(opts.json, "w", encoding="utf-8") as f:
+            json.dump(
+                {
+                    "preset": opts.preset,
+                    "threads": opts.threads,
+                    "bandwidth_gb_s": bandwidth,
+                    "rows": linear + attention,
+                },
+                f,
+                indent=2,
+            )
+    return 0
