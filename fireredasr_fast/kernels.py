@@ -39,10 +39,14 @@ log = logging.getLogger(__name__)
 # The row count the linear kernel is built for. 4+ rows are faster through oneDNN (measured in
 # docs/engine.md), so the kernel never sees them.
 KERNEL_ROWS = 3
-# Below this much K, the attention kernel's fixed cost (three calls, ~30 us) outweighs what
-# it saves on the read; torch's attention takes such calls (measured in docs/engine.md: equal
-# at ~0.8 MB, the kernel 1.6x faster at 7.7 MB).
-ATTENTION_MIN_BYTES = 1 << 20
+# Below these sizes of one layer's K, torch's attention beats the kernel's fixed cost (three
+# calls) and takes the call. Measured per step over 16 AED-L layers' K/V (python -m
+# fireredasr_fast.bench kernels, docs/engine.md): with one query per K/V (the self-attention, or
+# greedy search) torch wins up to 32 tokens (0.5 MB) and the kernel from 64 (1 MB); with the
+# beams of an utterance sharing its K/V (the cross-attention) the kernel wins from the shortest
+# segment measured (1 s, 0.13 MB).
+MIN_K_BYTES_ONE_QUERY = 1 << 20
+MIN_K_BYTES_SHARED = 128 << 10
 # Numba's thread pools in order of preference; "workqueue" is left out on purpose (see above).
 THREADING_LAYERS = ("omp", "tbb")
 # Reassociation lets LLVM vectorise the reductions; "contract" allows FMA. Not the full
@@ -203,7 +207,8 @@ def _heads_as_rows(x: Tensor) -> np.ndarray:
 def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
     """softmax(q k^T / sqrt(d) + bias) v for q (n, h, b, d) against k, v (n, h, f, d), bias
     broadcastable to (n, h, b, f) and additive, or None; returns (n, h, b, d)."""
-    if k.numel() * k.element_size() < ATTENTION_MIN_BYTES or k.dtype != torch.float32:
+    smallest = MIN_K_BYTES_SHARED if q.size(2) > 1 else MIN_K_BYTES_ONE_QUERY
+    if k.numel() * k.element_size() < smallest or k.dtype != torch.float32:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     numba, _, scores, weighted_values = _compiled()
     _match_torch_threads(numba)

@@ -44,8 +44,9 @@ def _one_thread() -> None:
 @pytest.fixture(autouse=True)
 def _attention_kernel_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """These checkpoints' K/V are far below the size where the attention kernel takes over
-    (kernels.ATTENTION_MIN_BYTES, which AED-L passes); run it anyway, so parity covers it."""
-    monkeypatch.setattr(kernels, "ATTENTION_MIN_BYTES", 0)
+    (kernels.MIN_K_BYTES_*, which AED-L passes); run it anyway, so parity covers it."""
+    monkeypatch.setattr(kernels, "MIN_K_BYTES_ONE_QUERY", 0)
+    monkeypatch.setattr(kernels, "MIN_K_BYTES_SHARED", 0)
 
 
 def _speech(text: str, voice: str) -> np.ndarray:

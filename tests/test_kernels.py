@@ -19,6 +19,11 @@ from fireredasr_fast.model import _sdpa_attention
 pytestmark = pytest.mark.skipif(not kernels.available(), reason=f"{kernels.unavailable_reason()}")
 
 
+def _kernel_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels, "MIN_K_BYTES_ONE_QUERY", 0)
+    monkeypatch.setattr(kernels, "MIN_K_BYTES_SHARED", 0)
+
+
 def _few_rows_linear(in_features: int, out_features: int, bias: bool, seed: int) -> kernels.FewRowsLinear:
     torch.manual_seed(seed)
     return kernels.FewRowsLinear(nn.Linear(in_features, out_features, bias=bias))
@@ -59,7 +64,7 @@ def test_few_rows_linear_shares_the_weight_and_keeps_the_state_dict() -> None:
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("beams", [1, 3])
 def test_attention_matches_sdpa(beams: int, padded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kernels, "ATTENTION_MIN_BYTES", 0)  # the kernel even for these small K/V
+    _kernel_at_any_size(monkeypatch)  # even for these small K/V
     gen = torch.Generator().manual_seed(beams)
     n, heads, frames, d_k = 3, 4, 150, 16
     q = torch.randn(n, beams, heads, d_k, generator=gen).transpose(1, 2)  # a view, as the decoder passes it
@@ -84,7 +89,7 @@ def test_attention_matches_sdpa(beams: int, padded: bool, monkeypatch: pytest.Mo
 def test_attention_reads_a_history_buffer_only_up_to_its_length(length: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Self-attention passes prefix views of the cache's (rows, heads, capacity, d_k) buffers;
     the kernel reads them in place, and never the slots past the length (NaN here)."""
-    monkeypatch.setattr(kernels, "ATTENTION_MIN_BYTES", 0)
+    _kernel_at_any_size(monkeypatch)
     gen = torch.Generator().manual_seed(length)
     rows, heads, capacity, d_k = 3, 4, 64, 16
     k_buf = torch.full((rows, heads, capacity, d_k), float("nan"))
@@ -158,21 +163,22 @@ def test_without_a_real_thread_pool_the_kernels_say_why_and_stay_off() -> None:
     assert "decoder kernels off" in done.stderr
 
 
-def test_attention_takes_the_kernel_only_for_large_k(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Below ATTENTION_MIN_BYTES of K the kernel's fixed cost loses to torch's attention."""
+def test_attention_takes_the_kernel_only_where_it_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below MIN_K_BYTES_* of K the kernel's fixed cost loses to torch's attention: 1 MiB with
+    one query per K/V (self-attention), 128 KiB when beams share it (cross-attention)."""
     numba, linear3, scores, weighted_values = kernels._compiled()
     calls: list[tuple] = []
 
     def counting_scores(*args):
-        calls.append(args[1].shape)
+        calls.append((args[0].shape[1], args[1].shape[1]))  # (queries, frames)
         return scores(*args)
 
     monkeypatch.setattr(kernels, "_compiled", lambda: (numba, linear3, counting_scores, weighted_values))
     gen = torch.Generator().manual_seed(0)
-    heads, d_k = 4, 64
-    for frames in (100, 1100):  # K of 0.1 and 1.1 MB
-        q = torch.randn(1, heads, 3, d_k, generator=gen)
+    heads, d_k = 4, 64  # 1 KiB of K per frame
+    for queries, frames in ((1, 1000), (1, 1100), (3, 100), (3, 140)):
+        q = torch.randn(1, heads, queries, d_k, generator=gen)
         k, v = torch.randn(2, 1, heads, frames, d_k, generator=gen)
         got = kernels.attention(q, k, v, None)
         torch.testing.assert_close(got, _sdpa_attention(q, k, v, None), rtol=1e-5, atol=1e-5)
-    assert calls == [(heads, 1100, d_k)]
+    assert calls == [(1, 1100), (3, 140)]

@@ -9,9 +9,10 @@ weights, this process, alternating rounds):
              KERNEL_ROWS), the kernel (`kernel`; above 3 rows run in passes of 3, to show
              why it stops there) and oneDNN on packed weights (`packed`, a private copy,
              opt-in), as milliseconds per step and the weight bytes read per second;
-  attention  one attention call of 3 beams over one utterance's K/V for several lengths:
+  attention  both attentions of a beam-3 step (cross: 3 beams over one utterance's K/V; self:
+             3 rows over their own histories) for several lengths:
              torch's scaled_dot_product_attention against the kernel, K/V bytes per
-             second (where they cross sets kernels.ATTENTION_MIN_BYTES).
+             second (where they cross sets kernels.MIN_K_BYTES_*).
 
     python -m fireredasr_fast.bench kernels --preset aed-l --threads 2 --rounds 5
 """
@@ -28,11 +29,13 @@ from torch import nn
 
 from .. import kernels, onednn
 from ..checkpoint import PRESETS
+from ..model import _sdpa_attention
 from .backends import alternate
 from .engine import memory_bandwidth_gbs
 
 ROWS = (1, 2, 3, 4, 6, 12)
-FRAMES = (25, 50, 100, 200, 400, 800, 1500)
+CROSS_FRAMES = (25, 50, 100, 200, 400, 800, 1500)
+SELF_LENGTHS = (2, 4, 8, 16, 32, 64, 128, 270)
 
 
 def _decoder_linears(preset: str, odim: int = 7832) -> list[nn.Linear]:
@@ -90,41 +93,58 @@ def _linear_rows(preset: str, rounds: int) -> list[dict[str, Any]]:
 
 
 def _attention_rows(preset: str, rounds: int, beams: int = 3) -> list[dict[str, Any]]:
+    """Both attentions of a beam-3 step: `cross`, the beams of one utterance against its
+    encoder K/V (frames = encoder frames, 25 per second), and `self`, each of the 3 rows against
+    its own history in the cache's buffer (frames = tokens so far)."""
     shape = PRESETS[preset]
     heads, d_k = shape["n_head"], shape["d_model"] // shape["n_head"]
     gen = torch.Generator().manual_seed(1)
     rows = []
-    saved = kernels.ATTENTION_MIN_BYTES
-    kernels.ATTENTION_MIN_BYTES = 0  # time the kernel at every size
+    saved = kernels.MIN_K_BYTES_ONE_QUERY, kernels.MIN_K_BYTES_SHARED
+    kernels.MIN_K_BYTES_ONE_QUERY = kernels.MIN_K_BYTES_SHARED = 0  # time the kernel at every size
     try:
-        for frames in FRAMES:
-            q = torch.randn(1, beams, heads, d_k, generator=gen).transpose(1, 2)
-            k = torch.randn(1, heads, frames, d_k, generator=gen)
-            v = torch.randn(1, heads, frames, d_k, generator=gen)
-            impls = {
-                "torch": lambda q=q, k=k, v=v: torch.nn.functional.scaled_dot_product_attention(q, k, v),
-                "kernel": lambda q=q, k=k, v=v: kernels.attention(q, k, v, None),
-            }
-            for fn in impls.values():
-                fn()
-            repeats = max(1, min(200, round(2e7 / (k.numel() * 8))))  # ~0.1-0.5 s a round
-            times = alternate(impls, rounds, repeats=repeats)
-            best = {name: min(t) for name, t in times.items()}
-            kv_bytes = 2 * k.numel() * 4
-            rows.append(
-                {
-                    "part": "attention",
-                    "frames": frames,
-                    "k_bytes": k.numel() * 4,
-                    "best_us": {name: t * 1e6 for name, t in best.items()},
-                    "gb_per_s": {name: kv_bytes / t / 1e9 for name, t in best.items()},
-                    "kernel_over_torch": best["kernel"] / best["torch"],
+        for kind, lengths in (("cross", CROSS_FRAMES), ("self", SELF_LENGTHS)):
+            for frames in lengths:
+                layers = []  # one K/V per decoder layer, so a step reads them from memory as it does
+                for _ in range(shape["n_layers_dec"]):
+                    if kind == "cross":
+                        q = torch.randn(1, beams, heads, d_k, generator=gen).transpose(1, 2)
+                        k = torch.randn(1, heads, frames, d_k, generator=gen)
+                        v = torch.randn(1, heads, frames, d_k, generator=gen)
+                    else:  # prefix views of a history buffer, as Decoder.step passes them
+                        q = torch.randn(beams, 1, heads, d_k, generator=gen).transpose(1, 2)
+                        k = torch.randn(beams, heads, 2 * frames, d_k, generator=gen)[:, :, :frames]
+                        v = torch.randn(beams, heads, 2 * frames, d_k, generator=gen)[:, :, :frames]
+                    layers.append((q, k, v, torch.zeros(q.size(0), 1, 1, frames)))
+
+                def step(attend, layers: list = layers) -> None:
+                    for q, k, v, bias in layers:
+                        attend(q, k, v, bias)
+
+                impls = {
+                    "torch": lambda s=step: s(_sdpa_attention),
+                    "kernel": lambda s=step: s(kernels.attention),
                 }
-            )
-            torch_us, kernel_us = best["torch"] * 1e6, best["kernel"] * 1e6
-            print(f"  attention {frames:5d} frames  torch {torch_us:8.1f} us  kernel {kernel_us:8.1f} us", flush=True)
+                for fn in impls.values():
+                    fn()
+                k_bytes = k.numel() * 4  # per layer
+                repeats = max(1, min(100, round(1e7 / (k_bytes * len(layers)))))
+                times = alternate(impls, rounds, repeats=repeats)
+                best = {name: min(t) for name, t in times.items()}
+                rows.append(
+                    {
+                        "part": f"attention-{kind}",
+                        "frames": frames,
+                        "k_bytes": k_bytes,
+                        "best_us": {name: t * 1e6 for name, t in best.items()},
+                        "gb_per_s": {name: 2 * k_bytes * len(layers) / t / 1e9 for name, t in best.items()},
+                        "kernel_over_torch": best["kernel"] / best["torch"],
+                    }
+                )
+                torch_us, kernel_us = best["torch"] * 1e6, best["kernel"] * 1e6
+                print(f"  {kind:5s} {frames:5d}  torch {torch_us:8.1f} us  kernel {kernel_us:8.1f} us", flush=True)
     finally:
-        kernels.ATTENTION_MIN_BYTES = saved
+        kernels.MIN_K_BYTES_ONE_QUERY, kernels.MIN_K_BYTES_SHARED = saved
     return rows
 
 
@@ -143,17 +163,19 @@ def _table(linear: list[dict[str, Any]], attention: list[dict[str, Any]], bandwi
         )
         lines.append("")
     lines.append(
-        f"{'frames':>6s} {'K MB':>6s} {'torch us':>9s} {'kernel us':>10s} {'torch GB/s':>10s}"
+        f"{'attention':9s} {'frames':>6s} {'K MB':>6s} {'torch us':>9s} {'kernel us':>10s} {'torch GB/s':>10s}"
         f" {'kernel GB/s':>11s} {'kernel/torch':>12s}"
     )
     for r in attention:
+        us, rate = r["best_us"], r["gb_per_s"]
+        cells = f"{us['torch']:9.1f} {us['kernel']:10.1f} {rate['torch']:10.1f} {rate['kernel']:11.1f}"
         lines.append(
-            f"{r['frames']:6d} {r['k_bytes'] / 1e6:6.2f} {r['best_us']['torch']:9.1f} {r['best_us']['kernel']:10.1f}"
-            f" {r['gb_per_s']['torch']:10.1f} {r['gb_per_s']['kernel']:11.1f} {r['kernel_over_torch']:12.2f}"
+            f"{r['part'][10:]:9s} {r['frames']:6d} {r['k_bytes'] / 1e6:6.2f} {cells} {r['kernel_over_torch']:12.2f}"
         )
     lines.append(
-        f"(3 beams against one utterance's K/V; the engine takes the kernel from"
-        f" {kernels.ATTENTION_MIN_BYTES / 2**20:.0f} MiB of K)"
+        f"(cross: 3 beams against one utterance's K/V; self: 3 rows against their own histories;"
+        f" frames = K/V length; the engine takes the kernel from"
+        f" {kernels.MIN_K_BYTES_ONE_QUERY >> 10} KiB of K for self, {kernels.MIN_K_BYTES_SHARED >> 10} KiB for cross)"
     )
     return "\n".join(lines)
 
