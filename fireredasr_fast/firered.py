@@ -126,11 +126,12 @@ def load_model(
     precision: fp32 (default, exact parity with the reference), int8 (CPU: dynamic int8
     Linear layers), fp16 or bf16 (CUDA only).
     encoder_backend, decoder_backend: torch (default: our modules in eager torch; on CPU in
-    fp32 every Linear runs through oneDNN's matmul on the shared, memory-mapped weights;
-    onednn.py), mkl (the same with torch's own Linear, MKL on CPU: the previous default,
+    fp32 every Linear runs through oneDNN's matmul on the shared, memory-mapped weights,
+    onednn.py, and a decoder step's attention and few-row Linears through numba kernels,
+    kernels.py), mkl (the same with torch's own Linear, MKL on CPU: the previous default,
     kept for comparison), onnx (the encoder, or one decoder step, exported once into the
     user cache and run by ONNX Runtime; see onnx_encoder.py and onnx_decoder.py) or onednn
-    (Linear weights pre-packed for oneDNN: the fastest decoder step on CPU). mkl, onnx and
+    (Linear weights pre-packed for oneDNN: faster decoder steps of 4+ rows). mkl, onnx and
     onednn are CPU fp32 only; onnx and onednn hold a private copy of the weights they run
     in every process, which is why they are opt-in.
     """
@@ -238,8 +239,8 @@ class FireRedModel:
                 elif backend == "torch" and onednn.available():
                     onednn.share_linears(part)
         # numba kernels for the memory-bound parts of a decoder step (kernels.py): the
-        # cross-attention for our torch decoders, the few-row Linears for the default one.
-        # decoder_kernels=False keeps torch's (the previous default; for comparison).
+        # attention for the default and the packed decoders, the few-row Linears for the
+        # default one. decoder_kernels=False keeps torch's (the previous default; for comparison).
         self.decoder_kernels = (
             decoder_kernels
             and self.device.type == "cpu"

@@ -4,15 +4,15 @@ With one utterance in flight, a beam-3 decoder step multiplies 3 rows by every L
 (1.5 GB for AED-L) and attends over every layer's cross-attention K/V (0.25 GB at 60 s). Both
 are bound by reading memory, and both leave bandwidth unused in torch: oneDNN's matmul reads
 the plain (shared, memory-mapped) weights at 16-23 GB/s where a plain read runs at ~30, and
-scaled_dot_product_attention reads the K/V at ~17 GB/s (docs/engine.md). The kernels here
-stream each weight row or K/V row once, at the read bandwidth:
+scaled_dot_product_attention reads the K/V at ~15-17 GB/s (docs/engine.md). The kernels here
+stream each weight row or K/V row once, at 25-30 GB/s on the development VM:
 
 * `FewRowsLinear`: y = x W^T + b for at most 3 rows on the weight as stored, so the weights
   stay one copy shared by every worker. Fewer rows are padded to 3 so a row's result never
   depends on how many rows came with it. More rows go to oneDNN, which wins from 4 rows up.
 * `attention`: the beams of each utterance against that utterance's cross-attention K/V, and
   each beam against its own self-attention history, one read of K and one of V per call; the
-  softmax in between is torch's.
+  softmax in between is torch's. Small K/V go to torch's attention (MIN_K_BYTES_*).
 
 They sum in another order than torch (fastmath reassociation, so the loops vectorise), which
 moves results by ~1e-6; the parity tests check the tokens stay the reference's.
