@@ -82,6 +82,14 @@ def token_limit(samples: int, max_tokens_per_second: float) -> int | None:
     return max(1, math.ceil(max_tokens_per_second * samples / SAMPLE_RATE))
 
 
+def step_limit(frames: int, samples: int, decode_max_len: int, max_tokens_per_second: float) -> int:
+    """An utterance's beam-search step limit: decode_max_len, or (0) its own encoder length in
+    frames, capped by token_limit where max_tokens_per_second is set."""
+    own = decode_max_len if decode_max_len > 0 else frames
+    cap = token_limit(samples, max_tokens_per_second)
+    return own if cap is None else min(own, cap)
+
+
 def check_backends(
     encoder_backend: str, decoder_backend: str, device_type: str, precision: str, implementation: str = "fast"
 ) -> None:
@@ -298,11 +306,10 @@ class FireRedModel:
             self._sync()
             mid = time.perf_counter()
             enc_lens = valid.sum(dim=1).tolist()
-            max_lens = [decode_max_len if decode_max_len > 0 else int(n) for n in enc_lens]
-            for j, i in enumerate(group):
-                limit = token_limit(len(waveforms[i]), max_tokens_per_second)
-                if limit is not None:
-                    max_lens[j] = min(max_lens[j], limit)
+            max_lens = [
+                step_limit(int(n), len(waveforms[i]), decode_max_len, max_tokens_per_second)
+                for n, i in zip(enc_lens, group, strict=True)
+            ]
             cache = self._decoder.init_cache(enc, valid, opts.beam_size)
             # The alignment pass reuses the search's cross-attention K/V (the search's
             # cache drops an utterance's K/V when it finishes, so keep the lists now).

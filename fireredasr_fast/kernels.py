@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .onednn import SharedLinear
+from .onednn import SharedLinear, replace_modules
 
 log = logging.getLogger(__name__)
 
@@ -171,18 +171,18 @@ class FewRowsLinear(SharedLinear):
 def use_few_rows_linear(module: nn.Module) -> int:
     """Turn every onednn.SharedLinear under `module` whose weight is contiguous fp32 on the CPU
     into a FewRowsLinear; returns how many."""
-    count = 0
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if (
-                type(child) is SharedLinear
-                and child.weight.dtype == torch.float32
-                and child.weight.device.type == "cpu"
-                and child.weight.is_contiguous()
-            ):
-                setattr(parent, name, FewRowsLinear(child))
-                count += 1
-    return count
+
+    def eligible(child: nn.Module) -> bool:
+        weight = getattr(child, "weight", None)
+        return (
+            type(child) is SharedLinear
+            and weight is not None
+            and weight.dtype == torch.float32
+            and weight.device.type == "cpu"
+            and weight.is_contiguous()
+        )
+
+    return replace_modules(module, eligible, FewRowsLinear)
 
 
 def install(decoder: nn.Module, few_rows_linear: bool = True) -> None:

@@ -21,6 +21,7 @@ that the tokens stay the reference's.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -89,12 +90,23 @@ def pack_linears(module: nn.Module, rows_hint: int) -> int:
 def _replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> int:
     if not available():
         raise ValueError("oneDNN matmul needs a torch build with oneDNN (torch.backends.mkldnn)")
+
+    def fp32_cpu_linear(child: nn.Module) -> bool:
+        if not isinstance(child, nn.Linear):
+            return False
+        if child.weight.device.type != "cpu" or child.weight.dtype != torch.float32:
+            raise ValueError("oneDNN matmul here is for fp32 weights on CPU")
+        return True
+
+    return replace_modules(module, fp32_cpu_linear, make)
+
+
+def replace_modules(module: nn.Module, select: Callable[[nn.Module], bool], make: Callable[[Any], nn.Module]) -> int:
+    """Replace every submodule under `module` that `select` picks by `make(it)`; returns how many."""
     count = 0
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear):
-                if child.weight.device.type != "cpu" or child.weight.dtype != torch.float32:
-                    raise ValueError("oneDNN matmul here is for fp32 weights on CPU")
+            if select(child):
                 setattr(parent, name, make(child))
                 count += 1
     return count

@@ -20,7 +20,7 @@ import torch
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, load_package
 from .engine import Hypothesis
 from .feature_extractor import INT16_SCALE, MIN_SAMPLES, SAMPLE_RATE
-from .firered import token_limit
+from .firered import step_limit
 from .tokenizer import Tokenizer
 
 
@@ -110,8 +110,7 @@ class ReferenceModel:
             else:
                 found = []
                 for j, i in enumerate(keep):
-                    own = decode_max_len or int(enc_mask[j].sum())
-                    limit = min(own, token_limit(len(waveforms[i]), max_tokens_per_second) or own)
+                    limit = step_limit(int(enc_mask[j].sum()), len(waveforms[i]), decode_max_len, max_tokens_per_second)
                     found += decoder.batch_beam_search(enc[j : j + 1], enc_mask[j : j + 1], *search, limit, *scoring)
         finally:
             decoder.tgt_word_prj = original

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
 
     from ..batching import make_batches
-    from ..firered import FireRedModel, token_limit
+    from ..firered import FireRedModel, step_limit
     from ..model import DecoderCache, beam_search
 
     torch.set_num_threads(opts.threads)
@@ -92,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 enc, valid = model._encode([feats[i] for i in group])
                 # As the engine does: the encoder length, capped at --tokens-per-second.
-                limits = [int(n) for n in valid.sum(dim=1).tolist()]
-                for j, i in enumerate(group):
-                    limits[j] = min(limits[j], token_limit(len(waves[i]), opts.tokens_per_second) or limits[j])
+                frames = valid.sum(dim=1).tolist()
+                limits = [
+                    step_limit(int(n), len(waves[i]), 0, opts.tokens_per_second)
+                    for n, i in zip(frames, group, strict=True)
+                ]
                 cache = decoder.init_cache(enc, valid, 3)
                 assert isinstance(cache, DecoderCache)
                 cross = (list(cache.cross_k), list(cache.cross_v))
