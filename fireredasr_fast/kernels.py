@@ -1,15 +1,21 @@
 """CPU kernels for the two memory-bound parts of a decoder step, compiled by numba.
 
-With one utterance in flight, a beam-3 decoder step multiplies 3 rows by every Linear weight
-(1.5 GB for AED-L) and attends over every layer's cross-attention K/V (0.25 GB at 60 s). Both
-are bound by reading memory, and both leave bandwidth unused in torch: oneDNN's matmul reads
-the plain (shared, memory-mapped) weights at 16-23 GB/s where a plain read runs at ~30, and
-scaled_dot_product_attention reads the K/V at ~15-17 GB/s (docs/engine.md). The kernels here
-stream each weight row or K/V row once, at 25-30 GB/s on the development VM:
+A decoder step multiplies beams x utterances rows (3 for one utterance at beam 3, a few dozen
+for a batch) by every Linear weight (1.5 GB for AED-L), and attends over every layer's
+cross-attention K/V (0.25 GB per utterance at 60 s). With few rows both are bound by reading
+memory, and torch leaves much of it unused: oneDNN's matmul on the plain (shared,
+memory-mapped) weights at 3-33 rows runs at half to two thirds of this kernel's speed, and
+scaled_dot_product_attention reads the K/V at ~15-17 GB/s (docs/engine.md).
 
-* `FewRowsLinear`: y = x W^T + b for at most 3 rows on the weight as stored, so the weights
-  stay one copy shared by every worker. Fewer rows are padded to 3 so a row's result never
-  depends on how many rows came with it. More rows go to oneDNN, which wins from 4 rows up.
+* `FewRowsLinear`: y = x W^T + b for up to MAX_KERNEL_ROWS rows on the weight as stored, so
+  the weights stay one copy shared by every worker. Calls of 1-3 rows (one utterance's beams)
+  go to a kernel that reads each weight row once for 3 rows; calls of 4 or more to one that
+  takes 4 weight rows x 3 input rows at a time (register blocks). Calls are padded with zero
+  rows to 3 or to a multiple of 3, and within each kernel every output is summed the same way
+  whatever else came in the call, so a beam's result does not depend on how many beams or
+  utterances share the step (between the two kernels it moves by ~1e-6, as between any two
+  GEMMs). More rows go to oneDNN, which is level or ahead once the product is bound by
+  arithmetic.
 * `attention`: the beams of each utterance against that utterance's cross-attention K/V, and
   each beam against its own self-attention history, one read of K and one of V per call; the
   softmax in between is torch's. Small K/V go to torch's attention (MIN_K_BYTES_*).
@@ -36,9 +42,12 @@ from .onednn import SharedLinear, replace_modules
 
 log = logging.getLogger(__name__)
 
-# The row count the linear kernel is built for. 4+ rows are faster through oneDNN (measured in
-# docs/engine.md), so the kernel never sees them.
-KERNEL_ROWS = 3
+# The linear kernels take rows in blocks of ROW_BLOCK (calls are padded with zero rows up to a
+# multiple), and calls of up to MAX_KERNEL_ROWS rows: beyond that the product is bound by
+# arithmetic rather than by reading the weights, and oneDNN's GEMM is level or ahead (measured
+# in docs/engine.md). A decoder step has beams x utterances rows: 3 to 48 in a typical batch.
+ROW_BLOCK = 3
+MAX_KERNEL_ROWS = 96
 # Below these sizes of one layer's K, torch's attention beats the kernel's fixed cost (three
 # calls) and takes the call. Measured per step over 16 AED-L layers' K/V (python -m
 # fireredasr_fast.bench kernels, docs/engine.md): with one query per K/V (the self-attention, or
@@ -55,7 +64,7 @@ FASTMATH = {"reassoc", "contract"}
 
 
 @functools.cache
-def _compiled() -> tuple[object, object, object, object]:
+def _compiled() -> tuple[object, object, object, object, object]:
     import numba
 
     numba.config.THREADING_LAYER_PRIORITY = [*THREADING_LAYERS, "workqueue"]
@@ -78,6 +87,79 @@ def _compiled() -> tuple[object, object, object, object]:
             out[0, r] = a0 + b[r]
             out[1, r] = a1 + b[r]
             out[2, r] = a2 + b[r]
+
+    @jit
+    def linear_blocked(x, w, b, out):  # pragma: no cover - compiled
+        # x (m, k) with m a multiple of 3, w (n, k), b (n,), out (m, n) = x w^T + b. Register
+        # blocks of 4 weight rows x 3 input rows: 12 running sums that LLVM keeps in vector
+        # registers, so each weight row is read once per 3 input rows and each input value
+        # once per 4 weight rows. A weight row left over (n % 4) gets its own 1 x 3 loop.
+        # Every output element is summed by the same instructions whatever m is.
+        m, k = x.shape
+        n = w.shape[0]
+        blocks = n // 4
+        for task in prange(blocks + n % 4):
+            if task < blocks:
+                r = 4 * task
+                for i in range(0, m, 3):
+                    s00 = np.float32(0.0)
+                    s01 = np.float32(0.0)
+                    s02 = np.float32(0.0)
+                    s10 = np.float32(0.0)
+                    s11 = np.float32(0.0)
+                    s12 = np.float32(0.0)
+                    s20 = np.float32(0.0)
+                    s21 = np.float32(0.0)
+                    s22 = np.float32(0.0)
+                    s30 = np.float32(0.0)
+                    s31 = np.float32(0.0)
+                    s32 = np.float32(0.0)
+                    for j in range(k):
+                        x0 = x[i, j]
+                        x1 = x[i + 1, j]
+                        x2 = x[i + 2, j]
+                        w0 = w[r, j]
+                        w1 = w[r + 1, j]
+                        w2 = w[r + 2, j]
+                        w3 = w[r + 3, j]
+                        s00 += w0 * x0
+                        s01 += w0 * x1
+                        s02 += w0 * x2
+                        s10 += w1 * x0
+                        s11 += w1 * x1
+                        s12 += w1 * x2
+                        s20 += w2 * x0
+                        s21 += w2 * x1
+                        s22 += w2 * x2
+                        s30 += w3 * x0
+                        s31 += w3 * x1
+                        s32 += w3 * x2
+                    out[i, r] = s00 + b[r]
+                    out[i + 1, r] = s01 + b[r]
+                    out[i + 2, r] = s02 + b[r]
+                    out[i, r + 1] = s10 + b[r + 1]
+                    out[i + 1, r + 1] = s11 + b[r + 1]
+                    out[i + 2, r + 1] = s12 + b[r + 1]
+                    out[i, r + 2] = s20 + b[r + 2]
+                    out[i + 1, r + 2] = s21 + b[r + 2]
+                    out[i + 2, r + 2] = s22 + b[r + 2]
+                    out[i, r + 3] = s30 + b[r + 3]
+                    out[i + 1, r + 3] = s31 + b[r + 3]
+                    out[i + 2, r + 3] = s32 + b[r + 3]
+            else:
+                r = 4 * blocks + task - blocks
+                for i in range(0, m, 3):
+                    s0 = np.float32(0.0)
+                    s1 = np.float32(0.0)
+                    s2 = np.float32(0.0)
+                    for j in range(k):
+                        wv = w[r, j]
+                        s0 += wv * x[i, j]
+                        s1 += wv * x[i + 1, j]
+                        s2 += wv * x[i + 2, j]
+                    out[i, r] = s0 + b[r]
+                    out[i + 1, r] = s1 + b[r]
+                    out[i + 2, r] = s2 + b[r]
 
     @jit
     def scores(q, k, scale, out):  # pragma: no cover - compiled
@@ -103,24 +185,26 @@ def _compiled() -> tuple[object, object, object, object]:
                     for d in range(v.shape[2]):
                         out[g, i, d] += weight * v[g, f, d]
 
-    return numba, linear3, scores, weighted_values
+    return numba, linear3, linear_blocked, scores, weighted_values
 
 
 @functools.cache
 def unavailable_reason() -> str | None:
     """None when the kernels can run here; otherwise why not (one line)."""
     try:
-        numba, linear3, scores, weighted_values = _compiled()
+        numba, linear3, linear_blocked, scores, weighted_values = _compiled()
     except ImportError as exc:
         return f"numba is not installed ({exc})"
-    x = np.ones((KERNEL_ROWS, 4), np.float32)
-    probs = np.ones((2, KERNEL_ROWS, 5), np.float32)
+    x = np.ones((ROW_BLOCK, 4), np.float32)
+    probs = np.ones((2, ROW_BLOCK, 5), np.float32)
     try:
         # Compiles each kernel for the types the decoder passes (or loads it from numba's
         # cache), here rather than in the middle of the first search, and starts the pool.
-        linear3(x, np.ones((2, 4), np.float32), np.zeros(2, np.float32), np.empty((KERNEL_ROWS, 2), np.float32))
-        scores(np.ones((2, KERNEL_ROWS, 4), np.float32), np.ones((2, 5, 4), np.float32), np.float32(0.5), probs)
-        weighted_values(probs, np.ones((2, 5, 4), np.float32), np.empty((2, KERNEL_ROWS, 4), np.float32))
+        weight, bias = np.ones((5, 4), np.float32), np.zeros(5, np.float32)
+        linear3(x, weight, bias, np.empty((ROW_BLOCK, 5), np.float32))
+        linear_blocked(np.ones((2 * ROW_BLOCK, 4), np.float32), weight, bias, np.empty((2 * ROW_BLOCK, 5), np.float32))
+        scores(np.ones((2, ROW_BLOCK, 4), np.float32), np.ones((2, 5, 4), np.float32), np.float32(0.5), probs)
+        weighted_values(probs, np.ones((2, 5, 4), np.float32), np.empty((2, ROW_BLOCK, 4), np.float32))
     except Exception as exc:  # numba reports a missing threading layer as a plain error
         return f"numba could not start a thread pool ({type(exc).__name__}: {exc})"
     layer = numba.threading_layer()
@@ -145,8 +229,8 @@ def _match_torch_threads(numba: object) -> None:
 
 
 class FewRowsLinear(SharedLinear):
-    """onednn.SharedLinear that sends calls of at most KERNEL_ROWS rows to the kernel. Both read
-    `weight` as stored (no copy); parameter names stay `weight` and `bias`."""
+    """onednn.SharedLinear that sends calls of at most MAX_KERNEL_ROWS rows to the kernel. Both
+    read `weight` as stored (no copy); parameter names stay `weight` and `bias`."""
 
     def __init__(self, linear: nn.Module) -> None:
         super().__init__(linear)  # type: ignore[arg-type]
@@ -157,14 +241,16 @@ class FewRowsLinear(SharedLinear):
     def forward(self, x: Tensor) -> Tensor:
         flat = x.reshape(-1, self.in_features)
         rows = flat.size(0)
-        if rows > KERNEL_ROWS or flat.dtype != torch.float32:
+        if rows > MAX_KERNEL_ROWS or flat.dtype != torch.float32:
             return super().forward(x)
-        numba, linear3, _, _ = _compiled()
+        numba, linear3, linear_blocked, _, _ = _compiled()
         _match_torch_threads(numba)
-        if rows < KERNEL_ROWS:
-            flat = torch.cat([flat, flat.new_zeros(KERNEL_ROWS - rows, self.in_features)])
-        out = torch.empty(KERNEL_ROWS, self.out_features)
-        linear3(flat.contiguous().numpy(), self._weight, self._bias, out.numpy())
+        padded = -(-rows // ROW_BLOCK) * ROW_BLOCK
+        if padded != rows:
+            flat = torch.cat([flat, flat.new_zeros(padded - rows, self.in_features)])
+        out = torch.empty(padded, self.out_features)
+        kernel = linear3 if padded == ROW_BLOCK else linear_blocked
+        kernel(flat.contiguous().numpy(), self._weight, self._bias, out.numpy())
         return out[:rows].reshape(*x.shape[:-1], self.out_features)
 
 
@@ -210,7 +296,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
     smallest = MIN_K_BYTES_SHARED if q.size(2) > 1 else MIN_K_BYTES_ONE_QUERY
     if k.numel() * k.element_size() < smallest or k.dtype != torch.float32:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    numba, _, scores, weighted_values = _compiled()
+    numba, _, _, scores, weighted_values = _compiled()
     _match_torch_threads(numba)
     n, h, rows, dk = q.shape
     frames = k.size(2)

@@ -115,6 +115,8 @@ def _assert_same_as_reference(ours: list[Hypothesis], theirs: list[Hypothesis], 
 
 def test_random_checkpoints_depend_on_the_audio(models, waveforms) -> None:
     # Guard: parity on a model that always says the same thing would prove little.
+    if not (shutil.which("espeak-ng") and shutil.which("sox")):
+        pytest.skip("the guard holds for the synthetic speech (espeak-ng and sox), not for the noise fallback")
     _, ref = models["varied"]
     hyps = ref.transcribe(waveforms[:8], beam_size=3, decode_max_len=40)
     assert all(len(set(h.token_ids)) > 3 for h in hyps)

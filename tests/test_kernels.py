@@ -30,8 +30,9 @@ def _few_rows_linear(in_features: int, out_features: int, bias: bool, seed: int)
 
 
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 7, 15, 96, 97])
 def test_few_rows_linear_matches_torch(rows: int, bias: bool) -> None:
+    # 77 outputs: 19 blocks of 4 weight rows and one left over; 97 rows go to oneDNN.
     layer = _few_rows_linear(200, 77, bias, seed=rows)
     x = torch.randn(rows, 1, 200)  # the decoder's (rows, 1, d) shape
     with torch.inference_mode():
@@ -42,15 +43,46 @@ def test_few_rows_linear_matches_torch(rows: int, bias: bool) -> None:
 
 
 def test_a_rows_result_does_not_depend_on_the_rows_beside_it() -> None:
-    """Calls of 1 and 2 rows are padded to the kernel's 3, so a row is summed the same way
-    whatever came with it (a beam's logits must not depend on how many beams are alive)."""
-    layer = _few_rows_linear(256, 64, True, seed=0)
-    x = torch.randn(3, 256)
+    """Calls are padded to 3 rows or a multiple of 3, and within each kernel (1-3 rows, 4 and
+    more) every output is summed by the same instructions, so a row's result is bit for bit the
+    same whatever came with it (a beam's logits must not depend on how many beams or utterances
+    share the step)."""
+    layer = _few_rows_linear(256, 67, True, seed=0)
+    x = torch.randn(96, 256)
     with torch.inference_mode():
-        together = layer(x)
-        for row in range(3):
-            assert torch.equal(layer(x[row : row + 1])[0], together[row])
-        assert torch.equal(layer(x[1:])[0], together[1])
+        alone = layer(x[:1])[0]
+        assert torch.equal(layer(x[:2])[0], alone)
+        assert torch.equal(layer(x[:3])[0], alone)
+        assert torch.equal(layer(x[1:3])[1], layer(x[2:3])[0])
+        in_company = layer(x[:4])
+        for count in (5, 7, 51, 96):
+            together = layer(x[:count])
+            assert torch.equal(together[0], in_company[0])
+            assert torch.equal(together[3], in_company[3])
+        assert torch.equal(layer(x[50:56])[0], layer(x)[50])
+        assert torch.equal(layer(x[92:96])[3], layer(x)[95])
+        torch.testing.assert_close(in_company[0], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_few_rows_linear_sends_larger_calls_to_onednn(monkeypatch: pytest.MonkeyPatch) -> None:
+    numba, linear3, linear_blocked, scores, weighted_values = kernels._compiled()
+    rows_seen: list[tuple[str, int]] = []
+
+    def counting(name, kernel):
+        def run(x, *args):
+            rows_seen.append((name, x.shape[0]))
+            return kernel(x, *args)
+
+        return run
+
+    compiled = (numba, counting("3", linear3), counting("blocked", linear_blocked), scores, weighted_values)
+    monkeypatch.setattr(kernels, "_compiled", lambda: compiled)
+    layer = _few_rows_linear(64, 8, True, seed=2)
+    with torch.inference_mode():
+        for rows in (1, 3, 4, kernels.MAX_KERNEL_ROWS, kernels.MAX_KERNEL_ROWS + 1):
+            layer(torch.randn(rows, 64))
+    # Padded to 3 or a multiple of 3; the last call goes to oneDNN.
+    assert rows_seen == [("3", 3), ("3", 3), ("blocked", 6), ("blocked", kernels.MAX_KERNEL_ROWS)]
 
 
 def test_few_rows_linear_shares_the_weight_and_keeps_the_state_dict() -> None:
@@ -166,14 +198,15 @@ def test_without_a_real_thread_pool_the_kernels_say_why_and_stay_off() -> None:
 def test_attention_takes_the_kernel_only_where_it_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     """Below MIN_K_BYTES_* of K the kernel's fixed cost loses to torch's attention: 1 MiB with
     one query per K/V (self-attention), 128 KiB when beams share it (cross-attention)."""
-    numba, linear3, scores, weighted_values = kernels._compiled()
+    numba, linear3, linear_blocked, scores, weighted_values = kernels._compiled()
     calls: list[tuple] = []
 
     def counting_scores(*args):
         calls.append((args[0].shape[1], args[1].shape[1]))  # (queries, frames)
         return scores(*args)
 
-    monkeypatch.setattr(kernels, "_compiled", lambda: (numba, linear3, counting_scores, weighted_values))
+    compiled = (numba, linear3, linear_blocked, counting_scores, weighted_values)
+    monkeypatch.setattr(kernels, "_compiled", lambda: compiled)
     gen = torch.Generator().manual_seed(0)
     heads, d_k = 4, 64  # 1 KiB of K per frame
     for queries, frames in ((1, 1000), (1, 1100), (3, 100), (3, 140)):

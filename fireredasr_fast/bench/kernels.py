@@ -4,11 +4,12 @@ Where each kernel (fireredasr_fast/kernels.py) takes over is a measured choice; 
 the measurements behind it, on the shapes of a decoder step of the chosen preset (random
 weights, this process, alternating rounds):
 
-  linear     every Linear of one decoder step (AED-L: 1.5 GB of fp32 weights) for 1 to 12
+  linear     every Linear of one decoder step (AED-L: 1.5 GB of fp32 weights) for 1 to 192
              rows: oneDNN on the weights as stored (`shared`, the default above
-             KERNEL_ROWS), the kernel (`kernel`; above 3 rows run in passes of 3, to show
+             MAX_KERNEL_ROWS), the kernel (`kernel`; run past that limit here too, to show
              why it stops there) and oneDNN on packed weights (`packed`, a private copy,
-             opt-in), as milliseconds per step and the weight bytes read per second;
+             opt-in), as milliseconds per step, the weight bytes read per second and the
+             arithmetic rate;
   attention  both attentions of a beam-3 step (cross: 3 beams over one utterance's K/V; self:
              3 rows over their own histories) for several lengths:
              torch's scaled_dot_product_attention against the kernel, K/V bytes per
@@ -33,7 +34,7 @@ from ..model import _sdpa_attention
 from .backends import alternate
 from .engine import memory_bandwidth_gbs
 
-ROWS = (1, 2, 3, 4, 6, 12)
+ROWS = (1, 2, 3, 4, 6, 12, 15, 24, 48, 96, 144, 192)
 CROSS_FRAMES = (25, 50, 100, 200, 400, 800, 1500)
 SELF_LENGTHS = (2, 4, 8, 16, 32, 64, 128, 270)
 
@@ -65,18 +66,19 @@ def _linear_rows(preset: str, rounds: int) -> list[dict[str, Any]]:
         for count in ROWS:
             inputs = {n: torch.randn(count, 1, n) for n in {layer.in_features for layer in linears}}
 
-            def run(modules: list[nn.Module], chunk: int, inputs: dict = inputs) -> None:
+            def run(modules: list[nn.Module], inputs: dict = inputs) -> None:
                 for module in modules:
-                    x = inputs[module.in_features]
-                    for start in range(0, x.size(0), chunk):
-                        module(x[start : start + chunk])
+                    module(inputs[module.in_features])
 
-            # The kernel's module takes at most KERNEL_ROWS rows; more go in passes of that many.
-            chunks = {"shared": count, "kernel": kernels.KERNEL_ROWS, "packed": count}
-            impls = {name: (lambda mods=mods, c=chunks[name]: run(mods, c)) for name, mods in variants.items()}
+            impls = {name: (lambda mods=mods: run(mods)) for name, mods in variants.items()}
             for fn in impls.values():
                 fn()  # warm-up (compiles the kernel once)
-            times = alternate(impls, rounds)
+            saved_limit = kernels.MAX_KERNEL_ROWS
+            kernels.MAX_KERNEL_ROWS = max(ROWS)  # time the kernel past the engine's limit too
+            try:
+                times = alternate(impls, rounds)
+            finally:
+                kernels.MAX_KERNEL_ROWS = saved_limit
             best = {k: min(v) for k, v in times.items()}
             rows.append(
                 {
@@ -85,10 +87,11 @@ def _linear_rows(preset: str, rounds: int) -> list[dict[str, Any]]:
                     "best_ms": {k: v * 1e3 for k, v in best.items()},
                     "median_ms": {k: statistics.median(v) * 1e3 for k, v in times.items()},
                     "gb_per_s": {k: weight_bytes / v / 1e9 for k, v in best.items()},
+                    "gflop_per_s": {k: 2 * count * weight_bytes / 4 / v / 1e9 for k, v in best.items()},
                     "weight_gb": weight_bytes / 1e9,
                 }
             )
-            print(f"  linear x{count:<2d} " + "  ".join(f"{k} {v * 1e3:7.1f} ms" for k, v in best.items()), flush=True)
+            print(f"  linear x{count:<3d} " + "  ".join(f"{k} {v * 1e3:7.1f} ms" for k, v in best.items()), flush=True)
     return rows
 
 
@@ -152,14 +155,16 @@ def _table(linear: list[dict[str, Any]], attention: list[dict[str, Any]], bandwi
     lines = [f"read bandwidth (plain read, same threads): {bandwidth:.1f} GB/s", ""]
     if linear:
         names = list(linear[0]["best_ms"])
-        head = " ".join(f"{n + ' ms':>10s} {n + ' GB/s':>12s}" for n in names)
+        head = " ".join(f"{n + ' ms':>10s} {n + ' GB/s':>12s} {n + ' GF/s':>12s}" for n in names)
         lines.append(f"{'rows':>4s} {head}  kernel/shared")
         for r in linear:
-            cells = " ".join(f"{r['best_ms'][n]:10.1f} {r['gb_per_s'][n]:12.1f}" for n in names)
+            cells = " ".join(
+                f"{r['best_ms'][n]:10.1f} {r['gb_per_s'][n]:12.1f} {r['gflop_per_s'][n]:12.1f}" for n in names
+            )
             lines.append(f"{r['rows']:4d} {cells}  {r['best_ms']['kernel'] / r['best_ms']['shared']:13.2f}")
         lines.append(
-            f"(one decoder step's Linears, {linear[0]['weight_gb']:.2f} GB of weights; the kernel above"
-            f" {kernels.KERNEL_ROWS} rows in passes of {kernels.KERNEL_ROWS})"
+            f"(one decoder step's Linears, {linear[0]['weight_gb']:.2f} GB of weights; the engine sends up to"
+            f" {kernels.MAX_KERNEL_ROWS} rows to the kernel, more to oneDNN)"
         )
         lines.append("")
     lines.append(
