@@ -10,9 +10,10 @@ far more. oneDNN's matmul does better in two ways, both measured in docs/engine.
   by every worker process.
 * `PackedLinear` (opt-in, `encoder_backend="onednn"`, `decoder_backend="onednn"`): the weight
   is reordered once into the blocked layout oneDNN's kernels read
-  (`torch.ops.mkldnn._reorder_linear_weight`, what torch's own CPU compiler does). A decoder
-  step of 4 rows or more gets faster still (for 3 rows the default's numba kernel, kernels.py,
-  is level with it), but the packed weights are a private copy in each process.
+  (`torch.ops.mkldnn._reorder_linear_weight`, what torch's own CPU compiler does). Faster than
+  SharedLinear for a decoder step of 4 rows or more, but the default's numba kernels
+  (kernels.py) are ahead of it up to ~24 rows a step and level to ~48, and the packed weights
+  are a private copy in each process.
 
 oneDNN sums in a different order than MKL, so outputs move by ~1e-6; the parity tests check
 that the tokens stay the reference's.
