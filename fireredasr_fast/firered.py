@@ -140,9 +140,8 @@ def load_model(
     kept for comparison), onnx (the encoder, or one decoder step, exported once into the
     user cache and run by ONNX Runtime; see onnx_encoder.py and onnx_decoder.py) or onednn
     (Linear weights pre-packed for oneDNN: level with the default's kernels from ~48 rows a
-    step, ahead above 96). mkl, onnx and
-    onednn are CPU fp32 only; onnx and onednn hold a private copy of the weights they run
-    in every process, which is why they are opt-in.
+    step, ahead above 96). mkl, onnx and onednn are CPU fp32 only; onnx and onednn hold a
+    private copy of the weights they run in every process, which is why they are opt-in.
     """
     path = resolve_model_dir(model_dir)
     if implementation not in IMPLEMENTATIONS:

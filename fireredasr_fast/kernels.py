@@ -4,7 +4,7 @@ A decoder step multiplies beams x utterances rows (3 for one utterance at beam 3
 for a batch) by every Linear weight (1.5 GB for AED-L), and attends over every layer's
 cross-attention K/V (0.25 GB per utterance at 60 s). With few rows both are bound by reading
 memory, and torch leaves much of it unused: oneDNN's matmul on the plain (shared,
-memory-mapped) weights at 3-33 rows runs at half to two thirds of this kernel's speed, and
+memory-mapped) weights at 2-24 rows runs at half to two thirds of these kernels' speed, and
 scaled_dot_product_attention reads the K/V at ~15-17 GB/s (docs/engine.md).
 
 * `FewRowsLinear`: y = x W^T + b for up to MAX_KERNEL_ROWS rows on the weight as stored, so
