@@ -15,16 +15,16 @@ __version__ = "0.1.0"
 # Imported lazily so that `import fireredasr_fast` stays cheap (the CLI parses arguments and
 # checks the model before torch is loaded).
 _EXPORTS = {
-    "load_model": "firered",
-    "FireRedEngine": "firered",
-    "DecodingOptions": "firered",
+    "load_model": "engines.firered.engine",
+    "FireRedEngine": "engines.firered.engine",
+    "DecodingOptions": "engines.firered.engine",
     "transcribe_file": "transcribe",
     "TranscribeOptions": "transcribe",
     "VadOptions": "vad",
     "CueOptions": "cues",
-    "EngineSpec": "engine",
-    "Engine": "engine",
-    "Hypothesis": "engine",
+    "EngineSpec": "engines",
+    "Engine": "engines",
+    "Hypothesis": "results",
     "FileResult": "results",
     "Segment": "results",
     "Cue": "results",

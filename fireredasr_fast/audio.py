@@ -17,8 +17,8 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from .engine import SAMPLE_RATE
 from .errors import MediaError
+from .results import SAMPLE_RATE
 
 MEDIA_EXTENSIONS = frozenset(
     ".mp4 .mkv .mov .webm .avi .flv .wmv .ts .mts .m2ts .mpg .mpeg .m4v .3gp .ogv "

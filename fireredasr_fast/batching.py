@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engine import SAMPLE_RATE
+from .results import SAMPLE_RATE
 
 
 @dataclass

@@ -15,11 +15,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fireredasr_fast.runner.plan import make_plan, model_bytes
+
 from .cues import CueOptions
-from .engine import EngineSpec
+from .engines import EngineSpec
 from .errors import FireRedFastError
 from .inputs import collect_inputs
-from .plan import make_plan, model_bytes
 from .transcribe import TranscribeOptions
 from .vad import VadOptions
 from .writers import FORMATS
@@ -177,7 +178,7 @@ def _gpu_scheduler(args: argparse.Namespace, model_size: int):
         if mode == "only":
             raise FireRedFastError("GPU requested (--gpu only / --device cuda) but CUDA is not available")
         return None  # auto on a machine without CUDA: CPU workers only, silently
-    from .gpu import GpuPolicy, GpuScheduler, default_probe, gib
+    from fireredasr_fast.runner.gpu import GpuPolicy, GpuScheduler, default_probe, gib
 
     min_free = gib(args.gpu_min_free_gb) if args.gpu_min_free_gb is not None else None
     return GpuScheduler(GpuPolicy(mode=mode, min_free_bytes=min_free, model_bytes=model_size), default_probe())
@@ -187,7 +188,7 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
     """Resolve and check the model in this process, so a bad model directory is one clear
     line here rather than a crash in every worker."""
     if args.engine == "firered":
-        from .checkpoint import MODEL_FILE, check_model_dir, load_package
+        from fireredasr_fast.engines.firered.checkpoint import MODEL_FILE, check_model_dir, load_package
 
         model_dir = check_model_dir(args.model_dir or os.environ.get("FIREREDASR_MODEL_DIR"))
         # Unpickle (safely) here once: a hostile or foreign checkpoint is refused before any
@@ -216,7 +217,7 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
                     raise FireRedFastError(f"--{option.replace('_', '-')} {backend} runs on CPU in fp32 only")
                 options[option] = backend
         return EngineSpec("firered", str(model_dir.resolve()), None, device, tuple(sorted(options.items())))
-    from .whisper_engine import resolve_model_path
+    from fireredasr_fast.engines.whisper.engine import resolve_model_path
 
     model_path = resolve_model_path(args.model_dir, args.model)
     options = {"language": args.language}
@@ -235,8 +236,8 @@ def _weights_shared(spec: EngineSpec) -> bool:
 
 def _cluster_setup(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpec):
     """Join the Ray cluster and plan its worker slots (raises FireRedFastError)."""
-    from .cluster import cluster_setup, connect
-    from .gpu import gib
+    from fireredasr_fast.runner.cluster import cluster_setup, connect
+    from fireredasr_fast.runner.gpu import gib
 
     connect(args.cluster, local_cpus=args.workers * (args.threads_per_worker or 1) if args.workers else None)
     return cluster_setup(
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         "formats": list(formats),
     }
 
-    from .runner import Runner, RunOptions, print_summary
+    from fireredasr_fast.runner.scheduler import Runner, RunOptions, print_summary
 
     gpu_spec = spec
     if spec.engine == "firered" and args.precision in ("fp16", "bf16"):
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = Runner(spec, plan, options, gpu=gpu, gpu_spec=gpu_spec, groups=groups).run(inputs)
     finally:
         if args.cluster:
-            from .cluster import disconnect
+            from fireredasr_fast.runner.cluster import disconnect
 
             disconnect()
     print_summary(summary)

@@ -1,12 +1,35 @@
-"""Plain data handed from stage to stage after recognition: segments, cues, file results.
+"""The pipeline's shared vocabulary: the audio every stage works on, and the plain data handed
+from stage to stage after recognition (hypotheses, segments, cues, file results).
 
-Times are absolute seconds from the start of the media file.
+Segment, Cue and FileResult times are absolute seconds from the start of the media file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+# Every stage works on 16 kHz mono audio: ffmpeg resamples to it, the VAD and both engines
+# expect it.
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class Hypothesis:
+    """The recognition result for one waveform.
+
+    `token_times` holds one (start, end) pair in seconds per token, relative to the start of
+    the waveform, when the engine can provide them; otherwise it is None.
+    `token_confidences` holds one value in [0, 1] per token and `confidence` their mean, as
+    FireRedASR2 defines it (docs/engine.md), when the engine gives them; otherwise None.
+    """
+
+    text: str
+    tokens: list[str] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+    token_times: list[tuple[float, float]] | None = None
+    token_confidences: list[float] | None = None
+    confidence: float | None = None
 
 
 @dataclass

@@ -17,12 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from .alignment import plausible_token_times
 from .audio import decode_audio, to_float32
 from .batching import SegmentJob, make_batches
-from .cues import CueOptions, build_cues, refine_token_times
-from .engine import SAMPLE_RATE, Engine, Hypothesis
-from .results import FileResult, Segment
+from .cues import CueOptions, build_cues, plausible_token_times, refine_token_times
+from .engines import Engine
+from .results import SAMPLE_RATE, FileResult, Hypothesis, Segment
 from .vad import SpeechSegment, SpeechSegmenter, VadOptions, clip_regions
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine import SAMPLE_RATE
+from .results import SAMPLE_RATE
 
 FRAME_SAMPLES = 512  # silero's 32 ms frame at 16 kHz
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE

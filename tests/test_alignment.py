@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fireredasr_fast.alignment import FRAME_SECONDS, ctc_token_times, token_times_from_attention
+from fireredasr_fast.engines.firered.alignment import FRAME_SECONDS, ctc_token_times, token_times_from_attention
 
 
 def peaked_log_probs(frames: int, vocab: int, emissions: dict[int, int]) -> np.ndarray:
@@ -56,8 +56,8 @@ def test_attention_alignment_is_monotonic_and_tracks_the_attention():
 
 
 def test_v2_checkpoint_gives_ctc_token_times(tmp_path):
-    from fireredasr_fast.engine import EngineSpec
-    from fireredasr_fast.random_model import write_random_model_dir
+    from fireredasr_fast.engines import EngineSpec
+    from fireredasr_fast.engines.firered.random_model import write_random_model_dir
 
     model_dir = write_random_model_dir(tmp_path / "v2", preset="tiny", with_ctc=True, seed=1, mix_gain=100.0)
     engine = EngineSpec("firered", str(model_dir), options=(("decode_max_len", 12),)).build()
@@ -68,7 +68,7 @@ def test_v2_checkpoint_gives_ctc_token_times(tmp_path):
 
 
 def test_collapsed_alignments_are_recognised():
-    from fireredasr_fast.alignment import plausible_token_times
+    from fireredasr_fast.cues import plausible_token_times
 
     speech = [(1.0, 11.0)]
     spread = [(1.0 + 0.4 * i, 1.3 + 0.4 * i) for i in range(25)]  # 2.5 tokens a second

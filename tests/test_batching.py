@@ -8,8 +8,8 @@ import random
 import numpy as np
 
 from fireredasr_fast.batching import SegmentJob, group_by_length, make_batches
-from fireredasr_fast.engine import SAMPLE_RATE
-from fireredasr_fast.runner import batch_limit
+from fireredasr_fast.results import SAMPLE_RATE
+from fireredasr_fast.runner.scheduler import batch_limit
 
 
 def _cost(lengths: list[int], groups: list[list[int]], overhead: float) -> float:

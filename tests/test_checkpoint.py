@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fireredasr_fast.checkpoint import (
+from fireredasr_fast.engines.firered.checkpoint import (
     MAX_SEGMENT_SECONDS,
     SEGMENT_PE_MAXLEN,
     aed_args,
@@ -21,10 +21,10 @@ from fireredasr_fast.checkpoint import (
     shrink_decoder_positions,
     write_model_dir,
 )
+from fireredasr_fast.engines.firered.engine import load_model
+from fireredasr_fast.engines.firered.model import AedModel
+from fireredasr_fast.engines.firered.random_model import write_random_model_dir
 from fireredasr_fast.errors import ModelDirError
-from fireredasr_fast.firered import load_model
-from fireredasr_fast.model import AedModel
-from fireredasr_fast.random_model import write_random_model_dir
 
 aed_module = pytest.importorskip("fireredasr.models.fireredasr_aed")
 
@@ -77,7 +77,7 @@ def test_shrunk_decoder_table_is_the_fresh_smaller_table(tmp_path: Path) -> None
 
 
 def test_write_model_dir_saves_compact_tables(tmp_path: Path) -> None:
-    from fireredasr_fast.random_model import _cmvn_stats, _train_spm
+    from fireredasr_fast.engines.firered.random_model import _cmvn_stats, _train_spm
 
     args = aed_args("tiny", odim=5 + 26)
     state = aed_module.FireRedAsrAed.from_args(args).state_dict()

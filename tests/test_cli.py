@@ -201,7 +201,8 @@ def test_onnx_backends_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_cli_backend_choices_are_the_engines():
-    from fireredasr_fast import cli, firered
+    from fireredasr_fast import cli
+    from fireredasr_fast.engines.firered import engine as firered
 
     assert cli.BACKENDS == firered.BACKENDS
 
@@ -212,7 +213,7 @@ def test_cpu_linear_backends_from_the_cli(tmp_path: Path, backend: str):
     Linear) reach the workers and give the fixture's text."""
     from conftest import FIXTURES
 
-    from fireredasr_fast import onednn
+    from fireredasr_fast.engines.firered import onednn
 
     if not onednn.available():
         pytest.skip("torch built without oneDNN")

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, SAMPLES
 from runs import cli_command, env, journal, json_content, outputs, run, run_and_kill_a_worker, wait_for
 
-from fireredasr_fast.cluster import Node, plan_slots
+from fireredasr_fast.runner.cluster import Node, plan_slots
 
 GB = 1e9
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (.[cluster])")

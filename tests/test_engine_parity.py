@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from fireredasr_fast import kernels
-from fireredasr_fast.engine import EngineSpec, Hypothesis
+from fireredasr_fast.engines import EngineSpec
+from fireredasr_fast.engines.firered import kernels
+from fireredasr_fast.engines.firered.engine import DecodingOptions, FireRedEngine, FireRedModel, load_model, token_limit
+from fireredasr_fast.engines.firered.random_model import write_random_model_dir
 from fireredasr_fast.errors import ModelDirError
-from fireredasr_fast.firered import DecodingOptions, FireRedEngine, FireRedModel, load_model, token_limit
-from fireredasr_fast.random_model import write_random_model_dir
+from fireredasr_fast.results import Hypothesis
 
 pytest.importorskip("fireredasr.models.fireredasr_aed")
 
@@ -200,7 +201,7 @@ def test_parity_search_options(models, waveforms) -> None:
 
 def _linears(model: FireRedModel) -> list[torch.nn.Module]:
     """Every Linear-like layer of the model, whichever class runs it."""
-    from fireredasr_fast import onednn
+    from fireredasr_fast.engines.firered import onednn
 
     kinds = (torch.nn.Linear, onednn.SharedLinear, onednn.PackedLinear)
     return [m for m in model.model.modules() if isinstance(m, kinds)]
@@ -212,7 +213,7 @@ def test_cpu_linear_backends_match_the_reference(model_dirs, models, waveforms, 
     """The other CPU Linear paths pass the same parity checks as the default: the opt-in
     packed oneDNN weights, and torch's own Linear (MKL, the default before oneDNN). Per
     utterance with the default length limit, and one mixed-length batch with n-best lists."""
-    from fireredasr_fast import onednn
+    from fireredasr_fast.engines.firered import onednn
 
     if not onednn.available():
         pytest.skip("torch built without oneDNN")
@@ -233,8 +234,8 @@ def test_default_cpu_path_runs_onednn_on_the_checkpoint_tensors(model_dirs, mode
     """On CPU in fp32 every Linear of the default model (the one the parity tests above
     use) is a SharedLinear reading the loaded checkpoint's tensor itself, not a copy: what
     keeps the memory-mapped weights one copy for all workers."""
-    from fireredasr_fast import onednn
-    from fireredasr_fast.checkpoint import MODEL_FILE, load_package
+    from fireredasr_fast.engines.firered import onednn
+    from fireredasr_fast.engines.firered.checkpoint import MODEL_FILE, load_package
 
     if not onednn.available():
         pytest.skip("torch built without oneDNN")
@@ -328,7 +329,7 @@ def test_alignments_of_a_batch_match_each_utterance_alone(models, waveforms, mon
     """The alignment pass runs utterances of mixed lengths together (tokens and frames
     padded) on the search's own cross-attention K/V: each utterance's attention must be what
     it gets alone, whether the pass holds them all or one at a time."""
-    from fireredasr_fast import firered
+    from fireredasr_fast.engines.firered import engine as firered
 
     fast, _ = models["varied"]
     waves = waveforms[:8]

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fireredasr_fast.feature_extractor import FbankExtractor
-from fireredasr_fast.random_model import write_random_model_dir
-from fireredasr_fast.tokenizer import Tokenizer, read_dict
+from fireredasr_fast.engines.firered.features import FbankExtractor
+from fireredasr_fast.engines.firered.random_model import write_random_model_dir
+from fireredasr_fast.engines.firered.tokenizer import Tokenizer, read_dict
 
 asr_feat = pytest.importorskip("fireredasr.data.asr_feat")
 aed_tokenizer = pytest.importorskip("fireredasr.tokenizer.aed_tokenizer")

@@ -53,7 +53,7 @@ def _transcribe(paths: list[str]) -> list[str]:
     from fireredasr.models.fireredasr_aed import FireRedAsrAed
     from fireredasr.tokenizer.aed_tokenizer import ChineseCharEnglishSpmTokenizer
 
-    from fireredasr_fast.checkpoint import check_model_dir, load_package
+    from fireredasr_fast.engines.firered.checkpoint import check_model_dir, load_package
 
     model_dir = check_model_dir(MODEL_DIR)
     package = load_package(model_dir / "model.pth.tar")
@@ -76,7 +76,7 @@ def test_fixture_position_tables_cover_a_segment_and_nothing_more() -> None:
     from fireredasr.models.module.conformer_encoder import RelPositionalEncoding
     from fireredasr.models.module.transformer_decoder import PositionalEncoding
 
-    from fireredasr_fast.checkpoint import SEGMENT_PE_MAXLEN, load_package
+    from fireredasr_fast.engines.firered.checkpoint import SEGMENT_PE_MAXLEN, load_package
 
     package = load_package(MODEL_DIR / "model.pth.tar")
     args, state = package["args"], package["model_state_dict"]

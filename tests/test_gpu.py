@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fireredasr_fast.gpu import (
+from fireredasr_fast.runner.gpu import (
     GIB,
     GpuInfo,
     GpuPolicy,

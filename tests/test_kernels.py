@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fireredasr_fast import kernels, onednn
-from fireredasr_fast.firered import FireRedModel
-from fireredasr_fast.model import _sdpa_attention
+from fireredasr_fast.engines.firered import kernels, onednn
+from fireredasr_fast.engines.firered.engine import FireRedModel
+from fireredasr_fast.engines.firered.model import _sdpa_attention
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason=f"{kernels.unavailable_reason()}")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fireredasr_fast import model
-from fireredasr_fast.model import ConvModule, Decoder, DecoderCache, _rel_position_bias
+from fireredasr_fast.engines.firered import model
+from fireredasr_fast.engines.firered.model import ConvModule, Decoder, DecoderCache, _rel_position_bias
 
 
 def _strided_reference(q_v: torch.Tensor, p: torch.Tensor, scale: float) -> torch.Tensor:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from fireredasr_fast import onnx_decoder, onnx_encoder
 from fireredasr_fast.audio import decode_audio
-from fireredasr_fast.firered import FireRedModel, load_model
+from fireredasr_fast.engines.firered import onnx_decoder, onnx_encoder
+from fireredasr_fast.engines.firered.engine import FireRedModel, load_model
+from fireredasr_fast.engines.firered.onnx_decoder import OnnxDecoder
 from fireredasr_fast.fsutil import CACHE_ENV
-from fireredasr_fast.onnx_decoder import OnnxDecoder
 
 pytest.importorskip("onnx")
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from fireredasr_fast.cli import _weights_shared
-from fireredasr_fast.engine import EngineSpec
-from fireredasr_fast.plan import (
+from fireredasr_fast.engines import EngineSpec
+from fireredasr_fast.runner.plan import (
     PRELOAD_NICE,
     THREAD_ENV_VARS,
     WORKER_OVERHEAD_BYTES,
@@ -98,8 +98,8 @@ def test_lowering_a_threads_priority_leaves_the_rest_of_the_process_alone():
 def test_the_runner_decodes_and_segments_at_low_priority_beside_multithreaded_workers(
     monkeypatch, samples_dir, random_model_dir, tmp_path, threads
 ):
-    from fireredasr_fast import runner as runner_module
     from fireredasr_fast.inputs import collect_inputs
+    from fireredasr_fast.runner import scheduler as runner_module
 
     seen: list[int] = []
     real_prepare = runner_module.prepare_file

@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import SAMPLES
 
-from fireredasr_fast.engine import EngineSpec
-from fireredasr_fast.gpu import GpuInfo, GpuPolicy, GpuScheduler
+from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.inputs import collect_inputs
-from fireredasr_fast.plan import make_plan
-from fireredasr_fast.runner import Runner, RunOptions
+from fireredasr_fast.runner.gpu import GpuInfo, GpuPolicy, GpuScheduler
+from fireredasr_fast.runner.plan import make_plan
+from fireredasr_fast.runner.scheduler import Runner, RunOptions
 from fireredasr_fast.transcribe import TranscribeOptions
 
 GB = 1 << 30

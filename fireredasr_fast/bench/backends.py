@@ -30,11 +30,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import kernels, onednn
-from ..checkpoint import encoder_frames
-from ..model import AedModel, Decoder, DecoderCache
-from ..onnx_decoder import OnnxDecoder, OnnxDecoderCache, export_step
-from ..onnx_encoder import OnnxEncoder, export_encoder
+from fireredasr_fast.engines.firered import kernels, onednn
+from fireredasr_fast.engines.firered.checkpoint import encoder_frames
+from fireredasr_fast.engines.firered.model import AedModel, Decoder, DecoderCache
+from fireredasr_fast.engines.firered.onnx_decoder import OnnxDecoder, OnnxDecoderCache, export_step
+from fireredasr_fast.engines.firered.onnx_encoder import OnnxEncoder, export_encoder
+
 from .engine import feature_frames
 
 BASELINE = "mkl"  # eager torch with torch's own Linear

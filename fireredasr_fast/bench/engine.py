@@ -41,11 +41,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import MODEL_FILE, encoder_frames, load_package
-from ..firered import FireRedModel
-from ..fsutil import CACHE_ENV
-from ..random_model import write_random_model_dir
-from ..reference import ReferenceModel
+from fireredasr_fast.engines.firered.checkpoint import MODEL_FILE, encoder_frames, load_package
+from fireredasr_fast.engines.firered.engine import FireRedModel
+from fireredasr_fast.engines.firered.random_model import write_random_model_dir
+from fireredasr_fast.engines.firered.reference import ReferenceModel
+from fireredasr_fast.fsutil import CACHE_ENV
 
 TOKENS_PER_SECOND = 4.5
 ONNX_BACKENDS = {"encoder_backend": "onnx", "decoder_backend": "onnx"}
@@ -72,7 +72,7 @@ def forced_length_hook(length: int, eos: int):
 def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 8) -> dict[str, float]:
     """Best-of fp32 GEMM rate on this machine with `threads` threads, through torch's default
     GEMM (MKL) and through oneDNN with a pre-packed weight; "peak" is the better of the two."""
-    from .. import onednn
+    from fireredasr_fast.engines.firered import onednn
 
     torch.set_num_threads(threads)
     a, b = torch.randn(size, size), torch.randn(size, size)
@@ -365,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _backend_rows(opts: argparse.Namespace, seconds: list[float]) -> list[dict[str, Any]]:
     """Eager torch against ONNX Runtime and oneDNN on a random checkpoint of --preset (fp32)."""
-    from ..model import AedModel
+    from fireredasr_fast.engines.firered.model import AedModel
+
     from .backends import compare_decoder_step, compare_encoder
 
     print(f"torch {torch.__version__} against onnxruntime {_ort_version()}, {opts.threads} thread(s)", flush=True)

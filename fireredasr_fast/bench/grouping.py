@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..batching import SegmentJob
+from fireredasr_fast.batching import SegmentJob
+
 from .runner import DEFAULT_CACHE, _cpu_name, build_folder, resolve_model
 
 
@@ -50,8 +51,8 @@ def add_folder_options(parser: argparse.ArgumentParser, rounds: int) -> None:
 def segmented_folder(minutes: float) -> list[list[SegmentJob]]:
     """The runner benchmark's folder (runner.build_folder), through the real VAD: each
     file's segments, files in name order."""
-    from ..transcribe import prepare_file
-    from ..vad import SpeechSegmenter
+    from fireredasr_fast.transcribe import prepare_file
+    from fireredasr_fast.vad import SpeechSegmenter
 
     with tempfile.TemporaryDirectory(prefix="bench-folder-") as tmp:
         folder = Path(tmp) / "videos"
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     add_folder_options(parser, rounds=2)
     opts = parser.parse_args(argv)
 
-    from ..firered import FireRedModel
+    from fireredasr_fast.engines.firered.engine import FireRedModel
 
     torch.set_num_threads(opts.threads)
     calls = [[as_float(job) for job in jobs] for jobs in segmented_folder(opts.minutes)]

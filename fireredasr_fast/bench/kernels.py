@@ -28,9 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import kernels, onednn
-from ..checkpoint import PRESETS
-from ..model import _sdpa_attention
+from fireredasr_fast.engines.firered import kernels, onednn
+from fireredasr_fast.engines.firered.checkpoint import PRESETS
+from fireredasr_fast.engines.firered.model import _sdpa_attention
+
 from .backends import alternate
 from .engine import memory_bandwidth_gbs
 

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from ..plan import lower_thread_priority
+from fireredasr_fast.runner.plan import lower_thread_priority
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
@@ -79,7 +79,7 @@ GOALS = {"speedup": 10.0, "wait_share": 0.05, "memory_4_vs_1": 1.5}
 
 
 def _ffmpeg(*args: str) -> None:
-    from ..audio import ffmpeg_executable
+    from fireredasr_fast.audio import ffmpeg_executable
 
     subprocess.run([ffmpeg_executable(), "-nostdin", "-v", "error", "-y", *args], check=True)
 
@@ -107,7 +107,7 @@ def build_folder(folder: Path, minutes: float, files: int | None = None) -> list
     count = files or max(3, min(8, int(total // 60.0)))
     weights = [LENGTH_WEIGHTS[i % len(LENGTH_WEIGHTS)] for i in range(count)]
     lengths = [min(180.0, max(60.0, total * w / sum(weights))) for w in weights]
-    from ..audio import decode_audio
+    from fireredasr_fast.audio import decode_audio
 
     # The tracks are cut here in samples: ffmpeg's -stream_loop with -ss/-t gave files whose
     # decoded audio ran past their container duration.
@@ -168,7 +168,7 @@ def ensure_random_model(path: Path, preset: str) -> Path:
     interrupted write is never mistaken for a model)."""
     if (path / "model.pth.tar").is_file():
         return path
-    from ..random_model import write_random_model_dir
+    from fireredasr_fast.engines.firered.random_model import write_random_model_dir
 
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -353,8 +353,8 @@ def original_script(
     import torch
     from silero_vad import get_speech_timestamps, load_silero_vad
 
-    from ..audio import decode_audio, is_media_file, to_float32
-    from ..reference import ReferenceModel
+    from fireredasr_fast.audio import decode_audio, is_media_file, to_float32
+    from fireredasr_fast.engines.firered.reference import ReferenceModel
 
     # What such a script gets without asking: torch's default, one thread per core.
     torch.set_num_threads(os.cpu_count() or 1)

@@ -37,7 +37,7 @@ _COPY_TAG = "__copy"
 
 
 def media_files(folder: Path) -> list[Path]:
-    from ..audio import is_media_file
+    from fireredasr_fast.audio import is_media_file
 
     return sorted(p for p in folder.iterdir() if p.is_file() and is_media_file(p))
 
@@ -45,7 +45,7 @@ def media_files(folder: Path) -> list[Path]:
 def make_copies(files: list[Path], repeat: int, workdir: Path) -> list[Path]:
     """`repeat` stream copies of each file (ffmpeg -c copy: the same audio, new files, so
     neither system can reuse anything between them)."""
-    from ..audio import ffmpeg_executable
+    from fireredasr_fast.audio import ffmpeg_executable
 
     copies: list[Path] = []
     for k in range(1, repeat + 1):
@@ -202,7 +202,7 @@ def run_faster_whisper(pipeline: Any, paths: list[Path], args: argparse.Namespac
 
 def run_ours(spec: Any, engine: Any, paths: list[Path]) -> tuple[dict[str, str], dict[str, float], str]:
     """Ours over all paths; returns texts, stage seconds and which entry point was used."""
-    from .. import transcribe as pipeline
+    from fireredasr_fast import transcribe as pipeline
 
     entry = getattr(pipeline, "transcribe_paths", None)
     options = pipeline.TranscribeOptions()
@@ -224,9 +224,9 @@ def run_ours(spec: Any, engine: Any, paths: list[Path]) -> tuple[dict[str, str],
 
 def _ours_in_process(engine: Any, paths: list[Path], options: Any) -> list[Any]:
     """The pipeline's public pieces, segments of all files pooled into shared batches."""
-    from ..batching import make_batches
-    from ..transcribe import assemble_result, prepare_file, recognise
-    from ..vad import SpeechSegmenter
+    from fireredasr_fast.batching import make_batches
+    from fireredasr_fast.transcribe import assemble_result, prepare_file, recognise
+    from fireredasr_fast.vad import SpeechSegmenter
 
     segmenter = SpeechSegmenter(options.vad)
     prepared = [prepare_file(p, segmenter, options.audio_stream) for p in paths]
@@ -266,9 +266,9 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    from ..engine import EngineSpec
-    from ..plan import set_process_threads
-    from ..whisper_engine import resolve_model_path
+    from fireredasr_fast.engines import EngineSpec
+    from fireredasr_fast.engines.whisper.engine import resolve_model_path
+    from fireredasr_fast.runner.plan import set_process_threads
 
     # Both systems on the same thread budget: CTranslate2 via cpu_threads, torch/onnx via env.
     set_process_threads(args.threads)
@@ -386,7 +386,7 @@ def main(argv: list[str]) -> int:
 
 
 def _duration(path: Path) -> float:
-    from ..audio import decode_audio
+    from fireredasr_fast.audio import decode_audio
 
     return decode_audio(path).size / 16000
 

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .fsutil import cache_dir, directory_made_once
+from fireredasr_fast.fsutil import cache_dir, directory_made_once
+
 from .model import Encoder
 
 # Bump when model.py's encoder changes what the exported graph computes.

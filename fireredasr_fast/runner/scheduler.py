@@ -29,16 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .batching import Batch, SegmentJob, make_batches
-from .engine import EngineSpec, Hypothesis
+from fireredasr_fast.batching import Batch, SegmentJob, make_batches
+from fireredasr_fast.engines import EngineSpec
+from fireredasr_fast.inputs import InputFile
+from fireredasr_fast.results import Hypothesis
+from fireredasr_fast.transcribe import PreparedFile, TranscribeOptions, assemble_result, prepare_file
+from fireredasr_fast.vad import SpeechSegmenter
+from fireredasr_fast.writers import get_writer, output_path
+
 from .gpu import GpuScheduler, is_cuda_oom
-from .inputs import InputFile
 from .journal import FileRecord, Journal, fingerprint, format_table, relative_key, write_report
 from .plan import PRELOAD_NICE, Plan, lower_thread_priority
-from .transcribe import PreparedFile, TranscribeOptions, assemble_result, prepare_file
-from .vad import SpeechSegmenter
 from .worker import WorkerLost, describe_error, init_process, load_engine, os_error, run_batch
-from .writers import get_writer, output_path
 
 log = logging.getLogger("fireredasr_fast")
 

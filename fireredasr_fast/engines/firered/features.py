@@ -11,9 +11,10 @@ from collections.abc import Sequence
 import kaldi_native_fbank as knf
 import numpy as np
 
+from fireredasr_fast.results import SAMPLE_RATE
+
 from .checkpoint import read_cmvn
 
-SAMPLE_RATE = 16000
 NUM_MEL_BINS = 80
 # Upstream feeds int16 sample values; our waveforms are float32 in [-1, 1].
 INT16_SCALE = 32768.0

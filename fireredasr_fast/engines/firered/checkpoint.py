@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ModelDirError
+from fireredasr_fast.errors import ModelDirError
 
 MODEL_FILE = "model.pth.tar"
 CMVN_FILE = "cmvn.ark"

@@ -19,13 +19,16 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from fireredasr_fast.batching import group_by_length
+from fireredasr_fast.engines import Engine, EngineSpec
+from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
+
 from . import kernels, onednn
 from .alignment import ctc_token_times, token_times_from_attention
-from .batching import group_by_length
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, check_model_dir, load_package
-from .engine import SAMPLE_RATE, Engine, EngineSpec, Hypothesis
-from .feature_extractor import FbankExtractor
-from .model import AedModel, DecoderCache, LogitsHook, SearchResult, beam_search
+from .features import FbankExtractor
+from .model import AedModel, DecoderCache
+from .search import LogitsHook, SearchResult, beam_search
 from .tokenizer import Tokenizer
 
 MODEL_DIR_ENV = "FIREREDASR_MODEL_DIR"

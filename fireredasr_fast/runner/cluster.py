@@ -32,11 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .engine import EngineSpec
-from .errors import FireRedFastError
-from .fsutil import cache_dir, directory_made_once
+from fireredasr_fast.engines import EngineSpec
+from fireredasr_fast.errors import FireRedFastError
+from fireredasr_fast.fsutil import cache_dir, directory_made_once
+
 from .plan import Plan, make_plan
-from .runner import WorkerGroup
+from .scheduler import WorkerGroup
 from .worker import WorkerLost, describe_error, load_engine
 
 log = logging.getLogger("fireredasr_fast")

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
+
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, load_package
-from .engine import Hypothesis
-from .feature_extractor import INT16_SCALE, MIN_SAMPLES, SAMPLE_RATE
-from .firered import step_limit
+from .engine import step_limit
+from .features import INT16_SCALE, MIN_SAMPLES
 from .tokenizer import Tokenizer
 
 

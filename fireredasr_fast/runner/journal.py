@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .fsutil import atomic_write_text
+from fireredasr_fast.fsutil import atomic_write_text
 
 JOURNAL_NAME = ".fireredasr-fast-journal.json"
 REPORT_NAME = "run-report.json"

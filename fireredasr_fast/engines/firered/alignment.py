@@ -94,28 +94,3 @@ def ctc_token_times(
     last_emit = max(t for t, state in enumerate(path) if state == 2 * n_tokens - 1)
     ends[-1] = min(duration, (last_emit + 1) * FRAME_SECONDS)
     return [(float(min(a, duration)), float(min(max(a, b), duration))) for a, b in zip(starts, ends, strict=True)]
-
-
-# No speech carries more tokens than this in one second (fast Mandarin: ~8 characters a second).
-MAX_TOKENS_PER_SECOND = 20
-
-
-def plausible_token_times(times: list[tuple[float, float]], speech: list[tuple[float, float]]) -> bool:
-    """False when an alignment has collapsed: its tokens cover under a third of the speech
-    they were recognised from, or pile up more densely than any speech could (attention
-    stuck on a few frames, as small or confused models do). Callers then estimate times from
-    the speech regions instead."""
-    if len(times) < 4:
-        return True
-    speech_seconds = sum(max(0.0, b - a) for a, b in speech)
-    covered = max(b for _, b in times) - min(a for a, _ in times)
-    if speech_seconds > 0 and covered < speech_seconds / 3:
-        return False
-    starts = sorted(a for a, _ in times)
-    first = 0
-    for last, start in enumerate(starts):
-        while start - starts[first] > 1.0:
-            first += 1
-        if last - first + 1 > MAX_TOKENS_PER_SECOND:
-            return False
-    return True

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .engine import SAMPLE_RATE, Engine, EngineSpec, Hypothesis
-from .errors import ModelDirError
+from fireredasr_fast.engines import Engine, EngineSpec
+from fireredasr_fast.errors import ModelDirError
+from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel

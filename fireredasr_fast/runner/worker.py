@@ -11,11 +11,13 @@ import os
 import signal
 import time
 
-from .batching import SegmentJob
-from .engine import Engine, EngineSpec, Hypothesis
-from .errors import FireRedFastError
+from fireredasr_fast.batching import SegmentJob
+from fireredasr_fast.engines import Engine, EngineSpec
+from fireredasr_fast.errors import FireRedFastError
+from fireredasr_fast.results import Hypothesis
+from fireredasr_fast.transcribe import recognise
+
 from .plan import set_process_threads
-from .transcribe import recognise
 
 
 class WorkerLost(Exception):

@@ -1,4 +1,4 @@
-"""FireRedASR-AED as our own inference-oriented nn.Module, plus its beam search.
+"""FireRedASR-AED as our own inference-oriented nn.Module (the search is in search.py).
 
 The module tree mirrors the official checkpoint's parameter names exactly, so
 `load_state_dict(strict=True)` accepts `model_state_dict` from an official `model.pth.tar`
@@ -24,14 +24,11 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Upstream's "minus infinity" for dead beams: finite, so arithmetic on it stays finite.
-_DEAD_SCORE = -1e10
 # Bytes one attention call may spend on score matrices before we split the batch.
 _ATTN_BYTES_BUDGET = 1 << 30
 # Queries per block of the relative-position product (measured best of 32-256; docs/engine.md).
@@ -626,130 +623,3 @@ class AedModel(nn.Module):
         if self.ctc is None:
             raise ValueError("this checkpoint has no CTC head (ctc.ctc_lo): only FireRedASR2 models do")
         return self.ctc(enc)
-
-
-# ----------------------------------------------------------------------------- search
-
-#: Called as hook(step, logits) -> logits before the log-softmax (benchmarks force lengths).
-LogitsHook = Callable[[int, Tensor], Tensor]
-
-
-@dataclass
-class SearchResult:
-    """n-best token id sequences (without <sos>/<eos>) and their final scores, best first."""
-
-    sequences: list[list[int]]
-    scores: list[float]
-
-
-@torch.inference_mode()
-def beam_search(
-    decoder: Decoder,
-    enc: Tensor,
-    enc_valid: Tensor,
-    max_lens: Sequence[int],
-    beam_size: int = 1,
-    nbest: int = 1,
-    softmax_smoothing: float = 1.0,
-    length_penalty: float = 0.0,
-    eos_penalty: float = 1.0,
-    logits_hook: LogitsHook | None = None,
-    check_every: int = 1,
-    cache: Any = None,
-) -> list[SearchResult]:
-    """Upstream's batch beam search with caches and a shrinking batch.
-
-    `max_lens[i]` is utterance i's step limit (upstream: decode_max_len, or the encoder
-    length). `check_every` spaces out the host-side "is anyone finished?" checks (each is a
-    device sync on CUDA); a finished utterance that stays in the batch a few steps longer
-    is frozen by the search rule itself, so results do not depend on it. `cache` is
-    `decoder.init_cache(enc, enc_valid, beam_size)` when the caller made it (to keep its
-    cross-attention K/V for an alignment pass); the search consumes it.
-    """
-    if not 0.0 < eos_penalty <= 1.0:
-        raise ValueError("eos_penalty must be in (0, 1]")
-    n_total = enc.size(0)
-    beam = beam_size
-    nbest = min(int(nbest), beam)
-    device = enc.device
-    eos = decoder.eos_id
-    if cache is None:
-        cache = decoder.init_cache(enc, enc_valid, beam)
-    rows = n_total * beam
-    # Utterance ids of the rows still in the batch, and their per-utterance step limits.
-    limits = list(max_lens)
-    active_host = list(range(n_total))
-    scores = torch.tensor([0.0] + [_DEAD_SCORE] * (beam - 1), device=device).repeat(n_total).view(rows, 1)
-    finished = torch.zeros(rows, 1, dtype=torch.bool, device=device)
-    dead_row = torch.tensor([0.0] + [_DEAD_SCORE] * (beam - 1), device=device).view(1, beam)
-    capacity = max(limits) + 1 if limits else 1
-    ys = torch.full((rows, capacity), eos, dtype=torch.long, device=device)
-    ys[:, 0] = decoder.sos_id
-    last = ys[:, 0].clone()
-    results: list[SearchResult | None] = [None] * n_total
-
-    def retire(local: list[int], t_len: int) -> None:
-        for j in local:
-            u = active_host[j]
-            seqs = ys[j * beam : (j + 1) * beam, :t_len]
-            results[u] = _finalise(seqs, scores[j * beam : (j + 1) * beam, 0], eos, nbest, length_penalty)
-
-    step = 0
-    while active_host:
-        n = len(active_host)
-        logits = decoder.step(last, cache)
-        if logits_hook is not None:
-            logits = logits_hook(step, logits)
-        t_scores = F.log_softmax(logits.float() / softmax_smoothing, dim=-1)
-        if eos_penalty != 1.0:
-            t_scores[:, eos] *= eos_penalty
-        top_s, top_y = torch.topk(t_scores, k=beam, dim=1)
-        # A finished beam may only extend with <eos> at no cost (its other candidates die).
-        top_s = torch.where(finished, dead_row, top_s)
-        top_y = top_y.masked_fill(finished, eos)
-        cand = (scores + top_s).view(n, beam * beam)
-        best, best_ids = torch.topk(cand, k=beam, dim=1)
-        scores = best.view(-1, 1)
-        parent = (
-            torch.div(best_ids, beam, rounding_mode="floor") + beam * torch.arange(n, device=device)[:, None]
-        ).view(-1)
-        new_y = torch.gather(top_y.view(n, beam * beam), 1, best_ids).view(-1)
-        ys[: n * beam, : step + 1] = ys[: n * beam, : step + 1].index_select(0, parent)
-        ys[: n * beam, step + 1] = new_y
-        cache.reorder(parent)
-        last = new_y
-        finished = (new_y == eos).view(-1, 1)
-        step += 1
-
-        # Which utterances leave now: all beams ended, or the step limit reached (known on
-        # the host, so that needs no sync).
-        done = [j for j in range(n) if limits[j] <= step]
-        if step % check_every == 0 or done:
-            all_done = finished.view(n, beam).all(dim=1).nonzero().view(-1).tolist()
-            done = sorted(set(done) | set(all_done))
-        if done:
-            retire(done, step + 1)
-            keep = [j for j in range(n) if j not in set(done)]
-            if not keep:
-                break
-            keep_t = torch.tensor(keep, device=device)
-            keep_rows = (keep_t[:, None] * beam + torch.arange(beam, device=device)).view(-1)
-            cache.keep(keep_t)
-            scores = scores.index_select(0, keep_rows)
-            finished = finished.index_select(0, keep_rows)
-            last = last.index_select(0, keep_rows)
-            ys = ys.index_select(0, keep_rows)
-            active_host = [active_host[j] for j in keep]
-            limits = [limits[j] for j in keep]
-    return [r if r is not None else SearchResult([[]], [0.0]) for r in results]
-
-
-def _finalise(seqs: Tensor, scores: Tensor, eos: int, nbest: int, length_penalty: float) -> SearchResult:
-    """GNMT length penalty, n-best selection and trimming, as upstream does at the end."""
-    lengths = (seqs != eos).sum(dim=-1).int()  # counts <sos>, as upstream does
-    scores = scores.clone()
-    if length_penalty > 0.0:
-        scores /= torch.pow((5 + lengths.float()) / (5.0 + 1), length_penalty)
-    top, ids = torch.topk(scores, k=nbest)
-    seq_list = [seqs[i, 1 : int(lengths[i])].tolist() for i in ids.tolist()]
-    return SearchResult(seq_list, (-top).tolist())

@@ -10,26 +10,12 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-SAMPLE_RATE = 16000
-
-
-@dataclass
-class Hypothesis:
-    """The recognition result for one waveform.
-
-    `token_times` holds one (start, end) pair in seconds per token, relative to the start of
-    the waveform, when the engine can provide them; otherwise it is None.
-    """
-
-    text: str
-    tokens: list[str] = field(default_factory=list)
-    token_ids: list[int] = field(default_factory=list)
-    token_times: list[tuple[float, float]] | None = None
+from fireredasr_fast.results import Hypothesis
 
 
 class Engine(abc.ABC):
@@ -66,13 +52,6 @@ class EngineSpec:
     options: tuple[tuple[str, Any], ...] = ()
 
     def build(self) -> Engine:
-        opts = dict(self.options)
-        if self.engine == "firered":
-            from .firered import FireRedEngine
+        from . import engine_class
 
-            return FireRedEngine.from_spec(self, **opts)
-        if self.engine == "whisper":
-            from .whisper_engine import WhisperEngine
-
-            return WhisperEngine.from_spec(self, **opts)
-        raise ValueError(f"unknown engine {self.engine!r} (choose firered or whisper)")
+        return engine_class(self.engine).from_spec(self, **dict(self.options))
