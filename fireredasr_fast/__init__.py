@@ -17,7 +17,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_model": "engines.firered.engine",
     "FireRedEngine": "engines.firered.engine",
-    "DecodingOptions": "engines.firered.engine",
+    "DecodingOptions": "engines.firered.options",
+    "FireRedOptions": "engines.firered.options",
     "transcribe_file": "transcribe",
     "TranscribeOptions": "transcribe",
     "VadOptions": "vad",

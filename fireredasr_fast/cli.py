@@ -7,7 +7,6 @@ Exit codes: 0 every input succeeded (or was already done), 1 some input failed,
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -16,10 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from fireredasr_fast.runner.plan import make_plan, model_bytes
+from fireredasr_fast.runner.scheduler import Runner, RunOptions, print_summary
 
 from .cues import CueOptions
 from .engines import EngineSpec
+from .engines.firered.options import BACKENDS, CPU_PRECISIONS, DecodingOptions, FireRedOptions
+from .engines.whisper.options import WhisperOptions
 from .errors import FireRedFastError
+from .fsutil import directory_identity
 from .inputs import collect_inputs
 from .transcribe import TranscribeOptions
 from .vad import VadOptions
@@ -28,11 +31,6 @@ from .writers import FORMATS
 log = logging.getLogger("fireredasr_fast")
 
 DEFAULT_FORMATS = "srt,vtt,txt,json"
-# Engine options (and CLI flags) that run a part of FireRedASR on another backend (ONNX Runtime, oneDNN).
-BACKEND_OPTIONS = ("encoder_backend", "decoder_backend")
-BACKENDS = ("torch", "mkl", "onnx", "onednn")  # firered.BACKENDS, without importing torch here
-# Backends that run the memory-mapped checkpoint weights every worker shares.
-SHARED_WEIGHT_BACKENDS = ("torch", "mkl")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +182,32 @@ def _gpu_scheduler(args: argparse.Namespace, model_size: int):
     return GpuScheduler(GpuPolicy(mode=mode, min_free_bytes=min_free, model_bytes=model_size), default_probe())
 
 
+def _firered_options(args: argparse.Namespace) -> FireRedOptions:
+    """FireRedASR's options from the command line, validated once here (ValueError)."""
+    if args.max_tokens_per_second < 0:
+        raise FireRedFastError("--max-tokens-per-second must be >= 0 (0 = off)")
+    # fp16/bf16 are GPU-only: CPU workers then run fp32 (GPU workers: spec.for_gpu in main).
+    precision = args.precision if args.precision in CPU_PRECISIONS else "fp32"
+    for option in ("encoder_backend", "decoder_backend"):
+        if getattr(args, option) != "torch" and precision != "fp32":
+            raise FireRedFastError(f"--{option.replace('_', '-')} {getattr(args, option)} runs on CPU in fp32 only")
+    decoding = DecodingOptions(
+        beam_size=args.beam_size,
+        nbest=args.nbest,
+        decode_max_len=args.decode_max_len,
+        softmax_smoothing=args.softmax_smoothing,
+        length_penalty=args.length_penalty,
+        eos_penalty=args.eos_penalty,
+        max_tokens_per_second=args.max_tokens_per_second,
+    )
+    return FireRedOptions(
+        decoding=decoding,
+        precision=precision,
+        encoder_backend=args.encoder_backend,
+        decoder_backend=args.decoder_backend,
+    )
+
+
 def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
     """Resolve and check the model in this process, so a bad model directory is one clear
     line here rather than a crash in every worker."""
@@ -194,44 +218,16 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
         # Unpickle (safely) here once: a hostile or foreign checkpoint is refused before any
         # worker starts. The weights are memory-mapped, so this costs little even at 4.7 GB.
         load_package(model_dir / MODEL_FILE)
-        options: dict[str, Any] = {
-            "beam_size": args.beam_size,
-            "nbest": args.nbest,
-            "decode_max_len": args.decode_max_len,
-            "softmax_smoothing": args.softmax_smoothing,
-            "length_penalty": args.length_penalty,
-            "eos_penalty": args.eos_penalty,
-            # fp16/bf16 are GPU-only: CPU workers then run fp32 (see gpu_spec in main).
-            "precision": args.precision if args.precision in ("fp32", "int8") else "fp32",
-        }
-        if args.max_tokens_per_second < 0:
-            raise FireRedFastError("--max-tokens-per-second must be >= 0 (0 = off)")
-        if args.max_tokens_per_second:
-            # Only when set, like the backends below.
-            options["max_tokens_per_second"] = args.max_tokens_per_second
-        for option in BACKEND_OPTIONS:
-            backend = getattr(args, option)
-            if backend != "torch":
-                # Only when asked for: unchanged settings keep earlier runs' fingerprints valid.
-                if options["precision"] != "fp32":
-                    raise FireRedFastError(f"--{option.replace('_', '-')} {backend} runs on CPU in fp32 only")
-                options[option] = backend
-        return EngineSpec("firered", str(model_dir.resolve()), None, device, tuple(sorted(options.items())))
+        try:
+            options = _firered_options(args)
+        except ValueError as exc:
+            raise FireRedFastError(str(exc)) from None
+        return EngineSpec("firered", str(model_dir.resolve()), None, device, options)
     from fireredasr_fast.engines.whisper.engine import resolve_model_path
 
     model_path = resolve_model_path(args.model_dir, args.model)
-    options = {"language": args.language}
-    if args.precision:
-        options["compute_type"] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}.get(
-            args.precision, args.precision
-        )
-    return EngineSpec("whisper", model_path, args.model, device, tuple(sorted(options.items())))
-
-
-def _weights_shared(spec: EngineSpec) -> bool:
-    """Torch workers share the memory-mapped weights; ONNX Runtime sessions and oneDNN's
-    packed weights are private copies."""
-    return not any(key in BACKEND_OPTIONS and value not in SHARED_WEIGHT_BACKENDS for key, value in spec.options)
+    options = WhisperOptions.from_precision(args.precision, language=args.language)
+    return EngineSpec("whisper", model_path, args.model, device, options)
 
 
 def _cluster_setup(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpec):
@@ -248,7 +244,7 @@ def _cluster_setup(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineS
         threads_per_worker=args.threads_per_worker,
         gpu_mode=_gpu_mode(args),
         ship=args.ship_model,
-        weights_shared=_weights_shared(spec),
+        weights_shared=spec.options.weights_shared,
         min_gpu_free_bytes=gib(args.gpu_min_free_gb) if args.gpu_min_free_gb is not None else None,
     )
 
@@ -257,44 +253,31 @@ def _model_identity(path: str | None) -> dict[str, Any]:
     """Size and mtime of the model files: a replaced checkpoint changes the fingerprint."""
     if not path or not Path(path).is_dir():
         return {"path": path}
-    files = sorted(f for f in Path(path).iterdir() if f.is_file())
-    return {"path": path, "files": {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}}
+    return {"path": path, "files": {name: list(identity) for name, identity in directory_identity(path).items()}}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _formats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, ...]:
     formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         parser.error(f"unknown format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
+    return formats
 
+
+def _configure_logging(log_file: str | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("fireredasr_fast").setLevel(logging.WARNING)
-    if args.log_file:
-        handler = logging.FileHandler(args.log_file, encoding="utf-8")
+    if log_file:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         handler.setLevel(logging.INFO)
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         logging.getLogger().handlers[0].setLevel(logging.WARNING)
 
-    try:
-        # CPU workers always run on the CPU; GPU workers get their own device (see runner).
-        spec = _engine_spec(args, "cpu")
-        # On a cluster the GPUs are the nodes' own (cluster.py), not this machine's.
-        gpu = None if args.cluster else _gpu_scheduler(args, model_bytes(spec.model_dir))
-    except FireRedFastError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
 
-    inputs, problems = collect_inputs(args.inputs)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    if not inputs:
-        print("error: no media files to transcribe", file=sys.stderr)
-        return 2
-
+def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
+    """The per-file options (segmentation, subtitle rules, stream, batching) from the command line."""
     vad = VadOptions(
         threshold=args.vad_threshold,
         min_segment=args.min_segment,
@@ -308,44 +291,80 @@ def main(argv: list[str] | None = None) -> int:
         max_duration=args.max_cue_duration,
         min_duration=args.min_cue_duration,
     )
-    transcribe = TranscribeOptions(vad=vad, cues=cues, audio_stream=args.audio_stream, batch_seconds=args.batch_seconds)
-    settings = {
-        "engine": {"engine": spec.engine, "options": dict(spec.options)},
+    return TranscribeOptions(vad=vad, cues=cues, audio_stream=args.audio_stream, batch_seconds=args.batch_seconds)
+
+
+def run_settings(
+    args: argparse.Namespace, spec: EngineSpec, transcribe: TranscribeOptions, formats: tuple[str, ...]
+) -> dict[str, Any]:
+    """Everything that changes a file's outputs, as the resume journal fingerprints it. Its
+    shape is a contract with journals already written: tests/test_cli.py holds it to what
+    earlier releases wrote."""
+    return {
+        "engine": {"engine": spec.engine, "options": spec.options.fingerprint()},
         "gpu_precision": args.precision,
         "model": _model_identity(spec.model_dir),
-        "vad": asdict(vad),
-        "cues": asdict(cues),
+        "vad": asdict(transcribe.vad),
+        "cues": asdict(transcribe.cues),
         "audio_stream": args.audio_stream,
         "formats": list(formats),
     }
 
-    from fireredasr_fast.runner.scheduler import Runner, RunOptions, print_summary
 
-    gpu_spec = spec
-    if spec.engine == "firered" and args.precision in ("fp16", "bf16"):
-        gpu_spec = dataclasses.replace(
-            spec, options=tuple(sorted({**dict(spec.options), "precision": args.precision}.items()))
-        )
-    if any(k in BACKEND_OPTIONS for k, _ in gpu_spec.options):
-        # The mkl/onnx/onednn backends run on CPU workers only; GPU workers use torch on CUDA.
-        options_gpu = {k: v for k, v in gpu_spec.options if k not in BACKEND_OPTIONS}
-        gpu_spec = dataclasses.replace(gpu_spec, options=tuple(sorted(options_gpu.items())))
-    groups = None
+def _worker_plan(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpec, gpu: Any) -> tuple[Any, Any, Any]:
+    """(plan, worker groups or None, GPU scheduler or None): a Ray cluster's, or this machine's."""
     if args.cluster:
-        try:
-            cluster = _cluster_setup(args, spec, gpu_spec)
-        except FireRedFastError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        plan, groups, gpu = cluster.plan, cluster.groups, None  # GPU actors are the cluster's own
+        cluster = _cluster_setup(args, spec, gpu_spec)
         print(cluster.description, file=sys.stderr)
-    else:
-        plan = make_plan(
-            model_bytes(spec.model_dir), args.workers, args.threads_per_worker, weights_shared=_weights_shared(spec)
-        )
-        print(plan.describe(), file=sys.stderr)
-    if gpu is not None:
-        print(gpu.describe(), file=sys.stderr)
+        return cluster.plan, cluster.groups, None  # GPU actors are the cluster's own
+    plan = make_plan(
+        model_bytes(spec.model_dir), args.workers, args.threads_per_worker, weights_shared=spec.options.weights_shared
+    )
+    print(plan.describe(), file=sys.stderr)
+    return plan, None, gpu
+
+
+def _check_writable(output_dir: str) -> None:
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        probe = Path(output_dir) / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise FireRedFastError(f"{output_dir}: output directory is not writable ({exc.strerror or exc})") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    formats = _formats(parser, args)
+    _configure_logging(args.log_file)
+    try:
+        # CPU workers always run on the CPU; GPU workers get their own device (see runner).
+        spec = _engine_spec(args, "cpu")
+        # On a cluster the GPUs are the nodes' own (runner/cluster.py), not this machine's.
+        gpu = None if args.cluster else _gpu_scheduler(args, model_bytes(spec.model_dir))
+    except FireRedFastError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    inputs, problems = collect_inputs(args.inputs)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not inputs:
+        print("error: no media files to transcribe", file=sys.stderr)
+        return 2
+
+    transcribe = transcribe_options(args)
+    gpu_spec = spec.for_gpu(args.precision)
+    try:
+        plan, groups, gpu = _worker_plan(args, spec, gpu_spec, gpu)
+        if gpu is not None:
+            print(gpu.describe(), file=sys.stderr)
+        _check_writable(args.output_dir)
+    except FireRedFastError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     options = RunOptions(
         output_dir=Path(args.output_dir),
         formats=formats,
@@ -353,17 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         overwrite=args.overwrite,
         preload_seconds=args.preload_seconds,
         progress=not args.no_progress and sys.stderr.isatty(),
-        settings=settings,
+        settings=run_settings(args, spec, transcribe, formats),
     )
-    try:
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        probe = Path(args.output_dir) / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        print(f"error: {args.output_dir}: output directory is not writable ({exc.strerror or exc})", file=sys.stderr)
-        return 2
-
     try:
         summary = Runner(spec, plan, options, gpu=gpu, gpu_spec=gpu_spec, groups=groups).run(inputs)
     finally:

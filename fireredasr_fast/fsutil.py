@@ -1,4 +1,5 @@
-"""Atomic file writes (a file is either absent, or complete; never half-written), and the cache."""
+"""Atomic file writes (a file is either absent, or complete; never half-written), the cache,
+and the identity of files (what tells a replaced model or video from the one seen before)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,16 @@ def directory_made_once(target: Path, fill: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def file_identity(path: str | os.PathLike) -> tuple[int, int]:
+    """(size in bytes, mtime in ns) of a file: a replaced file changes at least one."""
+    stat = Path(path).stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def directory_identity(path: str | os.PathLike) -> dict[str, tuple[int, int]]:
+    """file_identity of every file directly in a directory (a model directory), by name,
+    sorted by name."""
+    files = sorted(f for f in Path(path).iterdir() if f.is_file())
+    return {f.name: file_identity(f) for f in files}

@@ -17,7 +17,8 @@ import torch
 
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.engines.firered import kernels
-from fireredasr_fast.engines.firered.engine import DecodingOptions, FireRedEngine, FireRedModel, load_model, token_limit
+from fireredasr_fast.engines.firered.engine import FireRedEngine, FireRedModel, load_model
+from fireredasr_fast.engines.firered.options import DecodingOptions, FireRedOptions, token_limit
 from fireredasr_fast.engines.firered.random_model import write_random_model_dir
 from fireredasr_fast.errors import ModelDirError
 from fireredasr_fast.results import Hypothesis
@@ -349,7 +350,7 @@ def test_engine_from_spec_and_describe(model_dirs, waveforms, monkeypatch) -> No
     spec = EngineSpec(model_dir=str(model_dirs["varied"]), options=(("beam_size", 2), ("precision", "fp32")))
     engine = spec.build()
     assert isinstance(engine, FireRedEngine) and isinstance(engine.model, FireRedModel)
-    assert engine.options == DecodingOptions(beam_size=2)
+    assert engine.options == FireRedOptions(decoding=DecodingOptions(beam_size=2))
     first = engine.describe()
     assert first == engine.describe()
     assert first["engine"] == "firered" and first["decoding"]["beam_size"] == 2 and first["precision"] == "fp32"
@@ -363,4 +364,4 @@ def test_engine_from_spec_and_describe(model_dirs, waveforms, monkeypatch) -> No
     with pytest.raises(ModelDirError):
         load_model(None)
     with pytest.raises(ValueError, match="unknown FireRedASR option"):
-        FireRedEngine.from_spec(spec, beam=3)
+        EngineSpec(model_dir=str(model_dirs["varied"]), options=(("beam", 3),))

@@ -10,7 +10,6 @@ import threading
 import pytest
 import torch
 
-from fireredasr_fast.cli import _weights_shared
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.runner.plan import (
     PRELOAD_NICE,
@@ -63,8 +62,8 @@ def test_onnx_backends_hold_private_weights():
     onnx_spec = EngineSpec("firered", "/m", options=(("beam_size", 3), ("encoder_backend", "onnx")))
     onednn_spec = EngineSpec("firered", "/m", options=(("beam_size", 3), ("decoder_backend", "onednn")))
     mkl_spec = EngineSpec("firered", "/m", options=(("beam_size", 3), ("encoder_backend", "mkl")))
-    assert _weights_shared(torch_spec) and _weights_shared(mkl_spec)
-    assert not _weights_shared(onnx_spec) and not _weights_shared(onednn_spec)
+    assert torch_spec.options.weights_shared and mkl_spec.options.weights_shared
+    assert not onnx_spec.options.weights_shared and not onednn_spec.options.weights_shared
 
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")

@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
 
     from fireredasr_fast.batching import make_batches
-    from fireredasr_fast.engines.firered.engine import FireRedModel, step_limit
+    from fireredasr_fast.engines.firered.engine import FireRedModel
     from fireredasr_fast.engines.firered.model import DecoderCache
+    from fireredasr_fast.engines.firered.options import step_limit
     from fireredasr_fast.engines.firered.search import beam_search
 
     torch.set_num_threads(opts.threads)

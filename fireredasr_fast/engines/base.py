@@ -9,6 +9,7 @@ picklable, so a process pool can create its own engines without shipping model o
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,18 +41,33 @@ class Engine(abc.ABC):
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """Everything needed to build an engine in another process.
+    """Everything needed to build an engine in another process: which engine, which model,
+    which device, and the engine's own options object (FireRedOptions, WhisperOptions).
 
-    `options` holds the engine's own decoding options as plain values.
+    `options` may also be given as plain (name, value) pairs or a dict, or None for the
+    defaults; it is turned into the engine's options object, and so validated, here.
     """
 
     engine: str = "firered"
     model_dir: str | None = None
     model_name: str | None = None
     device: str = "cpu"
-    options: tuple[tuple[str, Any], ...] = ()
+    options: Any = None
+
+    def __post_init__(self) -> None:
+        from fireredasr_fast.engines import options_class
+
+        cls = options_class(self.engine)
+        if not isinstance(self.options, cls):
+            values = dict(self.options or ())
+            object.__setattr__(self, "options", cls.from_mapping(values))
+
+    def for_gpu(self, precision: str | None = None) -> EngineSpec:
+        """This spec as GPU workers run it (options.for_gpu says what changes); the runner
+        sets each worker's device."""
+        return dataclasses.replace(self, options=self.options.for_gpu(precision))
 
     def build(self) -> Engine:
-        from . import engine_class
+        from fireredasr_fast.engines import engine_class
 
-        return engine_class(self.engine).from_spec(self, **dict(self.options))
+        return engine_class(self.engine).from_spec(self)

@@ -34,7 +34,7 @@ from typing import Any
 
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.errors import FireRedFastError
-from fireredasr_fast.fsutil import cache_dir, directory_made_once
+from fireredasr_fast.fsutil import cache_dir, directory_identity, directory_made_once
 
 from .plan import Plan, make_plan
 from .scheduler import WorkerGroup
@@ -213,7 +213,7 @@ def ship_model(model_dir: str | os.PathLike) -> tuple[Any, str]:
     import numpy as np
 
     files = sorted(p for p in Path(model_dir).iterdir() if p.is_file())
-    identity = "\n".join(f"{p.name} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in files)
+    identity = "\n".join(f"{name} {size} {mtime}" for name, (size, mtime) in directory_identity(model_dir).items())
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     # uint8 arrays, not bytes: the object store hands them to actors without a copy.
     payload = {p.name: np.fromfile(p, dtype=np.uint8) for p in files}

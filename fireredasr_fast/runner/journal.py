@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fireredasr_fast.fsutil import atomic_write_text
+from fireredasr_fast.fsutil import atomic_write_text, file_identity
 
 JOURNAL_NAME = ".fireredasr-fast-journal.json"
 REPORT_NAME = "run-report.json"
@@ -43,8 +43,8 @@ class FileRecord:
 def fingerprint(settings: dict[str, Any], source: Path) -> str:
     """Hash of everything that changes the outputs: engine, model, options, formats, and the
     source file's identity (size, mtime), so an edited video is redone."""
-    stat = source.stat()
-    payload = json.dumps({"settings": settings, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}, sort_keys=True)
+    size, mtime_ns = file_identity(source)
+    payload = json.dumps({"settings": settings, "size": size, "mtime_ns": mtime_ns}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

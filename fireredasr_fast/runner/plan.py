@@ -20,6 +20,8 @@ from typing import Any
 
 import psutil
 
+from fireredasr_fast.fsutil import directory_identity
+
 # Working memory of one worker beyond the (shared) weights: activations of a batch of
 # ~4 minutes of audio on AED-L, plus Python and library overhead.
 WORKER_OVERHEAD_BYTES = 1.5e9
@@ -58,7 +60,7 @@ class Plan:
 def model_bytes(model_dir: str | os.PathLike | None) -> int:
     if not model_dir or not Path(model_dir).is_dir():
         return 0
-    return sum(f.stat().st_size for f in Path(model_dir).iterdir() if f.is_file())
+    return sum(size for size, _ in directory_identity(model_dir).values())
 
 
 def make_plan(

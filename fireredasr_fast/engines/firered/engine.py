@@ -7,12 +7,11 @@ implementation="reference", the PyPI reference wrapped to the same interface
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +20,7 @@ import torch
 
 from fireredasr_fast.batching import group_by_length
 from fireredasr_fast.engines import Engine, EngineSpec
+from fireredasr_fast.fsutil import file_identity
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 
 from . import kernels, onednn
@@ -28,16 +28,19 @@ from .alignment import ctc_token_times, token_times_from_attention
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, check_model_dir, load_package
 from .features import FbankExtractor
 from .model import AedModel, DecoderCache
+from .options import (
+    DEFAULT_BATCH_FRAMES,
+    IMPLEMENTATIONS,
+    PRECISIONS,
+    DecodingOptions,
+    FireRedOptions,
+    check_backends,
+    step_limit,
+)
 from .search import LogitsHook, SearchResult, beam_search
 from .tokenizer import Tokenizer
 
 MODEL_DIR_ENV = "FIREREDASR_MODEL_DIR"
-PRECISIONS = ("fp32", "int8", "fp16", "bf16")
-IMPLEMENTATIONS = ("fast", "reference")
-BACKENDS = ("torch", "mkl", "onnx", "onednn")  # for the encoder and the decoder step
-# Padded fbank frames (10 ms each) one encoder sub-batch may hold: 400 s of audio. Bounds
-# activation memory and the per-batch cross-attention K/V (AED-L: ~41 MB per second).
-DEFAULT_BATCH_FRAMES = 40000
 # What one more group (an encoder batch and its beam search) costs, in padded copies of its
 # longest segment: a beam search reads the decoder's weights once per step for all its rows,
 # and its step count follows the longest output. From the engine benchmark (AED-L, 2 threads,
@@ -49,60 +52,6 @@ GROUP_OVERHEAD = 1.5
 # Attention probabilities (utterances x heads x tokens x frames) one alignment pass may hold
 # per layer: 128 MB in fp32.
 ALIGNMENT_CHUNK_ELEMENTS = 1 << 25
-
-
-@dataclass(frozen=True)
-class DecodingOptions:
-    """Beam-search settings (upstream's recommended values by default)."""
-
-    beam_size: int = 3
-    nbest: int = 1
-    decode_max_len: int = 0  # 0: each utterance's own encoder length
-    softmax_smoothing: float = 1.25
-    length_penalty: float = 0.6
-    eos_penalty: float = 1.0
-    # 0: off (upstream). Otherwise at most ceil(rate x seconds) tokens per utterance: a guard
-    # against a decoder that loops on noise until the encoder length (25 tokens per second).
-    max_tokens_per_second: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.beam_size < 1:
-            raise ValueError("beam_size must be >= 1")
-        if not 1 <= self.nbest <= self.beam_size:
-            raise ValueError("nbest must be between 1 and beam_size")
-        if not 0.0 < self.eos_penalty <= 1.0:
-            raise ValueError("eos_penalty must be in (0, 1]")
-        if self.softmax_smoothing <= 0.0:
-            raise ValueError("softmax_smoothing must be > 0")
-        if self.max_tokens_per_second < 0.0:
-            raise ValueError("max_tokens_per_second must be >= 0 (0 = no limit)")
-
-
-def token_limit(samples: int, max_tokens_per_second: float) -> int | None:
-    """The step limit max_tokens_per_second gives a waveform of `samples`, or None (off)."""
-    if max_tokens_per_second <= 0.0:
-        return None
-    return max(1, math.ceil(max_tokens_per_second * samples / SAMPLE_RATE))
-
-
-def step_limit(frames: int, samples: int, decode_max_len: int, max_tokens_per_second: float) -> int:
-    """An utterance's beam-search step limit: decode_max_len, or (0) its own encoder length in
-    frames, capped by token_limit where max_tokens_per_second is set."""
-    own = decode_max_len if decode_max_len > 0 else frames
-    cap = token_limit(samples, max_tokens_per_second)
-    return own if cap is None else min(own, cap)
-
-
-def check_backends(
-    encoder_backend: str, decoder_backend: str, device_type: str, precision: str, implementation: str = "fast"
-) -> None:
-    """Raise ValueError unless both backends are known and, when not torch, usable: the
-    mkl/onnx/onednn backends run our implementation on CPU in fp32 only."""
-    for option, backend in (("encoder_backend", encoder_backend), ("decoder_backend", decoder_backend)):
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown {option} {backend!r} (choose {', '.join(BACKENDS)})")
-        if backend != "torch" and (device_type != "cpu" or precision != "fp32" or implementation != "fast"):
-            raise ValueError(f"{option} {backend} is for the fast implementation on CPU in fp32")
 
 
 class AsrModel(Protocol):
@@ -421,45 +370,35 @@ class FireRedModel:
 
 
 class FireRedEngine(Engine):
-    """The pipeline's FireRedASR engine: a loaded model plus fixed decoding options."""
+    """The pipeline's FireRedASR engine: a loaded model plus fixed options."""
 
     name = "firered"
 
-    def __init__(self, model: AsrModel, options: DecodingOptions | None = None, timestamps: bool = True) -> None:
+    def __init__(self, model: AsrModel, options: FireRedOptions | None = None) -> None:
         self.model = model
-        self.options = options or DecodingOptions()
+        self.options = options or FireRedOptions()
         # Token times from the decoder's cross-attention (an extra pass over the best
         # hypothesis only); the reference implementation cannot provide them.
-        self.timestamps = timestamps and getattr(model, "implementation", "") == "fast"
+        self.timestamps = self.options.timestamps and getattr(model, "implementation", "") == "fast"
 
     @classmethod
-    def from_spec(cls, spec: EngineSpec, **opts: Any) -> FireRedEngine:
-        precision = opts.pop("precision", "fp32")
-        implementation = opts.pop("implementation", "fast")
-        batch_frames = opts.pop("batch_frames", DEFAULT_BATCH_FRAMES)
-        encoder_backend = opts.pop("encoder_backend", "torch")
-        decoder_backend = opts.pop("decoder_backend", "torch")
-        timestamps = opts.pop("timestamps", True)
-        known = {f.name for f in fields(DecodingOptions)}
-        unknown = sorted(set(opts) - known)
-        if unknown:
-            raise ValueError(f"unknown FireRedASR option(s): {', '.join(unknown)}")
-        options = DecodingOptions(**opts)
+    def from_spec(cls, spec: EngineSpec) -> FireRedEngine:
+        options = spec.options if isinstance(spec.options, FireRedOptions) else FireRedOptions()
         model = load_model(
             spec.model_dir,
             device=spec.device,
-            implementation=implementation,
-            precision=precision,
-            batch_frames=batch_frames,
-            encoder_backend=encoder_backend,
-            decoder_backend=decoder_backend,
+            implementation=options.implementation,
+            precision=options.precision,
+            batch_frames=options.batch_frames,
+            encoder_backend=options.encoder_backend,
+            decoder_backend=options.decoder_backend,
         )
-        return cls(model, options, timestamps)
+        return cls(model, options)
 
     def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[Hypothesis]:
         if not self.timestamps:
-            return self.model.transcribe(waveforms, **asdict(self.options))
-        hyps, alignments = self.model.transcribe(waveforms, return_alignment=True, **asdict(self.options))
+            return self.model.transcribe(waveforms, **asdict(self.options.decoding))
+        hyps, alignments = self.model.transcribe(waveforms, return_alignment=True, **asdict(self.options.decoding))
         for hyp, attention, wave in zip(hyps, alignments, waveforms, strict=True):
             if attention is not None and hyp.tokens:
                 duration = len(wave) / SAMPLE_RATE
@@ -471,13 +410,13 @@ class FireRedEngine(Engine):
 
     def describe(self) -> dict[str, Any]:
         model_file = Path(self.model.model_dir) / MODEL_FILE
-        stat = model_file.stat()
+        size, mtime_ns = file_identity(model_file)
         return {
             "engine": self.name,
             "implementation": self.model.implementation,
             "model_dir": str(Path(self.model.model_dir).resolve()),
-            "model_file": {"size": stat.st_size, "mtime": int(stat.st_mtime)},
-            "decoding": asdict(self.options),
+            "model_file": {"size": size, "mtime": mtime_ns // 1_000_000_000},
+            "decoding": asdict(self.options.decoding),
             "precision": self.model.precision,
             "encoder_backend": getattr(self.model, "encoder_backend", "torch"),
             "decoder_backend": getattr(self.model, "decoder_backend", "torch"),

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fireredasr_fast.fsutil import cache_dir, directory_made_once
+from fireredasr_fast.fsutil import cache_dir, directory_made_once, file_identity
 
 from .model import Encoder
 
@@ -37,8 +37,7 @@ ENCODER_FILE = "encoder.onnx"
 
 def export_key(model_file: str | os.PathLike) -> str:
     path = Path(model_file).resolve()
-    stat = path.stat()
-    ident = [str(path), stat.st_size, stat.st_mtime_ns, torch.__version__, EXPORT_FORMAT]
+    ident = [str(path), *file_identity(path), torch.__version__, EXPORT_FORMAT]
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:20]
 
 

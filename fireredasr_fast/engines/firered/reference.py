@@ -20,8 +20,8 @@ import torch
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, load_package
-from .engine import step_limit
 from .features import INT16_SCALE, MIN_SAMPLES
+from .options import step_limit
 from .tokenizer import Tokenizer
 
 

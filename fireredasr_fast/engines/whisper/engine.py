@@ -12,6 +12,7 @@ stitch the pieces of each segment back together.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -268,9 +269,9 @@ class WhisperEngine(Engine):
         self.counts: dict[str, int] = {"pieces": 0, "windows": 0}
 
     @classmethod
-    def from_spec(cls, spec: EngineSpec, **options: Any) -> WhisperEngine:
+    def from_spec(cls, spec: EngineSpec) -> WhisperEngine:
         model = resolve_model_path(spec.model_dir, spec.model_name)
-        return cls(model, device=spec.device, **options)
+        return cls(model, device=spec.device, **dataclasses.asdict(spec.options))
 
     def describe(self) -> dict[str, Any]:
         return {

