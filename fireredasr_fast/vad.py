@@ -19,8 +19,8 @@ import numpy as np
 
 from .results import SAMPLE_RATE
 
-FRAME_SAMPLES = 512  # silero's 32 ms frame at 16 kHz
-FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
+WINDOW_SAMPLES = 512  # silero's window: one speech probability per 32 ms at 16 kHz
+WINDOW_SECONDS = WINDOW_SAMPLES / SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class SileroVad:
             if self._sequence:
                 # Convert ~17 min at a time so a multi-hour file never needs a whole float32
                 # copy; the model state restarts at each block boundary (frame-aligned).
-                step = FRAME_SAMPLES * 32768
+                step = WINDOW_SAMPLES * 32768
                 parts = [
                     self._model.audio_forward(_float(samples[i : i + step]), SAMPLE_RATE)
                     for i in range(0, samples.size, step)
@@ -111,7 +111,7 @@ def speech_regions(probs: np.ndarray, duration: float, options: VadOptions) -> l
     padding makes them touch)."""
     on = options.threshold
     off = options.neg_threshold if options.neg_threshold is not None else max(on - 0.15, 0.01)
-    min_silence_frames = max(1, round(options.min_silence / FRAME_SECONDS))
+    min_silence_frames = max(1, round(options.min_silence / WINDOW_SECONDS))
 
     regions: list[tuple[int, int]] = []
     in_speech = False
@@ -133,8 +133,8 @@ def speech_regions(probs: np.ndarray, duration: float, options: VadOptions) -> l
 
     padded: list[tuple[float, float]] = []
     for a, b in regions:
-        s = max(0.0, a * FRAME_SECONDS - options.speech_pad)
-        e = min(duration, b * FRAME_SECONDS + options.speech_pad)
+        s = max(0.0, a * WINDOW_SECONDS - options.speech_pad)
+        e = min(duration, b * WINDOW_SECONDS + options.speech_pad)
         if padded and s <= padded[-1][1]:
             padded[-1] = (padded[-1][0], max(padded[-1][1], e))
         else:
@@ -171,12 +171,12 @@ def _split_long(seg: SpeechSegment, probs: np.ndarray, max_len: float) -> list[S
     out = []
     start = seg.start
     while seg.end - start > max_len:
-        lo = int((start + max_len / 2) / FRAME_SECONDS)
-        hi = int((start + max_len) / FRAME_SECONDS) - 1
+        lo = int((start + max_len / 2) / WINDOW_SECONDS)
+        hi = int((start + max_len) / WINDOW_SECONDS) - 1
         window = probs[lo:hi]
         # The quietest frame; on ties the latest, to keep segments long.
         cut_frame = lo + (len(window) - 1 - int(np.argmin(window[::-1]))) if len(window) else hi
-        cut = min(max(cut_frame * FRAME_SECONDS, start + 0.5), start + max_len)
+        cut = min(max(cut_frame * WINDOW_SECONDS, start + 0.5), start + max_len)
         out.append(SpeechSegment(start, cut, clip_regions(seg.speech, start, cut)))
         start = cut
     out.append(SpeechSegment(start, seg.end, clip_regions(seg.speech, start, seg.end)))

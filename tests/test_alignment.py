@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fireredasr_fast.engines.firered.alignment import FRAME_SECONDS, ctc_token_times, token_times_from_attention
+from fireredasr_fast.engines.firered.alignment import ctc_token_times, token_times_from_attention
+from fireredasr_fast.engines.firered.features import ENCODER_FRAME_SECONDS
 
 
 def peaked_log_probs(frames: int, vocab: int, emissions: dict[int, int]) -> np.ndarray:
@@ -22,7 +23,7 @@ def test_ctc_alignment_finds_where_each_token_is_emitted():
     lp = peaked_log_probs(40, 8, {5: 3, 6: 3, 12: 3, 20: 7, 21: 7, 33: 4})
     times = ctc_token_times(lp, [3, 3, 7, 4], duration=1.6)
     assert times is not None
-    starts = [round(a / FRAME_SECONDS) for a, _ in times]
+    starts = [round(a / ENCODER_FRAME_SECONDS) for a, _ in times]
     assert starts == [5, 12, 20, 33]  # a repeated token needs the blank between its two emissions
     assert all(a <= b for a, b in times) and times[-1][1] <= 1.6
     assert all(times[i][1] <= times[i + 1][0] + 1e-9 for i in range(len(times) - 1))
@@ -33,7 +34,7 @@ def test_ctc_alignment_follows_the_evidence_not_the_prior():
     early = ctc_token_times(peaked_log_probs(40, 8, {2: 5, 8: 6}), [5, 6], 1.6)
     late = ctc_token_times(peaked_log_probs(40, 8, {22: 5, 30: 6}), [5, 6], 1.6)
     assert early is not None and late is not None
-    assert late[0][0] - early[0][0] == pytest.approx(20 * FRAME_SECONDS)
+    assert late[0][0] - early[0][0] == pytest.approx(20 * ENCODER_FRAME_SECONDS)
 
 
 def test_ctc_alignment_impossible_path_is_none():
@@ -51,7 +52,7 @@ def test_attention_alignment_is_monotonic_and_tracks_the_attention():
     starts = [a for a, _ in times]
     assert starts == sorted(starts)
     assert all(a <= b for a, b in times)
-    assert times[3][0] < 60 * FRAME_SECONDS + 0.05 < times[3][1] + 0.05
+    assert times[3][0] < 60 * ENCODER_FRAME_SECONDS + 0.05 < times[3][1] + 0.05
     assert times[4][1] <= 4.0
 
 

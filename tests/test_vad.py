@@ -13,7 +13,7 @@ import pytest
 from conftest import SAMPLES
 
 from fireredasr_fast.audio import decode_audio
-from fireredasr_fast.vad import FRAME_SECONDS, SpeechSegmenter, VadOptions, segment_speech
+from fireredasr_fast.vad import WINDOW_SECONDS, SpeechSegmenter, VadOptions, segment_speech
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def _assert_rules(segments, probs, duration, options: VadOptions):
         assert seg.duration >= min(options.min_segment, duration) - 1e-6
     # No speech lost: every frame the VAD calls speech lies inside some segment.
     for frame in _speech_frames(probs, options.threshold):
-        t = (frame + 0.5) * FRAME_SECONDS
+        t = (frame + 0.5) * WINDOW_SECONDS
         assert any(seg.start <= t <= seg.end for seg in segments), f"speech at {t:.2f}s dropped"
 
 
@@ -58,22 +58,22 @@ def test_real_speech_bounds_and_nothing_dropped(english, max_segment):
 def test_split_happens_at_the_quietest_point():
     # 100 s of speech with one dip at 37 s and a deeper dip at 45 s: with a 60 s maximum the
     # cut must be at the deepest dip inside [30 s, 60 s].
-    frames = int(100 / FRAME_SECONDS)
+    frames = int(100 / WINDOW_SECONDS)
     probs = np.full(frames, 0.95, dtype=np.float32)
-    probs[int(37 / FRAME_SECONDS)] = 0.4
-    probs[int(45 / FRAME_SECONDS)] = 0.2
+    probs[int(37 / WINDOW_SECONDS)] = 0.4
+    probs[int(45 / WINDOW_SECONDS)] = 0.2
     segments = segment_speech(probs, 100.0, VadOptions(speech_pad=0.0))
     assert len(segments) == 2
-    assert abs(segments[0].end - 45.0) < 2 * FRAME_SECONDS
+    assert abs(segments[0].end - 45.0) < 2 * WINDOW_SECONDS
     assert segments[1].start == segments[0].end
 
 
 def test_short_neighbours_are_merged_and_a_lone_short_utterance_is_padded():
-    frames = int(30 / FRAME_SECONDS)
+    frames = int(30 / WINDOW_SECONDS)
     probs = np.zeros(frames, dtype=np.float32)
 
     def speak(a: float, b: float) -> None:
-        probs[int(a / FRAME_SECONDS) : int(b / FRAME_SECONDS)] = 0.9
+        probs[int(a / WINDOW_SECONDS) : int(b / WINDOW_SECONDS)] = 0.9
 
     speak(1.0, 1.6)  # short, near the next one: merged
     speak(2.2, 3.5)
@@ -81,7 +81,7 @@ def test_short_neighbours_are_merged_and_a_lone_short_utterance_is_padded():
     options = VadOptions(speech_pad=0.0, merge_gap=1.0)
     segments = segment_speech(probs, 30.0, options)
     assert len(segments) == 2
-    assert segments[0].start <= 1.0 and segments[0].end >= 3.5 - FRAME_SECONDS
+    assert segments[0].start <= 1.0 and segments[0].end >= 3.5 - WINDOW_SECONDS
     lone = segments[1]
     assert abs(lone.duration - 2.0) < 1e-6 and lone.start <= 15.0 and lone.end >= 15.3
     _assert_rules(segments, probs, 30.0, options)

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fireredasr_fast.cues import join_lines
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.engines.whisper.engine import (
     PACK_GAP_SECONDS,
-    join_texts,
     pack_lengths,
     resolve_model_path,
     split_windows,
@@ -212,8 +212,8 @@ def test_pack_lengths() -> None:
 
 
 def test_join_texts() -> None:
-    assert join_texts([" It was", "the best. ", ""]) == "It was the best."
-    assert join_texts(["甚至出现", "交易几乎停滞"]) == "甚至出现交易几乎停滞"
+    assert join_lines([" It was", "the best. ", ""]) == "It was the best."
+    assert join_lines(["甚至出现", "交易几乎停滞"]) == "甚至出现交易几乎停滞"
 
 
 def test_no_model_error(monkeypatch: pytest.MonkeyPatch) -> None:

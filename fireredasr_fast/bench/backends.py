@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from fireredasr_fast.engines.firered import kernels, onednn
-from fireredasr_fast.engines.firered.checkpoint import encoder_frames
+from fireredasr_fast.engines.firered.features import encoder_frames
 from fireredasr_fast.engines.firered.model import AedModel, Decoder, DecoderCache
 from fireredasr_fast.engines.firered.onnx_decoder import OnnxDecoder, OnnxDecoderCache, export_step
 from fireredasr_fast.engines.firered.onnx_encoder import OnnxEncoder, export_encoder

@@ -41,11 +41,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from fireredasr_fast.engines.firered.checkpoint import MODEL_FILE, encoder_frames, load_package
+from fireredasr_fast.engines.firered.checkpoint import MODEL_FILE, load_package
 from fireredasr_fast.engines.firered.engine import FireRedModel
+from fireredasr_fast.engines.firered.features import encoder_frames, fbank_frames
 from fireredasr_fast.engines.firered.random_model import write_random_model_dir
 from fireredasr_fast.engines.firered.reference import ReferenceModel
 from fireredasr_fast.fsutil import CACHE_ENV
+from fireredasr_fast.results import SAMPLE_RATE
 
 TOKENS_PER_SECOND = 4.5
 ONNX_BACKENDS = {"encoder_backend": "onnx", "decoder_backend": "onnx"}
@@ -133,7 +135,7 @@ def decoder_floor_seconds(
 
 def feature_frames(seconds: float) -> int:
     """10 ms fbank frames of `seconds` of 16 kHz audio (25 ms windows)."""
-    return 1 + (int(seconds * 16000) - 400) // 160
+    return fbank_frames(int(seconds * SAMPLE_RATE))
 
 
 def useful_gflop(args: argparse.Namespace, seconds: float, tokens: int, beam: int) -> dict[str, float]:

@@ -36,6 +36,7 @@ from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.errors import FireRedFastError
 from fireredasr_fast.fsutil import cache_dir, directory_identity, directory_made_once
 
+from .gpu import GpuPolicy, is_cuda_oom
 from .plan import Plan, make_plan
 from .scheduler import WorkerGroup
 from .worker import WorkerLost, describe_error, load_engine
@@ -373,7 +374,6 @@ class RayExecutor(cf.Executor):
 
 
 def _is_cuda_oom(exc: BaseException) -> bool:
-    from .gpu import is_cuda_oom
 
     return is_cuda_oom(exc)
 
@@ -408,7 +408,7 @@ def cluster_setup(
     model = ship_model(spec.model_dir) if ship and spec.model_dir else None
     if min_gpu_free_bytes is None:
         # The local policy's default: the model, its working memory, and a margin.
-        min_gpu_free_bytes = model_size_bytes * 1.3 + 2 * 2**30
+        min_gpu_free_bytes = GpuPolicy(model_bytes=model_size_bytes).need_bytes
 
     def spec_for(slot: Slot) -> EngineSpec:
         return dataclasses.replace(gpu_spec, device="cuda") if slot.device == "cuda" else spec

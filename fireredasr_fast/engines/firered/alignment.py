@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-FRAME_SECONDS = 0.04  # encoder frame: 4 x 10 ms feature frames
+from .features import ENCODER_FRAME_SECONDS
+
 # Centre of encoder frame k in seconds: it sees feature frames 4k .. 4k+6 (25 ms windows).
 FRAME_OFFSET = 0.0425
 
@@ -35,7 +36,7 @@ def token_times_from_attention(
     window = np.abs(frames[None, :] - peaks[:, None]) <= 3
     local = np.where(window, rows, 0.0)
     centres = (local * frames[None, :]).sum(axis=1) / np.maximum(local.sum(axis=1), 1e-9)
-    centres = np.maximum.accumulate(centres) * FRAME_SECONDS + FRAME_OFFSET
+    centres = np.maximum.accumulate(centres) * ENCODER_FRAME_SECONDS + FRAME_OFFSET
     centres = np.clip(centres, 0.0, duration)
 
     bounds = np.empty(n_tokens + 1)
@@ -89,8 +90,8 @@ def ctc_token_times(
     for t, state in enumerate(path):
         if state % 2 == 1 and first_frame[state // 2] < 0:
             first_frame[state // 2] = t
-    starts = first_frame * FRAME_SECONDS
-    ends = np.append(starts[1:], min(duration, (path.size) * FRAME_SECONDS))
+    starts = first_frame * ENCODER_FRAME_SECONDS
+    ends = np.append(starts[1:], min(duration, (path.size) * ENCODER_FRAME_SECONDS))
     last_emit = max(t for t, state in enumerate(path) if state == 2 * n_tokens - 1)
-    ends[-1] = min(duration, (last_emit + 1) * FRAME_SECONDS)
+    ends[-1] = min(duration, (last_emit + 1) * ENCODER_FRAME_SECONDS)
     return [(float(min(a, duration)), float(min(max(a, b), duration))) for a, b in zip(starts, ends, strict=True)]

@@ -21,6 +21,8 @@ import torch
 
 from fireredasr_fast.errors import ModelDirError
 
+from .features import encoder_frames
+
 MODEL_FILE = "model.pth.tar"
 CMVN_FILE = "cmvn.ark"
 DICT_FILE = "dict.txt"
@@ -67,20 +69,6 @@ def aed_args(preset: str = "tiny", odim: int = 7832, **overrides: Any) -> argpar
     fields.update(PRESETS[preset])
     fields.update(overrides)
     return argparse.Namespace(**fields)
-
-
-def encoder_frames(seconds: float, sample_rate: int = 16000) -> int:
-    """Encoder frames of a `seconds`-long segment: Kaldi fbank frames (25/10 ms, snip_edges),
-    plus the 6 frames of right context the encoder pads, subsampled 4x by two stride-2
-    kernel-3 convolutions. This is also the decoder's default step limit (decode_max_len=0),
-    so it is the number of decoder positions such a segment can need."""
-    samples = round(seconds * sample_rate)
-    win, hop = sample_rate * 25 // 1000, sample_rate * 10 // 1000
-    frames = 1 + (samples - win) // hop if samples >= win else 0
-    frames += 6
-    for _ in range(2):
-        frames = (frames - 3) // 2 + 1
-    return max(frames, 0)
 
 
 # The decoder's absolute position table needs one row per decoding step, and upstream steps at
@@ -157,25 +145,6 @@ def _can_mmap(model_file: str | os.PathLike) -> bool:
     import zipfile
 
     return zipfile.is_zipfile(model_file)
-
-
-def read_cmvn(cmvn_file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Kaldi CMVN stats -> (means, inverse std) in float64, as upstream computes them.
-
-    Upstream normalises in float64 and only then casts the features to float32; staying in
-    float64 here keeps our features bit-identical to the reference's."""
-    import kaldiio
-
-    stats = np.asarray(kaldiio.load_mat(str(cmvn_file)), dtype=np.float64)
-    if stats.ndim != 2 or stats.shape[0] != 2:
-        raise ModelDirError(f"{cmvn_file}: expected a 2-row Kaldi CMVN stats matrix, got shape {stats.shape}")
-    dim = stats.shape[1] - 1
-    count = stats[0, dim]
-    if count < 1:
-        raise ModelDirError(f"{cmvn_file}: CMVN frame count is {count}")
-    means = stats[0, :dim] / count
-    variance = np.maximum(stats[1, :dim] / count - means * means, 1e-20)
-    return means, 1.0 / np.sqrt(variance)
 
 
 def write_model_dir(

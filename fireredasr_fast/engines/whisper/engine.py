@@ -16,7 +16,6 @@ import dataclasses
 import math
 import os
 import time
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fireredasr_fast.cues import join_lines
 from fireredasr_fast.engines import Engine, EngineSpec
 from fireredasr_fast.errors import ModelDirError
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
@@ -158,22 +158,6 @@ def pack_lengths(lengths: Sequence[int], limit: int, gap: int) -> list[list[int]
             groups.append([index])
             used.append(size)
     return groups
-
-
-def _is_cjk(ch: str) -> bool:
-    return unicodedata.east_asian_width(ch) in ("W", "F")
-
-
-def join_texts(parts: Sequence[str]) -> str:
-    """Rejoin window texts: a space between words, none between CJK characters."""
-    out = ""
-    for part in (p.strip() for p in parts):
-        if not part:
-            continue
-        if out and not (_is_cjk(out[-1]) and _is_cjk(part[0])):
-            out += " "
-        out += part
-    return out
 
 
 def tidy_word_times(times: list[tuple[float, float]], words: list[str], duration: float) -> list[tuple[float, float]]:
@@ -335,7 +319,7 @@ class WhisperEngine(Engine):
                 )
         return [
             Hypothesis(
-                text=join_texts(texts[i]),
+                text=join_lines(texts[i]),
                 tokens=words[i],
                 token_times=times[i] if self.word_timestamps else None,
             )
