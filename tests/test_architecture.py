@@ -1,0 +1,32 @@
+"""The code's shape, checked like behaviour: imports go one way down the layers of
+pyproject.toml's [tool.importlinter] contract (docs/architecture.md), and ruff's rules hold,
+function complexity (C901) included. A new import cycle or a tangle of branches fails here,
+in the README's test command, not only in a reviewer's eye."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+
+def run_tool(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_imports_go_one_way() -> None:
+    pytest.importorskip("importlinter")
+    result = run_tool(sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "0 broken" in result.stdout
+
+
+def test_ruff_is_clean() -> None:
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed")
+    result = run_tool(ruff, "check", "--no-cache", ".")
+    assert result.returncode == 0, result.stdout[-4000:]
