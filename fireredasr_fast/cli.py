@@ -49,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     e = p.add_argument_group("engine")
-    e.add_argument("--engine", choices=("firered", "whisper"), default="firered")
+    e.add_argument(
+        "--engine",
+        choices=("firered", "whisper"),
+        default="firered",
+        help="recogniser: firered (FireRedASR-AED) or whisper (faster-whisper) (default: %(default)s)",
+    )
     e.add_argument("--model-dir", help="model directory (firered: or FIREREDASR_MODEL_DIR; whisper: CTranslate2)")
     e.add_argument("--model", help="whisper only: a faster-whisper model name (needs a network)")
     e.add_argument(
@@ -68,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpu-min-free-gb",
         type=float,
         default=None,
-        help="free GPU memory required before a GPU worker starts (default: model size x 1.3 + 2 GiB)",
+        help="wait for at least this many GiB of free GPU memory before starting a GPU worker; only raises the need "
+        "computed from the model size (docs/gpu.md)",
     )
     e.add_argument(
         "--precision",
@@ -90,18 +96,37 @@ def build_parser() -> argparse.ArgumentParser:
         choices=BACKENDS,
         default="torch",
         help="firered, CPU fp32: the same choices for each decoder step (torch also runs the step's attention and "
-        "Linears of up to 96 rows through numba kernels; onednn: pre-packed weights, a private 1.5 GB copy of the "
-        "AED-L decoder per worker, level with the default from ~48 rows a step)",
+        "few-row Linears through numba kernels; onednn: pre-packed weights, a private copy of the decoder weights "
+        "per worker, which pays only for batches with many rows a step: see docs/engine.md)",
     )
     e.add_argument("--language", help="whisper only: language code")
 
     d = p.add_argument_group("decoding (upstream FireRedASR defaults)")
-    d.add_argument("--beam-size", type=int, default=3)
-    d.add_argument("--nbest", type=int, default=1)
-    d.add_argument("--decode-max-len", type=int, default=0, help="0 = up to the number of encoder frames")
-    d.add_argument("--softmax-smoothing", type=float, default=1.25)
-    d.add_argument("--length-penalty", type=float, default=0.6)
-    d.add_argument("--eos-penalty", type=float, default=1.0)
+    d.add_argument("--beam-size", type=int, default=3, help="hypotheses kept per search step (default: %(default)s)")
+    d.add_argument(
+        "--nbest", type=int, default=1, help="hypotheses the search returns, 1 to --beam-size (default: %(default)s)"
+    )
+    d.add_argument(
+        "--decode-max-len",
+        type=int,
+        default=0,
+        help="most tokens per segment; 0 = up to the segment's number of encoder frames (default: %(default)s)",
+    )
+    d.add_argument(
+        "--softmax-smoothing", type=float, default=1.25, help="logits are divided by this (default: %(default)s)"
+    )
+    d.add_argument(
+        "--length-penalty",
+        type=float,
+        default=0.6,
+        help="GNMT length penalty on final scores; 0 = off (default: %(default)s)",
+    )
+    d.add_argument(
+        "--eos-penalty",
+        type=float,
+        default=1.0,
+        help="end-of-sentence log-probabilities are multiplied by this, in (0, 1] (default: %(default)s)",
+    )
     d.add_argument(
         "--max-tokens-per-second",
         type=float,
@@ -111,11 +136,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     v = p.add_argument_group("segmentation (silero VAD)")
-    v.add_argument("--vad-threshold", type=float, default=VadOptions.threshold)
-    v.add_argument("--min-segment", type=float, default=VadOptions.min_segment, help="seconds (default: %(default)s)")
-    v.add_argument("--max-segment", type=float, default=VadOptions.max_segment, help="seconds (default: %(default)s)")
-    v.add_argument("--speech-pad", type=float, default=VadOptions.speech_pad, help="seconds (default: %(default)s)")
-    v.add_argument("--merge-gap", type=float, default=VadOptions.merge_gap, help="seconds (default: %(default)s)")
+    v.add_argument(
+        "--vad-threshold",
+        type=float,
+        default=VadOptions.threshold,
+        help="speech probability at which speech starts (default: %(default)s)",
+    )
+    v.add_argument(
+        "--min-segment",
+        type=float,
+        default=VadOptions.min_segment,
+        help="shortest segment in seconds: shorter speech joins a neighbour or is padded (default: %(default)s)",
+    )
+    v.add_argument(
+        "--max-segment",
+        type=float,
+        default=VadOptions.max_segment,
+        help="longest segment the recogniser gets, in seconds (default: %(default)s)",
+    )
+    v.add_argument(
+        "--speech-pad",
+        type=float,
+        default=VadOptions.speech_pad,
+        help="seconds added before and after each speech region (default: %(default)s)",
+    )
+    v.add_argument(
+        "--merge-gap",
+        type=float,
+        default=VadOptions.merge_gap,
+        help="speech regions closer than this many seconds share a segment (default: %(default)s)",
+    )
     v.add_argument(
         "--audio-stream", type=int, default=None, help="index among the audio streams (default: ffmpeg's choice)"
     )
@@ -127,22 +177,42 @@ def build_parser() -> argparse.ArgumentParser:
         default=CueOptions.max_line_width,
         help="CJK characters per line; a Latin character counts half (default: %(default)s)",
     )
-    c.add_argument("--max-lines", type=int, default=CueOptions.max_lines)
-    c.add_argument("--max-cue-duration", type=float, default=CueOptions.max_duration)
-    c.add_argument("--min-cue-duration", type=float, default=CueOptions.min_duration)
+    c.add_argument("--max-lines", type=int, default=CueOptions.max_lines, help="lines per cue (default: %(default)s)")
+    c.add_argument(
+        "--max-cue-duration",
+        type=float,
+        default=CueOptions.max_duration,
+        help="longest a cue stays on screen, in seconds (default: %(default)s)",
+    )
+    c.add_argument(
+        "--min-cue-duration",
+        type=float,
+        default=CueOptions.min_duration,
+        help="shortest cue in seconds, extended into the following silence (default: %(default)s)",
+    )
 
     r = p.add_argument_group("parallelism")
     r.add_argument(
         "--workers", type=int, default=None, help="worker processes (default: from the machine; 0 = in this process)"
     )
-    r.add_argument("--threads-per-worker", type=int, default=None)
+    r.add_argument(
+        "--threads-per-worker",
+        type=int,
+        default=None,
+        help="threads of each worker (default: from the machine; see docs/tuning.md)",
+    )
     r.add_argument(
         "--batch-seconds",
         type=float,
         default=TranscribeOptions.batch_seconds,
         help="padded audio seconds per batch (default: %(default)s)",
     )
-    r.add_argument("--preload-seconds", type=float, default=3600.0, help="audio decoded ahead of the workers")
+    r.add_argument(
+        "--preload-seconds",
+        type=float,
+        default=3600.0,
+        help="seconds of audio decoded ahead of the workers (default: %(default)s)",
+    )
 
     k = p.add_argument_group("cluster (Ray; pip install 'fireredasr-fast[cluster]')")
     k.add_argument(

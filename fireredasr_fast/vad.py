@@ -67,7 +67,8 @@ class SileroVad:
     """Frame-level speech probabilities from silero VAD's ONNX model (no torch needed).
 
     The sequence model (silero-vad >= 6.2) runs up to 512 frames per ONNX call and gives
-    the same probabilities as the frame-by-frame model, about twice as fast.
+    the same probabilities as the frame-by-frame model, faster (measured:
+    docs/tuning.md#cpu-workers-x-threads, rule 5).
     """
 
     def __init__(self) -> None:

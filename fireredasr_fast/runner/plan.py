@@ -29,9 +29,9 @@ WORKER_OVERHEAD_BYTES = 1.5e9
 MEMORY_SHARE = 0.7
 # A model this large on this few physical cores gets one worker with every core: its decoder
 # steps are bound by reading the weights, and one worker reads them once per step for all
-# the segments in flight where N workers read them N times. Measured on 2 cores with AED-L
-# (4.6 GB): 1 x 2 took 0.81x the wall time of 2 x 1 (docs/benchmarks.md); 3-4 cores follow
-# the same arithmetic but are unmeasured.
+# the segments in flight where N workers read them N times. Measured with AED-L on 2 cores,
+# where one worker of 2 threads beat two of 1 (docs/tuning.md#cpu-workers-x-threads, rule 2);
+# 3-4 cores follow the same arithmetic but are unmeasured.
 LARGE_MODEL_BYTES = 1e9
 FEW_CORES = 4
 
@@ -133,9 +133,9 @@ def set_process_threads(threads: int) -> None:
 # How far the runner lowers its preload thread (ffmpeg decoding and the VAD) when workers
 # run several threads: its work is a few percent of the workers', but at the same priority it
 # steals a core from a worker whose threads wait for each other at every parallel step.
-# Measured on 2 cores (AED-L, 2 threads, a 30 s segment): alone 19.1 s; beside a decode+VAD
-# loop at nice 0 63.3 s (3.3x), at nice 10 21.6 s, at nice 19 19.3 s, while the loop still
-# prepared ~26 s of audio per second.
+# Measured on 2 cores with AED-L: at nice 19 a worker's call ran about as fast as alone while
+# the preload still kept far ahead, where at nice 0 it was several times slower
+# (docs/tuning.md#cpu-workers-x-threads, rule 5).
 PRELOAD_NICE = 19
 
 

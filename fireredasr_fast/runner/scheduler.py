@@ -520,7 +520,7 @@ class Runner:
         # preload thread beside them costs far more than its own CPU time: decoding and the
         # VAD then take what the workers leave idle (plan.PRELOAD_NICE). Single-threaded
         # workers just share the cores fairly, and at nice 19 the preload fell behind fast
-        # ones (wait share 0.2 -> 6.6 %), so they keep equal priority.
+        # ones (docs/tuning.md#cpu-workers-x-threads, rule 5), so they keep equal priority.
         if self.plan.threads_per_worker > 1:
             lower_thread_priority(PRELOAD_NICE)
         try:

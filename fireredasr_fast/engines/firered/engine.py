@@ -43,11 +43,10 @@ from .tokenizer import Tokenizer
 MODEL_DIR_ENV = "FIREREDASR_MODEL_DIR"
 # What one more group (an encoder batch and its beam search) costs, in padded copies of its
 # longest segment: a beam search reads the decoder's weights once per step for all its rows,
-# and its step count follows the longest output. From the engine benchmark (AED-L, 2 threads,
-# docs/engine.md): the encoder costs 0.20-0.23 s per padded second; a step's fixed part is
-# 66-80 ms at 4.5 tokens per second, 0.30-0.36 s per second of the longest segment: 1.3-1.8
-# padded copies. Without this, a 42 s segment and three of 3 s shared one batch padded to
-# 4 x 42 s (3.2x the encoder work of encoding them apart).
+# and its step count follows the longest output. The value is a search's fixed cost per second
+# of its longest segment over the encoder's cost per padded second, both from the engine benchmark (AED-L; measured:
+# docs/engine.md#grouping-segments-of-mixed-lengths). Without this, a 42 s segment and three
+# of 3 s shared one batch padded to 4 x 42 s (3.2x the encoder work of encoding them apart).
 GROUP_OVERHEAD = 1.5
 # Attention probabilities (utterances x heads x tokens x frames) one alignment pass may hold
 # per layer: 128 MB in fp32.
@@ -338,8 +337,8 @@ class FireRedModel:
             log_probs = self.model.ctc_log_probs(enc)
             return [log_probs[j, : int(frames[j])].float().cpu().numpy() for j in range(len(found))]
         # One teacher-forced pass for several utterances at once: each pass reads every
-        # decoder weight, which for short segments cost more than their own arithmetic (a
-        # pass per utterance: 0.2 s for a 3.5 s segment at AED-L size). Chunks bound the
+        # decoder weight, which for short segments cost more than their own arithmetic
+        # (measured: docs/engine.md#token-times-one-alignment-pass-per-group). Chunks bound the
         # probabilities held at once (utterances x heads x tokens x frames).
         sos, pad = self.model.sos_id, self.model.decoder.pad_id
         sequences = [[sos, *result.sequences[0]] for result in found]

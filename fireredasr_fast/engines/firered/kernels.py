@@ -4,8 +4,9 @@ A decoder step multiplies beams x utterances rows (3 for one utterance at beam 3
 for a batch) by every Linear weight (1.5 GB for AED-L), and attends over every layer's
 cross-attention K/V (0.25 GB per utterance at 60 s). With few rows both are bound by reading
 memory, and torch leaves much of it unused: oneDNN's matmul on the plain (shared,
-memory-mapped) weights at 2-24 rows runs at half to two thirds of these kernels' speed, and
-scaled_dot_product_attention reads the K/V at ~15-17 GB/s (docs/engine.md).
+memory-mapped) weights at a few to a few dozen rows, and scaled_dot_product_attention over
+the K/V, both read well below the memory's speed; these kernels come closer to it (measured:
+docs/engine.md#decoder-kernels-numba).
 
 * `FewRowsLinear`: y = x W^T + b for up to MAX_KERNEL_ROWS rows on the weight as stored, so
   the weights stay one copy shared by every worker. Calls of 1-3 rows (one utterance's beams)
@@ -24,8 +25,9 @@ They sum in another order than torch (fastmath reassociation, so the loops vecto
 moves results by ~1e-6; the parity tests check the tokens stay the reference's.
 
 numba runs them on its own thread pool. Only its OpenMP or TBB layers are used: its fallback
-("workqueue") made a 2-core decoder step 1.4x slower than oneDNN, so without them `available()`
-says why and the decoder keeps torch's kernels.
+("workqueue") made a decoder step slower than oneDNN alone (measured:
+docs/engine.md#decoder-kernels-numba), so without them `available()` says why and the decoder
+keeps torch's kernels.
 """
 
 from __future__ import annotations
@@ -44,16 +46,17 @@ log = logging.getLogger(__name__)
 
 # The linear kernels take rows in blocks of ROW_BLOCK (calls are padded with zero rows up to a
 # multiple), and calls of up to MAX_KERNEL_ROWS rows: beyond that the product is bound by
-# arithmetic rather than by reading the weights, and oneDNN's GEMM is level or ahead (measured
-# in docs/engine.md). A decoder step has beams x utterances rows: 3 to 48 in a typical batch.
+# arithmetic rather than by reading the weights, and oneDNN's GEMM is level or ahead (measured:
+# docs/engine.md#steps-of-several-segments-register-blocks-for-4-96-rows-2026-11-25-session-9).
+# A decoder step has beams x utterances rows: 3 to 48 in a typical batch.
 ROW_BLOCK = 3
 MAX_KERNEL_ROWS = 96
 # Below these sizes of one layer's K, torch's attention beats the kernel's fixed cost (three
 # calls) and takes the call. Measured per step over 16 AED-L layers' K/V (python -m
-# fireredasr_fast.bench kernels, docs/engine.md): with one query per K/V (the self-attention, or
-# greedy search) torch wins up to 32 tokens (0.5 MB) and the kernel from 64 (1 MB); with the
-# beams of an utterance sharing its K/V (the cross-attention) the kernel wins from the shortest
-# segment measured (1 s, 0.13 MB).
+# fireredasr_fast.bench kernels; figures in docs/engine.md#decoder-kernels-numba): with one
+# query per K/V (the self-attention, or greedy search) torch wins on short histories and the
+# kernel on longer ones; with the beams of an utterance sharing its K/V (the cross-attention)
+# the kernel wins from the shortest segment measured.
 MIN_K_BYTES_ONE_QUERY = 1 << 20
 MIN_K_BYTES_SHARED = 128 << 10
 # Numba's thread pools in order of preference; "workqueue" is left out on purpose (see above).

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 # Bytes one attention call may spend on score matrices before we split the batch.
 _ATTN_BYTES_BUDGET = 1 << 30
-# Queries per block of the relative-position product (measured best of 32-256; docs/engine.md).
+# Queries per block of the relative-position product (measured: docs/engine.md#measured-numbers).
 _BIAS_BLOCK = 128
 
 
@@ -174,13 +174,13 @@ def _rel_position_bias(q_v: Tensor, p: Tensor, scale: float, workspace: list[Ten
     positions and shifts the (t, 2t-1) product with pad/reshape copies. Ours, in eager mode,
     multiplies each block of queries by only the t + block - 1 positions that block needs
     (about half the arithmetic, and the product stays small enough to stay in cache) and
-    writes the windows into one (n, h, t, t) result: AED-L, 60 s, 2 threads, 243 -> 121 ms a
-    layer, the same bits (tests/test_model_ops.py). Exported graphs take the one-product path,
-    which a dynamic length can trace.
+    writes the windows into one (n, h, t, t) result: far less time a layer, the same bits
+    (measured: docs/engine.md#measured-numbers; tests/test_model_ops.py). Exported graphs take
+    the one-product path, which a dynamic length can trace.
 
     The (n, h, t, t) result is written into `workspace[0]` when that is large enough, and
     otherwise into a new buffer left there: the layers of one encoder pass share it, so its
-    pages (180 MB a layer at 60 s) are faulted in once rather than once per layer.
+    pages are faulted in once rather than once per layer (docs/engine.md#measured-numbers).
     """
     n, h, t, _ = q_v.shape
     # Scaling by a power of two (1/sqrt(64) for FireRedASR's heads) is exact, so it can go
@@ -242,8 +242,8 @@ class ConvModule(nn.Module):
         y = self.pre_layer_norm(x).masked_fill(pad, 0.0)
         y = F.glu(self.pointwise_conv1(y), dim=-1)
         # (n, t, c) memory is the channels-last layout of (n, c, 1, t), where oneDNN's depthwise
-        # kernel runs 13x faster than on channels-first (AED-L, 60 s: 86 -> 6.4 ms a layer, the
-        # same bits), and the transposes around it are views, not copies.
+        # kernel runs an order of magnitude faster than on channels-first, the same bits
+        # (measured: docs/engine.md#measured-numbers), and the transposes around it are views.
         conv = self.depthwise_conv
         y = F.conv2d(
             y.transpose(1, 2).unsqueeze(2), conv.weight.unsqueeze(2), padding=(0, conv.padding[0]), groups=conv.groups
@@ -304,7 +304,8 @@ class Encoder(nn.Module):
 
 # With torch's own Linear (the `mkl` backend, and CPUs without oneDNN), up to this many rows
 # run as W @ x^T: MKL's x @ W^T path re-packs the whole weight on every call, which for a
-# handful of rows costs 2-3x the weight read itself (docs/engine.md). The default CPU path
+# handful of rows costs more than the weight read itself
+# (measured: docs/engine.md#backends-torchcompile-onnx-runtime-onednn). The default CPU path
 # replaces the Linears by onednn.SharedLinear, which this leaves alone.
 _SMALL_ROWS = 16
 
@@ -410,7 +411,7 @@ class DecoderCache:
         if rows.device.type == "cpu":
             # Most steps leave most beams where they were, and a row's history is
             # heads x t x d_k per buffer: copy only the rows that take another row's history
-            # (AED-L, 60 s, random weights: the full copy was 10 % of the search). On CUDA
+            # (measured: docs/engine.md#what-the-fast-path-does-differently). On CUDA
             # finding them would cost a sync per step, so every row is copied there.
             targets = (rows != targets).nonzero().view(-1)
             if targets.numel() == 0:
@@ -469,9 +470,8 @@ class Decoder(nn.Module):
         cross_k, cross_v = [], []
         for layer in self.layer_stack:
             # Contiguous per head: every step reads these whole, and a head's frames in one
-            # run stream about twice as fast as the strided view of the projection (AED-L,
-            # 1500 frames, 16 layers, 2 threads: 29 -> 17 ms per step, same bits;
-            # docs/engine.md).
+            # run stream faster than the strided view of the projection, same bits
+            # (measured: docs/engine.md#measured-numbers).
             cross_k.append(layer.cross_attn.heads(layer.cross_attn.w_ks(enc)).contiguous())
             cross_v.append(layer.cross_attn.heads(layer.cross_attn.w_vs(enc)).contiguous())
         cross_bias = None if bool(enc_valid.all()) else _additive_mask(enc_valid[:, None, None, :], enc.dtype)

@@ -1,9 +1,10 @@
 """Linear layers run by oneDNN's fp32 matmul: the default CPU path, and the `onednn` backend.
 
 Eager torch hands every Linear to MKL's general GEMM, which re-packs the weight on each
-call. For the encoder's long matrices that costs 10-20 %, but a decoder step multiplies 3-24
+call. For the encoder's long matrices that costs a little, but a decoder step multiplies 3-24
 rows by 1.5 GB of AED-L weights and is bound by reading them, so the re-packing costs it
-far more. oneDNN's matmul does better in two ways, both measured in docs/engine.md:
+far more. oneDNN's matmul does better in two ways, both measured in
+docs/engine.md#backends-torchcompile-onnx-runtime-onednn:
 
 * `SharedLinear` (the default on CPU in fp32, `encoder_backend="torch"`): oneDNN reads the
   checkpoint's own weight tensor as it is, so the memory-mapped weights stay one copy shared
@@ -11,9 +12,10 @@ far more. oneDNN's matmul does better in two ways, both measured in docs/engine.
 * `PackedLinear` (opt-in, `encoder_backend="onednn"`, `decoder_backend="onednn"`): the weight
   is reordered once into the blocked layout oneDNN's kernels read
   (`torch.ops.mkldnn._reorder_linear_weight`, what torch's own CPU compiler does). Faster than
-  SharedLinear for a decoder step of 4 rows or more, but the default's numba kernels
-  (kernels.py) are ahead of it up to ~24 rows a step and level to ~48, and the packed weights
-  are a private copy in each process.
+  SharedLinear once a decoder step has several rows, but the default's numba kernels
+  (kernels.py) are ahead of it at the row counts of typical batches and level beyond (measured:
+  docs/engine.md#steps-of-several-segments-register-blocks-for-4-96-rows-2026-11-25-session-9),
+  and the packed weights are a private copy in each process.
 
 oneDNN sums in a different order than MKL, so outputs move by ~1e-6; the parity tests check
 that the tokens stay the reference's.

@@ -21,7 +21,7 @@ PRECISIONS = ("fp32", "int8", "fp16", "bf16")
 CPU_PRECISIONS = ("fp32", "int8")
 GPU_PRECISIONS = ("fp16", "bf16")
 IMPLEMENTATIONS = ("fast", "reference")
-# For the encoder and the decoder step (docs/engine.md, "Backends").
+# For the encoder and the decoder step (docs/engine.md#backends-torchcompile-onnx-runtime-onednn).
 BACKENDS = ("torch", "mkl", "onnx", "onednn")
 # Backends that run the memory-mapped checkpoint weights every worker shares; the others hold
 # a private copy per worker (ONNX Runtime sessions, oneDNN's packed weights).
