@@ -33,6 +33,10 @@ log = logging.getLogger("fireredasr_fast")
 DEFAULT_FORMATS = "srt,vtt,txt,json"
 
 
+# The decoding flags' defaults are the engine's own (upstream's recommended settings).
+DEFAULT_DECODING = DecodingOptions()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fireredasr-fast",
@@ -102,35 +106,46 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--language", help="whisper only: language code")
 
     d = p.add_argument_group("decoding (upstream FireRedASR defaults)")
-    d.add_argument("--beam-size", type=int, default=3, help="hypotheses kept per search step (default: %(default)s)")
     d.add_argument(
-        "--nbest", type=int, default=1, help="hypotheses the search returns, 1 to --beam-size (default: %(default)s)"
+        "--beam-size",
+        type=int,
+        default=DEFAULT_DECODING.beam_size,
+        help="hypotheses kept per search step (default: %(default)s)",
+    )
+    d.add_argument(
+        "--nbest",
+        type=int,
+        default=DEFAULT_DECODING.nbest,
+        help="hypotheses the search returns, 1 to --beam-size (default: %(default)s)",
     )
     d.add_argument(
         "--decode-max-len",
         type=int,
-        default=0,
+        default=DEFAULT_DECODING.decode_max_len,
         help="most tokens per segment; 0 = up to the segment's number of encoder frames (default: %(default)s)",
     )
     d.add_argument(
-        "--softmax-smoothing", type=float, default=1.25, help="logits are divided by this (default: %(default)s)"
+        "--softmax-smoothing",
+        type=float,
+        default=DEFAULT_DECODING.softmax_smoothing,
+        help="logits are divided by this (default: %(default)s)",
     )
     d.add_argument(
         "--length-penalty",
         type=float,
-        default=0.6,
+        default=DEFAULT_DECODING.length_penalty,
         help="GNMT length penalty on final scores; 0 = off (default: %(default)s)",
     )
     d.add_argument(
         "--eos-penalty",
         type=float,
-        default=1.0,
+        default=DEFAULT_DECODING.eos_penalty,
         help="end-of-sentence log-probabilities are multiplied by this, in (0, 1] (default: %(default)s)",
     )
     d.add_argument(
         "--max-tokens-per-second",
         type=float,
-        default=0.0,
+        default=DEFAULT_DECODING.max_tokens_per_second,
         help="firered: at most this many tokens per second of segment (0 = off, upstream's limit only); "
         "stops a decoder that loops on noise, e.g. 12",
     )

@@ -202,9 +202,15 @@ def test_onnx_backends_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_cli_backend_choices_are_the_engines():
     from fireredasr_fast import cli
-    from fireredasr_fast.engines.firered import engine as firered
+    from fireredasr_fast.engines.firered.options import BACKENDS, DecodingOptions
 
-    assert cli.BACKENDS == firered.BACKENDS
+    actions = {a.dest: a for a in cli.build_parser()._actions}
+    assert tuple(actions["encoder_backend"].choices) == BACKENDS
+    assert tuple(actions["decoder_backend"].choices) == BACKENDS
+    # The decoding flags default to the engine's own defaults.
+    defaults = DecodingOptions()
+    for name in ("beam_size", "nbest", "decode_max_len", "softmax_smoothing", "length_penalty", "eos_penalty"):
+        assert actions[name].default == getattr(defaults, name)
 
 
 @pytest.mark.parametrize("backend", ["onednn", "mkl"])
