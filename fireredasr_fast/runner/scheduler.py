@@ -1,10 +1,11 @@
 """The folder runner: many files through a pool of worker processes, safely.
 
-Flow: a producer thread decodes and segments upcoming files into a queue bounded in audio
-seconds (the preload queue); the main thread pools the segments of all queued files, cuts
-them into length-sorted batches, and keeps the worker processes fed; each worker builds
-its engine once from an EngineSpec and recognises batches; when the last segment of a
-file comes back, the file's cues and outputs are written atomically and journaled.
+Flow: a producer thread (Preloader) decodes and segments upcoming files into a queue bounded
+in audio seconds (the preload queue); the main thread (_Schedule, one per run) pools the
+segments of all queued files, cuts them into length-sorted batches, and keeps the worker
+processes fed; each worker builds its engine once from an EngineSpec and recognises batches;
+when the last segment of a file comes back, the file's cues and outputs are written
+atomically and journaled.
 
 Failures stay local: a bad file fails alone; a crashed worker is replaced and its batches
 retried a bounded number of times; Ctrl-C / SIGTERM stop taking work, finish or drop
@@ -23,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,284 +265,10 @@ class Runner:
             log.error("%s: cannot write the run report: %s", self.output_dir, os_error(exc))
         return summary
 
-    # -- the scheduling loop
+    # -- the scheduling loop (_Schedule) and its producer (Preloader)
 
     def _process(self, todo: list[_FileState], records: dict[int, FileRecord], journal: Journal) -> None:
-        prepared_queue: queue.Queue = queue.Queue()
-        budget = _AudioBudget(self.options.preload_seconds)
-        producer = threading.Thread(
-            target=self._produce, args=(todo, prepared_queue, budget), name="preload", daemon=True
-        )
-        producer.start()
-
-        states = {state.index: state for state in todo}
-        pending: list[SegmentJob] = []
-        ready: collections.deque[Batch] = collections.deque()  # longest batches first
-        in_flight: dict[cf.Future, tuple[Batch, int, _Pool]] = {}
-        producer_done = False
-        no_workers = False
-        pools: list[_Pool] = []
-        if self.gpu is None or self.gpu.cpu_workers_allowed:
-            for group in self.groups:
-                pool = _Pool(group.name, group.new_executor(), group.slots, group.takes_largest, group.new_executor)
-                pools.append(pool)
-            pools.sort(key=lambda pool: not pool.takes_largest)  # largest-batch takers choose first
-        bar = _progress(self.options.progress)
-
-        def fail(state: _FileState, message: str, status: str = "failed") -> None:
-            self._record_failure(state, message, status, records, journal, budget)
-
-        def submit(pool: _Pool, batch: Batch, attempt: int) -> None:
-            in_flight[pool.executor.submit(run_batch, batch.jobs)] = (batch, attempt, pool)
-
-        attempts: dict[int, int] = {}  # id(batch) -> attempt number of its next submission
-
-        def requeue(batch: Batch, attempt: int, reason: str) -> None:
-            self.batches_retried += 1
-            if attempt >= MAX_BATCH_ATTEMPTS:
-                for job in batch.jobs:
-                    fail(states[job.file_index], f"{reason} {attempt} times while recognising this file")
-            else:
-                ready.appendleft(batch)
-                attempts[id(batch)] = attempt + 1
-
-        try:
-            while True:
-                if self.stop.hard.is_set():
-                    break
-                # 1. Take newly prepared files (block briefly only when nothing else can progress).
-                block = not in_flight and not pending and not ready and not producer_done
-                try:
-                    while True:
-                        message = prepared_queue.get(timeout=0.05 if block else 0)
-                        block = False
-                        if message is None:
-                            producer_done = True
-                            break
-                        index, result = message
-                        state = states[index]
-                        if isinstance(result, BaseException):
-                            fail(state, describe_error(result))
-                            continue
-                        self._accept(state, result, pending, records, journal, bar, budget)
-                except queue.Empty:
-                    pass
-
-                graceful = self.stop.graceful.is_set()
-                if not graceful:
-                    self._start_gpu_workers(pools)
-                capacity = sum(pool.capacity for pool in pools)
-                # 2. Cut batches when the ready queue runs low: pooling segments of several
-                #    files first gives length-sorted batches with little padding.
-                if pending and len(ready) < capacity and not graceful:
-                    pooled = sum(job.seconds for job in pending)
-                    enough = pooled >= self.options.transcribe.batch_seconds * 2
-                    if enough or producer_done or (not ready and len(in_flight) < max(1, self.plan.workers)):
-                        workers = capacity // 2  # live worker slots, CPU and GPU (two batches each)
-                        limit = batch_limit(self.options.transcribe.batch_seconds, pooled, producer_done, workers)
-                        ready.extend(make_batches(pending, limit, self.options.transcribe.max_batch_size))
-                        pending = []
-                # Only a few batches in flight per worker, so an interrupt has little to wait
-                # for. GPU workers take the largest batches, CPU workers the smallest.
-                for pool in pools:
-                    while ready and pool.busy(in_flight) < pool.capacity and not graceful:
-                        batch = ready.popleft() if pool.takes_largest else ready.pop()
-                        submit(pool, batch, attempts.pop(id(batch), 1))
-
-                if not in_flight and (graceful or (producer_done and not pending and not ready)):
-                    break
-
-                # 3. Collect finished batches.
-                if not in_flight:
-                    if capacity == 0 and (self.gpu is None or not self.gpu.enabled):
-                        no_workers = True  # every worker failed for good: nothing can run
-                        break
-                    time.sleep(0.05)  # GPU-only mode waiting for a GPU to free up
-                    continue
-                done, _ = cf.wait(list(in_flight), timeout=0.1, return_when=cf.FIRST_COMPLETED)
-                broken: set[str] = set()
-                for future in done:
-                    batch, attempt, pool = in_flight.pop(future)
-                    try:
-                        hyps, stats = future.result()
-                    except Exception as exc:
-                        if pool.gpu_index is not None:
-                            # GPUs are opportunistic: any failure there (CUDA OOM above all)
-                            # sends the batch back to the queue and the GPU into back-off.
-                            self._stop_gpu_worker(pool, pools, exc)
-                            requeue(batch, attempt, "the GPU worker failed")
-                        elif isinstance(exc, WorkerLost):
-                            # The executor already replaced the worker; an attempt that never
-                            # started does not count against the batch.
-                            requeue(batch, attempt if exc.counts_as_attempt else attempt - 1, "a worker was lost")
-                        elif isinstance(exc, BrokenProcessPool):
-                            broken.add(pool.name)
-                            requeue(batch, attempt, "a worker process died")
-                        else:
-                            for job in batch.jobs:
-                                fail(states[job.file_index], f"recognition failed: {describe_error(exc)}")
-                        continue
-                    self._record_worker(stats, pool.name)
-                    share = stats["compute"] / max(batch.audio_seconds, 1e-9)
-                    for job, hyp in zip(batch.jobs, hyps, strict=True):
-                        state = states[job.file_index]
-                        if state.index in records:
-                            continue
-                        state.hypotheses[job.segment_index] = hyp
-                        state.asr_seconds += share * job.seconds
-                        state.remaining -= 1
-                        if state.remaining == 0:
-                            self._finish(state, records, journal, bar, budget)
-                for pool in pools:
-                    if pool.name in broken:
-                        # A worker died (OOM killer, segfault): the whole pool is unusable and
-                        # every batch it had in flight is lost. Replace it; resubmit them.
-                        for future, (batch, attempt, owner) in list(in_flight.items()):
-                            if owner is pool:
-                                del in_flight[future]
-                                requeue(batch, attempt, "a worker process died")
-                        _shutdown(pool.executor, hard=True)
-                        assert pool.new_executor is not None
-                        pool.executor = pool.new_executor()
-        finally:
-            budget.close()
-            hard = self.stop.hard.is_set()
-            for pool in pools:
-                _shutdown(pool.executor, hard)
-                if pool.gpu_index is not None and self.gpu is not None:
-                    self.gpu.stopped(pool.gpu_index)
-            if bar is not None:
-                bar.close()
-            for state in states.values():
-                if state.index not in records:
-                    status = "interrupted" if self.stop.graceful.is_set() else "failed"
-                    if status == "interrupted":
-                        fail(state, "interrupted before completion", status)
-                    else:
-                        fail(state, "no worker could run it" if no_workers else "not processed", status)
-            journal.save()
-
-    def _start_gpu_workers(self, pools: list[_Pool]) -> None:
-        if self.gpu is None or not self.gpu.enabled:
-            return
-        for info in self.gpu.usable_gpus():
-            device = self.gpu_device(info.index)
-            executor = cf.ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=init_process,
-                initargs=(dataclasses.replace(self.gpu_spec, device=device), self.plan.threads_per_worker),
-            )
-            self.gpu.started(info.index)
-            pools.insert(0, _Pool(f"gpu{info.index}", executor, 1, takes_largest=True, gpu_index=info.index))
-            log.warning("GPU worker started on %s (%s, %.1f GB free)", device, info.name, info.free_bytes / 1e9)
-
-    def _stop_gpu_worker(self, pool: _Pool, pools: list[_Pool], exc: BaseException) -> None:
-        if pool not in pools:
-            return  # already stopped by an earlier batch of the same worker
-        pools.remove(pool)
-        _shutdown(pool.executor, hard=True)
-        assert self.gpu is not None and pool.gpu_index is not None
-        self.gpu.out_of_memory(pool.gpu_index)
-        what = "out of memory" if is_cuda_oom(exc) else describe_error(exc)
-        log.warning("GPU worker on GPU %d stopped (%s); its batches go back to the queue", pool.gpu_index, what)
-
-    def _accept(self, state, prepared, pending, records, journal, bar, budget) -> None:
-        state.prepared = prepared
-        state.hypotheses = [None] * len(prepared.segments)
-        state.remaining = len(prepared.segments)
-        if bar is not None:
-            bar.total = (bar.total or 0) + round(prepared.duration)
-            bar.refresh()
-        if state.remaining == 0:  # silent file: valid, empty outputs
-            self._finish(state, records, journal, bar, budget)
-        else:
-            pending.extend(prepared.jobs(state.index))
-
-    def _record_failure(
-        self, state: _FileState, message: str, status: str, records, journal: Journal, budget: _AudioBudget
-    ) -> None:
-        """A file ends failed or interrupted: journal it, free its audio (first outcome wins)."""
-        if state.index in records:
-            return
-        duration = state.prepared.duration if state.prepared else 0.0
-        records[state.index] = FileRecord(
-            relative_key(state.item.relative), str(state.item.path), status, state.fp, duration, error=message
-        )
-        if status == "failed":
-            log.error("%s: %s", state.item.path, message)
-        journal.update(records[state.index])
-        budget.release(duration)
-        state.prepared = None
-
-    def _finish(self, state: _FileState, records, journal: Journal, bar, budget: _AudioBudget) -> None:
-        prepared = state.prepared
-        assert prepared is not None
-        prepared.timings["asr"] = state.asr_seconds
-        key = relative_key(state.item.relative)
-        info = {"engine": self.options.settings.get("engine", {}), "options": self.options.settings}
-        result = assemble_result(
-            prepared, [h for h in state.hypotheses if h is not None], self.options.transcribe, info
-        )
-        result.source = str(state.item.path)
-        t0 = time.perf_counter()
-        outputs = []
-        try:
-            for fmt in self.options.formats:
-                path = output_path(self.output_dir, state.item.output_name, fmt)
-                get_writer(fmt).write(result, path)
-                outputs.append(path.relative_to(self.output_dir).as_posix())
-        except OSError as exc:
-            self._record_failure(state, f"cannot write outputs: {os_error(exc)}", "failed", records, journal, budget)
-            return
-        prepared.timings["write"] = time.perf_counter() - t0
-        record = FileRecord(
-            key,
-            str(state.item.path),
-            "done",
-            state.fp,
-            prepared.duration,
-            wall=time.perf_counter() - state.started,
-            outputs=outputs,
-            timings={k: round(v, 4) for k, v in prepared.timings.items()},
-        )
-        records[state.index] = record
-        journal.update(record)
-        log.info("%s: done, %.1f s of audio, RTF %.3f", state.item.path, record.duration, record.realtime_factor)
-        if bar is not None:
-            bar.update(round(prepared.duration))
-        budget.release(prepared.duration)
-        state.prepared = None  # free the samples now
-
-    # -- producer thread
-
-    def _produce(self, todo: list[_FileState], out: queue.Queue, budget: _AudioBudget) -> None:
-        # Workers of several threads wait for each other at every parallel step, so a busy
-        # preload thread beside them costs far more than its own CPU time: decoding and the
-        # VAD then take what the workers leave idle (plan.PRELOAD_NICE). Single-threaded
-        # workers just share the cores fairly, and at nice 19 the preload fell behind fast
-        # ones (docs/tuning.md#cpu-workers-x-threads, rule 5), so they keep equal priority.
-        if self.plan.threads_per_worker > 1:
-            lower_thread_priority(PRELOAD_NICE)
-        try:
-            segmenter = SpeechSegmenter(self.options.transcribe.vad)
-            for state in todo:
-                if self.stop.graceful.is_set():
-                    break
-                if not budget.wait_for_room():
-                    break
-                state.started = time.perf_counter()
-                try:
-                    prepared = prepare_file(state.item.path, segmenter, self.options.transcribe.audio_stream)
-                except Exception as exc:  # one bad file must not stop the others
-                    out.put((state.index, exc))
-                    continue
-                budget.take(prepared.duration)
-                out.put((state.index, prepared))
-        except Exception as exc:
-            log.error("preload stopped: %s", describe_error(exc))
-        finally:
-            out.put(None)
+        _Schedule(self, todo, records, journal).run()
 
     # -- helpers
 
@@ -580,6 +307,396 @@ class Runner:
             "batches": dict(self.batches_by_pool),
             "batches_retried": self.batches_retried,
         }
+
+
+# ---------------------------------------------------------------- the producer
+
+
+class Preloader:
+    """The front end: decodes and segments the files to do, in order, ahead of the workers
+    and within the audio budget, on a thread of its own.
+
+    The thread (`start`) puts `(file index, PreparedFile or the exception that stopped it)`
+    on the queue for each file, then None when it is done. `prepared_files` is the front end
+    proper: another one (files prepared in parallel) replaces that generator; the queue
+    protocol, the budget and the stop flag stay as they are."""
+
+    def __init__(
+        self,
+        todo: list[_FileState],
+        options: TranscribeOptions,
+        budget: _AudioBudget,
+        stop: threading.Event,
+        low_priority: bool,
+    ) -> None:
+        self.todo = todo
+        self.options = options
+        self.budget = budget
+        self.stop = stop  # set: take no new file
+        self.low_priority = low_priority
+
+    def start(self, out: queue.Queue) -> threading.Thread:
+        thread = threading.Thread(target=self.run, args=(out,), name="preload", daemon=True)
+        thread.start()
+        return thread
+
+    def run(self, out: queue.Queue) -> None:
+        # Workers of several threads wait for each other at every parallel step, so a busy
+        # preload thread beside them costs far more than its own CPU time: decoding and the
+        # VAD then take what the workers leave idle (plan.PRELOAD_NICE). Single-threaded
+        # workers just share the cores fairly, and at nice 19 the preload fell behind fast
+        # ones (docs/tuning.md#cpu-workers-x-threads, rule 5), so they keep equal priority (Runner passes
+        # low_priority only for workers of several threads).
+        if self.low_priority:
+            lower_thread_priority(PRELOAD_NICE)
+        try:
+            for message in self.prepared_files():
+                out.put(message)
+        except Exception as exc:
+            log.error("preload stopped: %s", describe_error(exc))
+        finally:
+            out.put(None)
+
+    def prepared_files(self) -> Iterator[tuple[int, PreparedFile | Exception]]:
+        """Each file to do, decoded and segmented, while the budget has room and no stop came.
+        A file that fails yields its exception: one bad file must not stop the others."""
+        segmenter = SpeechSegmenter(self.options.vad)
+        for state in self.todo:
+            if self.stop.is_set() or not self.budget.wait_for_room():
+                break
+            state.started = time.perf_counter()
+            try:
+                prepared = prepare_file(state.item.path, segmenter, self.options.audio_stream)
+            except Exception as exc:
+                yield state.index, exc
+                continue
+            self.budget.take(prepared.duration)
+            yield state.index, prepared
+
+
+# ---------------------------------------------------------------- the scheduling loop
+
+
+class _Schedule:
+    """One run of the scheduling loop: the prepared files' segments pooled and cut into
+    length-sorted batches, the worker pools kept fed, results gathered per file, each file
+    written and journaled when its last segment comes back.
+
+    State, all of this run:
+    - `states`: every file to do, by index; `records`: the outcome of each file that ended
+      (the first outcome wins)
+    - `pending`: segments of accepted files not yet in a batch; `ready`: batches waiting for
+      a worker, longest first; `in_flight`: future -> (batch, attempt, pool);
+      `attempts`: id(batch) -> the attempt number of a requeued batch's next submission
+    - `pools`: CPU groups and GPU workers; `producer_done`: the preloader has sent its last
+      file; `no_workers`: every worker failed for good
+    """
+
+    def __init__(
+        self, runner: Runner, todo: list[_FileState], records: dict[int, FileRecord], journal: Journal
+    ) -> None:
+        self.runner = runner
+        self.options = runner.options
+        self.stop = runner.stop
+        self.gpu = runner.gpu
+        self.records = records
+        self.journal = journal
+        self.states = {state.index: state for state in todo}
+        self.budget = _AudioBudget(self.options.preload_seconds)
+        self.prepared_queue: queue.Queue = queue.Queue()
+        self.preloader = Preloader(
+            todo, self.options.transcribe, self.budget, self.stop.graceful, runner.plan.threads_per_worker > 1
+        )
+        self.pending: list[SegmentJob] = []
+        self.ready: collections.deque[Batch] = collections.deque()
+        self.in_flight: dict[cf.Future, tuple[Batch, int, _Pool]] = {}
+        self.attempts: dict[int, int] = {}
+        self.pools: list[_Pool] = []
+        self.producer_done = False
+        self.no_workers = False
+        self.bar: Any = None
+
+    def run(self) -> None:
+        self.preloader.start(self.prepared_queue)
+        self.pools = self._cpu_pools()
+        self.bar = _progress(self.options.progress)
+        try:
+            while not self.stop.hard.is_set() and self._step():
+                pass
+        finally:
+            self._close()
+
+    def _step(self) -> bool:
+        """One turn of the loop; False when the run is over."""
+        self._take_prepared()
+        graceful = self.stop.graceful.is_set()
+        if not graceful:
+            self._start_gpu_workers()
+        capacity = sum(pool.capacity for pool in self.pools)
+        if not graceful:
+            self._cut_batches(capacity)
+            self._submit_ready()
+        if not self.in_flight:
+            return self._idle(graceful, capacity)
+        self._collect()
+        return True
+
+    # -- 1. take newly prepared files
+
+    def _take_prepared(self) -> None:
+        """Accept what the preloader sent; block briefly only when nothing else can progress."""
+        block = not self.in_flight and not self.pending and not self.ready and not self.producer_done
+        try:
+            while True:
+                message = self.prepared_queue.get(timeout=0.05 if block else 0)
+                block = False
+                if message is None:
+                    self.producer_done = True
+                    return
+                index, result = message
+                if isinstance(result, BaseException):
+                    self._fail(self.states[index], describe_error(result))
+                else:
+                    self._accept(self.states[index], result)
+        except queue.Empty:
+            pass
+
+    def _accept(self, state: _FileState, prepared: PreparedFile) -> None:
+        state.prepared = prepared
+        state.hypotheses = [None] * len(prepared.segments)
+        state.remaining = len(prepared.segments)
+        if self.bar is not None:
+            self.bar.total = (self.bar.total or 0) + round(prepared.duration)
+            self.bar.refresh()
+        if state.remaining == 0:  # silent file: valid, empty outputs
+            self._finish(state)
+        else:
+            self.pending.extend(prepared.jobs(state.index))
+
+    # -- 2. cut batches and keep the workers fed
+
+    def _cut_batches(self, capacity: int) -> None:
+        """Cut batches when the ready queue runs low: pooling segments of several files first
+        gives length-sorted batches with little padding."""
+        if not self.pending or len(self.ready) >= capacity:
+            return
+        batch_seconds = self.options.transcribe.batch_seconds
+        pooled = sum(job.seconds for job in self.pending)
+        enough = pooled >= batch_seconds * 2
+        starving = not self.ready and len(self.in_flight) < max(1, self.runner.plan.workers)
+        if enough or self.producer_done or starving:
+            workers = capacity // 2  # live worker slots, CPU and GPU (two batches each)
+            limit = batch_limit(batch_seconds, pooled, self.producer_done, workers)
+            self.ready.extend(make_batches(self.pending, limit, self.options.transcribe.max_batch_size))
+            self.pending = []
+
+    def _submit_ready(self) -> None:
+        # Only a few batches in flight per worker, so an interrupt has little to wait for.
+        # GPU workers take the largest batches, CPU workers the smallest.
+        for pool in self.pools:
+            while self.ready and pool.busy(self.in_flight) < pool.capacity:
+                batch = self.ready.popleft() if pool.takes_largest else self.ready.pop()
+                self._submit(pool, batch, self.attempts.pop(id(batch), 1))
+
+    def _submit(self, pool: _Pool, batch: Batch, attempt: int) -> None:
+        self.in_flight[pool.executor.submit(run_batch, batch.jobs)] = (batch, attempt, pool)
+
+    def _idle(self, graceful: bool, capacity: int) -> bool:
+        """Nothing in flight: stop when all is done (or stopping), or wait for a GPU to free up."""
+        if graceful or (self.producer_done and not self.pending and not self.ready):
+            return False
+        if capacity == 0 and (self.gpu is None or not self.gpu.enabled):
+            self.no_workers = True  # every worker failed for good: nothing can run
+            return False
+        time.sleep(0.05)  # GPU-only mode waiting for a GPU to free up
+        return True
+
+    # -- 3. collect finished batches
+
+    def _collect(self) -> None:
+        done, _ = cf.wait(list(self.in_flight), timeout=0.1, return_when=cf.FIRST_COMPLETED)
+        broken: set[str] = set()
+        for future in done:
+            batch, attempt, pool = self.in_flight.pop(future)
+            try:
+                hyps, stats = future.result()
+            except Exception as exc:
+                if self._batch_failed(batch, attempt, pool, exc):
+                    broken.add(pool.name)
+                continue
+            self._batch_done(batch, pool, hyps, stats)
+        for pool in self.pools:
+            if pool.name in broken:
+                self._replace_pool(pool)
+
+    def _batch_done(self, batch: Batch, pool: _Pool, hyps: list[Hypothesis], stats: dict[str, float]) -> None:
+        self.runner._record_worker(stats, pool.name)
+        share = stats["compute"] / max(batch.audio_seconds, 1e-9)
+        for job, hyp in zip(batch.jobs, hyps, strict=True):
+            state = self.states[job.file_index]
+            if state.index in self.records:
+                continue
+            state.hypotheses[job.segment_index] = hyp
+            state.asr_seconds += share * job.seconds
+            state.remaining -= 1
+            if state.remaining == 0:
+                self._finish(state)
+
+    def _batch_failed(self, batch: Batch, attempt: int, pool: _Pool, exc: Exception) -> bool:
+        """Requeue or fail a batch whose worker raised; True when the pool itself is broken."""
+        if pool.gpu_index is not None:
+            # GPUs are opportunistic: any failure there (CUDA OOM above all) sends the batch
+            # back to the queue and the GPU into back-off.
+            self._stop_gpu_worker(pool, exc)
+            self._requeue(batch, attempt, "the GPU worker failed")
+        elif isinstance(exc, WorkerLost):
+            # The executor already replaced the worker; an attempt that never started does
+            # not count against the batch.
+            self._requeue(batch, attempt if exc.counts_as_attempt else attempt - 1, "a worker was lost")
+        elif isinstance(exc, BrokenProcessPool):
+            self._requeue(batch, attempt, "a worker process died")
+            return True
+        else:
+            self._fail_batch(batch, f"recognition failed: {describe_error(exc)}")
+        return False
+
+    def _requeue(self, batch: Batch, attempt: int, reason: str) -> None:
+        self.runner.batches_retried += 1
+        if attempt >= MAX_BATCH_ATTEMPTS:
+            self._fail_batch(batch, f"{reason} {attempt} times while recognising this file")
+        else:
+            self.ready.appendleft(batch)
+            self.attempts[id(batch)] = attempt + 1
+
+    def _fail_batch(self, batch: Batch, message: str) -> None:
+        for job in batch.jobs:
+            self._fail(self.states[job.file_index], message)
+
+    # -- worker pools
+
+    def _cpu_pools(self) -> list[_Pool]:
+        if self.gpu is not None and not self.gpu.cpu_workers_allowed:
+            return []
+        pools = [
+            _Pool(group.name, group.new_executor(), group.slots, group.takes_largest, group.new_executor)
+            for group in self.runner.groups
+        ]
+        pools.sort(key=lambda pool: not pool.takes_largest)  # largest-batch takers choose first
+        return pools
+
+    def _replace_pool(self, pool: _Pool) -> None:
+        """A worker died (OOM killer, segfault): the whole pool is unusable and every batch it
+        had in flight is lost. Replace it; resubmit them."""
+        for future, (batch, attempt, owner) in list(self.in_flight.items()):
+            if owner is pool:
+                del self.in_flight[future]
+                self._requeue(batch, attempt, "a worker process died")
+        _shutdown(pool.executor, hard=True)
+        assert pool.new_executor is not None
+        pool.executor = pool.new_executor()
+
+    def _start_gpu_workers(self) -> None:
+        if self.gpu is None or not self.gpu.enabled:
+            return
+        runner = self.runner
+        for info in self.gpu.usable_gpus():
+            device = runner.gpu_device(info.index)
+            executor = cf.ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_process,
+                initargs=(dataclasses.replace(runner.gpu_spec, device=device), runner.plan.threads_per_worker),
+            )
+            self.gpu.started(info.index)
+            self.pools.insert(0, _Pool(f"gpu{info.index}", executor, 1, takes_largest=True, gpu_index=info.index))
+            log.warning("GPU worker started on %s (%s, %.1f GB free)", device, info.name, info.free_bytes / 1e9)
+
+    def _stop_gpu_worker(self, pool: _Pool, exc: BaseException) -> None:
+        if pool not in self.pools:
+            return  # already stopped by an earlier batch of the same worker
+        self.pools.remove(pool)
+        _shutdown(pool.executor, hard=True)
+        assert self.gpu is not None and pool.gpu_index is not None
+        self.gpu.out_of_memory(pool.gpu_index)
+        what = "out of memory" if is_cuda_oom(exc) else describe_error(exc)
+        log.warning("GPU worker on GPU %d stopped (%s); its batches go back to the queue", pool.gpu_index, what)
+
+    # -- the end of the run
+
+    def _close(self) -> None:
+        """Stop the preloader and the pools (hand the GPUs back), end every unfinished file."""
+        self.budget.close()
+        hard = self.stop.hard.is_set()
+        for pool in self.pools:
+            _shutdown(pool.executor, hard)
+            if pool.gpu_index is not None and self.gpu is not None:
+                self.gpu.stopped(pool.gpu_index)
+        if self.bar is not None:
+            self.bar.close()
+        for state in self.states.values():
+            if state.index in self.records:
+                continue
+            if self.stop.graceful.is_set():
+                self._fail(state, "interrupted before completion", "interrupted")
+            else:
+                self._fail(state, "no worker could run it" if self.no_workers else "not processed")
+        self.journal.save()
+
+    # -- a file's outcome
+
+    def _fail(self, state: _FileState, message: str, status: str = "failed") -> None:
+        """A file ends failed or interrupted: journal it, free its audio (first outcome wins)."""
+        if state.index in self.records:
+            return
+        duration = state.prepared.duration if state.prepared else 0.0
+        self.records[state.index] = FileRecord(
+            relative_key(state.item.relative), str(state.item.path), status, state.fp, duration, error=message
+        )
+        if status == "failed":
+            log.error("%s: %s", state.item.path, message)
+        self.journal.update(self.records[state.index])
+        self.budget.release(duration)
+        state.prepared = None
+
+    def _finish(self, state: _FileState) -> None:
+        """The file's last segment came back: assemble, write its outputs, journal it."""
+        prepared = state.prepared
+        assert prepared is not None
+        prepared.timings["asr"] = state.asr_seconds
+        settings = self.options.settings
+        info = {"engine": settings.get("engine", {}), "options": settings}
+        result = assemble_result(
+            prepared, [h for h in state.hypotheses if h is not None], self.options.transcribe, info
+        )
+        result.source = str(state.item.path)
+        t0 = time.perf_counter()
+        outputs = []
+        try:
+            for fmt in self.options.formats:
+                path = output_path(self.runner.output_dir, state.item.output_name, fmt)
+                get_writer(fmt).write(result, path)
+                outputs.append(path.relative_to(self.runner.output_dir).as_posix())
+        except OSError as exc:
+            self._fail(state, f"cannot write outputs: {os_error(exc)}")
+            return
+        prepared.timings["write"] = time.perf_counter() - t0
+        record = FileRecord(
+            relative_key(state.item.relative),
+            str(state.item.path),
+            "done",
+            state.fp,
+            prepared.duration,
+            wall=time.perf_counter() - state.started,
+            outputs=outputs,
+            timings={k: round(v, 4) for k, v in prepared.timings.items()},
+        )
+        self.records[state.index] = record
+        self.journal.update(record)
+        log.info("%s: done, %.1f s of audio, RTF %.3f", state.item.path, record.duration, record.realtime_factor)
+        if self.bar is not None:
+            self.bar.update(round(prepared.duration))
+        self.budget.release(prepared.duration)
+        state.prepared = None  # free the samples now
 
 
 class _AudioBudget:

@@ -72,8 +72,12 @@ def _compiled() -> tuple[object, object, object, object, object]:
 
     numba.config.THREADING_LAYER_PRIORITY = [*THREADING_LAYERS, "workqueue"]
     jit = numba.njit(parallel=True, fastmath=FASTMATH, cache=True, boundscheck=False, nogil=True)
-    prange = numba.prange
+    linear3, linear_blocked = _linear_kernels(jit, numba.prange)
+    scores, weighted_values = _attention_kernels(jit, numba.prange)
+    return numba, linear3, linear_blocked, scores, weighted_values
 
+
+def _linear_kernels(jit, prange) -> tuple[object, object]:
     @jit
     def linear3(x, w, b, out):  # pragma: no cover - compiled
         # x (3, k), w (n, k), b (n,), out (3, n): each weight row is read once for all 3 rows.
@@ -164,6 +168,10 @@ def _compiled() -> tuple[object, object, object, object, object]:
                     out[i + 1, r] = s1 + b[r]
                     out[i + 2, r] = s2 + b[r]
 
+    return linear3, linear_blocked
+
+
+def _attention_kernels(jit, prange) -> tuple[object, object]:
     @jit
     def scores(q, k, scale, out):  # pragma: no cover - compiled
         # q (g, b, d), k (g, >= f, d) -> out (g, b, f) = scale * q k[:, :f]^T, g = rows x heads.
@@ -188,7 +196,7 @@ def _compiled() -> tuple[object, object, object, object, object]:
                     for d in range(v.shape[2]):
                         out[g, i, d] += weight * v[g, f, d]
 
-    return numba, linear3, linear_blocked, scores, weighted_values
+    return scores, weighted_values
 
 
 @functools.cache
