@@ -183,7 +183,7 @@ def test_without_a_real_thread_pool_the_kernels_say_why_and_stay_off() -> None:
     """numba's fallback pool made a decoder step 1.4x slower than oneDNN: refuse it, loudly."""
     code = (
         "import logging; logging.basicConfig()\n"
-        "from fireredasr_fast import kernels\n"
+        "from fireredasr_fast.engines.firered import kernels\n"
         "print(kernels.available()); print(kernels.unavailable_reason())\n"
     )
     env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue", "PYTHONPATH": str(Path(__file__).parents[1])}
