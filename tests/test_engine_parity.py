@@ -167,8 +167,8 @@ def test_engine_groups_mixed_lengths_by_cost(models) -> None:
     """A call's segments are split into padded groups by batching.group_by_length: a 42 s
     segment does not pad three short ones to its length, similar lengths share a group."""
     fast, _ = models["varied"]
-    assert fast._batches([350, 4219, 0, 350, 239]) == [[1], [0, 3, 4]]
-    assert fast._batches([1000, 900, 800, 700]) == [[0, 1, 2, 3]]
+    assert fast.encoder_batches([350, 4219, 0, 350, 239]) == [[1], [0, 3, 4]]
+    assert fast.encoder_batches([1000, 900, 800, 700]) == [[0, 1, 2, 3]]
 
 
 def test_parity_on_long_inputs(models, waveforms) -> None:
@@ -336,7 +336,9 @@ def test_alignments_of_a_batch_match_each_utterance_alone(models, waveforms, mon
     waves = waveforms[:8]
     alone = [fast.transcribe([w], beam_size=3, return_alignment=True) for w in waves]
     # All eight in one padded group, as a runner batch of similar lengths would be.
-    monkeypatch.setattr(fast, "_batches", lambda lengths: [sorted(range(len(lengths)), key=lambda i: -lengths[i])])
+    monkeypatch.setattr(
+        fast, "encoder_batches", lambda lengths: [sorted(range(len(lengths)), key=lambda i: -lengths[i])]
+    )
     for budget in (firered.ALIGNMENT_CHUNK_ELEMENTS, 1):
         monkeypatch.setattr(firered, "ALIGNMENT_CHUNK_ELEMENTS", budget)
         hyps, alignments = fast.transcribe(waves, beam_size=3, return_alignment=True)

@@ -14,7 +14,7 @@ from torch import nn
 
 from fireredasr_fast.engines.firered import kernels, onednn
 from fireredasr_fast.engines.firered.engine import FireRedModel
-from fireredasr_fast.engines.firered.model import _sdpa_attention
+from fireredasr_fast.engines.firered.model import sdpa_attention
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason=f"{kernels.unavailable_reason()}")
 
@@ -109,7 +109,7 @@ def test_attention_matches_sdpa(beams: int, padded: bool, monkeypatch: pytest.Mo
         valid[2, 11:] = False
         bias = torch.zeros(n, 1, 1, frames).masked_fill_(~valid[:, None, None, :], float("-inf"))
     got = kernels.attention(q, k, v, bias)
-    want = _sdpa_attention(q, k, v, bias)
+    want = sdpa_attention(q, k, v, bias)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     if padded:  # a padded frame's value must not leak in
         v_changed = v.clone()
@@ -135,7 +135,7 @@ def test_attention_reads_a_history_buffer_only_up_to_its_length(length: int, mon
     k, v = k_buf[:, :, :length], v_buf[:, :, :length]
     assert kernels._heads_as_rows(k).ctypes.data == k_buf.data_ptr()  # no copy
     got = kernels.attention(q, k, v, bias)
-    torch.testing.assert_close(got, _sdpa_attention(q, k.contiguous(), v.contiguous(), bias), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, sdpa_attention(q, k.contiguous(), v.contiguous(), bias), rtol=1e-5, atol=1e-5)
 
 
 def test_kernels_follow_the_torch_thread_count() -> None:
@@ -164,7 +164,7 @@ def test_the_engine_uses_the_kernels_only_where_they_apply(random_model_dir: Pat
 
     off = FireRedModel(random_model_dir, decoder_kernels=False)
     assert not off.decoder_kernels
-    assert off.model.decoder.attention is _sdpa_attention
+    assert off.model.decoder.attention is sdpa_attention
     assert set(off.model.state_dict()) == set(default.model.state_dict())
 
     packed = FireRedModel(random_model_dir, encoder_backend="onednn", decoder_backend="onednn")
@@ -176,7 +176,7 @@ def test_the_engine_uses_the_kernels_only_where_they_apply(random_model_dir: Pat
         FireRedModel(random_model_dir, decoder_backend="mkl"),
     ):
         assert not other.decoder_kernels
-        assert other.model.decoder.attention is _sdpa_attention
+        assert other.model.decoder.attention is sdpa_attention
 
 
 def test_without_a_real_thread_pool_the_kernels_say_why_and_stay_off() -> None:
@@ -213,5 +213,5 @@ def test_attention_takes_the_kernel_only_where_it_wins(monkeypatch: pytest.Monke
         q = torch.randn(1, heads, queries, d_k, generator=gen)
         k, v = torch.randn(2, 1, heads, frames, d_k, generator=gen)
         got = kernels.attention(q, k, v, None)
-        torch.testing.assert_close(got, _sdpa_attention(q, k, v, None), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got, sdpa_attention(q, k, v, None), rtol=1e-5, atol=1e-5)
     assert calls == [(1, 1100), (3, 140)]

@@ -6,11 +6,11 @@ of running that pass, on the same searches, alternating rounds, one process, one
 
   per utterance  the previous code (kept here as `previous_pass`): one pass per segment,
                  its cross-attention K/V projected again from the encoder output;
-  batched        the engine's way (FireRedModel._alignments): one pass for the group's
+  batched        the engine's way (FireRedModel.alignments): one pass for the group's
                  segments together, on the K/V the search already projected, the scores
                  in one reused buffer, the last layer stopped after its attention.
 
-The segments are the runner folder's (runner.build_folder: real speech, the real VAD), cut
+The segments are the runner folder's (common.build_folder: real speech, the real VAD), cut
 into batches across files as the runner does (batching.make_batches), and each batch goes
 through the engine's own grouping. Also reported: each batch's search alone, for the share
 the pass takes of a call.
@@ -30,8 +30,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .grouping import add_folder_options, as_float, report_header, segmented_folder
-from .runner import resolve_model
+from fireredasr_fast.batching import make_batches
+from fireredasr_fast.engines.firered.engine import FireRedModel
+from fireredasr_fast.engines.firered.model import DecoderCache
+from fireredasr_fast.engines.firered.options import step_limit
+from fireredasr_fast.engines.firered.search import beam_search
+
+from .common import add_folder_options, as_float, report_header, resolve_model, segmented_folder
 
 
 def previous_pass(decoder: Any, enc: torch.Tensor, enc_valid: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -69,12 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-seconds", type=float, default=240.0, help="runner batch size (padded seconds)")
     opts = parser.parse_args(argv)
 
-    from fireredasr_fast.batching import make_batches
-    from fireredasr_fast.engines.firered.engine import FireRedModel
-    from fireredasr_fast.engines.firered.model import DecoderCache
-    from fireredasr_fast.engines.firered.options import step_limit
-    from fireredasr_fast.engines.firered.search import beam_search
-
     torch.set_num_threads(opts.threads)
     jobs = [job for file_jobs in segmented_folder(opts.minutes) for job in file_jobs]
     batches = [[as_float(job) for job in b.jobs] for b in make_batches(jobs, opts.batch_seconds)]
@@ -90,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         for waves in batches:
             feats = model.features.batch(waves)
-            for group in model._batches([f.shape[0] for f in feats]):
+            for group in model.encoder_batches([f.shape[0] for f in feats]):
                 start = time.perf_counter()
-                enc, valid = model._encode([feats[i] for i in group])
+                enc, valid = model.encode_features([feats[i] for i in group])
                 # As the engine does: the encoder length, capped at --tokens-per-second.
                 frames = valid.sum(dim=1).tolist()
                 limits = [
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ways = {
         "per utterance": per_utterance,
-        "batched": lambda g: model._alignments(g["enc"], g["valid"], g["found"], g["cross"]),
+        "batched": lambda g: model.alignments(g["enc"], g["valid"], g["found"], g["cross"]),
     }
     times: dict[str, list[float]] = {name: [] for name in ways}
     outputs: dict[str, list[np.ndarray]] = {}

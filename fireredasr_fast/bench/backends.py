@@ -36,22 +36,9 @@ from fireredasr_fast.engines.firered.model import AedModel, Decoder, DecoderCach
 from fireredasr_fast.engines.firered.onnx_decoder import OnnxDecoder, OnnxDecoderCache, export_step
 from fireredasr_fast.engines.firered.onnx_encoder import OnnxEncoder, export_encoder
 
-from .engine import feature_frames
+from .common import alternate, feature_frames
 
 BASELINE = "mkl"  # eager torch with torch's own Linear
-
-
-def alternate(impls: dict[str, Callable[[], Any]], rounds: int, repeats: int = 1) -> dict[str, list[float]]:
-    """Seconds per call of each implementation, `rounds` times, order reversed every round."""
-    times: dict[str, list[float]] = {name: [] for name in impls}
-    items = list(impls.items())
-    for r in range(rounds):
-        for name, fn in items if r % 2 == 0 else items[::-1]:
-            start = time.perf_counter()
-            for _ in range(repeats):
-                fn()
-            times[name].append((time.perf_counter() - start) / repeats)
-    return times
 
 
 def _row(

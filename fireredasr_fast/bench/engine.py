@@ -41,13 +41,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from fireredasr_fast.engines.firered import onednn
 from fireredasr_fast.engines.firered.checkpoint import MODEL_FILE, load_package
 from fireredasr_fast.engines.firered.engine import FireRedModel
-from fireredasr_fast.engines.firered.features import encoder_frames, fbank_frames
+from fireredasr_fast.engines.firered.features import encoder_frames
+from fireredasr_fast.engines.firered.model import AedModel
 from fireredasr_fast.engines.firered.random_model import write_random_model_dir
 from fireredasr_fast.engines.firered.reference import ReferenceModel
 from fireredasr_fast.fsutil import CACHE_ENV
-from fireredasr_fast.results import SAMPLE_RATE
+
+from .backends import compare_decoder_step, compare_encoder, table
+from .common import feature_frames, memory_bandwidth_gbs
 
 TOKENS_PER_SECOND = 4.5
 ONNX_BACKENDS = {"encoder_backend": "onnx", "decoder_backend": "onnx"}
@@ -74,14 +78,12 @@ def forced_length_hook(length: int, eos: int):
 def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 8) -> dict[str, float]:
     """Best-of fp32 GEMM rate on this machine with `threads` threads, through torch's default
     GEMM (MKL) and through oneDNN with a pre-packed weight; "peak" is the better of the two."""
-    from fireredasr_fast.engines.firered import onednn
-
     torch.set_num_threads(threads)
     a, b = torch.randn(size, size), torch.randn(size, size)
     calls = {"mkl": lambda: a @ b}
     if onednn.available():
-        packed = torch.ops.mkldnn._reorder_linear_weight(b, size)
-        calls["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
+        packed = onednn.pack_weight(b, size)
+        calls["onednn"] = lambda: onednn.linear(a, packed)
     rates = {}
     for name, call in calls.items():
         best = float("inf")
@@ -93,19 +95,6 @@ def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 8) -> dict
             best = min(best, time.perf_counter() - start)
         rates[name] = 2 * size**3 / best / 1e9
     return {**rates, "peak": max(rates.values())}
-
-
-def memory_bandwidth_gbs(threads: int, mib: int = 512, repeats: int = 5) -> float:
-    """Best-of read bandwidth (a sum over `mib` MiB of fp32): what a decoder step that
-    streams its weights can hope for."""
-    torch.set_num_threads(threads)
-    data = torch.ones(mib * 2**20 // 4)
-    best = float("inf")
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        data.sum()
-        best = min(best, time.perf_counter() - start)
-    return data.numel() * 4 / best / 1e9
 
 
 def decoder_floor_seconds(
@@ -131,11 +120,6 @@ def decoder_floor_seconds(
         kv = 4 * layers * 2 * d * (t * batch + (step + 1) * rows)
         floor += max(flops / (peak * 1e9), (weights + kv) / (bandwidth * 1e9))
     return floor
-
-
-def feature_frames(seconds: float) -> int:
-    """10 ms fbank frames of `seconds` of 16 kHz audio (25 ms windows)."""
-    return fbank_frames(int(seconds * SAMPLE_RATE))
 
 
 def useful_gflop(args: argparse.Namespace, seconds: float, tokens: int, beam: int) -> dict[str, float]:
@@ -367,10 +351,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _backend_rows(opts: argparse.Namespace, seconds: list[float]) -> list[dict[str, Any]]:
     """Eager torch against ONNX Runtime and oneDNN on a random checkpoint of --preset (fp32)."""
-    from fireredasr_fast.engines.firered.model import AedModel
-
-    from .backends import compare_decoder_step, compare_encoder
-
     print(f"torch {torch.__version__} against onnxruntime {_ort_version()}, {opts.threads} thread(s)", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-backends-") as tmp:
         model_dir = write_random_model_dir(Path(tmp) / opts.preset, preset=opts.preset, odim=7832)
@@ -382,8 +362,6 @@ def _backend_rows(opts: argparse.Namespace, seconds: list[float]) -> list[dict[s
 
 
 def _backend_table(rows: list[dict[str, Any]]) -> str:
-    from .backends import table
-
     return table(rows)
 
 

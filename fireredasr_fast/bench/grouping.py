@@ -1,6 +1,6 @@
 """`python -m fireredasr_fast.bench grouping`: how the engine groups segments of mixed lengths.
 
-The runner's folder (runner.build_folder: real speech, 1-3 minute videos) is segmented by the
+The runner's folder (common.build_folder: real speech, 1-3 minute videos) is segmented by the
 real VAD, then each file's segments go to the FireRedASR engine in one call, the way the
 runner's first batches leave as soon as a file is ready. Two ways of cutting a call into
 padded encoder batches and beam searches, alternating rounds, one process, one model:
@@ -18,63 +18,16 @@ the rate of real speech, the same for both. Tokens must come out identical.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from fireredasr_fast.batching import SegmentJob
+from fireredasr_fast.engines.firered.engine import FireRedModel
 
-from .runner import DEFAULT_CACHE, _cpu_name, build_folder, resolve_model
-
-
-def add_folder_options(parser: argparse.ArgumentParser, rounds: int) -> None:
-    """Options shared by the benchmarks that run the engine on the runner's folder."""
-    parser.add_argument("--minutes", type=float, default=4.0, help="audio in the folder (default: %(default)s)")
-    parser.add_argument("--model-dir", type=Path, help="checkpoint (default: the fixture, else random)")
-    parser.add_argument("--preset", choices=["tiny", "small", "aed-l"], help="write a random checkpoint of this shape")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="random checkpoints are kept here")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--rounds", type=int, default=rounds, help="alternating rounds (default: %(default)s)")
-    parser.add_argument("--tokens-per-second", type=float, default=4.5)
-    parser.add_argument("--json", type=Path)
-
-
-def segmented_folder(minutes: float) -> list[list[SegmentJob]]:
-    """The runner benchmark's folder (runner.build_folder), through the real VAD: each
-    file's segments, files in name order."""
-    from fireredasr_fast.transcribe import prepare_file
-    from fireredasr_fast.vad import SpeechSegmenter
-
-    with tempfile.TemporaryDirectory(prefix="bench-folder-") as tmp:
-        folder = Path(tmp) / "videos"
-        folder.mkdir()
-        build_folder(folder, minutes)
-        segmenter = SpeechSegmenter()
-        paths = sorted(folder.iterdir())
-        return [list(prepare_file(path, segmenter).jobs(i)) for i, path in enumerate(paths)]
-
-
-def as_float(job: SegmentJob) -> np.ndarray:
-    return job.samples.astype(np.float32) / 32768.0
-
-
-def report_header(benchmark: str, threads: int, model: str) -> dict[str, Any]:
-    """The JSON fields every engine-on-folder benchmark report starts with."""
-    return {
-        "benchmark": benchmark,
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {"processor": _cpu_name(), "platform": platform.platform(), "threads": threads},
-        "model": model,
-    }
+from .common import add_folder_options, as_float, report_header, resolve_model, segmented_folder
 
 
 def greedy_groups(lengths: Sequence[int], max_padded: int) -> list[list[int]]:
@@ -100,8 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     add_folder_options(parser, rounds=2)
     opts = parser.parse_args(argv)
 
-    from fireredasr_fast.engines.firered.engine import FireRedModel
-
     torch.set_num_threads(opts.threads)
     calls = [[as_float(job) for job in jobs] for jobs in segmented_folder(opts.minutes)]
     model_dir, kind = resolve_model(opts.model_dir, opts.preset, opts.cache_dir)
@@ -111,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     frames = [[model.features.num_frames(w.size) for w in waves] for waves in calls]
     rules = {
-        "grouped": model._batches,  # bound now, before the loop below swaps the attribute
+        "grouped": model.encoder_batches,  # bound now, before the loop below swaps the attribute
         "greedy": lambda lengths: greedy_groups(lengths, model.batch_frames),
     }
     plans = {name: [rule(f) for f in frames] for name, rule in rules.items()}
@@ -119,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     tokens: dict[str, list[list[int]]] = {}
     for r in range(opts.rounds):
         for name in rules if r % 2 == 0 else list(rules)[::-1]:
-            model._batches = rules[name]  # type: ignore[method-assign]
+            model.encoder_batches = rules[name]  # type: ignore[method-assign]
             spent = {"encoder": 0.0, "decoder": 0.0}
             ids: list[list[int]] = []
             start = time.perf_counter()

@@ -30,10 +30,9 @@ from torch import nn
 
 from fireredasr_fast.engines.firered import kernels, onednn
 from fireredasr_fast.engines.firered.checkpoint import PRESETS
-from fireredasr_fast.engines.firered.model import _sdpa_attention
+from fireredasr_fast.engines.firered.model import sdpa_attention
 
-from .backends import alternate
-from .engine import memory_bandwidth_gbs
+from .common import alternate, memory_bandwidth_gbs
 
 ROWS = (1, 2, 3, 4, 6, 12, 15, 24, 48, 96, 144, 192)
 CROSS_FRAMES = (25, 50, 100, 200, 400, 800, 1500)
@@ -126,7 +125,7 @@ def _attention_rows(preset: str, rounds: int, beams: int = 3) -> list[dict[str, 
                         attend(q, k, v, bias)
 
                 impls = {
-                    "torch": lambda s=step: s(_sdpa_attention),
+                    "torch": lambda s=step: s(sdpa_attention),
                     "kernel": lambda s=step: s(kernels.attention),
                 }
                 for fn in impls.values():

@@ -45,19 +45,18 @@ import sys
 import tempfile
 import threading
 import time
-import wave
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
 
+from fireredasr_fast.audio import decode_audio, is_media_file, to_float32
 from fireredasr_fast.runner.plan import lower_thread_priority
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = ROOT / "samples"
-FIXTURE_MODEL = ROOT / "tests" / "fixtures" / "tiny_model"
-DEFAULT_CACHE = Path(tempfile.gettempdir()) / "fireredasr-bench"
+from .common import DEFAULT_CACHE, ROOT, SAMPLES, build_folder, cpu_name, ensure_random_model, ffmpeg, resolve_model
+
 SAMPLE_INTERVAL = 0.2  # seconds between samples of the process tree (RSS, CPU times)
 # PSS needs a walk of every mapping's page tables (smaps_rollup). With the 4.6 GB AED-L
 # checkpoint mapped, that walk slowed the measured tool: (b) 128.5-133.3 s unmonitored;
@@ -67,117 +66,10 @@ SAMPLE_INTERVAL = 0.2  # seconds between samples of the process tree (RSS, CPU t
 # part, which measures PSS, reads it at every sample.
 TIMED_PSS_INTERVAL = 10.0
 MONITOR_NICE = 19  # the monitor samples in the idle gaps of what it measures
-# Relative file lengths of the folder (scaled to --minutes, clamped to 1-3 min per file).
-LENGTH_WEIGHTS = (1.0, 1.6, 0.8, 1.3, 0.7, 1.2, 0.9, 1.5)
 # Below this much available memory the monitored run is killed: other people's processes
 # share this machine and must not meet the OOM killer because of a benchmark.
 MEMORY_FLOOR_BYTES = 1.5e9
 GOALS = {"speedup": 10.0, "wait_share": 0.05, "memory_4_vs_1": 1.5}
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-def _ffmpeg(*args: str) -> None:
-    from fireredasr_fast.audio import ffmpeg_executable
-
-    subprocess.run([ffmpeg_executable(), "-nostdin", "-v", "error", "-y", *args], check=True)
-
-
-def build_folder(folder: Path, minutes: float, files: int | None = None) -> list[dict[str, Any]]:
-    """Media files of 1-3 minutes, `minutes` in all, each the two samples in turn (English
-    44 s, Mandarin 13 s) repeated and cut; even files mp4 (H.264+AAC), odd mkv (H.264+Opus)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pair = folder.parent / "pair.wav"
-    # One 16 kHz mono track of both samples; every file loops it from its own offset, so
-    # files differ in where their sentences are cut.
-    _ffmpeg(
-        "-i",
-        str(SAMPLES / "two_cities.mp4"),
-        "-i",
-        str(SAMPLES / "aishell_zh.mkv"),
-        "-filter_complex",
-        "[0:a]aresample=16000,aformat=channel_layouts=mono[a];[1:a]aresample=16000,aformat=channel_layouts=mono[b];"
-        "[a][b]concat=n=2:v=0:a=1[out]",
-        "-map",
-        "[out]",
-        str(pair),
-    )
-    total = minutes * 60.0
-    count = files or max(3, min(8, int(total // 60.0)))
-    weights = [LENGTH_WEIGHTS[i % len(LENGTH_WEIGHTS)] for i in range(count)]
-    lengths = [min(180.0, max(60.0, total * w / sum(weights))) for w in weights]
-    from fireredasr_fast.audio import decode_audio
-
-    # The tracks are cut here in samples: ffmpeg's -stream_loop with -ss/-t gave files whose
-    # decoded audio ran past their container duration.
-    loop = decode_audio(pair)
-    made = []
-    for i, length in enumerate(lengths):
-        mp4 = i % 2 == 0
-        path = folder / f"video_{i + 1:02d}.{'mp4' if mp4 else 'mkv'}"
-        offset = round((i * 17.0) % 57.0 * 16000)
-        count = round(length * 16000)
-        reps = (offset + count) // loop.size + 1
-        track = np.tile(loop, reps)[offset : offset + count]
-        wav = folder.parent / f"track_{i + 1:02d}.wav"
-        with wave.open(str(wav), "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(16000)
-            out.writeframes(track.astype("<i2").tobytes())
-        _ffmpeg(
-            "-i",
-            str(wav),
-            "-f",
-            "lavfi",
-            "-i",
-            "color=c=0x203040:s=160x90:r=5",
-            "-map",
-            "1:v",
-            "-map",
-            "0:a",
-            "-shortest",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "aac" if mp4 else "libopus",
-            "-b:a",
-            "48k",
-            str(path),
-        )
-        wav.unlink()
-        made.append({"file": path.name, "seconds": round(length, 1)})
-    return made
-
-
-def resolve_model(model_dir: Path | None, preset: str | None, cache: Path) -> tuple[Path, str]:
-    """--model-dir, else the trained fixture, else a random model of --preset (default small)."""
-    if model_dir is not None and preset is None:
-        return model_dir, f"given: {model_dir}"
-    if model_dir is None and preset is None and (FIXTURE_MODEL / "model.pth.tar").is_file():
-        return FIXTURE_MODEL, "trained tiny fixture (tests/fixtures/tiny_model)"
-    preset = preset or "small"
-    return ensure_random_model(cache / preset, preset), f"random {preset} (odim 7832)"
-
-
-def ensure_random_model(path: Path, preset: str) -> Path:
-    """A random model of `preset` at `path`, written once (via a temporary name, so an
-    interrupted write is never mistaken for a model)."""
-    if (path / "model.pth.tar").is_file():
-        return path
-    from fireredasr_fast.engines.firered.random_model import write_random_model_dir
-
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    start = time.perf_counter()
-    write_random_model_dir(partial, preset=preset, odim=7832)
-    partial.rename(path)
-    size = sum(f.stat().st_size for f in path.iterdir())
-    print(f"wrote random {preset} checkpoint to {path} ({size / 1e9:.2f} GB) in {time.perf_counter() - start:.0f} s")
-    return path
 
 
 # --------------------------------------------------------------------------- monitoring
@@ -348,12 +240,9 @@ def original_script(
     folder: Path, model_dir: Path, out_dir: Path, result_file: Path, max_len: int = 0, rate: float = 0.0
 ) -> None:
     """The user's approach before the tool, run as its own process (see the module doc)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     import torch
     from silero_vad import get_speech_timestamps, load_silero_vad
 
-    from fireredasr_fast.audio import decode_audio, is_media_file, to_float32
     from fireredasr_fast.engines.firered.reference import ReferenceModel
 
     # What such a script gets without asking: torch's default, one thread per core.
@@ -530,7 +419,7 @@ def memory_part(cache: Path, work: Path, counts: list[int]) -> dict[str, Any]:
     clips.mkdir(exist_ok=True)
     for k in range(4):
         start = f"{k * 9.0:.1f}"
-        _ffmpeg("-ss", start, "-i", str(SAMPLES / "two_cities.mp4"), "-t", "5", "-c", "copy", str(clips / f"c{k}.mp4"))
+        ffmpeg("-ss", start, "-i", str(SAMPLES / "two_cities.mp4"), "-t", "5", "-c", "copy", str(clips / f"c{k}.mp4"))
     size = sum(f.stat().st_size for f in model.iterdir() if f.is_file())
     rows: list[dict[str, Any]] = []
     private_one: float | None = None
@@ -748,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         "available_gb_at_start": round(psutil.virtual_memory().available / 1e9, 1),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "platform": platform.platform(),
-        "processor": _cpu_name(),
+        "processor": cpu_name(),
     }
     print(f"machine: {machine}", flush=True)
     report: dict[str, Any] = {
@@ -865,16 +754,6 @@ def cluster_part(folder: Path, model_dir: Path, work: Path, rounds: int, extra: 
         flush=True,
     )
     return result
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import tempfile
 import time
 import unicodedata
@@ -28,8 +27,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = ROOT / "samples"
+from fireredasr_fast import transcribe as our_pipeline
+from fireredasr_fast.audio import decode_audio, is_media_file
+from fireredasr_fast.batching import make_batches
+from fireredasr_fast.engines import EngineSpec
+from fireredasr_fast.engines.whisper.engine import resolve_model_path
+from fireredasr_fast.runner.plan import set_process_threads
+from fireredasr_fast.transcribe import assemble_result, prepare_file, recognise
+from fireredasr_fast.vad import SpeechSegmenter
+
+from .common import SAMPLES, ffmpeg
+
 _COPY_TAG = "__copy"
 
 
@@ -37,37 +45,17 @@ _COPY_TAG = "__copy"
 
 
 def media_files(folder: Path) -> list[Path]:
-    from fireredasr_fast.audio import is_media_file
-
     return sorted(p for p in folder.iterdir() if p.is_file() and is_media_file(p))
 
 
 def make_copies(files: list[Path], repeat: int, workdir: Path) -> list[Path]:
     """`repeat` stream copies of each file (ffmpeg -c copy: the same audio, new files, so
     neither system can reuse anything between them)."""
-    from fireredasr_fast.audio import ffmpeg_executable
-
     copies: list[Path] = []
     for k in range(1, repeat + 1):
         for src in files:
             dst = workdir / f"{src.stem}{_COPY_TAG}{k}{src.suffix}"
-            subprocess.run(
-                [
-                    ffmpeg_executable(),
-                    "-nostdin",
-                    "-v",
-                    "error",
-                    "-y",
-                    "-i",
-                    str(src),
-                    "-map",
-                    "0",
-                    "-c",
-                    "copy",
-                    str(dst),
-                ],
-                check=True,
-            )
+            ffmpeg("-i", str(src), "-map", "0", "-c", "copy", str(dst))
             copies.append(dst)
     return copies
 
@@ -202,10 +190,8 @@ def run_faster_whisper(pipeline: Any, paths: list[Path], args: argparse.Namespac
 
 def run_ours(spec: Any, engine: Any, paths: list[Path]) -> tuple[dict[str, str], dict[str, float], str]:
     """Ours over all paths; returns texts, stage seconds and which entry point was used."""
-    from fireredasr_fast import transcribe as pipeline
-
-    entry = getattr(pipeline, "transcribe_paths", None)
-    options = pipeline.TranscribeOptions()
+    entry = getattr(our_pipeline, "transcribe_paths", None)
+    options = our_pipeline.TranscribeOptions()
     if entry is not None:
         results = entry([str(p) for p in paths], spec, options)
         how = "transcribe_paths"
@@ -224,10 +210,6 @@ def run_ours(spec: Any, engine: Any, paths: list[Path]) -> tuple[dict[str, str],
 
 def _ours_in_process(engine: Any, paths: list[Path], options: Any) -> list[Any]:
     """The pipeline's public pieces, segments of all files pooled into shared batches."""
-    from fireredasr_fast.batching import make_batches
-    from fireredasr_fast.transcribe import assemble_result, prepare_file, recognise
-    from fireredasr_fast.vad import SpeechSegmenter
-
     segmenter = SpeechSegmenter(options.vad)
     prepared = [prepare_file(p, segmenter, options.audio_stream) for p in paths]
     hyps: list[list[Any]] = [[None] * len(pf.segments) for pf in prepared]
@@ -265,10 +247,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     from faster_whisper import BatchedInferencePipeline, WhisperModel
-
-    from fireredasr_fast.engines import EngineSpec
-    from fireredasr_fast.engines.whisper.engine import resolve_model_path
-    from fireredasr_fast.runner.plan import set_process_threads
 
     # Both systems on the same thread budget: CTranslate2 via cpu_threads, torch/onnx via env.
     set_process_threads(args.threads)
@@ -386,8 +364,6 @@ def main(argv: list[str]) -> int:
 
 
 def _duration(path: Path) -> float:
-    from fireredasr_fast.audio import decode_audio
-
     return decode_audio(path).size / 16000
 
 

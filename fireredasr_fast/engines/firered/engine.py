@@ -214,7 +214,7 @@ class FireRedModel:
     def has_ctc(self) -> bool:
         return getattr(self.model, "ctc", None) is not None
 
-    def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
+    def encoder_batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Indices grouped longest first, each group one padded encoder batch and one beam
         search, split where padding would cost more than another search (batching.py);
         each group's padded size (count x longest) fits the frame budget (a single long one
@@ -251,9 +251,9 @@ class FireRedModel:
         timings["features"] = time.perf_counter() - start
         results: list[list[Hypothesis]] = [[Hypothesis(text="")] for _ in waveforms]
         alignments: list[np.ndarray | None] = [None] * len(waveforms)
-        for group in self._batches([f.shape[0] for f in feats]):
+        for group in self.encoder_batches([f.shape[0] for f in feats]):
             start = time.perf_counter()
-            enc, valid = self._encode([feats[i] for i in group])
+            enc, valid = self.encode_features([feats[i] for i in group])
             self._sync()
             mid = time.perf_counter()
             enc_lens = valid.sum(dim=1).tolist()
@@ -282,7 +282,7 @@ class FireRedModel:
                 check_every=1 if self.device.type == "cpu" else 8,
             )
             if return_alignment:
-                for j, att in enumerate(self._alignments(enc, valid, found, cross)):
+                for j, att in enumerate(self.alignments(enc, valid, found, cross)):
                     alignments[group[j]] = att
             del cache, cross
             self._sync()
@@ -305,7 +305,9 @@ class FireRedModel:
     def _hypothesis(self, ids: list[int]) -> Hypothesis:
         return Hypothesis(text=self.tokenizer.detokenize(ids), tokens=self.tokenizer.tokens(ids), token_ids=list(ids))
 
-    def _encode(self, feats: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_features(self, feats: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One padded encoder batch of fbank features (frames, 80) each: the encoder output
+        (batch, frames, d_model) and its valid-frame mask (batch, frames)."""
         lengths = [f.shape[0] for f in feats]
         padded = np.zeros((len(feats), max(lengths), feats[0].shape[1]), dtype=np.float32)
         for row, f in zip(padded, feats, strict=True):
@@ -318,19 +320,22 @@ class FireRedModel:
         feats = self.features.batch(waveforms)
         out: list[torch.Tensor] = [torch.zeros(0, self.model.args.d_model) for _ in waveforms]
         with torch.inference_mode():
-            for group in self._batches([f.shape[0] for f in feats]):
-                enc, valid = self._encode([feats[i] for i in group])
+            for group in self.encoder_batches([f.shape[0] for f in feats]):
+                enc, valid = self.encode_features([feats[i] for i in group])
                 for j, i in enumerate(group):
                     out[i] = enc[j, : int(valid[j].sum())].float().cpu()
         return out
 
-    def _alignments(
+    def alignments(
         self,
         enc: torch.Tensor,
         valid: torch.Tensor,
         found: list[SearchResult],
         cross: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None,
     ) -> list[np.ndarray]:
+        """The token-time pass after a search: per result in `found`, the array that
+        transcribe_nbest(return_alignment=True) returns; `cross`, the search's cross-attention
+        K/V, saves projecting them again."""
         frames = valid.sum(dim=1).tolist()
         if self.has_ctc:
             # FireRedASR2: CTC log-probs (frames, vocabulary) for forced alignment instead.

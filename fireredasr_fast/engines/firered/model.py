@@ -439,7 +439,9 @@ def _additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
-def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
+    """The decoder's attention by default: torch's scaled_dot_product_attention, `bias`
+    an additive mask or None."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
 
@@ -460,7 +462,7 @@ class Decoder(nn.Module):
         self.scale = d_model**0.5
         # How a step attends, to its own history and to the encoder: (q, k, v, additive bias
         # or None) -> output. kernels.attention replaces it on CPU in fp32 (FireRedModel).
-        self.attention: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor] = _sdpa_attention
+        self.attention: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor] = sdpa_attention
 
     def init_cache(self, enc: Tensor, enc_valid: Tensor, beam: int, capacity: int = 32) -> DecoderCache:
         """Project the encoder output to every layer's cross-attention K/V, once."""

@@ -45,6 +45,18 @@ def available() -> bool:
     )
 
 
+def pack_weight(weight: Tensor, rows_hint: int) -> Tensor:
+    """A Linear's fp32 weight (out, in) reordered into oneDNN's packed layout, tuned for
+    calls of about `rows_hint` rows (any row count works), for `linear`."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x (rows, in) times the weight (out, in; as stored or from pack_weight) transposed,
+    plus bias, by oneDNN's matmul."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
 class SharedLinear(nn.Module):
     """A Linear run by oneDNN's matmul on the very same weight and bias tensors (no copy);
     the parameter names stay `weight` and `bias`, so state dicts are unchanged."""
@@ -56,8 +68,7 @@ class SharedLinear(nn.Module):
         self.bias = linear.bias
 
     def forward(self, x: Tensor) -> Tensor:
-        flat = x.reshape(-1, self.in_features)
-        out = torch.ops.mkldnn._linear_pointwise(flat, self.weight, self.bias, "none", [], "")
+        out = linear(x.reshape(-1, self.in_features), self.weight, self.bias)
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
@@ -68,13 +79,11 @@ class PackedLinear(nn.Module):
         super().__init__()
         weight = linear.weight.detach()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        # rows_hint: the row count the layout is tuned for; any row count works.
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
+        self.packed = pack_weight(weight, rows_hint)
         self.bias = None if linear.bias is None else linear.bias.detach().clone()
 
     def forward(self, x: Tensor) -> Tensor:
-        flat = x.reshape(-1, self.in_features)
-        out = torch.ops.mkldnn._linear_pointwise(flat, self.packed, self.bias, "none", [], "")
+        out = linear(x.reshape(-1, self.in_features), self.packed, self.bias)
         return out.reshape(*x.shape[:-1], self.out_features)
 
 

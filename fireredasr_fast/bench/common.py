@@ -1,0 +1,233 @@
+"""What the benchmarks share: where their inputs and checkpoints come from, the runner's
+folder of real-speech videos, report headers, the CPU's name, and the timing helpers.
+
+A benchmark module imports this module and the package's public API, never another
+benchmark's module (the import-linter contracts in pyproject.toml say so), and reads only
+samples/ and its own data (data/), never tests/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+import wave
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fireredasr_fast.audio import decode_audio, ffmpeg_executable
+from fireredasr_fast.batching import SegmentJob
+from fireredasr_fast.results import SAMPLE_RATE
+from fireredasr_fast.transcribe import prepare_file
+from fireredasr_fast.vad import SpeechSegmenter
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "samples"
+# A trained tiny FireRedASR-AED checkpoint (data/tiny_model/README.md says where it comes from):
+# unlike a random one it says <eos> where the speech ends.
+TINY_MODEL = Path(__file__).resolve().parent / "data" / "tiny_model"
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "fireredasr-bench"  # random checkpoints, written once
+# Relative file lengths of the runner's folder (scaled to its minutes, clamped to 1-3 min per file).
+LENGTH_WEIGHTS = (1.0, 1.6, 0.8, 1.3, 0.7, 1.2, 0.9, 1.5)
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def report_header(benchmark: str, threads: int, model: str) -> dict[str, Any]:
+    """The JSON fields every engine-on-folder benchmark report starts with."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": {"processor": cpu_name(), "platform": platform.platform(), "threads": threads},
+        "model": model,
+    }
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def ffmpeg(*args: str) -> None:
+    """Run ffmpeg quietly with these arguments; raises if it fails."""
+    subprocess.run([ffmpeg_executable(), "-nostdin", "-v", "error", "-y", *args], check=True)
+
+
+def build_folder(folder: Path, minutes: float, files: int | None = None) -> list[dict[str, Any]]:
+    """Media files of 1-3 minutes, `minutes` in all, each the two samples in turn (English
+    44 s, Mandarin 13 s) repeated and cut; even files mp4 (H.264+AAC), odd mkv (H.264+Opus)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pair = folder.parent / "pair.wav"
+    # One 16 kHz mono track of both samples; every file loops it from its own offset, so
+    # files differ in where their sentences are cut.
+    ffmpeg(
+        "-i",
+        str(SAMPLES / "two_cities.mp4"),
+        "-i",
+        str(SAMPLES / "aishell_zh.mkv"),
+        "-filter_complex",
+        "[0:a]aresample=16000,aformat=channel_layouts=mono[a];[1:a]aresample=16000,aformat=channel_layouts=mono[b];"
+        "[a][b]concat=n=2:v=0:a=1[out]",
+        "-map",
+        "[out]",
+        str(pair),
+    )
+    total = minutes * 60.0
+    count = files or max(3, min(8, int(total // 60.0)))
+    weights = [LENGTH_WEIGHTS[i % len(LENGTH_WEIGHTS)] for i in range(count)]
+    lengths = [min(180.0, max(60.0, total * w / sum(weights))) for w in weights]
+    # The tracks are cut here in samples: ffmpeg's -stream_loop with -ss/-t gave files whose
+    # decoded audio ran past their container duration.
+    loop = decode_audio(pair)
+    made = []
+    for i, length in enumerate(lengths):
+        mp4 = i % 2 == 0
+        path = folder / f"video_{i + 1:02d}.{'mp4' if mp4 else 'mkv'}"
+        offset = round((i * 17.0) % 57.0 * 16000)
+        count = round(length * 16000)
+        reps = (offset + count) // loop.size + 1
+        track = np.tile(loop, reps)[offset : offset + count]
+        wav = folder.parent / f"track_{i + 1:02d}.wav"
+        with wave.open(str(wav), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(16000)
+            out.writeframes(track.astype("<i2").tobytes())
+        ffmpeg(
+            "-i",
+            str(wav),
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=0x203040:s=160x90:r=5",
+            "-map",
+            "1:v",
+            "-map",
+            "0:a",
+            "-shortest",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac" if mp4 else "libopus",
+            "-b:a",
+            "48k",
+            str(path),
+        )
+        wav.unlink()
+        made.append({"file": path.name, "seconds": round(length, 1)})
+    return made
+
+
+def segmented_folder(minutes: float) -> list[list[SegmentJob]]:
+    """The runner benchmark's folder (build_folder), through the real VAD: each file's
+    segments, files in name order."""
+    with tempfile.TemporaryDirectory(prefix="bench-folder-") as tmp:
+        folder = Path(tmp) / "videos"
+        folder.mkdir()
+        build_folder(folder, minutes)
+        segmenter = SpeechSegmenter()
+        paths = sorted(folder.iterdir())
+        return [list(prepare_file(path, segmenter).jobs(i)) for i, path in enumerate(paths)]
+
+
+def as_float(job: SegmentJob) -> np.ndarray:
+    return job.samples.astype(np.float32) / 32768.0
+
+
+def add_folder_options(parser: argparse.ArgumentParser, rounds: int) -> None:
+    """Options shared by the benchmarks that run the engine on the runner's folder."""
+    parser.add_argument("--minutes", type=float, default=4.0, help="audio in the folder (default: %(default)s)")
+    parser.add_argument("--model-dir", type=Path, help="checkpoint (default: the fixture, else random)")
+    parser.add_argument("--preset", choices=["tiny", "small", "aed-l"], help="write a random checkpoint of this shape")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="random checkpoints are kept here")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--rounds", type=int, default=rounds, help="alternating rounds (default: %(default)s)")
+    parser.add_argument("--tokens-per-second", type=float, default=4.5)
+    parser.add_argument("--json", type=Path)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def resolve_model(model_dir: Path | None, preset: str | None, cache: Path) -> tuple[Path, str]:
+    """--model-dir, else the trained tiny model, else a random model of --preset (default small)."""
+    if model_dir is not None and preset is None:
+        return model_dir, f"given: {model_dir}"
+    if model_dir is None and preset is None and (TINY_MODEL / "model.pth.tar").is_file():
+        return TINY_MODEL, f"trained tiny fixture ({TINY_MODEL.relative_to(ROOT)})"
+    preset = preset or "small"
+    return ensure_random_model(cache / preset, preset), f"random {preset} (odim 7832)"
+
+
+def ensure_random_model(path: Path, preset: str) -> Path:
+    """A random model of `preset` at `path`, written once (via a temporary name, so an
+    interrupted write is never mistaken for a model)."""
+    if (path / "model.pth.tar").is_file():
+        return path
+    from fireredasr_fast.engines.firered.random_model import write_random_model_dir
+
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    start = time.perf_counter()
+    write_random_model_dir(partial, preset=preset, odim=7832)
+    partial.rename(path)
+    size = sum(f.stat().st_size for f in path.iterdir())
+    print(f"wrote random {preset} checkpoint to {path} ({size / 1e9:.2f} GB) in {time.perf_counter() - start:.0f} s")
+    return path
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def alternate(impls: dict[str, Callable[[], Any]], rounds: int, repeats: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each implementation, `rounds` times, order reversed every round."""
+    times: dict[str, list[float]] = {name: [] for name in impls}
+    items = list(impls.items())
+    for r in range(rounds):
+        for name, fn in items if r % 2 == 0 else items[::-1]:
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            times[name].append((time.perf_counter() - start) / repeats)
+    return times
+
+
+def memory_bandwidth_gbs(threads: int, mib: int = 512, repeats: int = 5) -> float:
+    """Best-of read bandwidth (a sum over `mib` MiB of fp32): what a decoder step that
+    streams its weights can hope for."""
+    import torch
+
+    torch.set_num_threads(threads)
+    data = torch.ones(mib * 2**20 // 4)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - start)
+    return data.numel() * 4 / best / 1e9
+
+
+def feature_frames(seconds: float) -> int:
+    """10 ms fbank frames of `seconds` of 16 kHz audio (25 ms windows)."""
+    from fireredasr_fast.engines.firered.features import fbank_frames
+
+    return fbank_frames(int(seconds * SAMPLE_RATE))

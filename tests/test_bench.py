@@ -1,0 +1,36 @@
+"""The benchmarks' command lines and their own data (they run in `python -m fireredasr_fast.bench`;
+benchmarks are not tests, so nothing here times anything)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fireredasr_fast.bench import BENCHMARKS
+from fireredasr_fast.bench.__main__ import main
+from fireredasr_fast.bench.common import ROOT, TINY_MODEL, resolve_model
+from fireredasr_fast.engines.firered.checkpoint import check_model_dir
+
+
+@pytest.mark.parametrize("name", list(BENCHMARKS))
+def test_every_benchmark_prints_its_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([name, "--help"])
+    assert exit_.value.code == 0
+    assert f"python -m fireredasr_fast.bench {name}" in capsys.readouterr().out
+
+
+def test_an_unknown_benchmark_lists_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["no-such-benchmark"]) == 2
+    out = capsys.readouterr().out
+    assert all(name in out for name in BENCHMARKS)
+
+
+def test_the_default_checkpoint_is_the_benchmarks_own_trained_model(tmp_path: Path) -> None:
+    path, kind = resolve_model(None, None, tmp_path)
+    assert path == TINY_MODEL
+    assert "tests" not in path.relative_to(ROOT).parts
+    assert kind.startswith("trained tiny fixture")
+    check_model_dir(path)  # every file a FireRedASR model directory needs
+    assert not any(tmp_path.iterdir())  # no random checkpoint written
