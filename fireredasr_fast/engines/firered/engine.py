@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
 import warnings
 from collections.abc import Sequence
@@ -21,12 +22,14 @@ import torch
 
 from fireredasr_fast.batching import group_by_length
 from fireredasr_fast.engines import Engine, EngineSpec
+from fireredasr_fast.errors import ModelDirError
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 
 from . import kernels, onednn
 from .alignment import ctc_token_times, token_times_from_attention
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, check_model_dir, load_package
 from .features import FbankExtractor
+from .lm import LstmLm, load_lm
 from .model import AedModel, DecoderCache
 from .search import LogitsHook, SearchResult, beam_search
 from .tokenizer import Tokenizer
@@ -64,18 +67,25 @@ class DecodingOptions:
     # 0: off (upstream). Otherwise at most ceil(rate x seconds) tokens per utterance: a guard
     # against a decoder that loops on noise until the encoder length (25 tokens per second).
     max_tokens_per_second: float = 0.0
+    # FireRedASR2's external LSTM LM (lm.py): its directory and fusion weight; "" / 0: off.
+    lm_dir: str = ""
+    lm_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
             raise ValueError("beam_size must be >= 1")
         if not 1 <= self.nbest <= self.beam_size:
             raise ValueError("nbest must be between 1 and beam_size")
-        if not 0.0 < self.eos_penalty <= 1.0:
-            raise ValueError("eos_penalty must be in (0, 1]")
+        if not self.eos_penalty > 0.0:  # FireRedASR2 allows > 1 (v1 asserted <= 1)
+            raise ValueError("eos_penalty must be > 0")
         if self.softmax_smoothing <= 0.0:
             raise ValueError("softmax_smoothing must be > 0")
         if self.max_tokens_per_second < 0.0:
             raise ValueError("max_tokens_per_second must be >= 0 (0 = no limit)")
+        if self.lm_weight < 0.0:
+            raise ValueError("lm_weight must be >= 0")
+        if bool(self.lm_dir) != (self.lm_weight > 0.0):
+            raise ValueError("an external LM needs both lm_dir and lm_weight > 0")
 
 
 def token_limit(samples: int, max_tokens_per_second: float) -> int | None:
@@ -228,6 +238,7 @@ class FireRedModel:
         self.features = FbankExtractor(self.model_dir / CMVN_FILE)
         self.tokenizer = Tokenizer(self.model_dir / DICT_FILE, self.model_dir / SPM_FILE)
         self.timings: dict[str, float] = {}
+        self._lms: dict[Path, LstmLm] = {}
         self._encoder: Any = self.model.encoder
         self._decoder: Any = self.model.decoder
         check_backends(encoder_backend, decoder_backend, self.device.type, precision)
@@ -262,6 +273,18 @@ class FireRedModel:
         if self.decoder_kernels:
             kernels.install(self.model.decoder, few_rows_linear=decoder_backend == "torch")
 
+    def lm(self, lm_dir: str | os.PathLike) -> LstmLm:
+        """The external LM of `lm_dir`, loaded once (fp32 on the model's device)."""
+        path = Path(lm_dir).resolve()
+        if path not in self._lms:
+            lm = load_lm(path, self.device)
+            if lm.vocab_size != self.model.args.odim:
+                raise ModelDirError(
+                    f"{path / MODEL_FILE}: LM vocabulary {lm.vocab_size} != the ASR model's {self.model.args.odim}"
+                )
+            self._lms[path] = lm
+        return self._lms[path]
+
     @property
     def has_ctc(self) -> bool:
         return getattr(self.model, "ctc", None) is not None
@@ -286,6 +309,8 @@ class FireRedModel:
         max_tokens_per_second: float = 0.0,
         logits_hook: LogitsHook | None = None,
         return_alignment: bool = False,
+        lm_dir: str = "",
+        lm_weight: float = 0.0,
     ) -> list[list[Hypothesis]] | tuple[list[list[Hypothesis]], list[np.ndarray | None]]:
         """n-best hypotheses per waveform, best first.
 
@@ -293,10 +318,20 @@ class FireRedModel:
         checkpoint the best hypothesis's cross-attention over encoder frames (40 ms), averaged
         over heads, shape (decoder layers, tokens + 1 for <eos>, frames); for a v2 checkpoint
         with a CTC head, the CTC log-probabilities, shape (frames, vocabulary).
+        Every hypothesis carries per-token confidences and their mean (search.py).
         """
         opts = DecodingOptions(
-            beam_size, nbest, decode_max_len, softmax_smoothing, length_penalty, eos_penalty, max_tokens_per_second
+            beam_size,
+            nbest,
+            decode_max_len,
+            softmax_smoothing,
+            length_penalty,
+            eos_penalty,
+            max_tokens_per_second,
+            lm_dir,
+            lm_weight,
         )
+        lm = self.lm(lm_dir) if lm_dir else None
         timings = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}
         start = time.perf_counter()
         feats = self.features.batch(waveforms)
@@ -332,6 +367,8 @@ class FireRedModel:
                 eos_penalty=opts.eos_penalty,
                 logits_hook=logits_hook,
                 check_every=1 if self.device.type == "cpu" else 8,
+                lm=lm,
+                lm_weight=lm_weight,
             )
             if return_alignment:
                 for j, att in enumerate(self._alignments(enc, valid, found, cross)):
@@ -341,7 +378,10 @@ class FireRedModel:
             timings["encoder"] += mid - start
             timings["decoder"] += time.perf_counter() - mid
             for j, i in enumerate(group):
-                results[i] = [self._hypothesis(seq) for seq in found[j].sequences]
+                results[i] = [
+                    self._hypothesis(seq, conf)
+                    for seq, conf in zip(found[j].sequences, found[j].confidences, strict=True)
+                ]
         self.timings = timings
         return (results, alignments) if return_alignment else results
 
@@ -354,8 +394,14 @@ class FireRedModel:
             return [h[0] for h in hyps], alignments
         return [h[0] for h in out]
 
-    def _hypothesis(self, ids: list[int]) -> Hypothesis:
-        return Hypothesis(text=self.tokenizer.detokenize(ids), tokens=self.tokenizer.tokens(ids), token_ids=list(ids))
+    def _hypothesis(self, ids: list[int], confidences: list[float]) -> Hypothesis:
+        return Hypothesis(
+            text=self.tokenizer.detokenize(ids),
+            tokens=self.tokenizer.tokens(ids),
+            token_ids=list(ids),
+            token_confidences=list(confidences),
+            confidence=statistics.fmean(confidences) if confidences else None,
+        )
 
     def _encode(self, feats: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = [f.shape[0] for f in feats]
