@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="firered: at most this many tokens per second of segment (0 = off, upstream's limit only); "
         "stops a decoder that loops on noise, e.g. 12",
     )
+    d.add_argument(
+        "--lm-dir",
+        default="",
+        help="firered: a FireRedASR2 LSTM language model directory (model.pth.tar) fused in the beam search; "
+        "needs --lm-weight",
+    )
+    d.add_argument("--lm-weight", type=float, default=0.0, help="firered: the LM's weight in the fusion (0 = off)")
 
     v = p.add_argument_group("segmentation (silero VAD)")
     v.add_argument("--vad-threshold", type=float, default=VadOptions.threshold)
@@ -209,6 +216,8 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
         if args.max_tokens_per_second:
             # Only when set, like the backends below.
             options["max_tokens_per_second"] = args.max_tokens_per_second
+        if args.lm_dir or args.lm_weight:
+            options.update(_lm_options(args.lm_dir, args.lm_weight))
         for option in BACKEND_OPTIONS:
             backend = getattr(args, option)
             if backend != "torch":
@@ -226,6 +235,17 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
             args.precision, args.precision
         )
     return EngineSpec("whisper", model_path, args.model, device, tuple(sorted(options.items())))
+
+
+def _lm_options(lm_dir: str, lm_weight: float) -> dict[str, Any]:
+    """--lm-dir / --lm-weight as engine options, the LM loaded (safely) once here so that a
+    missing or foreign LM is refused before any worker starts."""
+    if not lm_dir or lm_weight <= 0.0:
+        raise FireRedFastError("--lm-dir and --lm-weight go together (a directory and a weight > 0)")
+    from fireredasr_fast.engines.firered.lm import load_lm
+
+    load_lm(lm_dir)
+    return {"lm_dir": str(Path(lm_dir).resolve()), "lm_weight": lm_weight}
 
 
 def _weights_shared(spec: EngineSpec) -> bool:
