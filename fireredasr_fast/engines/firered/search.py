@@ -56,6 +56,7 @@ def beam_search(
     cache: Any = None,
     lm: LstmLm | None = None,
     lm_weight: float = 0.0,
+    confidence: bool = True,
 ) -> list[SearchResult]:
     """Upstream's batch beam search with caches and a shrinking batch.
 
@@ -67,6 +68,8 @@ def beam_search(
     cross-attention K/V for an alignment pass); the search consumes it. With `lm` and
     `lm_weight` > 0, each step adds lm_weight x the LM's log-probabilities of the next token
     (its <eos> log-prob multiplied by LM_EOS_FACTOR) to the decoder's, as FireRedASR2 does.
+    `confidence=False` skips the per-token confidences (their results are then empty lists):
+    for the benchmark that measures what they cost (bench/search_extras.py).
     """
     if not eos_penalty > 0.0:  # FireRedASR2 allows > 1 (v1 asserted <= 1)
         raise ValueError("eos_penalty must be > 0")
@@ -97,7 +100,7 @@ def beam_search(
         for j in local:
             u = active_host[j]
             seqs = ys[j * beam : (j + 1) * beam, :t_len]
-            confs = confidences[j * beam : (j + 1) * beam, : t_len - 1]
+            confs = confidences[j * beam : (j + 1) * beam, : t_len - 1 if confidence else 0]
             results[u] = _finalise(seqs, scores[j * beam : (j + 1) * beam, 0], confs, eos, nbest, length_penalty)
 
     step = 0
@@ -126,9 +129,10 @@ def beam_search(
         new_y = torch.gather(top_y.view(n, beam * beam), 1, best_ids).view(-1)
         ys[: n * beam, : step + 1] = ys[: n * beam, : step + 1].index_select(0, parent)
         ys[: n * beam, step + 1] = new_y
-        if step:
-            confidences[:, :step] = confidences[:, :step].index_select(0, parent)
-        confidences[:, step] = torch.gather(top_s.view(n, beam * beam), 1, best_ids).view(-1).exp()
+        if confidence:
+            if step:
+                confidences[:, :step] = confidences[:, :step].index_select(0, parent)
+            confidences[:, step] = torch.gather(top_s.view(n, beam * beam), 1, best_ids).view(-1).exp()
         cache.reorder(parent)
         if lm_state is not None:
             lm_state = tuple(x.index_select(1, parent) for x in lm_state)
