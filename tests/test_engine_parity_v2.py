@@ -239,3 +239,40 @@ def test_v1_reference_refuses_lm(model_dirs, waveforms, lm_dir) -> None:
     ref = load_model(model_dirs["v1"], implementation="reference")
     with pytest.raises(ValueError, match="no LM fusion"):
         ref.transcribe(waveforms[:1], lm_dir=str(lm_dir), lm_weight=0.3)
+
+
+def test_ctc_token_times_keep_the_pauses_fireredasr2_erases() -> None:
+    """On CTC log-probs whose blanks show a 1.1 s pause: our alignment puts every token where
+    FireRedASR2's own Viterbi does (its times are 20 ms earlier: frame end minus its 60 ms
+    shift), but it keeps the pause as a gap, where upstream's `start = min(start, last_end)`
+    pulls the first token after the pause back to the end of the one before."""
+    from fireredasr_fast.engines.firered.alignment import FRAME_SECONDS, ctc_token_times
+
+    ctc = reference2._import_fireredasr2("models.module.ctc").CTC
+    frames, vocab = 70, 12
+    emissions = {3: 5, 4: 5, 8: 6, 12: 7, 41: 8, 45: 9, 49: 10, 50: 10, 56: 11}  # pause: frames 13-40
+    ids = [5, 6, 7, 8, 9, 10, 11]
+    log_probs = np.full((frames, vocab), -12.0, dtype=np.float32)
+    log_probs[:, 0] = -0.01
+    for frame, token in emissions.items():
+        log_probs[frame] = -12.0
+        log_probs[frame, token] = -0.01
+    duration = frames * FRAME_SECONDS
+    ours = ctc_token_times(log_probs, ids, duration)
+    assert ours is not None
+
+    path = ctc.ctc_align(torch.from_numpy(log_probs), np.array(ids))
+    starts, ends = ctc.ctc_alignment_to_timestamp(path, 4)
+    shift, last_end, theirs = 0.06, duration, []  # as FireRedAsr2._get_and_fix_timestamp
+    for start, end in zip(starts, ends, strict=True):
+        start = min(max(0.0, start - shift), last_end)
+        last_end = min(max(0.0, end - shift), duration)
+        theirs.append((start, last_end))
+
+    assert [a for a, _ in ours] == pytest.approx([s - shift + 0.02 for s in starts])  # the same alignment
+    assert [a for a, _ in ours] == pytest.approx([f * FRAME_SECONDS for f in (3, 8, 12, 41, 45, 49, 56)])
+    pause_before = 3  # the token after the pause
+    assert theirs[pause_before][0] == pytest.approx(theirs[pause_before - 1][1])  # upstream: no gap left
+    assert ours[pause_before][0] - ours[pause_before - 1][1] > 0.8  # ours: the pause stays
+    assert all(ours[i][1] <= ours[i + 1][0] + 1e-9 for i in range(len(ours) - 1))
+    assert all(b - a > 0.0 for a, b in ours)

@@ -2,11 +2,14 @@
 
 Side by side in one run, on the same encoder output, in alternating rounds: our beam search
 without the per-token confidences (`beam_search(confidence=False)`), with them (the default,
-always on in the engine), and with an external LSTM LM fused (lm.py). Random-weight v2
+always on in the engine), and with an external LSTM LM fused (lm.py). The confidences' cost is
+also timed alone (the same tensor operations on the search's shapes, "its ops alone", as a share
+of the plain search): on a loaded machine the difference of two whole searches is noise. Random-weight v2
 checkpoints (CTC head, 8667 tokens) of the chosen shapes; every search runs exactly
 `--tokens-per-second` x seconds steps (<eos> suppressed by a logits hook), so all rows do the
-same number of steps whatever the random weights say. The real FireRedASR2 LM's shape is not
-known here: --lm-dim / --lm-layers set the random one's.
+same number of steps whatever the random weights say. Times are the process's CPU time
+(time.process_time, one thread): on a shared machine wall time mostly measures the other jobs.
+The real FireRedASR2 LM's shape is not known here: --lm-dim / --lm-layers set the random one's.
 
     python -m fireredasr_fast.bench search-extras --presets tiny,small --seconds 5,20 --json extras.json
 """
@@ -35,6 +38,27 @@ V2_VOCABULARY = 8667
 VARIANTS = ("plain", "confidence", "lm")
 
 
+def _confidence_ops_seconds(rows: int, beam: int, steps: int, rounds: int) -> float:
+    """CPU seconds of the confidence bookkeeping alone over one search of `steps` steps: the
+    same tensor operations beam_search adds (gather and exp of the chosen step scores, history
+    reorder), on tensors of the search's shapes; fastest of `rounds`."""
+    n = rows // beam
+    top_s = torch.randn(rows, beam)
+    best_ids = torch.randint(0, beam * beam, (n, beam))
+    parent = torch.randint(0, rows, (rows,))
+    confidences = torch.zeros(rows, steps + 1)
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(rounds):
+            start = time.process_time()
+            for step in range(steps):
+                if step:
+                    confidences[:, :step] = confidences[:, :step].index_select(0, parent)
+                confidences[:, step] = torch.gather(top_s.view(n, beam * beam), 1, best_ids).view(-1).exp()
+            best = min(best, time.process_time() - start)
+    return best
+
+
 def _search_times(model: FireRedModel, lm: Any, seconds: float, opts: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     waves = [(rng.standard_normal(int(16000 * seconds)) * 0.05).astype(np.float32) for _ in range(opts.batch)]
@@ -50,7 +74,7 @@ def _search_times(model: FireRedModel, lm: Any, seconds: float, opts: argparse.N
 
     def run(variant: str) -> float:
         cache = model._decoder.init_cache(enc, valid, opts.beam)
-        start = time.perf_counter()
+        start = time.process_time()
         beam_search(
             model._decoder,
             enc,
@@ -65,7 +89,7 @@ def _search_times(model: FireRedModel, lm: Any, seconds: float, opts: argparse.N
             lm=lm if variant == "lm" else None,
             lm_weight=opts.lm_weight,
         )
-        return time.perf_counter() - start
+        return time.process_time() - start
 
     for variant in VARIANTS:  # warm-up (numba compilation, allocator)
         run(variant)
@@ -73,8 +97,10 @@ def _search_times(model: FireRedModel, lm: Any, seconds: float, opts: argparse.N
     for _ in range(opts.rounds):
         for variant in VARIANTS:
             times[variant].append(run(variant))
-    # The fastest of the alternating rounds: on a shared machine the others measure the load.
+    # The fastest of the alternating rounds (CPU seconds): on a shared machine the others
+    # measure the load.
     med = {v: min(t) for v, t in times.items()}
+    isolated = _confidence_ops_seconds(len(waves) * opts.beam, opts.beam, steps, 3 * opts.rounds)
     return {
         "seconds": seconds,
         "batch": opts.batch,
@@ -83,6 +109,8 @@ def _search_times(model: FireRedModel, lm: Any, seconds: float, opts: argparse.N
         "search_s_median": {v: statistics.median(t) for v, t in times.items()},
         "step_ms": {v: 1000 * t / steps for v, t in med.items()},
         "confidence_overhead": med["confidence"] / med["plain"] - 1.0,
+        "confidence_ops_s": isolated,
+        "confidence_ops_share": isolated / med["plain"],
         "lm_ms_per_step": 1000 * (med["lm"] - med["confidence"]) / steps,
         "lm_overhead": med["lm"] / med["confidence"] - 1.0,
     }
@@ -91,14 +119,15 @@ def _search_times(model: FireRedModel, lm: Any, seconds: float, opts: argparse.N
 def _table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| preset | seconds x batch | steps | search plain | + confidence | confidence cost "
-        "| + LM | LM per step | LM cost |"
+        "| its ops alone | + LM | LM per step | LM cost |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         s = r["search_s"]
         lines.append(
             f"| {r['preset']} | {r['seconds']:g} x {r['batch']} | {r['steps']} | {s['plain']:.3f} s | "
-            f"{s['confidence']:.3f} s | {100 * r['confidence_overhead']:+.2f} % | {s['lm']:.3f} s | "
+            f"{s['confidence']:.3f} s | {100 * r['confidence_overhead']:+.2f} % | "
+            f"{1000 * r['confidence_ops_s']:.2f} ms = {100 * r['confidence_ops_share']:.2f} % | {s['lm']:.3f} s | "
             f"{r['lm_ms_per_step']:.2f} ms | {100 * r['lm_overhead']:+.1f} % |"
         )
     return "\n".join(lines)
