@@ -112,7 +112,7 @@ def beam_search(
         t_scores = F.log_softmax(logits.float() / softmax_smoothing, dim=-1)
         if lm_state is not None:
             lm_scores, lm_state = lm.step(last, lm_state)
-            lm_scores[:, eos] *= LM_EOS_FACTOR
+            lm_scores[:, lm.eos_id] *= LM_EOS_FACTOR
             t_scores = t_scores + lm_weight * lm_scores
         if eos_penalty != 1.0:
             t_scores[:, eos] *= eos_penalty
