@@ -149,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="firered: at most this many tokens per second of segment (0 = off, upstream's limit only); "
         "stops a decoder that loops on noise, e.g. 12",
     )
+    d.add_argument(
+        "--lm-dir",
+        default="",
+        help="firered: a FireRedASR2 LSTM language model directory (model.pth.tar) fused in the beam search; "
+        "needs --lm-weight",
+    )
+    d.add_argument("--lm-weight", type=float, default=0.0, help="firered: the LM's weight in the fusion (0 = off)")
 
     v = p.add_argument_group("segmentation (silero VAD)")
     v.add_argument(
@@ -284,6 +291,7 @@ def _firered_options(args: argparse.Namespace) -> FireRedOptions:
         length_penalty=args.length_penalty,
         eos_penalty=args.eos_penalty,
         max_tokens_per_second=args.max_tokens_per_second,
+        **(_lm_options(args.lm_dir, args.lm_weight) if args.lm_dir or args.lm_weight else {}),
     )
     return FireRedOptions(
         decoding=decoding,
@@ -313,6 +321,17 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
     model_path = resolve_model_path(args.model_dir, args.model)
     options = WhisperOptions.from_precision(args.precision, language=args.language)
     return EngineSpec("whisper", model_path, args.model, device, options)
+
+
+def _lm_options(lm_dir: str, lm_weight: float) -> dict[str, Any]:
+    """--lm-dir / --lm-weight as engine options, the LM loaded (safely) once here so that a
+    missing or foreign LM is refused before any worker starts."""
+    if not lm_dir or lm_weight <= 0.0:
+        raise FireRedFastError("--lm-dir and --lm-weight go together (a directory and a weight > 0)")
+    from fireredasr_fast.engines.firered.lm import load_lm
+
+    load_lm(lm_dir)
+    return {"lm_dir": str(Path(lm_dir).resolve()), "lm_weight": lm_weight}
 
 
 def _cluster_setup(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpec):

@@ -249,3 +249,29 @@ def test_max_tokens_per_second_caps_segments(tmp_path: Path):
     assert sum(len(s["tokens"]) for s in segments) < 13
     refused = run_cli(*args[:2], "--max-tokens-per-second", "-1", str(SAMPLES / "aishell_zh.mkv"))
     assert refused.returncode == 2 and "max-tokens-per-second" in refused.stderr
+
+
+def test_lm_fusion_from_the_cli(tmp_path: Path):
+    """--lm-dir / --lm-weight reach the workers: a strongly weighted random LM changes what the
+    trained fixture says; a directory without a weight, or a missing LM, is refused up front."""
+    from conftest import FIXTURES
+
+    from fireredasr_fast.engines.firered.random_model import write_random_lm_dir
+
+    model_dir = FIXTURES / "tiny_model"
+    odim = sum(1 for _ in (model_dir / "dict.txt").open(encoding="utf-8"))
+    lm_dir = write_random_lm_dir(tmp_path / "lm", odim=odim, output_gain=5.0)
+    out = tmp_path / "out"
+    args = ("--model-dir", str(model_dir), "--workers", "1")
+    result = run_cli(
+        *args, "--lm-dir", str(lm_dir), "--lm-weight", "2", "-o", str(out), str(SAMPLES / "aishell_zh.mkv")
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads((out / "aishell_zh.json").read_text())
+    assert data["engine"]["options"]["lm_weight"] == 2.0
+    assert data["engine"]["options"]["lm_dir"] == str(lm_dir.resolve())
+    assert (out / "aishell_zh.txt").read_text().split() != ["甚至出现交易几乎停滞的情况", "一二线城市虽然也处于调整中"]
+    refused = run_cli(*args, "--lm-dir", str(lm_dir), str(SAMPLES / "aishell_zh.mkv"))
+    assert refused.returncode == 2 and "--lm-weight" in refused.stderr
+    missing = run_cli(*args, "--lm-dir", str(tmp_path), "--lm-weight", "1", str(SAMPLES / "aishell_zh.mkv"))
+    assert missing.returncode == 2 and "model.pth.tar" in missing.stderr

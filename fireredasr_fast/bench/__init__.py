@@ -13,4 +13,5 @@ BENCHMARKS = {
     "grouping": "How the engine splits a call of mixed-length segments into padded batches",
     "alignment": "The token-time pass after the search: one per segment against batched",
     "kernels": "The numba decoder kernels against torch's, by row count and K/V size",
+    "search-extras": "What the search's per-token confidences and external LM fusion cost (FireRedASR2)",
 }

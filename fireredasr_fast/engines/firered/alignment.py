@@ -15,6 +15,13 @@ from .features import ENCODER_FRAME_SECONDS
 
 # Centre of encoder frame k in seconds: it sees feature frames 4k .. 4k+6 (25 ms windows).
 FRAME_OFFSET = 0.0425
+# A CTC span (a token's start to the next token's) longer than PAUSE_SPAN_FACTOR x the median
+# span, whose trailing blanks last at least MIN_PAUSE seconds, holds a pause; it ends
+# PAUSE_END_FACTOR x the median after its start (upstream cuts at 2 x / 1.5 x the mean, which a
+# long pause inflates; the median is what a token lasts).
+PAUSE_SPAN_FACTOR = 2.0
+PAUSE_END_FACTOR = 1.5
+MIN_PAUSE = 0.2
 
 
 def token_times_from_attention(
@@ -55,8 +62,13 @@ def ctc_token_times(
 
     `log_probs` is (encoder frames, vocabulary). The best path through the usual CTC
     topology (blank, y1, blank, y2, ..., yL, blank) gives each token the frames where it is
-    emitted; a token's span runs from its first frame to the frame before the next token's.
-    None when the audio is too short for the tokens (no valid path).
+    emitted; a token starts at its first frame and runs to the next token's start, except
+    that a span holding a pause (longer than PAUSE_SPAN_FACTOR x the median span, with at least
+    MIN_PAUSE of blanks after the token) ends PAUSE_END_FACTOR x the median, or its own emitted
+    frames, after its start.
+    Starts are never moved back, so the pause stays a gap (FireRedASR2 cuts long spans the same
+    way, then pulls each start back to the previous end, which erases every pause: FireRedASR2S
+    issues #41, #58). None when the audio is too short for the tokens (no valid path).
     """
     frames, n_tokens = log_probs.shape[0], len(token_ids)
     if n_tokens == 0:
@@ -87,11 +99,16 @@ def ctc_token_times(
         path[t] = last
         last -= int(came_from[t, last])
     first_frame = np.full(n_tokens, -1)
+    last_frame = np.full(n_tokens, -1)
     for t, state in enumerate(path):
-        if state % 2 == 1 and first_frame[state // 2] < 0:
-            first_frame[state // 2] = t
+        if state % 2 == 1:
+            if first_frame[state // 2] < 0:
+                first_frame[state // 2] = t
+            last_frame[state // 2] = t
     starts = first_frame * ENCODER_FRAME_SECONDS
-    ends = np.append(starts[1:], min(duration, (path.size) * ENCODER_FRAME_SECONDS))
-    last_emit = max(t for t, state in enumerate(path) if state == 2 * n_tokens - 1)
-    ends[-1] = min(duration, (last_emit + 1) * ENCODER_FRAME_SECONDS)
+    ends = np.append(starts[1:], min(duration, (last_frame[-1] + 1) * ENCODER_FRAME_SECONDS))
+    emitted = (last_frame - first_frame + 1) * ENCODER_FRAME_SECONDS
+    typical = float(np.median(ends - starts))
+    pauses = (ends - starts > PAUSE_SPAN_FACTOR * typical) & (ends - starts - emitted >= MIN_PAUSE)
+    ends = np.where(pauses, starts + np.maximum(PAUSE_END_FACTOR * typical, emitted), ends)
     return [(float(min(a, duration)), float(min(max(a, b), duration))) for a, b in zip(starts, ends, strict=True)]

@@ -8,6 +8,7 @@ implementation="reference", the PyPI reference wrapped to the same interface
 from __future__ import annotations
 
 import os
+import statistics
 import time
 import warnings
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ import torch
 
 from fireredasr_fast.batching import group_by_length
 from fireredasr_fast.engines import Engine, EngineSpec
+from fireredasr_fast.errors import ModelDirError
 from fireredasr_fast.fsutil import file_identity
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 
@@ -27,6 +29,7 @@ from . import kernels, onednn
 from .alignment import ctc_token_times, token_times_from_attention
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, check_model_dir, load_package
 from .features import FbankExtractor
+from .lm import LstmLm, load_lm
 from .model import AedModel, DecoderCache
 from .options import (
     DEFAULT_BATCH_FRAMES,
@@ -176,6 +179,7 @@ class FireRedModel:
         self.features = FbankExtractor(self.model_dir / CMVN_FILE)
         self.tokenizer = Tokenizer(self.model_dir / DICT_FILE, self.model_dir / SPM_FILE)
         self.timings: dict[str, float] = {}
+        self._lms: dict[Path, LstmLm] = {}
         self._encoder: Any = self.model.encoder
         self._decoder: Any = self.model.decoder
         check_backends(encoder_backend, decoder_backend, self.device.type, precision)
@@ -210,6 +214,18 @@ class FireRedModel:
         if self.decoder_kernels:
             kernels.install(self.model.decoder, few_rows_linear=decoder_backend == "torch")
 
+    def lm(self, lm_dir: str | os.PathLike) -> LstmLm:
+        """The external LM of `lm_dir`, loaded once (fp32 on the model's device)."""
+        path = Path(lm_dir).resolve()
+        if path not in self._lms:
+            lm = load_lm(path, self.device)
+            if lm.vocab_size != self.model.args.odim:
+                raise ModelDirError(
+                    f"{path / MODEL_FILE}: LM vocabulary {lm.vocab_size} != the ASR model's {self.model.args.odim}"
+                )
+            self._lms[path] = lm
+        return self._lms[path]
+
     @property
     def has_ctc(self) -> bool:
         return getattr(self.model, "ctc", None) is not None
@@ -234,6 +250,8 @@ class FireRedModel:
         max_tokens_per_second: float = 0.0,
         logits_hook: LogitsHook | None = None,
         return_alignment: bool = False,
+        lm_dir: str = "",
+        lm_weight: float = 0.0,
     ) -> list[list[Hypothesis]] | tuple[list[list[Hypothesis]], list[np.ndarray | None]]:
         """n-best hypotheses per waveform, best first.
 
@@ -241,10 +259,20 @@ class FireRedModel:
         checkpoint the best hypothesis's cross-attention over encoder frames (40 ms), averaged
         over heads, shape (decoder layers, tokens + 1 for <eos>, frames); for a v2 checkpoint
         with a CTC head, the CTC log-probabilities, shape (frames, vocabulary).
+        Every hypothesis carries per-token confidences and their mean (search.py).
         """
         opts = DecodingOptions(
-            beam_size, nbest, decode_max_len, softmax_smoothing, length_penalty, eos_penalty, max_tokens_per_second
+            beam_size,
+            nbest,
+            decode_max_len,
+            softmax_smoothing,
+            length_penalty,
+            eos_penalty,
+            max_tokens_per_second,
+            lm_dir,
+            lm_weight,
         )
+        lm = self.lm(lm_dir) if lm_dir else None
         timings = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}
         start = time.perf_counter()
         feats = self.features.batch(waveforms)
@@ -280,6 +308,8 @@ class FireRedModel:
                 eos_penalty=opts.eos_penalty,
                 logits_hook=logits_hook,
                 check_every=1 if self.device.type == "cpu" else 8,
+                lm=lm,
+                lm_weight=lm_weight,
             )
             if return_alignment:
                 for j, att in enumerate(self.alignments(enc, valid, found, cross)):
@@ -289,7 +319,10 @@ class FireRedModel:
             timings["encoder"] += mid - start
             timings["decoder"] += time.perf_counter() - mid
             for j, i in enumerate(group):
-                results[i] = [self._hypothesis(seq) for seq in found[j].sequences]
+                results[i] = [
+                    self._hypothesis(seq, conf)
+                    for seq, conf in zip(found[j].sequences, found[j].confidences, strict=True)
+                ]
         self.timings = timings
         return (results, alignments) if return_alignment else results
 
@@ -302,8 +335,14 @@ class FireRedModel:
             return [h[0] for h in hyps], alignments
         return [h[0] for h in out]
 
-    def _hypothesis(self, ids: list[int]) -> Hypothesis:
-        return Hypothesis(text=self.tokenizer.detokenize(ids), tokens=self.tokenizer.tokens(ids), token_ids=list(ids))
+    def _hypothesis(self, ids: list[int], confidences: list[float]) -> Hypothesis:
+        return Hypothesis(
+            text=self.tokenizer.detokenize(ids),
+            tokens=self.tokenizer.tokens(ids),
+            token_ids=list(ids),
+            token_confidences=list(confidences),
+            confidence=statistics.fmean(confidences) if confidences else None,
+        )
 
     def encode_features(self, feats: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """One padded encoder batch of fbank features (frames, 80) each: the encoder output

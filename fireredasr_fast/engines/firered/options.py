@@ -44,18 +44,25 @@ class DecodingOptions:
     # 0: off (upstream). Otherwise at most ceil(rate x seconds) tokens per utterance: a guard
     # against a decoder that loops on noise until the encoder length (25 tokens per second).
     max_tokens_per_second: float = 0.0
+    # FireRedASR2's external LSTM LM (lm.py): its directory and fusion weight; "" / 0: off.
+    lm_dir: str = ""
+    lm_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
             raise ValueError("beam_size must be >= 1")
         if not 1 <= self.nbest <= self.beam_size:
             raise ValueError("nbest must be between 1 and beam_size")
-        if not 0.0 < self.eos_penalty <= 1.0:
-            raise ValueError("eos_penalty must be in (0, 1]")
+        if not self.eos_penalty > 0.0:  # FireRedASR2 allows > 1 (v1 asserted <= 1)
+            raise ValueError("eos_penalty must be > 0")
         if self.softmax_smoothing <= 0.0:
             raise ValueError("softmax_smoothing must be > 0")
         if self.max_tokens_per_second < 0.0:
             raise ValueError("max_tokens_per_second must be >= 0 (0 = no limit)")
+        if self.lm_weight < 0.0:
+            raise ValueError("lm_weight must be >= 0")
+        if bool(self.lm_dir) != (self.lm_weight > 0.0):
+            raise ValueError("an external LM needs both lm_dir and lm_weight > 0")
 
 
 def token_limit(samples: int, max_tokens_per_second: float) -> int | None:
@@ -86,6 +93,11 @@ def check_backends(
 
 
 _DECODING_FIELDS = frozenset(f.name for f in fields(DecodingOptions))
+# What journals written before DecodingOptions grew further fields fingerprinted; a later field
+# enters the fingerprint only when set, so those journals keep resuming.
+_FINGERPRINTED_ALWAYS = frozenset(
+    ("beam_size", "nbest", "decode_max_len", "softmax_smoothing", "length_penalty", "eos_penalty")
+)
 
 
 @dataclass(frozen=True)
@@ -146,9 +158,12 @@ class FireRedOptions:
     def fingerprint(self) -> dict[str, Any]:
         """What changes the outputs, for the resume journal. Options at their old defaults
         are left out so that journals written before they existed keep resuming."""
-        out: dict[str, Any] = dataclasses.asdict(self.decoding)
-        if not out["max_tokens_per_second"]:
-            del out["max_tokens_per_second"]
+        defaults = DecodingOptions()
+        out: dict[str, Any] = {
+            name: value
+            for name, value in dataclasses.asdict(self.decoding).items()
+            if name in _FINGERPRINTED_ALWAYS or value != getattr(defaults, name)
+        }
         out["precision"] = self.precision
         for option in ("encoder_backend", "decoder_backend"):
             if getattr(self, option) != "torch":

@@ -10,7 +10,11 @@ favours the input token, which the residual stream carries. `mix_gain` scales th
 MLP outputs so a random nonlinear function of (token, position, audio) dominates the
 residual stream instead; with seed 0 and mix_gain 100 the tiny preset's hypotheses vary
 along the utterance and between utterances, with mix_gain 30 some of them end with <eos>
-before the length limit. `audio_gain` scales the cross-attention value/output projections.
+before the length limit. `audio_gain` scales the cross-attention value/output projections. `output_gain` scales the
+decoder's final layer norm, i.e. the logits alone: at a v2-sized vocabulary (8667 tokens) plain
+logits give near-flat distributions (every token's probability ~1e-3), so the search's scores
+and confidences would say nothing; `eos_gain` scales the <eos> row of the tied embedding, which
+only the output sees (<eos> is never fed back to a live beam), so hypotheses can end.
 """
 
 from __future__ import annotations
@@ -82,7 +86,13 @@ def _cmvn_stats(dim: int = 80, count: float = 100000.0, mean: float = 11.0, std:
 
 
 def random_state_dict(
-    args: Any, seed: int = 0, with_ctc: bool = False, audio_gain: float = 1.0, mix_gain: float = 1.0
+    args: Any,
+    seed: int = 0,
+    with_ctc: bool = False,
+    audio_gain: float = 1.0,
+    mix_gain: float = 1.0,
+    output_gain: float = 1.0,
+    eos_gain: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     model = AedModel(args, with_ctc=with_ctc)
@@ -94,6 +104,9 @@ def random_state_dict(
             layer.cross_attn.w_vs.weight.mul_(audio_gain)
             layer.cross_attn.fc.weight.mul_(audio_gain)
             layer.mlp.w_2.weight.mul_(mix_gain)
+        model.decoder.layer_norm_out.weight.mul_(output_gain)
+        model.decoder.layer_norm_out.bias.mul_(output_gain)
+        model.decoder.tgt_word_emb.weight[args.eos_id].mul_(eos_gain)
     # No copies: at AED-L size every extra copy is 4.6 GB. The tied embedding/projection
     # stay one storage, which torch.save writes once, as in official files.
     return {k: v.detach() for k, v in model.state_dict().items()}
@@ -107,6 +120,8 @@ def write_random_model_dir(
     with_ctc: bool = False,
     audio_gain: float = 1.0,
     mix_gain: float = 1.0,
+    output_gain: float = 1.0,
+    eos_gain: float = 1.0,
     **overrides: Any,
 ) -> Path:
     """Write a random model directory (official format) and return its path."""
@@ -118,7 +133,52 @@ def write_random_model_dir(
         tokens = _vocabulary(spm_file, odim)
         if len(tokens) != odim:
             raise ValueError(f"odim {odim} is too small for {len(tokens)} special and English tokens")
-        state = random_state_dict(args, seed=seed, with_ctc=with_ctc, audio_gain=audio_gain, mix_gain=mix_gain)
+        state = random_state_dict(
+            args,
+            seed=seed,
+            with_ctc=with_ctc,
+            audio_gain=audio_gain,
+            mix_gain=mix_gain,
+            output_gain=output_gain,
+            eos_gain=eos_gain,
+        )
         write_model_dir(path, args, state, tokens, spm_file, _cmvn_stats(args.idim))
     assert (path / SPM_FILE).is_file()
+    return path
+
+
+def write_random_lm_dir(
+    path: str | os.PathLike,
+    odim: int,
+    dim: int = 32,
+    num_layers: int = 2,
+    seed: int = 0,
+    output_gain: float = 1.0,
+    tie_weights: bool = False,
+) -> Path:
+    """A random FireRedASR2 LSTM LM directory (`model.pth.tar` in upstream's format, lm.py).
+    `output_gain` scales the output layer, so the LM's preferences are strong enough to change
+    what the search chooses."""
+    import argparse
+
+    from .checkpoint import MODEL_FILE
+    from .lm import LstmLm
+
+    args = argparse.Namespace(
+        idim=odim,
+        odim=odim,
+        embedding_dim=dim,
+        hidden_size=dim,
+        num_layers=num_layers,
+        dropout=0.0,
+        tie_weights=tie_weights,
+    )
+    torch.manual_seed(seed)
+    lm = LstmLm(args)
+    with torch.no_grad():
+        lm.fc.weight.mul_(output_gain)
+        lm.fc.bias.mul_(output_gain)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save({"args": args, "model_state_dict": lm.state_dict()}, path / MODEL_FILE)
     return path

@@ -40,21 +40,40 @@ class ReferenceModel:
     precision = "fp32"
 
     def __init__(self, model_dir: str | os.PathLike, device: str = "cpu", package: dict | None = None) -> None:
-        aed_cls, fbank_cls, cmvn_cls = _import_reference()
+        aed_cls, fbank_cls, cmvn_cls = self._import_reference()
         self.model_dir = Path(model_dir)
         self.device = torch.device(device)
         if package is None:
             package = load_package(self.model_dir / MODEL_FILE)
-        # The v1 reference has no CTC head: leave a v2 file's `ctc.*` out, as upstream's
-        # v2 code does with strict=False.
-        state = {k: v for k, v in package["model_state_dict"].items() if not k.startswith("ctc.")}
         model = aed_cls.from_args(package["args"])
-        model.load_state_dict(state, strict=True)
+        self._load_state(model, package["model_state_dict"])
         self.model = model.to(self.device).eval()
         self.fbank = fbank_cls(num_mel_bins=80, frame_length=25, frame_shift=10, dither=0.0)
         self.cmvn = cmvn_cls(str(self.model_dir / CMVN_FILE))
         self.tokenizer = Tokenizer(self.model_dir / DICT_FILE, self.model_dir / SPM_FILE)
         self.timings: dict[str, float] = {}
+
+    @staticmethod
+    def _import_reference() -> tuple[Any, Any, Any]:
+        return _import_reference()
+
+    def _load_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        # The v1 reference has no CTC head: leave a v2 file's `ctc.*` out, as upstream's
+        # v2 code does with strict=False.
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("ctc.")}, strict=True)
+
+    def _beam_search(self, enc: torch.Tensor, enc_mask: torch.Tensor, limit: int, **options: Any) -> list[list[dict]]:
+        """Upstream's batch_beam_search; options: beam_size, nbest, softmax_smoothing,
+        length_penalty, eos_penalty."""
+        o = options
+        if o.get("lm_weight", 0.0) > 0.0:
+            raise ValueError("the fireredasr reference has no LM fusion (fireredasr2's has: reference2.py)")
+        search, scoring = (o["beam_size"], o["nbest"]), (o["softmax_smoothing"], o["length_penalty"], o["eos_penalty"])
+        return self.model.decoder.batch_beam_search(enc, enc_mask, *search, limit, *scoring)
+
+    def _hypothesis(self, hyp: dict[str, torch.Tensor]) -> Hypothesis:
+        ids = [int(x) for x in hyp["yseq"].cpu()]
+        return Hypothesis(text=self.tokenizer.detokenize(ids), tokens=self.tokenizer.tokens(ids), token_ids=ids)
 
     def features(self, waveform: np.ndarray) -> torch.Tensor:
         samples = np.asarray(waveform, dtype=np.float32).reshape(-1) * np.float32(INT16_SCALE)
@@ -74,6 +93,7 @@ class ReferenceModel:
         max_tokens_per_second: float = 0.0,
         logits_hook: Any = None,
         return_alignment: bool = False,
+        **extra: Any,
     ) -> list[list[Hypothesis]]:
         """Upstream on the whole batch (minus empty waveforms, which it cannot take).
 
@@ -103,28 +123,28 @@ class ReferenceModel:
         original = decoder.tgt_word_prj
         if logits_hook is not None:
             decoder.tgt_word_prj = _HookedProjection(original, logits_hook)
-        search = (beam_size, nbest)
-        scoring = (softmax_smoothing, length_penalty, eos_penalty)
+        options = dict(
+            beam_size=beam_size,
+            nbest=nbest,
+            softmax_smoothing=softmax_smoothing,
+            length_penalty=length_penalty,
+            eos_penalty=eos_penalty,
+            **extra,
+        )
         try:
             if max_tokens_per_second <= 0.0:
-                found = decoder.batch_beam_search(enc, enc_mask, *search, decode_max_len, *scoring)
+                found = self._beam_search(enc, enc_mask, decode_max_len, **options)
             else:
                 found = []
                 for j, i in enumerate(keep):
                     limit = step_limit(int(enc_mask[j].sum()), len(waveforms[i]), decode_max_len, max_tokens_per_second)
-                    found += decoder.batch_beam_search(enc[j : j + 1], enc_mask[j : j + 1], *search, limit, *scoring)
+                    found += self._beam_search(enc[j : j + 1], enc_mask[j : j + 1], limit, **options)
         finally:
             decoder.tgt_word_prj = original
         timings["encoder"] = mid - start
         timings["decoder"] = time.perf_counter() - mid
         for j, i in enumerate(keep):
-            hyps = []
-            for hyp in found[j]:
-                ids = [int(x) for x in hyp["yseq"].cpu()]
-                hyps.append(
-                    Hypothesis(text=self.tokenizer.detokenize(ids), tokens=self.tokenizer.tokens(ids), token_ids=ids)
-                )
-            results[i] = hyps
+            results[i] = [self._hypothesis(hyp) for hyp in found[j]]
         self.timings = timings
         return results
 

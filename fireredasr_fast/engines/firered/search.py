@@ -2,21 +2,24 @@
 
 Semantics follow upstream exactly: softmax smoothing, eos penalty, the way a finished beam
 keeps its score and only extends with eos, top-k pruning over beam x beam candidates, GNMT
-length penalty applied once at the end, n-best. What differs is the work done: utterances
-whose beams have all ended leave the batch, and a reorder copies only the rows whose parent
-changed (model.DecoderCache).
+length penalty applied once at the end, n-best; and FireRedASR2's additions: a confidence per
+token (exp of the step score that chose it, carried along the beam reorders like the tokens)
+and shallow fusion with an external LSTM language model (lm.py). What differs is the work
+done: utterances whose beams have all ended leave the batch, and a reorder copies only the rows
+whose parent changed (model.DecoderCache).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .lm import LM_EOS_FACTOR, LstmLm
 from .model import Decoder
 
 # Upstream's "minus infinity" for dead beams: finite, so arithmetic on it stays finite.
@@ -28,10 +31,13 @@ LogitsHook = Callable[[int, Tensor], Tensor]
 
 @dataclass
 class SearchResult:
-    """n-best token id sequences (without <sos>/<eos>) and their final scores, best first."""
+    """n-best token id sequences (without <sos>/<eos>) and their final scores, best first, with
+    each token's confidence: exp of the step score that chose it (after softmax smoothing, LM
+    fusion and eos penalty), FireRedASR2's definition."""
 
     sequences: list[list[int]]
     scores: list[float]
+    confidences: list[list[float]] = field(default_factory=list)
 
 
 @torch.inference_mode()
@@ -48,6 +54,9 @@ def beam_search(
     logits_hook: LogitsHook | None = None,
     check_every: int = 1,
     cache: Any = None,
+    lm: LstmLm | None = None,
+    lm_weight: float = 0.0,
+    confidence: bool = True,
 ) -> list[SearchResult]:
     """Upstream's batch beam search with caches and a shrinking batch.
 
@@ -56,10 +65,14 @@ def beam_search(
     device sync on CUDA); a finished utterance that stays in the batch a few steps longer
     is frozen by the search rule itself, so results do not depend on it. `cache` is
     `decoder.init_cache(enc, enc_valid, beam_size)` when the caller made it (to keep its
-    cross-attention K/V for an alignment pass); the search consumes it.
+    cross-attention K/V for an alignment pass); the search consumes it. With `lm` and
+    `lm_weight` > 0, each step adds lm_weight x the LM's log-probabilities of the next token
+    (its <eos> log-prob multiplied by LM_EOS_FACTOR) to the decoder's, as FireRedASR2 does.
+    `confidence=False` skips the per-token confidences (their results are then empty lists):
+    for the benchmark that measures what they cost (bench/search_extras.py).
     """
-    if not 0.0 < eos_penalty <= 1.0:
-        raise ValueError("eos_penalty must be in (0, 1]")
+    if not eos_penalty > 0.0:  # FireRedASR2 allows > 1 (v1 asserted <= 1)
+        raise ValueError("eos_penalty must be > 0")
     n_total = enc.size(0)
     beam = beam_size
     nbest = min(int(nbest), beam)
@@ -78,13 +91,17 @@ def beam_search(
     ys = torch.full((rows, capacity), eos, dtype=torch.long, device=device)
     ys[:, 0] = decoder.sos_id
     last = ys[:, 0].clone()
+    # confidences[:, k]: exp of the step score that chose ys[:, k + 1].
+    confidences = torch.zeros((rows, capacity), dtype=torch.float32, device=device)
+    lm_state = lm.init_state(rows, device) if lm is not None and lm_weight > 0.0 else None
     results: list[SearchResult | None] = [None] * n_total
 
     def retire(local: list[int], t_len: int) -> None:
         for j in local:
             u = active_host[j]
             seqs = ys[j * beam : (j + 1) * beam, :t_len]
-            results[u] = _finalise(seqs, scores[j * beam : (j + 1) * beam, 0], eos, nbest, length_penalty)
+            confs = confidences[j * beam : (j + 1) * beam, : t_len - 1 if confidence else 0]
+            results[u] = _finalise(seqs, scores[j * beam : (j + 1) * beam, 0], confs, eos, nbest, length_penalty)
 
     step = 0
     while active_host:
@@ -92,9 +109,7 @@ def beam_search(
         logits = decoder.step(last, cache)
         if logits_hook is not None:
             logits = logits_hook(step, logits)
-        t_scores = F.log_softmax(logits.float() / softmax_smoothing, dim=-1)
-        if eos_penalty != 1.0:
-            t_scores[:, eos] *= eos_penalty
+        t_scores, lm_state = _token_scores(logits, last, softmax_smoothing, eos, eos_penalty, lm, lm_weight, lm_state)
         top_s, top_y = torch.topk(t_scores, k=beam, dim=1)
         # A finished beam may only extend with <eos> at no cost (its other candidates die).
         top_s = torch.where(finished, dead_row, top_s)
@@ -108,7 +123,13 @@ def beam_search(
         new_y = torch.gather(top_y.view(n, beam * beam), 1, best_ids).view(-1)
         ys[: n * beam, : step + 1] = ys[: n * beam, : step + 1].index_select(0, parent)
         ys[: n * beam, step + 1] = new_y
+        if confidence:
+            if step:
+                confidences[:, :step] = confidences[:, :step].index_select(0, parent)
+            confidences[:, step] = torch.gather(top_s.view(n, beam * beam), 1, best_ids).view(-1).exp()
         cache.reorder(parent)
+        if lm_state is not None:
+            lm_state = tuple(x.index_select(1, parent) for x in lm_state)
         last = new_y
         finished = (new_y == eos).view(-1, 1)
         step += 1
@@ -131,12 +152,40 @@ def beam_search(
             finished = finished.index_select(0, keep_rows)
             last = last.index_select(0, keep_rows)
             ys = ys.index_select(0, keep_rows)
+            confidences = confidences.index_select(0, keep_rows)
+            if lm_state is not None:
+                lm_state = tuple(x.index_select(1, keep_rows) for x in lm_state)
             active_host = [active_host[j] for j in keep]
             limits = [limits[j] for j in keep]
-    return [r if r is not None else SearchResult([[]], [0.0]) for r in results]
+    return [r if r is not None else SearchResult([[]], [0.0], [[]]) for r in results]
 
 
-def _finalise(seqs: Tensor, scores: Tensor, eos: int, nbest: int, length_penalty: float) -> SearchResult:
+def _token_scores(
+    logits: Tensor,
+    last: Tensor,
+    softmax_smoothing: float,
+    eos: int,
+    eos_penalty: float,
+    lm: LstmLm | None,
+    lm_weight: float,
+    lm_state: Any,
+) -> tuple[Tensor, Any]:
+    """One step's scores of every next token: the smoothed log-softmax, plus lm_weight x the
+    LM's log-probabilities (its <eos> x LM_EOS_FACTOR) when an LM state is carried, then the
+    eos penalty; and the LM's next state."""
+    t_scores = F.log_softmax(logits.float() / softmax_smoothing, dim=-1)
+    if lm_state is not None:
+        lm_scores, lm_state = lm.step(last, lm_state)
+        lm_scores[:, lm.eos_id] *= LM_EOS_FACTOR
+        t_scores = t_scores + lm_weight * lm_scores
+    if eos_penalty != 1.0:
+        t_scores[:, eos] *= eos_penalty
+    return t_scores, lm_state
+
+
+def _finalise(
+    seqs: Tensor, scores: Tensor, confidences: Tensor, eos: int, nbest: int, length_penalty: float
+) -> SearchResult:
     """GNMT length penalty, n-best selection and trimming, as upstream does at the end."""
     lengths = (seqs != eos).sum(dim=-1).int()  # counts <sos>, as upstream does
     scores = scores.clone()
@@ -144,4 +193,5 @@ def _finalise(seqs: Tensor, scores: Tensor, eos: int, nbest: int, length_penalty
         scores /= torch.pow((5 + lengths.float()) / (5.0 + 1), length_penalty)
     top, ids = torch.topk(scores, k=nbest)
     seq_list = [seqs[i, 1 : int(lengths[i])].tolist() for i in ids.tolist()]
-    return SearchResult(seq_list, (-top).tolist())
+    conf_list = [confidences[i, : int(lengths[i]) - 1].tolist() for i in ids.tolist()]
+    return SearchResult(seq_list, (-top).tolist(), conf_list)
