@@ -22,8 +22,8 @@ import torch
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.engines.firered import kernels
 from fireredasr_fast.engines.firered.engine import FireRedEngine, load_model
-from fireredasr_fast.engines.firered.options import DecodingOptions
 from fireredasr_fast.engines.firered.lm import load_lm
+from fireredasr_fast.engines.firered.options import DecodingOptions
 from fireredasr_fast.engines.firered.random_model import write_random_lm_dir, write_random_model_dir
 from fireredasr_fast.errors import ModelDirError
 from fireredasr_fast.results import Hypothesis
@@ -189,7 +189,7 @@ def test_lm_fusion_as_fireredasr2(models, waveforms, lm_dir, beam) -> None:
 
 def test_lm_options_and_engine(model_dirs, models, waveforms, lm_dir) -> None:
     spec = EngineSpec(model_dir=str(model_dirs["ending"]), options=(("lm_dir", str(lm_dir)), ("lm_weight", 0.3)))
-    engine = FireRedEngine.from_spec(spec, **dict(spec.options))
+    engine = FireRedEngine.from_spec(spec)
     assert engine.describe()["decoding"]["lm_weight"] == 0.3
     fast, _ = models["ending"]
     expected = fast.transcribe(waveforms[:3], lm_dir=str(lm_dir), lm_weight=0.3)
@@ -247,7 +247,8 @@ def test_ctc_token_times_keep_the_pauses_fireredasr2_erases() -> None:
     FireRedASR2's own Viterbi does (its times are 20 ms earlier: frame end minus its 60 ms
     shift), but it keeps the pause as a gap, where upstream's `start = min(start, last_end)`
     pulls the first token after the pause back to the end of the one before."""
-    from fireredasr_fast.engines.firered.alignment import FRAME_SECONDS, ctc_token_times
+    from fireredasr_fast.engines.firered.alignment import ctc_token_times
+    from fireredasr_fast.engines.firered.features import ENCODER_FRAME_SECONDS as FRAME_SECONDS
 
     ctc = reference2._import_fireredasr2("models.module.ctc").CTC
     frames, vocab = 70, 12
