@@ -53,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = p.add_argument_group("engine")
     e.add_argument("--engine", choices=("firered", "whisper"), default="firered")
     e.add_argument("--model-dir", help="model directory (firered: or FIREREDASR_MODEL_DIR; whisper: CTranslate2)")
-    e.add_argument("--model", help="whisper only: a faster-whisper model name (needs a network)")
+    e.add_argument(
+        "--model",
+        help="whisper only: base (multilingual, the default) or tiny.en, offline with the demo extra; "
+        "other faster-whisper names are downloaded (needs a network)",
+    )
     e.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),

