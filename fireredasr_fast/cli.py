@@ -21,6 +21,7 @@ from .cues import CueOptions
 from .engines import EngineSpec
 from .errors import FireRedFastError
 from .inputs import collect_inputs
+from .script import ZH_SCRIPTS
 from .transcribe import TranscribeOptions
 from .vad import VadOptions
 from .writers import FORMATS
@@ -99,7 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
         "Linears of up to 96 rows through numba kernels; onednn: pre-packed weights, a private 1.5 GB copy of the "
         "AED-L decoder per worker, level with the default from ~48 rows a step)",
     )
-    e.add_argument("--language", help="whisper only: language code")
+    e.add_argument(
+        "--language",
+        help="whisper only: the spoken language's code (zh, en, ...); default: detected per segment, "
+        "the file's in the JSON and the run report",
+    )
+    e.add_argument(
+        "--zh-script",
+        choices=ZH_SCRIPTS,
+        default=ZH_SCRIPTS[0],
+        help="Chinese text in simplified or traditional characters (OpenCC), or as the engine wrote it "
+        "(default: %(default)s)",
+    )
 
     d = p.add_argument_group("decoding (upstream FireRedASR defaults)")
     d.add_argument("--beam-size", type=int, default=3)
@@ -312,7 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         max_duration=args.max_cue_duration,
         min_duration=args.min_cue_duration,
     )
-    transcribe = TranscribeOptions(vad=vad, cues=cues, audio_stream=args.audio_stream, batch_seconds=args.batch_seconds)
+    transcribe = TranscribeOptions(
+        vad=vad, cues=cues, audio_stream=args.audio_stream, batch_seconds=args.batch_seconds, zh_script=args.zh_script
+    )
     settings = {
         "engine": {"engine": spec.engine, "options": dict(spec.options)},
         "gpu_precision": args.precision,
@@ -321,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         "cues": asdict(cues),
         "audio_stream": args.audio_stream,
         "formats": list(formats),
+        "zh_script": args.zh_script,
     }
 
     from fireredasr_fast.runner.scheduler import Runner, RunOptions, print_summary

@@ -504,6 +504,7 @@ class Runner:
             wall=time.perf_counter() - state.started,
             outputs=outputs,
             timings={k: round(v, 4) for k, v in prepared.timings.items()},
+            language=result.info.get("language", ""),
         )
         records[state.index] = record
         journal.update(record)

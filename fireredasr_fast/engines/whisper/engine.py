@@ -68,6 +68,7 @@ class _Piece:
     source: int  # index of the input waveform
     offset: float  # seconds from the start of that waveform
     audio: np.ndarray
+    language: str = "en"  # its waveform's: given, or detected on the waveform's first piece
 
 
 @dataclass
@@ -77,6 +78,7 @@ class _Pack:
     pieces: list[_Piece]
     starts: list[float]  # where each piece starts in the window, seconds
     audio: np.ndarray
+    language: str = "en"  # of all its pieces: only pieces of one language share a window
 
 
 @dataclass
@@ -257,16 +259,28 @@ class WhisperEngine(Engine):
             where = "directory" if os.path.isdir(model) else "name"
             raise ModelDirError(f"cannot load Whisper model {where} {model}: {exc}".splitlines()[0]) from exc
         self.multilingual = bool(self._model.model.is_multilingual)
+        if language == "auto":
+            language = None
         if language is not None and not self.multilingual and language != "en":
             raise ModelDirError(
                 f"{Path(model).name} is an English-only Whisper model; language {language!r} needs a multilingual one"
+            )
+        if language is not None and language not in self._model.supported_languages:
+            raise ModelDirError(
+                f"unknown Whisper language {language!r}: a code such as en, zh, ja, de, or auto to detect it"
             )
         # An English-only model has no language token: "en" is implied.
         self.language = language if self.multilingual else "en"
         self._tokenizers: dict[str, Tokenizer] = {}
         #: Seconds spent per stage since construction (features, encode, generate, align), so
         #: that benchmarks can say where the time goes.
-        self.timings: dict[str, float] = {"features": 0.0, "encode": 0.0, "generate": 0.0, "align": 0.0}
+        self.timings: dict[str, float] = {
+            "features": 0.0,
+            "encode": 0.0,
+            "generate": 0.0,
+            "align": 0.0,
+            "detect": 0.0,
+        }
         self.counts: dict[str, int] = {"pieces": 0, "windows": 0}
 
     @classmethod
@@ -311,6 +325,9 @@ class WhisperEngine(Engine):
             for start, end in split_windows(audio):
                 if end > start:
                     pieces.append(_Piece(i, start / SAMPLE_RATE, audio[start:end]))
+        languages = self._waveform_languages(len(waveforms), pieces)
+        for piece in pieces:
+            piece.language = languages[piece.source] or "en"
         packs = self._make_packs(pieces)
         self.counts["pieces"] += len(pieces)
         self.counts["windows"] += len(packs)
@@ -339,14 +356,47 @@ class WhisperEngine(Engine):
                 text=join_texts(texts[i]),
                 tokens=words[i],
                 token_times=times[i] if self.word_timestamps else None,
+                language=languages[i],
             )
             for i in range(len(waveforms))
         ]
 
+    def _waveform_languages(self, count: int, pieces: Sequence[_Piece]) -> list[str | None]:
+        """Each waveform's language: the one given (or "en" for an English-only model), else
+        detected on its first piece alone, as Whisper detects a file's language on its first
+        30 s. The extra encoder pass per waveform is the price of keeping languages apart:
+        a window of pieces in two languages would be decoded in one of them. None for a
+        waveform without audio."""
+        present = sorted({p.source for p in pieces})
+        if self.language is not None:
+            return [self.language if i in present else None for i in range(count)]
+        firsts = {}
+        for piece in pieces:
+            firsts.setdefault(piece.source, piece)
+        t0 = time.perf_counter()
+        detected: list[str] = []
+        for b in range(0, len(present), self.batch_size):
+            windows = [_Pack([], [0.0], firsts[i].audio) for i in present[b : b + self.batch_size]]
+            encoded = self._model.encode(self._features(windows))
+            detected.extend(probs[0][0][2:-2] for probs in self._model.model.detect_language(encoded))  # <|zh|> -> zh
+        self.timings["detect"] += time.perf_counter() - t0
+        by_source = dict(zip(present, detected, strict=True))
+        return [by_source.get(i) for i in range(count)]
+
     def _make_packs(self, pieces: Sequence[_Piece]) -> list[_Pack]:
         # Packing needs word times to hand each word back to its piece.
         if not (self.pack and self.word_timestamps):
-            return [_Pack([p], [0.0], p.audio) for p in pieces]
+            return [_Pack([p], [0.0], p.audio, p.language) for p in pieces]
+        packs: list[_Pack] = []
+        by_language: dict[str, list[_Piece]] = {}
+        for piece in pieces:
+            by_language.setdefault(piece.language, []).append(piece)
+        for group in by_language.values():
+            packs.extend(self._pack_group(group))
+        return packs
+
+    def _pack_group(self, pieces: Sequence[_Piece]) -> list[_Pack]:
+        """Pieces of one language in as few windows as they fit."""
         gap = np.zeros(int(PACK_GAP_SECONDS * SAMPLE_RATE), dtype=np.float32)
         packs: list[_Pack] = []
         for members in pack_lengths([len(p.audio) for p in pieces], int(WINDOW_SECONDS * SAMPLE_RATE), len(gap)):
@@ -361,7 +411,7 @@ class WhisperEngine(Engine):
                 chunks.append(pieces[index].audio)
                 position += len(pieces[index].audio)
             audio = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
-            packs.append(_Pack([pieces[i] for i in members], starts, audio))
+            packs.append(_Pack([pieces[i] for i in members], starts, audio, pieces[members[0]].language))
         return packs
 
     def _unpack(
@@ -401,12 +451,8 @@ class WhisperEngine(Engine):
         self.timings["features"] += t1 - t0
         self.timings["encode"] += t2 - t1
 
-        # One language per window: given, or detected from the encoder output already computed.
-        if self.language is not None:
-            languages = [self.language] * len(windows)
-        else:
-            detected = model.model.detect_language(encoder_output)
-            languages = [probs[0][0][2:-2] for probs in detected]  # "<|zh|>" -> "zh"
+        # One language per window: its pieces' (given, or detected per waveform in transcribe).
+        languages = [w.language for w in windows]
 
         prompts: list[list[int]] = []
         for lang in languages:
