@@ -42,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Transcribe videos and audio (files, folders, globs) into SRT/VTT/ASS/TXT/JSON/TSV.",
         epilog="Options go before the inputs; use -- before inputs that start with a dash.",
     )
-    p.add_argument("inputs", nargs="+", help="media files, folders (searched recursively) or glob patterns")
+    p.add_argument("inputs", nargs="*", help="media files, folders (searched recursively) or glob patterns")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check the setup a run with these options would use, one line per check, and exit "
+        "(also: fireredasr-fast doctor [options])",
+    )
     p.add_argument("-o", "--output-dir", default="transcripts", help="where outputs go (default: %(default)s)")
     p.add_argument(
         "--formats", default=DEFAULT_FORMATS, help=f"comma list of {','.join(FORMATS)} (default: %(default)s)"
@@ -279,7 +285,14 @@ def _model_identity(path: str | None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(["--check", *argv[1:]] if argv[:1] == ["doctor"] else argv)
+    if args.check:
+        from .doctor import report, run_checks
+
+        return report(run_checks(args, lambda: _engine_spec(args, "cpu"), _weights_shared))
+    if not args.inputs:
+        parser.error("the following arguments are required: inputs")
     formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
