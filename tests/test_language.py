@@ -27,23 +27,36 @@ def base() -> Any:
 
 
 @pytest.fixture(scope="module")
-def speech() -> tuple[Any, Any]:
-    mandarin = to_float32(decode_audio(SAMPLES / "aishell_zh.mkv"))
-    english = to_float32(decode_audio(SAMPLES / "two_cities.mp4"))[: 5 * SAMPLE_RATE]
-    return mandarin, english
+def speech() -> tuple[Any, Any, Any]:
+    mandarin = to_float32(decode_audio(SAMPLES / "aishell_zh.mkv"))  # 12.8 s
+    english = to_float32(decode_audio(SAMPLES / "two_cities.mp4"))
+    return mandarin, english[: 5 * SAMPLE_RATE], english[5 * SAMPLE_RATE : 30 * SAMPLE_RATE]
 
 
-def test_each_segment_gets_its_own_language(base: Any, speech: tuple[Any, Any]):
+def test_each_segment_gets_its_own_language(base: Any, speech: tuple[Any, Any, Any], monkeypatch):
     # 12.8 s + 5 s would share one 30 s window if languages were not kept apart, and one of
-    # the two would then be decoded in the other's language.
-    mandarin, english = speech
-    zh, en = base.transcribe([mandarin, english])
-    assert (zh.language, en.language) == ("zh", "en")
+    # the two would then be decoded in the other's language. The 25 s segment is long enough
+    # to get a window of its own, where its language is read without an extra encoder pass.
+    mandarin, short_english, long_english = speech
+    encoded: list[int] = []
+    real_encode = base._model.encode
+
+    def counting_encode(features: Any, *args: Any, **kwargs: Any) -> Any:
+        encoded.append(len(features))
+        return real_encode(features, *args, **kwargs)
+
+    monkeypatch.setattr(base._model, "encode", counting_encode)
+    zh, en, en_long = base.transcribe([mandarin, short_english, long_english])
+    assert (zh.language, en.language, en_long.language) == ("zh", "en", "en")
     assert "交易" in zh.text and "调整" in zh.text.replace("調", "调")
     assert en.text.lower().startswith("it was the best of times")
+    assert "age of wisdom" in en_long.text.lower()
+    # Two short segments detected alone, then three windows: none shared across languages, the
+    # long segment not encoded twice, and each language aligned on its rows of the batch's encoding.
+    assert sum(encoded) == 2 + 3
 
 
-def test_language_option_overrides_detection(base: Any, speech: tuple[Any, Any]):
+def test_language_option_overrides_detection(base: Any, speech: tuple[Any, Any, Any]):
     from fireredasr_fast.engines.whisper.engine import WhisperEngine
 
     forced = WhisperEngine(base.model_path, cpu_threads=1, beam_size=1, language="zh")

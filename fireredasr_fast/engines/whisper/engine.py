@@ -46,6 +46,11 @@ SPLIT_SEARCH_SECONDS = 10.0
 #: Short pieces share an encoder window (the encoder always costs a full 30 s), separated by
 #: this much silence so that the alignment can tell where one ends.
 PACK_GAP_SECONDS = 0.5
+#: With the language detected (no --language), a segment this long or longer gets a window of
+#: its own per piece and its language is read from that window's encoder output, for free;
+#: a shorter one is detected on its own first (an extra encoder pass) so that it can share a
+#: window with short segments of the same language.
+DETECT_ALONE_SECONDS = 20.0
 #: A word ending less than this after a piece starts still belongs to the piece before.
 WORD_OWNER_MARGIN = 0.05
 #: Whisper's own rule for "this window is silence": both conditions must hold.
@@ -68,7 +73,7 @@ class _Piece:
     source: int  # index of the input waveform
     offset: float  # seconds from the start of that waveform
     audio: np.ndarray
-    language: str = "en"  # its waveform's: given, or detected on the waveform's first piece
+    language: str | None = None  # given or detected; None: detected on its own window when decoded
 
 
 @dataclass
@@ -78,7 +83,7 @@ class _Pack:
     pieces: list[_Piece]
     starts: list[float]  # where each piece starts in the window, seconds
     audio: np.ndarray
-    language: str = "en"  # of all its pieces: only pieces of one language share a window
+    language: str | None = None  # of all its pieces (one language per window); None until detected
 
 
 @dataclass
@@ -212,6 +217,25 @@ def tidy_word_times(times: list[tuple[float, float]], words: list[str], duration
     return out
 
 
+def _spoken_languages(count: int, pieces: Sequence[tuple[_Piece, str | None]]) -> list[str | None]:
+    """Per waveform, the language of most of its pieces' audio (None for a waveform without any)."""
+    seconds: list[dict[str, int]] = [{} for _ in range(count)]
+    for piece, language in pieces:
+        if language is not None:
+            seconds[piece.source][language] = seconds[piece.source].get(language, 0) + len(piece.audio)
+    return [max(s, key=s.__getitem__) if s else None for s in seconds]
+
+
+def _encoder_rows(encoder_output: Any, rows: list[int], features: np.ndarray, model: WhisperModel) -> Any:
+    """Some rows of a batch's encoder output: sliced on the CPU, encoded again elsewhere (a
+    CUDA StorageView has no NumPy view)."""
+    import ctranslate2
+
+    if encoder_output.device != "cpu":
+        return model.encode(features[rows])
+    return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoder_output)[rows]))
+
+
 class WhisperEngine(Engine):
     """Whisper through CTranslate2, batched over segments.
 
@@ -325,9 +349,9 @@ class WhisperEngine(Engine):
             for start, end in split_windows(audio):
                 if end > start:
                     pieces.append(_Piece(i, start / SAMPLE_RATE, audio[start:end]))
-        languages = self._waveform_languages(len(waveforms), pieces)
+        languages = self._waveform_languages(waveforms, pieces)
         for piece in pieces:
-            piece.language = languages[piece.source] or "en"
+            piece.language = languages[piece.source]
         packs = self._make_packs(pieces)
         self.counts["pieces"] += len(pieces)
         self.counts["windows"] += len(packs)
@@ -341,6 +365,7 @@ class WhisperEngine(Engine):
         for pack, result in zip(packs, decoded, strict=True):
             per_piece.extend(self._unpack(pack, result))
         per_piece.sort(key=lambda item: (item[0].source, item[0].offset))
+        languages = _spoken_languages(len(waveforms), [(p, pack.language) for pack in packs for p in pack.pieces])
         texts: list[list[str]] = [[] for _ in waveforms]
         words: list[list[str]] = [[] for _ in waveforms]
         times: list[list[tuple[float, float]]] = [[] for _ in waveforms]
@@ -361,38 +386,55 @@ class WhisperEngine(Engine):
             for i in range(len(waveforms))
         ]
 
-    def _waveform_languages(self, count: int, pieces: Sequence[_Piece]) -> list[str | None]:
-        """Each waveform's language: the one given (or "en" for an English-only model), else
-        detected on its first piece alone, as Whisper detects a file's language on its first
-        30 s. The extra encoder pass per waveform is the price of keeping languages apart:
-        a window of pieces in two languages would be decoded in one of them. None for a
-        waveform without audio."""
-        present = sorted({p.source for p in pieces})
+    def _waveform_languages(self, waveforms: Sequence[np.ndarray], pieces: Sequence[_Piece]) -> list[str | None]:
+        """Each waveform's language when it is known before decoding: the one given (or "en"
+        for an English-only model), else, for a waveform shorter than DETECT_ALONE_SECONDS,
+        detected on it alone (an extra encoder pass, which keeps languages apart: a window of
+        pieces in two languages would be decoded in one of them). None for a longer one: its
+        pieces get windows of their own, detected when decoded."""
         if self.language is not None:
-            return [self.language if i in present else None for i in range(count)]
-        firsts = {}
-        for piece in pieces:
-            firsts.setdefault(piece.source, piece)
+            return [self.language] * len(waveforms)
+        # A waveform this short is one piece.
+        short = {p.source: p for p in pieces if len(waveforms[p.source]) < DETECT_ALONE_SECONDS * SAMPLE_RATE}
+        order = sorted(short)
         t0 = time.perf_counter()
         detected: list[str] = []
-        for b in range(0, len(present), self.batch_size):
-            windows = [_Pack([], [0.0], firsts[i].audio) for i in present[b : b + self.batch_size]]
-            encoded = self._model.encode(self._features(windows))
-            detected.extend(probs[0][0][2:-2] for probs in self._model.model.detect_language(encoded))  # <|zh|> -> zh
+        for b in range(0, len(order), self.batch_size):
+            windows = [_Pack([], [0.0], short[i].audio) for i in order[b : b + self.batch_size]]
+            detected.extend(self._detect(self._model.encode(self._features(windows))))
         self.timings["detect"] += time.perf_counter() - t0
-        by_source = dict(zip(present, detected, strict=True))
-        return [by_source.get(i) for i in range(count)]
+        by_source = dict(zip(order, detected, strict=True))
+        return [by_source.get(i) for i in range(len(waveforms))]
+
+    def _detect(self, encoder_output: Any) -> list[str]:
+        """The most likely language of each encoded window."""
+        return [probs[0][0][2:-2] for probs in self._model.model.detect_language(encoder_output)]  # <|zh|> -> zh
+
+    def _window_languages(self, windows: Sequence[_Pack], encoder_output: Any) -> list[str]:
+        """The language of each window of a batch: its pieces', or detected from the encoder
+        output already computed (a window of one piece of a long segment); recorded on the window."""
+        unknown = [i for i, w in enumerate(windows) if w.language is None]
+        if unknown:
+            t0 = time.perf_counter()
+            found = self._detect(encoder_output)
+            self.timings["detect"] += time.perf_counter() - t0
+            for i in unknown:
+                windows[i].language = found[i]
+        return [w.language or "en" for w in windows]
 
     def _make_packs(self, pieces: Sequence[_Piece]) -> list[_Pack]:
         # Packing needs word times to hand each word back to its piece.
         if not (self.pack and self.word_timestamps):
             return [_Pack([p], [0.0], p.audio, p.language) for p in pieces]
         packs: list[_Pack] = []
-        by_language: dict[str, list[_Piece]] = {}
+        by_language: dict[str | None, list[_Piece]] = {}
         for piece in pieces:
             by_language.setdefault(piece.language, []).append(piece)
-        for group in by_language.values():
-            packs.extend(self._pack_group(group))
+        for language, group in by_language.items():
+            if language is None:  # not detected yet: alone, to be detected on its own window
+                packs.extend(_Pack([p], [0.0], p.audio) for p in group)
+            else:
+                packs.extend(self._pack_group(group))
         return packs
 
     def _pack_group(self, pieces: Sequence[_Piece]) -> list[_Pack]:
@@ -451,8 +493,7 @@ class WhisperEngine(Engine):
         self.timings["features"] += t1 - t0
         self.timings["encode"] += t2 - t1
 
-        # One language per window: its pieces' (given, or detected per waveform in transcribe).
-        languages = [w.language for w in windows]
+        languages = self._window_languages(windows, encoder_output)
 
         prompts: list[list[int]] = []
         for lang in languages:
@@ -514,8 +555,8 @@ class WhisperEngine(Engine):
         for lang, members in groups.items():
             tok = self._tokenizer(lang)
             # The alignment prompt carries the language token, so each language is aligned on
-            # its own; the common one-language batch reuses the encoder output.
-            enc = encoder_output if len(groups) == 1 else model.encode(features[members])
+            # its own, on its rows of the encoder output.
+            enc = encoder_output if len(groups) == 1 else _encoder_rows(encoder_output, members, features, model)
             frames = [min(math.ceil(len(windows[i].audio) / model.feature_extractor.hop_length), 3000) for i in members]
             alignments = model.find_alignment(tok, [token_lists[i] for i in members], enc, frames)
             for i, alignment in zip(members, alignments, strict=True):
