@@ -24,6 +24,7 @@ from .engines.whisper.options import WhisperOptions
 from .errors import FireRedFastError
 from .fsutil import directory_identity
 from .inputs import collect_inputs
+from .script import ZH_SCRIPTS
 from .transcribe import TranscribeOptions
 from .vad import VadOptions
 from .writers import FORMATS
@@ -43,7 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Transcribe videos and audio (files, folders, globs) into SRT/VTT/ASS/TXT/JSON/TSV.",
         epilog="Options go before the inputs; use -- before inputs that start with a dash.",
     )
-    p.add_argument("inputs", nargs="+", help="media files, folders (searched recursively) or glob patterns")
+    p.add_argument("inputs", nargs="*", help="media files, folders (searched recursively) or glob patterns")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check the setup a run with these options would use, one line per check, and exit "
+        "(also: fireredasr-fast doctor [options])",
+    )
     p.add_argument("-o", "--output-dir", default="transcripts", help="where outputs go (default: %(default)s)")
     p.add_argument(
         "--formats", default=DEFAULT_FORMATS, help=f"comma list of {','.join(FORMATS)} (default: %(default)s)"
@@ -60,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="recogniser: firered (FireRedASR-AED) or whisper (faster-whisper) (default: %(default)s)",
     )
     e.add_argument("--model-dir", help="model directory (firered: or FIREREDASR_MODEL_DIR; whisper: CTranslate2)")
-    e.add_argument("--model", help="whisper only: a faster-whisper model name (needs a network)")
+    e.add_argument(
+        "--model",
+        help="whisper only: base (multilingual, the default) or tiny.en, offline with the demo extra; "
+        "other faster-whisper names are downloaded (needs a network)",
+    )
     e.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
@@ -103,7 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
         "few-row Linears through numba kernels; onednn: pre-packed weights, a private copy of the decoder weights "
         "per worker, which pays only for batches with many rows a step: see docs/engine.md)",
     )
-    e.add_argument("--language", help="whisper only: language code")
+    e.add_argument(
+        "--language",
+        help="whisper only: the spoken language's code (zh, en, ...); default: detected per segment, "
+        "the file's in the JSON and the run report",
+    )
+    e.add_argument(
+        "--zh-script",
+        choices=ZH_SCRIPTS,
+        default=ZH_SCRIPTS[0],
+        help="Chinese text in simplified or traditional characters (OpenCC), or as the engine wrote it "
+        "(default: %(default)s)",
+    )
 
     d = p.add_argument_group("decoding (upstream FireRedASR defaults)")
     d.add_argument(
@@ -395,16 +417,18 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
         max_duration=args.max_cue_duration,
         min_duration=args.min_cue_duration,
     )
-    return TranscribeOptions(vad=vad, cues=cues, audio_stream=args.audio_stream, batch_seconds=args.batch_seconds)
+    return TranscribeOptions(
+        vad=vad, cues=cues, audio_stream=args.audio_stream, batch_seconds=args.batch_seconds, zh_script=args.zh_script
+    )
 
 
 def run_settings(
     args: argparse.Namespace, spec: EngineSpec, transcribe: TranscribeOptions, formats: tuple[str, ...]
 ) -> dict[str, Any]:
     """Everything that changes a file's outputs, as the resume journal fingerprints it. Its
-    shape is a contract with journals already written: tests/test_cli.py holds it to what
+    shape is a contract with journals already written: tests/test_resume_compat.py holds it to what
     earlier releases wrote."""
-    return {
+    settings: dict[str, Any] = {
         "engine": {"engine": spec.engine, "options": spec.options.fingerprint()},
         "gpu_precision": args.precision,
         "model": _model_identity(spec.model_dir),
@@ -413,6 +437,11 @@ def run_settings(
         "audio_stream": args.audio_stream,
         "formats": list(formats),
     }
+    # Added after journals already existed: fingerprinted only when it changes outputs, so a
+    # journal written before resumes under --zh-script keep (the old behaviour).
+    if args.zh_script != "keep":
+        settings["zh_script"] = args.zh_script
+    return settings
 
 
 def _worker_plan(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpec, gpu: Any) -> tuple[Any, Any, Any]:
@@ -440,7 +469,14 @@ def _check_writable(output_dir: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(["--check", *argv[1:]] if argv[:1] == ["doctor"] else argv)
+    if args.check:
+        from .doctor import report, run_checks
+
+        return report(run_checks(args, lambda: _engine_spec(args, "cpu"), lambda spec: spec.options.weights_shared))
+    if not args.inputs:
+        parser.error("the following arguments are required: inputs")
     formats = _formats(parser, args)
     _configure_logging(args.log_file)
     try:

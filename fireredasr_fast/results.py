@@ -30,6 +30,8 @@ class Hypothesis:
     token_times: list[tuple[float, float]] | None = None
     token_confidences: list[float] | None = None
     confidence: float | None = None
+    #: The spoken language's code ("zh", "en"), when the engine knows it (given or detected).
+    language: str | None = None
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Segment:
     tokens: list[str] = field(default_factory=list)
     # One (start, end) per token in absolute seconds, when the engine gives timings.
     token_times: list[tuple[float, float]] | None = None
+    # The spoken language's code, when the engine knows it.
+    language: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"start": round(self.start, 3), "end": round(self.end, 3), "text": self.text}
@@ -49,6 +53,8 @@ class Segment:
             out["tokens"] = self.tokens
         if self.token_times is not None:
             out["token_times"] = [[round(a, 3), round(b, 3)] for a, b in self.token_times]
+        if self.language is not None:
+            out["language"] = self.language
         return out
 
 

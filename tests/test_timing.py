@@ -60,7 +60,7 @@ def test_whisper_cue_starts_match_sentence_starts(english_programme):
     from fireredasr_fast.engines.whisper.engine import WhisperEngine, resolve_model_path
 
     path, truth = english_programme
-    engine = WhisperEngine(resolve_model_path(None, None), cpu_threads=1)
+    engine = WhisperEngine(resolve_model_path(None, "tiny.en"), cpu_threads=1)
     result = transcribe_file(path, engine)
     duration = decode_audio(path).size / 16000
     assert validate_cues(result.cues, duration, result.speech) == []

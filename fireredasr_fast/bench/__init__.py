@@ -14,4 +14,5 @@ BENCHMARKS = {
     "alignment": "The token-time pass after the search: one per segment against batched",
     "kernels": "The numba decoder kernels against torch's, by row count and K/V size",
     "search-extras": "What the search's per-token confidences and external LM fusion cost (FireRedASR2)",
+    "language": "What detecting the language costs the Whisper engine, against giving it per file",
 }

@@ -230,8 +230,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--inputs", type=Path, default=SAMPLES, help="folder of media files (default: samples/)")
     p.add_argument("--repeat", type=int, default=4, help="add N stream copies of every file (default: %(default)s)")
-    p.add_argument("--model-dir", help="CTranslate2 Whisper directory (default: the [demo] tiny.en)")
-    p.add_argument("--model", help="faster-whisper model name (needs a network)")
+    p.add_argument("--model-dir", help="CTranslate2 Whisper directory (instead of --model)")
+    p.add_argument(
+        "--model",
+        default="tiny.en",
+        help="base or tiny.en (offline with the [demo] extra), other names downloaded (default: %(default)s, "
+        "the model of the figures in docs/benchmarks.md)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--compute-type", default=None, help="default: int8 on CPU, float16 on CUDA")
     p.add_argument("--beam-size", type=int, default=5)

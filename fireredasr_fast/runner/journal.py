@@ -34,6 +34,7 @@ class FileRecord:
     outputs: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     finished_at: str = ""
+    language: str = ""  # the language of most of the speech, when the engine knows it
 
     @property
     def realtime_factor(self) -> float:
@@ -91,15 +92,15 @@ def write_report(output_dir: Path, records: list[FileRecord], summary: dict[str,
 
 def format_table(records: list[FileRecord]) -> str:
     """The closing table: status, media duration, speed and error per file."""
-    rows = [("status", "duration", "wall", "RTF", "file", "error")]
+    rows = [("status", "duration", "wall", "RTF", "lang", "file", "error")]
     for r in records:
         rtf = f"{r.realtime_factor:.3f}" if r.status == "done" else "-"
-        rows.append((r.status, f"{r.duration:.1f}s", f"{r.wall:.1f}s", rtf, r.relative, r.error))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        rows.append((r.status, f"{r.duration:.1f}s", f"{r.wall:.1f}s", rtf, r.language or "-", r.relative, r.error))
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
     lines = []
     for row in rows:
         lines.append(
-            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + ("  " + row[5] if row[5] else "")
+            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:6])) + ("  " + row[6] if row[6] else "")
         )
     return "\n".join(lines)
 

@@ -689,6 +689,7 @@ class _Schedule:
             wall=time.perf_counter() - state.started,
             outputs=outputs,
             timings={k: round(v, 4) for k, v in prepared.timings.items()},
+            language=result.info.get("language", ""),
         )
         self.records[state.index] = record
         self.journal.update(record)

