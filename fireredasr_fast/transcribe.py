@@ -21,6 +21,7 @@ from .audio import decode_audio, to_float32
 from .batching import SegmentJob, make_batches
 from .cues import CueOptions, build_cues, plausible_token_times, refine_token_times
 from .engines import Engine
+from .guard import REVIEW_THRESHOLD, GuardOptions, guard_hypothesis, mark_for_review
 from .results import SAMPLE_RATE, FileResult, Hypothesis, Segment
 from .vad import SpeechSegment, SpeechSegmenter, VadOptions, clip_regions
 
@@ -29,6 +30,10 @@ from .vad import SpeechSegment, SpeechSegmenter, VadOptions, clip_regions
 class TranscribeOptions:
     vad: VadOptions = VadOptions()
     cues: CueOptions = CueOptions()
+    guard: GuardOptions = GuardOptions()
+    # Cues whose confidence is below this go to the review list (docs/benchmarks.md,
+    # "Review threshold"); 0 lists only what the guard flagged.
+    review_threshold: float = REVIEW_THRESHOLD
     audio_stream: int | None = None
     # Upper bound on a batch's padded audio (longest segment x count).
     batch_seconds: float = 240.0
@@ -74,10 +79,16 @@ def assemble_result(
     options: TranscribeOptions,
     info: dict[str, Any] | None = None,
 ) -> FileResult:
-    """Hypotheses (one per segment, in order) -> segments with absolute times -> cues."""
+    """Hypotheses (one per segment, in order) -> guarded -> segments with absolute times -> cues,
+    the doubtful ones flagged for review."""
     t0 = time.perf_counter()
     segments: list[Segment] = []
+    guard_seconds = 0.0
     for seg, hyp in zip(prepared.segments, hypotheses, strict=True):
+        inside = clip_regions(prepared.speech, seg.start, seg.end)
+        g0 = time.perf_counter()
+        hyp = guard_hypothesis(hyp, sum(b - a for a, b in inside) or seg.end - seg.start, options.guard)
+        guard_seconds += time.perf_counter() - g0
         times = None
         if hyp.token_times is not None:
             # Engine times are relative to the segment; clamp into it.
@@ -86,12 +97,24 @@ def assemble_result(
                 for a, b in hyp.token_times
             ]
             # Alignments smear tokens over pauses; keep each inside the VAD's speech.
-            inside = clip_regions(prepared.speech, seg.start, seg.end)
             times = refine_token_times(times, inside) if plausible_token_times(times, inside) else None
-        segments.append(Segment(seg.start, seg.end, hyp.text, list(hyp.tokens), times))
+        segments.append(
+            Segment(
+                seg.start,
+                seg.end,
+                hyp.text,
+                list(hyp.tokens),
+                times,
+                hyp.token_confidences,
+                hyp.confidence,
+                list(hyp.flags),
+            )
+        )
     cues = build_cues([s for s in segments if s.text.strip()], prepared.speech, prepared.duration, options.cues)
+    mark_for_review(cues, options.review_threshold)
     timings = dict(prepared.timings)
     timings["cues"] = time.perf_counter() - t0
+    timings["guard"] = guard_seconds
     result_info: dict[str, Any] = {"timings": timings}
     result_info.update(info or {})
     return FileResult(prepared.source, prepared.duration, segments, cues, prepared.speech, result_info)

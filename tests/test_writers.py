@@ -135,9 +135,9 @@ def test_tsv_has_ms_times_and_one_line_texts(tmp_path: Path) -> None:
 
 
 def test_get_writer_and_formats() -> None:
-    assert set(FORMATS) == {"srt", "vtt", "ass", "txt", "json", "tsv"}
+    assert set(FORMATS) == {"srt", "vtt", "ass", "txt", "json", "tsv", "review"}
     for fmt in FORMATS:
-        assert get_writer(fmt).extension == fmt
+        assert get_writer(fmt).extension == ("review.tsv" if fmt == "review" else fmt)
     with pytest.raises(ValueError, match="unknown output format"):
         get_writer("docx")
 

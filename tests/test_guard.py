@@ -1,0 +1,187 @@
+"""The degenerate-output guard (guard.py): real loops are cut and flagged, real speech is never touched.
+
+Loops come from the engines themselves: FireRedASR's search forced into a loop through its
+logits hook after it has decoded the real sentence, and a loop recorded from Whisper base
+(multilingual) on robotic espeak-ng Mandarin digits. Every output written from them passes
+the validator, and the review list names the flagged cue.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fireredasr_fast.cues import CueOptions
+from fireredasr_fast.guard import (
+    COMPRESSION,
+    DROPPED,
+    LOOP,
+    TRUNCATED,
+    GuardOptions,
+    compression_ratio,
+    degenerate_reasons,
+    find_loop,
+    guard_hypothesis,
+)
+from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
+from fireredasr_fast.transcribe import PreparedFile, TranscribeOptions, assemble_result
+from fireredasr_fast.vad import SpeechSegment
+from fireredasr_fast.validate import validate_cues, validate_subtitle_file
+from fireredasr_fast.writers import FORMATS, output_path, write_result
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+sys.path.insert(0, str(FIXTURES))
+
+needs_tools = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox"
+)
+
+# Real transcripts of real speech (AISHELL-1, A Tale of Two Cities, everyday repetitions):
+# none of them may be changed.
+PLAUSIBLE = (
+    ("甚至出现交易几乎停滞的情况", 4.0),
+    ("一二线城市虽然也处于调整中", 4.2),
+    (
+        "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+        "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, "
+        "it was the season of Darkness, it was the spring of hope, it was the winter of despair.",
+        22.0,
+    ),
+    ("哈哈哈哈哈，太好笑了", 2.5),
+    ("No, no, no, no, not that one.", 2.0),
+    ("对对对对，就是这样", 2.0),
+    ("电话是一三九一二三四五六七八", 4.0),
+    ("Okay.", 0.3),
+)
+
+# Recorded: Whisper base (multilingual, int8, beam 5, language zh) on espeak-ng's cmn voice
+# reading 120 random digits (28.1 s): its beam search loops on one syllable.
+WHISPER_LOOP_TEXT = "Wu Kyo Yis," + " Yis," * 72
+WHISPER_LOOP_SECONDS = 28.1
+
+
+@pytest.mark.parametrize(("text", "seconds"), PLAUSIBLE)
+def test_plausible_hypotheses_are_returned_untouched(text: str, seconds: float) -> None:
+    hyp = Hypothesis(text=text, tokens=list(text), token_confidences=[0.9] * len(text), confidence=0.9)
+    assert degenerate_reasons(text, seconds) == []
+    assert guard_hypothesis(hyp, seconds) is hyp
+
+
+def test_loop_detection_finds_where_the_repeats_start() -> None:
+    assert find_loop(WHISPER_LOOP_TEXT) == (len("Wu Kyo"), len(" Yis,"))
+    assert find_loop("4-" * 30) == (0, 2)
+    assert compression_ratio(WHISPER_LOOP_TEXT) > GuardOptions.max_compression_ratio
+    assert find_loop("甚至出现交易几乎停滞的情况") is None
+
+
+def _prepared(seconds: float) -> PreparedFile:
+    samples = np.zeros(round(seconds * SAMPLE_RATE), dtype=np.int16)
+    speech = [(0.2, seconds - 0.2)]
+    return PreparedFile("loop.wav", samples, [SpeechSegment(0.0, seconds, speech)], speech)
+
+
+def _write_and_check(result, tmp_path: Path) -> dict[str, Path]:
+    """Every format written and every subtitle parsed back through the validator."""
+    paths = dict(zip(FORMATS, write_result(result, tmp_path, "loop.wav", FORMATS), strict=True))
+    assert validate_cues(result.cues, result.duration, result.speech) == []
+    for fmt in ("srt", "vtt", "ass"):
+        assert validate_subtitle_file(paths[fmt], result.duration, result.speech) == []
+    return paths
+
+
+def test_recorded_whisper_loop_is_cut_flagged_and_listed_for_review(tmp_path: Path) -> None:
+    words = WHISPER_LOOP_TEXT.split()
+    hyp = Hypothesis(text=WHISPER_LOOP_TEXT, tokens=words, token_confidences=[0.8] * len(words), confidence=0.8)
+    result = assemble_result(_prepared(WHISPER_LOOP_SECONDS), [hyp], TranscribeOptions())
+    (segment,) = result.segments
+    assert segment.text == "Wu Kyo Yis,"
+    assert segment.tokens == ["Wu", "Kyo", "Yis,"]
+    assert segment.token_confidences == [0.8] * 3
+    assert {LOOP, COMPRESSION, TRUNCATED} <= set(segment.flags)
+    # The three words spread over 28 s of speech make several cues, every one flagged.
+    assert " ".join(cue.text for cue in result.cues) == "Wu Kyo Yis,"
+    assert all(TRUNCATED in cue.flags for cue in result.cues)
+
+    paths = _write_and_check(result, tmp_path)
+    assert paths["review"] == output_path(tmp_path, "loop.wav", "review") == tmp_path / "loop.review.tsv"
+    rows = list(csv.DictReader(paths["review"].open(encoding="utf-8"), delimiter="\t"))
+    assert [row["text"] for row in rows] == [cue.text for cue in result.cues]
+    assert [row["start"] for row in rows] == sorted(row["start"] for row in rows)
+    assert TRUNCATED in rows[0]["reason"].split(",") and rows[0]["confidence"] == "0.80"
+    data = json.loads(paths["json"].read_text(encoding="utf-8"))
+    assert TRUNCATED in data["segments"][0]["flags"] and TRUNCATED in data["cues"][0]["flags"]
+    assert data["cues"][0]["confidence"] == 0.8 and data["segments"][0]["token_confidences"] == [0.8] * 3
+    assert "Style: Review" in paths["ass"].read_text(encoding="utf-8")
+    assert ",Review," in paths["ass"].read_text(encoding="utf-8")
+
+
+def test_a_loop_with_nothing_plausible_before_it_is_dropped_and_still_listed(tmp_path: Path) -> None:
+    text = "王" * 200  # 200 characters in 9 s: a loop from the first character, and too fast even cut
+    hyp = Hypothesis(text=text, tokens=list(text))
+    guarded = guard_hypothesis(hyp, 9.0, GuardOptions(max_width_per_second=0.1))
+    assert guarded.text == "" and guarded.tokens == [] and DROPPED in guarded.flags
+    result = assemble_result(_prepared(9.0), [hyp], TranscribeOptions(guard=GuardOptions(max_width_per_second=0.1)))
+    assert result.cues == []
+    paths = _write_and_check(result, tmp_path)
+    rows = list(csv.DictReader(paths["review"].open(encoding="utf-8"), delimiter="\t"))
+    assert len(rows) == 1 and DROPPED in rows[0]["reason"] and rows[0]["start"] == "0:00:00.000"
+
+
+def test_guard_off_keeps_the_loop_and_cue_rules_still_hold(tmp_path: Path) -> None:
+    words = WHISPER_LOOP_TEXT.split()
+    hyp = Hypothesis(text=WHISPER_LOOP_TEXT, tokens=words)
+    result = assemble_result(_prepared(WHISPER_LOOP_SECONDS), [hyp], TranscribeOptions(guard=GuardOptions(False)))
+    assert result.segments[0].text == WHISPER_LOOP_TEXT and result.segments[0].flags == []
+    _write_and_check(result, tmp_path)
+
+
+# --- FireRedASR: a real search forced into a loop through its logits hook
+
+
+def _loop_after(natural: list[int], unit: list[int], repeats: int, eos: int):
+    """Logits hook: the search's own choices for len(natural) steps, then `unit` forced
+    `repeats` times, then <eos>."""
+    import torch
+
+    forced = [*unit * repeats, eos]
+
+    def hook(step: int, logits: torch.Tensor) -> torch.Tensor:
+        if step < len(natural):
+            return logits
+        out = torch.full_like(logits, -1e9)
+        out[:, forced[min(step - len(natural), len(forced) - 1)]] = 0.0
+        return out
+
+    return hook
+
+
+@pytest.mark.slow
+@needs_tools
+def test_firered_forced_loop_is_cut_back_to_the_real_sentence(tmp_path: Path) -> None:
+    from make_programme import synthesize
+
+    from fireredasr_fast.engines.firered.engine import load_model
+
+    model = load_model(FIXTURES / "tiny_model")
+    samples = synthesize("今天天气很好", "cmn+m3", 150, 43)
+    wave = samples.astype(np.float32) / 32768
+    (natural,) = model.transcribe([wave])
+    assert natural.text and guard_hypothesis(natural, len(wave) / SAMPLE_RATE) is natural
+    hook = _loop_after(natural.token_ids, natural.token_ids[-2:], 30, model.model.eos_id)
+    (looped,) = model.transcribe([wave], logits_hook=hook)
+    assert looped.text.startswith(natural.text) and len(looped.token_ids) > len(natural.token_ids) + 30
+
+    prepared = PreparedFile("loop.wav", samples, [SpeechSegment(0.0, len(wave) / SAMPLE_RATE)], [])
+    prepared.speech = [(0.0, len(wave) / SAMPLE_RATE)]
+    result = assemble_result(prepared, [looped], TranscribeOptions(cues=CueOptions()))
+    (segment,) = result.segments
+    assert segment.text == natural.text
+    assert segment.tokens == natural.tokens
+    assert LOOP in segment.flags and TRUNCATED in segment.flags
+    _write_and_check(result, tmp_path)
