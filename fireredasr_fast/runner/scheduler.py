@@ -31,6 +31,7 @@ from typing import Any
 
 from fireredasr_fast.batching import Batch, SegmentJob, make_batches
 from fireredasr_fast.engines import EngineSpec
+from fireredasr_fast.guard import review_counts
 from fireredasr_fast.inputs import InputFile
 from fireredasr_fast.results import Hypothesis
 from fireredasr_fast.transcribe import PreparedFile, TranscribeOptions, assemble_result, prepare_file
@@ -505,6 +506,7 @@ class Runner:
             outputs=outputs,
             timings={k: round(v, 4) for k, v in prepared.timings.items()},
         )
+        record.review, record.guarded = review_counts(result)
         records[state.index] = record
         journal.update(record)
         log.info("%s: done, %.1f s of audio, RTF %.3f", state.item.path, record.duration, record.realtime_factor)

@@ -49,6 +49,10 @@ LOG_PROB_THRESHOLD = -1.0
 #: has already been tried; each later one samples BEST_OF candidates.
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 BEST_OF = 5
+#: A re-decode writes at most this many tokens per second of window audio (fast Mandarin,
+#: ~8 characters a second, takes up to ~2 tokens a character): a sampled loop stops there
+#: instead of at Whisper's 448 tokens, which made one fallback of a 5 s window cost ~5x more.
+FALLBACK_TOKENS_PER_SECOND = 16
 COMPRESSION_RATIO_THRESHOLD = GuardOptions.max_compression_ratio
 #: Words followed or preceded by these usually border a pause, where the alignment tends to
 #: stretch a word over the silence.
@@ -465,7 +469,8 @@ class WhisperEngine(Engine):
                 ids = []
             reasons = [] if silence or not self.guard else self._degenerate(windows[i], tok.decode(ids), avg_logprob)
             if reasons:
-                ids = self._redecode(features[i : i + 1], prompts[i], tok)
+                seconds = sum(len(piece.audio) for piece in windows[i].pieces) / SAMPLE_RATE
+                ids = self._redecode(features[i : i + 1], prompts[i], tok, seconds)
                 reasons.append(REDECODED)
             token_lists.append(ids)
             flags.append(reasons)
@@ -493,7 +498,7 @@ class WhisperEngine(Engine):
             reasons.append(LOW_CONFIDENCE)
         return reasons
 
-    def _redecode(self, features: np.ndarray, prompt: list[int], tok: Tokenizer) -> list[int]:
+    def _redecode(self, features: np.ndarray, prompt: list[int], tok: Tokenizer, seconds: float) -> list[int]:
         """One window again with faster-whisper's temperature fallback: sampling at rising
         temperatures until the text passes its compression and log-probability tests (else
         the best of all tries, as faster-whisper picks it)."""
@@ -523,7 +528,7 @@ class WhisperEngine(Engine):
             prepend_punctuations="",
             append_punctuations="",
             multilingual=False,
-            max_new_tokens=None,
+            max_new_tokens=min(model.max_length - len(prompt), math.ceil(FALLBACK_TOKENS_PER_SECOND * seconds) + 4),
             clip_timestamps=[0.0],
             hallucination_silence_threshold=None,
             hotwords=None,
