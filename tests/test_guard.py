@@ -32,7 +32,7 @@ from fireredasr_fast.guard import (
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 from fireredasr_fast.transcribe import PreparedFile, TranscribeOptions, assemble_result
 from fireredasr_fast.vad import SpeechSegment
-from fireredasr_fast.validate import validate_cues, validate_subtitle_file
+from fireredasr_fast.validate import load_subtitle_cues, validate_cues, validate_review_file, validate_subtitle_file
 from fireredasr_fast.writers import FORMATS, output_path, write_result
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -92,6 +92,8 @@ def _write_and_check(result, tmp_path: Path) -> dict[str, Path]:
     assert validate_cues(result.cues, result.duration, result.speech) == []
     for fmt in ("srt", "vtt", "ass"):
         assert validate_subtitle_file(paths[fmt], result.duration, result.speech) == []
+    cues = load_subtitle_cues(paths["srt"])
+    assert validate_review_file(paths["review"], result.duration, cues) == []
     return paths
 
 

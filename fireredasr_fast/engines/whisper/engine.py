@@ -291,7 +291,14 @@ class WhisperEngine(Engine):
         self._tokenizers: dict[str, Tokenizer] = {}
         #: Seconds spent per stage since construction (features, encode, generate, align), so
         #: that benchmarks can say where the time goes.
-        self.timings: dict[str, float] = {"features": 0.0, "encode": 0.0, "generate": 0.0, "align": 0.0}
+        self.timings: dict[str, float] = {
+            "features": 0.0,
+            "encode": 0.0,
+            "generate": 0.0,
+            "align": 0.0,
+            "guard": 0.0,
+            "fallback": 0.0,
+        }
         self.counts: dict[str, int] = {"pieces": 0, "windows": 0, "redecoded": 0}
 
     @classmethod
@@ -467,7 +474,9 @@ class WhisperEngine(Engine):
             silence = result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
             if silence:
                 ids = []
+            g0 = time.perf_counter()
             reasons = [] if silence or not self.guard else self._degenerate(windows[i], tok.decode(ids), avg_logprob)
+            self.timings["guard"] += time.perf_counter() - g0
             if reasons:
                 seconds = sum(len(piece.audio) for piece in windows[i].pieces) / SAMPLE_RATE
                 ids = self._redecode(features[i : i + 1], prompts[i], tok, seconds)
@@ -538,7 +547,7 @@ class WhisperEngine(Engine):
         # The batch's encoder output cannot be sliced per window on every device: encode again
         # (one window, only for degenerate ones).
         result = model.generate_with_fallback(model.encode(features), prompt, tok, options)[0]
-        self.timings["fallback"] = self.timings.get("fallback", 0.0) + time.perf_counter() - t0
+        self.timings["fallback"] += time.perf_counter() - t0
         return [t for t in result.sequences_ids[0] if t < tok.eot]
 
     def _align(
