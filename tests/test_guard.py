@@ -35,7 +35,8 @@ from fireredasr_fast.vad import SpeechSegment
 from fireredasr_fast.validate import load_subtitle_cues, validate_cues, validate_review_file, validate_subtitle_file
 from fireredasr_fast.writers import FORMATS, output_path, write_result
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
 sys.path.insert(0, str(FIXTURES))
 
 needs_tools = pytest.mark.skipif(
@@ -53,6 +54,10 @@ PLAUSIBLE = (
         "it was the season of Darkness, it was the spring of hope, it was the winter of despair.",
         22.0,
     ),
+    # The whole paragraph, and the part Whisper decodes in one 30 s window: it compresses 2.41,
+    # above faster-whisper's 2.4.
+    (json.loads((ROOT / "samples" / "transcripts.json").read_text(encoding="utf-8"))["two_cities.mp4"], 44.4),
+    (json.loads((ROOT / "samples" / "transcripts.json").read_text(encoding="utf-8"))["two_cities.mp4"][:409], 30.0),
     ("哈哈哈哈哈，太好笑了", 2.5),
     ("No, no, no, no, not that one.", 2.0),
     ("对对对对，就是这样", 2.0),
@@ -133,6 +138,13 @@ def test_a_loop_with_nothing_plausible_before_it_is_dropped_and_still_listed(tmp
     paths = _write_and_check(result, tmp_path)
     rows = list(csv.DictReader(paths["review"].open(encoding="utf-8"), delimiter="\t"))
     assert len(rows) == 1 and DROPPED in rows[0]["reason"] and rows[0]["start"] == "0:00:00.000"
+
+
+def test_text_that_only_compresses_too_well_is_kept_and_flagged() -> None:
+    text = "王 王 皇 皇 王 王 王 皇 王 王 王 王 皇 王 皇 王 王 王 皇 皇 王 王 王 王 皇 王"  # no back-to-back loop
+    assert find_loop(text) is None and compression_ratio(text) > GuardOptions.max_compression_ratio
+    guarded = guard_hypothesis(Hypothesis(text=text, tokens=text.split()), 9.0)
+    assert guarded.text == text and guarded.flags == [COMPRESSION]
 
 
 def test_guard_off_keeps_the_loop_and_cue_rules_still_hold(tmp_path: Path) -> None:
