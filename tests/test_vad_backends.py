@@ -29,7 +29,8 @@ def test_drop_music_removes_singing_that_firered_vad_keeps() -> None:
     speech_true = [(a, b) for a, b, kind in spans if kind == "speech"]
     kept = {}
     for drop in (False, True):
-        segments, speech = SpeechSegmenter(VadOptions(backend="firered", drop_music=drop))(audio)
+        music = "drop" if drop else "keep"
+        segments, speech = SpeechSegmenter(VadOptions(backend="firered", music=music))(audio)
         kept[drop] = sum(_overlap(s, speech) for s in singing)
         recall = sum(_overlap(s, speech) for s in speech_true) / sum(b - a for a, b in speech_true)
         assert recall > 0.9
@@ -41,3 +42,20 @@ def test_drop_music_removes_singing_that_firered_vad_keeps() -> None:
 def test_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown VAD"):
         SpeechSegmenter(VadOptions(backend="webrtc"))
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_music_flag_reports_music_regions_and_keeps_the_segments() -> None:
+    from fireredasr_fast.bench.vad import _overlap, programme
+
+    samples, spans = programme(0)
+    audio = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
+    keep = SpeechSegmenter(VadOptions(music="keep")).segment(audio)
+    flag = SpeechSegmenter(VadOptions(music="flag")).segment(audio)
+    assert keep[2] == [] and flag[:2] == keep[:2]
+    musical = [(a, b) for a, b, kind in spans if kind in ("music", "singing")]
+    found = sum(_overlap(region, flag[2]) for region in musical)
+    assert found > 0.5 * sum(b - a for a, b in musical)
+    # Nothing sung or played is found inside the sentences.
+    speech_true = [(a, b) for a, b, kind in spans if kind == "speech"]
+    assert sum(_overlap(region, flag[2]) for region in speech_true) < 1.0
