@@ -256,3 +256,21 @@ def test_cues_over_music_are_flagged_and_listed(tmp_path: Path) -> None:
     rows = list(csv.DictReader(paths["review"].open(encoding="utf-8"), delimiter="\t"))
     assert rows and all(row["reason"] == MUSIC for row in rows)
     assert "".join(row["text"] for row in rows) == "啦啦啦，我爱北京天安门"
+
+
+def test_closing_table_and_journal_count_the_review_list(tmp_path: Path) -> None:
+    from fireredasr_fast.guard import review_counts
+    from fireredasr_fast.runner.journal import FileRecord, Journal, format_table
+
+    words = WHISPER_LOOP_TEXT.split()
+    result = assemble_result(
+        _prepared(WHISPER_LOOP_SECONDS), [Hypothesis(WHISPER_LOOP_TEXT, words)], TranscribeOptions()
+    )
+    review, guarded = review_counts(result)
+    assert review == len(result.cues) and guarded == 1
+    record = FileRecord("loop.wav", "loop.wav", "done", duration=28.1, wall=1.0, review=review, guarded=guarded)
+    table = format_table([record])
+    assert "review" in table.splitlines()[0] and f"{review} (1)" in table.splitlines()[1]
+    journal = Journal(tmp_path)
+    journal.update(record)
+    assert Journal(tmp_path).records["loop.wav"].review == review
