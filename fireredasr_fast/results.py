@@ -22,6 +22,8 @@ class Hypothesis:
     the waveform, when the engine can provide them; otherwise it is None.
     `token_confidences` holds one value in [0, 1] per token and `confidence` their mean, as
     FireRedASR2 defines it (docs/engine.md), when the engine gives them; otherwise None.
+    `flags` names what the degenerate-output guard found and did (guard.py), empty when the
+    hypothesis passed its checks.
     """
 
     text: str
@@ -32,6 +34,11 @@ class Hypothesis:
     confidence: float | None = None
     #: The spoken language's code ("zh", "en"), when the engine knows it (given or detected).
     language: str | None = None
+    flags: list[str] = field(default_factory=list)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
 
 
 @dataclass
@@ -44,6 +51,11 @@ class Segment:
     tokens: list[str] = field(default_factory=list)
     # One (start, end) per token in absolute seconds, when the engine gives timings.
     token_times: list[tuple[float, float]] | None = None
+    # As Hypothesis: per-token confidences and their mean, None when the engine gives none.
+    token_confidences: list[float] | None = None
+    confidence: float | None = None
+    # What the degenerate-output guard found and did (guard.py).
+    flags: list[str] = field(default_factory=list)
     # The spoken language's code, when the engine knows it.
     language: str | None = None
 
@@ -53,6 +65,10 @@ class Segment:
             out["tokens"] = self.tokens
         if self.token_times is not None:
             out["token_times"] = [[round(a, 3), round(b, 3)] for a, b in self.token_times]
+        if self.token_confidences is not None:
+            out["token_confidences"] = [_rounded(c) for c in self.token_confidences]
+        out["confidence"] = _rounded(self.confidence)
+        out["flags"] = list(self.flags)
         if self.language is not None:
             out["language"] = self.language
         return out
@@ -65,10 +81,24 @@ class Cue:
     start: float
     end: float
     lines: list[str]
+    # Mean confidence of the cue's tokens, None when the engine gives none.
+    confidence: float | None = None
+    # Why an editor should check this cue (guard flags of its segment, "low-confidence", ...);
+    # empty for a cue that needs no review.
+    flags: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
         return "\n".join(self.lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "text": self.text,
+            "confidence": _rounded(self.confidence),
+            "flags": list(self.flags),
+        }
 
 
 @dataclass

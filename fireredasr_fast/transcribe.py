@@ -21,6 +21,7 @@ from .audio import decode_audio, to_float32
 from .batching import SegmentJob, make_batches
 from .cues import CueOptions, build_cues, plausible_token_times, refine_token_times
 from .engines import Engine
+from .guard import REVIEW_THRESHOLD, GuardOptions, guard_hypothesis, mark_for_review
 from .results import SAMPLE_RATE, FileResult, Hypothesis, Segment
 from .script import ZH_SCRIPTS, convert_hypothesis
 from .vad import SpeechSegment, SpeechSegmenter, VadOptions, clip_regions
@@ -30,6 +31,10 @@ from .vad import SpeechSegment, SpeechSegmenter, VadOptions, clip_regions
 class TranscribeOptions:
     vad: VadOptions = VadOptions()
     cues: CueOptions = CueOptions()
+    guard: GuardOptions = GuardOptions()
+    # Cues whose confidence is below this go to the review list (docs/benchmarks.md,
+    # "Review threshold"); 0 lists only what the guard flagged.
+    review_threshold: float = REVIEW_THRESHOLD
     audio_stream: int | None = None
     # Chinese text in this script (script.ZH_SCRIPTS: simplified, traditional, keep).
     zh_script: str = ZH_SCRIPTS[0]
@@ -47,6 +52,8 @@ class PreparedFile:
     segments: list[SpeechSegment]
     speech: list[tuple[float, float]]
     timings: dict[str, float] = field(default_factory=dict)
+    # Music or singing without speech (VadOptions.music "flag"); cues over it are flagged.
+    music: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
@@ -66,9 +73,9 @@ def prepare_file(path: str | os.PathLike, segmenter: SpeechSegmenter, audio_stre
     t0 = time.perf_counter()
     samples = decode_audio(path, audio_stream)
     t1 = time.perf_counter()
-    segments, speech = segmenter(samples)
+    segments, speech, music = segmenter.segment(samples)
     t2 = time.perf_counter()
-    return PreparedFile(str(path), samples, segments, speech, {"decode": t1 - t0, "vad": t2 - t1})
+    return PreparedFile(str(path), samples, segments, speech, {"decode": t1 - t0, "vad": t2 - t1}, music)
 
 
 def assemble_result(
@@ -77,11 +84,17 @@ def assemble_result(
     options: TranscribeOptions,
     info: dict[str, Any] | None = None,
 ) -> FileResult:
-    """Hypotheses (one per segment, in order) -> segments with absolute times -> cues."""
+    """Hypotheses (one per segment, in order) -> guarded -> segments with absolute times -> cues,
+    the doubtful ones flagged for review."""
     t0 = time.perf_counter()
     segments: list[Segment] = []
+    guard_seconds = 0.0
     for seg, hyp in zip(prepared.segments, hypotheses, strict=True):
         hyp = convert_hypothesis(hyp, options.zh_script)
+        inside = clip_regions(prepared.speech, seg.start, seg.end)
+        g0 = time.perf_counter()
+        hyp = guard_hypothesis(hyp, sum(b - a for a, b in inside) or seg.end - seg.start, options.guard)
+        guard_seconds += time.perf_counter() - g0
         times = None
         if hyp.token_times is not None:
             # Engine times are relative to the segment; clamp into it.
@@ -90,12 +103,25 @@ def assemble_result(
                 for a, b in hyp.token_times
             ]
             # Alignments smear tokens over pauses; keep each inside the VAD's speech.
-            inside = clip_regions(prepared.speech, seg.start, seg.end)
             times = refine_token_times(times, inside) if plausible_token_times(times, inside) else None
-        segments.append(Segment(seg.start, seg.end, hyp.text, list(hyp.tokens), times, language=hyp.language))
+        segments.append(
+            Segment(
+                seg.start,
+                seg.end,
+                hyp.text,
+                list(hyp.tokens),
+                times,
+                hyp.token_confidences,
+                hyp.confidence,
+                list(hyp.flags),
+                language=hyp.language,
+            )
+        )
     cues = build_cues([s for s in segments if s.text.strip()], prepared.speech, prepared.duration, options.cues)
+    mark_for_review(cues, options.review_threshold, prepared.music)
     timings = dict(prepared.timings)
     timings["cues"] = time.perf_counter() - t0
+    timings["guard"] = guard_seconds
     result_info: dict[str, Any] = {"timings": timings}
     language = file_language(segments)
     if language is not None:

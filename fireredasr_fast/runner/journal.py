@@ -35,6 +35,8 @@ class FileRecord:
     timings: dict[str, float] = field(default_factory=dict)
     finished_at: str = ""
     language: str = ""  # the language of most of the speech, when the engine knows it
+    review: int = 0  # entries in the review list (cues to check, dropped segments)
+    guarded: int = 0  # segments the degenerate-output guard acted on
 
     @property
     def realtime_factor(self) -> float:
@@ -91,17 +93,22 @@ def write_report(output_dir: Path, records: list[FileRecord], summary: dict[str,
 
 
 def format_table(records: list[FileRecord]) -> str:
-    """The closing table: status, media duration, speed and error per file."""
-    rows = [("status", "duration", "wall", "RTF", "lang", "file", "error")]
+    """The closing table: status, media duration, speed, language, cues to review (guard acted) and
+    error per file."""
+    rows = [("status", "duration", "wall", "RTF", "lang", "review", "file", "error")]
     for r in records:
-        rtf = f"{r.realtime_factor:.3f}" if r.status == "done" else "-"
-        rows.append((r.status, f"{r.duration:.1f}s", f"{r.wall:.1f}s", rtf, r.language or "-", r.relative, r.error))
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+        done = r.status == "done"
+        rtf = f"{r.realtime_factor:.3f}" if done else "-"
+        review = (f"{r.review} ({r.guarded})" if r.guarded else str(r.review)) if done else "-"
+        rows.append(
+            (r.status, f"{r.duration:.1f}s", f"{r.wall:.1f}s", rtf, r.language or "-", review, r.relative, r.error)
+        )
+    padded = len(rows[0]) - 1  # every column but the last (the error)
+    widths = [max(len(row[i]) for row in rows) for i in range(padded)]
     lines = []
     for row in rows:
-        lines.append(
-            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:6])) + ("  " + row[6] if row[6] else "")
-        )
+        cells = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:padded]))
+        lines.append(cells + ("  " + row[padded] if row[padded] else ""))
     return "\n".join(lines)
 
 

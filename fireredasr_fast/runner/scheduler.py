@@ -32,6 +32,7 @@ from typing import Any
 
 from fireredasr_fast.batching import Batch, SegmentJob, make_batches
 from fireredasr_fast.engines import EngineSpec
+from fireredasr_fast.guard import review_counts
 from fireredasr_fast.inputs import InputFile
 from fireredasr_fast.results import Hypothesis
 from fireredasr_fast.transcribe import PreparedFile, TranscribeOptions, assemble_result, prepare_file
@@ -691,6 +692,7 @@ class _Schedule:
             timings={k: round(v, 4) for k, v in prepared.timings.items()},
             language=result.info.get("language", ""),
         )
+        record.review, record.guarded = review_counts(result)
         self.records[state.index] = record
         self.journal.update(record)
         log.info("%s: done, %.1f s of audio, RTF %.3f", state.item.path, record.duration, record.realtime_factor)

@@ -17,7 +17,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,10 @@ from fireredasr_fast.engines.whisper.bundled import (
     model_dir_for_name,
 )
 from fireredasr_fast.errors import ModelDirError
+from fireredasr_fast.guard import LOW_CONFIDENCE, REDECODED, GuardOptions, degenerate_reasons
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
+
+from .options import FALLBACK_TEMPERATURES
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -57,6 +60,13 @@ WORD_OWNER_MARGIN = 0.05
 #: Whisper's own rule for "this window is silence": both conditions must hold.
 NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0
+#: Each temperature of the fallback (options.FALLBACK_TEMPERATURES) samples BEST_OF candidates.
+BEST_OF = 5
+#: A re-decode writes at most this many tokens per second of window audio (fast Mandarin,
+#: ~8 characters a second, takes up to ~2 tokens a character): a sampled loop stops there
+#: instead of at Whisper's 448 tokens, which made one fallback of a 5 s window cost ~5x more.
+FALLBACK_TOKENS_PER_SECOND = 16
+COMPRESSION_RATIO_THRESHOLD = GuardOptions.max_compression_ratio
 #: Words followed or preceded by these usually border a pause, where the alignment tends to
 #: stretch a word over the silence.
 _PAUSE_MARKS = frozenset(".,!?;:。，！？；：、")
@@ -92,6 +102,18 @@ class _Decoded:
     text: str
     words: list[str]  # with time stamps: as aligned, leading space included
     times: list[tuple[float, float]] | None  # relative to the window
+    probs: list[float] | None = None  # one per word: faster-whisper's word probability
+    flags: list[str] = field(default_factory=list)  # what the guard found and did
+
+
+@dataclass
+class _PieceResult:
+    piece: _Piece
+    text: str
+    words: list[str]
+    times: list[tuple[float, float]] | None  # relative to the piece
+    probs: list[float] | None
+    flags: list[str]
 
 
 def resolve_model_path(model_dir: str | None, model_name: str | None) -> str:
@@ -242,6 +264,8 @@ class WhisperEngine(Engine):
         cpu_threads: int = 0,
         word_timestamps: bool = True,
         pack: bool = True,
+        guard: bool = True,
+        fallback_temperatures: Sequence[float] = FALLBACK_TEMPERATURES,
     ) -> None:
         try:
             from faster_whisper import WhisperModel
@@ -259,6 +283,9 @@ class WhisperEngine(Engine):
         self.batch_size = max(1, int(batch_size))
         self.word_timestamps = bool(word_timestamps)
         self.pack = bool(pack)
+        #: Re-decode degenerate windows with temperature fallback (guard.py).
+        self.guard = bool(guard)
+        self.fallback_temperatures = tuple(float(t) for t in fallback_temperatures)
         try:
             # cpu_threads=0 lets CTranslate2 follow OMP_NUM_THREADS, which the worker sets.
             self._model: WhisperModel = WhisperModel(
@@ -289,8 +316,10 @@ class WhisperEngine(Engine):
             "generate": 0.0,
             "align": 0.0,
             "detect": 0.0,
+            "guard": 0.0,
+            "fallback": 0.0,
         }
-        self.counts: dict[str, int] = {"pieces": 0, "windows": 0}
+        self.counts: dict[str, int] = {"pieces": 0, "windows": 0, "redecoded": 0}
 
     @classmethod
     def from_spec(cls, spec: EngineSpec) -> WhisperEngine:
@@ -306,6 +335,8 @@ class WhisperEngine(Engine):
             "language": self.language,
             "word_timestamps": self.word_timestamps,
             "pack": self.pack and self.word_timestamps,
+            "guard": self.guard,
+            "fallback_temperatures": list(self.fallback_temperatures) if self.guard else [],
         }
 
     # --- recognition -------------------------------------------------------------------
@@ -346,30 +377,33 @@ class WhisperEngine(Engine):
             decoded.extend(self._decode_batch(packs[b : b + self.batch_size]))
 
         # Back from packs to pieces, then from pieces (in time order) to inputs.
-        per_piece: list[tuple[_Piece, str, list[str], list[tuple[float, float]] | None]] = []
+        per_piece: list[_PieceResult] = []
         for pack, result in zip(packs, decoded, strict=True):
             per_piece.extend(self._unpack(pack, result))
-        per_piece.sort(key=lambda item: (item[0].source, item[0].offset))
+        per_piece.sort(key=lambda item: (item.piece.source, item.piece.offset))
         languages = _spoken_languages(len(waveforms), [(p, pack.language) for pack in packs for p in pack.pieces])
-        texts: list[list[str]] = [[] for _ in waveforms]
-        words: list[list[str]] = [[] for _ in waveforms]
-        times: list[list[tuple[float, float]]] = [[] for _ in waveforms]
-        for piece, text, piece_words, piece_times in per_piece:
-            texts[piece.source].append(text)
-            words[piece.source].extend(piece_words)
-            if piece_times is not None:
-                times[piece.source].extend(
-                    (round(piece.offset + s, 3), round(piece.offset + e, 3)) for s, e in piece_times
-                )
-        return [
-            Hypothesis(
-                text=join_lines(texts[i]),
-                tokens=words[i],
-                token_times=times[i] if self.word_timestamps else None,
-                language=languages[i],
-            )
+        hyps = [
+            Hypothesis(text="", token_times=[] if self.word_timestamps else None, language=languages[i])
             for i in range(len(waveforms))
         ]
+        texts: list[list[str]] = [[] for _ in waveforms]
+        for item in per_piece:
+            hyp = hyps[item.piece.source]
+            texts[item.piece.source].append(item.text)
+            hyp.tokens.extend(item.words)
+            if item.times is not None and hyp.token_times is not None:
+                offset = item.piece.offset
+                hyp.token_times.extend((round(offset + s, 3), round(offset + e, 3)) for s, e in item.times)
+            if item.probs is not None:
+                hyp.token_confidences = (hyp.token_confidences or []) + item.probs
+            hyp.flags.extend(f for f in item.flags if f not in hyp.flags)
+        for hyp, parts in zip(hyps, texts, strict=True):
+            hyp.text = join_lines(parts)
+            if hyp.token_confidences is not None and len(hyp.token_confidences) != len(hyp.tokens):
+                hyp.token_confidences = None  # a piece without word probabilities
+            if hyp.token_confidences:
+                hyp.confidence = float(np.mean(hyp.token_confidences))
+        return hyps
 
     def _waveform_languages(self, waveforms: Sequence[np.ndarray], pieces: Sequence[_Piece]) -> list[str | None]:
         """Each waveform's language when it is known before decoding: the one given (or "en"
@@ -441,13 +475,13 @@ class WhisperEngine(Engine):
             packs.append(_Pack([pieces[i] for i in members], starts, audio, pieces[members[0]].language))
         return packs
 
-    def _unpack(
-        self, pack: _Pack, result: _Decoded
-    ) -> list[tuple[_Piece, str, list[str], list[tuple[float, float]] | None]]:
-        """Split a pack's words among its pieces by time, with times relative to each piece."""
+    def _unpack(self, pack: _Pack, result: _Decoded) -> list[_PieceResult]:
+        """Split a pack's words among its pieces by time, with times relative to each piece.
+
+        The guard's flags go to every piece of the window (the window was decoded as one)."""
         if result.times is None:
             (piece,) = pack.pieces
-            return [(piece, result.text, result.text.split(), None)]
+            return [_PieceResult(piece, result.text, result.text.split(), None, None, list(result.flags))]
         owned: list[list[int]] = [[] for _ in pack.pieces]
         for w, (_start, end) in enumerate(result.times):
             # A word belongs to the last piece that starts before it ends: the first word of a
@@ -456,14 +490,16 @@ class WhisperEngine(Engine):
             while k + 1 < len(pack.starts) and end > pack.starts[k + 1] + WORD_OWNER_MARGIN:
                 k += 1
             owned[k].append(w)
-        out: list[tuple[_Piece, str, list[str], list[tuple[float, float]] | None]] = []
+        out: list[_PieceResult] = []
         for piece, start, members in zip(pack.pieces, pack.starts, owned, strict=True):
             raw_words = [result.words[w] for w in members]
             piece_words = [w.strip() for w in raw_words]
             relative = [(result.times[w][0] - start, result.times[w][1] - start) for w in members]
             duration = len(piece.audio) / SAMPLE_RATE
             text = "".join(raw_words).strip()
-            out.append((piece, text, piece_words, tidy_word_times(relative, piece_words, duration)))
+            probs = [result.probs[w] for w in members] if result.probs is not None else None
+            times = tidy_word_times(relative, piece_words, duration)
+            out.append(_PieceResult(piece, text, piece_words, times, probs, list(result.flags)))
         return out
 
     def _decode_batch(self, windows: Sequence[_Pack]) -> list[_Decoded]:
@@ -500,17 +536,28 @@ class WhisperEngine(Engine):
         self.timings["generate"] += time.perf_counter() - t2
 
         token_lists: list[list[int]] = []
-        for result, tok in zip(results, (self._tokenizer(lang) for lang in languages), strict=True):
+        flags: list[list[str]] = []
+        for i, (result, lang) in enumerate(zip(results, languages, strict=True)):
+            tok = self._tokenizer(lang)
             ids = [t for t in result.sequences_ids[0] if t < tok.eot]
             # Whisper's silence rule: a confident "no speech" and an unconvincing text.
             avg_logprob = result.scores[0] * len(result.sequences_ids[0]) / (len(result.sequences_ids[0]) + 1)
-            if result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD:
+            silence = result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
+            if silence:
                 ids = []
+            g0 = time.perf_counter()
+            reasons = [] if silence or not self.guard else self._degenerate(windows[i], tok.decode(ids), avg_logprob)
+            self.timings["guard"] += time.perf_counter() - g0
+            if reasons:
+                seconds = sum(len(piece.audio) for piece in windows[i].pieces) / SAMPLE_RATE
+                ids = self._redecode(features[i : i + 1], prompts[i], tok, seconds)
+                reasons.append(REDECODED)
             token_lists.append(ids)
+            flags.append(reasons)
 
         out = [
-            _Decoded(self._tokenizer(lang).decode(ids).strip(), [], None)
-            for lang, ids in zip(languages, token_lists, strict=True)
+            _Decoded(self._tokenizer(lang).decode(ids).strip(), [], None, None, window_flags)
+            for lang, ids, window_flags in zip(languages, token_lists, flags, strict=True)
         ]
         if not self.word_timestamps:
             for d in out:
@@ -520,6 +567,59 @@ class WhisperEngine(Engine):
         self._align(windows, features, encoder_output, languages, token_lists, out)
         self.timings["align"] += time.perf_counter() - t3
         return out
+
+    @staticmethod
+    def _degenerate(window: _Pack, text: str, avg_logprob: float) -> list[str]:
+        """The guard's reasons to re-decode a window (guard.py), with faster-whisper's
+        log-probability rule standing for "very low confidence"."""
+        seconds = sum(len(piece.audio) for piece in window.pieces) / SAMPLE_RATE
+        reasons = degenerate_reasons(text, seconds)
+        if avg_logprob < LOG_PROB_THRESHOLD:
+            reasons.append(LOW_CONFIDENCE)
+        return reasons
+
+    def _redecode(self, features: np.ndarray, prompt: list[int], tok: Tokenizer, seconds: float) -> list[int]:
+        """One window again with faster-whisper's temperature fallback: sampling at rising
+        temperatures until the text passes its compression and log-probability tests (else
+        the best of all tries, as faster-whisper picks it)."""
+        from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
+
+        model = self._model
+        options = TranscriptionOptions(
+            beam_size=self.beam_size,
+            best_of=BEST_OF,
+            patience=1.0,
+            length_penalty=1.0,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            log_prob_threshold=LOG_PROB_THRESHOLD,
+            no_speech_threshold=NO_SPEECH_THRESHOLD,
+            compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
+            condition_on_previous_text=False,
+            prompt_reset_on_temperature=0.5,
+            temperatures=list(self.fallback_temperatures),
+            initial_prompt=None,
+            prefix=None,
+            suppress_blank=True,
+            suppress_tokens=list(get_suppressed_tokens(tok, [-1])),
+            without_timestamps=True,
+            max_initial_timestamp=0.0,
+            word_timestamps=False,
+            prepend_punctuations="",
+            append_punctuations="",
+            multilingual=False,
+            max_new_tokens=min(model.max_length - len(prompt), math.ceil(FALLBACK_TOKENS_PER_SECOND * seconds) + 4),
+            clip_timestamps=[0.0],
+            hallucination_silence_threshold=None,
+            hotwords=None,
+        )
+        self.counts["redecoded"] += 1
+        t0 = time.perf_counter()
+        # The batch's encoder output cannot be sliced per window on every device: encode again
+        # (one window, only for degenerate ones).
+        result = model.generate_with_fallback(model.encode(features), prompt, tok, options)[0]
+        self.timings["fallback"] += time.perf_counter() - t0
+        return [t for t in result.sequences_ids[0] if t < tok.eot]
 
     def _align(
         self,
@@ -550,3 +650,4 @@ class WhisperEngine(Engine):
                 # Words keep their leading space: joining them rebuilds each piece's text.
                 out[i].words = [w["word"] for w in kept]
                 out[i].times = [(float(w["start"]), float(w["end"])) for w in kept]
+                out[i].probs = [float(w["probability"]) for w in kept]

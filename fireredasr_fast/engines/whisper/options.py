@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+# faster-whisper's temperature fallback for a degenerate window (guard.py): temperature 0 (beam
+# search) has already been tried.
+FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 # --precision -> CTranslate2's compute type.
 COMPUTE_TYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
 
@@ -16,7 +19,8 @@ COMPUTE_TYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8
 class WhisperOptions:
     """compute_type: CTranslate2's (None: int8 on CPU, float16 on CUDA). language: None lets
     a multilingual model detect it. cpu_threads: 0 lets CTranslate2 choose. word_timestamps:
-    align words (cue times); pack: short pieces share a 30 s window (needs word_timestamps)."""
+    align words (cue times); pack: short pieces share a 30 s window (needs word_timestamps).
+    guard: re-decode a degenerate window with the temperature fallback (guard.py)."""
 
     compute_type: str | None = None
     beam_size: int = 5
@@ -25,6 +29,8 @@ class WhisperOptions:
     cpu_threads: int = 0
     word_timestamps: bool = True
     pack: bool = True
+    guard: bool = True
+    fallback_temperatures: tuple[float, ...] = FALLBACK_TEMPERATURES
 
     def __post_init__(self) -> None:
         if self.beam_size < 1:
