@@ -25,14 +25,15 @@ from fireredasr_fast import cli
 from fireredasr_fast.runner.journal import JOURNAL_NAME, fingerprint
 
 RECORDED = FIXTURES / "settings_before_options"
-# The options added since 6adf75f, at the values that write what it wrote.
-AS_BEFORE = ["--zh-script", "keep"]
+# The options added or changed since 6adf75f, at the values that write what it wrote (given
+# first: a recorded command line's own --formats wins).
+AS_BEFORE = ["--zh-script", "keep", "--no-guard", "--formats", "srt,vtt,txt,json"]
 TINY_MODEL = FIXTURES / "tiny_model"
 
 
 def settings_as_recorded(name: str) -> tuple[list[str], dict]:
     recorded = json.loads((RECORDED / f"{name}.json").read_text(encoding="utf-8"))
-    args = list(recorded["args"]) + AS_BEFORE
+    args = AS_BEFORE + list(recorded["args"])
     if "--engine" not in args:  # FireRedASR: the tiny trained fixture, as when it was recorded
         args += ["--model-dir", str(TINY_MODEL)]
     return args, recorded["settings"]

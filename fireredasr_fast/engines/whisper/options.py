@@ -60,10 +60,11 @@ class WhisperOptions:
 
     def fingerprint(self) -> dict[str, Any]:
         """What changes the outputs: the language always, the rest where not at its default
-        (journals written before this class held only language and compute_type)."""
+        (journals written before this class held only language and compute_type). `guard`
+        follows --no-guard, which the run fingerprints with the pipeline's guard."""
         defaults = dataclasses.asdict(WhisperOptions())
         out: dict[str, Any] = {"language": self.language}
         for name, value in dataclasses.asdict(self).items():
-            if name != "language" and value != defaults[name]:
+            if name not in ("language", "guard") and value != defaults[name]:
                 out[name] = value
         return out
