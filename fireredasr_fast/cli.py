@@ -20,7 +20,7 @@ from fireredasr_fast.runner.plan import make_plan, model_bytes
 from .cues import CueOptions
 from .engines import EngineSpec
 from .errors import FireRedFastError
-from .inputs import collect_inputs
+from .inputs import collect_inputs, expand_audio_streams
 from .transcribe import TranscribeOptions
 from .vad import VadOptions
 from .writers import FORMATS
@@ -119,7 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--speech-pad", type=float, default=VadOptions.speech_pad, help="seconds (default: %(default)s)")
     v.add_argument("--merge-gap", type=float, default=VadOptions.merge_gap, help="seconds (default: %(default)s)")
     v.add_argument(
-        "--audio-stream", type=int, default=None, help="index among the audio streams (default: ffmpeg's choice)"
+        "--audio-stream",
+        type=_audio_stream,
+        default=None,
+        help="index among the audio streams (0 = first); 'all': one set of outputs per stream, "
+        "named <name>.a0.srt, <name>.a1.srt, ... (default: the stream with the most speech; "
+        "ffmpeg's choice when they tie)",
     )
 
     c = p.add_argument_group("subtitles")
@@ -160,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-dir, which must then be on shared storage)",
     )
     return p
+
+
+def _audio_stream(value: str) -> int | str:
+    if value == "all":
+        return value
+    try:
+        index = int(value)
+    except ValueError:
+        index = -1
+    if index < 0:
+        raise argparse.ArgumentTypeError(f"expected a stream index (0, 1, ...) or 'all', not {value!r}")
+    return index
 
 
 def _gpu_mode(args: argparse.Namespace) -> str:
@@ -294,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     if not inputs:
         print("error: no media files to transcribe", file=sys.stderr)
         return 2
+    if args.audio_stream == "all":
+        inputs = expand_audio_streams(inputs)
 
     vad = VadOptions(
         threshold=args.vad_threshold,
@@ -308,7 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         max_duration=args.max_cue_duration,
         min_duration=args.min_cue_duration,
     )
-    transcribe = TranscribeOptions(vad=vad, cues=cues, audio_stream=args.audio_stream, batch_seconds=args.batch_seconds)
+    transcribe = TranscribeOptions(
+        vad=vad,
+        cues=cues,
+        audio_stream=None if args.audio_stream == "all" else args.audio_stream,
+        batch_seconds=args.batch_seconds,
+    )
     settings = {
         "engine": {"engine": spec.engine, "options": dict(spec.options)},
         "gpu_precision": args.precision,

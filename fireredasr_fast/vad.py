@@ -13,7 +13,7 @@ import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -63,6 +63,23 @@ def _import_silero() -> Callable[..., Any]:
     return load_silero_vad
 
 
+# The VAD runs on blocks of this many frames (~17.5 min): a multi-hour file never needs a
+# whole float32 copy, and the blocks are independent (the model state restarts at each
+# block boundary), so a front end may run a long file's blocks in several processes and get
+# exactly the probabilities of one process running them in turn.
+VAD_BLOCK_FRAMES = 32768
+
+
+def vad_blocks(num_samples: int, block_frames: int = VAD_BLOCK_FRAMES) -> list[slice]:
+    """The sample ranges the VAD runs on, in order: frame-aligned blocks of `block_frames`."""
+    step = FRAME_SAMPLES * block_frames
+    return [slice(i, min(i + step, num_samples)) for i in range(0, num_samples, step)]
+
+
+class VoiceActivity(Protocol):
+    def probabilities(self, samples: np.ndarray) -> np.ndarray: ...
+
+
 class SileroVad:
     """Frame-level speech probabilities from silero VAD's ONNX model (no torch needed).
 
@@ -70,7 +87,8 @@ class SileroVad:
     the same probabilities as the frame-by-frame model, about twice as fast.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, block_frames: int = VAD_BLOCK_FRAMES) -> None:
+        self.block_frames = block_frames
         self._lock = threading.Lock()  # onnxruntime sessions are not re-entrant with state
         load_silero_vad = _import_silero()
         try:
@@ -84,20 +102,18 @@ class SileroVad:
         """Speech probability per 32 ms frame; `samples` is int16 or float32 16 kHz mono."""
         if samples.size == 0:
             return np.zeros(0, dtype=np.float32)
+        parts = [self.block_probabilities(samples[block]) for block in vad_blocks(samples.size, self.block_frames)]
+        return np.concatenate(parts)
+
+    def block_probabilities(self, block: np.ndarray) -> np.ndarray:
+        """One block's probabilities, from a fresh model state (see VAD_BLOCK_FRAMES)."""
         with self._lock:
             if self._sequence:
-                # Convert ~17 min at a time so a multi-hour file never needs a whole float32
-                # copy; the model state restarts at each block boundary (frame-aligned).
-                step = FRAME_SAMPLES * 32768
-                parts = [
-                    self._model.audio_forward(_float(samples[i : i + step]), SAMPLE_RATE)
-                    for i in range(0, samples.size, step)
-                ]
-                return np.concatenate(parts).astype(np.float32, copy=False)
+                return self._model.audio_forward(_float(block), SAMPLE_RATE).astype(np.float32, copy=False)
             import torch
 
-            audio = torch.from_numpy(_float(samples))
-            return self._model.audio_forward(audio, SAMPLE_RATE).numpy().reshape(-1)
+            audio = torch.from_numpy(_float(block))
+            return self._model.audio_forward(audio, SAMPLE_RATE).numpy().reshape(-1).astype(np.float32, copy=False)
 
 
 def _float(samples: np.ndarray) -> np.ndarray:
@@ -236,15 +252,19 @@ def _pad(seg: SpeechSegment, prev, nxt, duration: float, min_len: float) -> Spee
 
 
 class SpeechSegmenter:
-    """Samples -> (segments, speech regions). One per process; loads the VAD model once."""
+    """Samples -> (segments, speech regions). One per process; loads the VAD model once,
+    unless given another source of probabilities (`vad`: a front end that runs the blocks
+    in other processes)."""
 
-    def __init__(self, options: VadOptions = VadOptions()) -> None:
+    def __init__(self, options: VadOptions = VadOptions(), vad: VoiceActivity | None = None) -> None:
         self.options = options
-        self._vad = SileroVad()
+        self._vad = vad if vad is not None else SileroVad()
 
     def __call__(self, samples: np.ndarray) -> tuple[list[SpeechSegment], list[tuple[float, float]]]:
-        duration = samples.size / SAMPLE_RATE
-        probs = self.probabilities(samples)
+        return self.segment(self.probabilities(samples), samples.size / SAMPLE_RATE)
+
+    def segment(self, probs: np.ndarray, duration: float) -> tuple[list[SpeechSegment], list[tuple[float, float]]]:
+        """Frame probabilities -> (segments, unpadded speech regions)."""
         # Segments carry padding (the recogniser likes a little context); the speech regions
         # reported with them do not, so cue timing can snap to true speech onsets.
         unpadded = dataclasses.replace(self.options, speech_pad=0.0)

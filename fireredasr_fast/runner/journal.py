@@ -34,6 +34,8 @@ class FileRecord:
     outputs: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     finished_at: str = ""
+    # The audio stream transcribed and why (transcribe.TrackChoice.to_dict()).
+    audio_track: dict[str, Any] = field(default_factory=dict)
 
     @property
     def realtime_factor(self) -> float:

@@ -33,7 +33,13 @@ from fireredasr_fast.batching import Batch, SegmentJob, make_batches
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.inputs import InputFile
 from fireredasr_fast.results import Hypothesis
-from fireredasr_fast.transcribe import PreparedFile, TranscribeOptions, assemble_result, prepare_file
+from fireredasr_fast.transcribe import (
+    PreparedFile,
+    TranscribeOptions,
+    assemble_result,
+    log_track_choice,
+    prepare_file,
+)
 from fireredasr_fast.vad import SpeechSegmenter
 from fireredasr_fast.writers import get_writer, output_path
 
@@ -447,6 +453,7 @@ class Runner:
         log.warning("GPU worker on GPU %d stopped (%s); its batches go back to the queue", pool.gpu_index, what)
 
     def _accept(self, state, prepared, pending, records, journal, bar, budget) -> None:
+        log_track_choice(prepared, str(state.item.path))
         state.prepared = prepared
         state.hypotheses = [None] * len(prepared.segments)
         state.remaining = len(prepared.segments)
@@ -504,6 +511,7 @@ class Runner:
             wall=time.perf_counter() - state.started,
             outputs=outputs,
             timings={k: round(v, 4) for k, v in prepared.timings.items()},
+            audio_track=prepared.track.to_dict() if prepared.track else {},
         )
         records[state.index] = record
         journal.update(record)
@@ -532,7 +540,10 @@ class Runner:
                     break
                 state.started = time.perf_counter()
                 try:
-                    prepared = prepare_file(state.item.path, segmenter, self.options.transcribe.audio_stream)
+                    stream = state.item.audio_stream
+                    if stream is None:
+                        stream = self.options.transcribe.audio_stream
+                    prepared = prepare_file(state.item.path, segmenter, stream)
                 except Exception as exc:  # one bad file must not stop the others
                     out.put((state.index, exc))
                     continue
