@@ -38,14 +38,13 @@ from fireredasr_fast.transcribe import (
     TranscribeOptions,
     assemble_result,
     log_track_choice,
-    prepare_file,
 )
-from fireredasr_fast.vad import SpeechSegmenter
 from fireredasr_fast.writers import get_writer, output_path
 
+from .frontend import AudioBudget, Frontend, frontend_options
 from .gpu import GpuScheduler, is_cuda_oom
 from .journal import FileRecord, Journal, fingerprint, format_table, relative_key, write_report
-from .plan import PRELOAD_NICE, Plan, lower_thread_priority
+from .plan import Plan
 from .worker import WorkerLost, describe_error, init_process, load_engine, os_error, run_batch
 
 log = logging.getLogger("fireredasr_fast")
@@ -60,6 +59,7 @@ class RunOptions:
     transcribe: TranscribeOptions = TranscribeOptions()
     overwrite: bool = False
     preload_seconds: float = 3600.0  # audio decoded ahead of the workers
+    frontend_processes: int | None = None  # VAD processes (None: from the plan, frontend.py)
     progress: bool = True
     settings: dict[str, Any] = field(default_factory=dict)  # what the fingerprint covers
 
@@ -274,11 +274,12 @@ class Runner:
 
     def _process(self, todo: list[_FileState], records: dict[int, FileRecord], journal: Journal) -> None:
         prepared_queue: queue.Queue = queue.Queue()
-        budget = _AudioBudget(self.options.preload_seconds)
-        producer = threading.Thread(
-            target=self._produce, args=(todo, prepared_queue, budget), name="preload", daemon=True
-        )
-        producer.start()
+        budget = AudioBudget(self.options.preload_seconds)
+        # Decoding and the VAD (frontend.py): messages (index, PreparedFile | exception), then None.
+        fast_consumers = (self.gpu is not None and self.gpu.enabled) or any(g.name != "cpu" for g in self.groups)
+        frontend_setup = frontend_options(self.plan, fast_consumers, self.options.frontend_processes)
+        frontend = Frontend(todo, self.options.transcribe, budget, frontend_setup, self.stop.graceful)
+        frontend.start(prepared_queue)
 
         states = {state.index: state for state in todo}
         pending: list[SegmentJob] = []
@@ -410,7 +411,7 @@ class Runner:
                         assert pool.new_executor is not None
                         pool.executor = pool.new_executor()
         finally:
-            budget.close()
+            frontend.close()
             hard = self.stop.hard.is_set()
             for pool in pools:
                 _shutdown(pool.executor, hard)
@@ -466,7 +467,7 @@ class Runner:
             pending.extend(prepared.jobs(state.index))
 
     def _record_failure(
-        self, state: _FileState, message: str, status: str, records, journal: Journal, budget: _AudioBudget
+        self, state: _FileState, message: str, status: str, records, journal: Journal, budget: AudioBudget
     ) -> None:
         """A file ends failed or interrupted: journal it, free its audio (first outcome wins)."""
         if state.index in records:
@@ -481,7 +482,7 @@ class Runner:
         budget.release(duration)
         state.prepared = None
 
-    def _finish(self, state: _FileState, records, journal: Journal, bar, budget: _AudioBudget) -> None:
+    def _finish(self, state: _FileState, records, journal: Journal, bar, budget: AudioBudget) -> None:
         prepared = state.prepared
         assert prepared is not None
         prepared.timings["asr"] = state.asr_seconds
@@ -521,39 +522,6 @@ class Runner:
         budget.release(prepared.duration)
         state.prepared = None  # free the samples now
 
-    # -- producer thread
-
-    def _produce(self, todo: list[_FileState], out: queue.Queue, budget: _AudioBudget) -> None:
-        # Workers of several threads wait for each other at every parallel step, so a busy
-        # preload thread beside them costs far more than its own CPU time: decoding and the
-        # VAD then take what the workers leave idle (plan.PRELOAD_NICE). Single-threaded
-        # workers just share the cores fairly, and at nice 19 the preload fell behind fast
-        # ones (wait share 0.2 -> 6.6 %), so they keep equal priority.
-        if self.plan.threads_per_worker > 1:
-            lower_thread_priority(PRELOAD_NICE)
-        try:
-            segmenter = SpeechSegmenter(self.options.transcribe.vad)
-            for state in todo:
-                if self.stop.graceful.is_set():
-                    break
-                if not budget.wait_for_room():
-                    break
-                state.started = time.perf_counter()
-                try:
-                    stream = state.item.audio_stream
-                    if stream is None:
-                        stream = self.options.transcribe.audio_stream
-                    prepared = prepare_file(state.item.path, segmenter, stream)
-                except Exception as exc:  # one bad file must not stop the others
-                    out.put((state.index, exc))
-                    continue
-                budget.take(prepared.duration)
-                out.put((state.index, prepared))
-        except Exception as exc:
-            log.error("preload stopped: %s", describe_error(exc))
-        finally:
-            out.put(None)
-
     # -- helpers
 
     def _new_executor(self) -> cf.Executor:
@@ -591,37 +559,6 @@ class Runner:
             "batches": dict(self.batches_by_pool),
             "batches_retried": self.batches_retried,
         }
-
-
-class _AudioBudget:
-    """Bounds the audio seconds decoded ahead of recognition (memory stays bounded)."""
-
-    def __init__(self, limit: float) -> None:
-        self.limit = limit
-        self.used = 0.0
-        self.closed = False
-        self.cond = threading.Condition()
-
-    def wait_for_room(self) -> bool:
-        with self.cond:
-            # One file may always enter, however long, or a huge file would block forever.
-            while self.used > 0 and self.used >= self.limit and not self.closed:
-                self.cond.wait(0.5)
-            return not self.closed
-
-    def take(self, seconds: float) -> None:
-        with self.cond:
-            self.used += seconds
-
-    def release(self, seconds: float) -> None:
-        with self.cond:
-            self.used = max(0.0, self.used - seconds)
-            self.cond.notify_all()
-
-    def close(self) -> None:
-        with self.cond:
-            self.closed = True
-            self.cond.notify_all()
 
 
 def _shutdown(executor: cf.Executor, hard: bool) -> None:
