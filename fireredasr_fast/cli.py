@@ -150,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="padded audio seconds per batch (default: %(default)s)",
     )
     r.add_argument("--preload-seconds", type=float, default=3600.0, help="audio decoded ahead of the workers")
+    r.add_argument(
+        "--frontend-processes",
+        type=int,
+        default=None,
+        help="processes running the VAD, files decoded at once (default: one per core beside GPU "
+        "workers or a cluster; else 0: one thread, enough for CPU workers; docs/tuning.md)",
+    )
 
     k = p.add_argument_group("cluster (Ray; pip install 'fireredasr-fast[cluster]')")
     k.add_argument(
@@ -376,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         transcribe=transcribe,
         overwrite=args.overwrite,
         preload_seconds=args.preload_seconds,
+        frontend_processes=args.frontend_processes,
         progress=not args.no_progress and sys.stderr.isatty(),
         settings=settings,
     )

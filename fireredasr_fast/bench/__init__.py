@@ -11,4 +11,5 @@ BENCHMARKS = {
     "grouping": "How the engine splits a call of mixed-length segments into padded batches",
     "alignment": "The token-time pass after the search: one per segment against batched",
     "kernels": "The numba decoder kernels against torch's, by row count and K/V size",
+    "frontend": "The runner's front end (decode + VAD) on long videos with 0..N VAD processes",
 }

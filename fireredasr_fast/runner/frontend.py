@@ -13,8 +13,9 @@ budget may still enter, alone). Decoding and the VAD run at the priority the pla
 (plan.PRELOAD_NICE beside multi-threaded workers).
 
 How many files are decoded at once follows how fast the workers consume audio: it starts at
-one and grows by one, up to the process count, each time a file is ready while the workers
-have eaten the budget down below LOW_WATER_SHARE.
+one and grows by one, up to the process count, each time a file is taken while the workers
+have eaten what is held down below LOW_WATER_SHARE of the budget (at the start nothing is
+held: the front end fans out at once, while the workers wait for their first batches).
 """
 
 from __future__ import annotations
@@ -155,6 +156,11 @@ def _init_vad_process(nice: int, block_frames: int) -> None:
     _process_vad = SileroVad(block_frames)
 
 
+def _pid() -> int:
+    time.sleep(0.05)  # long enough for the pool to hand the next call to another process
+    return os.getpid()
+
+
 def _block_probabilities(block: np.ndarray) -> np.ndarray:
     assert _process_vad is not None, "the VAD process was not initialised"
     return _process_vad.block_probabilities(block)
@@ -189,14 +195,27 @@ class Frontend:
         self.stats = {"prepared_seconds": 0.0, "decode": 0.0, "vad": 0.0}
 
     def start(self, out: queue.Queue) -> None:
-        if self.options.processes > 0:
+        self._pool()
+        self._add_thread(out)
+
+    def warm_up(self) -> None:
+        """Start every VAD process now and wait until each has loaded the model (a benchmark
+        times the front end, not Python's start-up)."""
+        pool = self._pool()
+        if pool is not None:
+            pids = set()
+            while len(pids) < self.options.processes:
+                pids.update(f.result() for f in [pool.submit(_pid) for _ in range(self.options.processes)])
+
+    def _pool(self) -> cf.Executor | None:
+        if self._executor is None and self.options.processes > 0:
             self._executor = cf.ProcessPoolExecutor(
                 max_workers=self.options.processes,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_vad_process,
                 initargs=(self.options.nice, self.options.block_frames),
             )
-        self._add_thread(out)
+        return self._executor
 
     def close(self) -> None:
         self._closing.set()
@@ -229,9 +248,9 @@ class Frontend:
                 vad = SileroVad(self.options.block_frames)
             segmenter = SpeechSegmenter(self.transcribe.vad, vad)
             while (state := self._take()) is not None:
+                self._maybe_grow(out)
                 if not self._prepare(state, segmenter, out):
                     break
-                self._maybe_grow(out)
         except Exception as exc:
             log.error("preload stopped: %s", exc)
         finally:
