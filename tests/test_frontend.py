@@ -157,3 +157,26 @@ def test_runner_outputs_do_not_depend_on_the_frontend(tmp_path: Path, random_mod
     finally:
         torch.set_num_threads(threads)
     assert outputs[0] and outputs[0] == outputs[2]
+
+
+def test_a_dead_vad_process_is_replaced(caplog):
+    """The OOM killer takes a VAD process: the pool is started again and the file prepared."""
+    import signal
+
+    import psutil
+
+    item = _Item(0, InputFile(SAMPLES / "aishell_zh.mkv", Path("aishell_zh.mkv")))
+    frontend = Frontend([item], TranscribeOptions(), AudioBudget(3600.0), FrontendOptions(processes=1))
+    frontend.warm_up()
+    (vad_process,) = [c for c in psutil.Process().children() if "--multiprocessing-fork" in c.cmdline()]
+    os.kill(vad_process.pid, signal.SIGKILL)
+    vad_process.wait(timeout=30)
+    out: queue.Queue = queue.Queue()
+    frontend.start(out)
+    try:
+        results = _drain(out)
+    finally:
+        frontend.close()
+    assert not isinstance(results[0], BaseException), results[0]
+    assert len(results[0].segments) >= 1
+    assert "a VAD process died" in caplog.text

@@ -27,7 +27,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -131,18 +132,26 @@ class FrontendItem(Protocol):
 
 
 class ProcessVad:
-    """The VAD's blocks in a process pool: the same probabilities as SileroVad in one process."""
+    """The VAD's blocks in the front end's process pool: the same probabilities as SileroVad
+    in one process. A pool broken by a dead process (the OOM killer) is replaced once."""
 
-    def __init__(self, executor: cf.Executor, block_frames: int) -> None:
-        self.executor = executor
+    def __init__(self, pool: Callable[[cf.Executor | None], cf.Executor], block_frames: int) -> None:
+        self.pool = pool  # pool(None): the current one; pool(broken): a new one in its place
         self.block_frames = block_frames
 
     def probabilities(self, samples: np.ndarray) -> np.ndarray:
         if samples.size == 0:
             return np.zeros(0, dtype=np.float32)
-        futures = [
-            self.executor.submit(_block_probabilities, samples[b]) for b in vad_blocks(samples.size, self.block_frames)
-        ]
+        blocks = vad_blocks(samples.size, self.block_frames)
+        executor = self.pool(None)
+        try:
+            return self._run(executor, samples, blocks)
+        except BrokenProcessPool:
+            return self._run(self.pool(executor), samples, blocks)
+
+    @staticmethod
+    def _run(executor: cf.Executor, samples: np.ndarray, blocks: list[slice]) -> np.ndarray:
+        futures = [executor.submit(_block_probabilities, samples[block]) for block in blocks]
         return np.concatenate([future.result() for future in futures])
 
 
@@ -154,6 +163,13 @@ def _init_vad_process(nice: int, block_frames: int) -> None:
     set_process_threads(1)
     global _process_vad
     _process_vad = SileroVad(block_frames)
+
+
+def _shutdown_pool(executor: cf.Executor, hard: bool) -> None:
+    if hard and isinstance(executor, cf.ProcessPoolExecutor):
+        for process in list(getattr(executor, "_processes", {}).values()):
+            process.terminate()
+    executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _pid() -> int:
@@ -207,23 +223,37 @@ class Frontend:
             while len(pids) < self.options.processes:
                 pids.update(f.result() for f in [pool.submit(_pid) for _ in range(self.options.processes)])
 
-    def _pool(self) -> cf.Executor | None:
-        if self._executor is None and self.options.processes > 0:
-            self._executor = cf.ProcessPoolExecutor(
-                max_workers=self.options.processes,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_vad_process,
-                initargs=(self.options.nice, self.options.block_frames),
-            )
-        return self._executor
+    def _pool(self, broken: cf.Executor | None = None) -> cf.Executor | None:
+        """The VAD processes (None with processes=0); a new pool in place of a `broken` one."""
+        with self._lock:
+            if broken is not None and self._executor is broken:
+                log.warning("a VAD process died; starting the front end's processes again")
+                _shutdown_pool(broken, hard=True)
+                self._executor = None
+            if self._executor is None and self.options.processes > 0 and not self._closing.is_set():
+                self._executor = cf.ProcessPoolExecutor(
+                    max_workers=self.options.processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_vad_process,
+                    initargs=(self.options.nice, self.options.block_frames),
+                )
+            return self._executor
 
-    def close(self) -> None:
+    def close(self, hard: bool = False) -> None:
+        """Stop taking files. The VAD blocks running finish (`hard`: their processes are
+        killed); a front-end thread ends after its current file, its result unread."""
         self._closing.set()
         self.budget.close()
-        for thread in list(self._threads):
-            thread.join(timeout=30)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            _shutdown_pool(executor, hard)
+
+    def _current_pool(self, broken: cf.Executor | None) -> cf.Executor:
+        pool = self._pool(broken)
+        if pool is None:
+            raise RuntimeError("the front end is closed")
+        return pool
 
     def _add_thread(self, out: queue.Queue) -> None:
         with self._lock:
@@ -242,8 +272,8 @@ class Frontend:
     def _run(self, out: queue.Queue) -> None:
         lower_thread_priority(self.options.nice)  # this thread and the ffmpeg it starts
         try:
-            if self._executor is not None:
-                vad: Any = ProcessVad(self._executor, self.options.block_frames)
+            if self.options.processes > 0:
+                vad: Any = ProcessVad(self._current_pool, self.options.block_frames)
             else:
                 vad = SileroVad(self.options.block_frames)
             segmenter = SpeechSegmenter(self.transcribe.vad, vad)

@@ -411,8 +411,8 @@ class Runner:
                         assert pool.new_executor is not None
                         pool.executor = pool.new_executor()
         finally:
-            frontend.close()
             hard = self.stop.hard.is_set()
+            frontend.close(hard)
             for pool in pools:
                 _shutdown(pool.executor, hard)
                 if pool.gpu_index is not None and self.gpu is not None:
