@@ -25,20 +25,23 @@ import queue
 import resource
 import statistics
 import time
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 
 from fireredasr_fast.inputs import InputFile
+from fireredasr_fast.results import SAMPLE_RATE
 from fireredasr_fast.runner.frontend import AudioBudget, Frontend, FrontendOptions
 from fireredasr_fast.transcribe import TranscribeOptions
 
 from .grouping import report_header
 from .runner import DEFAULT_CACHE, SAMPLES, _ffmpeg
 
-FOLDER_VERSION = 1  # bump when the folder's recipe changes: the cache is keyed by it
+FOLDER_VERSION = 2  # bump when the folder's recipe changes: the cache is keyed by it
 PROJECTED_CORES = 8
 
 
@@ -70,21 +73,34 @@ def build_long_folder(cache_dir: Path, files: int, minutes: float) -> list[Path]
             "-map", "[out]", str(folder / "cycle.tmp.wav"),
         )  # fmt: skip
         (folder / "cycle.tmp.wav").replace(cycle)
-    seconds = minutes * 60.0
+    from fireredasr_fast.audio import decode_audio
+
+    loop = decode_audio(cycle)
+    count = round(minutes * 60.0 * SAMPLE_RATE)
     for i, path in enumerate(paths):
         if path.is_file():
             continue
+        # Each file starts the cycle at its own offset, so files differ. The track is cut here
+        # in samples: ffmpeg's -stream_loop with -ss/-t wrote audio past the stated duration.
+        offset = round(i * 13.7 * SAMPLE_RATE) % loop.size
+        track = np.tile(loop, (offset + count) // loop.size + 1)[offset : offset + count]
+        wav = folder / f"track_{i + 1:02d}.wav"
+        with wave.open(str(wav), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(SAMPLE_RATE)
+            out.writeframes(track.astype("<i2").tobytes())
         partial = path.with_suffix(".tmp.mp4")
-        # Each file starts the cycle at its own offset, so files differ.
         _ffmpeg(
-            "-stream_loop", "-1", "-ss", f"{i * 13.7:.1f}", "-i", str(cycle),
+            "-i", str(wav),
             "-f", "lavfi", "-i", "anoisesrc=color=white:a=0.01:r=48000",
             "-f", "lavfi", "-i", "color=c=0x203040:s=160x90:r=1",
             "-filter_complex", "[0:a]aresample=48000[s];[s][1:a]amix=inputs=2:duration=first,"
             "aformat=channel_layouts=stereo[a]",
-            "-map", "2:v", "-map", "[a]", "-t", f"{seconds:g}",
+            "-map", "2:v", "-map", "[a]", "-t", f"{count / SAMPLE_RATE:.3f}",
             "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "128k", str(partial),
         )  # fmt: skip
+        wav.unlink()
         partial.replace(path)
     return paths
 
