@@ -132,3 +132,16 @@ def test_the_cli_says_which_track_and_writes_each_with_all(silent_first: Path, t
         ("two tracks.mkv#a0", "done", "requested"),
         ("two tracks.mkv#a1", "done", "requested"),
     ]
+
+
+def test_audio_stream_option_takes_an_index_or_all(capsys):
+    from fireredasr_fast.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["--audio-stream", "all", "x.mkv"]).audio_stream == "all"
+    assert parser.parse_args(["--audio-stream", "1", "x.mkv"]).audio_stream == 1
+    for bad in ("-1", "first"):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(["--audio-stream", bad, "x.mkv"])
+        assert exit_info.value.code == 2
+    assert "expected a stream index (0, 1, ...) or 'all'" in capsys.readouterr().err
