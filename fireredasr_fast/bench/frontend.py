@@ -12,7 +12,8 @@ alternating the order; no workers run beside it, and the consumer frees each fil
 Columns: wall seconds (median over rounds); realtime factor = audio seconds / wall seconds;
 the speedup over 1 process; CPU seconds of everything the front end ran (this process's
 threads, ffmpeg, the VAD processes; start-up excluded: the pool is warmed first); audio
-seconds per CPU second, the per-core figure; 8 cores are projected as 8 x that figure.
+seconds per CPU second, the per-core figure; 8 cores are projected as 8 x that figure; files
+at once = the files' decode + VAD seconds over the wall (how many were in progress, on average).
 On a machine shared with others, compare the rows of one run, not runs of different days.
 """
 
@@ -163,6 +164,10 @@ def summarise(runs: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     for processes, measured in runs.items():
         wall = statistics.median(run["wall_seconds"] for run in measured)
         cpu = statistics.median(run["cpu_seconds"] for run in measured)
+        # Files in progress at once, on average: each file's decode + VAD time over the wall.
+        overlap = statistics.median(
+            (run["decode_seconds"] + run["vad_seconds"]) / run["wall_seconds"] for run in measured
+        )
         audio = measured[0]["audio_seconds"]
         rows.append(
             {
@@ -171,6 +176,7 @@ def summarise(runs: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                 "realtime_factor": round(audio / wall, 1),
                 "cpu_seconds": round(cpu, 2),
                 "audio_per_cpu_second": round(audio / cpu, 1) if cpu > 0 else None,
+                "files_in_progress": round(overlap, 2),
                 "walls": [round(run["wall_seconds"], 2) for run in measured],
             }
         )
@@ -181,7 +187,16 @@ def summarise(runs: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    header = ("VAD processes", "wall s", "x realtime", "vs 1 process", "CPU s", "audio s / CPU s", "rounds (wall s)")
+    header = (
+        "VAD processes",
+        "wall s",
+        "x realtime",
+        "vs 1 process",
+        "CPU s",
+        "audio s / CPU s",
+        "files at once",
+        "rounds (wall s)",
+    )
     lines = [header]
     for row in rows:
         name = "0 (one thread)" if row["processes"] == 0 else str(row["processes"])
@@ -193,6 +208,7 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
                 f"{row['speedup_vs_1']:.2f}x" if row["speedup_vs_1"] else "-",
                 f"{row['cpu_seconds']:.1f}",
                 f"{row['audio_per_cpu_second']:.0f}" if row["audio_per_cpu_second"] else "-",
+                f"{row['files_in_progress']:.2f}",
                 " / ".join(f"{w:.1f}" for w in row["walls"]),
             )
         )
