@@ -32,6 +32,8 @@ log = logging.getLogger("fireredasr_fast")
 # tied streams ffmpeg's own choice wins: a film's dubbed tracks carry about the same speech,
 # and the file's default is then the better guess of the language wanted.
 TRACK_TIE_SHARE = 0.05
+# Decoded streams held at once while a file's streams are compared (_prepare_most_speech).
+STREAMS_HELD = 3
 
 
 @dataclass(frozen=True)
@@ -150,8 +152,9 @@ def _prepare_stream(
 
 
 def _prepare_most_speech(path: str | os.PathLike, segmenter: SpeechSegmenter, streams: AudioStreams) -> PreparedFile:
-    """Every audio stream through the VAD; keep the one choose_track picks. At most two are
-    held at once: the leader so far and ffmpeg's default (which wins a tie)."""
+    """Every audio stream through the VAD; keep the one choose_track picks. At most
+    STREAMS_HELD are held at once: the leader so far, ffmpeg's default (which wins a tie) and
+    the stream being read."""
     kept: dict[int, PreparedFile] = {}
     speech_seconds: list[float | None] = []
     timings = {"decode": 0.0, "vad": 0.0}

@@ -37,7 +37,7 @@ import psutil
 
 from fireredasr_fast.audio import probe_audio_streams
 from fireredasr_fast.inputs import InputFile
-from fireredasr_fast.transcribe import TranscribeOptions, prepare_file
+from fireredasr_fast.transcribe import STREAMS_HELD, TranscribeOptions, prepare_file
 from fireredasr_fast.vad import VAD_BLOCK_FRAMES, SileroVad, SpeechSegmenter, vad_blocks
 
 from .plan import PRELOAD_NICE, Plan, lower_thread_priority, set_process_threads
@@ -300,7 +300,8 @@ class Frontend:
         except Exception as exc:  # one bad file must not stop the others
             out.put((state.index, exc))
             return True
-        reserved = self._reservation(streams.duration, several=stream is None and streams.count > 1)
+        held = min(streams.count, STREAMS_HELD) if stream is None and streams.count > 1 else 1
+        reserved = self._reservation(streams.duration, held)
         if not self.budget.reserve(reserved):
             return False
         state.started = time.perf_counter()
@@ -318,14 +319,13 @@ class Frontend:
         out.put((state.index, prepared))
         return True
 
-    def _reservation(self, duration: float | None, several: bool) -> float:
-        """Seconds to hold before decoding: the stated duration with a margin (twice when the
-        streams are compared: the leader and ffmpeg's default are held at once); with no stated
+    def _reservation(self, duration: float | None, streams_held: int) -> float:
+        """Seconds to hold before decoding: the stated duration with a margin, times the
+        streams held at once while they are compared (transcribe.STREAMS_HELD); with no stated
         duration, the whole budget (the file then waits until nothing else is held)."""
         if duration is None:
             return self.budget.limit
-        seconds = duration * (1 + DURATION_MARGIN_SHARE) + DURATION_MARGIN_SECONDS
-        return seconds * (2 if several else 1)
+        return (duration * (1 + DURATION_MARGIN_SHARE) + DURATION_MARGIN_SECONDS) * streams_held
 
     def _maybe_grow(self, out: queue.Queue) -> None:
         with self._lock:
