@@ -91,6 +91,12 @@ def test_audio_held_never_exceeds_the_budget(tmp_path: Path):
         names[-1].write_bytes((SAMPLES / sample).read_bytes())
     (tmp_path / "broken.mp4").write_bytes(b"not media")
     names.insert(3, tmp_path / "broken.mp4")
+    # Two audio streams, ffmpeg's default silent: both are read (held at once) and compared.
+    run_ffmpeg(
+        "-f", "lavfi", "-t", "12", "-i", "anullsrc=r=16000:cl=mono", "-i", str(SAMPLES / "two_cities.mp4"),
+        "-map", "0:a", "-map", "1:a", "-t", "12", "-c:a", "aac", str(tmp_path / "two streams.mkv"),
+    )  # fmt: skip
+    names.append(tmp_path / "two streams.mkv")
     items = [_Item(i, InputFile(path, Path(path.name))) for i, path in enumerate(names)]
     limit = 100.0  # two of the 44 s files, not three
     budget = AudioBudget(limit)
@@ -115,7 +121,8 @@ def test_audio_held_never_exceeds_the_budget(tmp_path: Path):
         watcher.join()
     assert sorted(results) == list(range(len(items)))
     assert isinstance(results[3], BaseException)  # the broken file fails alone
-    assert sum(not isinstance(r, BaseException) for r in results.values()) == 4
+    assert sum(not isinstance(r, BaseException) for r in results.values()) == 5
+    assert results[5].track.stream == 1  # the speech, found through the VAD processes
     # Reservations count: what is held, decoded or being decoded, stays within the budget.
     assert budget.peak <= limit and max(seen) <= limit
     assert budget.peak > 44.0  # more than one file was held at once
