@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import ffmpeg
@@ -53,11 +54,7 @@ def decode_audio(path: str | os.PathLike, audio_stream: int | None = None) -> np
     `audio_stream` is the index among the file's audio streams (0 = first); None lets
     ffmpeg choose (its default: the "best" audio stream). Raises MediaError with the cause.
     """
-    source = Path(path)
-    if not source.is_file():
-        raise MediaError("file does not exist" if not source.exists() else "not a regular file")
-    if not os.access(source, os.R_OK):
-        raise MediaError("permission denied")
+    source = _checked_source(path)
 
     # "file:" keeps names that start with "-" or contain ":" from being read as options or
     # protocols by ffmpeg.
@@ -89,6 +86,55 @@ def decode_audio(path: str | os.PathLike, audio_stream: int | None = None) -> np
     if samples.size == 0 and messages.strip():
         raise MediaError(_explain_ffmpeg_error(messages, audio_stream))
     return samples
+
+
+@dataclass(frozen=True)
+class AudioStreams:
+    """A media file's audio streams as ffmpeg lists them (indices count audio streams only,
+    as `decode_audio`'s `audio_stream` does)."""
+
+    count: int
+    default: int | None  # the one ffmpeg decodes when not told which
+    languages: tuple[str, ...]  # per stream; "" where the file names none
+    duration: float | None  # the container's duration in seconds, when it states one
+
+
+# ffmpeg's stream listing: "  Stream #0:2[0x3](eng): Audio: aac ..." and, under
+# "Stream mapping:", "  Stream #0:2 -> #0:0 (aac (native) -> pcm_s16le (native))".
+_INPUT_STREAM = re.compile(r"^\s*Stream #0:(\d+)(?:\[\w+\])?(?:\((\w+)\))?: (\w+):", re.MULTILINE)
+_MAPPED_STREAM = re.compile(r"^\s*Stream #0:(\d+) -> #0:0\b", re.MULTILINE)
+_DURATION = re.compile(r"^\s*Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", re.MULTILINE)
+
+
+def probe_audio_streams(path: str | os.PathLike) -> AudioStreams:
+    """List the audio streams and the one ffmpeg would pick (ffprobe is not always there,
+    e.g. with imageio-ffmpeg, so ffmpeg's own listing is read). Raises MediaError."""
+    source = _checked_source(path)
+    args = [
+        ffmpeg_executable(), "-nostdin", "-hide_banner", "-i", f"file:{source.resolve()}",
+        "-vn", "-sn", "-dn", "-t", "0", "-f", "null", "-",
+    ]  # fmt: skip
+    proc = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+    text = proc.stderr.decode("utf-8", errors="replace")
+    listing, _, mapping = text.partition("Stream mapping:")
+    absolute = [int(m[0]) for m in _INPUT_STREAM.findall(listing) if m[2] == "Audio"]
+    languages = tuple("" if m[1] in ("", "und") else m[1] for m in _INPUT_STREAM.findall(listing) if m[2] == "Audio")
+    if not re.search(r"^Input #0", text, re.MULTILINE):
+        raise MediaError(_explain_ffmpeg_error(text, None))
+    mapped = _MAPPED_STREAM.search(mapping)
+    default = absolute.index(int(mapped[1])) if mapped and int(mapped[1]) in absolute else None
+    found = _DURATION.search(listing)
+    duration = int(found[1]) * 3600 + int(found[2]) * 60 + float(found[3]) if found else None
+    return AudioStreams(len(absolute), default, languages, duration)
+
+
+def _checked_source(path: str | os.PathLike) -> Path:
+    source = Path(path)
+    if not source.is_file():
+        raise MediaError("file does not exist" if not source.exists() else "not a regular file")
+    if not os.access(source, os.R_OK):
+        raise MediaError("permission denied")
+    return source
 
 
 def _explain_ffmpeg_error(messages: str, audio_stream: int | None) -> str:

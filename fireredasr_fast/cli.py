@@ -24,7 +24,7 @@ from .engines.whisper.options import WhisperOptions
 from .errors import FireRedFastError
 from .fsutil import directory_identity
 from .guard import REVIEW_THRESHOLD, GuardOptions
-from .inputs import collect_inputs
+from .inputs import collect_inputs, expand_audio_streams
 from .script import ZH_SCRIPTS
 from .transcribe import TranscribeOptions
 from .vad import VadOptions
@@ -227,7 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="speech regions closer than this many seconds share a segment (default: %(default)s)",
     )
     v.add_argument(
-        "--audio-stream", type=int, default=None, help="index among the audio streams (default: ffmpeg's choice)"
+        "--audio-stream",
+        type=_audio_stream,
+        default=None,
+        help="index among the audio streams (0 = first); 'all': one set of outputs per stream, "
+        "named <name>.a0.srt, <name>.a1.srt, ... (default: the stream with the most speech; "
+        "ffmpeg's choice when they tie)",
     )
 
     c = p.add_argument_group("subtitles")
@@ -287,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=3600.0,
         help="seconds of audio decoded ahead of the workers (default: %(default)s)",
     )
+    r.add_argument(
+        "--frontend-processes",
+        type=int,
+        default=None,
+        help="processes running the VAD, files decoded at once (default: one per core beside GPU "
+        "workers or a cluster; else 0: one thread, enough for CPU workers; docs/tuning.md)",
+    )
 
     k = p.add_argument_group("cluster (Ray; pip install 'fireredasr-fast[cluster]')")
     k.add_argument(
@@ -302,6 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-dir, which must then be on shared storage)",
     )
     return p
+
+
+def _audio_stream(value: str) -> int | str:
+    if value == "all":
+        return value
+    try:
+        index = int(value)
+    except ValueError:
+        index = -1
+    if index < 0:
+        raise argparse.ArgumentTypeError(f"expected a stream index (0, 1, ...) or 'all', not {value!r}")
+    return index
 
 
 def _gpu_mode(args: argparse.Namespace) -> str:
@@ -467,7 +491,7 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
         cues=cues,
         guard=GuardOptions(enabled=not args.no_guard),
         review_threshold=args.review_threshold,
-        audio_stream=args.audio_stream,
+        audio_stream=None if args.audio_stream == "all" else args.audio_stream,
         batch_seconds=args.batch_seconds,
         zh_script=args.zh_script,
     )
@@ -560,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     if not inputs:
         print("error: no media files to transcribe", file=sys.stderr)
         return 2
+    if args.audio_stream == "all":
+        inputs = expand_audio_streams(inputs)
 
     transcribe = transcribe_options(args)
     gpu_spec = spec.for_gpu(args.precision)
@@ -577,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         transcribe=transcribe,
         overwrite=args.overwrite,
         preload_seconds=args.preload_seconds,
+        frontend_processes=args.frontend_processes,
         progress=not args.no_progress and sys.stderr.isatty(),
         settings=run_settings(args, spec, transcribe, formats),
     )

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import glob
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .audio import is_media_file
+from .audio import is_media_file, probe_audio_streams
+from .errors import MediaError
+
+# ffmpeg processes probing files at once for `--audio-stream all` (each reads headers only).
+PROBE_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,9 @@ class InputFile:
     # `relative` unless two inputs would share outputs ("talk.mp4" and "talk.mkv"): those
     # keep their media extension in the stem ("talk.mp4.srt", "talk.mkv.srt").
     output_relative: Path | None = None
+    # Which audio stream to transcribe (index among the file's audio streams); None: the
+    # run's choice (--audio-stream, else the stream with the most speech).
+    audio_stream: int | None = None
 
     @property
     def output_name(self) -> Path:
@@ -89,3 +97,33 @@ def _walk_media(root: Path) -> list[Path]:
             if is_media_file(name) and not name.startswith("."):
                 found.append(Path(dirpath) / name)
     return found
+
+
+def expand_audio_streams(files: list[InputFile], threads: int = PROBE_THREADS) -> list[InputFile]:
+    """`--audio-stream all`: one input per audio stream of each file, with its own journal key
+    ("talk.mkv#a1") and outputs ("talk.a1.srt"; streams counted from 0, as --audio-stream
+    does). A file that cannot be probed, or has no audio, stays one input and fails in the
+    run with its own message."""
+
+    def expand(item: InputFile) -> list[InputFile]:
+        try:
+            count = probe_audio_streams(item.path).count
+        except MediaError:
+            return [item]
+        if count == 0:
+            return [item]
+        name = item.output_name
+        return [
+            InputFile(
+                item.path,
+                item.relative.with_name(f"{item.relative.name}#a{index}"),
+                # The writers replace the suffix: "talk.mkv" -> "talk.a1.mkv" -> "talk.a1.srt"
+                # (a name without one gets ".a1" twice, one of them to be replaced).
+                name.with_name(f"{name.stem}.a{index}{name.suffix or f'.a{index}'}"),
+                index,
+            )
+            for index in range(count)
+        ]
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        return [expanded for group in pool.map(expand, files) for expanded in group]

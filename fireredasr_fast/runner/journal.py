@@ -37,6 +37,8 @@ class FileRecord:
     language: str = ""  # the language of most of the speech, when the engine knows it
     review: int = 0  # entries in the review list (cues to check, dropped segments)
     guarded: int = 0  # segments the degenerate-output guard acted on
+    # The audio stream transcribed and why (transcribe.TrackChoice.to_dict()).
+    audio_track: dict[str, Any] = field(default_factory=dict)
 
     @property
     def realtime_factor(self) -> float:

@@ -1,6 +1,6 @@
 """The folder runner: many files through a pool of worker processes, safely.
 
-Flow: a producer thread (Preloader) decodes and segments upcoming files into a queue bounded
+Flow: the front end (frontend.py) decodes and segments upcoming files into a queue bounded
 in audio seconds (the preload queue); the main thread (_Schedule, one per run) pools the
 segments of all queued files, cuts them into length-sorted batches, and keeps the worker
 processes fed; each worker builds its engine once from an EngineSpec and recognises batches;
@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +35,13 @@ from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.guard import review_counts
 from fireredasr_fast.inputs import InputFile
 from fireredasr_fast.results import Hypothesis
-from fireredasr_fast.transcribe import PreparedFile, TranscribeOptions, assemble_result, prepare_file
-from fireredasr_fast.vad import SpeechSegmenter
+from fireredasr_fast.transcribe import PreparedFile, TranscribeOptions, assemble_result, log_track_choice
 from fireredasr_fast.writers import get_writer, output_path
 
+from .frontend import AudioBudget, Frontend, frontend_options
 from .gpu import GpuScheduler, is_cuda_oom
 from .journal import FileRecord, Journal, fingerprint, format_table, relative_key, write_report
-from .plan import PRELOAD_NICE, Plan, lower_thread_priority
+from .plan import Plan
 from .worker import WorkerLost, describe_error, init_process, load_engine, os_error, run_batch
 
 log = logging.getLogger("fireredasr_fast")
@@ -56,6 +56,7 @@ class RunOptions:
     transcribe: TranscribeOptions = TranscribeOptions()
     overwrite: bool = False
     preload_seconds: float = 3600.0  # audio decoded ahead of the workers
+    frontend_processes: int | None = None  # VAD processes (None: from the plan, frontend.py)
     progress: bool = True
     settings: dict[str, Any] = field(default_factory=dict)  # what the fingerprint covers
 
@@ -266,7 +267,7 @@ class Runner:
             log.error("%s: cannot write the run report: %s", self.output_dir, os_error(exc))
         return summary
 
-    # -- the scheduling loop (_Schedule) and its producer (Preloader)
+    # -- the scheduling loop (_Schedule), fed by the front end (frontend.py)
 
     def _process(self, todo: list[_FileState], records: dict[int, FileRecord], journal: Journal) -> None:
         _Schedule(self, todo, records, journal).run()
@@ -310,71 +311,6 @@ class Runner:
         }
 
 
-# ---------------------------------------------------------------- the producer
-
-
-class Preloader:
-    """The front end: decodes and segments the files to do, in order, ahead of the workers
-    and within the audio budget, on a thread of its own.
-
-    The thread (`start`) puts `(file index, PreparedFile or the exception that stopped it)`
-    on the queue for each file, then None when it is done. `prepared_files` is the front end
-    proper: another one (files prepared in parallel) replaces that generator; the queue
-    protocol, the budget and the stop flag stay as they are."""
-
-    def __init__(
-        self,
-        todo: list[_FileState],
-        options: TranscribeOptions,
-        budget: _AudioBudget,
-        stop: threading.Event,
-        low_priority: bool,
-    ) -> None:
-        self.todo = todo
-        self.options = options
-        self.budget = budget
-        self.stop = stop  # set: take no new file
-        self.low_priority = low_priority
-
-    def start(self, out: queue.Queue) -> threading.Thread:
-        thread = threading.Thread(target=self.run, args=(out,), name="preload", daemon=True)
-        thread.start()
-        return thread
-
-    def run(self, out: queue.Queue) -> None:
-        # Workers of several threads wait for each other at every parallel step, so a busy
-        # preload thread beside them costs far more than its own CPU time: decoding and the
-        # VAD then take what the workers leave idle (plan.PRELOAD_NICE). Single-threaded
-        # workers just share the cores fairly, and at nice 19 the preload fell behind fast
-        # ones (docs/tuning.md#cpu-workers-x-threads, rule 5), so they keep equal priority (Runner passes
-        # low_priority only for workers of several threads).
-        if self.low_priority:
-            lower_thread_priority(PRELOAD_NICE)
-        try:
-            for message in self.prepared_files():
-                out.put(message)
-        except Exception as exc:
-            log.error("preload stopped: %s", describe_error(exc))
-        finally:
-            out.put(None)
-
-    def prepared_files(self) -> Iterator[tuple[int, PreparedFile | Exception]]:
-        """Each file to do, decoded and segmented, while the budget has room and no stop came.
-        A file that fails yields its exception: one bad file must not stop the others."""
-        segmenter = SpeechSegmenter(self.options.vad)
-        for state in self.todo:
-            if self.stop.is_set() or not self.budget.wait_for_room():
-                break
-            state.started = time.perf_counter()
-            try:
-                prepared = prepare_file(state.item.path, segmenter, self.options.audio_stream)
-            except Exception as exc:
-                yield state.index, exc
-                continue
-            self.budget.take(prepared.duration)
-            yield state.index, prepared
-
-
 # ---------------------------------------------------------------- the scheduling loop
 
 
@@ -389,7 +325,7 @@ class _Schedule:
     - `pending`: segments of accepted files not yet in a batch; `ready`: batches waiting for
       a worker, longest first; `in_flight`: future -> (batch, attempt, pool);
       `attempts`: id(batch) -> the attempt number of a requeued batch's next submission
-    - `pools`: CPU groups and GPU workers; `producer_done`: the preloader has sent its last
+    - `pools`: CPU groups and GPU workers; `producer_done`: the front end has sent its last
       file; `no_workers`: every worker failed for good
     """
 
@@ -403,11 +339,12 @@ class _Schedule:
         self.records = records
         self.journal = journal
         self.states = {state.index: state for state in todo}
-        self.budget = _AudioBudget(self.options.preload_seconds)
+        self.budget = AudioBudget(self.options.preload_seconds)
         self.prepared_queue: queue.Queue = queue.Queue()
-        self.preloader = Preloader(
-            todo, self.options.transcribe, self.budget, self.stop.graceful, runner.plan.threads_per_worker > 1
-        )
+        # Decoding and the VAD (frontend.py): messages (index, PreparedFile | exception), then None.
+        fast_consumers = (self.gpu is not None and self.gpu.enabled) or any(g.name != "cpu" for g in runner.groups)
+        setup = frontend_options(runner.plan, fast_consumers, self.options.frontend_processes)
+        self.frontend = Frontend(todo, self.options.transcribe, self.budget, setup, self.stop.graceful)
         self.pending: list[SegmentJob] = []
         self.ready: collections.deque[Batch] = collections.deque()
         self.in_flight: dict[cf.Future, tuple[Batch, int, _Pool]] = {}
@@ -418,7 +355,7 @@ class _Schedule:
         self.bar: Any = None
 
     def run(self) -> None:
-        self.preloader.start(self.prepared_queue)
+        self.frontend.start(self.prepared_queue)
         self.pools = self._cpu_pools()
         self.bar = _progress(self.options.progress)
         try:
@@ -445,7 +382,7 @@ class _Schedule:
     # -- 1. take newly prepared files
 
     def _take_prepared(self) -> None:
-        """Accept what the preloader sent; block briefly only when nothing else can progress."""
+        """Accept what the front end sent; block briefly only when nothing else can progress."""
         block = not self.in_flight and not self.pending and not self.ready and not self.producer_done
         try:
             while True:
@@ -463,6 +400,7 @@ class _Schedule:
             pass
 
     def _accept(self, state: _FileState, prepared: PreparedFile) -> None:
+        log_track_choice(prepared, str(state.item.path))
         state.prepared = prepared
         state.hypotheses = [None] * len(prepared.segments)
         state.remaining = len(prepared.segments)
@@ -625,9 +563,9 @@ class _Schedule:
     # -- the end of the run
 
     def _close(self) -> None:
-        """Stop the preloader and the pools (hand the GPUs back), end every unfinished file."""
-        self.budget.close()
+        """Stop the front end and the pools (hand the GPUs back), end every unfinished file."""
         hard = self.stop.hard.is_set()
+        self.frontend.close(hard)
         for pool in self.pools:
             _shutdown(pool.executor, hard)
             if pool.gpu_index is not None and self.gpu is not None:
@@ -691,6 +629,7 @@ class _Schedule:
             outputs=outputs,
             timings={k: round(v, 4) for k, v in prepared.timings.items()},
             language=result.info.get("language", ""),
+            audio_track=prepared.track.to_dict() if prepared.track else {},
         )
         record.review, record.guarded = review_counts(result)
         self.records[state.index] = record
@@ -700,37 +639,6 @@ class _Schedule:
             self.bar.update(round(prepared.duration))
         self.budget.release(prepared.duration)
         state.prepared = None  # free the samples now
-
-
-class _AudioBudget:
-    """Bounds the audio seconds decoded ahead of recognition (memory stays bounded)."""
-
-    def __init__(self, limit: float) -> None:
-        self.limit = limit
-        self.used = 0.0
-        self.closed = False
-        self.cond = threading.Condition()
-
-    def wait_for_room(self) -> bool:
-        with self.cond:
-            # One file may always enter, however long, or a huge file would block forever.
-            while self.used > 0 and self.used >= self.limit and not self.closed:
-                self.cond.wait(0.5)
-            return not self.closed
-
-    def take(self, seconds: float) -> None:
-        with self.cond:
-            self.used += seconds
-
-    def release(self, seconds: float) -> None:
-        with self.cond:
-            self.used = max(0.0, self.used - seconds)
-            self.cond.notify_all()
-
-    def close(self) -> None:
-        with self.cond:
-            self.closed = True
-            self.cond.notify_all()
 
 
 def _shutdown(executor: cf.Executor, hard: bool) -> None:

@@ -1,0 +1,269 @@
+"""`python -m fireredasr_fast.bench frontend`: the runner's front end (decode + VAD) alone.
+
+A folder of long videos is built once with ffmpeg and cached in --cache-dir: each file loops
+a cycle of real speech (samples/: English 44 s, Mandarin 13 s), pink noise, silence and a
+warbling tone, under light background noise, as H.264 (a still frame, 1 fps) + AAC 48 kHz
+stereo, the usual shape of a downloaded video. The front end (runner/frontend.py) prepares
+the whole folder with 0 (one thread, the original preload), then 1..N VAD processes, rounds
+alternating the order; no workers run beside it, and the consumer frees each file at once.
+
+    python -m fireredasr_fast.bench frontend --files 4 --minutes 20 --processes 2 --json frontend.json
+
+Columns: wall seconds (median over rounds); realtime factor = audio seconds / wall seconds;
+the speedup over 1 process; CPU seconds of everything the front end ran (this process's
+threads, ffmpeg, the VAD processes; start-up excluded: the pool is warmed first); audio
+seconds per CPU second, the per-core figure; 8 cores are projected as 8 x that figure; files
+at once = the files' decode + VAD seconds over the wall (how many were in progress, on average).
+On a machine shared with others, compare the rows of one run, not runs of different days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import resource
+import statistics
+import time
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from fireredasr_fast.inputs import InputFile
+from fireredasr_fast.results import SAMPLE_RATE
+from fireredasr_fast.runner.frontend import AudioBudget, Frontend, FrontendOptions
+from fireredasr_fast.transcribe import TranscribeOptions
+
+from .grouping import report_header
+from .runner import DEFAULT_CACHE, SAMPLES, _ffmpeg
+
+FOLDER_VERSION = 2  # bump when the folder's recipe changes: the cache is keyed by it
+PROJECTED_CORES = 8
+
+
+@dataclass
+class _Item:
+    index: int
+    item: InputFile
+    started: float = 0.0
+
+
+def build_long_folder(cache_dir: Path, files: int, minutes: float) -> list[Path]:
+    """`files` videos of `minutes` each (see the module doc); made once, then reused."""
+    folder = cache_dir / f"frontend-v{FOLDER_VERSION}-{files}x{minutes:g}min"
+    paths = [folder / f"long_{i + 1:02d}.mp4" for i in range(files)]
+    if all(path.is_file() for path in paths):
+        return paths
+    folder.mkdir(parents=True, exist_ok=True)
+    cycle = folder / "cycle.wav"
+    if not cycle.is_file():
+        mono = "aresample=16000,aformat=channel_layouts=mono"
+        _ffmpeg(
+            "-i", str(SAMPLES / "two_cities.mp4"),
+            "-f", "lavfi", "-t", "8", "-i", "anoisesrc=color=pink:a=0.1:r=16000",
+            "-i", str(SAMPLES / "aishell_zh.mkv"),
+            "-f", "lavfi", "-t", "10", "-i", "anullsrc=r=16000:cl=mono",
+            "-f", "lavfi", "-t", "6", "-i", "sine=f=440:r=16000,vibrato=f=5:d=0.5",
+            "-filter_complex", ";".join(f"[{i}:a]{mono}[s{i}]" for i in range(5)) + ";"
+            + "".join(f"[s{i}]" for i in range(5)) + "concat=n=5:v=0:a=1[out]",
+            "-map", "[out]", str(folder / "cycle.tmp.wav"),
+        )  # fmt: skip
+        (folder / "cycle.tmp.wav").replace(cycle)
+    from fireredasr_fast.audio import decode_audio
+
+    loop = decode_audio(cycle)
+    count = round(minutes * 60.0 * SAMPLE_RATE)
+    for i, path in enumerate(paths):
+        if path.is_file():
+            continue
+        # Each file starts the cycle at its own offset, so files differ. The track is cut here
+        # in samples: ffmpeg's -stream_loop with -ss/-t wrote audio past the stated duration.
+        offset = round(i * 13.7 * SAMPLE_RATE) % loop.size
+        track = np.tile(loop, (offset + count) // loop.size + 1)[offset : offset + count]
+        wav = folder / f"track_{i + 1:02d}.wav"
+        with wave.open(str(wav), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(SAMPLE_RATE)
+            out.writeframes(track.astype("<i2").tobytes())
+        partial = path.with_suffix(".tmp.mp4")
+        _ffmpeg(
+            "-i", str(wav),
+            "-f", "lavfi", "-i", "anoisesrc=color=white:a=0.01:r=48000",
+            "-f", "lavfi", "-i", "color=c=0x203040:s=160x90:r=1",
+            "-filter_complex", "[0:a]aresample=48000[s];[s][1:a]amix=inputs=2:duration=first,"
+            "aformat=channel_layouts=stereo[a]",
+            "-map", "2:v", "-map", "[a]", "-t", f"{count / SAMPLE_RATE:.3f}",
+            "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "128k", str(partial),
+        )  # fmt: skip
+        wav.unlink()
+        partial.replace(path)
+    return paths
+
+
+def _cpu_seconds(pool_pids: list[int]) -> float:
+    """This process (its threads), its reaped children (ffmpeg) and the live VAD processes."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
+    for pid in pool_pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def measure(paths: list[Path], processes: int) -> dict[str, Any]:
+    """Prepare every file once with this many VAD processes; wall and CPU seconds."""
+    items = [_Item(i, InputFile(path, Path(path.name))) for i, path in enumerate(paths)]
+    budget = AudioBudget(1e12)  # no bound: the consumer frees each file at once anyway
+    frontend = Frontend(items, TranscribeOptions(), budget, FrontendOptions(processes=processes))
+    frontend.warm_up()
+    pool_pids = [child.pid for child in psutil.Process().children()]
+    out: queue.Queue = queue.Queue()
+    cpu_before = _cpu_seconds(pool_pids)
+    start = time.perf_counter()
+    frontend.start(out)
+    audio = 0.0
+    failures = []
+    try:
+        while (message := out.get()) is not None:
+            _, result = message
+            if isinstance(result, BaseException):
+                failures.append(str(result))
+                continue
+            audio += result.duration
+            budget.release(result.duration)
+        wall = time.perf_counter() - start
+        cpu = _cpu_seconds(pool_pids) - cpu_before
+    finally:
+        frontend.close()
+    if failures:
+        raise RuntimeError(f"the front end failed on the folder: {failures[0]}")
+    stats = frontend.stats
+    return {
+        "processes": processes,
+        "wall_seconds": wall,
+        "audio_seconds": audio,
+        "cpu_seconds": cpu,
+        "decode_seconds": stats["decode"],
+        "vad_seconds": stats["vad"],
+        "files_at_once": frontend.files_at_once,
+    }
+
+
+def summarise(runs: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    rows = []
+    for processes, measured in runs.items():
+        wall = statistics.median(run["wall_seconds"] for run in measured)
+        cpu = statistics.median(run["cpu_seconds"] for run in measured)
+        # Files in progress at once, on average: each file's decode + VAD time over the wall.
+        overlap = statistics.median(
+            (run["decode_seconds"] + run["vad_seconds"]) / run["wall_seconds"] for run in measured
+        )
+        audio = measured[0]["audio_seconds"]
+        rows.append(
+            {
+                "processes": processes,
+                "wall_seconds": round(wall, 2),
+                "realtime_factor": round(audio / wall, 1),
+                "cpu_seconds": round(cpu, 2),
+                "audio_per_cpu_second": round(audio / cpu, 1) if cpu > 0 else None,
+                "files_in_progress": round(overlap, 2),
+                "walls": [round(run["wall_seconds"], 2) for run in measured],
+            }
+        )
+    one = next((row for row in rows if row["processes"] == 1), None)
+    for row in rows:
+        row["speedup_vs_1"] = round(one["wall_seconds"] / row["wall_seconds"], 2) if one else None
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    header = (
+        "VAD processes",
+        "wall s",
+        "x realtime",
+        "vs 1 process",
+        "CPU s",
+        "audio s / CPU s",
+        "files at once",
+        "rounds (wall s)",
+    )
+    lines = [header]
+    for row in rows:
+        name = "0 (one thread)" if row["processes"] == 0 else str(row["processes"])
+        lines.append(
+            (
+                name,
+                f"{row['wall_seconds']:.1f}",
+                f"{row['realtime_factor']:.0f}",
+                f"{row['speedup_vs_1']:.2f}x" if row["speedup_vs_1"] else "-",
+                f"{row['cpu_seconds']:.1f}",
+                f"{row['audio_per_cpu_second']:.0f}" if row["audio_per_cpu_second"] else "-",
+                f"{row['files_in_progress']:.2f}",
+                " / ".join(f"{w:.1f}" for w in row["walls"]),
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fireredasr_fast.bench frontend", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--files", type=int, default=4, help="long videos in the folder (default: %(default)s)")
+    parser.add_argument("--minutes", type=float, default=20.0, help="length of each (default: %(default)s)")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="up to this many (default: cores)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (default: %(default)s)")
+    parser.add_argument("--skip-thread", action="store_true", help="leave out the in-thread front end (0 processes)")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    paths = build_long_folder(args.cache_dir, args.files, args.minutes)
+    counts = ([] if args.skip_thread else [0]) + list(range(1, max(1, args.processes) + 1))
+    load_before = os.getloadavg()
+    runs: dict[int, list[dict[str, Any]]] = {count: [] for count in counts}
+    for round_index in range(args.rounds):
+        order = counts if round_index % 2 == 0 else counts[::-1]
+        for count in order:
+            runs[count].append(measure(paths, count))
+            print(f"round {round_index + 1}, {count} process(es): {runs[count][-1]['wall_seconds']:.1f} s", flush=True)
+    load_after = os.getloadavg()
+    rows = summarise(runs)
+    audio = runs[counts[0]][0]["audio_seconds"]
+    one = next((row for row in rows if row["processes"] == 1), None)
+    projected = PROJECTED_CORES * one["audio_per_cpu_second"] if one and one["audio_per_cpu_second"] else None
+    print(f"\n{args.files} files x {args.minutes:g} min ({audio / 3600:.2f} h of audio), {args.rounds} round(s)")
+    print(format_rows(rows))
+    if projected:
+        print(
+            f"\nprojected on {PROJECTED_CORES} cores from 1 process's audio per CPU second: {projected:.0f}x realtime"
+        )
+    print(f"load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f} on {os.cpu_count()} cores")
+    if args.json:
+        report = report_header("frontend", os.cpu_count() or 1, "silero VAD (no ASR model)")
+        report.update(
+            {
+                "command": "python -m fireredasr_fast.bench frontend " + " ".join(argv or []),
+                "files": args.files,
+                "minutes_per_file": args.minutes,
+                "audio_seconds": round(audio, 1),
+                "rounds": args.rounds,
+                "rows": rows,
+                "runs": runs,
+                f"projected_{PROJECTED_CORES}_cores_realtime_factor": round(projected, 0) if projected else None,
+                "load_average": {"before": load_before, "after": load_after},
+            }
+        )
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return 0

@@ -1,0 +1,341 @@
+"""The runner's front end: media files -> PreparedFile (decode + VAD), several at once.
+
+Decoding is one ffmpeg process per file, started by a front-end thread here; the VAD runs in
+a pool of single-threaded processes, a file's audio cut into the VAD's own blocks
+(vad.VAD_BLOCK_FRAMES, ~17.5 min), so a long file's blocks run in several processes at once
+and come out exactly as one process running them in turn would give them. With no processes
+the VAD runs in the front-end thread itself (the runner's original single preload thread).
+
+What is held is bounded in audio seconds (AudioBudget): before a file is decoded, its
+duration (from ffmpeg's probe) is reserved, so the audio decoded ahead of the workers never
+exceeds the budget, however many files are decoded at once (one file longer than the whole
+budget may still enter, alone). Decoding and the VAD run at the priority the plan gives them
+(plan.PRELOAD_NICE beside multi-threaded workers).
+
+How many files are decoded at once follows how fast the workers consume audio: it starts at
+one and grows by one, up to the process count, each time a file is taken while the workers
+have eaten what is held down below LOW_WATER_SHARE of the budget (at the start nothing is
+held: the front end fans out at once, while the workers wait for their first batches).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import psutil
+
+from fireredasr_fast.audio import probe_audio_streams
+from fireredasr_fast.inputs import InputFile
+from fireredasr_fast.transcribe import STREAMS_HELD, TranscribeOptions, prepare_file
+from fireredasr_fast.vad import VAD_BLOCK_FRAMES, SileroVad, SpeechSegmenter, vad_blocks
+
+from .plan import PRELOAD_NICE, Plan, lower_thread_priority, set_process_threads
+
+log = logging.getLogger("fireredasr_fast")
+
+# Files decoded at once grow while what is held stays below this share of the budget: the
+# workers then consume audio faster than one decoding file brings it.
+LOW_WATER_SHARE = 0.25
+# A container's stated duration is approximate: what is reserved before decoding has this
+# margin, and the surplus goes back as soon as the samples are counted.
+DURATION_MARGIN_SHARE = 0.02
+DURATION_MARGIN_SECONDS = 1.0
+# Resident memory of one VAD process (Python, torch imported by silero_vad, the ONNX model),
+# measured on this project's 2-core VM; sizes the pool against available memory.
+VAD_PROCESS_BYTES = 4e8
+FRONTEND_MEMORY_SHARE = 0.1  # of the available memory, for the VAD processes
+
+
+@dataclass(frozen=True)
+class FrontendOptions:
+    processes: int = 0  # VAD processes; 0 = the VAD in the front-end thread (one file at a time)
+    nice: int = 0  # priority of decoding (the threads here and their ffmpeg) and the VAD processes
+    block_frames: int = VAD_BLOCK_FRAMES  # the VAD's block; the same in a serial run gives the same segments
+
+
+def frontend_options(plan: Plan, fast_consumers: bool, processes: int | None = None) -> FrontendOptions:
+    """Size the front end from the plan. `fast_consumers`: GPU workers or a cluster, which eat
+    audio at hundreds of times realtime (docs/tuning.md); local CPU workers consume far less
+    than one front-end core prepares (docs/benchmarks.md, frontend), so they keep the single
+    in-thread front end. An explicit `processes` wins."""
+    # Beside fast consumers several front-end processes are busy at once: at full priority
+    # they would take cores from CPU workers of any thread count.
+    nice = PRELOAD_NICE if plan.threads_per_worker > 1 or fast_consumers else 0
+    if processes is None:
+        # This machine's cores and memory: a cluster's plan counts its nodes'.
+        cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+        by_memory = int(psutil.virtual_memory().available * FRONTEND_MEMORY_SHARE // VAD_PROCESS_BYTES)
+        processes = max(1, min(cores, by_memory)) if fast_consumers else 0
+    return FrontendOptions(processes=max(0, processes), nice=nice)
+
+
+class AudioBudget:
+    """Audio seconds held ahead of recognition: reserved before decoding, settled to the real
+    length after, released when the runner is done with the file. `peak` is the most ever held."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.used = 0.0
+        self.peak = 0.0
+        self.closed = False
+        self.cond = threading.Condition()
+
+    def reserve(self, seconds: float) -> bool:
+        """Wait until `seconds` fit (or nothing is held: one file may always enter, however
+        long), then hold them. False when the budget was closed while waiting."""
+        with self.cond:
+            while self.used > 0 and self.used + seconds > self.limit and not self.closed:
+                self.cond.wait(0.5)
+            if self.closed:
+                return False
+            self._add(seconds)
+            return True
+
+    def settle(self, reserved: float, actual: float) -> None:
+        """A reservation becomes the file's real length."""
+        with self.cond:
+            self._add(actual - reserved)
+            self.cond.notify_all()
+
+    def release(self, seconds: float) -> None:
+        with self.cond:
+            self.used = max(0.0, self.used - seconds)
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def _add(self, seconds: float) -> None:
+        self.used = max(0.0, self.used + seconds)
+        self.peak = max(self.peak, self.used)
+
+
+class FrontendItem(Protocol):
+    """What the front end reads from the runner's per-file state (and stamps `started` on)."""
+
+    index: int
+    item: InputFile
+    started: float
+
+
+class ProcessVad:
+    """The VAD's blocks in the front end's process pool: the same probabilities as SileroVad
+    in one process. A pool broken by a dead process (the OOM killer) is replaced once."""
+
+    def __init__(self, pool: Callable[[cf.Executor | None], cf.Executor], block_frames: int) -> None:
+        self.pool = pool  # pool(None): the current one; pool(broken): a new one in its place
+        self.block_frames = block_frames
+
+    def probabilities(self, samples: np.ndarray) -> np.ndarray:
+        if samples.size == 0:
+            return np.zeros(0, dtype=np.float32)
+        blocks = vad_blocks(samples.size, self.block_frames)
+        executor = self.pool(None)
+        try:
+            return self._run(executor, samples, blocks)
+        except BrokenProcessPool:
+            return self._run(self.pool(executor), samples, blocks)
+
+    @staticmethod
+    def _run(executor: cf.Executor, samples: np.ndarray, blocks: list[slice]) -> np.ndarray:
+        futures = [executor.submit(_block_probabilities, samples[block]) for block in blocks]
+        return np.concatenate([future.result() for future in futures])
+
+
+_process_vad: SileroVad | None = None
+
+
+def _init_vad_process(nice: int, block_frames: int) -> None:
+    lower_thread_priority(nice)
+    set_process_threads(1)
+    global _process_vad
+    _process_vad = SileroVad(block_frames)
+
+
+def _shutdown_pool(executor: cf.Executor, hard: bool) -> None:
+    if hard and isinstance(executor, cf.ProcessPoolExecutor):
+        for process in list(getattr(executor, "_processes", {}).values()):
+            process.terminate()
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _pid() -> int:
+    time.sleep(0.05)  # long enough for the pool to hand the next call to another process
+    return os.getpid()
+
+
+def _block_probabilities(block: np.ndarray) -> np.ndarray:
+    assert _process_vad is not None, "the VAD process was not initialised"
+    return _process_vad.block_probabilities(block)
+
+
+class Frontend:
+    """Prepares `items` in order into `out` as (index, PreparedFile | exception), then None.
+
+    start() returns at once; close() stops taking files and ends the VAD processes."""
+
+    def __init__(
+        self,
+        items: Sequence[FrontendItem],
+        transcribe: TranscribeOptions,
+        budget: AudioBudget,
+        options: FrontendOptions = FrontendOptions(),
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.items = list(items)
+        self.transcribe = transcribe
+        self.budget = budget
+        self.options = options
+        self.stop = stop or threading.Event()  # the run's: stop taking files
+        self._closing = threading.Event()
+        self._next = 0
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._running = 0
+        self._executor: cf.Executor | None = None
+        self.files_at_once = 1
+        self.max_files_at_once = max(1, options.processes)
+        self.stats = {"prepared_seconds": 0.0, "decode": 0.0, "vad": 0.0}
+
+    def start(self, out: queue.Queue) -> None:
+        self._pool()
+        self._add_thread(out)
+
+    def warm_up(self) -> None:
+        """Start every VAD process now and wait until each has loaded the model (a benchmark
+        times the front end, not Python's start-up)."""
+        pool = self._pool()
+        if pool is not None:
+            pids = set()
+            while len(pids) < self.options.processes:
+                pids.update(f.result() for f in [pool.submit(_pid) for _ in range(self.options.processes)])
+
+    def _pool(self, broken: cf.Executor | None = None) -> cf.Executor | None:
+        """The VAD processes (None with processes=0); a new pool in place of a `broken` one."""
+        with self._lock:
+            if broken is not None and self._executor is broken:
+                log.warning("a VAD process died; starting the front end's processes again")
+                _shutdown_pool(broken, hard=True)
+                self._executor = None
+            if self._executor is None and self.options.processes > 0 and not self._closing.is_set():
+                self._executor = cf.ProcessPoolExecutor(
+                    max_workers=self.options.processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_vad_process,
+                    initargs=(self.options.nice, self.options.block_frames),
+                )
+            return self._executor
+
+    def close(self, hard: bool = False) -> None:
+        """Stop taking files. The VAD blocks running finish (`hard`: their processes are
+        killed); a front-end thread ends after its current file, its result unread."""
+        self._closing.set()
+        self.budget.close()
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            _shutdown_pool(executor, hard)
+
+    def _current_pool(self, broken: cf.Executor | None) -> cf.Executor:
+        pool = self._pool(broken)
+        if pool is None:
+            raise RuntimeError("the front end is closed")
+        return pool
+
+    def _add_thread(self, out: queue.Queue) -> None:
+        with self._lock:
+            self._running += 1
+        thread = threading.Thread(target=self._run, args=(out,), name=f"frontend-{len(self._threads)}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _take(self) -> FrontendItem | None:
+        with self._lock:
+            if self._next >= len(self.items) or self.stop.is_set() or self._closing.is_set():
+                return None
+            self._next += 1
+            return self.items[self._next - 1]
+
+    def _run(self, out: queue.Queue) -> None:
+        lower_thread_priority(self.options.nice)  # this thread and the ffmpeg it starts
+        try:
+            vad: Any = None  # FireRedVAD (--vad firered): SpeechSegmenter runs it in this thread
+            if self.transcribe.vad.backend == "silero" and self.options.processes > 0:
+                vad = ProcessVad(self._current_pool, self.options.block_frames)
+            elif self.transcribe.vad.backend == "silero":
+                vad = SileroVad(self.options.block_frames)
+            segmenter = SpeechSegmenter(self.transcribe.vad, vad)
+            while (state := self._take()) is not None:
+                self._maybe_grow(out)
+                if not self._prepare(state, segmenter, out):
+                    break
+        except Exception as exc:
+            log.error("preload stopped: %s", exc)
+        finally:
+            with self._lock:
+                self._running -= 1
+                last = self._running == 0
+            if last:
+                out.put(None)
+
+    def _prepare(self, state: FrontendItem, segmenter: SpeechSegmenter, out: queue.Queue) -> bool:
+        """One file into `out`; False when the run stopped while waiting for room."""
+        stream = state.item.audio_stream
+        if stream is None:
+            stream = self.transcribe.audio_stream
+        try:
+            streams = probe_audio_streams(state.item.path)
+        except Exception as exc:  # one bad file must not stop the others
+            out.put((state.index, exc))
+            return True
+        held = min(streams.count, STREAMS_HELD) if stream is None and streams.count > 1 else 1
+        reserved = self._reservation(streams.duration, held)
+        if not self.budget.reserve(reserved):
+            return False
+        state.started = time.perf_counter()
+        try:
+            prepared = prepare_file(state.item.path, segmenter, stream, streams)
+        except Exception as exc:
+            self.budget.release(reserved)
+            out.put((state.index, exc))
+            return True
+        self.budget.settle(reserved, prepared.duration)
+        with self._lock:
+            self.stats["prepared_seconds"] += prepared.duration
+            for key in ("decode", "vad"):
+                self.stats[key] += prepared.timings.get(key, 0.0)
+        out.put((state.index, prepared))
+        return True
+
+    def _reservation(self, duration: float | None, streams_held: int) -> float:
+        """Seconds to hold before decoding: the stated duration with a margin, times the
+        streams held at once while they are compared (transcribe.STREAMS_HELD); with no stated
+        duration, the whole budget (the file then waits until nothing else is held)."""
+        if duration is None:
+            return self.budget.limit
+        return (duration * (1 + DURATION_MARGIN_SHARE) + DURATION_MARGIN_SECONDS) * streams_held
+
+    def _maybe_grow(self, out: queue.Queue) -> None:
+        with self._lock:
+            grow = (
+                self.files_at_once < self.max_files_at_once
+                and self._next < len(self.items)
+                and self.budget.used < LOW_WATER_SHARE * self.budget.limit
+            )
+            if grow:
+                self.files_at_once += 1
+        if grow and not (self.stop.is_set() or self._closing.is_set()):
+            self._add_thread(out)
