@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,9 @@ log = logging.getLogger("fireredasr_fast")
 INSTALL_HINT = "pip install 'fireredasr-fast[cluster]' (or: pip install ray)"
 # Restarts of one actor (process or node death) before its slot is given up.
 MAX_ACTOR_RESTARTS = 3
+# How long a slot whose actor is restarting (process killed, engine loading again) may take
+# before its batches stop waiting for it; a restart that takes longer still rejoins after.
+RESTART_WAIT_SECONDS = 120.0
 
 
 def _ray() -> Any:
@@ -296,10 +300,13 @@ class RayExecutor(cf.Executor):
         # The ref travels inside a list so Ray passes the reference, not the model itself:
         # an actor fetches the files only when its node has no unpacked copy yet.
         model_box = [[model[0]], model[1]] if model else None
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._actors: list[Any] = []
         self._in_flight: list[int] = []
         self._dead: set[int] = set()
+        # Slots whose actor is restarting: Ray refuses their calls until it is back
+        # (ActorUnavailableError), so no batch goes there until a ping answers.
+        self._restarting: set[int] = set()
         for slot in slots:
             options: dict[str, Any] = {
                 "num_cpus": 0 if slot.device == "cuda" else slot.threads,
@@ -321,7 +328,10 @@ class RayExecutor(cf.Executor):
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future:
         result: cf.Future = cf.Future()
         with self._lock:
-            live = [i for i in range(len(self._actors)) if i not in self._dead]
+            # While every live slot is restarting, wait for one (bounded) rather than send it
+            # a batch Ray would refuse at once.
+            self._lock.wait_for(lambda: not self._restarting or self._ready_slots(), RESTART_WAIT_SECONDS)
+            live = self._ready_slots() or [i for i in range(len(self._actors)) if i not in self._dead]
             if not live:  # the last slot retired since the runner looked: hand the batch back
                 result.set_exception(WorkerLost("no Ray worker left in this pool", counts_as_attempt=False))
                 return result
@@ -344,8 +354,11 @@ class RayExecutor(cf.Executor):
                 self._dead.add(index)
             log.warning("a Ray worker slot is given up: %s", describe_error(exc))
             error: BaseException = WorkerLost(f"a Ray worker died: {describe_error(exc)}")
-        except ray.exceptions.RayActorError as exc:  # died mid-batch; restarting
-            error = WorkerLost(f"a Ray worker was lost: {describe_error(exc)}")
+        except ray.exceptions.RayActorError as exc:  # died mid-batch, or restarting
+            self._await_restart(index)
+            # A call refused while the actor restarts never ran: it does not count.
+            started = not isinstance(exc, ray.exceptions.ActorUnavailableError)
+            error = WorkerLost(f"a Ray worker was lost: {describe_error(exc)}", counts_as_attempt=started)
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause if exc.cause is not None else exc
             if isinstance(cause, WorkerDeclined) or _is_cuda_oom(cause):
@@ -359,6 +372,35 @@ class RayExecutor(cf.Executor):
         except BaseException as exc:
             error = exc
         result.set_exception(error)
+
+    def _ready_slots(self) -> list[int]:
+        """Slots neither given up nor restarting (call with the lock held)."""
+        return [i for i in range(len(self._actors)) if i not in self._dead and i not in self._restarting]
+
+    def _await_restart(self, index: int) -> None:
+        """Keep batches off slot `index` until its restarted actor answers a ping."""
+        with self._lock:
+            if index in self._restarting or index in self._dead:
+                return
+            self._restarting.add(index)
+        threading.Thread(target=self._wait_for_restart, args=(index,), name="ray-restart", daemon=True).start()
+
+    def _wait_for_restart(self, index: int) -> None:
+        ray = _ray()
+        deadline = time.monotonic() + RESTART_WAIT_SECONDS
+        while time.monotonic() < deadline and index < len(self._actors):  # emptied by shutdown
+            try:
+                ray.get(self._actors[index].pid.remote(), timeout=10)
+                break
+            except ray.exceptions.ActorDiedError:
+                with self._lock:
+                    self._dead.add(index)
+                break
+            except Exception:  # still restarting (unavailable, or the ping timed out)
+                time.sleep(0.2)
+        with self._lock:
+            self._restarting.discard(index)
+            self._lock.notify_all()
 
     def busy_actors(self) -> list[Any]:
         """Handles of the actors that have batches in flight (for tests and diagnostics)."""
