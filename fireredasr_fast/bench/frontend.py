@@ -39,8 +39,7 @@ from fireredasr_fast.results import SAMPLE_RATE
 from fireredasr_fast.runner.frontend import AudioBudget, Frontend, FrontendOptions
 from fireredasr_fast.transcribe import TranscribeOptions
 
-from .grouping import report_header
-from .runner import DEFAULT_CACHE, SAMPLES, _ffmpeg
+from .common import DEFAULT_CACHE, SAMPLES, ffmpeg, report_header
 
 FOLDER_VERSION = 2  # bump when the folder's recipe changes: the cache is keyed by it
 PROJECTED_CORES = 8
@@ -63,7 +62,7 @@ def build_long_folder(cache_dir: Path, files: int, minutes: float) -> list[Path]
     cycle = folder / "cycle.wav"
     if not cycle.is_file():
         mono = "aresample=16000,aformat=channel_layouts=mono"
-        _ffmpeg(
+        ffmpeg(
             "-i", str(SAMPLES / "two_cities.mp4"),
             "-f", "lavfi", "-t", "8", "-i", "anoisesrc=color=pink:a=0.1:r=16000",
             "-i", str(SAMPLES / "aishell_zh.mkv"),
@@ -92,7 +91,7 @@ def build_long_folder(cache_dir: Path, files: int, minutes: float) -> list[Path]
             out.setframerate(SAMPLE_RATE)
             out.writeframes(track.astype("<i2").tobytes())
         partial = path.with_suffix(".tmp.mp4")
-        _ffmpeg(
+        ffmpeg(
             "-i", str(wav),
             "-f", "lavfi", "-i", "anoisesrc=color=white:a=0.01:r=48000",
             "-f", "lavfi", "-i", "color=c=0x203040:s=160x90:r=1",
