@@ -3,9 +3,10 @@
 Used to show that a refactor changes no output: SRT/VTT/ASS/TXT/TSV must be byte-identical,
 JSON equal once the wall-clock timings are dropped.
 
-    python tests/tools/compare_outputs.py --base 6adf75f [--media samples] [--keep DIR]
+    python tests/tools/compare_outputs.py --base 6adf75f [--head REV] [--media samples] [--keep DIR]
 
-The base revision is checked out into a temporary git worktree; both runs use this
+The base revision (and --head, else this checkout) is checked out into a temporary git
+worktree; both runs use this
 interpreter (the base's package first on PYTHONPATH), the Whisper demo engine and the trained
 tiny FireRedASR fixture (tests/fixtures/tiny_model), one in-process worker, one thread, one
 media file per run: the Whisper engine packs short pieces of a batch into shared 30 s windows,
@@ -72,20 +73,26 @@ def compare(base: Path, head: Path) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True, help="git revision to compare against (e.g. the previous main)")
+    parser.add_argument("--head", help="git revision to compare (default: this checkout as it is)")
     parser.add_argument("--media", type=Path, default=ROOT / "samples", help="media file or folder (default: samples/)")
     parser.add_argument("--keep", type=Path, help="write both output folders here instead of a temporary folder")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         base_tree = Path(tmp) / "base-tree"
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(base_tree), args.base], check=True
-        )
+        trees = {"base": (base_tree, args.base)}
+        head_tree = ROOT
+        if args.head:
+            head_tree = Path(tmp) / "head-tree"
+            trees["head"] = (head_tree, args.head)
+        for tree, revision in trees.values():
+            add = ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(tree), revision]
+            subprocess.run(add, check=True)
         try:
             failures = 0
             for name, engine_args in ENGINES.items():
                 outs = {}
-                for label, checkout in (("base", base_tree), ("head", ROOT)):
+                for label, checkout in (("base", base_tree), ("head", head_tree)):
                     outs[label] = work / name / label
                     run_cli(checkout, args.media.resolve(), outs[label], engine_args)
                 problems = compare(outs["base"], outs["head"])
@@ -95,7 +102,8 @@ def main() -> int:
                     print(f"  {problem}")
                 failures += bool(problems)
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)], check=False)
+            for tree, _ in trees.values():
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
     return 1 if failures else 0
 
 
