@@ -241,19 +241,14 @@ class FireRedModel:
     def transcribe_nbest(
         self,
         waveforms: Sequence[np.ndarray],
-        beam_size: int = 3,
-        decode_max_len: int = 0,
-        softmax_smoothing: float = 1.25,
-        length_penalty: float = 0.6,
-        eos_penalty: float = 1.0,
-        nbest: int = 1,
-        max_tokens_per_second: float = 0.0,
+        options: DecodingOptions | None = None,
+        *,
         logits_hook: LogitsHook | None = None,
         return_alignment: bool = False,
-        lm_dir: str = "",
-        lm_weight: float = 0.0,
+        **decoding: Any,
     ) -> list[list[Hypothesis]] | tuple[list[list[Hypothesis]], list[np.ndarray | None]]:
-        """n-best hypotheses per waveform, best first.
+        """n-best hypotheses per waveform, best first, decoded with `options` (or with
+        DecodingOptions(**decoding): beam_size=..., as keywords).
 
         With return_alignment, also one array per waveform (None for empty input): for a v1
         checkpoint the best hypothesis's cross-attention over encoder frames (40 ms), averaged
@@ -261,18 +256,8 @@ class FireRedModel:
         with a CTC head, the CTC log-probabilities, shape (frames, vocabulary).
         Every hypothesis carries per-token confidences and their mean (search.py).
         """
-        opts = DecodingOptions(
-            beam_size,
-            nbest,
-            decode_max_len,
-            softmax_smoothing,
-            length_penalty,
-            eos_penalty,
-            max_tokens_per_second,
-            lm_dir,
-            lm_weight,
-        )
-        lm = self.lm(lm_dir) if lm_dir else None
+        opts = options if options is not None else DecodingOptions(**decoding)
+        lm = self.lm(opts.lm_dir) if opts.lm_dir else None
         timings = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}
         start = time.perf_counter()
         feats = self.features.batch(waveforms)
@@ -286,7 +271,7 @@ class FireRedModel:
             mid = time.perf_counter()
             enc_lens = valid.sum(dim=1).tolist()
             max_lens = [
-                step_limit(int(n), len(waveforms[i]), decode_max_len, max_tokens_per_second)
+                step_limit(int(n), len(waveforms[i]), opts.decode_max_len, opts.max_tokens_per_second)
                 for n, i in zip(enc_lens, group, strict=True)
             ]
             cache = self._decoder.init_cache(enc, valid, opts.beam_size)
@@ -309,7 +294,7 @@ class FireRedModel:
                 logits_hook=logits_hook,
                 check_every=1 if self.device.type == "cpu" else 8,
                 lm=lm,
-                lm_weight=lm_weight,
+                lm_weight=opts.lm_weight,
             )
             if return_alignment:
                 for j, att in enumerate(self.alignments(enc, valid, found, cross)):
