@@ -45,7 +45,7 @@ PAUSES = [0.8, 1.2, 0.9, 1.6, 1.0]
 MAX_MEDIAN_START_ERROR = 0.15  # seconds (issue 22)
 UPSTREAM_SHIFT = 0.06  # FireRedAsr2._get_and_fix_timestamp's SHIFT
 MIN_PAUSE = 0.2  # seconds of CTC blanks that make a pause (alignment.MIN_PAUSE)
-MAX_GREEDY_CER = 0.25
+MAX_GREEDY_CER = 0.05
 MAX_MEDIAN_CTC_START_ERROR = 0.3
 
 
@@ -146,7 +146,7 @@ def test_ctc_times_keep_the_pauses_fireredasr2_erases(programme) -> None:
     )
     # This fixture's head fires each sentence's first token ~0.2-0.27 s before its speech, in one
     # burst with the previous sentence's tail (a 0.57 M-parameter encoder with full self-attention,
-    # 6 epochs of CTC): on it the CTC alone misses the 0.15 s bar (the pipeline meets it, with the
+    # 9 epochs of CTC): on it the CTC alone misses the 0.15 s bar (the pipeline meets it, with the
     # VAD: test_pipeline_cue_starts_after_pauses). This bound catches an alignment that breaks.
     assert statistics.median(np.abs(ours_err)) <= MAX_MEDIAN_CTC_START_ERROR
 
