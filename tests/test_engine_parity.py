@@ -8,12 +8,12 @@ it exists.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import espeak_speech
 
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.engines.firered import kernels
@@ -51,23 +51,12 @@ def _attention_kernel_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kernels, "MIN_K_BYTES_SHARED", 0)
 
 
-def _speech(text: str, voice: str) -> np.ndarray:
-    wav = subprocess.run(["espeak-ng", "--stdout", "-v", voice, text], capture_output=True, check=True).stdout
-    raw = subprocess.run(
-        ["sox", "-t", "wav", "-", "-r", "16000", "-t", "raw", "-e", "signed", "-b", "16", "-c", "1", "-"],
-        input=wav,
-        capture_output=True,
-        check=True,
-    ).stdout
-    return np.frombuffer(raw, dtype=np.int16).astype(np.float32) / 32768.0
-
-
 @pytest.fixture(scope="module")
 def waveforms() -> list[np.ndarray]:
     """16 waveforms of mixed lengths (0.1 to 4 s): synthetic speech, then noise."""
     rng = np.random.default_rng(0)
     if shutil.which("espeak-ng") and shutil.which("sox"):
-        waves = [_speech(text, voice) for text, voice in PHRASES]
+        waves = [espeak_speech(text, voice) for text, voice in PHRASES]
     else:  # pragma: no cover - the dev image has both
         waves = [(rng.standard_normal(int(16000 * s)) * 0.1).astype(np.float32) for s in (2.9, 1.7, 3.4, 1.0)]
     waves += [(rng.standard_normal(int(16000 * s)) * 0.05).astype(np.float32) for s in rng.uniform(0.1, 4, 16)]

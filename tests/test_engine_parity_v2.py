@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import espeak_speech
 
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.engines.firered import kernels
@@ -52,17 +52,6 @@ def _attention_kernel_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kernels, "MIN_K_BYTES_SHARED", 0)
 
 
-def _speech(text: str, voice: str) -> np.ndarray:
-    wav = subprocess.run(["espeak-ng", "--stdout", "-v", voice, text], capture_output=True, check=True).stdout
-    raw = subprocess.run(
-        ["sox", "-t", "wav", "-", "-r", "16000", "-t", "raw", "-e", "signed", "-b", "16", "-c", "1", "-"],
-        input=wav,
-        capture_output=True,
-        check=True,
-    ).stdout
-    return np.frombuffer(raw, dtype=np.int16).astype(np.float32) / 32768.0
-
-
 @pytest.fixture(scope="module")
 def waveforms() -> list[np.ndarray]:
     """6 waveforms of mixed lengths (0.1 to 3 s): synthetic speech where espeak-ng and sox
@@ -70,7 +59,7 @@ def waveforms() -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     waves = []
     if shutil.which("espeak-ng") and shutil.which("sox"):
-        waves = [_speech(text, voice) for text, voice in PHRASES]
+        waves = [espeak_speech(text, voice) for text, voice in PHRASES]
     waves += [(rng.standard_normal(int(16000 * s)) * 0.05).astype(np.float32) for s in rng.uniform(0.1, 3, 6)]
     return waves[:6]
 
