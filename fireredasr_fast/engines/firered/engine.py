@@ -411,7 +411,7 @@ class FireRedEngine(Engine):
 
     @classmethod
     def from_spec(cls, spec: EngineSpec) -> FireRedEngine:
-        options = spec.options if isinstance(spec.options, FireRedOptions) else FireRedOptions()
+        options: FireRedOptions = spec.options  # EngineSpec made it one
         model = load_model(
             spec.model_dir,
             device=spec.device,
