@@ -48,6 +48,9 @@ TRUNCATED = "truncated"
 DROPPED = "dropped"
 # A cue mostly over what the event detector calls music or singing (vad.py, music="flag").
 MUSIC = "music"
+# Speech the engine gave no text for: a segment left empty, or speech no cue covers
+# (results.FileResult.lost); listed so that nothing is lost silently.
+NO_TEXT = "no-text"
 
 
 @dataclass(frozen=True)
@@ -193,4 +196,5 @@ def mark_for_review(cues: list[Cue], threshold: float, music: list[tuple[float, 
 def review_counts(result: FileResult) -> tuple[int, int]:
     """(entries in the review list, segments the guard acted on) for one file."""
     dropped = sum(1 for seg in result.segments if seg.flags and not seg.text.strip())
-    return sum(1 for cue in result.cues if cue.flags) + dropped, sum(1 for seg in result.segments if seg.flags)
+    listed = sum(1 for cue in result.cues if cue.flags) + dropped + len(result.lost)
+    return listed, sum(1 for seg in result.segments if seg.flags and NO_TEXT not in seg.flags)

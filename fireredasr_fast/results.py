@@ -101,6 +101,11 @@ class Cue:
         }
 
 
+# Speech that no cue covers for at least this long is listed for review as lost (`no-text`);
+# shorter stretches are the ordinary slack between a cue's edges and the VAD's.
+LOST_SPEECH_SECONDS = 1.0
+
+
 @dataclass
 class FileResult:
     """Everything written for one media file."""
@@ -111,3 +116,34 @@ class FileResult:
     cues: list[Cue]
     speech: list[tuple[float, float]] = field(default_factory=list)  # VAD speech regions
     info: dict[str, Any] = field(default_factory=dict)  # engine, model, options, timings
+    # Stretches of speech no cue covers, outside segments that have no text at all (those are
+    # listed whole): each is a row of the review list.
+    lost: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def speech_seconds(self) -> float:
+        return sum(b - a for a, b in self.speech)
+
+    @property
+    def covered_seconds(self) -> float:
+        """Seconds of VAD speech that some cue is shown over."""
+        return self.speech_seconds - sum(b - a for a, b in uncovered_speech(self.speech, self.cues))
+
+
+def uncovered_speech(
+    speech: list[tuple[float, float]], cues: list[Cue], min_seconds: float = 0.0
+) -> list[tuple[float, float]]:
+    """The stretches of `speech` (sorted, disjoint) that no cue overlaps, at least `min_seconds` long."""
+    shown = sorted((c.start, c.end) for c in cues if c.end > c.start)
+    out: list[tuple[float, float]] = []
+    for start, end in speech:
+        position = start
+        for a, b in shown:
+            if b <= position or a >= end:
+                continue
+            if a > position:
+                out.append((position, a))
+            position = max(position, b)
+        if end > position:
+            out.append((position, end))
+    return [(a, b) for a, b in out if b - a >= min_seconds and b > a]

@@ -23,8 +23,8 @@ from .batching import SegmentJob, make_batches
 from .cues import CueOptions, build_cues, plausible_token_times, refine_token_times
 from .engines import Engine
 from .errors import MediaError
-from .guard import REVIEW_THRESHOLD, GuardOptions, guard_hypothesis, mark_for_review
-from .results import SAMPLE_RATE, FileResult, Hypothesis, Segment
+from .guard import NO_TEXT, REVIEW_THRESHOLD, GuardOptions, guard_hypothesis, mark_for_review
+from .results import LOST_SPEECH_SECONDS, SAMPLE_RATE, Cue, FileResult, Hypothesis, Segment, uncovered_speech
 from .script import ZH_SCRIPTS, convert_hypothesis
 from .vad import SpeechSegment, SpeechSegmenter, VadOptions, clip_regions
 
@@ -243,6 +243,7 @@ def assemble_result(
         )
     cues = build_cues([s for s in segments if s.text.strip()], prepared.speech, prepared.duration, options.cues)
     mark_for_review(cues, options.review_threshold, prepared.music)
+    lost = account_speech(segments, cues, prepared.speech)
     timings = dict(prepared.timings)
     timings["cues"] = time.perf_counter() - t0
     timings["guard"] = guard_seconds
@@ -253,7 +254,24 @@ def assemble_result(
     if prepared.track is not None:
         result_info["audio_track"] = prepared.track.to_dict()
     result_info.update(info or {})
-    return FileResult(prepared.source, prepared.duration, segments, cues, prepared.speech, result_info)
+    return FileResult(prepared.source, prepared.duration, segments, cues, prepared.speech, result_info, lost)
+
+
+def account_speech(
+    segments: Sequence[Segment], cues: Sequence[Cue], speech: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """Make every stretch of speech without text reach the review list: a segment left
+    empty is flagged NO_TEXT (listed whole); returns the other stretches of speech that no
+    cue covers for LOST_SPEECH_SECONDS or more (FileResult.lost)."""
+    empty = [seg for seg in segments if not seg.text.strip()]
+    for seg in empty:
+        if NO_TEXT not in seg.flags:
+            seg.flags.append(NO_TEXT)
+    return [
+        (a, b)
+        for a, b in uncovered_speech(speech, list(cues), LOST_SPEECH_SECONDS)
+        if not any(seg.start < b and a < seg.end for seg in empty)
+    ]
 
 
 def file_language(segments: Sequence[Segment]) -> str | None:

@@ -17,6 +17,7 @@ import pysubs2
 
 from .cues import join_lines
 from .fsutil import atomic_write_text
+from .guard import NO_TEXT
 from .results import FileResult
 
 FORMATS: tuple[str, ...] = ("srt", "vtt", "ass", "txt", "json", "tsv", "review")
@@ -119,9 +120,10 @@ def timecode(seconds: float) -> str:
 
 class WriteReview(ResultWriter):
     """`<stem>.review.tsv`: the cues an editor should check, by time, with their confidence and
-    why (low confidence, guard flags); a segment whose text the guard dropped is listed too,
-    with no text. Always written, with its header alone when nothing needs checking, so an
-    empty list says "checked, nothing found"."""
+    why (low confidence, guard flags); a segment left without text (the guard dropped it, or
+    the engine heard nothing) and speech no cue covers are listed too, with no text. Always
+    written, with its header alone when nothing needs checking, so an empty list says
+    "checked, nothing found"."""
 
     extension = "review.tsv"
 
@@ -134,6 +136,7 @@ class WriteReview(ResultWriter):
         for seg in result.segments:
             if seg.flags and not seg.text.strip():
                 rows.append((seg.start, seg.end, _confidence_cell(seg.confidence), ",".join(seg.flags), ""))
+        rows.extend((start, end, "", NO_TEXT, "") for start, end in result.lost)
         rows.sort(key=lambda row: (row[0], row[1]))
         out = ["start\tend\tconfidence\treason\ttext\n"]
         out.extend(f"{timecode(a)}\t{timecode(b)}\t{c}\t{r}\t{t}\n" for a, b, c, r, t in rows)
@@ -165,6 +168,9 @@ class WriteJSON(ResultWriter):
             "segments": [seg.to_dict() for seg in result.segments],
             "cues": [c.to_dict() for c in result.cues],
             "speech": [[round(a, 3), round(b, 3)] for a, b in result.speech],
+            # How much of that speech the cues cover (the rest is on the review list).
+            "speech_seconds": round(result.speech_seconds, 3),
+            "covered_seconds": round(result.covered_seconds, 3),
         }
         # info adds to the record but never replaces what the file is about.
         for key, value in result.info.items():

@@ -9,7 +9,6 @@ import numpy as np
 
 from fireredasr_fast.batching import SegmentJob, group_by_length, make_batches
 from fireredasr_fast.results import SAMPLE_RATE
-from fireredasr_fast.runner.scheduler import batch_limit
 
 
 def _cost(lengths: list[int], groups: list[list[int]], overhead: float) -> float:
@@ -80,14 +79,3 @@ def test_make_batches_bounds_padded_seconds_and_count() -> None:
         seconds = [j.seconds for j in batch.jobs]
         assert seconds == sorted(seconds, reverse=True)
     assert [j.seconds for j in batches[0].jobs] == [60.0]  # over budget alone, still a batch
-
-
-def test_the_runner_splits_the_last_batches_only_between_workers() -> None:
-    # More to come: full batches, whatever the worker count.
-    assert batch_limit(240.0, pooled=300.0, producer_done=False, workers=4) == 240.0
-    # The tail with several workers: at least two batches per worker.
-    assert batch_limit(240.0, pooled=300.0, producer_done=True, workers=3) == 50.0
-    assert batch_limit(240.0, pooled=3.0, producer_done=True, workers=3) == 1.0
-    # One worker waits for nobody: full batches read the decoder's weights for more segments.
-    assert batch_limit(240.0, pooled=300.0, producer_done=True, workers=1) == 240.0
-    assert batch_limit(240.0, pooled=300.0, producer_done=True, workers=0) == 240.0

@@ -37,12 +37,22 @@ class FileRecord:
     language: str = ""  # the language of most of the speech, when the engine knows it
     review: int = 0  # entries in the review list (cues to check, dropped segments)
     guarded: int = 0  # segments the degenerate-output guard acted on
+    # Seconds of VAD speech, and of it those some cue covers (the rest is on the review list).
+    speech_seconds: float = 0.0
+    covered_seconds: float = 0.0
     # The audio stream transcribed and why (transcribe.TrackChoice.to_dict()).
     audio_track: dict[str, Any] = field(default_factory=dict)
 
     @property
     def realtime_factor(self) -> float:
         return self.wall / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def covered(self) -> str:
+        """The share of the speech covered by cues, for the closing table."""
+        if self.speech_seconds <= 0:
+            return "-"
+        return f"{100 * self.covered_seconds / self.speech_seconds:.0f}%"
 
 
 def fingerprint(settings: dict[str, Any], source: Path) -> str:
@@ -95,15 +105,25 @@ def write_report(output_dir: Path, records: list[FileRecord], summary: dict[str,
 
 
 def format_table(records: list[FileRecord]) -> str:
-    """The closing table: status, media duration, speed, language, cues to review (guard acted) and
-    error per file."""
-    rows = [("status", "duration", "wall", "RTF", "lang", "review", "file", "error")]
+    """The closing table: status, media duration, speed, language, share of the speech covered by
+    cues, cues to review (guard acted) and error per file."""
+    rows = [("status", "duration", "wall", "RTF", "lang", "covered", "review", "file", "error")]
     for r in records:
         done = r.status == "done"
         rtf = f"{r.realtime_factor:.3f}" if done else "-"
         review = (f"{r.review} ({r.guarded})" if r.guarded else str(r.review)) if done else "-"
         rows.append(
-            (r.status, f"{r.duration:.1f}s", f"{r.wall:.1f}s", rtf, r.language or "-", review, r.relative, r.error)
+            (
+                r.status,
+                f"{r.duration:.1f}s",
+                f"{r.wall:.1f}s",
+                rtf,
+                r.language or "-",
+                r.covered if done else "-",
+                review,
+                r.relative,
+                r.error,
+            )
         )
     padded = len(rows[0]) - 1  # every column but the last (the error)
     widths = [max(len(row[i]) for row in rows) for i in range(padded)]

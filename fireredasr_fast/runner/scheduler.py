@@ -164,20 +164,6 @@ class WorkerGroup:
     takes_largest: bool = False  # GPU workers take the largest batches, CPU the smallest
 
 
-def batch_limit(batch_seconds: float, pooled: float, producer_done: bool, workers: int) -> float:
-    """Padded seconds per batch for the segments pooled now.
-
-    The last of the work (nothing more to come) goes out in smaller batches, at least two
-    per worker, so no worker idles while another finishes one big batch. A single worker has
-    no one to wait for: it keeps full batches, whose beam searches read the decoder's weights
-    once per step for more segments (AED-L, 2 cores: splitting the tail in two cost a second
-    search over the longest segments).
-    """
-    if producer_done and workers > 1:
-        return max(1.0, min(batch_seconds, pooled / (2 * workers)))
-    return batch_seconds
-
-
 @dataclass(eq=False)
 class _Pool:
     """Worker processes that share a queue position: a group's executor, or one GPU worker."""
@@ -415,19 +401,21 @@ class _Schedule:
     # -- 2. cut batches and keep the workers fed
 
     def _cut_batches(self, capacity: int) -> None:
-        """Cut batches when the ready queue runs low: pooling segments of several files first
-        gives length-sorted batches with little padding."""
+        """Cut the pending segments into batches when the ready queue runs low: each file's
+        on its own, and always the same way (make_batches over the file's segments at
+        --batch-seconds). A segment's text then never depends on the other files of the run,
+        the worker count or when its file was prepared: an engine may write other text for a
+        segment in another batch (Whisper packs a batch's short segments into shared windows;
+        padding changes FireRedASR's sums)."""
         if not self.pending or len(self.ready) >= capacity:
             return
-        batch_seconds = self.options.transcribe.batch_seconds
-        pooled = sum(job.seconds for job in self.pending)
-        enough = pooled >= batch_seconds * 2
-        starving = not self.ready and len(self.in_flight) < max(1, self.runner.plan.workers)
-        if enough or self.producer_done or starving:
-            workers = capacity // 2  # live worker slots, CPU and GPU (two batches each)
-            limit = batch_limit(batch_seconds, pooled, self.producer_done, workers)
-            self.ready.extend(make_batches(self.pending, limit, self.options.transcribe.max_batch_size))
-            self.pending = []
+        by_file: dict[int, list[SegmentJob]] = {}
+        for job in self.pending:
+            by_file.setdefault(job.file_index, []).append(job)
+        transcribe = self.options.transcribe
+        for jobs in by_file.values():
+            self.ready.extend(make_batches(jobs, transcribe.batch_seconds, transcribe.max_batch_size))
+        self.pending = []
 
     def _submit_ready(self) -> None:
         # Only a few batches in flight per worker, so an interrupt has little to wait for.
@@ -630,6 +618,8 @@ class _Schedule:
             timings={k: round(v, 4) for k, v in prepared.timings.items()},
             language=result.info.get("language", ""),
             audio_track=prepared.track.to_dict() if prepared.track else {},
+            speech_seconds=round(result.speech_seconds, 3),
+            covered_seconds=round(result.covered_seconds, 3),
         )
         record.review, record.guarded = review_counts(result)
         self.records[state.index] = record

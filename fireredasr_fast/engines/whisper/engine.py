@@ -319,7 +319,9 @@ class WhisperEngine(Engine):
             "guard": 0.0,
             "fallback": 0.0,
         }
-        self.counts: dict[str, int] = {"pieces": 0, "windows": 0, "redecoded": 0}
+        #: pieces in, encoder windows decoded, windows re-decoded by the guard, pieces of
+        #: untrusted packed windows decoded again alone (_decode_pieces).
+        self.counts: dict[str, int] = {"pieces": 0, "windows": 0, "redecoded": 0, "unpacked": 0}
 
     @classmethod
     def from_spec(cls, spec: EngineSpec) -> WhisperEngine:
@@ -368,20 +370,10 @@ class WhisperEngine(Engine):
         languages = self._waveform_languages(waveforms, pieces)
         for piece in pieces:
             piece.language = languages[piece.source]
-        packs = self._make_packs(pieces)
         self.counts["pieces"] += len(pieces)
-        self.counts["windows"] += len(packs)
-
-        decoded: list[_Decoded] = []
-        for b in range(0, len(packs), self.batch_size):
-            decoded.extend(self._decode_batch(packs[b : b + self.batch_size]))
-
-        # Back from packs to pieces, then from pieces (in time order) to inputs.
-        per_piece: list[_PieceResult] = []
-        for pack, result in zip(packs, decoded, strict=True):
-            per_piece.extend(self._unpack(pack, result))
+        per_piece, spoken = self._decode_pieces(pieces)
         per_piece.sort(key=lambda item: (item.piece.source, item.piece.offset))
-        languages = _spoken_languages(len(waveforms), [(p, pack.language) for pack in packs for p in pack.pieces])
+        languages = _spoken_languages(len(waveforms), spoken)
         hyps = [
             Hypothesis(text="", token_times=[] if self.word_timestamps else None, language=languages[i])
             for i in range(len(waveforms))
@@ -404,6 +396,40 @@ class WhisperEngine(Engine):
             if hyp.token_confidences:
                 hyp.confidence = float(np.mean(hyp.token_confidences))
         return hyps
+
+    def _decode_packs(self, packs: Sequence[_Pack]) -> list[_Decoded]:
+        self.counts["windows"] += len(packs)
+        decoded: list[_Decoded] = []
+        for b in range(0, len(packs), self.batch_size):
+            decoded.extend(self._decode_batch(packs[b : b + self.batch_size]))
+        return decoded
+
+    def _decode_pieces(self, pieces: Sequence[_Piece]) -> tuple[list[_PieceResult], list[tuple[_Piece, str | None]]]:
+        """Every piece's words (packed where it may be), and each piece with its window's language.
+
+        A packed window in which any piece came back without words is not trusted at all: the
+        decoder wrote fewer utterances than the window holds (it stops early, or repeats one,
+        and the alignment then spreads what it wrote over the wrong pieces; Whisper's
+        no-speech rule also empties the whole window). Its pieces are decoded again, each
+        in a window of its own, as without packing (docs/benchmarks.md, "Nothing lost")."""
+        packs = self._make_packs(pieces)
+        per_piece: list[_PieceResult] = []
+        spoken: list[tuple[_Piece, str | None]] = []
+        alone: list[_Piece] = []
+        for pack, result in zip(packs, self._decode_packs(packs), strict=True):
+            items = self._unpack(pack, result)
+            if len(items) > 1 and any(not item.words for item in items):
+                alone.extend(pack.pieces)
+                continue
+            per_piece.extend(items)
+            spoken.extend((piece, pack.language) for piece in pack.pieces)
+        if alone:
+            self.counts["unpacked"] += len(alone)
+            singles = [_Pack([p], [0.0], p.audio, p.language) for p in alone]
+            for pack, result in zip(singles, self._decode_packs(singles), strict=True):
+                per_piece.extend(self._unpack(pack, result))
+                spoken.append((pack.pieces[0], pack.language))
+        return per_piece, spoken
 
     def _waveform_languages(self, waveforms: Sequence[np.ndarray], pieces: Sequence[_Piece]) -> list[str | None]:
         """Each waveform's language when it is known before decoding: the one given (or "en"
