@@ -319,9 +319,12 @@ class WhisperEngine(Engine):
             "guard": 0.0,
             "fallback": 0.0,
         }
-        #: pieces in, encoder windows decoded, windows re-decoded by the guard, pieces of
-        #: untrusted packed windows decoded again alone (_decode_pieces).
-        self.counts: dict[str, int] = {"pieces": 0, "windows": 0, "redecoded": 0, "unpacked": 0}
+        #: pieces in, encoder windows decoded, windows re-decoded by the guard; pieces of
+        #: untrusted packed windows decoded again alone, those of them the window had left
+        #: without words, and of those the ones that got words alone (_decode_pieces).
+        self.counts: dict[str, int] = dict.fromkeys(
+            ("pieces", "windows", "redecoded", "unpacked", "unpacked_empty", "recovered"), 0
+        )
 
     @classmethod
     def from_spec(cls, spec: EngineSpec) -> WhisperEngine:
@@ -416,19 +419,24 @@ class WhisperEngine(Engine):
         per_piece: list[_PieceResult] = []
         spoken: list[tuple[_Piece, str | None]] = []
         alone: list[_Piece] = []
+        empty: set[int] = set()  # id() of pieces a packed window left without words
         for pack, result in zip(packs, self._decode_packs(packs), strict=True):
             items = self._unpack(pack, result)
             if len(items) > 1 and any(not item.words for item in items):
                 alone.extend(pack.pieces)
+                empty.update(id(item.piece) for item in items if not item.words)
                 continue
             per_piece.extend(items)
             spoken.extend((piece, pack.language) for piece in pack.pieces)
         if alone:
             self.counts["unpacked"] += len(alone)
+            self.counts["unpacked_empty"] += len(empty)
             singles = [_Pack([p], [0.0], p.audio, p.language) for p in alone]
             for pack, result in zip(singles, self._decode_packs(singles), strict=True):
-                per_piece.extend(self._unpack(pack, result))
-                spoken.append((pack.pieces[0], pack.language))
+                (item,) = self._unpack(pack, result)
+                self.counts["recovered"] += bool(item.words) and id(item.piece) in empty
+                per_piece.append(item)
+                spoken.append((item.piece, pack.language))
         return per_piece, spoken
 
     def _waveform_languages(self, waveforms: Sequence[np.ndarray], pieces: Sequence[_Piece]) -> list[str | None]:

@@ -1,0 +1,107 @@
+"""A file's outputs are the same however it was scheduled (issue 28): alone, beside other files
+(batch partners), with 1 or 2 workers, resumed after one of its outputs was deleted, and on a
+local Ray cluster. Both engines: Whisper tiny.en (whose short segments share encoder windows)
+and the trained FireRedASR fixture. Subtitles and text byte for byte, the JSON equal but for
+its timings."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, SAMPLES, run_ffmpeg
+from runs import run
+
+FORMATS = "srt,vtt,txt,tsv,review,json"
+TARGET = "target.wav"
+RAY = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (.[cluster])")
+
+
+def _command(engine: tuple[str, ...], out: Path, inputs: list[Path], workers: int, extra: tuple[str, ...] = ()):
+    import sys
+
+    from conftest import ROOT
+
+    return [
+        sys.executable, str(ROOT / "long_video_transcribe.py"), *engine, "--workers", str(workers),
+        "--formats", FORMATS, "--no-progress", "-o", str(out), *extra, "--", *map(str, inputs),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    """The target: four short stretches of the English sample with pauses between (separate
+    short segments, which Whisper packs together); two neighbours in another folder."""
+    folder = tmp_path_factory.mktemp("same-output")
+    target, others = folder / "target", folder / "others"
+    target.mkdir()
+    others.mkdir()
+    cuts = [(0.0, 3.0), (5.0, 8.5), (12.0, 14.5), (20.0, 24.0)]
+    chains = ";".join(
+        f"[0:a]atrim={a}:{b},asetpts=PTS-STARTPTS,apad=pad_dur=2.5[c{i}]" for i, (a, b) in enumerate(cuts)
+    )
+    joined = "".join(f"[c{i}]" for i in range(len(cuts)))
+    run_ffmpeg(
+        "-i", str(SAMPLES / "two_cities.mp4"), "-filter_complex", f"{chains};{joined}concat=n={len(cuts)}:v=0:a=1",
+        "-ar", "16000", "-ac", "1", str(target / TARGET),
+    )  # fmt: skip
+    run_ffmpeg("-i", str(SAMPLES / "two_cities.mp4"), "-ss", "24", "-ar", "16000", "-ac", "1", str(others / "b.wav"))
+    shutil.copy(SAMPLES / "aishell_zh.mkv", others / "c.mkv")
+    return {"target": target / TARGET, "b": others / "b.wav", "c": others / "c.mkv"}
+
+
+def _target_outputs(out: Path) -> dict[str, object]:
+    found: dict[str, object] = {}
+    for path in sorted(out.glob("target.*")):
+        if path.suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            data.pop("timings", None)
+            data.pop("source", None)
+            found[path.name] = data
+        else:
+            found[path.name] = path.read_bytes()
+    return found
+
+
+def _run(engine: tuple[str, ...], out: Path, inputs: list[Path], workers: int, extra: tuple[str, ...] = ()) -> None:
+    result = run(_command(engine, out, inputs, workers, extra))
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+ENGINES = {
+    "whisper": ("--engine", "whisper", "--model", "tiny.en"),
+    "firered": ("--model-dir", str(FIXTURES / "tiny_model")),
+}
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_a_file_is_transcribed_the_same_however_it_is_scheduled(media, tmp_path, name):
+    if name == "whisper":
+        pytest.importorskip("faster_whisper")
+    engine = ENGINES[name]
+    alone = tmp_path / "alone"
+    _run(engine, alone, [media["target"]], workers=1)
+    expected = _target_outputs(alone)
+    assert {"target.srt", "target.vtt", "target.txt", "target.tsv", "target.review.tsv", "target.json"} <= set(expected)
+    assert expected["target.txt"].strip(), "the target must have text for the comparison to mean anything"
+
+    # Beside two other files, their segments ready at the same time, with two workers.
+    beside = tmp_path / "beside"
+    _run(engine, beside, [media["b"], media["target"], media["c"]], workers=2)
+    assert _target_outputs(beside) == expected
+
+    # Resumed: the target's subtitle deleted, so the rerun redoes the target alone.
+    (beside / "target.srt").unlink()
+    _run(engine, beside, [media["b"], media["target"], media["c"]], workers=1)
+    assert _target_outputs(beside) == expected
+
+
+@RAY
+def test_a_file_is_transcribed_the_same_on_a_local_cluster(media, tmp_path):
+    engine = ENGINES["firered"]
+    _run(engine, tmp_path / "alone", [media["target"]], workers=1)
+    _run(engine, tmp_path / "ray", [media["b"], media["target"]], workers=2, extra=("--cluster", "local"))
+    assert _target_outputs(tmp_path / "ray") == _target_outputs(tmp_path / "alone")
