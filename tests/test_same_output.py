@@ -77,31 +77,31 @@ ENGINES = {
 }
 
 
-@pytest.mark.parametrize("name", ENGINES)
-def test_a_file_is_transcribed_the_same_however_it_is_scheduled(media, tmp_path, name):
+# The third run: Whisper with two local workers; FireRedASR with two workers on a local Ray
+# cluster (where Ray is installed).
+@pytest.mark.parametrize(
+    ("name", "third"),
+    [("whisper", ()), ("firered", ()), pytest.param("firered", ("--cluster", "local"), marks=RAY, id="firered-ray")],
+    ids=["whisper", "firered", "firered-ray"],
+)
+def test_a_file_is_transcribed_the_same_however_it_is_scheduled(media, tmp_path, name, third):
     if name == "whisper":
         pytest.importorskip("faster_whisper")
     engine = ENGINES[name]
-    alone = tmp_path / "alone"
-    _run(engine, alone, [media["target"]], workers=1)
-    expected = _target_outputs(alone)
+    everything = [media["b"], media["target"], media["c"]]
+    # One worker beside two other files: the target's segments are ready while the first
+    # file's batch runs, together with the third file's (a batch partner before issue 28).
+    first = tmp_path / "first"
+    _run(engine, first, everything, workers=1)
+    expected = _target_outputs(first)
     assert {"target.srt", "target.vtt", "target.txt", "target.tsv", "target.review.tsv", "target.json"} <= set(expected)
     assert expected["target.txt"].strip(), "the target must have text for the comparison to mean anything"
 
-    # Beside two other files, their segments ready at the same time, with two workers.
-    beside = tmp_path / "beside"
-    _run(engine, beside, [media["b"], media["target"], media["c"]], workers=2)
-    assert _target_outputs(beside) == expected
+    # Resumed: the target's subtitle deleted, the rerun redoes the target alone, two workers.
+    (first / "target.srt").unlink()
+    _run(engine, first, everything, workers=2)
+    assert _target_outputs(first) == expected
 
-    # Resumed: the target's subtitle deleted, so the rerun redoes the target alone.
-    (beside / "target.srt").unlink()
-    _run(engine, beside, [media["b"], media["target"], media["c"]], workers=1)
-    assert _target_outputs(beside) == expected
-
-
-@RAY
-def test_a_file_is_transcribed_the_same_on_a_local_cluster(media, tmp_path):
-    engine = ENGINES["firered"]
-    _run(engine, tmp_path / "alone", [media["target"]], workers=1)
-    _run(engine, tmp_path / "ray", [media["b"], media["target"]], workers=2, extra=("--cluster", "local"))
-    assert _target_outputs(tmp_path / "ray") == _target_outputs(tmp_path / "alone")
+    # All three again from scratch with two workers (and on Ray for one case).
+    _run(engine, tmp_path / "third", everything, workers=2, extra=third)
+    assert _target_outputs(tmp_path / "third") == expected

@@ -1,9 +1,9 @@
 """The folder runner: many files through a pool of worker processes, safely.
 
 Flow: the front end (frontend.py) decodes and segments upcoming files into a queue bounded
-in audio seconds (the preload queue); the main thread (_Schedule, one per run) pools the
-segments of all queued files, cuts them into length-sorted batches, and keeps the worker
-processes fed; each worker builds its engine once from an EngineSpec and recognises batches;
+in audio seconds (the preload queue); the main thread (_Schedule, one per run) cuts each queued
+file's segments into length-sorted batches of its own (a file's text never depends on the
+rest of the run), and keeps the worker processes fed; each worker builds its engine once from an EngineSpec and recognises batches;
 when the last segment of a file comes back, the file's cues and outputs are written
 atomically and journaled.
 
@@ -301,8 +301,8 @@ class Runner:
 
 
 class _Schedule:
-    """One run of the scheduling loop: the prepared files' segments pooled and cut into
-    length-sorted batches, the worker pools kept fed, results gathered per file, each file
+    """One run of the scheduling loop: each prepared file's segments cut into length-sorted
+    batches of its own, the worker pools kept fed, results gathered per file, each file
     written and journaled when its last segment comes back.
 
     State, all of this run:
