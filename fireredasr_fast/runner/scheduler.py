@@ -3,7 +3,8 @@
 Flow: the front end (frontend.py) decodes and segments upcoming files into a queue bounded
 in audio seconds (the preload queue); the main thread (_Schedule, one per run) cuts each queued
 file's segments into length-sorted batches of its own (a file's text never depends on the
-rest of the run), and keeps the worker processes fed; each worker builds its engine once from an EngineSpec and recognises batches;
+rest of the run), and keeps the worker processes fed; each worker builds its engine once
+from an EngineSpec and recognises batches;
 when the last segment of a file comes back, the file's cues and outputs are written
 atomically and journaled.
 
