@@ -34,7 +34,7 @@ _TIME_EPS = 0.002
 
 
 # Reading speeds, characters a second, from Netflix's Timed Text Style Guides for adult
-# programmes (docs/subtitles.md, "Reading speed"): English (USA) 20, Simplified Chinese 9.
+# programmes (README, "Reading speed"): English (USA) 20, Simplified Chinese 9.
 MAX_CPS_LATIN = 20.0
 MAX_CPS_CJK = 9.0
 

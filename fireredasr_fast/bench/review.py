@@ -117,8 +117,8 @@ PAUSES = (0.7, 1.1, 0.9, 1.4, 0.8, 1.2)
 # The fixture was trained on single sentences: its programmes pause longer than the VAD's
 # merge gap, so each sentence is a segment of its own (as in tests/test_timing.py).
 FIXTURE_EXTRA_PAUSE = 1.0
-# Candidate rules: name -> (cue -> listed?). The mean and the weakest tokens, alone and combined.
-WEAK_K = 2
+OLD_RULE = "old: mean < 0.75"
+NEW_RULE = "new: mean < 0.7 or low2 < 0.5"
 
 
 @dataclass
@@ -258,31 +258,33 @@ def programmes(folder: Path) -> list[Programme]:
 # --------------------------------------------------------------------------- rules
 
 
-def _weakest(cue: dict[str, Any], k: int) -> float | None:
-    tokens = cue["token_confidences"]
-    if not tokens:
-        return cue["confidence"]
-    low = sorted(tokens)[:k]
-    return sum(low) / len(low)
+def _cue(c: dict[str, Any]) -> Cue:
+    return Cue(c["start"], c["end"], c["text"].split("\n"), c["confidence"], [], c["token_confidences"])
+
+
+def _low(c: dict[str, Any], k: int) -> float:
+    tokens = sorted(c["token_confidences"] or [c["confidence"] or 1.0])[:k]
+    return sum(tokens) / len(tokens)
 
 
 def candidate_rules() -> dict[str, Callable[[dict[str, Any]], bool]]:
-    """Rule name -> whether a cue (as recorded in the JSON) is listed. Cues without a
-    confidence are never listed by these rules."""
+    """Rule name -> whether a cue (as recorded in the JSON) is listed: the rule before issue 28
+    (mean confidence below 0.75), the one the pipeline now applies with its defaults
+    (guard.review_reasons), and the alternatives it was chosen from: the mean, the weakest
+    token, the mean of the k weakest, alone and with the mean."""
+    from fireredasr_fast.guard import LOW_CONFIDENCE, REVIEW_THRESHOLD, WEAK_TOKEN, review_reasons
 
-    def mean_below(t: float) -> Callable[[dict[str, Any]], bool]:
-        return lambda c: c["confidence"] is not None and c["confidence"] < t
+    def now(c: dict[str, Any]) -> bool:
+        return bool({LOW_CONFIDENCE, WEAK_TOKEN} & set(review_reasons(_cue(c), REVIEW_THRESHOLD)))
 
-    def min_below(t: float, k: int = 1) -> Callable[[dict[str, Any]], bool]:
-        return lambda c: (w := _weakest(c, k)) is not None and w < t
-
-    rules: dict[str, Callable[[dict[str, Any]], bool]] = {}
-    for t in (0.75, 0.8, 0.85, 0.9):
-        rules[f"mean < {t}"] = mean_below(t)
-    for t in (0.3, 0.4, 0.5, 0.6, 0.7):
-        rules[f"min < {t}"] = min_below(t)
-        rules[f"low{WEAK_K} < {t}"] = min_below(t, WEAK_K)
-        rules[f"mean < 0.75 or min < {t}"] = lambda c, t=t: mean_below(0.75)(c) or min_below(t)(c)
+    rules: dict[str, Callable[[dict[str, Any]], bool]] = {OLD_RULE: lambda c: (c["confidence"] or 1.0) < 0.75}
+    rules[NEW_RULE] = now
+    for t in (0.8, 0.85):
+        rules[f"mean < {t}"] = lambda c, t=t: (c["confidence"] or 1.0) < t
+    for k, name in ((1, "min"), (2, "low2"), (3, "low3")):
+        for t in (0.3, 0.4, 0.5, 0.6):
+            rules[f"{name} < {t}"] = lambda c, t=t, k=k: _low(c, k) < t
+            rules[f"mean < 0.75 or {name} < {t}"] = lambda c, t=t, k=k: rules[OLD_RULE](c) or _low(c, k) < t
     return rules
 
 
@@ -291,8 +293,11 @@ def rule_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     table = []
     for name, listed in candidate_rules().items():
         entry: dict[str, Any] = {"rule": name, "programmes": {}}
-        every = [c for row in rows for c in row["cues"]]
-        for label, cues in [*((row["programme"], row["cues"]) for row in rows), ("all", every)]:
+        groups = [(row["programme"], row["cues"]) for row in rows]
+        for engine in sorted({row["engine"] for row in rows}, reverse=True):
+            groups.append((f"all {engine}", [c for row in rows if row["engine"] == engine for c in row["cues"]]))
+        groups.append(("all", [c for row in rows for c in row["cues"]]))
+        for label, cues in groups:
             wrong = [c for c in cues if c["wrong"]]
             right = [c for c in cues if not c["wrong"]]
             entry["programmes"][label] = {
@@ -401,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
 
         base = args.whisper_base or Path(resolve_model_path(None, "base"))
         data = run(base, args.threads, args.only)
-    print_tables(data, ["mean < 0.75"])
+    print_tables(data, [OLD_RULE, NEW_RULE])
     if args.json:
         args.json.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
     return 0
