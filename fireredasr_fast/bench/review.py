@@ -325,6 +325,8 @@ def _engines(whisper_base: Path, threads: int) -> dict[str, Any]:
 
 
 def run(whisper_base: Path, threads: int, only: str | None = None) -> dict[str, Any]:
+    from fireredasr_fast.cues import CueOptions, build_cues, reads_too_fast
+    from fireredasr_fast.guard import FAST
     from fireredasr_fast.transcribe import TranscribeOptions, transcribe_file
     from fireredasr_fast.vad import SpeechSegmenter
 
@@ -341,6 +343,9 @@ def run(whisper_base: Path, threads: int, only: str | None = None) -> dict[str, 
             result = transcribe_file(prog.path, engine, options, segmenter)
             wall = time.perf_counter() - start
             wrong = label_cues(result.cues, prog.references, words=prog.language == "en")
+            # The same segments cued without reading speed limits (the timing before issue 28).
+            spoken = [seg for seg in result.segments if seg.text.strip()]
+            plain = build_cues(spoken, result.speech, result.duration, CueOptions(max_cps=0, max_cps_cjk=0))
             rows.append(
                 {
                     "programme": prog.name,
@@ -349,6 +354,12 @@ def run(whisper_base: Path, threads: int, only: str | None = None) -> dict[str, 
                     "wall": wall,
                     "asr": result.info["timings"]["asr"],
                     "guard": result.info["timings"]["guard"],
+                    "reading": {
+                        "too_fast_without_limits": sum(reads_too_fast(c, options.cues) for c in plain),
+                        "too_fast": sum(reads_too_fast(c, options.cues) for c in result.cues),
+                        "listed_fast": sum(FAST in c.flags for c in result.cues),
+                        "shortest": min((c.end - c.start for c in result.cues), default=None),
+                    },
                     "cues": [
                         {
                             "start": c.start,
@@ -372,10 +383,14 @@ def _share(n: int, d: int) -> str:
 
 
 def print_tables(data: dict[str, Any], rules: list[str]) -> None:
-    print(f"{'programme':22s} {'engine':18s} cues  wrong  asr s")
+    print(f"{'programme':22s} {'engine':18s} cues  wrong  asr s  too fast: no limits / limits (listed)  shortest s")
     for row in data["files"]:
         n_wrong = sum(c["wrong"] for c in row["cues"])
-        print(f"{row['programme']:22s} {row['engine']:18s} {len(row['cues']):4d} {n_wrong:6d} {row['asr']:6.1f}")
+        r = row["reading"]
+        print(
+            f"{row['programme']:22s} {row['engine']:18s} {len(row['cues']):4d} {n_wrong:6d} {row['asr']:6.1f}"
+            f"  {r['too_fast_without_limits']:17d} / {r['too_fast']} ({r['listed_fast']})  {r['shortest'] or 0:17.2f}"
+        )
     table = {e["rule"]: e for e in rule_table(data["files"])}
     print(f"\n{'rule':28s} {'wrong cues listed':>18s} {'right cues listed':>18s}   (all programmes)")
     for name, entry in table.items():
