@@ -167,3 +167,19 @@ def test_help_names_the_new_options() -> None:
     text = build_parser().format_help()
     for flag in ("--max-cps", "--max-cps-cjk", "--review-weak-token"):
         assert flag in text
+
+
+def test_the_benchmark_labels_a_cue_wrong_by_its_aligned_reference() -> None:
+    from fireredasr_fast.bench.review import label_cues
+
+    references = [(1.0, 3.0, "今天天气很好"), (4.0, 6.0, "请把窗户关上"), (7.0, 9.0, "It was the best of times.")]
+    cues = [
+        Cue(1.0, 2.0, ["今天天气"]),  # right
+        Cue(2.1, 3.0, ["很好"]),  # right
+        Cue(4.0, 5.0, ["请把窗"]),  # 户 missing right after it: wrong
+        Cue(5.1, 6.0, ["关上"]),  # right
+        Cue(9.5, 10.5, ["谢谢"]),  # over no utterance: wrong
+    ]
+    assert label_cues(cues, references[:2], words=False) == [False, False, True, False, True]
+    english = [Cue(7.0, 8.0, ["It was the"]), Cue(8.1, 9.0, ["beast of times!"])]
+    assert label_cues(english, references[2:], words=True) == [False, True]
