@@ -64,8 +64,6 @@ class CueOptions:
                 raise ValueError(
                     f"{name} must be 0 (no limit) or a positive number of characters a second, not {value}"
                 )
-        if self.min_duration > self.max_duration:
-            raise ValueError(f"min_duration {self.min_duration} is longer than max_duration {self.max_duration}")
 
 
 # ---------------------------------------------------------------------------- characters
@@ -765,9 +763,9 @@ def tidy_cues(cues: list[Cue], duration: float, options: CueOptions | None = Non
 def _hold_min_duration(out: list[Cue], hi: float, opt: CueOptions) -> None:
     """Every cue at least min_duration where its neighbours leave room: extended into the
     silence after it, else started earlier into the silence before it, else given time a
-    longer neighbour can spare (the next one starts later, the previous one ends earlier, each
-    keeping min_duration). Cues are never pushed past their neighbours' speech: a cue between
-    two that are at their minimum, min_gap apart, stays short (fast speech, tiny cues)."""
+    longer neighbour can spare (the previous one ends earlier, else the next one starts later,
+    each keeping min_duration). Cues are never pushed past their neighbours: a cue between two
+    at their minimum, min_gap apart, stays short (fast speech cut into tiny cues)."""
     need = min(opt.min_duration, hi)
     for i, c in enumerate(out):
         if c.end - c.start >= need:
@@ -778,16 +776,15 @@ def _hold_min_duration(out: list[Cue], hi: float, opt: CueOptions) -> None:
         before = prev.end + opt.min_gap if prev is not None else 0.0
         c.end = max(c.end, min(c.start + need, after))
         c.start = min(c.start, max(c.end - need, before))
-        if c.end - c.start < need and nxt is not None:
-            spare = max(0.0, nxt.end - nxt.start - need)
-            take = min(spare, need - (c.end - c.start))
-            nxt.start += take
-            c.end = nxt.start - opt.min_gap if take > 0 else c.end
+        # The previous cue gives first: its words were said; the next one's are still to come.
         if c.end - c.start < need and prev is not None:
-            spare = max(0.0, prev.end - prev.start - need)
-            take = min(spare, need - (c.end - c.start))
+            take = min(max(0.0, prev.end - prev.start - need), need - (c.end - c.start))
             prev.end -= take
             c.start = prev.end + opt.min_gap if take > 0 else c.start
+        if c.end - c.start < need and nxt is not None:
+            take = min(max(0.0, nxt.end - nxt.start - need), need - (c.end - c.start))
+            nxt.start += take
+            c.end = nxt.start - opt.min_gap if take > 0 else c.end
 
 
 def _hold_reading_speed(out: list[Cue], hi: float, opt: CueOptions) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pysubs2
 
-from .cues import CueOptions, join_lines, reading_seconds, reads_too_fast, text_width
+from .cues import CueOptions, join_lines, reading_seconds, text_width
 from .results import Cue
 
 # Subtitle formats store times in ms (srt, vtt) or cs (ass); comparisons allow that rounding.
@@ -81,8 +81,8 @@ def _timing_problems(cues: list[Cue], i: int, duration: float, opt: CueOptions, 
     problems = []
     if length < min(opt.min_duration, hi) - _TIME_EPS and (after > _TIME_EPS or before > _TIME_EPS):
         problems.append(f"{name}: lasts {length:.3f}s, less than {opt.min_duration}s, though silence is next to it")
-    if after > _TIME_EPS and length < opt.max_duration - _TIME_EPS and reads_too_fast(cue, opt):
-        seconds = reading_seconds(cue.lines, opt)
+    seconds = reading_seconds(cue.lines, opt)
+    if after > _TIME_EPS and length < min(seconds, opt.max_duration) - _TIME_EPS:
         problems.append(f"{name}: on screen {length:.3f}s, its text needs {seconds:.3f}s, and silence follows")
     return problems
 

@@ -183,3 +183,20 @@ def test_the_benchmark_labels_a_cue_wrong_by_its_aligned_reference() -> None:
     assert label_cues(cues, references[:2], words=False) == [False, False, True, False, True]
     english = [Cue(7.0, 8.0, ["It was the"]), Cue(8.1, 9.0, ["beast of times!"])]
     assert label_cues(english, references[2:], words=True) == [False, True]
+
+
+def test_the_minimum_duration_holds_next_to_close_cues() -> None:
+    from fireredasr_fast.cues import tidy_cues
+
+    opt = CueOptions()
+    # Whisper base on two_cities before issue 28: "In short," lasted 0.76 s because the next cue
+    # starts 0.86 s after it. It now also starts earlier, into the silence before it.
+    cues = [Cue(26.56, 28.15, ["We were all going"]), Cue(29.12, 29.3, ["In short,"]), Cue(29.98, 32.35, ["the"])]
+    out = tidy_cues(cues, 40.0, opt)
+    assert (out[1].start, out[1].end) == pytest.approx((29.98 - opt.min_gap - opt.min_duration, 29.98 - opt.min_gap))
+    # No silence on either side: the previous cue, which has time to spare, ends earlier.
+    cues = [Cue(0.0, 2.0, ["It was the best of times,"]), Cue(2.1, 2.3, ["it"]), Cue(2.8, 5.0, ["was"])]
+    out = tidy_cues(cues, 10.0, opt)
+    assert [round(c.end - c.start, 3) for c in out] == [1.8, opt.min_duration, 2.2]
+    assert out[1].end == pytest.approx(2.8 - opt.min_gap)
+    assert validate_cues(out, 10.0, options=opt) == []
