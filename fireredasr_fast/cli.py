@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from dataclasses import asdict
@@ -23,7 +24,7 @@ from .engines.firered.options import BACKENDS, CPU_PRECISIONS, DecodingOptions, 
 from .engines.whisper.options import WhisperOptions
 from .errors import FireRedFastError
 from .fsutil import directory_identity
-from .guard import REVIEW_THRESHOLD, GuardOptions
+from .guard import REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions
 from .inputs import collect_inputs, expand_audio_streams
 from .script import ZH_SCRIPTS
 from .transcribe import TranscribeOptions
@@ -253,7 +254,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-cue-duration",
         type=float,
         default=CueOptions.min_duration,
-        help="shortest cue in seconds, extended into the following silence (default: %(default)s)",
+        help="shortest cue in seconds, extended into the following silence, else started earlier "
+        "(default: %(default)s)",
+    )
+    c.add_argument(
+        "--max-cps",
+        type=float,
+        default=CueOptions.max_cps,
+        help="reading speed limit of Latin text in characters a second: a faster cue stays up into the silence "
+        "after it, else is listed for review (reason fast); 0 = no limit (default: %(default)s, Netflix's "
+        "English guide)",
+    )
+    c.add_argument(
+        "--max-cps-cjk",
+        type=float,
+        default=CueOptions.max_cps_cjk,
+        help="the same for CJK characters (default: %(default)s, Netflix's Simplified Chinese guide)",
     )
 
     q = p.add_argument_group("review (what an editor should check)")
@@ -261,8 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--review-threshold",
         type=float,
         default=REVIEW_THRESHOLD,
-        help="cues whose confidence is below this go to <stem>.review.tsv (0 = only what the guard flagged; "
+        help="cues whose mean confidence is below this go to <stem>.review.tsv (0 = off; "
         "default: %(default)s, measured in docs/benchmarks.md)",
+    )
+    q.add_argument(
+        "--review-weak-token",
+        type=float,
+        default=WEAK_TOKEN_THRESHOLD,
+        help="cues with a token whose confidence is below this go to <stem>.review.tsv, reason weak-token "
+        "(0 = off; default: %(default)s, measured in docs/benchmarks.md)",
     )
     q.add_argument(
         "--no-guard",
@@ -447,6 +470,11 @@ def _check_review_and_vad(args: argparse.Namespace, parser: argparse.ArgumentPar
             )
     if not 0.0 <= args.review_threshold <= 1.0:
         parser.error("--review-threshold must be between 0 and 1")
+    if not 0.0 <= args.review_weak_token <= 1.0:
+        parser.error("--review-weak-token must be between 0 and 1")
+    for flag, value in (("--max-cps", args.max_cps), ("--max-cps-cjk", args.max_cps_cjk)):
+        if not (math.isfinite(value) and value >= 0):
+            parser.error(f"{flag} must be 0 (no limit) or a positive number of characters a second")
 
 
 def _formats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, ...]:
@@ -485,12 +513,15 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
         max_lines=args.max_lines,
         max_duration=args.max_cue_duration,
         min_duration=args.min_cue_duration,
+        max_cps=args.max_cps,
+        max_cps_cjk=args.max_cps_cjk,
     )
     return TranscribeOptions(
         vad=vad,
         cues=cues,
         guard=GuardOptions(enabled=not args.no_guard),
         review_threshold=args.review_threshold,
+        weak_token_threshold=args.review_weak_token,
         audio_stream=None if args.audio_stream == "all" else args.audio_stream,
         batch_seconds=args.batch_seconds,
         zh_script=args.zh_script,
@@ -508,7 +539,7 @@ def run_settings(
         "gpu_precision": args.precision,
         "model": _model_identity(spec.model_dir),
         "vad": _without(asdict(transcribe.vad), VAD_AS_BEFORE),
-        "cues": asdict(transcribe.cues),
+        "cues": _without(asdict(transcribe.cues), CUES_AS_BEFORE),
         "audio_stream": args.audio_stream,
         "formats": list(formats),
     }
@@ -519,6 +550,8 @@ def run_settings(
         settings["guard"] = asdict(transcribe.guard)
     if transcribe.review_threshold != REVIEW_THRESHOLD:
         settings["review_threshold"] = transcribe.review_threshold
+    if transcribe.weak_token_threshold != 0.0:
+        settings["weak_token_threshold"] = transcribe.weak_token_threshold
     if transcribe.zh_script != "keep":
         settings["zh_script"] = transcribe.zh_script
     return settings
@@ -526,6 +559,8 @@ def run_settings(
 
 # VadOptions fields added since journals were first written, at the values that behave as before.
 VAD_AS_BEFORE = {"backend": "silero", "music": "keep"}
+# CueOptions fields added since, likewise (no reading speed limit).
+CUES_AS_BEFORE = {"max_cps": 0.0, "max_cps_cjk": 0.0}
 
 
 def _without(values: dict[str, Any], as_before: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ mark counts 1, a Latin character or space counts 0.5.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import math
 import unicodedata
@@ -28,6 +29,14 @@ WEAK_PUNCT = frozenset("，,、：:")
 SP_SPACE = "▁"
 # The shortest cue the tidy-up pass will leave when it has to squeeze cues together.
 _MIN_SLOT = 0.05
+# Cue times are written in milliseconds (rounded here to 1 ms); comparisons allow that.
+_TIME_EPS = 0.002
+
+
+# Reading speeds, characters a second, from Netflix's Timed Text Style Guides for adult
+# programmes (README, "Reading speed"): English (USA) 20, Simplified Chinese 9.
+MAX_CPS_LATIN = 20.0
+MAX_CPS_CJK = 9.0
 
 
 @dataclass(frozen=True)
@@ -35,11 +44,26 @@ class CueOptions:
     max_line_width: float = 16.0  # in CJK characters; Latin characters count half
     max_lines: int = 2
     max_duration: float = 7.0  # seconds
-    min_duration: float = 0.8  # seconds; short cues are extended into the following silence
+    # Seconds; a shorter cue is extended into the following silence, else starts earlier, else
+    # the next cue starts later: it always holds where the file is long enough.
+    min_duration: float = 0.8
     min_gap: float = 0.1  # seconds between consecutive cues
     pause_split: float = 0.35  # a silence at least this long always ends a cue
     # Cue starts move to a VAD speech onset this close (seconds); 0 turns it off.
     snap_to_speech: float = 0.4
+    # Reading speed limits in characters a second (spaces and punctuation count), for Latin and
+    # other narrow text and for CJK text; a cue that reads faster stays up longer, into the
+    # silence before the next cue. 0 turns a limit off.
+    max_cps: float = MAX_CPS_LATIN
+    max_cps_cjk: float = MAX_CPS_CJK
+
+    def __post_init__(self) -> None:
+        for name in ("max_cps", "max_cps_cjk"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(
+                    f"{name} must be 0 (no limit) or a positive number of characters a second, not {value}"
+                )
 
 
 # ---------------------------------------------------------------------------- characters
@@ -53,6 +77,27 @@ def char_width(ch: str) -> float:
 
 def text_width(text: str) -> float:
     return sum(char_width(ch) for ch in text)
+
+
+def reading_seconds(lines: list[str], options: CueOptions) -> float:
+    """How long a cue's text needs on screen at the reading speed limits: every character
+    counts (spaces and punctuation too, as the style guides count), wide ones (CJK characters
+    and full-width punctuation) at max_cps_cjk, the others at max_cps; line breaks count as
+    spaces between Latin words and not at all between CJK characters."""
+    text = join_lines(lines)
+    wide = sum(1 for ch in text if char_width(ch) == 1.0)
+    narrow = sum(1 for ch in text if char_width(ch) == 0.5)
+    seconds = 0.0
+    if options.max_cps > 0:
+        seconds += narrow / options.max_cps
+    if options.max_cps_cjk > 0:
+        seconds += wide / options.max_cps_cjk
+    return seconds
+
+
+def reads_too_fast(cue: Cue, options: CueOptions) -> bool:
+    """Whether the cue is on screen for less time than its text needs (reading_seconds)."""
+    return cue.end - cue.start < reading_seconds(cue.lines, options) - _TIME_EPS
 
 
 def is_cjk(ch: str) -> bool:
@@ -609,15 +654,17 @@ def _segment_words(seg: Segment) -> tuple[list[_Word], bool]:
     return words, times is not None
 
 
-def _cue_confidence(seg: Segment, piece: list[_Word]) -> float | None:
-    """The mean confidence of the cue's tokens; the segment's when tokens have none."""
+def _cue_confidences(seg: Segment, piece: list[_Word]) -> tuple[float | None, list[float] | None]:
+    """The mean confidence of the cue's tokens and the tokens' own; the segment's mean (and
+    no token values) when its tokens have none."""
     confidences = seg.token_confidences
     if confidences is None or len(confidences) != len(seg.tokens):
-        return seg.confidence
+        return seg.confidence, None
     indices = sorted({t for w in piece for t in w.token_indices if t < len(confidences)})
     if not indices:
-        return seg.confidence
-    return sum(confidences[t] for t in indices) / len(indices)
+        return seg.confidence, None
+    own = [float(confidences[t]) for t in indices]
+    return sum(own) / len(own), own
 
 
 def build_cues(
@@ -648,7 +695,8 @@ def build_cues(
                     opt.max_lines,
                 )
                 end = max(w.end for w in piece)
-                cues.append(Cue(piece[0].start, end, lines, _cue_confidence(seg, piece), list(seg.flags)))
+                mean, own = _cue_confidences(seg, piece)
+                cues.append(Cue(piece[0].start, end, lines, mean, list(seg.flags), own))
     if opt.snap_to_speech > 0:
         snap_to_speech_onsets(cues, speech, opt.snap_to_speech)
     return tidy_cues(cues, duration, opt)
@@ -680,7 +728,9 @@ def tidy_cues(cues: list[Cue], duration: float, options: CueOptions | None = Non
     opt = options or CueOptions()
     hi = duration if duration and duration > 0 else math.inf
     out = [
-        Cue(min(max(c.start, 0.0), hi), min(max(c.end, 0.0), hi), list(c.lines), c.confidence, list(c.flags))
+        dataclasses.replace(
+            c, start=min(max(c.start, 0.0), hi), end=min(max(c.end, 0.0), hi), lines=list(c.lines), flags=list(c.flags)
+        )
         for c in cues
     ]
     out = [c for c in out if any(line.strip() for line in c.lines)]
@@ -703,11 +753,46 @@ def tidy_cues(cues: list[Cue], duration: float, options: CueOptions | None = Non
         if c.start > c.end - _MIN_SLOT:
             c.start = max(c.end - _MIN_SLOT, 0.0)
         limit = c.start - opt.min_gap
-    # Short cues stay up longer, into the silence before the next cue.
-    for i, c in enumerate(out):
-        if c.end - c.start < opt.min_duration:
-            room = out[i + 1].start - opt.min_gap if i + 1 < len(out) else hi
-            c.end = max(c.end, min(c.start + opt.min_duration, room))
+    _hold_min_duration(out, hi, opt)
+    _hold_reading_speed(out, hi, opt)
     for c in out:
         c.start, c.end = round(c.start, 3), round(c.end, 3)
     return out
+
+
+def _hold_min_duration(out: list[Cue], hi: float, opt: CueOptions) -> None:
+    """Every cue at least min_duration where its neighbours leave room: extended into the
+    silence after it, else started earlier into the silence before it, else given time a
+    longer neighbour can spare (the previous one ends earlier, else the next one starts later,
+    each keeping min_duration). Cues are never pushed past their neighbours: a cue between two
+    at their minimum, min_gap apart, stays short (fast speech cut into tiny cues)."""
+    need = min(opt.min_duration, hi)
+    for i, c in enumerate(out):
+        if c.end - c.start >= need:
+            continue
+        nxt = out[i + 1] if i + 1 < len(out) else None
+        prev = out[i - 1] if i > 0 else None
+        after = nxt.start - opt.min_gap if nxt is not None else hi
+        before = prev.end + opt.min_gap if prev is not None else 0.0
+        c.end = max(c.end, min(c.start + need, after))
+        c.start = min(c.start, max(c.end - need, before))
+        # The previous cue gives first: its words were said; the next one's are still to come.
+        if c.end - c.start < need and prev is not None:
+            take = min(max(0.0, prev.end - prev.start - need), need - (c.end - c.start))
+            prev.end -= take
+            c.start = prev.end + opt.min_gap if take > 0 else c.start
+        if c.end - c.start < need and nxt is not None:
+            take = min(max(0.0, nxt.end - nxt.start - need), need - (c.end - c.start))
+            nxt.start += take
+            c.end = nxt.start - opt.min_gap if take > 0 else c.end
+
+
+def _hold_reading_speed(out: list[Cue], hi: float, opt: CueOptions) -> None:
+    """A cue that reads faster than the limits stays up longer, into the silence before the next
+    cue (min_gap before it), the end of the file and max_duration permitting; what still
+    reads too fast goes to the review list (guard.mark_for_review)."""
+    for i, c in enumerate(out):
+        need = min(reading_seconds(c.lines, opt), opt.max_duration)
+        if c.end - c.start < need:
+            room = out[i + 1].start - opt.min_gap if i + 1 < len(out) else hi
+            c.end = max(c.end, min(c.start + need, room))

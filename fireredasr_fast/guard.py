@@ -30,12 +30,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cues import SP_SPACE, text_width
+from .cues import SP_SPACE, CueOptions, reads_too_fast, text_width
 from .results import Cue, FileResult, Hypothesis
 
-# The review threshold's default: cues whose confidence is below it are listed for review.
-# Measured in docs/benchmarks.md ("Review threshold").
-REVIEW_THRESHOLD = 0.75
+# The review rules' defaults: a cue is listed when its mean confidence is below
+# REVIEW_THRESHOLD, or when the mean of its WEAK_TOKENS least confident tokens is below
+# WEAK_TOKEN_THRESHOLD (one or two misheard words in a long cue hardly move its mean).
+# Chosen on labelled programmes: docs/benchmarks.md ("Review list that finds mistakes").
+REVIEW_THRESHOLD = 0.7
+WEAK_TOKEN_THRESHOLD = 0.5
+WEAK_TOKENS = 2
 
 # Reasons (why a segment is degenerate) and actions (what the guard did), as written in the
 # JSON's flags and the review list.
@@ -43,6 +47,9 @@ LOOP = "loop"
 COMPRESSION = "compression"
 RATE = "rate"
 LOW_CONFIDENCE = "low-confidence"
+WEAK_TOKEN = "weak-token"
+# A cue that reads faster than CueOptions' reading speed limits even after it was extended.
+FAST = "fast"
 REDECODED = "redecoded"
 TRUNCATED = "truncated"
 DROPPED = "dropped"
@@ -181,12 +188,49 @@ def guard_hypothesis(hyp: Hypothesis, speech_seconds: float, options: GuardOptio
     return truncate_hypothesis(hyp, 0, [*flags, DROPPED])
 
 
-def mark_for_review(cues: list[Cue], threshold: float, music: list[tuple[float, float]] | None = None) -> None:
-    """Flag cues whose confidence is below `threshold` (cues without a confidence are not),
-    and cues that lie mostly over `music` regions."""
+def weakest_confidence(cue: Cue, count: int = WEAK_TOKENS) -> float | None:
+    """The mean confidence of the cue's `count` least confident tokens; None when the engine
+    gave no token values."""
+    tokens = cue.token_confidences
+    if not tokens:
+        return None
+    low = sorted(tokens)[:count]
+    return sum(low) / len(low)
+
+
+def review_reasons(
+    cue: Cue,
+    threshold: float,
+    weak_token_threshold: float = WEAK_TOKEN_THRESHOLD,
+    cue_options: CueOptions | None = None,
+) -> list[str]:
+    """Why `cue` should be checked by an editor: a low mean confidence, a weak token (the
+    weakest tokens' mean below `weak_token_threshold`), or text that reads too fast for the
+    cue's time on screen (`cue_options`' reading speed limits). A threshold of 0 turns its
+    rule off; cues without confidences are judged by their reading speed only."""
+    reasons = []
+    if cue.confidence is not None and cue.confidence < threshold:
+        reasons.append(LOW_CONFIDENCE)
+    weakest = weakest_confidence(cue)
+    if weakest is not None and weakest < weak_token_threshold and LOW_CONFIDENCE not in reasons:
+        reasons.append(WEAK_TOKEN)
+    if cue_options is not None and reads_too_fast(cue, cue_options):
+        reasons.append(FAST)
+    return reasons
+
+
+def mark_for_review(
+    cues: list[Cue],
+    threshold: float,
+    music: list[tuple[float, float]] | None = None,
+    weak_token_threshold: float = WEAK_TOKEN_THRESHOLD,
+    cue_options: CueOptions | None = None,
+) -> None:
+    """Flag the cues review_reasons finds, and cues that lie mostly over `music` regions."""
     for cue in cues:
-        if cue.confidence is not None and cue.confidence < threshold and LOW_CONFIDENCE not in cue.flags:
-            cue.flags.append(LOW_CONFIDENCE)
+        for reason in review_reasons(cue, threshold, weak_token_threshold, cue_options):
+            if reason not in cue.flags:
+                cue.flags.append(reason)
         if music and MUSIC not in cue.flags:
             over = sum(max(0.0, min(cue.end, b) - max(cue.start, a)) for a, b in music)
             if over >= (cue.end - cue.start) / 2:

@@ -86,6 +86,9 @@ class Cue:
     # Why an editor should check this cue (guard flags of its segment, "low-confidence", ...);
     # empty for a cue that needs no review.
     flags: list[str] = field(default_factory=list)
+    # The confidences of the cue's own tokens (the review list judges a cue by its weakest),
+    # None when the engine gives none. Not written: the JSON's segments carry them.
+    token_confidences: list[float] | None = None
 
     @property
     def text(self) -> str:

@@ -23,7 +23,7 @@ from .batching import SegmentJob, make_batches
 from .cues import CueOptions, build_cues, plausible_token_times, refine_token_times
 from .engines import Engine
 from .errors import MediaError
-from .guard import NO_TEXT, REVIEW_THRESHOLD, GuardOptions, guard_hypothesis, mark_for_review
+from .guard import NO_TEXT, REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions, guard_hypothesis, mark_for_review
 from .results import LOST_SPEECH_SECONDS, SAMPLE_RATE, Cue, FileResult, Hypothesis, Segment, uncovered_speech
 from .script import ZH_SCRIPTS, convert_hypothesis
 from .vad import SpeechSegment, SpeechSegmenter, VadOptions, clip_regions
@@ -43,15 +43,23 @@ class TranscribeOptions:
     vad: VadOptions = VadOptions()
     cues: CueOptions = CueOptions()
     guard: GuardOptions = GuardOptions()
-    # Cues whose confidence is below this go to the review list (docs/benchmarks.md,
-    # "Review threshold"); 0 lists only what the guard flagged.
+    # Cues whose mean confidence is below this go to the review list, and cues whose weakest
+    # tokens are below weak_token_threshold (guard.review_reasons; docs/benchmarks.md, "Review
+    # list that finds mistakes"); 0 turns a rule off.
     review_threshold: float = REVIEW_THRESHOLD
+    weak_token_threshold: float = WEAK_TOKEN_THRESHOLD
     audio_stream: int | None = None
     # Chinese text in this script (script.ZH_SCRIPTS: simplified, traditional, keep).
     zh_script: str = ZH_SCRIPTS[0]
     # Upper bound on a batch's padded audio (longest segment x count).
     batch_seconds: float = 240.0
     max_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("review_threshold", "weak_token_threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, not {value}")
 
 
 @dataclass(frozen=True)
@@ -242,7 +250,7 @@ def assemble_result(
             )
         )
     cues = build_cues([s for s in segments if s.text.strip()], prepared.speech, prepared.duration, options.cues)
-    mark_for_review(cues, options.review_threshold, prepared.music)
+    mark_for_review(cues, options.review_threshold, prepared.music, options.weak_token_threshold, options.cues)
     lost = account_speech(segments, cues, prepared.speech)
     timings = dict(prepared.timings)
     timings["cues"] = time.perf_counter() - t0

@@ -6,12 +6,13 @@ readable sentence naming the cue, so a failure says what is wrong, not just that
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import pysubs2
 
-from .cues import CueOptions, join_lines, text_width
+from .cues import CueOptions, join_lines, reading_seconds, text_width
 from .results import Cue
 
 # Subtitle formats store times in ms (srt, vtt) or cs (ass); comparisons allow that rounding.
@@ -62,7 +63,27 @@ def validate_cues(
                 problems.append(f"{name}: line {line!r} is {width:g} wide, more than {opt.max_line_width:g}")
         if regions is not None and not any(cue.start < b + tolerance and cue.end > a - tolerance for a, b in regions):
             problems.append(f"{name}: no speech within {tolerance}s")
+        problems += _timing_problems(cues, n - 1, duration, opt, name)
         prev = cue
+    return problems
+
+
+def _timing_problems(cues: list[Cue], i: int, duration: float, opt: CueOptions, name: str) -> list[str]:
+    """The minimum duration and the reading speed (cues.tidy_cues' promises): a cue shorter than
+    min_duration while silence before or after it (more than min_gap from its neighbours,
+    inside the file) could have held it; a cue reading faster than the limits while silence
+    after it could."""
+    cue = cues[i]
+    length = cue.end - cue.start
+    hi = duration if duration > 0 else math.inf
+    after = (cues[i + 1].start - opt.min_gap if i + 1 < len(cues) else hi) - cue.end
+    before = cue.start - (cues[i - 1].end + opt.min_gap if i > 0 else 0.0)
+    problems = []
+    if length < min(opt.min_duration, hi) - _TIME_EPS and (after > _TIME_EPS or before > _TIME_EPS):
+        problems.append(f"{name}: lasts {length:.3f}s, less than {opt.min_duration}s, though silence is next to it")
+    seconds = reading_seconds(cue.lines, opt)
+    if after > _TIME_EPS and length < min(seconds, opt.max_duration) - _TIME_EPS:
+        problems.append(f"{name}: on screen {length:.3f}s, its text needs {seconds:.3f}s, and silence follows")
     return problems
 
 

@@ -236,8 +236,12 @@ def test_tidy_enforces_gap_min_duration_and_file_bounds() -> None:
     out = tidy_cues(cues, 10.0, opt)
     assert validate_cues(out, 10.0, options=opt) == []
     assert out[0].start == 0.0
-    assert out[1].start == pytest.approx(0.25)  # later cues keep their start
-    assert out[0].end == pytest.approx(0.25 - opt.min_gap)  # earlier cue trimmed for the gap
+    # The first cue has no silence before or after it for its minimum duration: it keeps
+    # min_duration and the second cue starts min_gap after it (before issue 28 the first was
+    # left at 0.15 s).
+    assert out[0].end == pytest.approx(opt.min_duration)
+    assert out[1].start == pytest.approx(opt.min_duration + opt.min_gap)
+    assert out[1].end == pytest.approx(2.0)
     assert out[2].end == pytest.approx(5.0 + opt.min_duration)
     assert out[3].end == 10.0
     for a, b in itertools.pairwise(out):

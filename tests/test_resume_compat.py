@@ -27,7 +27,8 @@ from fireredasr_fast.runner.journal import JOURNAL_NAME, fingerprint
 RECORDED = FIXTURES / "settings_before_options"
 # The options added or changed since 6adf75f, at the values that write what it wrote (given
 # first: a recorded command line's own --formats wins).
-AS_BEFORE = ["--zh-script", "keep", "--no-guard", "--formats", "srt,vtt,txt,json"]
+AS_BEFORE = ["--zh-script", "keep", "--no-guard", "--review-weak-token", "0", "--max-cps", "0", "--max-cps-cjk", "0"]
+AS_BEFORE += ["--formats", "srt,vtt,txt,json"]
 TINY_MODEL = FIXTURES / "tiny_model"
 
 
