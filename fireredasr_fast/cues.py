@@ -17,6 +17,7 @@ import math
 import unicodedata
 from dataclasses import dataclass, field
 
+from .errors import check_number
 from .results import Cue, Segment
 from .vad import clip_regions
 
@@ -40,6 +41,14 @@ class CueOptions:
     pause_split: float = 0.35  # a silence at least this long always ends a cue
     # Cue starts move to a VAD speech onset this close (seconds); 0 turns it off.
     snap_to_speech: float = 0.4
+
+    def __post_init__(self) -> None:
+        check_number("max_line_width", self.max_line_width, 1.0)  # at least one CJK character
+        check_number("max_lines", self.max_lines, 1, integer=True)
+        check_number("max_duration", self.max_duration, _MIN_SLOT, above=True)
+        check_number("min_duration", self.min_duration, 0.0, self.max_duration)
+        for name in ("min_gap", "pause_split", "snap_to_speech"):
+            check_number(name, getattr(self, name), 0.0)
 
 
 # ---------------------------------------------------------------------------- characters

@@ -22,7 +22,7 @@ from .audio import AudioStreams, decode_audio, probe_audio_streams, to_float32
 from .batching import SegmentJob, make_batches
 from .cues import CueOptions, build_cues, plausible_token_times, refine_token_times
 from .engines import Engine
-from .errors import MediaError
+from .errors import MediaError, OptionError, check_number
 from .guard import REVIEW_THRESHOLD, GuardOptions, guard_hypothesis, mark_for_review
 from .results import SAMPLE_RATE, FileResult, Hypothesis, Segment
 from .script import ZH_SCRIPTS, convert_hypothesis
@@ -52,6 +52,16 @@ class TranscribeOptions:
     # Upper bound on a batch's padded audio (longest segment x count).
     batch_seconds: float = 240.0
     max_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        check_number("review_threshold", self.review_threshold, 0.0, 1.0)  # a confidence
+        if self.audio_stream is not None:
+            check_number("audio_stream", self.audio_stream, 0, integer=True)
+        if self.zh_script not in ZH_SCRIPTS:
+            raise OptionError("zh_script", f"must be one of {', '.join(ZH_SCRIPTS)}, not {self.zh_script!r}")
+        # A batch holds at least one segment whatever this says (batching.make_batches).
+        check_number("batch_seconds", self.batch_seconds, 0.0, above=True)
+        check_number("max_batch_size", self.max_batch_size, 1, integer=True)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from typing import Any
 
 from fireredasr_fast.batching import Batch, SegmentJob, make_batches
 from fireredasr_fast.engines import EngineSpec
+from fireredasr_fast.errors import check_number
 from fireredasr_fast.guard import review_counts
 from fireredasr_fast.inputs import InputFile
 from fireredasr_fast.results import Hypothesis
@@ -59,6 +60,11 @@ class RunOptions:
     frontend_processes: int | None = None  # VAD processes (None: from the plan, frontend.py)
     progress: bool = True
     settings: dict[str, Any] = field(default_factory=dict)  # what the fingerprint covers
+
+    def __post_init__(self) -> None:
+        check_number("preload_seconds", self.preload_seconds, 0.0, above=True)
+        if self.frontend_processes is not None:
+            check_number("frontend_processes", self.frontend_processes, 0, integer=True)
 
 
 @dataclass
