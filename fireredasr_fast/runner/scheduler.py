@@ -43,6 +43,7 @@ from .frontend import AudioBudget, Frontend, frontend_options
 from .gpu import GpuScheduler, is_cuda_oom
 from .journal import FileRecord, Journal, fingerprint, format_table, relative_key, write_report
 from .plan import Plan
+from .progress import Progress
 from .worker import WorkerLost, describe_error, init_process, load_engine, os_error, run_batch
 
 log = logging.getLogger("fireredasr_fast")
@@ -121,6 +122,10 @@ class _FileState:
     hypotheses: list[Hypothesis | None] = field(default_factory=list)
     remaining: int = 0
     asr_seconds: float = 0.0
+    # When its processing began: the start of its first batch on a worker (or, without speech,
+    # its segments known). Its realtime factor counts from here, not from its time in the queue
+    # or a worker's start-up.
+    processing_since: float | None = None
 
 
 class _StopFlag:
@@ -358,12 +363,13 @@ class _Schedule:
         self.pools: list[_Pool] = []
         self.producer_done = False
         self.no_workers = False
-        self.bar: Any = None
+        self.progress = Progress(False, {})
 
     def run(self) -> None:
         self.frontend.start(self.prepared_queue)
         self.pools = self._cpu_pools()
-        self.bar = _progress(self.options.progress)
+        sources = {state.index: state.item.path for state in self.states.values()}
+        self.progress = Progress(self.options.progress, sources)
         try:
             while not self.stop.hard.is_set() and self._step():
                 pass
@@ -372,6 +378,7 @@ class _Schedule:
 
     def _step(self) -> bool:
         """One turn of the loop; False when the run is over."""
+        self.progress.poll()
         self._take_prepared()
         graceful = self.stop.graceful.is_set()
         if not graceful:
@@ -410,13 +417,13 @@ class _Schedule:
         state.prepared = prepared
         state.hypotheses = [None] * len(prepared.segments)
         state.remaining = len(prepared.segments)
-        if self.bar is not None:
-            self.bar.total = (self.bar.total or 0) + round(prepared.duration)
-            self.bar.refresh()
+        jobs = prepared.jobs(state.index)
+        self.progress.accept(state.index, prepared.duration, sum(job.seconds for job in jobs))
         if state.remaining == 0:  # silent file: valid, empty outputs
+            state.processing_since = time.perf_counter()
             self._finish(state)
         else:
-            self.pending.extend(prepared.jobs(state.index))
+            self.pending.extend(jobs)
 
     # -- 2. cut batches and keep the workers fed
 
@@ -477,12 +484,15 @@ class _Schedule:
     def _batch_done(self, batch: Batch, pool: _Pool, hyps: list[Hypothesis], stats: dict[str, float]) -> None:
         self.runner._record_worker(stats, pool.name)
         share = stats["compute"] / max(batch.audio_seconds, 1e-9)
+        started = time.perf_counter() - stats["compute"]  # on the worker, in this clock
         for job, hyp in zip(batch.jobs, hyps, strict=True):
             state = self.states[job.file_index]
             if state.index in self.records:
                 continue
             state.hypotheses[job.segment_index] = hyp
             state.asr_seconds += share * job.seconds
+            state.processing_since = min(state.processing_since or started, started)
+            self.progress.advance(state.index, job.seconds)
             state.remaining -= 1
             if state.remaining == 0:
                 self._finish(state)
@@ -576,8 +586,6 @@ class _Schedule:
             _shutdown(pool.executor, hard)
             if pool.gpu_index is not None and self.gpu is not None:
                 self.gpu.stopped(pool.gpu_index)
-        if self.bar is not None:
-            self.bar.close()
         for state in self.states.values():
             if state.index in self.records:
                 continue
@@ -585,6 +593,7 @@ class _Schedule:
                 self._fail(state, "interrupted before completion", "interrupted")
             else:
                 self._fail(state, "no worker could run it" if self.no_workers else "not processed")
+        self.progress.close()
         self.journal.save()
 
     # -- a file's outcome
@@ -600,6 +609,7 @@ class _Schedule:
         if status == "failed":
             log.error("%s: %s", state.item.path, message)
         self.journal.update(self.records[state.index])
+        self.progress.end(state.index)
         self.budget.release(duration)
         state.prepared = None
 
@@ -631,7 +641,7 @@ class _Schedule:
             "done",
             state.fp,
             prepared.duration,
-            wall=time.perf_counter() - state.started,
+            wall=time.perf_counter() - (state.processing_since or state.started),
             outputs=outputs,
             timings={k: round(v, 4) for k, v in prepared.timings.items()},
             language=result.info.get("language", ""),
@@ -641,8 +651,7 @@ class _Schedule:
         self.records[state.index] = record
         self.journal.update(record)
         log.info("%s: done, %.1f s of audio, RTF %.3f", state.item.path, record.duration, record.realtime_factor)
-        if self.bar is not None:
-            self.bar.update(round(prepared.duration))
+        self.progress.end(state.index)
         self.budget.release(prepared.duration)
         state.prepared = None  # free the samples now
 
@@ -655,14 +664,6 @@ def _shutdown(executor: cf.Executor, hard: bool) -> None:
         executor.shutdown(wait=True, cancel_futures=True)
     else:
         executor.shutdown(wait=False)
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=0, unit="s", unit_scale=False, desc="audio", dynamic_ncols=True)
 
 
 def print_summary(summary: RunSummary) -> None:
