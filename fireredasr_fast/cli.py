@@ -673,6 +673,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the following arguments are required: inputs")
     formats = _formats(parser, args)
     _check_review_and_vad(args, parser)
+    # Where the run writes, checked before the model is loaded (the doctor's checks; nothing made yet).
+    if (check := check_output(args.output_dir)).status == FAIL:
+        return _error(f"output directory {check.detail}")
     if args.log_file and (check := check_log_file(args.log_file)).status == FAIL:
         return _error(check.detail)
     _configure_logging(args.log_file)

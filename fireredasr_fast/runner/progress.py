@@ -91,6 +91,7 @@ class Progress:
         self.bar: Any = None
         self._probed: list[tuple[int, float | None]] | None = None
         self._redirect: contextlib.ExitStack | None = None
+        self.probing: threading.Thread | None = None  # the thread measuring the total
         if not enabled:
             return
         from tqdm import tqdm
@@ -99,8 +100,8 @@ class Progress:
         self._redirect = contextlib.ExitStack()
         self._redirect.enter_context(messages_above_bar())
         items = list(sources.items())
-        thread = threading.Thread(target=self._probe, args=(items,), name="probe-durations", daemon=True)
-        thread.start()
+        self.probing = threading.Thread(target=self._probe, args=(items,), name="probe-durations", daemon=True)
+        self.probing.start()
 
     def _probe(self, items: list[tuple[int, Path]]) -> None:
         durations = probe_durations([path for _, path in items])
