@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
-from fireredasr_fast.doctor import FAIL, check_log_file, check_output
+from fireredasr_fast.doctor import FAIL, check_log_file, check_output, report, run_checks
 from fireredasr_fast.runner.plan import PlanRequest, make_plan, model_bytes
 from fireredasr_fast.runner.scheduler import Runner, RunOptions, print_summary
 
@@ -599,13 +599,16 @@ def given_options(argv: list[str]) -> set[str]:
 
 def check_options(args: argparse.Namespace, given: set[str]) -> None:
     """Every option in range and consistent with the others, before anything is loaded: each
-    options object is built once here and checks itself (ValueError, OptionError naming the
-    field); the rules across objects are here."""
+    options object is built here as the run builds it, and checks itself (ValueError, or
+    OptionError naming the field); the rules across objects and engines are here."""
     ignored = [name for engine, names in ENGINE_ONLY_OPTIONS.items() if engine != args.engine for name in names]
     for name in (n for n in ignored if n in given):
         raise OptionError(name, f"is not used by --engine {args.engine}")
     transcribe_options(args)
-    _firered_options(args) if args.engine == "firered" else _whisper_options(args)
+    if args.engine == "firered":
+        _firered_options(args)
+    else:
+        _whisper_options(args)
     PlanRequest(args.workers, args.threads_per_worker)
     RunOptions(Path(args.output_dir), preload_seconds=args.preload_seconds, frontend_processes=args.frontend_processes)
     gpu_off = _gpu_mode(args) == "off"
@@ -662,8 +665,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         return _error(option_message(exc, parser))
     if args.check:
-        from .doctor import report, run_checks
-
         checks = run_checks(args, lambda: _engine_spec(args, "cpu"), lambda spec: spec.options.weights_shared)
         code = 1
         with _reader_may_leave():
