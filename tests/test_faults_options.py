@@ -196,6 +196,9 @@ def test_model_and_options_checked_together(tmp_path, capsys) -> None:
     assert "--max-segment" in one_error_line(capsys)
     assert main_code(["--eos-penalty", "1.5", *base]) == 2
     assert "FireRedASR2" in one_error_line(capsys)
+    # ... which a FireRedASR2 checkpoint (a CTC head) takes.
+    v2 = cli.build_parser().parse_args(["--model-dir", str(FIXTURES / "tiny_model_v2"), "--eos-penalty", "1.5", "x"])
+    assert cli._engine_spec(v2, "cpu").options.decoding.eos_penalty == 1.5
 
 
 def test_lm_is_checked_before_any_file(tmp_path, capsys) -> None:

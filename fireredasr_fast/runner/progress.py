@@ -2,9 +2,10 @@
 
 The total is the stated durations of the files to do, probed (audio.probe_audio_streams) in a
 background thread as the run starts, so the bar shows a percentage long before the first file
-is decoded. It moves as batches come back, each file by its share of its own duration, and a
-file that ends (done or failed) completes its share. While the bar is shown, log messages are
-printed above it (tqdm.write) rather than onto its line.
+is decoded; the front end then takes those probes (`streams`) rather than probing again. The
+bar moves as batches come back, each file by its share of its own duration, and a file that
+ends (done or failed) completes its share. While the bar is shown, log messages are printed
+above it (tqdm.write) rather than onto its line.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from fireredasr_fast.audio import probe_audio_streams
+from fireredasr_fast.audio import AudioStreams, probe_audio_streams
 
 # ffmpeg probes run at once while the total is gathered (each is a short-lived process).
 PROBE_THREADS = 4
@@ -26,12 +27,17 @@ PROBE_THREADS = 4
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} s [{elapsed}<{remaining}]"
 
 
-def probe_durations(paths: Sequence[Path], threads: int = PROBE_THREADS) -> list[float | None]:
-    """Each file's stated duration in seconds; None where it cannot be read (the run will say why)."""
+def probe_files(
+    paths: Sequence[Path], threads: int = PROBE_THREADS, stop: threading.Event | None = None
+) -> list[AudioStreams | None]:
+    """Each file's audio streams and stated duration; None where it cannot be read (the front
+    end probes it again and says why) or once `stop` is set."""
 
-    def one(path: Path) -> float | None:
+    def one(path: Path) -> AudioStreams | None:
+        if stop is not None and stop.is_set():
+            return None
         try:
-            return probe_audio_streams(path).duration
+            return probe_audio_streams(path)
         except Exception:  # the front end reports the file's problem; the bar only lacks its length
             return None
 
@@ -89,9 +95,10 @@ class Progress:
         self.segment_seconds: dict[int, float] = {}
         self.credited: dict[int, float] = {}
         self.bar: Any = None
-        self._probed: list[tuple[int, float | None]] | None = None
+        self._probed: dict[int, AudioStreams | None] | None = None
         self._redirect: contextlib.ExitStack | None = None
         self.probing: threading.Thread | None = None  # the thread measuring the total
+        self._stop = threading.Event()
         if not enabled:
             return
         from tqdm import tqdm
@@ -104,15 +111,20 @@ class Progress:
         self.probing.start()
 
     def _probe(self, items: list[tuple[int, Path]]) -> None:
-        durations = probe_durations([path for _, path in items])
-        self._probed = [(index, seconds) for (index, _), seconds in zip(items, durations, strict=True)]
+        found = probe_files([path for _, path in items], stop=self._stop)
+        self._probed = {index: streams for (index, _), streams in zip(items, found, strict=True)}
+
+    def streams(self, index: int) -> AudioStreams | None:
+        """The file's probe, when the bar has it (for the front end; from any thread)."""
+        probed = self._probed
+        return probed.get(index) if probed is not None else None
 
     def poll(self) -> None:
         """Set the total when the probes are in (from the scheduling loop's thread)."""
         if self.bar is None or self._probed is None or self.bar.total is not None:
             return
-        for index, seconds in self._probed:
-            self.weights.setdefault(index, round(seconds or 0.0))
+        for index, streams in self._probed.items():
+            self.weights.setdefault(index, round(streams.duration or 0.0) if streams else 0)
         self.bar.total = sum(self.weights.values())
         self.bar.refresh()
 
@@ -152,6 +164,7 @@ class Progress:
             self.bar.update(seconds)
 
     def close(self) -> None:
+        self._stop.set()
         if self.bar is not None:
             self.bar.close()
         if self._redirect is not None:

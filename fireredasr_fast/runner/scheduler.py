@@ -355,7 +355,10 @@ class _Schedule:
         # Decoding and the VAD (frontend.py): messages (index, PreparedFile | exception), then None.
         fast_consumers = (self.gpu is not None and self.gpu.enabled) or any(g.name != "cpu" for g in runner.groups)
         setup = frontend_options(runner.plan, fast_consumers, self.options.frontend_processes)
-        self.frontend = Frontend(todo, self.options.transcribe, self.budget, setup, self.stop.graceful)
+        self.progress = Progress(False, {})  # made when the run starts; its probes feed the front end
+        self.frontend = Frontend(
+            todo, self.options.transcribe, self.budget, setup, self.stop.graceful, lambda i: self.progress.streams(i)
+        )
         self.pending: list[SegmentJob] = []
         self.ready: collections.deque[Batch] = collections.deque()
         self.in_flight: dict[cf.Future, tuple[Batch, int, _Pool]] = {}
@@ -363,13 +366,12 @@ class _Schedule:
         self.pools: list[_Pool] = []
         self.producer_done = False
         self.no_workers = False
-        self.progress = Progress(False, {})
 
     def run(self) -> None:
-        self.frontend.start(self.prepared_queue)
-        self.pools = self._cpu_pools()
         sources = {state.index: state.item.path for state in self.states.values()}
         self.progress = Progress(self.options.progress, sources)
+        self.frontend.start(self.prepared_queue)
+        self.pools = self._cpu_pools()
         try:
             while not self.stop.hard.is_set() and self._step():
                 pass
