@@ -7,22 +7,25 @@ Exit codes: 0 every input succeeded (or was already done), 1 some input failed,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-import math
 import os
+import re
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from fireredasr_fast.runner.plan import make_plan, model_bytes
+from fireredasr_fast.doctor import FAIL, check_log_file, check_output, report, run_checks
+from fireredasr_fast.runner.plan import PlanRequest, make_plan, model_bytes
 from fireredasr_fast.runner.scheduler import Runner, RunOptions, print_summary
 
 from .cues import CueOptions
 from .engines import EngineSpec
-from .engines.firered.options import BACKENDS, CPU_PRECISIONS, DecodingOptions, FireRedOptions
+from .engines.firered.options import BACKENDS, CPU_PRECISIONS, GPU_PRECISIONS, DecodingOptions, FireRedOptions
 from .engines.whisper.options import WhisperOptions
-from .errors import FireRedFastError
+from .errors import FireRedFastError, OptionError
 from .fsutil import directory_identity
 from .guard import REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions
 from .inputs import collect_inputs, expand_audio_streams
@@ -41,8 +44,15 @@ DEFAULT_FORMATS = "srt,vtt,txt,json,review"
 DEFAULT_DECODING = DecodingOptions()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line (exit 2), like every setup error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="fireredasr-fast",
         description="Transcribe videos and audio (files, folders, globs) into SRT/VTT/ASS/TXT/JSON/TSV.",
         epilog="Options go before the inputs; use -- before inputs that start with a dash.",
@@ -165,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--eos-penalty",
         type=float,
         default=DEFAULT_DECODING.eos_penalty,
-        help="end-of-sentence log-probabilities are multiplied by this, in (0, 1] (default: %(default)s)",
+        help="end-of-sentence log-probabilities are multiplied by this, > 0; above 1 (a stronger penalty) needs a "
+        "FireRedASR2 model (default: %(default)s)",
     )
     d.add_argument(
         "--max-tokens-per-second",
@@ -374,14 +385,9 @@ def _gpu_scheduler(args: argparse.Namespace, model_size: int):
 
 
 def _firered_options(args: argparse.Namespace) -> FireRedOptions:
-    """FireRedASR's options from the command line, validated once here (ValueError)."""
-    if args.max_tokens_per_second < 0:
-        raise FireRedFastError("--max-tokens-per-second must be >= 0 (0 = off)")
+    """FireRedASR's options from the command line (ValueError: FireRedOptions checks them)."""
     # fp16/bf16 are GPU-only: CPU workers then run fp32 (GPU workers: spec.for_gpu in main).
     precision = args.precision if args.precision in CPU_PRECISIONS else "fp32"
-    for option in ("encoder_backend", "decoder_backend"):
-        if getattr(args, option) != "torch" and precision != "fp32":
-            raise FireRedFastError(f"--{option.replace('_', '-')} {getattr(args, option)} runs on CPU in fp32 only")
     decoding = DecodingOptions(
         beam_size=args.beam_size,
         nbest=args.nbest,
@@ -390,7 +396,9 @@ def _firered_options(args: argparse.Namespace) -> FireRedOptions:
         length_penalty=args.length_penalty,
         eos_penalty=args.eos_penalty,
         max_tokens_per_second=args.max_tokens_per_second,
-        **(_lm_options(args.lm_dir, args.lm_weight) if args.lm_dir or args.lm_weight else {}),
+        # Resolved: the fingerprint follows the directory, not its spelling.
+        lm_dir=str(Path(args.lm_dir).resolve()) if args.lm_dir else "",
+        lm_weight=args.lm_weight,
     )
     return FireRedOptions(
         decoding=decoding,
@@ -404,33 +412,38 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
     """Resolve and check the model in this process, so a bad model directory is one clear
     line here rather than a crash in every worker."""
     if args.engine == "firered":
-        from fireredasr_fast.engines.firered.checkpoint import MODEL_FILE, check_model_dir, load_package
+        from fireredasr_fast.engines.firered.checkpoint import (
+            MODEL_FILE,
+            check_decoding,
+            check_model_dir,
+            check_model_files,
+            load_package,
+        )
+        from fireredasr_fast.engines.firered.lm import load_lm
 
         model_dir = check_model_dir(args.model_dir or os.environ.get("FIREREDASR_MODEL_DIR"))
-        # Unpickle (safely) here once: a hostile or foreign checkpoint is refused before any
-        # worker starts. The weights are memory-mapped, so this costs little even at 4.7 GB.
-        load_package(model_dir / MODEL_FILE)
-        try:
-            options = _firered_options(args)
-        except ValueError as exc:
-            raise FireRedFastError(str(exc)) from None
+        # Unpickle (safely) here once, and check the files against each other: a hostile,
+        # foreign or damaged model is refused before any worker starts. The weights are
+        # memory-mapped and only their names and shapes are read, so this costs little.
+        package = load_package(model_dir / MODEL_FILE)
+        model_args = check_model_files(model_dir, package)
+        options = _firered_options(args)
+        model_file = model_dir / MODEL_FILE
+        check_decoding(model_args, package["model_state_dict"], options.decoding, args.max_segment, model_file)
+        if options.decoding.lm_dir:  # a missing, foreign or mismatched LM, refused here
+            load_lm(options.decoding.lm_dir, vocab_size=model_args.odim)
         return EngineSpec("firered", str(model_dir.resolve()), None, device, options)
-    from fireredasr_fast.engines.whisper.engine import resolve_model_path
+    from fireredasr_fast.engines.whisper.engine import check_language, resolve_model_path
 
     model_path = resolve_model_path(args.model_dir, args.model)
-    options = WhisperOptions.from_precision(args.precision, language=args.language, guard=not args.no_guard)
-    return EngineSpec("whisper", model_path, args.model, device, options)
+    # An English-only model is known here by its name only (tiny.en); its directory says so
+    # once loaded, in the worker.
+    check_language(args.language, args.model or model_path, False if (args.model or "").endswith(".en") else None)
+    return EngineSpec("whisper", model_path, args.model, device, _whisper_options(args))
 
 
-def _lm_options(lm_dir: str, lm_weight: float) -> dict[str, Any]:
-    """--lm-dir / --lm-weight as engine options, the LM loaded (safely) once here so that a
-    missing or foreign LM is refused before any worker starts."""
-    if not lm_dir or lm_weight <= 0.0:
-        raise FireRedFastError("--lm-dir and --lm-weight go together (a directory and a weight > 0)")
-    from fireredasr_fast.engines.firered.lm import load_lm
-
-    load_lm(lm_dir)
-    return {"lm_dir": str(Path(lm_dir).resolve()), "lm_weight": lm_weight}
+def _whisper_options(args: argparse.Namespace) -> WhisperOptions:
+    return WhisperOptions.from_precision(args.precision, language=args.language, guard=not args.no_guard)
 
 
 def _cluster_setup(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpec):
@@ -468,13 +481,6 @@ def _check_review_and_vad(args: argparse.Namespace, parser: argparse.ArgumentPar
             parser.error(
                 "--vad firered and --music flag/drop need FireRedVAD: pip install 'fireredasr-fast[firered-vad]'"
             )
-    if not 0.0 <= args.review_threshold <= 1.0:
-        parser.error("--review-threshold must be between 0 and 1")
-    if not 0.0 <= args.review_weak_token <= 1.0:
-        parser.error("--review-weak-token must be between 0 and 1")
-    for flag, value in (("--max-cps", args.max_cps), ("--max-cps-cjk", args.max_cps_cjk)):
-        if not (math.isfinite(value) and value >= 0):
-            parser.error(f"{flag} must be 0 (no limit) or a positive number of characters a second")
 
 
 def _formats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, ...]:
@@ -486,6 +492,8 @@ def _formats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple
 
 
 def _configure_logging(log_file: str | None) -> None:
+    """Messages to stderr, and every file's outcome to `log_file` when given (OSError when it
+    cannot be opened: main checks it first)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("fireredasr_fast").setLevel(logging.WARNING)
     if log_file:
@@ -582,27 +590,125 @@ def _worker_plan(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpe
 
 
 def _check_writable(output_dir: str) -> None:
+    """Make the output folder and check it takes a file (the doctor's check)."""
     try:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
-        probe = Path(output_dir) / ".write-test"
-        probe.write_text("")
-        probe.unlink()
     except OSError as exc:
-        raise FireRedFastError(f"{output_dir}: output directory is not writable ({exc.strerror or exc})") from None
+        raise FireRedFastError(f"{output_dir}: output directory cannot be made ({exc.strerror or exc})") from None
+    check = check_output(output_dir)
+    if check.status == FAIL:
+        raise FireRedFastError(f"output directory {check.detail}")
+
+
+# Options only one engine reads: given with the other engine, they would be silently ignored.
+ENGINE_ONLY_OPTIONS = {
+    "firered": (
+        "beam_size", "nbest", "decode_max_len", "softmax_smoothing", "length_penalty", "eos_penalty",
+        "max_tokens_per_second", "lm_dir", "lm_weight", "encoder_backend", "decoder_backend",
+    ),
+    "whisper": ("model", "language"),
+}  # fmt: skip
+# Options fields whose flag is not --<field>.
+FIELD_FLAGS = {
+    "threshold": "--vad-threshold",
+    "backend": "--vad",
+    "max_duration": "--max-cue-duration",
+    "min_duration": "--min-cue-duration",
+    "compute_type": "--precision",
+    "weak_token_threshold": "--review-weak-token",
+}
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The options given on this command line (their dests), whatever their values."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"inputs"}
+
+
+def check_options(args: argparse.Namespace, given: set[str]) -> None:
+    """Every option in range and consistent with the others, before anything is loaded: each
+    options object is built here as the run builds it, and checks itself (ValueError, or
+    OptionError naming the field); the rules across objects and engines are here."""
+    ignored = [name for engine, names in ENGINE_ONLY_OPTIONS.items() if engine != args.engine for name in names]
+    for name in (n for n in ignored if n in given):
+        raise OptionError(name, f"is not used by --engine {args.engine}")
+    transcribe_options(args)
+    if args.engine == "firered":
+        _firered_options(args)
+    else:
+        _whisper_options(args)
+    PlanRequest(args.workers, args.threads_per_worker)
+    RunOptions(Path(args.output_dir), preload_seconds=args.preload_seconds, frontend_processes=args.frontend_processes)
+    gpu_off = _gpu_mode(args) == "off"
+    if args.gpu_min_free_gb is not None:
+        from fireredasr_fast.runner.gpu import gib
+
+        gib(args.gpu_min_free_gb)
+        if gpu_off:
+            raise OptionError("gpu_min_free_gb", "is for GPU workers; --gpu off / --device cpu starts none")
+    if args.engine == "firered" and gpu_off and args.precision in GPU_PRECISIONS:
+        raise OptionError("precision", f"{args.precision} is for GPU workers; --gpu off / --device cpu starts none")
+    if args.ship_model and not args.cluster:
+        raise OptionError("ship_model", "is for a --cluster run")
+    if args.model and args.model_dir:
+        raise OptionError("model", "and --model-dir both name a model: give one")
+
+
+def option_message(exc: ValueError, parser: argparse.ArgumentParser) -> str:
+    """An options error in the command line's words: fields named by their flags."""
+    flags = {a.dest: max(a.option_strings, key=len) for a in parser._actions if a.option_strings}
+
+    def flag(name: str) -> str:
+        return FIELD_FLAGS.get(name) or flags.get(name, name)
+
+    text = f"{flag(exc.field)} {exc.rule}" if isinstance(exc, OptionError) else str(exc)
+    # Other fields the message names (those with an underscore: never a plain word).
+    return re.sub(r"(?<![\w/.-])[a-z]+(?:_[a-z]+)+(?![\w/.-])", lambda m: flag(m[0]), text)
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+@contextlib.contextmanager
+def _reader_may_leave() -> Iterator[None]:
+    """Print to stdout knowing its reader may have gone (`| head -1`): that ends the output,
+    not the run."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would otherwise report the broken pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(["--check", *argv[1:]] if argv[:1] == ["doctor"] else argv)
+    argv = ["--check", *argv[1:]] if argv[:1] == ["doctor"] else argv
+    args = parser.parse_args(argv)
+    try:
+        check_options(args, given_options(argv))
+    except ValueError as exc:
+        return _error(option_message(exc, parser))
     if args.check:
-        from .doctor import report, run_checks
-
-        return report(run_checks(args, lambda: _engine_spec(args, "cpu"), lambda spec: spec.options.weights_shared))
+        checks = run_checks(args, lambda: _engine_spec(args, "cpu"), lambda spec: spec.options.weights_shared)
+        code = 1
+        with _reader_may_leave():
+            code = report(checks)
+        return code
     if not args.inputs:
         parser.error("the following arguments are required: inputs")
     formats = _formats(parser, args)
     _check_review_and_vad(args, parser)
+    # Where the run writes, checked before the model is loaded (the doctor's checks; nothing made yet).
+    if (check := check_output(args.output_dir)).status == FAIL:
+        return _error(f"output directory {check.detail}")
+    if args.log_file and (check := check_log_file(args.log_file)).status == FAIL:
+        return _error(check.detail)
     _configure_logging(args.log_file)
     try:
         # CPU workers always run on the CPU; GPU workers get their own device (see runner).
@@ -610,8 +716,7 @@ def main(argv: list[str] | None = None) -> int:
         # On a cluster the GPUs are the nodes' own (runner/cluster.py), not this machine's.
         gpu = None if args.cluster else _gpu_scheduler(args, model_bytes(spec.model_dir))
     except FireRedFastError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
 
     inputs, problems = collect_inputs(args.inputs)
     for problem in problems:
@@ -649,7 +754,8 @@ def main(argv: list[str] | None = None) -> int:
             from fireredasr_fast.runner.cluster import disconnect
 
             disconnect()
-    print_summary(summary)
+    with _reader_may_leave():
+        print_summary(summary)
     if summary.interrupted:
         return 130
     return 1 if summary.failed or problems else 0

@@ -18,6 +18,7 @@ import math
 import unicodedata
 from dataclasses import dataclass, field
 
+from .errors import check_number
 from .results import Cue, Segment
 from .vad import clip_regions
 
@@ -58,12 +59,14 @@ class CueOptions:
     max_cps_cjk: float = MAX_CPS_CJK
 
     def __post_init__(self) -> None:
-        for name in ("max_cps", "max_cps_cjk"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(
-                    f"{name} must be 0 (no limit) or a positive number of characters a second, not {value}"
-                )
+        for name in ("max_cps", "max_cps_cjk"):  # 0: no limit
+            check_number(name, getattr(self, name), 0.0)
+        check_number("max_line_width", self.max_line_width, 1.0)  # at least one CJK character
+        check_number("max_lines", self.max_lines, 1, integer=True)
+        check_number("max_duration", self.max_duration, _MIN_SLOT, above=True)
+        check_number("min_duration", self.min_duration, 0.0, self.max_duration)
+        for name in ("min_gap", "pause_split", "snap_to_speech"):
+            check_number(name, getattr(self, name), 0.0)
 
 
 # ---------------------------------------------------------------------------- characters

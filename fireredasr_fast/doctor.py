@@ -169,6 +169,20 @@ def check_output(output_dir: str | os.PathLike) -> Check:
     return Check("output", OK, f"{folder} writable")
 
 
+def check_log_file(log_file: str | os.PathLike) -> Check:
+    """--log-file can be written: its folder exists and takes files (the file is made or
+    appended to by the run, not here)."""
+    path = Path(log_file).absolute()
+    if path.is_dir():
+        return Check("log", FAIL, f"--log-file {path}: is a folder")
+    if not path.parent.is_dir():
+        return Check("log", FAIL, f"--log-file {path}: folder {path.parent} does not exist")
+    writable = os.access(path, os.W_OK) if path.exists() else os.access(path.parent, os.W_OK | os.X_OK)
+    if not writable:
+        return Check("log", FAIL, f"--log-file {path}: not writable")
+    return Check("log", OK, f"{path} writable")
+
+
 def run_checks(
     args: argparse.Namespace,
     resolve: Callable[[], EngineSpec],
@@ -186,6 +200,7 @@ def run_checks(
         check_gpus(probe if probe is not None else NvmlProbe(), gpu_mode),
         check_ollama(),
         check_output(args.output_dir),
+        *([check_log_file(args.log_file)] if args.log_file else []),
     ]
 
 

@@ -22,7 +22,7 @@ from .audio import AudioStreams, decode_audio, probe_audio_streams, to_float32
 from .batching import SegmentJob, make_batches
 from .cues import CueOptions, build_cues, plausible_token_times, refine_token_times
 from .engines import Engine
-from .errors import MediaError
+from .errors import MediaError, OptionError, check_number
 from .guard import NO_TEXT, REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions, guard_hypothesis, mark_for_review
 from .results import LOST_SPEECH_SECONDS, SAMPLE_RATE, Cue, FileResult, Hypothesis, Segment, uncovered_speech
 from .script import ZH_SCRIPTS, convert_hypothesis
@@ -56,10 +56,15 @@ class TranscribeOptions:
     max_batch_size: int = 32
 
     def __post_init__(self) -> None:
-        for name in ("review_threshold", "weak_token_threshold"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, not {value}")
+        check_number("review_threshold", self.review_threshold, 0.0, 1.0)  # a confidence
+        check_number("weak_token_threshold", self.weak_token_threshold, 0.0, 1.0)
+        if self.audio_stream is not None:
+            check_number("audio_stream", self.audio_stream, 0, integer=True)
+        if self.zh_script not in ZH_SCRIPTS:
+            raise OptionError("zh_script", f"must be one of {', '.join(ZH_SCRIPTS)}, not {self.zh_script!r}")
+        # A batch holds at least one segment whatever this says (batching.make_batches).
+        check_number("batch_seconds", self.batch_seconds, 0.0, above=True)
+        check_number("max_batch_size", self.max_batch_size, 1, integer=True)
 
 
 @dataclass(frozen=True)

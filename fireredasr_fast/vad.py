@@ -17,10 +17,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .errors import OptionError, check_number
 from .results import SAMPLE_RATE
 
 WINDOW_SAMPLES = 512  # silero's window: one speech probability per 32 ms at 16 kHz
 WINDOW_SECONDS = WINDOW_SAMPLES / SAMPLE_RATE
+VAD_BACKENDS = ("silero", "firered")
+MUSIC_HANDLING = ("keep", "flag", "drop")
+MIN_MAX_SEGMENT = 1.0  # seconds: the shortest max_segment (VadOptions)
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,23 @@ class VadOptions:
     # What FireRedVAD's audio event detector calls music or singing without speech: "keep"
     # (not looked for), "flag" (cues over it go to the review list) or "drop" (not recognised).
     music: str = "keep"
+
+    def __post_init__(self) -> None:
+        check_number("threshold", self.threshold, 0.0, 1.0, above=True)  # a speech probability
+        if self.neg_threshold is not None:
+            check_number("neg_threshold", self.neg_threshold, 0.0, self.threshold)
+        for name in ("min_silence", "speech_pad", "min_segment", "merge_gap", "short_merge_gap"):
+            check_number(name, getattr(self, name), 0.0)
+        # A segment must hold at least one second: shorter ones cut speech into pieces too
+        # small to recognise, and a multi-hour file into millions of them.
+        check_number("max_segment", self.max_segment, MIN_MAX_SEGMENT)
+        if self.max_segment < self.min_segment:
+            rule = f"must be at least min_segment ({self.min_segment:g}), not {self.max_segment:g}"
+            raise OptionError("max_segment", rule)
+        if self.backend not in VAD_BACKENDS:
+            raise OptionError("backend", f"names an unknown VAD {self.backend!r}: {' or '.join(VAD_BACKENDS)}")
+        if self.music not in MUSIC_HANDLING:
+            raise OptionError("music", f"names an unknown music handling {self.music!r}: {', '.join(MUSIC_HANDLING)}")
 
 
 @dataclass
@@ -246,6 +267,8 @@ def segment_speech(probs: np.ndarray, duration: float, options: VadOptions = Vad
 
 
 def _split_long(seg: SpeechSegment, probs: np.ndarray, max_len: float) -> list[SpeechSegment]:
+    if not max_len >= MIN_MAX_SEGMENT:  # VadOptions refuses it; a smaller step would never end
+        raise ValueError(f"max_segment must be at least {MIN_MAX_SEGMENT:g} s, not {max_len!r}")
     out = []
     start = seg.start
     while seg.end - start > max_len:
@@ -319,14 +342,10 @@ class SpeechSegmenter:
     front end that runs silero's blocks in other processes)."""
 
     def __init__(self, options: VadOptions = VadOptions(), vad: VoiceActivity | None = None) -> None:
-        self.options = options
-        if options.backend not in ("silero", "firered"):
-            raise ValueError(f"unknown VAD {options.backend!r}: silero or firered")
+        self.options = options  # VadOptions checked its backend and music handling
         if vad is None:
             vad = SileroVad() if options.backend == "silero" else FireRedVad()
         self._vad = vad
-        if options.music not in ("keep", "flag", "drop"):
-            raise ValueError(f"unknown music handling {options.music!r}: keep, flag or drop")
         self._music = MusicDetector() if options.music != "keep" else None
 
     def __call__(self, samples: np.ndarray) -> tuple[list[SpeechSegment], list[tuple[float, float]]]:

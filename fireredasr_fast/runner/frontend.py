@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 import psutil
 
-from fireredasr_fast.audio import probe_audio_streams
+from fireredasr_fast.audio import AudioStreams, probe_audio_streams
 from fireredasr_fast.inputs import InputFile
 from fireredasr_fast.transcribe import STREAMS_HELD, TranscribeOptions, prepare_file
 from fireredasr_fast.vad import VAD_BLOCK_FRAMES, SileroVad, SpeechSegmenter, vad_blocks
@@ -194,8 +194,11 @@ class Frontend:
         budget: AudioBudget,
         options: FrontendOptions = FrontendOptions(),
         stop: threading.Event | None = None,
+        probed: Callable[[int], AudioStreams | None] | None = None,
     ) -> None:
         self.items = list(items)
+        # A file's probe made already (the progress bar's), by its index; None: probe it here.
+        self.probed = probed or (lambda index: None)
         self.transcribe = transcribe
         self.budget = budget
         self.options = options
@@ -297,7 +300,7 @@ class Frontend:
         if stream is None:
             stream = self.transcribe.audio_stream
         try:
-            streams = probe_audio_streams(state.item.path)
+            streams = self.probed(state.index) or probe_audio_streams(state.item.path)
         except Exception as exc:  # one bad file must not stop the others
             out.put((state.index, exc))
             return True

@@ -28,6 +28,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from fireredasr_fast.errors import check_number
+
 GIB = 1 << 30
 
 # GPU working set of one worker per byte of (fp32) checkpoint: the weights themselves plus
@@ -45,6 +47,7 @@ HELD_INDEFINITELY = timedelta(days=30)
 
 def gib(value: float) -> int:
     """Bytes in `value` GiB (what `--gpu-min-free-gb` means: GPU tools report MiB/GiB)."""
+    check_number("gpu_min_free_gb", value, 0.0)
     return int(value * GIB)
 
 

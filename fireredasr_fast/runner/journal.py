@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fireredasr_fast.cues import text_width
 from fireredasr_fast.fsutil import atomic_write_text, file_identity
 
 JOURNAL_NAME = ".fireredasr-fast-journal.json"
@@ -29,7 +30,7 @@ class FileRecord:
     status: str  # done | failed | skipped | interrupted
     fingerprint: str = ""
     duration: float = 0.0  # media seconds
-    wall: float = 0.0  # seconds from decode start to outputs written
+    wall: float = 0.0  # seconds from its first batch sent to a worker to its outputs written
     error: str = ""
     outputs: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -126,12 +127,18 @@ def format_table(records: list[FileRecord]) -> str:
             )
         )
     padded = len(rows[0]) - 1  # every column but the last (the error)
-    widths = [max(len(row[i]) for row in rows) for i in range(padded)]
+    widths = [max(columns(row[i]) for row in rows) for i in range(padded)]
     lines = []
     for row in rows:
-        cells = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:padded]))
+        cells = "  ".join(cell + " " * (widths[i] - columns(cell)) for i, cell in enumerate(row[:padded]))
         lines.append(cells + ("  " + row[padded] if row[padded] else ""))
     return "\n".join(lines)
+
+
+def columns(text: str) -> int:
+    """Terminal columns `text` takes: a wide (CJK) character two, a combining mark none, the
+    rest one (twice the subtitle width of cues.text_width)."""
+    return round(2 * text_width(text))
 
 
 def relative_key(relative: Path) -> str:

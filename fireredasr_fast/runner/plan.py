@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 
+from fireredasr_fast.errors import check_number
 from fireredasr_fast.fsutil import directory_identity
 
 # Working memory of one worker beyond the (shared) weights: activations of a batch of
@@ -34,6 +35,20 @@ MEMORY_SHARE = 0.7
 # 3-4 cores follow the same arithmetic but are unmeasured.
 LARGE_MODEL_BYTES = 1e9
 FEW_CORES = 4
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What the user asked of the plan; None: chosen from the machine (make_plan)."""
+
+    workers: int | None = None  # 0: the worker's code in the main process
+    threads_per_worker: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None:
+            check_number("workers", self.workers, 0, integer=True)
+        if self.threads_per_worker is not None:
+            check_number("threads_per_worker", self.threads_per_worker, 1, integer=True)
 
 
 @dataclass(frozen=True)
@@ -72,7 +87,9 @@ def make_plan(
     available_bytes: float | None = None,
     weights_shared: bool = True,
 ) -> Plan:
-    """Choose workers x threads. Explicit `workers` / `threads_per_worker` win."""
+    """Choose workers x threads. Explicit `workers` / `threads_per_worker` win (OptionError
+    when out of range: PlanRequest)."""
+    PlanRequest(workers, threads_per_worker)
     physical = physical_cores or psutil.cpu_count(logical=False) or os.cpu_count() or 1
     logical = logical_cores or psutil.cpu_count(logical=True) or physical
     available = available_bytes if available_bytes is not None else psutil.virtual_memory().available

@@ -33,6 +33,7 @@ from typing import Any
 
 from fireredasr_fast.batching import Batch, SegmentJob, make_batches
 from fireredasr_fast.engines import EngineSpec
+from fireredasr_fast.errors import check_number
 from fireredasr_fast.guard import review_counts
 from fireredasr_fast.inputs import InputFile
 from fireredasr_fast.results import Hypothesis
@@ -43,6 +44,7 @@ from .frontend import AudioBudget, Frontend, frontend_options
 from .gpu import GpuScheduler, is_cuda_oom
 from .journal import FileRecord, Journal, fingerprint, format_table, relative_key, write_report
 from .plan import Plan
+from .progress import Progress
 from .worker import WorkerLost, describe_error, init_process, load_engine, os_error, run_batch
 
 log = logging.getLogger("fireredasr_fast")
@@ -60,6 +62,11 @@ class RunOptions:
     frontend_processes: int | None = None  # VAD processes (None: from the plan, frontend.py)
     progress: bool = True
     settings: dict[str, Any] = field(default_factory=dict)  # what the fingerprint covers
+
+    def __post_init__(self) -> None:
+        check_number("preload_seconds", self.preload_seconds, 0.0, above=True)
+        if self.frontend_processes is not None:
+            check_number("frontend_processes", self.frontend_processes, 0, integer=True)
 
 
 @dataclass
@@ -116,6 +123,10 @@ class _FileState:
     hypotheses: list[Hypothesis | None] = field(default_factory=list)
     remaining: int = 0
     asr_seconds: float = 0.0
+    # When its processing began: the start of its first batch on a worker (or, without speech,
+    # its segments known). Its realtime factor counts from here, not from its time in the queue
+    # or a worker's start-up.
+    processing_since: float | None = None
 
 
 class _StopFlag:
@@ -331,7 +342,10 @@ class _Schedule:
         # Decoding and the VAD (frontend.py): messages (index, PreparedFile | exception), then None.
         fast_consumers = (self.gpu is not None and self.gpu.enabled) or any(g.name != "cpu" for g in runner.groups)
         setup = frontend_options(runner.plan, fast_consumers, self.options.frontend_processes)
-        self.frontend = Frontend(todo, self.options.transcribe, self.budget, setup, self.stop.graceful)
+        self.progress = Progress(False, {})  # made when the run starts; its probes feed the front end
+        self.frontend = Frontend(
+            todo, self.options.transcribe, self.budget, setup, self.stop.graceful, lambda i: self.progress.streams(i)
+        )
         self.pending: list[SegmentJob] = []
         self.ready: collections.deque[Batch] = collections.deque()
         self.in_flight: dict[cf.Future, tuple[Batch, int, _Pool]] = {}
@@ -339,12 +353,12 @@ class _Schedule:
         self.pools: list[_Pool] = []
         self.producer_done = False
         self.no_workers = False
-        self.bar: Any = None
 
     def run(self) -> None:
+        sources = {state.index: state.item.path for state in self.states.values()}
+        self.progress = Progress(self.options.progress, sources)
         self.frontend.start(self.prepared_queue)
         self.pools = self._cpu_pools()
-        self.bar = _progress(self.options.progress)
         try:
             while not self.stop.hard.is_set() and self._step():
                 pass
@@ -353,6 +367,7 @@ class _Schedule:
 
     def _step(self) -> bool:
         """One turn of the loop; False when the run is over."""
+        self.progress.poll()
         self._take_prepared()
         graceful = self.stop.graceful.is_set()
         if not graceful:
@@ -391,13 +406,13 @@ class _Schedule:
         state.prepared = prepared
         state.hypotheses = [None] * len(prepared.segments)
         state.remaining = len(prepared.segments)
-        if self.bar is not None:
-            self.bar.total = (self.bar.total or 0) + round(prepared.duration)
-            self.bar.refresh()
+        jobs = prepared.jobs(state.index)
+        self.progress.accept(state.index, prepared.duration, sum(job.seconds for job in jobs))
         if state.remaining == 0:  # silent file: valid, empty outputs
+            state.processing_since = time.perf_counter()
             self._finish(state)
         else:
-            self.pending.extend(prepared.jobs(state.index))
+            self.pending.extend(jobs)
 
     # -- 2. cut batches and keep the workers fed
 
@@ -460,12 +475,15 @@ class _Schedule:
     def _batch_done(self, batch: Batch, pool: _Pool, hyps: list[Hypothesis], stats: dict[str, float]) -> None:
         self.runner._record_worker(stats, pool.name)
         share = stats["compute"] / max(batch.audio_seconds, 1e-9)
+        started = time.perf_counter() - stats["compute"]  # on the worker, in this clock
         for job, hyp in zip(batch.jobs, hyps, strict=True):
             state = self.states[job.file_index]
             if state.index in self.records:
                 continue
             state.hypotheses[job.segment_index] = hyp
             state.asr_seconds += share * job.seconds
+            state.processing_since = min(state.processing_since or started, started)
+            self.progress.advance(state.index, job.seconds)
             state.remaining -= 1
             if state.remaining == 0:
                 self._finish(state)
@@ -559,8 +577,6 @@ class _Schedule:
             _shutdown(pool.executor, hard)
             if pool.gpu_index is not None and self.gpu is not None:
                 self.gpu.stopped(pool.gpu_index)
-        if self.bar is not None:
-            self.bar.close()
         for state in self.states.values():
             if state.index in self.records:
                 continue
@@ -568,6 +584,7 @@ class _Schedule:
                 self._fail(state, "interrupted before completion", "interrupted")
             else:
                 self._fail(state, "no worker could run it" if self.no_workers else "not processed")
+        self.progress.close()
         self.journal.save()
 
     # -- a file's outcome
@@ -583,6 +600,7 @@ class _Schedule:
         if status == "failed":
             log.error("%s: %s", state.item.path, message)
         self.journal.update(self.records[state.index])
+        self.progress.end(state.index)
         self.budget.release(duration)
         state.prepared = None
 
@@ -614,7 +632,7 @@ class _Schedule:
             "done",
             state.fp,
             prepared.duration,
-            wall=time.perf_counter() - state.started,
+            wall=time.perf_counter() - (state.processing_since or state.started),
             outputs=outputs,
             timings={k: round(v, 4) for k, v in prepared.timings.items()},
             language=result.info.get("language", ""),
@@ -626,8 +644,7 @@ class _Schedule:
         self.records[state.index] = record
         self.journal.update(record)
         log.info("%s: done, %.1f s of audio, RTF %.3f", state.item.path, record.duration, record.realtime_factor)
-        if self.bar is not None:
-            self.bar.update(round(prepared.duration))
+        self.progress.end(state.index)
         self.budget.release(prepared.duration)
         state.prepared = None  # free the samples now
 
@@ -640,14 +657,6 @@ def _shutdown(executor: cf.Executor, hard: bool) -> None:
         executor.shutdown(wait=True, cancel_futures=True)
     else:
         executor.shutdown(wait=False)
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=0, unit="s", unit_scale=False, desc="audio", dynamic_ncols=True)
 
 
 def print_summary(summary: RunSummary) -> None:

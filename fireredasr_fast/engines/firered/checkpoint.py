@@ -21,7 +21,7 @@ import torch
 
 from fireredasr_fast.errors import ModelDirError
 
-from .features import encoder_frames
+from .features import encoder_frames, read_cmvn
 
 MODEL_FILE = "model.pth.tar"
 CMVN_FILE = "cmvn.ark"
@@ -121,6 +121,82 @@ def load_package(model_file: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(package["args"], argparse.Namespace):
         raise ModelDirError(f"{model_file}: 'args' is not an argparse.Namespace")
     return package
+
+
+def check_model_files(model_dir: Path, package: dict[str, Any]) -> argparse.Namespace:
+    """A model directory's files checked against each other without reading the weights: the
+    checkpoint's tensors fit the model its args describe (names and shapes, on the meta
+    device), cmvn.ark and dict.txt parse and fit its input and output sizes. Returns the
+    checkpoint's args; ModelDirError naming the file otherwise."""
+    from .model import AedModel
+    from .tokenizer import read_dict
+
+    model_file = model_dir / MODEL_FILE
+    state = package["model_state_dict"]
+    if not isinstance(state, dict) or not state:
+        raise ModelDirError(f"{model_file}: holds no weights (model_state_dict is empty)")
+    try:
+        AedModel.from_package(package)
+    except Exception as exc:  # missing args (AttributeError), names or shapes (RuntimeError), ...
+        raise ModelDirError(f"{model_file}: its weights do not fit its args ({_state_problem(exc)})") from None
+    args = package["args"]
+    cmvn_file = model_dir / CMVN_FILE
+    try:
+        means, _ = read_cmvn(cmvn_file)
+    except ModelDirError:
+        raise
+    except Exception as exc:  # kaldiio raises many types on a file that is not Kaldi's
+        raise ModelDirError(f"{cmvn_file}: not Kaldi CMVN stats ({_first_line(exc)})") from None
+    if means.size != args.idim:
+        raise ModelDirError(f"{cmvn_file}: stats for {means.size} features, the model takes {args.idim}")
+    dict_file = model_dir / DICT_FILE
+    try:
+        tokens = read_dict(dict_file)
+    except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ModelDirError(f"{dict_file}: not a FireRedASR token list ({_first_line(exc)})") from None
+    if len(tokens) != args.odim or tuple(tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+        raise ModelDirError(
+            f"{dict_file}: {len(tokens)} tokens starting {' '.join(tokens[:5])!r}; the model has {args.odim} "
+            f"starting {' '.join(SPECIAL_TOKENS)!r}"
+        )
+    return args
+
+
+def check_decoding(
+    args: argparse.Namespace, state_dict: dict[str, Any], decoding: Any, max_segment: float, model_file: Path
+) -> None:
+    """The decoding options against the checkpoint: a beam no wider than the vocabulary, as many
+    decoder steps as the longest segment can take within its position table, and (a v1 model,
+    without a CTC head) an eos_penalty of at most 1, as upstream's v1 asserts. ModelDirError."""
+    from fireredasr_fast.results import SAMPLE_RATE
+
+    from .options import step_limit
+
+    if decoding.beam_size > args.odim:
+        raise ModelDirError(f"--beam-size {decoding.beam_size} is wider than {model_file}'s {args.odim} tokens")
+    steps = step_limit(
+        encoder_frames(max_segment), round(max_segment * SAMPLE_RATE), decoding.decode_max_len,
+        decoding.max_tokens_per_second,
+    )  # fmt: skip
+    if steps > args.pe_maxlen:
+        raise ModelDirError(
+            f"{model_file} decodes at most {args.pe_maxlen} tokens a segment; --decode-max-len / --max-segment "
+            f"allow {steps}"
+        )
+    if decoding.eos_penalty > 1.0 and not any(key.startswith("ctc.") for key in state_dict):
+        raise ModelDirError(f"--eos-penalty above 1 needs a FireRedASR2 model; {model_file} is v1 (at most 1)")
+
+
+def _state_problem(exc: BaseException) -> str:
+    """The first missing, unexpected or misshapen tensor in a load_state_dict error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next((line for line in lines if not line.startswith("Error(s) in loading")), "")
+    return (detail or type(exc).__name__)[:200]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _reason(exc: BaseException) -> str:

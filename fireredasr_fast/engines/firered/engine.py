@@ -21,7 +21,6 @@ import torch
 
 from fireredasr_fast.batching import group_by_length
 from fireredasr_fast.engines import Engine, EngineSpec
-from fireredasr_fast.errors import ModelDirError
 from fireredasr_fast.fsutil import file_identity
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 
@@ -218,12 +217,7 @@ class FireRedModel:
         """The external LM of `lm_dir`, loaded once (fp32 on the model's device)."""
         path = Path(lm_dir).resolve()
         if path not in self._lms:
-            lm = load_lm(path, self.device)
-            if lm.vocab_size != self.model.args.odim:
-                raise ModelDirError(
-                    f"{path / MODEL_FILE}: LM vocabulary {lm.vocab_size} != the ASR model's {self.model.args.odim}"
-                )
-            self._lms[path] = lm
+            self._lms[path] = load_lm(path, self.device, vocab_size=self.model.args.odim)
         return self._lms[path]
 
     @property

@@ -66,8 +66,9 @@ class LstmLm(nn.Module):
         return torch.log_softmax(self.fc(out)[:, -1], dim=-1), state
 
 
-def load_lm(lm_dir: str | os.PathLike, device: str | torch.device = "cpu") -> LstmLm:
-    """Load a FireRedASR2 LM directory safely; ModelDirError naming the file otherwise."""
+def load_lm(lm_dir: str | os.PathLike, device: str | torch.device = "cpu", vocab_size: int | None = None) -> LstmLm:
+    """Load a FireRedASR2 LM directory safely; ModelDirError naming the file otherwise, or when
+    its vocabulary is not `vocab_size` (the ASR model's)."""
     model_file = Path(lm_dir) / MODEL_FILE
     if not model_file.is_file():
         raise ModelDirError(f"LM directory {str(lm_dir)!r} lacks {MODEL_FILE}")
@@ -85,4 +86,6 @@ def load_lm(lm_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Ls
         raise ModelDirError(f"{model_file}: weights do not fit an LSTM LM of its args ({exc})") from None
     if missing:
         raise ModelDirError(f"{model_file}: LM weights lack {', '.join(missing)}")
+    if vocab_size is not None and lm.vocab_size != vocab_size:
+        raise ModelDirError(f"{model_file}: LM vocabulary {lm.vocab_size} != the ASR model's {vocab_size}")
     return lm.to(device).eval()

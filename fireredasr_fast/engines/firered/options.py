@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from fireredasr_fast.errors import OptionError, check_number
 from fireredasr_fast.results import SAMPLE_RATE
 
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")
@@ -29,6 +30,8 @@ SHARED_WEIGHT_BACKENDS = ("torch", "mkl")
 # Padded fbank frames (10 ms each) one encoder sub-batch may hold: 400 s of audio. Bounds
 # activation memory and the per-batch cross-attention K/V (docs/engine.md).
 DEFAULT_BATCH_FRAMES = 40000
+# The widest beam the search accepts (DecodingOptions.beam_size).
+MAX_BEAM_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -49,18 +52,19 @@ class DecodingOptions:
     lm_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.beam_size < 1:
-            raise ValueError("beam_size must be >= 1")
+        # The search holds beam_size rows of decoder cache per segment of a batch: memory grows
+        # with it, while accuracy stops growing a few beams in (docs/reliability-parts/options.md).
+        check_number("beam_size", self.beam_size, 1, MAX_BEAM_SIZE, integer=True)
         if not 1 <= self.nbest <= self.beam_size:
-            raise ValueError("nbest must be between 1 and beam_size")
-        if not self.eos_penalty > 0.0:  # FireRedASR2 allows > 1 (v1 asserted <= 1)
-            raise ValueError("eos_penalty must be > 0")
-        if self.softmax_smoothing <= 0.0:
-            raise ValueError("softmax_smoothing must be > 0")
-        if self.max_tokens_per_second < 0.0:
-            raise ValueError("max_tokens_per_second must be >= 0 (0 = no limit)")
-        if self.lm_weight < 0.0:
-            raise ValueError("lm_weight must be >= 0")
+            raise OptionError("nbest", f"must be between 1 and beam_size ({self.beam_size}), not {self.nbest!r}")
+        check_number("decode_max_len", self.decode_max_len, 0, integer=True)
+        check_number("softmax_smoothing", self.softmax_smoothing, 0.0, above=True)
+        check_number("length_penalty", self.length_penalty, 0.0)  # GNMT's alpha; 0 = off
+        # Multiplies <eos> log-probabilities: FireRedASR2 allows > 1 (v1 asserted <= 1, a rule
+        # checked against the checkpoint: checkpoint.check_decoding).
+        check_number("eos_penalty", self.eos_penalty, 0.0, above=True)
+        check_number("max_tokens_per_second", self.max_tokens_per_second, 0.0)
+        check_number("lm_weight", self.lm_weight, 0.0)
         if bool(self.lm_dir) != (self.lm_weight > 0.0):
             raise ValueError("an external LM needs both lm_dir and lm_weight > 0")
 
@@ -126,8 +130,7 @@ class FireRedOptions:
             raise ValueError("the reference implementation runs in fp32 only")
         device_type = "cuda" if self.precision in GPU_PRECISIONS else "cpu"
         check_backends(self.encoder_backend, self.decoder_backend, device_type, self.precision, self.implementation)
-        if self.batch_frames < 1:
-            raise ValueError("batch_frames must be >= 1")
+        check_number("batch_frames", self.batch_frames, 1, integer=True)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> FireRedOptions:

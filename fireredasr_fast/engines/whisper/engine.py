@@ -144,6 +144,23 @@ def resolve_model_path(model_dir: str | None, model_name: str | None) -> str:
     raise ModelDirError(NO_MODEL_MESSAGE)
 
 
+def check_language(language: str | None, model: str, multilingual: bool | None) -> str | None:
+    """The language to decode in (None: detect it; "auto" says so too); ModelDirError when
+    faster-whisper does not know it, or when an English-only model is asked for another
+    (`multilingual` None: not known yet, e.g. before the model is loaded)."""
+    from faster_whisper.tokenizer import _LANGUAGE_CODES  # what WhisperModel.supported_languages lists
+
+    if language is None or language == "auto":
+        return None
+    if language not in _LANGUAGE_CODES:
+        raise ModelDirError(
+            f"unknown Whisper language {language!r}: a code such as en, zh, ja, de, or auto to detect it"
+        )
+    if multilingual is False and language != "en":
+        raise ModelDirError(f"{model} is an English-only Whisper model; language {language!r} needs a multilingual one")
+    return language
+
+
 def split_windows(audio: np.ndarray, max_seconds: float = WINDOW_SECONDS) -> list[tuple[int, int]]:
     """(start, end) sample ranges of at most `max_seconds` covering `audio`, cut at quiet points.
 
@@ -295,16 +312,7 @@ class WhisperEngine(Engine):
             where = "directory" if os.path.isdir(model) else "name"
             raise ModelDirError(f"cannot load Whisper model {where} {model}: {exc}".splitlines()[0]) from exc
         self.multilingual = bool(self._model.model.is_multilingual)
-        if language == "auto":
-            language = None
-        if language is not None and not self.multilingual and language != "en":
-            raise ModelDirError(
-                f"{Path(model).name} is an English-only Whisper model; language {language!r} needs a multilingual one"
-            )
-        if language is not None and language not in self._model.supported_languages:
-            raise ModelDirError(
-                f"unknown Whisper language {language!r}: a code such as en, zh, ja, de, or auto to detect it"
-            )
+        language = check_language(language, Path(model).name, self.multilingual)
         # An English-only model has no language token: "en" is implied.
         self.language = language if self.multilingual else "en"
         self._tokenizers: dict[str, Tokenizer] = {}

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from fireredasr_fast.errors import check_number
+
 # faster-whisper's temperature fallback for a degenerate window (guard.py): temperature 0 (beam
 # search) has already been tried.
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -33,10 +35,13 @@ class WhisperOptions:
     fallback_temperatures: tuple[float, ...] = FALLBACK_TEMPERATURES
 
     def __post_init__(self) -> None:
-        if self.beam_size < 1:
-            raise ValueError("beam_size must be >= 1")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+        check_number("beam_size", self.beam_size, 1, integer=True)
+        check_number("batch_size", self.batch_size, 1, integer=True)
+        check_number("cpu_threads", self.cpu_threads, 0, integer=True)
+        for temperature in self.fallback_temperatures:
+            check_number("fallback_temperatures", temperature, 0.0)
+        # The language is checked against the model's list at setup (engine.check_language):
+        # that list is faster-whisper's, which this module does not import.
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> WhisperOptions:
