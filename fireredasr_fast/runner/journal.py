@@ -144,30 +144,34 @@ def record_from_dict(item: Any) -> FileRecord | None:
                 return None
             continue
         value = _of_kind(item[spec.name], _kind(spec))
-        if value is None:
+        if value is _WRONG:
             return None
         values[spec.name] = value
     record = FileRecord(**values)
-    return record if record.status in STATUSES else None
+    if record.status not in STATUSES or not all(isinstance(name, str) for name in record.outputs):
+        return None
+    return record
+
+
+_WRONG = object()
 
 
 def _kind(spec: dataclasses.Field) -> type:
+    """The type a field's JSON value must have: its default's (any, where that is None)."""
     if spec.default is not dataclasses.MISSING:
-        return type(spec.default)
+        return object if spec.default is None else type(spec.default)
     if spec.default_factory is not dataclasses.MISSING:
         return type(spec.default_factory())
     return str
 
 
 def _of_kind(value: Any, kind: type) -> Any:
-    """`value` if it is of the field's kind (an int where a float goes), else None."""
-    if isinstance(value, bool):
-        return None
-    if kind is float and isinstance(value, (int, float)):
+    """`value` if it is of the field's kind (an int where a float goes), else _WRONG."""
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if kind is list:
-        return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
-    return value if isinstance(value, kind) else None
+    if kind is not bool and kind is not object and isinstance(value, bool):
+        return _WRONG  # JSON's true is not a number
+    return value if isinstance(value, kind) else _WRONG
 
 
 def write_report(output_dir: Path, records: list[FileRecord], summary: dict[str, Any]) -> Path:

@@ -424,7 +424,7 @@ class _Schedule:
             pass
 
     def _accept(self, state: _FileState, prepared: PreparedFile) -> None:
-        log_track_choice(prepared, str(state.item.path))
+        log_track_choice(prepared, display_name(state.item.path))
         state.prepared = prepared
         state.hypotheses = [None] * len(prepared.segments)
         state.remaining = len(prepared.segments)
