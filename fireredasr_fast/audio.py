@@ -48,6 +48,9 @@ def is_media_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in MEDIA_EXTENSIONS
 
 
+_INPUT_PLACEHOLDER = "file:input"
+
+
 def decode_audio(path: str | os.PathLike, audio_stream: int | None = None) -> np.ndarray:
     """Decode one audio stream of any container ffmpeg reads to 16 kHz mono int16.
 
@@ -56,13 +59,16 @@ def decode_audio(path: str | os.PathLike, audio_stream: int | None = None) -> np
     """
     source = _checked_source(path)
 
-    # "file:" keeps names that start with "-" or contain ":" from being read as options or
-    # protocols by ffmpeg.
-    stream = ffmpeg.input(f"file:{source.resolve()}")
+    # The name goes in after ffmpeg-python built the command: it hashes its arguments as UTF-8,
+    # which a name that is not UTF-8 cannot be.
+    stream = ffmpeg.input(_INPUT_PLACEHOLDER)
     if audio_stream is not None:
         stream = stream[f"a:{audio_stream}"]
     out = stream.output("pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=SAMPLE_RATE, vn=None, sn=None, dn=None)
     args = out.global_args("-nostdin", "-hide_banner", "-loglevel", "error").compile(cmd=ffmpeg_executable())
+    # "file:" keeps names that start with "-" or contain ":" from being read as options or
+    # protocols by ffmpeg.
+    args = [f"file:{source.resolve()}" if arg == _INPUT_PLACEHOLDER else arg for arg in args]
 
     buffer = bytearray()
     with tempfile.TemporaryFile() as stderr:

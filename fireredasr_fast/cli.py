@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from fireredasr_fast.doctor import FAIL, check_log_file, check_output, report, run_checks
+from fireredasr_fast.runner.lock import RunRefused
 from fireredasr_fast.runner.plan import PlanRequest, make_plan, model_bytes
 from fireredasr_fast.runner.scheduler import Runner, RunOptions, print_summary
 
@@ -497,7 +498,8 @@ def _configure_logging(log_file: str | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("fireredasr_fast").setLevel(logging.WARNING)
     if log_file:
-        handler = logging.FileHandler(log_file, encoding="utf-8")
+        # Names that are not UTF-8 are escaped rather than lost with the whole line.
+        handler = logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         handler.setLevel(logging.INFO)
         log.addHandler(handler)
@@ -749,6 +751,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         summary = Runner(spec, plan, options, gpu=gpu, gpu_spec=gpu_spec, groups=groups).run(inputs)
+    except RunRefused as exc:  # the output folder is busy, or outputs would clash
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         if args.cluster:
             from fireredasr_fast.runner.cluster import disconnect

@@ -2,12 +2,18 @@
 
 Inputs are files, folders (searched recursively for media extensions) and glob patterns.
 Each file gets a relative path that decides where its outputs go, so a folder's layout is
-mirrored in the output directory. Symlink loops are detected and skipped.
+mirrored in the output directory. Symlink loops are detected and skipped. Inputs that would
+share outputs are told apart the same way whatever the order of the arguments (see
+docs/reliability.md, "File system"); what cannot be told apart is refused before the run.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import errno
 import glob
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,6 +21,10 @@ from pathlib import Path
 
 from .audio import is_media_file, probe_audio_streams
 from .errors import MediaError
+from .fsutil import display_name
+from .writers import output_path
+
+log = logging.getLogger("fireredasr_fast")
 
 # ffmpeg processes probing files at once for `--audio-stream all` (each reads headers only).
 PROBE_THREADS = 4
@@ -44,6 +54,9 @@ def collect_inputs(arguments: list[str]) -> tuple[list[InputFile], list[str]]:
     seen: set[Path] = set()
 
     def add(path: Path, relative: Path) -> None:
+        if _is_symlink_loop(path):
+            log.warning("%s: skipped: a loop of symbolic links", display_name(path))
+            return
         key = path.resolve()
         if key not in seen:
             seen.add(key)
@@ -61,12 +74,55 @@ def collect_inputs(arguments: list[str]) -> tuple[list[InputFile], list[str]]:
             matches = sorted(glob.glob(argument, recursive=True))
             media = [Path(m) for m in matches if Path(m).is_file() and is_media_file(m)]
             if not media:
-                problems.append(f"{argument}: no media files match")
+                problems.append(f"{display_name(argument)}: no media files match")
             for found in media:
                 add(found, Path(found.name))
         else:
-            problems.append(f"{argument}: no such file or directory")
-    return _separate_clashing_outputs(files), problems
+            problems.append(f"{display_name(argument)}: no such file or directory")
+    return _separate_clashing_outputs(_separate_same_names(files)), problems
+
+
+def _is_symlink_loop(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+# Rounds of telling same-named inputs apart; each makes their names longer, and one is enough
+# unless a lifted name meets another input's.
+_NAMING_ROUNDS = 8
+
+
+def _separate_same_names(files: list[InputFile]) -> list[InputFile]:
+    """Inputs from different places with one relative path (d1/clip.mkv and d2/clip.mkv given
+    as files, or two folders that both hold clip.mkv) would share a journal entry and outputs:
+    each gets as many of its parent folders' names in front as tell them apart
+    (d1/clip.mkv, d2/clip.mkv), which depends on their paths only, not on the arguments'
+    order. Inputs with distinct names keep theirs."""
+    files = list(files)
+    for _ in range(_NAMING_ROUNDS):
+        groups: dict[str, list[int]] = collections.defaultdict(list)
+        for index, item in enumerate(files):
+            groups[item.relative.as_posix()].append(index)
+        clashing = [group for group in groups.values() if len(group) > 1]
+        if not clashing:
+            break
+        for group in clashing:
+            for index, item in zip(group, _with_parents([files[i] for i in group]), strict=True):
+                files[index] = item
+    return files
+
+
+def _with_parents(items: list[InputFile]) -> list[InputFile]:
+    """`items` (one relative path) renamed to the shortest tails of their absolute paths that
+    differ (their relative paths are tails of those paths)."""
+    tails = [Path(os.path.abspath(item.path)).parts[1:] for item in items]
+    depth = max(len(item.relative.parts) for item in items) + 1
+    while depth < max(map(len, tails)) and len({tail[-depth:] for tail in tails}) < len(tails):
+        depth += 1
+    return [dataclasses.replace(item, relative=Path(*tail[-depth:])) for item, tail in zip(items, tails, strict=True)]
 
 
 def _separate_clashing_outputs(files: list[InputFile]) -> list[InputFile]:
@@ -80,6 +136,22 @@ def _separate_clashing_outputs(files: list[InputFile]) -> list[InputFile]:
         else item
         for item in files
     ]
+
+
+def output_clashes(files: list[InputFile], formats: tuple[str, ...], reserved: tuple[str, ...] = ()) -> list[str]:
+    """What two inputs would share after the renaming above (a journal entry, an output file),
+    or an output that would replace one of the run's own files (`reserved`, at the top of the
+    output folder): one line each; empty when nothing clashes."""
+    owners = {name: "this run's own file" for name in reserved}
+    clashes = []
+    for item in files:
+        shown = display_name(item.path)
+        names = [output_path(".", item.output_name, fmt).as_posix() for fmt in formats]
+        for key in [f"journal entry {item.relative.as_posix()}", *names]:
+            owner = owners.setdefault(key, shown)
+            if owner != shown:
+                clashes.append(f"{display_name(key)}: both {owner} and {shown}")
+    return clashes
 
 
 def _walk_media(root: Path) -> list[Path]:

@@ -1,14 +1,14 @@
 """Output writers, one small class per format, in the manner of openai-whisper's result writers.
 
 Every file is written atomically (fsutil), so an interrupted run never leaves a truncated
-subtitle behind, and a resumed run can trust any output file that exists.
+subtitle behind, and a resumed run can trust any output file that exists; `write_result`
+writes a file's formats all together or none of them.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-import json
 import os
 from pathlib import Path, PurePath
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import pysubs2
 
 from .cues import join_lines
-from .fsutil import atomic_write_text
+from .fsutil import atomic_write_text, discard, json_text, replace_all, stage_bytes
 from .guard import NO_TEXT
 from .results import FileResult
 
@@ -175,7 +175,7 @@ class WriteJSON(ResultWriter):
         # info adds to the record but never replaces what the file is about.
         for key, value in result.info.items():
             data.setdefault(key, value)
-        return json.dumps(data, ensure_ascii=False, indent=2, default=_json_default) + "\n"
+        return json_text(data, indent=2, default=_json_default) + "\n"
 
 
 _WRITERS: dict[str, type[ResultWriter]] = {
@@ -209,10 +209,17 @@ def output_path(output_dir: str | os.PathLike, relative_source: str | os.PathLik
 def write_result(
     result: FileResult, output_dir: str | os.PathLike, relative_source: str | os.PathLike, formats: tuple[str, ...]
 ) -> list[Path]:
-    """Write every requested format for one file; returns the paths written."""
-    paths = []
-    for fmt in formats:
-        path = output_path(output_dir, relative_source, fmt)
-        get_writer(fmt).write(result, path)
-        paths.append(path)
-    return paths
+    """Write every requested format for one file, all or none: each is formatted, then written
+    to a temporary file, then all are renamed into place. On any error (a full disk, a
+    directory where an output goes) the temporaries are removed, the file's earlier outputs
+    are left as they were, and the error propagates. Returns the paths written."""
+    texts = [(output_path(output_dir, relative_source, fmt), get_writer(fmt).format(result)) for fmt in formats]
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, text in texts:
+            staged.append((stage_bytes(path, text.encode("utf-8")), path))
+    except BaseException:
+        discard(tmp for tmp, _ in staged)
+        raise
+    replace_all(staged)
+    return [path for path, _ in texts]

@@ -34,15 +34,26 @@ from typing import Any
 from fireredasr_fast.batching import Batch, SegmentJob, make_batches
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.errors import check_number
+from fireredasr_fast.fsutil import display_name
 from fireredasr_fast.guard import review_counts
-from fireredasr_fast.inputs import InputFile
+from fireredasr_fast.inputs import InputFile, output_clashes
 from fireredasr_fast.results import Hypothesis
 from fireredasr_fast.transcribe import PreparedFile, TranscribeOptions, assemble_result, log_track_choice
-from fireredasr_fast.writers import get_writer, output_path
+from fireredasr_fast.writers import write_result
 
 from .frontend import AudioBudget, Frontend, frontend_options
 from .gpu import GpuScheduler, is_cuda_oom
-from .journal import FileRecord, Journal, fingerprint, format_table, relative_key, write_report
+from .journal import (
+    JOURNAL_NAME,
+    REPORT_NAME,
+    FileRecord,
+    Journal,
+    fingerprint,
+    format_table,
+    relative_key,
+    write_report,
+)
+from .lock import LOCK_NAME, RunRefused, output_folder_lock
 from .plan import Plan
 from .progress import Progress
 from .worker import WorkerLost, describe_error, init_process, load_engine, os_error, run_batch
@@ -230,8 +241,18 @@ class Runner:
     # -- public
 
     def run(self, inputs: list[InputFile]) -> RunSummary:
-        t_start = time.perf_counter()
+        """Transcribe `inputs`. RunRefused before any work when two of them would write the same
+        output, or another run holds the output folder's lock (one run per folder)."""
+        clashes = output_clashes(inputs, self.options.formats, (JOURNAL_NAME, REPORT_NAME, LOCK_NAME))
+        if clashes:
+            listed = "; ".join(clashes[:10]) + (f"; and {len(clashes) - 10} more" if len(clashes) > 10 else "")
+            raise RunRefused(f"inputs would overwrite each other's outputs: {listed}; rename them or run them apart")
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        with output_folder_lock(self.output_dir):
+            return self._run(inputs)
+
+    def _run(self, inputs: list[InputFile]) -> RunSummary:
+        t_start = time.perf_counter()
         journal = Journal(self.output_dir)
         records: dict[int, FileRecord] = {}
         todo: list[_FileState] = []
@@ -241,7 +262,7 @@ class Runner:
                 fp = fingerprint(self.options.settings, item.path)
             except OSError as exc:
                 records[index] = FileRecord(key, str(item.path), "failed", error=os_error(exc))
-                log.error("%s: %s", item.path, records[index].error)
+                log.error("%s: %s", display_name(item.path), records[index].error)
                 continue
             if not self.options.overwrite and journal.is_complete(key, fp, self.output_dir):
                 old = journal.records[key]
@@ -260,9 +281,12 @@ class Runner:
         summary = RunSummary(ordered, wall, self.stop.graceful.is_set(), self._worker_summary(wall))
         try:
             journal.save()
+        except OSError as exc:
+            log.error("%s: cannot write the journal: %s", display_name(journal.path), os_error(exc))
+        try:
             write_report(self.output_dir, ordered, {**summary.to_dict(), "plan": self.plan.to_dict()})
         except OSError as exc:
-            log.error("%s: cannot write the run report: %s", self.output_dir, os_error(exc))
+            log.error("%s: cannot write the run report: %s", display_name(self.output_dir), os_error(exc))
         return summary
 
     # -- the scheduling loop (_Schedule), fed by the front end (frontend.py)
@@ -402,7 +426,7 @@ class _Schedule:
             pass
 
     def _accept(self, state: _FileState, prepared: PreparedFile) -> None:
-        log_track_choice(prepared, str(state.item.path))
+        log_track_choice(prepared, display_name(state.item.path))
         state.prepared = prepared
         state.hypotheses = [None] * len(prepared.segments)
         state.remaining = len(prepared.segments)
@@ -585,7 +609,6 @@ class _Schedule:
             else:
                 self._fail(state, "no worker could run it" if self.no_workers else "not processed")
         self.progress.close()
-        self.journal.save()
 
     # -- a file's outcome
 
@@ -598,8 +621,8 @@ class _Schedule:
             relative_key(state.item.relative), str(state.item.path), status, state.fp, duration, error=message
         )
         if status == "failed":
-            log.error("%s: %s", state.item.path, message)
-        self.journal.update(self.records[state.index])
+            log.error("%s: %s", display_name(state.item.path), message)
+        self._journal(self.records[state.index])
         self.progress.end(state.index)
         self.budget.release(duration)
         state.prepared = None
@@ -616,12 +639,10 @@ class _Schedule:
         )
         result.source = str(state.item.path)
         t0 = time.perf_counter()
-        outputs = []
+        output_dir = self.runner.output_dir
         try:
-            for fmt in self.options.formats:
-                path = output_path(self.runner.output_dir, state.item.output_name, fmt)
-                get_writer(fmt).write(result, path)
-                outputs.append(path.relative_to(self.runner.output_dir).as_posix())
+            paths = write_result(result, output_dir, state.item.output_name, self.options.formats)
+            outputs = [path.relative_to(output_dir).as_posix() for path in paths]
         except OSError as exc:
             self._fail(state, f"cannot write outputs: {os_error(exc)}")
             return
@@ -642,11 +663,26 @@ class _Schedule:
         )
         record.review, record.guarded = review_counts(result)
         self.records[state.index] = record
-        self.journal.update(record)
-        log.info("%s: done, %.1f s of audio, RTF %.3f", state.item.path, record.duration, record.realtime_factor)
+        shown = display_name(state.item.path)
+        if self._journal(record):
+            log.info("%s: done, %.1f s of audio, RTF %.3f", shown, record.duration, record.realtime_factor)
         self.progress.end(state.index)
         self.budget.release(prepared.duration)
         state.prepared = None  # free the samples now
+
+    def _journal(self, record: FileRecord) -> bool:
+        """Journal a file's outcome; False when the journal cannot be written (a full disk, a
+        directory in its place): that fails the file, whose outputs a rerun could not trust,
+        not the run."""
+        try:
+            self.journal.update(record)
+            return True
+        except OSError as exc:
+            if record.status == "done":
+                record.status = "failed"
+            record.error = "; ".join(filter(None, [f"cannot write the journal: {os_error(exc)}", record.error]))
+            log.error("%s: %s", display_name(record.source), record.error)
+            return False
 
 
 def _shutdown(executor: cf.Executor, hard: bool) -> None:
