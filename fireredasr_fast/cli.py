@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fireredasr_fast.runner.lifeline import exit_quietly_on_interrupt
 from fireredasr_fast.runner.plan import make_plan, model_bytes
 from fireredasr_fast.runner.scheduler import Runner, RunOptions, print_summary
 
@@ -556,6 +557,7 @@ def _check_writable(output_dir: str) -> None:
         raise FireRedFastError(f"{output_dir}: output directory is not writable ({exc.strerror or exc})") from None
 
 
+@exit_quietly_on_interrupt
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
