@@ -41,7 +41,7 @@ from fireredasr_fast.inputs import InputFile
 from fireredasr_fast.transcribe import STREAMS_HELD, TranscribeOptions, prepare_file
 from fireredasr_fast.vad import VAD_BLOCK_FRAMES, SileroVad, SpeechSegmenter, vad_blocks
 
-from .lifeline import GROUP_SIGNALS, attach, kill_processes
+from .lifeline import GROUP_SIGNALS, attach, stop_pool
 from .plan import PRELOAD_NICE, Plan, lower_thread_priority, set_process_threads
 
 log = logging.getLogger("fireredasr_fast")
@@ -170,12 +170,6 @@ def _init_vad_process(nice: int, block_frames: int) -> None:
     _process_vad = SileroVad(block_frames)
 
 
-def _shutdown_pool(executor: cf.Executor, hard: bool) -> None:
-    if hard:
-        kill_processes(executor)
-    executor.shutdown(wait=True, cancel_futures=True)
-
-
 def _pid() -> int:
     time.sleep(0.05)  # long enough for the pool to hand the next call to another process
     return os.getpid()
@@ -232,7 +226,7 @@ class Frontend:
         with self._lock:
             if broken is not None and self._executor is broken:
                 log.warning("a VAD process died; starting the front end's processes again")
-                _shutdown_pool(broken, hard=True)
+                stop_pool(broken, hard=True)
                 self._executor = None
             if self._executor is None and self.options.processes > 0 and not self._closing.is_set():
                 self._executor = cf.ProcessPoolExecutor(
@@ -251,7 +245,7 @@ class Frontend:
         with self._lock:
             executor, self._executor = self._executor, None
         if executor is not None:
-            _shutdown_pool(executor, hard)
+            stop_pool(executor, hard)
 
     def _current_pool(self, broken: cf.Executor | None) -> cf.Executor:
         pool = self._pool(broken)

@@ -31,6 +31,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -93,11 +94,30 @@ def quiet_start() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def kill_processes(executor: object) -> None:
-    """SIGKILL a process pool's processes (a concurrent.futures.ProcessPoolExecutor; other
-    executors have none here): SIGTERM waits while a process is stopped (SIGSTOP)."""
-    processes = getattr(executor, "_processes", None) or {}
-    for process in list(processes.values()):
+# How long a pool's processes get to exit on their own at the end of a run before they are
+# killed (a stopped or hung process never would).
+QUIT_SECONDS = 10.0
+
+
+def stop_pool(executor: object, hard: bool) -> None:
+    """Shut a concurrent.futures pool down without ever waiting on a hung or stopped process:
+    `hard` kills its processes at once; otherwise they get QUIT_SECONDS to finish and exit,
+    then the rest are killed. Other executors (Ray's, the inline one) just shut down."""
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    if hard:
+        kill_processes(processes)
+    executor.shutdown(wait=False, cancel_futures=True)  # type: ignore[attr-defined]
+    end = time.monotonic() + (0.0 if hard else QUIT_SECONDS)
+    for process in processes:
+        process.join(max(0.0, end - time.monotonic()))
+    kill_processes(processes)
+    for process in processes:
+        process.join(QUIT_SECONDS)
+
+
+def kill_processes(processes: list) -> None:
+    """SIGKILL these processes: SIGTERM waits while a process is stopped (SIGSTOP)."""
+    for process in processes:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             process.kill()
 
@@ -111,10 +131,13 @@ def exit_quietly_on_interrupt(main: Callable[..., int]) -> Callable[..., int]:
         try:
             return main(*args, **kwargs)
         except KeyboardInterrupt:
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C now changes nothing
+            main_thread = threading.current_thread() is threading.main_thread()
+            # A second Ctrl-C while the line is printed changes nothing.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
             with contextlib.suppress(OSError, ValueError):
                 print("\ninterrupted", file=sys.stderr, flush=True)
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             return INTERRUPTED_EXIT_CODE
 
     return wrapper

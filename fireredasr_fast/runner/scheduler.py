@@ -46,7 +46,7 @@ from fireredasr_fast.writers import get_writer, output_path
 from .frontend import AudioBudget, Frontend, frontend_options
 from .gpu import GpuScheduler, is_cuda_oom
 from .journal import FileRecord, Journal, fingerprint, format_table, relative_key, write_report
-from .lifeline import kill_processes, quiet_start
+from .lifeline import quiet_start, stop_pool
 from .plan import Plan
 from .worker import WorkerLost, describe_error, init_process, load_engine, os_error, run_batch
 
@@ -652,7 +652,7 @@ class _Schedule:
     def _abandon_in_flight(self) -> None:
         """The stop's grace is over: kill what still runs; its files end interrupted."""
         for pool in {pool for _, _, pool in self.in_flight.values()}:
-            kill_processes(pool.executor)
+            stop_pool(pool.executor, hard=True)
         self.in_flight.clear()
 
     # -- worker pools
@@ -795,9 +795,7 @@ class _Schedule:
 
 def _shutdown(executor: cf.Executor, hard: bool) -> None:
     if isinstance(executor, cf.ProcessPoolExecutor):
-        if hard:
-            kill_processes(executor)
-        executor.shutdown(wait=True, cancel_futures=True)
+        stop_pool(executor, hard)
     else:
         executor.shutdown(wait=False)
 
