@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from fireredasr_fast.runner.lifeline import exit_quietly_on_interrupt
 from fireredasr_fast.runner.scheduler import DEADLINE_ENV, BatchDeadline
 
 MODEL = FIXTURES / "tiny_model"
-SHORT_DEADLINES = "floor=3,factor=3,first=120"  # a stopped worker is found within seconds
+SHORT_DEADLINES = "floor=5,factor=5,first=120"  # a stopped worker is found within seconds
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +35,9 @@ def clips(tmp_path_factory) -> Path:
     """A short Mandarin clip first (its file is done early: the signal's cue), then longer
     English ones still in the works when the signal lands."""
     folder = tmp_path_factory.mktemp("clips")
-    (folder / "0 zh.mkv").symlink_to(SAMPLES / "aishell_zh.mkv")
-    for i in (1, 2):
-        (folder / f"{i} en.mp4").symlink_to(SAMPLES / "two_cities.mp4")
+    shutil.copy(SAMPLES / "aishell_zh.mkv", folder / "0 zh.mkv")
+    for i in (1, 2, 3):
+        shutil.copy(SAMPLES / "two_cities.mp4", folder / f"{i} en.mp4")
     return folder
 
 
@@ -169,7 +170,7 @@ def test_ctrl_c_while_the_workers_start_up(clips, tmp_path):
 
 def test_sigkill_of_the_main_process_takes_every_child_with_it(clips, tmp_path):
     run = Run(tmp_path, clips)
-    run.until(_first_file_done(run))
+    run.until(lambda: _first_file_done(run)() and bool(run.workers()))
     stopped = run.workers()[0]
     stopped.suspend()  # a stopped worker runs no code of its own: only the kernel can end it
     run.send("SIGKILL")
@@ -183,29 +184,20 @@ def test_sigkill_of_the_main_process_takes_every_child_with_it(clips, tmp_path):
 
 def test_stopped_worker_is_killed_at_its_deadline_and_its_batch_retried(clips, tmp_path):
     run = Run(tmp_path, clips, **{DEADLINE_ENV: SHORT_DEADLINES})
-    run.until(_first_file_done(run))
+    run.until(lambda: _first_file_done(run)() and bool(run.workers()))
     victim = run.workers()[0]
     victim.suspend()
     code = run.wait()
     assert code == 0, run.stderr
-    assert set(journal(run.out).values()) == {"done"} and len(journal(run.out)) == 3
-    for name in ("0 zh", "1 en", "2 en"):
+    assert set(journal(run.out).values()) == {"done"} and len(journal(run.out)) == 4
+    for name in ("0 zh", "1 en", "2 en", "3 en"):
         for fmt in FORMATS.split(","):
             assert (run.out / f"{name}.{fmt}").is_file()
     workers = run.report()["summary"]["workers"]
     assert workers["batches_timed_out"] >= 1 and workers["batches_retried"] >= 1
     assert "ran past its deadline" in run.stderr
     assert not _alive(victim)
-
-
-def test_killed_worker_is_replaced_and_the_retry_reported(clips, tmp_path):
-    run = Run(tmp_path, clips)
-    run.until(_first_file_done(run))
-    run.workers()[0].kill()
-    assert run.wait() == 0, run.stderr
-    assert set(journal(run.out).values()) == {"done"} and len(journal(run.out)) == 3
-    assert run.report()["summary"]["workers"]["batches_retried"] >= 1
-    assert not run.survivors()
+    assert "Traceback" not in run.stderr
 
 
 # ------------------------------------------------------------ the ties, without a model
