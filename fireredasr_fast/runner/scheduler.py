@@ -652,7 +652,7 @@ class _Schedule:
     def _abandon_in_flight(self) -> None:
         """The stop's grace is over: kill what still runs; its files end interrupted."""
         for pool in {pool for _, _, pool in self.in_flight.values()}:
-            stop_pool(pool.executor, hard=True)
+            _shutdown(pool.executor, hard=True)
         self.in_flight.clear()
 
     # -- worker pools
