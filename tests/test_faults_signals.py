@@ -143,6 +143,7 @@ def _assert_interrupted_cleanly(run: Run, code: int) -> None:
 # ------------------------------------------------------------ signals to the main process
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("signals", "group"),
     [(("SIGINT",), True), (("SIGTERM",), False), (("SIGHUP",), False), (("SIGINT", "SIGINT"), True)],
@@ -157,6 +158,7 @@ def test_stop_signal_mid_run_interrupts_cleanly(clips, tmp_path, signals, group)
     _assert_interrupted_cleanly(run, run.wait())
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_the_workers_start_up(clips, tmp_path):
     run = Run(tmp_path, clips)
     run.until(lambda: bool(run.workers()))  # the workers are still importing and loading the model
@@ -168,6 +170,7 @@ def test_ctrl_c_while_the_workers_start_up(clips, tmp_path):
     assert not run.survivors()
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_main_process_takes_every_child_with_it(clips, tmp_path):
     run = Run(tmp_path, clips)
     run.until(lambda: _first_file_done(run)() and bool(run.workers()))
@@ -182,6 +185,7 @@ def test_sigkill_of_the_main_process_takes_every_child_with_it(clips, tmp_path):
 # ------------------------------------------------------------ signals to a worker
 
 
+@pytest.mark.slow
 def test_stopped_worker_is_killed_at_its_deadline_and_its_batch_retried(clips, tmp_path):
     run = Run(tmp_path, clips, **{DEADLINE_ENV: SHORT_DEADLINES})
     run.until(lambda: _first_file_done(run)() and bool(run.workers()))
