@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from fireredasr_fast.doctor import FAIL, check_log_file, check_output, report, run_checks
+from fireredasr_fast.runner.lifeline import exit_quietly_on_interrupt
 from fireredasr_fast.runner.lock import RunRefused
 from fireredasr_fast.runner.plan import PlanRequest, make_plan, model_bytes
 from fireredasr_fast.runner.scheduler import Runner, RunOptions, print_summary
@@ -687,6 +688,7 @@ def _reader_may_leave() -> Iterator[None]:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+@exit_quietly_on_interrupt
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv

@@ -19,4 +19,5 @@ BENCHMARKS = {
     "review": "Cue confidence against recognition errors (the review threshold) and the guard's cost",
     "frontend": "The runner's front end (decode + VAD) on long videos with 0..N VAD processes",
     "packing": "Whisper pieces packed into shared windows against one window each: nothing lost, CER/WER, time",
+    "interrupt": "Seconds from the first Ctrl-C to the CLI's exit on multi-minute files (issue 29)",
 }

@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ from fireredasr_fast.inputs import InputFile
 from fireredasr_fast.transcribe import STREAMS_HELD, TranscribeOptions, prepare_file
 from fireredasr_fast.vad import VAD_BLOCK_FRAMES, SileroVad, SpeechSegmenter, vad_blocks
 
+from .lifeline import GROUP_SIGNALS, attach, stop_pool
 from .plan import PRELOAD_NICE, Plan, lower_thread_priority, set_process_threads
 
 log = logging.getLogger("fireredasr_fast")
@@ -159,17 +161,13 @@ _process_vad: SileroVad | None = None
 
 
 def _init_vad_process(nice: int, block_frames: int) -> None:
+    # Started from whichever front-end thread first needed it, which may end before the
+    # process: the watchdog alone ties it to the main process (lifeline.py).
+    attach(kernel_signal=False)
     lower_thread_priority(nice)
     set_process_threads(1)
     global _process_vad
     _process_vad = SileroVad(block_frames)
-
-
-def _shutdown_pool(executor: cf.Executor, hard: bool) -> None:
-    if hard and isinstance(executor, cf.ProcessPoolExecutor):
-        for process in list(getattr(executor, "_processes", {}).values()):
-            process.terminate()
-    executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _pid() -> int:
@@ -231,7 +229,7 @@ class Frontend:
         with self._lock:
             if broken is not None and self._executor is broken:
                 log.warning("a VAD process died; starting the front end's processes again")
-                _shutdown_pool(broken, hard=True)
+                stop_pool(broken, hard=True)
                 self._executor = None
             if self._executor is None and self.options.processes > 0 and not self._closing.is_set():
                 self._executor = cf.ProcessPoolExecutor(
@@ -250,7 +248,7 @@ class Frontend:
         with self._lock:
             executor, self._executor = self._executor, None
         if executor is not None:
-            _shutdown_pool(executor, hard)
+            stop_pool(executor, hard)
 
     def _current_pool(self, broken: cf.Executor | None) -> cf.Executor:
         pool = self._pool(broken)
@@ -274,6 +272,10 @@ class Frontend:
 
     def _run(self, out: queue.Queue) -> None:
         lower_thread_priority(self.options.nice)  # this thread and the ffmpeg it starts
+        # Ctrl-C is the main thread's; what this thread starts (ffmpeg, VAD processes)
+        # inherits the mask and leaves it to the main process too (lifeline.py).
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
         try:
             vad: Any = None  # FireRedVAD (--vad firered): SpeechSegmenter runs it in this thread
             if self.transcribe.vad.backend == "silero" and self.options.processes > 0:

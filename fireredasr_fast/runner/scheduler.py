@@ -9,17 +9,22 @@ when the last segment of a file comes back, the file's cues and outputs are writ
 atomically and journaled.
 
 Failures stay local: a bad file fails alone; a crashed worker is replaced and its batches
-retried a bounded number of times; Ctrl-C / SIGTERM stop taking work, finish or drop
-in-flight batches, and leave only complete files behind.
+retried a bounded number of times, and so is a worker whose batch runs past its deadline
+(a hung or stopped process: BatchDeadline); Ctrl-C / SIGTERM / SIGHUP stop taking work,
+give the batches in flight a few seconds, then kill them, and leave only complete files
+behind, the others "interrupted". No child process outlives the run (lifeline.py).
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import logging
+import math
 import multiprocessing
+import os
 import queue
 import signal
 import sys
@@ -53,6 +58,7 @@ from .journal import (
     relative_key,
     write_report,
 )
+from .lifeline import quiet_start, stop_pool
 from .lock import LOCK_NAME, RunRefused, output_folder_lock
 from .plan import Plan
 from .progress import Progress
@@ -61,6 +67,53 @@ from .worker import WorkerLost, describe_error, init_process, load_engine, os_er
 log = logging.getLogger("fireredasr_fast")
 
 MAX_BATCH_ATTEMPTS = 3
+# After the first Ctrl-C / SIGTERM / SIGHUP, the batches in flight get this long to finish
+# (their files may then complete); whatever still runs is killed.
+STOP_GRACE_SECONDS = 3.0
+DEADLINE_ENV = "FIREREDASR_FAST_BATCH_DEADLINE"
+
+
+@dataclass(frozen=True)
+class BatchDeadline:
+    """How long a batch may run before its worker counts as hung (SIGSTOP, a deadlock, a
+    swapping machine) and is killed, the batch retried elsewhere.
+
+    A batch's clock starts when a worker can have taken it (batches go out in submission
+    order). It gets `factor` times what its audio takes at the slowest speed measured on its
+    pool so far (worker seconds per audio second), at least `floor`; a pool's first batch, with
+    no speed known and the model still loading, gets `first`. Generous on purpose: a false
+    alarm costs a retry, a missed hang the whole night.
+
+    The environment variable FIREREDASR_FAST_BATCH_DEADLINE ("floor=5,factor=3,first=60")
+    overrides them (the fault tests keep deadlines short with it)."""
+
+    floor: float = 300.0
+    factor: float = 10.0
+    first: float = 1800.0
+
+    def __post_init__(self) -> None:
+        for name in ("floor", "factor", "first"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"batch deadline {name} must be a positive number of seconds, not {value}")
+
+    @classmethod
+    def from_env(cls) -> BatchDeadline:
+        text = os.environ.get(DEADLINE_ENV, "").strip()
+        if not text:
+            return cls()
+        try:
+            values = {key.strip(): float(value) for key, value in (item.split("=") for item in text.split(","))}
+            return dataclasses.replace(cls(), **values)
+        except (ValueError, TypeError) as exc:
+            log.warning("%s=%r ignored (%s); expected e.g. floor=5,factor=3,first=60", DEADLINE_ENV, text, exc)
+            return cls()
+
+    def allowance(self, audio_seconds: float, speed: float | None) -> float:
+        """Seconds a batch of `audio_seconds` may run; `speed` None: its pool's first batch."""
+        if speed is None:
+            return max(self.floor, self.first)
+        return max(self.floor, self.factor * audio_seconds * speed)
 
 
 @dataclass
@@ -73,6 +126,7 @@ class RunOptions:
     frontend_processes: int | None = None  # VAD processes (None: from the plan, frontend.py)
     progress: bool = True
     settings: dict[str, Any] = field(default_factory=dict)  # what the fingerprint covers
+    deadline: BatchDeadline = field(default_factory=BatchDeadline.from_env)
 
     def __post_init__(self) -> None:
         check_number("preload_seconds", self.preload_seconds, 0.0, above=True)
@@ -89,7 +143,12 @@ class RunSummary:
 
     @property
     def failed(self) -> list[FileRecord]:
-        return [r for r in self.records if r.status in ("failed", "interrupted")]
+        return [r for r in self.records if r.status == "failed"]
+
+    @property
+    def unfinished(self) -> list[FileRecord]:
+        """Files a stop signal left undone (status "interrupted"): a rerun does them."""
+        return [r for r in self.records if r.status == "interrupted"]
 
     def to_dict(self) -> dict[str, Any]:
         done = [r for r in self.records if r.status == "done"]
@@ -98,6 +157,7 @@ class RunSummary:
             "files_done": len(done),
             "files_skipped": sum(r.status == "skipped" for r in self.records),
             "files_failed": len(self.failed),
+            "files_interrupted": len(self.unfinished),
             "audio_hours": round(audio / 3600, 4),
             "wall_seconds": round(self.wall, 2),
             "realtime_factor": round(self.wall / audio, 4) if audio else 0.0,
@@ -141,37 +201,47 @@ class _FileState:
 
 
 class _StopFlag:
-    """First Ctrl-C/SIGTERM: graceful stop. Second Ctrl-C: immediate stop."""
+    """The first Ctrl-C / SIGTERM / SIGHUP: stop (STOP_GRACE_SECONDS for the batches in flight,
+    then kill them). A second one: stop now."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
     def __init__(self) -> None:
         self.graceful = threading.Event()
         self.hard = threading.Event()
+        self.since = 0.0  # time.monotonic() of the first stop signal
 
     def install(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-        def handler(signum: int, frame: Any) -> None:
-            if self.graceful.is_set() and signum == signal.SIGINT:
-                self.hard.set()
-                print("\nsecond interrupt: stopping now", file=sys.stderr, flush=True)
-            else:
-                self.graceful.set()
-                print(
-                    "\ninterrupted: finishing batches in flight, then stopping (Ctrl-C again to stop now)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-
+        previous = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
         for sig in previous:
-            signal.signal(sig, handler)
+            signal.signal(sig, self._handle)
 
         def restore() -> None:
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
         return restore
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.graceful.is_set():
+            self.hard.set()
+            _say("\nsecond interrupt: stopping now")
+            return
+        self.since = time.monotonic()
+        self.graceful.set()
+        _say(f"\ninterrupted: stopping; unfinished files are marked interrupted ({signal.Signals(signum).name})")
+
+    def grace_over(self) -> bool:
+        return self.hard.is_set() or (self.graceful.is_set() and time.monotonic() - self.since > STOP_GRACE_SECONDS)
+
+
+def _say(text: str) -> None:
+    """A line on stderr from a signal handler: never raises (a hang-up may have closed the
+    terminal), or the exception would surface wherever the main thread happened to be."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -197,6 +267,7 @@ class _Pool:
     takes_largest: bool
     new_executor: Callable[[], cf.Executor] | None = None  # how to replace a broken pool
     gpu_index: int | None = None
+    warm: bool = False  # a batch came back since its processes started (the model is loaded)
 
     @property
     def capacity(self) -> int:
@@ -237,6 +308,7 @@ class Runner:
         self.worker_wait: dict[tuple[str, Any], float] = {}
         self.batches_by_pool: dict[str, int] = {}
         self.batches_retried = 0  # sent back to the queue after a worker was lost
+        self.batches_timed_out = 0  # ran past their deadline: the worker was killed
 
     # -- public
 
@@ -330,6 +402,7 @@ class Runner:
             "busy_share": round(compute / (slots * wall), 4) if wall > 0 else 0.0,
             "batches": dict(self.batches_by_pool),
             "batches_retried": self.batches_retried,
+            "batches_timed_out": self.batches_timed_out,
         }
 
 
@@ -377,6 +450,8 @@ class _Schedule:
         self.pools: list[_Pool] = []
         self.producer_done = False
         self.no_workers = False
+        self.clocks: dict[cf.Future, float] = {}  # time.monotonic() when a worker can have taken the batch
+        self.speed: dict[str, float] = {}  # by pool: the slowest worker seconds per audio second seen
 
     def run(self) -> None:
         sources = {state.index: state.item.path for state in self.states.values()}
@@ -400,15 +475,21 @@ class _Schedule:
         if not graceful:
             self._cut_batches(capacity)
             self._submit_ready()
+        elif self.in_flight and not self._stop_waits():
+            self._abandon_in_flight()
         if not self.in_flight:
             return self._idle(graceful, capacity)
         self._collect()
+        self._enforce_deadlines()
         return True
 
     # -- 1. take newly prepared files
 
     def _take_prepared(self) -> None:
-        """Accept what the front end sent; block briefly only when nothing else can progress."""
+        """Accept what the front end sent; block briefly only when nothing else can progress.
+        Once stopping, nothing more is accepted: those files end interrupted."""
+        if self.stop.graceful.is_set():
+            return
         block = not self.in_flight and not self.pending and not self.ready and not self.producer_done
         try:
             while True:
@@ -466,7 +547,9 @@ class _Schedule:
                 self._submit(pool, batch, self.attempts.pop(id(batch), 1))
 
     def _submit(self, pool: _Pool, batch: Batch, attempt: int) -> None:
-        self.in_flight[pool.executor.submit(run_batch, batch.jobs)] = (batch, attempt, pool)
+        with quiet_start():  # a submission may start a worker process (lifeline.py)
+            future = pool.executor.submit(run_batch, batch.jobs)
+        self.in_flight[future] = (batch, attempt, pool)
 
     def _idle(self, graceful: bool, capacity: int) -> bool:
         """Nothing in flight: stop when all is done (or stopping), or wait for a GPU to free up."""
@@ -488,6 +571,8 @@ class _Schedule:
             try:
                 hyps, stats = future.result()
             except Exception as exc:
+                if self.stop.graceful.is_set():
+                    continue  # stopping (a group-wide SIGTERM ends workers too): no retry
                 if self._batch_failed(batch, attempt, pool, exc):
                     broken.add(pool.name)
                 continue
@@ -500,6 +585,8 @@ class _Schedule:
         self.runner._record_worker(stats, pool.name)
         share = stats["compute"] / max(batch.audio_seconds, 1e-9)
         started = time.perf_counter() - stats["compute"]  # on the worker, in this clock
+        pool.warm = True
+        self.speed[pool.name] = max(self.speed.get(pool.name, 0.0), share)
         for job, hyp in zip(batch.jobs, hyps, strict=True):
             state = self.states[job.file_index]
             if state.index in self.records:
@@ -542,6 +629,63 @@ class _Schedule:
         for job in batch.jobs:
             self._fail(self.states[job.file_index], message)
 
+    # -- deadlines and stopping
+
+    def _enforce_deadlines(self) -> None:
+        """Start the clock of each batch a worker can have taken (a pool hands batches out in
+        submission order: one with fewer than `slots` earlier batches still in flight); kill
+        the pool of a batch past its deadline (BatchDeadline). Ray's actors are not ours to kill."""
+        if self.stop.graceful.is_set():
+            return
+        now = time.monotonic()
+        self.clocks = {f: t for f, t in self.clocks.items() if f in self.in_flight}
+        ahead: collections.Counter = collections.Counter()
+        for future, (batch, _, pool) in list(self.in_flight.items()):
+            ahead[pool] += 1
+            if ahead[pool] > pool.slots or not isinstance(pool.executor, cf.ProcessPoolExecutor):
+                continue
+            start = self.clocks.setdefault(future, now)
+            speed = self.speed.get(pool.name) if pool.warm else None
+            if now - start > self.options.deadline.allowance(batch.audio_seconds, speed):
+                self._expire(future)
+                return  # the in-flight table changed; the next turn goes on
+
+    def _expire(self, future: cf.Future) -> None:
+        batch, _, pool = self.in_flight[future]
+        self.runner.batches_timed_out += 1
+        log.warning(
+            "%s: a batch of %.0f s of audio ran past its deadline (a hung or stopped worker): "
+            "its processes are killed and the batch retried",
+            pool.name,
+            batch.audio_seconds,
+        )
+        if pool.gpu_index is not None:
+            # Its batches come back failed and return to the queue; the GPU backs off.
+            self._stop_gpu_worker(pool, TimeoutError("a batch ran past its deadline"))
+        else:
+            self._replace_pool(pool, culprit=future)
+
+    def _stop_waits(self) -> bool:
+        """Stopping: whether a batch in flight is expected back within the grace, at its
+        pool's measured speed (then it may still complete its file); if none is, or the grace
+        is over, what runs is killed at once."""
+        if self.stop.grace_over():
+            return False
+        end_of_grace = self.stop.since + STOP_GRACE_SECONDS
+        for future, (batch, _, pool) in self.in_flight.items():
+            start, speed = self.clocks.get(future), self.speed.get(pool.name)
+            if start is None or speed is None or not pool.warm:
+                continue  # not started, or nothing measured: not expected soon
+            if start + batch.audio_seconds * speed < end_of_grace:
+                return True
+        return False
+
+    def _abandon_in_flight(self) -> None:
+        """The stop's grace is over: kill what still runs; its files end interrupted."""
+        for pool in {pool for _, _, pool in self.in_flight.values()}:
+            _shutdown(pool.executor, hard=True)
+        self.in_flight.clear()
+
     # -- worker pools
 
     def _cpu_pools(self) -> list[_Pool]:
@@ -554,16 +698,23 @@ class _Schedule:
         pools.sort(key=lambda pool: not pool.takes_largest)  # largest-batch takers choose first
         return pools
 
-    def _replace_pool(self, pool: _Pool) -> None:
-        """A worker died (OOM killer, segfault): the whole pool is unusable and every batch it
-        had in flight is lost. Replace it; resubmit them."""
+    def _replace_pool(self, pool: _Pool, culprit: cf.Future | None = None) -> None:
+        """A worker died (OOM killer, segfault) or hung (`culprit`, the batch past its
+        deadline): the whole pool is unusable and every batch it had in flight is lost.
+        Replace it; resubmit them (with a culprit, only its attempt counts)."""
         for future, (batch, attempt, owner) in list(self.in_flight.items()):
             if owner is pool:
                 del self.in_flight[future]
-                self._requeue(batch, attempt, "a worker process died")
+                if culprit is None:
+                    self._requeue(batch, attempt, "a worker process died")
+                elif future is culprit:
+                    self._requeue(batch, attempt, "a worker hung (its batch ran past its deadline)")
+                else:
+                    self._requeue(batch, attempt - 1, "a worker process was killed")
         _shutdown(pool.executor, hard=True)
         assert pool.new_executor is not None
         pool.executor = pool.new_executor()
+        pool.warm = False
 
     def _start_gpu_workers(self) -> None:
         if self.gpu is None or not self.gpu.enabled:
@@ -595,7 +746,8 @@ class _Schedule:
 
     def _close(self) -> None:
         """Stop the front end and the pools (hand the GPUs back), end every unfinished file."""
-        hard = self.stop.hard.is_set()
+        # Once stopping, nothing running is waited for: the VAD and workers are killed.
+        hard = self.stop.graceful.is_set()
         self.frontend.close(hard)
         for pool in self.pools:
             _shutdown(pool.executor, hard)
@@ -687,10 +839,7 @@ class _Schedule:
 
 def _shutdown(executor: cf.Executor, hard: bool) -> None:
     if isinstance(executor, cf.ProcessPoolExecutor):
-        if hard:
-            for process in list(getattr(executor, "_processes", {}).values()):
-                process.terminate()
-        executor.shutdown(wait=True, cancel_futures=True)
+        stop_pool(executor, hard)
     else:
         executor.shutdown(wait=False)
 
@@ -699,7 +848,8 @@ def print_summary(summary: RunSummary) -> None:
     data = summary.to_dict()
     print(format_table(summary.records))
     print(
-        f"\n{data['files_done']} done, {data['files_skipped']} skipped, {data['files_failed']} failed; "
+        f"\n{data['files_done']} done, {data['files_skipped']} skipped, {data['files_failed']} failed, "
+        f"{data['files_interrupted']} interrupted; "
         f"{data['audio_hours'] * 3600:.1f} s of audio in {data['wall_seconds']:.1f} s wall "
         f"(realtime factor {data['realtime_factor']:.3f})" + ("; interrupted" if summary.interrupted else "")
     )

@@ -8,7 +8,6 @@ functions; neither knows how the other starts its processes.
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 from fireredasr_fast.batching import SegmentJob
@@ -17,6 +16,7 @@ from fireredasr_fast.errors import FireRedFastError
 from fireredasr_fast.results import Hypothesis
 from fireredasr_fast.transcribe import recognise
 
+from .lifeline import attach
 from .plan import set_process_threads
 
 
@@ -38,9 +38,9 @@ _last_done: float = 0.0
 
 
 def init_process(spec: EngineSpec, threads: int) -> None:
-    """Initializer of a local pool process."""
-    # Ctrl-C reaches the whole process group; only the parent decides what to do.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Initializer of a local pool process (CPU or GPU worker), started from the run's own
+    thread: it dies with the main process, and leaves Ctrl-C to it (lifeline.py)."""
+    attach(kernel_signal=True)
     load_engine(spec, threads)
 
 
