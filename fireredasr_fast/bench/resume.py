@@ -12,8 +12,11 @@ transcribed by the CLI three ways, side by side in one run:
     python -m fireredasr_fast.bench resume --minutes 15 --json resume.json
 
 Columns: the CLI's wall seconds (start-up included), the run's own wall (from run-report.json),
-segments recognised and reused, and the seconds saved against the full run. The resumed run's
-subtitles are checked byte for byte against the full run's.
+segments recognised and reused, the seconds saved against the full run, and the file's decode,
+VAD and recognition seconds (worker compute; the re-rendered file's are the stored ones, not
+spent). The resumed run's subtitles are checked byte for byte against the full run's. With the
+tiny model, recognition is cheap and decode + VAD (which a resumed run does again) weigh more
+than with a real checkpoint: pass --model-dir for those figures.
 """
 
 from __future__ import annotations
@@ -65,12 +68,15 @@ def run_cli(args: argparse.Namespace, out: Path, media: Path, *extra: str) -> di
     t0 = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     wall = time.perf_counter() - t0
-    summary = json.loads((out / "run-report.json").read_text(encoding="utf-8"))["summary"]
+    report = json.loads((out / "run-report.json").read_text(encoding="utf-8"))
+    summary, timings = report["summary"], report["files"][0]["timings"]
     return {
         "cli_seconds": round(wall, 2),
         "run_seconds": summary["wall_seconds"],
         "recognised": summary["segments_recognised"],
         "reused": summary["segments_reused"],
+        # The file's own stages; a re-rendered file's decode, VAD and ASR are the stored ones.
+        "stages": {k: timings.get(k, 0.0) for k in ("decode", "vad", "asr", "cues", "write")},
     }
 
 
@@ -118,12 +124,17 @@ def main(argv: list[str] | None = None) -> int:
         rows["re-render"] = run_cli(args, work / "full", media, "--formats", "srt,ass,json", "--max-line-width", "12")
     full = rows["full"]["cli_seconds"]
     print(f"{args.minutes:.0f} min programme, {kept} segments stored before the kill at {args.done:.0%}; {cpu_name()}")
-    print(f"{'run':10s} {'CLI s':>8s} {'run s':>8s} {'recognised':>10s} {'reused':>7s} {'saved s':>8s} {'of full':>8s}")
+    print(
+        f"{'run':10s} {'CLI s':>8s} {'run s':>8s} {'recognised':>10s} {'reused':>7s} {'saved s':>8s} {'of full':>8s}"
+        f" {'decode':>7s} {'VAD':>7s} {'ASR':>7s}"
+    )
     for name, row in rows.items():
         saved = full - row["cli_seconds"]
+        stages = row["stages"]
         print(
             f"{name:10s} {row['cli_seconds']:8.1f} {row['run_seconds']:8.1f} {row['recognised']:10d} "
             f"{row['reused']:7d} {saved:8.1f} {row['cli_seconds'] / full:8.1%}"
+            f" {stages['decode']:7.1f} {stages['vad']:7.1f} {stages['asr']:7.1f}"
         )
     print(f"resumed subtitles identical to the full run's: {identical}")
     if args.json:
