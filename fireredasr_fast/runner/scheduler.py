@@ -316,7 +316,7 @@ class Runner:
                 continue
             state.started = time.perf_counter()
             try:
-                record = self.render(state, recognition, journal)
+                record = self._render(state, recognition, journal)
             except OSError as exc:
                 record = FileRecord(
                     key, str(state.item.path), "failed", state.fps.outputs, recognition.duration,
@@ -326,11 +326,13 @@ class Runner:
             else:
                 record.reused = len(recognition.segments)
                 self.counts["files_rerendered"] += 1
+                if state.store is not None:
+                    state.store.finished()  # a partial store left by a run whose writing failed
                 self.counts["segments_reused"] += record.reused
             records[state.index] = record
             journal.update(record)
 
-    def render(self, state: _FileState, recognition: Recognition, journal: Journal) -> FileRecord:
+    def _render(self, state: _FileState, recognition: Recognition, journal: Journal) -> FileRecord:
         """Assemble and write a recognised file's outputs; remove the outputs of formats no
         longer asked for that an earlier run wrote and nobody changed since. Raises OSError."""
         settings = self.settings.journal_settings(state.item)
@@ -768,7 +770,7 @@ class _Schedule:
             except OSError as exc:
                 self._lose_store(state, exc)
         try:
-            record = self.runner.render(state, recognition, self.journal)
+            record = self.runner._render(state, recognition, self.journal)
         except OSError as exc:
             self._fail(state, f"cannot write outputs: {os_error(exc)}")
             return
