@@ -13,7 +13,6 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -28,7 +27,6 @@ from .engines import EngineSpec
 from .engines.firered.options import BACKENDS, CPU_PRECISIONS, GPU_PRECISIONS, DecodingOptions, FireRedOptions
 from .engines.whisper.options import WhisperOptions
 from .errors import FireRedFastError, OptionError
-from .fsutil import directory_identity
 from .guard import REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions
 from .inputs import collect_inputs, expand_audio_streams
 from .script import ZH_SCRIPTS
@@ -467,13 +465,6 @@ def _cluster_setup(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineS
     )
 
 
-def _model_identity(path: str | None) -> dict[str, Any]:
-    """Size and mtime of the model files: a replaced checkpoint changes the fingerprint."""
-    if not path or not Path(path).is_dir():
-        return {"path": path}
-    return {"path": path, "files": {name: list(identity) for name, identity in directory_identity(path).items()}}
-
-
 def _check_review_and_vad(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Usage errors of the review and VAD options (exit 2 with one line)."""
     if args.vad == "firered" or args.music != "keep":
@@ -537,46 +528,6 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
         batch_seconds=args.batch_seconds,
         zh_script=args.zh_script,
     )
-
-
-def run_settings(
-    args: argparse.Namespace, spec: EngineSpec, transcribe: TranscribeOptions, formats: tuple[str, ...]
-) -> dict[str, Any]:
-    """Everything that changes a file's outputs, as the resume journal fingerprints it. Its
-    shape is a contract with journals already written: tests/test_resume_compat.py holds it to what
-    earlier releases wrote."""
-    settings: dict[str, Any] = {
-        "engine": {"engine": spec.engine, "options": spec.options.fingerprint()},
-        "gpu_precision": args.precision,
-        "model": _model_identity(spec.model_dir),
-        "vad": _without(asdict(transcribe.vad), VAD_AS_BEFORE),
-        "cues": _without(asdict(transcribe.cues), CUES_AS_BEFORE),
-        "audio_stream": args.audio_stream,
-        "formats": list(formats),
-    }
-    # Options added after journals already existed enter the fingerprint only where they differ
-    # from what those journals' release did, so such a journal resumes when run the old way
-    # (--no-guard --zh-script keep) and is redone when a new default changes the outputs.
-    if transcribe.guard.enabled:
-        settings["guard"] = asdict(transcribe.guard)
-    if transcribe.review_threshold != REVIEW_THRESHOLD:
-        settings["review_threshold"] = transcribe.review_threshold
-    if transcribe.weak_token_threshold != 0.0:
-        settings["weak_token_threshold"] = transcribe.weak_token_threshold
-    if transcribe.zh_script != "keep":
-        settings["zh_script"] = transcribe.zh_script
-    return settings
-
-
-# VadOptions fields added since journals were first written, at the values that behave as before.
-VAD_AS_BEFORE = {"backend": "silero", "music": "keep"}
-# CueOptions fields added since, likewise (no reading speed limit).
-CUES_AS_BEFORE = {"max_cps": 0.0, "max_cps_cjk": 0.0}
-
-
-def _without(values: dict[str, Any], as_before: dict[str, Any]) -> dict[str, Any]:
-    """`values` less the entries that equal `as_before`'s."""
-    return {k: v for k, v in values.items() if k not in as_before or v != as_before[k]}
 
 
 def _worker_plan(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpec, gpu: Any) -> tuple[Any, Any, Any]:
@@ -749,7 +700,6 @@ def main(argv: list[str] | None = None) -> int:
         preload_seconds=args.preload_seconds,
         frontend_processes=args.frontend_processes,
         progress=not args.no_progress and sys.stderr.isatty(),
-        settings=run_settings(args, spec, transcribe, formats),
     )
     try:
         summary = Runner(spec, plan, options, gpu=gpu, gpu_spec=gpu_spec, groups=groups).run(inputs)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -140,6 +140,21 @@ class PreparedFile:
         ]
 
 
+class SegmentedFile(Protocol):
+    """What `assemble_result` reads of a file: a PreparedFile, or a recognition kept without
+    its samples (runner/store.py)."""
+
+    source: str
+    segments: list[SpeechSegment]
+    speech: list[tuple[float, float]]
+    music: list[tuple[float, float]]
+    timings: dict[str, float]
+    track: TrackChoice | None
+
+    @property
+    def duration(self) -> float: ...
+
+
 def prepare_file(
     path: str | os.PathLike,
     segmenter: SpeechSegmenter,
@@ -216,7 +231,7 @@ def log_track_choice(prepared: PreparedFile, source: str) -> None:
 
 
 def assemble_result(
-    prepared: PreparedFile,
+    prepared: SegmentedFile,
     hypotheses: Sequence[Hypothesis],
     options: TranscribeOptions,
     info: dict[str, Any] | None = None,

@@ -121,6 +121,8 @@ def test_rerun_skips_what_is_done_and_redoes_changed_options(first_run, messy_fo
         *WHISPER_TINY,
         "--workers",
         "0",
+        "--formats",
+        "srt,vtt,ass,txt,json",
         "--max-line-width",
         "10",
         "-o",
@@ -130,6 +132,9 @@ def test_rerun_skips_what_is_done_and_redoes_changed_options(first_run, messy_fo
     assert changed.returncode == 0, changed.stderr
     report = json.loads((out / "run-report.json").read_text())
     assert [item["status"] for item in report["files"]] == ["done"]
+    # A subtitle option only: rewritten from the stored recognition (issue 29).
+    assert report["summary"]["files_rerendered"] == 1 and report["summary"]["segments_recognised"] == 0
+    assert srt.read_bytes() != before
 
 
 def test_usage_errors_exit_2(tmp_path: Path):

@@ -9,6 +9,14 @@ runs, is filled in here the way that code computed it (name -> [size, mtime_ns])
 Options added since that change outputs (the Chinese script conversion, ...) are given here at
 the values that reproduce that release's outputs: a journal resumes when the outputs it lists
 are what this run would write, and is redone when a new default would write something else.
+
+The settings are built in the runner from the options objects (runner/settings.py, split into
+recognition and rendering settings; issue 29), no longer from the command line in cli.py: the
+dict the journal fingerprints is still the one these journals hold. One value is now derived
+rather than copied: `gpu_precision` is the GPU workers' precision where it differs from the CPU
+workers' (what changes the hypotheses), where it was the --precision flag as typed; a journal
+written with an explicit `--precision fp32` or `int8`, or Whisper with `--precision`, is redone
+once (the three recorded command lines are unaffected).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from conftest import FIXTURES, SAMPLES
 
 from fireredasr_fast import cli
 from fireredasr_fast.runner.journal import JOURNAL_NAME, fingerprint
+from fireredasr_fast.runner.settings import RunSettings
 
 RECORDED = FIXTURES / "settings_before_options"
 # The options added or changed since 6adf75f, at the values that write what it wrote (given
@@ -49,7 +58,10 @@ def settings_now(args: list[str]) -> dict:
     parser = cli.build_parser()
     parsed = parser.parse_args([*args, "input.mp4"])
     spec = cli._engine_spec(parsed, "cpu")
-    return cli.run_settings(parsed, spec, cli.transcribe_options(parsed), cli._formats(parser, parsed))
+    formats = cli._formats(parser, parsed)
+    return RunSettings.build(
+        spec, cli.transcribe_options(parsed), formats, spec.for_gpu(parsed.precision)
+    ).journal_settings()
 
 
 @pytest.mark.parametrize("name", ["default", "tuned", "whisper"])

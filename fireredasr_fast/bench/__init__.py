@@ -20,4 +20,5 @@ BENCHMARKS = {
     "frontend": "The runner's front end (decode + VAD) on long videos with 0..N VAD processes",
     "packing": "Whisper pieces packed into shared windows against one window each: nothing lost, CER/WER, time",
     "interrupt": "Seconds from the first Ctrl-C to the CLI's exit on multi-minute files (issue 29)",
+    "resume": "A long file resumed after a kill at 90 %, and re-rendered, against a full run (issue 29)",
 }

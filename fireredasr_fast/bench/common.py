@@ -70,13 +70,8 @@ def ffmpeg(*args: str) -> None:
     subprocess.run([ffmpeg_executable(), "-nostdin", "-v", "error", "-y", *args], check=True)
 
 
-def build_folder(folder: Path, minutes: float, files: int | None = None) -> list[dict[str, Any]]:
-    """Media files of 1-3 minutes, `minutes` in all, each the two samples in turn (English
-    44 s, Mandarin 13 s) repeated and cut; even files mp4 (H.264+AAC), odd mkv (H.264+Opus)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pair = folder.parent / "pair.wav"
-    # One 16 kHz mono track of both samples; every file loops it from its own offset, so
-    # files differ in where their sentences are cut.
+def samples_track(path: Path) -> Path:
+    """One 16 kHz mono WAV of both samples in turn (English 44 s, Mandarin 13 s)."""
     ffmpeg(
         "-i",
         str(SAMPLES / "two_cities.mp4"),
@@ -87,8 +82,18 @@ def build_folder(folder: Path, minutes: float, files: int | None = None) -> list
         "[a][b]concat=n=2:v=0:a=1[out]",
         "-map",
         "[out]",
-        str(pair),
+        str(path),
     )
+    return path
+
+
+def build_folder(folder: Path, minutes: float, files: int | None = None) -> list[dict[str, Any]]:
+    """Media files of 1-3 minutes, `minutes` in all, each the two samples in turn (English
+    44 s, Mandarin 13 s) repeated and cut; even files mp4 (H.264+AAC), odd mkv (H.264+Opus)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    # Every file loops the samples' track from its own offset, so files differ in where their
+    # sentences are cut.
+    pair = samples_track(folder.parent / "pair.wav")
     total = minutes * 60.0
     count = files or max(3, min(8, int(total // 60.0)))
     weights = [LENGTH_WEIGHTS[i % len(LENGTH_WEIGHTS)] for i in range(count)]

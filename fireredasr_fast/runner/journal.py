@@ -48,6 +48,12 @@ class FileRecord:
     covered_seconds: float = 0.0
     # The audio stream transcribed and why (transcribe.TrackChoice.to_dict()).
     audio_track: dict[str, Any] = field(default_factory=dict)
+    # The recognition fingerprint (settings.py): what the stored recognition (store.py) was made with.
+    recognition: str = ""
+    # Each output this run wrote, with its identity (size, mtime_ns) when written: an output of a
+    # format no longer asked for is removed only while it is still the file written here.
+    written: dict[str, list[int]] = field(default_factory=dict)
+    reused: int = 0  # segments taken from the stores (store.py) instead of recognised
 
     @property
     def realtime_factor(self) -> float:

@@ -39,7 +39,7 @@ from typing import Any
 from fireredasr_fast.batching import Batch, SegmentJob, make_batches
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.errors import check_number
-from fireredasr_fast.fsutil import display_name
+from fireredasr_fast.fsutil import display_name, file_identity
 from fireredasr_fast.guard import review_counts
 from fireredasr_fast.inputs import InputFile, output_clashes
 from fireredasr_fast.results import Hypothesis
@@ -53,7 +53,6 @@ from .journal import (
     REPORT_NAME,
     FileRecord,
     Journal,
-    fingerprint,
     format_table,
     relative_key,
     write_report,
@@ -62,6 +61,8 @@ from .lifeline import quiet_start, stop_pool
 from .lock import LOCK_NAME, RunRefused, output_folder_lock
 from .plan import Plan
 from .progress import Progress
+from .settings import FileFingerprints, RunSettings
+from .store import FileStore, Recognition, normalised
 from .worker import WorkerLost, describe_error, init_process, load_engine, os_error, run_batch
 
 log = logging.getLogger("fireredasr_fast")
@@ -125,7 +126,6 @@ class RunOptions:
     preload_seconds: float = 3600.0  # audio decoded ahead of the workers
     frontend_processes: int | None = None  # VAD processes (None: from the plan, frontend.py)
     progress: bool = True
-    settings: dict[str, Any] = field(default_factory=dict)  # what the fingerprint covers
     deadline: BatchDeadline = field(default_factory=BatchDeadline.from_env)
 
     def __post_init__(self) -> None:
@@ -140,6 +140,9 @@ class RunSummary:
     wall: float
     interrupted: bool
     worker_stats: dict[str, Any]
+    # Segments recognised by the workers, segments taken from the stores (store.py), files
+    # whose outputs were rewritten from their stored recognition.
+    recognition: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[FileRecord]:
@@ -162,6 +165,7 @@ class RunSummary:
             "wall_seconds": round(self.wall, 2),
             "realtime_factor": round(self.wall / audio, 4) if audio else 0.0,
             "interrupted": self.interrupted,
+            **self.recognition,
             "workers": self.worker_stats,
         }
 
@@ -188,11 +192,13 @@ class _InlineExecutor(cf.Executor):
 class _FileState:
     index: int
     item: InputFile
-    fp: str
+    fps: FileFingerprints
     started: float
+    store: FileStore | None = None  # None: recognition not kept (it could not be written)
     prepared: PreparedFile | None = None
     hypotheses: list[Hypothesis | None] = field(default_factory=list)
     remaining: int = 0
+    reused: int = 0  # segments taken from the partial store
     asr_seconds: float = 0.0
     # When its processing began: the start of its first batch on a worker (or, without speech,
     # its segments known). Its realtime factor counts from here, not from its time in the queue
@@ -309,6 +315,9 @@ class Runner:
         self.batches_by_pool: dict[str, int] = {}
         self.batches_retried = 0  # sent back to the queue after a worker was lost
         self.batches_timed_out = 0  # ran past their deadline: the worker was killed
+        # What the outputs depend on, split into recognition and rendering (settings.py).
+        self.settings = RunSettings.build(spec, options.transcribe, options.formats, self.gpu_spec)
+        self.counts = {"segments_recognised": 0, "segments_reused": 0, "files_rerendered": 0}
 
     # -- public
 
@@ -328,29 +337,27 @@ class Runner:
         journal = Journal(self.output_dir)
         records: dict[int, FileRecord] = {}
         todo: list[_FileState] = []
+        stored: list[tuple[_FileState, Recognition]] = []
         for index, item in enumerate(inputs):
-            key = relative_key(item.relative)
-            try:
-                fp = fingerprint(self.options.settings, item.path)
-            except OSError as exc:
-                records[index] = FileRecord(key, str(item.path), "failed", error=os_error(exc))
-                log.error("%s: %s", display_name(item.path), records[index].error)
+            state = self._plan_file(index, item, journal, records)
+            if state is None:
                 continue
-            if not self.options.overwrite and journal.is_complete(key, fp, self.output_dir):
-                old = journal.records[key]
-                records[index] = FileRecord(key, str(item.path), "skipped", fp, old.duration, outputs=old.outputs)
-                continue
-            todo.append(_FileState(index, item, fp, 0.0))
+            recognition = None if self.options.overwrite else self._stored(state)
+            if recognition is None:
+                todo.append(state)
+            else:
+                stored.append((state, recognition))
 
         restore_signals = self.stop.install()
         try:
+            self._rerender(stored, records, journal)
             if todo:
                 self._process(todo, records, journal)
         finally:
             restore_signals()
         ordered = [records[i] for i in sorted(records)]
         wall = time.perf_counter() - t_start
-        summary = RunSummary(ordered, wall, self.stop.graceful.is_set(), self._worker_summary(wall))
+        summary = RunSummary(ordered, wall, self.stop.graceful.is_set(), self._worker_summary(wall), dict(self.counts))
         try:
             journal.save()
         except OSError as exc:
@@ -360,6 +367,114 @@ class Runner:
         except OSError as exc:
             log.error("%s: cannot write the run report: %s", display_name(self.output_dir), os_error(exc))
         return summary
+
+    def _plan_file(
+        self, index: int, item: InputFile, journal: Journal, records: dict[int, FileRecord]
+    ) -> _FileState | None:
+        """The file's state to work on, or None when it is done (skipped) or unreadable (failed)."""
+        key = relative_key(item.relative)
+        try:
+            fps = self.settings.fingerprints(item)
+            identity = file_identity(item.path)
+        except OSError as exc:
+            records[index] = FileRecord(key, str(item.path), "failed", error=os_error(exc))
+            log.error("%s: %s", item.path, records[index].error)
+            return None
+        if not self.options.overwrite and journal.is_complete(key, fps.outputs, self.output_dir):
+            old = journal.records[key]
+            records[index] = FileRecord(
+                key, str(item.path), "skipped", fps.outputs, old.duration, outputs=old.outputs,
+                recognition=old.recognition, written=old.written,
+            )  # fmt: skip
+            return None
+        return _FileState(index, item, fps, 0.0, FileStore(self.output_dir, key, fps.recognition, identity))
+
+    def _stored(self, state: _FileState) -> Recognition | None:
+        return state.store.load_recognition() if state.store is not None else None
+
+    # -- rendering: a recognised file's outputs
+
+    def _rerender(
+        self, stored: list[tuple[_FileState, Recognition]], records: dict[int, FileRecord], journal: Journal
+    ) -> None:
+        """Files recognised before with these recognition settings: their outputs from the
+        stored recognition, no decoding, no VAD, no engine."""
+        for state, recognition in stored:
+            key = relative_key(state.item.relative)
+            if self.stop.graceful.is_set():
+                records[state.index] = FileRecord(
+                    key, str(state.item.path), "interrupted", state.fps.outputs, error="interrupted before completion"
+                )
+                continue
+            state.started = time.perf_counter()
+            try:
+                record = self._render(state, recognition, journal)
+            except OSError as exc:
+                record = FileRecord(
+                    key, str(state.item.path), "failed", state.fps.outputs, recognition.duration,
+                    error=f"cannot write outputs: {os_error(exc)}",
+                )  # fmt: skip
+                log.error("%s: %s", state.item.path, record.error)
+            else:
+                record.reused = len(recognition.segments)
+                self.counts["files_rerendered"] += 1
+                if state.store is not None:
+                    state.store.finished()  # a partial store left by a run whose writing failed
+                self.counts["segments_reused"] += record.reused
+            records[state.index] = record
+            journal_outcome(journal, record)
+
+    def _render(self, state: _FileState, recognition: Recognition, journal: Journal) -> FileRecord:
+        """Assemble and write a recognised file's outputs; remove the outputs of formats no
+        longer asked for that an earlier run wrote and nobody changed since. Raises OSError."""
+        settings = self.settings.journal_settings(state.item)
+        info = {"engine": settings["engine"], "options": settings}
+        result = assemble_result(recognition, recognition.hypotheses, self.options.transcribe, info)
+        result.source = str(state.item.path)
+        t0 = time.perf_counter()
+        paths = write_result(result, self.output_dir, state.item.output_name, self.options.formats)
+        written = {path.relative_to(self.output_dir).as_posix(): list(file_identity(path)) for path in paths}
+        timings = dict(result.info.get("timings", {}))
+        timings["write"] = time.perf_counter() - t0
+        key = relative_key(state.item.relative)
+        self._remove_stale_outputs(journal.records.get(key), written)
+        record = FileRecord(
+            key,
+            str(state.item.path),
+            "done",
+            state.fps.outputs,
+            recognition.duration,
+            wall=time.perf_counter() - (state.processing_since or state.started),
+            outputs=list(written),
+            timings={k: round(v, 4) for k, v in timings.items()},
+            language=result.info.get("language", ""),
+            audio_track=recognition.track.to_dict() if recognition.track else {},
+            recognition=state.fps.recognition,
+            written=written,
+            speech_seconds=round(result.speech_seconds, 3),
+            covered_seconds=round(result.covered_seconds, 3),
+        )
+        record.review, record.guarded = review_counts(result)
+        return record
+
+    def _remove_stale_outputs(self, old: FileRecord | None, written: dict[str, list[int]]) -> None:
+        """Outputs the journal says an earlier run wrote that this run did not: removed while
+        they are what was written (same size and mtime), kept (with a line) once changed."""
+        if old is None:
+            return
+        for name, identity in old.written.items():
+            if name in written:
+                continue
+            path = self.output_dir / name
+            try:
+                if list(file_identity(path)) != list(identity):
+                    log.warning("%s: kept, changed since this tool wrote it", path)
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("%s: cannot remove (%s)", path, os_error(exc))
 
     # -- the scheduling loop (_Schedule), fed by the front end (frontend.py)
 
@@ -510,14 +625,37 @@ class _Schedule:
         log_track_choice(prepared, display_name(state.item.path))
         state.prepared = prepared
         state.hypotheses = [None] * len(prepared.segments)
-        state.remaining = len(prepared.segments)
-        jobs = prepared.jobs(state.index)
+        for index, hyp in self._resume(state, prepared).items():
+            state.hypotheses[index] = hyp
+        state.reused = sum(hyp is not None for hyp in state.hypotheses)
+        self.runner.counts["segments_reused"] += state.reused
+        state.remaining = len(prepared.segments) - state.reused
+        jobs = [job for job in prepared.jobs(state.index) if state.hypotheses[job.segment_index] is None]
         self.progress.accept(state.index, prepared.duration, sum(job.seconds for job in jobs))
-        if state.remaining == 0:  # silent file: valid, empty outputs
+        if state.remaining == 0:  # silent file (valid, empty outputs), or every segment stored
             state.processing_since = time.perf_counter()
             self._finish(state)
         else:
             self.pending.extend(jobs)
+
+    def _resume(self, state: _FileState, prepared: PreparedFile) -> dict[int, Hypothesis]:
+        """The segments an interrupted run of this file already recognised (none with
+        --overwrite); the partial store left ready for this run's."""
+        if state.store is None:
+            return {}
+        try:
+            return state.store.resume([] if self.options.overwrite else prepared.segments)
+        except OSError as exc:
+            self._lose_store(state, exc)
+            return {}
+
+    def _lose_store(self, state: _FileState, exc: OSError) -> None:
+        log.warning(
+            "%s: cannot keep its recognition (%s); an interruption or new subtitle options will recognise it again",
+            display_name(state.item.path),
+            os_error(exc),
+        )
+        state.store = None
 
     # -- 2. cut batches and keep the workers fed
 
@@ -587,17 +725,35 @@ class _Schedule:
         started = time.perf_counter() - stats["compute"]  # on the worker, in this clock
         pool.warm = True
         self.speed[pool.name] = max(self.speed.get(pool.name, 0.0), share)
+        self.runner.counts["segments_recognised"] += len(batch.jobs)
+        finished: dict[int, list[tuple[int, Any, Hypothesis]]] = {}
         for job, hyp in zip(batch.jobs, hyps, strict=True):
             state = self.states[job.file_index]
-            if state.index in self.records:
+            if state.index in self.records or state.prepared is None:
                 continue
+            # As a resumed run reads it back from the store: the same values either way.
+            hyp = normalised(hyp)
             state.hypotheses[job.segment_index] = hyp
             state.asr_seconds += share * job.seconds
             state.processing_since = min(state.processing_since or started, started)
             self.progress.advance(state.index, job.seconds)
             state.remaining -= 1
+            segment = state.prepared.segments[job.segment_index]
+            finished.setdefault(state.index, []).append((job.segment_index, segment, hyp))
+        for index, segments in finished.items():
+            state = self.states[index]
+            self._keep(state, segments)
             if state.remaining == 0:
                 self._finish(state)
+
+    def _keep(self, state: _FileState, segments: list[tuple[int, Any, Hypothesis]]) -> None:
+        """Make a file's finished segments durable in its partial store (store.py)."""
+        if state.store is None:
+            return
+        try:
+            state.store.append(segments)
+        except OSError as exc:
+            self._lose_store(state, exc)
 
     def _batch_failed(self, batch: Batch, attempt: int, pool: _Pool, exc: Exception) -> bool:
         """Requeue or fail a batch whose worker raised; True when the pool itself is broken."""
@@ -770,7 +926,7 @@ class _Schedule:
             return
         duration = state.prepared.duration if state.prepared else 0.0
         self.records[state.index] = FileRecord(
-            relative_key(state.item.relative), str(state.item.path), status, state.fp, duration, error=message
+            relative_key(state.item.relative), str(state.item.path), status, state.fps.outputs, duration, error=message
         )
         if status == "failed":
             log.error("%s: %s", display_name(state.item.path), message)
@@ -780,61 +936,51 @@ class _Schedule:
         state.prepared = None
 
     def _finish(self, state: _FileState) -> None:
-        """The file's last segment came back: assemble, write its outputs, journal it."""
+        """The file's last segment came back: keep its recognition, write its outputs, journal it."""
         prepared = state.prepared
         assert prepared is not None
         prepared.timings["asr"] = state.asr_seconds
-        settings = self.options.settings
-        info = {"engine": settings.get("engine", {}), "options": settings}
-        result = assemble_result(
-            prepared, [h for h in state.hypotheses if h is not None], self.options.transcribe, info
-        )
-        result.source = str(state.item.path)
-        t0 = time.perf_counter()
-        output_dir = self.runner.output_dir
+        recognition = Recognition.of(prepared, [h for h in state.hypotheses if h is not None])
+        if state.store is not None:
+            try:
+                state.store.save_recognition(recognition)
+            except OSError as exc:
+                self._lose_store(state, exc)
         try:
-            paths = write_result(result, output_dir, state.item.output_name, self.options.formats)
-            outputs = [path.relative_to(output_dir).as_posix() for path in paths]
+            record = self.runner._render(state, recognition, self.journal)
         except OSError as exc:
             self._fail(state, f"cannot write outputs: {os_error(exc)}")
             return
-        prepared.timings["write"] = time.perf_counter() - t0
-        record = FileRecord(
-            relative_key(state.item.relative),
-            str(state.item.path),
-            "done",
-            state.fp,
-            prepared.duration,
-            wall=time.perf_counter() - (state.processing_since or state.started),
-            outputs=outputs,
-            timings={k: round(v, 4) for k, v in prepared.timings.items()},
-            language=result.info.get("language", ""),
-            audio_track=prepared.track.to_dict() if prepared.track else {},
-            speech_seconds=round(result.speech_seconds, 3),
-            covered_seconds=round(result.covered_seconds, 3),
-        )
-        record.review, record.guarded = review_counts(result)
+        record.reused = state.reused
         self.records[state.index] = record
-        shown = display_name(state.item.path)
         if self._journal(record):
-            log.info("%s: done, %.1f s of audio, RTF %.3f", shown, record.duration, record.realtime_factor)
+            log.info(
+                "%s: done, %.1f s of audio, RTF %.3f",
+                display_name(state.item.path), record.duration, record.realtime_factor,
+            )  # fmt: skip
+            if state.store is not None:
+                state.store.finished()
         self.progress.end(state.index)
         self.budget.release(prepared.duration)
         state.prepared = None  # free the samples now
 
     def _journal(self, record: FileRecord) -> bool:
-        """Journal a file's outcome; False when the journal cannot be written (a full disk, a
-        directory in its place): that fails the file, whose outputs a rerun could not trust,
-        not the run."""
-        try:
-            self.journal.update(record)
-            return True
-        except OSError as exc:
-            if record.status == "done":
-                record.status = "failed"
-            record.error = "; ".join(filter(None, [f"cannot write the journal: {os_error(exc)}", record.error]))
-            log.error("%s: %s", display_name(record.source), record.error)
-            return False
+        return journal_outcome(self.journal, record)
+
+
+def journal_outcome(journal: Journal, record: FileRecord) -> bool:
+    """Journal a file's outcome; False when the journal cannot be written (a full disk, a
+    directory in its place): that fails the file, whose outputs a rerun could not trust,
+    not the run."""
+    try:
+        journal.update(record)
+        return True
+    except OSError as exc:
+        if record.status == "done":
+            record.status = "failed"
+        record.error = "; ".join(filter(None, [f"cannot write the journal: {os_error(exc)}", record.error]))
+        log.error("%s: %s", display_name(record.source), record.error)
+        return False
 
 
 def _shutdown(executor: cf.Executor, hard: bool) -> None:
