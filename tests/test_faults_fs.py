@@ -348,13 +348,18 @@ def test_a_directory_where_one_output_goes_changes_none(tmp_path: Path):
     assert {p: p.read_bytes() for p in old} == before and not temporaries(tmp_path)
 
 
+
+
+# tmpfs counts 4 KiB pages: 16 on this disk, 4 filled. a takes 7 (4 outputs, the journal, its
+# stored recognition, its partial store until the outputs are written), b's stores 2 of the
+# rest, leaving the report its page and b's 4 outputs too little room.
+FILLER_PAGES = 4
+
 def test_full_disk_in_a_run_each_file_all_or_nothing(random_model_dir, clip, small_disk, caplog):
     source = small_disk.parent / "in"
     copy(clip, source / "a.mkv")
     copy(clip, source / "b.mkv")
-    # tmpfs counts 4 KiB pages: 16 on this disk, 9 filled, leaving a's 4 outputs and the journal
-    # one each, and b room for 2 of its 4.
-    (small_disk / "filler").write_bytes(b"\0" * 9 * 4096)
+    (small_disk / "filler").write_bytes(b"\0" * FILLER_PAGES * 4096)
     assert transcribe(random_model_dir, small_disk, source) == 1
     assert [(small_disk / f"a.{fmt}").exists() for fmt in FORMATS] == [True] * len(FORMATS)
     assert not list(small_disk.glob("b.*")) and not temporaries(small_disk)
