@@ -227,6 +227,20 @@ def test_a_cue_option_rerenders_equal_to_a_fresh_run(clip, baseline, tmp_path):
     assert_same_outputs(out, fresh)
 
 
+def test_outputs_that_could_not_be_written_are_rendered_on_the_rerun(clip, baseline, tmp_path):
+    """Writing failed after the file was recognised (here a folder where its SRT goes): the
+    rerun writes the outputs from the stored recognition, without recognising again."""
+    out = tmp_path / "out"
+    (out / f"{clip.stem}.srt").mkdir(parents=True)
+    code = cli.main([*RECOGNITION, *FORMATS, "--workers", "0", "--no-progress", "-o", str(out), str(clip)])
+    assert code == 1
+    (out / f"{clip.stem}.srt").rmdir()
+    summary = run(out, clip)
+    assert summary["files_rerendered"] == 1 and summary["segments_recognised"] == 0
+    assert_same_outputs(out, baseline[0])
+    assert not partial_store(out, clip).exists()
+
+
 def test_overwrite_recognises_again(clip, baseline, tmp_path):
     out = rendered_copy(baseline, tmp_path / "out")
     summary = run(out, clip, "--overwrite", "--max-line-width", "10")
