@@ -141,9 +141,15 @@ def test_killed_mid_file_resumes_from_its_finished_segments(clip, baseline, tmp_
 
 
 def test_a_torn_last_line_is_ignored(clip, baseline, tmp_path):
+    """And so are lines of another shape: their segments are recognised again."""
     out = interrupted_copy(baseline, clip, tmp_path / "out", keep=3)
+    stored = json.loads(gzip.decompress(recognition_store(baseline[0], clip).read_bytes()))
+    start, end, _ = stored["file"]["segments"][3]
+    key = {"i": 3, "start": round(start * 16000), "end": round(end * 16000)}
     with open(partial_store(out, clip), "ab") as f:
-        f.write(b'{"i": 3, "start": 12')  # killed mid-write
+        for damaged in ([1, 2], {**key, "i": [3], "hyp": {}}, {**key, "hyp": 7}, {**key, "hyp": {"txt": "?"}}):
+            f.write(json.dumps(damaged).encode() + b"\n")
+        f.write(json.dumps({**key, "hyp": {"text": "torn"}}).encode()[:20])  # killed mid-write
     summary = run(out, clip)
     assert summary["segments_reused"] == 3
     assert summary["segments_recognised"] == segments_of(baseline[1]) - 3
@@ -225,6 +231,20 @@ def test_a_cue_option_rerenders_equal_to_a_fresh_run(clip, baseline, tmp_path):
     fresh_summary = run(fresh, clip, *changed)
     assert fresh_summary["segments_recognised"] == segments_of(baseline[1])
     assert_same_outputs(out, fresh)
+
+
+def test_outputs_that_could_not_be_written_are_rendered_on_the_rerun(clip, baseline, tmp_path):
+    """Writing failed after the file was recognised (here a folder where its SRT goes): the
+    rerun writes the outputs from the stored recognition, without recognising again."""
+    out = tmp_path / "out"
+    (out / f"{clip.stem}.srt").mkdir(parents=True)
+    code = cli.main([*RECOGNITION, *FORMATS, "--workers", "0", "--no-progress", "-o", str(out), str(clip)])
+    assert code == 1
+    (out / f"{clip.stem}.srt").rmdir()
+    summary = run(out, clip)
+    assert summary["files_rerendered"] == 1 and summary["segments_recognised"] == 0
+    assert_same_outputs(out, baseline[0])
+    assert not partial_store(out, clip).exists()
 
 
 def test_overwrite_recognises_again(clip, baseline, tmp_path):

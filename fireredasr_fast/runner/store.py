@@ -58,6 +58,7 @@ def hypothesis_to_dict(hyp: Hypothesis) -> dict[str, Any]:
 
 
 def hypothesis_from_dict(data: dict[str, Any]) -> Hypothesis:
+    """Raises TypeError or ValueError for data of another shape."""
     hyp = Hypothesis(**data)
     if hyp.token_times is not None:
         hyp.token_times = [(a, b) for a, b in hyp.token_times]
@@ -143,10 +144,14 @@ class FileStore:
         found: dict[int, Hypothesis] = {}
         lines = [_dumps(self.header)]
         for entry in stored:
-            index = wanted.get((entry["i"], entry["start"], entry["end"]))
-            if index is not None and index not in found:
+            try:
+                index = wanted.get((entry["i"], entry["start"], entry["end"]))
+                if index is None or index in found:
+                    continue
                 found[index] = hypothesis_from_dict(entry["hyp"])
-                lines.append(_dumps(entry))
+            except (TypeError, ValueError, KeyError):
+                continue  # a line of another shape: that segment is recognised again
+            lines.append(_dumps(entry))
         atomic_write_bytes(self.partial_path, "".join(line + "\n" for line in lines).encode())
         return found
 
@@ -175,7 +180,7 @@ class FileStore:
             log.info("%s: from other settings or another source file; recognising the whole file", self.partial_path)
             return []
         entries = [_loads(line) for line in lines[1:] if line.strip()]
-        return [e for e in entries if isinstance(e, dict) and {"i", "start", "end", "hyp"} <= e.keys()]
+        return [e for e in entries if isinstance(e, dict)]
 
     # -- once recognised
 
@@ -192,7 +197,7 @@ class FileStore:
             return Recognition.from_dict(data["file"])
         except FileNotFoundError:
             return None
-        except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("%s: unreadable (%s); recognising again", self.recognition_path, exc)
             return None
 

@@ -51,13 +51,17 @@ def without_timings(value: object) -> object:
     return value
 
 
+def output_files(folder: Path) -> list[Path]:
+    """The outputs under `folder`, relative to it: not the run report, the journal or the
+    recognition stores (.fireredasr-fast/), which are the tool's own."""
+    found = (p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and p.name != "run-report.json")
+    return sorted(p for p in found if not any(part.startswith(".") for part in p.parts))
+
+
 def compare(base: Path, head: Path) -> list[str]:
     """Differences between two output folders (empty when they match)."""
     problems = []
-    base_files = sorted(p.relative_to(base) for p in base.rglob("*") if p.is_file() and p.name != "run-report.json")
-    head_files = sorted(p.relative_to(head) for p in head.rglob("*") if p.is_file() and p.name != "run-report.json")
-    base_files = [p for p in base_files if not p.name.startswith(".")]
-    head_files = [p for p in head_files if not p.name.startswith(".")]
+    base_files, head_files = output_files(base), output_files(head)
     if base_files != head_files:
         problems.append(f"different files: {sorted(set(base_files) ^ set(head_files))}")
     for rel in sorted(set(base_files) & set(head_files)):
@@ -96,7 +100,7 @@ def main() -> int:
                     outs[label] = work / name / label
                     run_cli(checkout, args.media.resolve(), outs[label], engine_args)
                 problems = compare(outs["base"], outs["head"])
-                count = sum(1 for p in outs["head"].rglob("*") if p.is_file() and not p.name.startswith("."))
+                count = len(output_files(outs["head"]))
                 print(f"{name}: {count} files compared, {'identical' if not problems else 'DIFFERENT'}")
                 for problem in problems:
                     print(f"  {problem}")
