@@ -11,8 +11,9 @@ Whatever ends the main process (SIGKILL included), its children follow within a 
   dies, ffmpeg's next write fails (EPIPE) and it exits (audio.decode_audio).
 
 The kernel sends the death signal when the *thread* that started the child ends, not the
-process, so PR_SET_PDEATHSIG is only asked for where the starting thread lasts as long as
-its children (the run's own thread; `spawned_here_lasts`); the watchdog covers the rest.
+process, so only worker processes ask for it: the run's own thread starts them and outlives
+them. VAD processes, started by whichever front-end thread first needs one, rely on the
+watchdog.
 
 Ctrl-C reaches the whole process group, children included; only the main process decides
 what to do with it. Children are started with SIGINT and SIGHUP blocked (`quiet_start`) and
@@ -71,12 +72,6 @@ def _ask_kernel_for_sigkill() -> bool:
 def _watch(sentinel: int) -> None:
     multiprocessing.connection.wait([sentinel])  # readable (EOF) once the parent is gone
     os._exit(ORPHAN_EXIT_CODE)
-
-
-def spawned_here_lasts() -> bool:
-    """Whether children started from this thread may ask for the kernel's death signal:
-    only the main thread is sure to outlive them (see the module docstring)."""
-    return threading.current_thread() is threading.main_thread()
 
 
 @contextlib.contextmanager
