@@ -1,6 +1,6 @@
 """Fault catalogue, options part: every bad option value, combination and setup error ends the
 run before any file is decoded, with exit status 2 and one line naming the option or the file
-(docs/reliability-parts/options.md lists each case and what is promised).
+(docs/reliability.md lists each case and what is promised).
 
 Most cases call the CLI in this process (the checks run before anything is loaded); the
 model's setup checks read the real tiny checkpoint, damaged in the official format's own ways;

@@ -1,5 +1,5 @@
 """Fault catalogue: resume inside a file and re-rendering without recognising again (issue 29,
-docs/reliability-parts/resume.md). Real runs of the CLI on the tiny trained model: a run killed
+docs/reliability.md). Real runs of the CLI on the tiny trained model: a run killed
 with SIGKILL mid-file, stores torn, stale, foreign or unwritable, and settings changed between
 runs. Each case checks what the run report counts (segments recognised by the workers, taken
 from the stores, files rewritten from their stored recognition) and the bytes written."""

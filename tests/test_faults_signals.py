@@ -2,7 +2,7 @@
 
 Real processes and real signals throughout: the CLI with the tiny fixture model and two
 worker processes on short clips, and, for the process ties alone, small Python parents with
-a real multiprocessing child or a real ffmpeg. docs/reliability-parts/signals.md lists each
+a real multiprocessing child or a real ffmpeg. docs/reliability.md lists each
 case, what is promised and what happens."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ watchdog.
 Ctrl-C reaches the whole process group, children included; only the main process decides
 what to do with it. Children are started with SIGINT and SIGHUP blocked (`quiet_start`) and
 ignore them once they run, so a Ctrl-C that lands while a child is still starting up prints
-no traceback from the child. See docs/reliability-parts/signals.md.
+no traceback from the child. See docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Recognition kept in the output folder, so that neither an interrupted file nor a change of
-subtitle settings costs recognising again (docs/reliability-parts/resume.md).
+subtitle settings costs recognising again (docs/reliability.md).
 
 Per input, under `DIR/.fireredasr-fast/` (mirroring the journal key):
 

@@ -53,7 +53,7 @@ class DecodingOptions:
 
     def __post_init__(self) -> None:
         # The search holds beam_size rows of decoder cache per segment of a batch: memory grows
-        # with it, while accuracy stops growing a few beams in (docs/reliability-parts/options.md).
+        # with it, while accuracy stops growing a few beams in (docs/reliability.md).
         check_number("beam_size", self.beam_size, 1, MAX_BEAM_SIZE, integer=True)
         if not 1 <= self.nbest <= self.beam_size:
             raise OptionError("nbest", f"must be between 1 and beam_size ({self.beam_size}), not {self.nbest!r}")
