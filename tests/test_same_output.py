@@ -63,7 +63,6 @@ def _target_outputs(out: Path) -> dict[str, object]:
         if path.suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             data.pop("timings", None)
-            data.pop("source", None)
             found[path.name] = data
         else:
             found[path.name] = path.read_bytes()
