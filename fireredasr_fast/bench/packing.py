@@ -1,6 +1,6 @@
 """Nothing lost: the Whisper engine with short pieces packed into shared 30 s windows against
 each piece in a window of its own, on programmes of 20+ short utterances, side by side in one
-process (alternating rounds; each mode's best time counts).
+process (alternating rounds, --rounds; each mode's best time counts).
 
 Programmes: Mandarin, samples/aishell_zh.mkv ten times with short silences between (20
 utterances); English, 24 sentences spoken by espeak-ng with pauses between. Both go through
@@ -18,13 +18,14 @@ import json
 import re
 import subprocess
 import tempfile
+import time
 import unicodedata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fireredasr_fast.bench.common import SAMPLES, alternate, cpu_name, ffmpeg, report_header
+from fireredasr_fast.bench.common import SAMPLES, cpu_name, ffmpeg, report_header
 
 # The Dickens sample's clauses and a few plain sentences: 24 utterances for espeak-ng.
 ENGLISH = [
@@ -47,7 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m fireredasr_fast.bench packing", description=__doc__)
     p.add_argument("--model", default="base", help="a multilingual Whisper model name (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=2, help="alternating rounds; each mode's best time counts")
+    p.add_argument("--rounds", type=int, default=1, help="alternating rounds; each mode's best time counts")
     p.add_argument("--json", type=Path, help="write the results here")
     return p.parse_args(argv)
 
@@ -148,13 +149,16 @@ def main(argv: list[str]) -> int:
     for engine in engines.values():  # warm-up, outside the timings
         engine.transcribe([np.zeros(16000, dtype=np.float32)])
     for name, (file, reference) in prepared.items():
-        words = name == "en"
-        rows = {mode: _measure(engine, file, reference, words) for mode, engine in engines.items()}
-        times = alternate(
-            {mode: lambda e=engine, f=file: _transcribe(e, f) for mode, engine in engines.items()}, args.rounds
-        )
+        rows: dict[str, dict[str, Any]] = {}
+        seconds: dict[str, list[float]] = {mode: [] for mode in engines}
+        for r in range(args.rounds):
+            for mode in list(engines) if r % 2 == 0 else list(engines)[::-1]:
+                t0 = time.perf_counter()
+                row = _measure(engines[mode], file, reference, name == "en")
+                seconds[mode].append(time.perf_counter() - t0)
+                rows.setdefault(mode, row)
         for mode, row in rows.items():
-            row["seconds"] = round(min(times[mode]), 2)
+            row["seconds"] = round(min(seconds[mode]), 2)
         rows["packed"]["time_vs_alone"] = round(rows["packed"]["seconds"] / rows["alone"]["seconds"], 3)
         report["programmes"][name] = {"speech_seconds": round(sum(b - a for a, b in file.speech), 1), "modes": rows}
     _print(report)
