@@ -20,7 +20,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ROOT
+from torch import nn
 
 from fireredasr_fast.engines.firered import kernels
 from fireredasr_fast.engines.firered.random_model import write_random_model_dir
@@ -64,3 +66,32 @@ def test_same_hypotheses_in_64_fresh_processes_with_threads(tmp_path: Path) -> N
     # Informative: the hypotheses follow the audio (a model that said one thing whatever it
     # heard would agree with itself trivially).
     assert len({tuple(ids) for ids in runs[0]["token_ids"]}) >= 4
+
+
+def test_kernels_give_the_same_bits_on_one_thread_or_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each output of a kernel is summed by one thread, in one order, whichever thread that
+    is: no sum is split between threads (a prange reduction would be), so the thread count
+    changes no bit. The kernels follow torch's thread count (kernels._match_torch_threads)."""
+    numba = kernels._compiled()[0]
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba's pool has one thread here")
+    monkeypatch.setattr(kernels, "MIN_K_BYTES_ONE_QUERY", 0)
+    monkeypatch.setattr(kernels, "MIN_K_BYTES_SHARED", 0)
+    torch.manual_seed(0)
+    layer = kernels.FewRowsLinear(nn.Linear(256, 67))
+    rows = [torch.randn(n, 1, 256) for n in (1, 3, 12, 96)]
+    q, k, v = torch.randn(4, 2, 3, 64), torch.randn(4, 2, 300, 64), torch.randn(4, 2, 300, 64)
+    bias = torch.zeros(4, 1, 1, 300).masked_fill_(torch.rand(4, 1, 1, 300) < 0.2, float("-inf"))
+
+    def outputs(threads: int) -> tuple[list[torch.Tensor], int]:
+        torch.set_num_threads(threads)
+        try:
+            with torch.inference_mode():
+                got = [layer(x) for x in rows] + [kernels.attention(q, k, v, bias), kernels.attention(q, k, v, None)]
+            return got, numba.get_num_threads()
+        finally:
+            torch.set_num_threads(1)
+
+    (one, on_one), (two, on_two) = outputs(1), outputs(2)
+    assert (on_one, on_two) == (1, 2)
+    assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True))
