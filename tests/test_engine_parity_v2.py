@@ -71,7 +71,7 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         # Hypotheses run to the length limit, with tokens that vary along them.
         "varied": write_random_model_dir(root / "varied", **common),
         # Hypotheses end with <eos> at different lengths.
-        "ending": write_random_model_dir(root / "ending", eos_gain=2.6, **common),
+        "ending": write_random_model_dir(root / "ending", eos_gain=2.7, **common),
         # A v1-shaped checkpoint (no CTC head, smaller vocabulary): the same confidence.
         "v1": write_random_model_dir(root / "v1", preset="tiny", odim=256, seed=0, mix_gain=30.0, output_gain=6.0),
     }
