@@ -156,10 +156,10 @@ def comparable(block: str) -> str:
         if line.startswith("plan:"):
             line = "plan: _"  # workers, threads and memory are the machine's
         line = re.sub(r"in \d+(\.\d+)? s wall \(realtime factor \d+(\.\d+)?\)", "in _ s wall (realtime factor _)", line)
-        fields = line.split()
+        fields = line.split()  # column widths follow the widest entry
         if fields[:1] in (["done"], ["failed"], ["skipped"]) and len(fields) >= 6:
-            line = " ".join([fields[0], fields[1], "_", "_", *fields[4:]])  # wall and RTF
-        lines.append(line)
+            fields[2:4] = ["_", "_"]  # wall and RTF
+        lines.append(" ".join(fields))
     return "\n".join(lines)
 
 
