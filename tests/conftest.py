@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -20,6 +20,7 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+sys.path.insert(0, str(FIXTURES))  # make_programme (synthetic speech) for every test module
 
 
 @pytest.fixture(scope="session")
@@ -72,15 +73,3 @@ def baseline(folder: Path, random_model_dir: Path, tmp_path_factory) -> Path:
     result = run(cli_command(random_model_dir, out, folder))
     assert result.returncode == 0, result.stderr
     return out
-
-
-def espeak_speech(text: str, voice: str) -> np.ndarray:
-    """espeak-ng's rendering of `text`, resampled by sox to 16 kHz mono float32 in [-1, 1]."""
-    wav = subprocess.run(["espeak-ng", "--stdout", "-v", voice, text], capture_output=True, check=True).stdout
-    raw = subprocess.run(
-        ["sox", "-t", "wav", "-", "-r", "16000", "-t", "raw", "-e", "signed", "-b", "16", "-c", "1", "-"],
-        input=wav,
-        capture_output=True,
-        check=True,
-    ).stdout
-    return np.frombuffer(raw, dtype=np.int16).astype(np.float32) / 32768.0

@@ -7,13 +7,12 @@ it exists.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import espeak_speech
+from make_programme import espeak_speech, has_espeak
 
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.engines.firered import kernels
@@ -55,9 +54,9 @@ def _attention_kernel_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
 def waveforms() -> list[np.ndarray]:
     """16 waveforms of mixed lengths (0.1 to 4 s): synthetic speech, then noise."""
     rng = np.random.default_rng(0)
-    if shutil.which("espeak-ng") and shutil.which("sox"):
+    if has_espeak():
         waves = [espeak_speech(text, voice) for text, voice in PHRASES]
-    else:  # pragma: no cover - the dev image has both
+    else:  # pragma: no cover - the dev image has espeak-ng
         waves = [(rng.standard_normal(int(16000 * s)) * 0.1).astype(np.float32) for s in (2.9, 1.7, 3.4, 1.0)]
     waves += [(rng.standard_normal(int(16000 * s)) * 0.05).astype(np.float32) for s in rng.uniform(0.1, 4, 16)]
     return waves[:16]
@@ -106,8 +105,8 @@ def _assert_same_as_reference(ours: list[Hypothesis], theirs: list[Hypothesis], 
 
 def test_random_checkpoints_depend_on_the_audio(models, waveforms) -> None:
     # Guard: parity on a model that always says the same thing would prove little.
-    if not (shutil.which("espeak-ng") and shutil.which("sox")):
-        pytest.skip("the guard holds for the synthetic speech (espeak-ng and sox), not for the noise fallback")
+    if not has_espeak():
+        pytest.skip("the guard holds for the synthetic speech (espeak-ng), not for the noise fallback")
     _, ref = models["varied"]
     hyps = ref.transcribe(waveforms[:8], beam_size=3, decode_max_len=40)
     assert all(len(set(h.token_ids)) > 3 for h in hyps)

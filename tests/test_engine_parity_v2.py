@@ -11,13 +11,12 @@ the confidences, are far from flat, and one of them ends hypotheses with <eos> (
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import espeak_speech
+from make_programme import espeak_speech, has_espeak
 
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.engines.firered import kernels
@@ -54,11 +53,11 @@ def _attention_kernel_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def waveforms() -> list[np.ndarray]:
-    """6 waveforms of mixed lengths (0.1 to 3 s): synthetic speech where espeak-ng and sox
-    exist, then noise."""
+    """6 waveforms of mixed lengths (0.1 to 3 s): synthetic speech where espeak-ng
+    exists, then noise."""
     rng = np.random.default_rng(0)
     waves = []
-    if shutil.which("espeak-ng") and shutil.which("sox"):
+    if has_espeak():
         waves = [espeak_speech(text, voice) for text, voice in PHRASES]
     waves += [(rng.standard_normal(int(16000 * s)) * 0.05).astype(np.float32) for s in rng.uniform(0.1, 3, 6)]
     return waves[:6]
@@ -72,7 +71,7 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         # Hypotheses run to the length limit, with tokens that vary along them.
         "varied": write_random_model_dir(root / "varied", **common),
         # Hypotheses end with <eos> at different lengths.
-        "ending": write_random_model_dir(root / "ending", eos_gain=2.6, **common),
+        "ending": write_random_model_dir(root / "ending", eos_gain=2.7, **common),
         # A v1-shaped checkpoint (no CTC head, smaller vocabulary): the same confidence.
         "v1": write_random_model_dir(root / "v1", preset="tiny", odim=256, seed=0, mix_gain=30.0, output_gain=6.0),
     }

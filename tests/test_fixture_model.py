@@ -20,9 +20,7 @@ sys.path.insert(0, str(FIXTURES))
 
 from make_programme import SAMPLE_RATE, make_programme, synthesize, trim, write_wav  # noqa: E402
 
-needs_tools = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox"
-)
+needs_tools = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 
 # (text, espeak voice, speed, pitch): variants m3/f3/m7, these speeds and these pitches are
 # all outside the fixture's training renderings (see train_tiny_model.py).
@@ -81,8 +79,12 @@ def test_fixture_position_tables_cover_a_segment_and_nothing_more() -> None:
     package = load_package(MODEL_DIR / "model.pth.tar")
     args, state = package["args"], package["model_state_dict"]
     assert args.pe_maxlen == SEGMENT_PE_MAXLEN
-    assert torch.equal(state["decoder.positional_encoding.pe"], PositionalEncoding(args.d_model, args.pe_maxlen).pe)
-    assert torch.equal(state["encoder.positional_encoding.pe"], RelPositionalEncoding(args.d_model).pe)
+    # The stored tables were computed by the torch that wrote the fixture; sin and exp may round
+    # the last bit differently in another build, so compare within float32 rounding.
+    torch.testing.assert_close(
+        state["decoder.positional_encoding.pe"], PositionalEncoding(args.d_model, args.pe_maxlen).pe
+    )
+    torch.testing.assert_close(state["encoder.positional_encoding.pe"], RelPositionalEncoding(args.d_model).pe)
 
 
 @pytest.mark.slow

@@ -24,6 +24,10 @@ docs/engine.md#decoder-kernels-numba).
 They sum in another order than torch (fastmath reassociation, so the loops vectorise), which
 moves results by ~1e-6; the parity tests check the tokens stay the reference's.
 
+Every output is summed by one thread, in one order, whichever thread that is (no sum is split
+between threads), so the thread count and the scheduling change no bit: 64 processes with two
+threads each write the same logits at every step (tests/test_decoding_determinism.py).
+
 numba runs them on its own thread pool. Only its OpenMP or TBB layers are used: its fallback
 ("workqueue") made a decoder step slower than oneDNN alone (measured:
 docs/engine.md#decoder-kernels-numba), so without them `available()` says why and the decoder
