@@ -13,9 +13,10 @@ from fireredasr_fast.errors import check_number
 # The re-decode of a degenerate window (guard.py), after plain beam search: beam search again with
 # (repetition_penalty, no_repeat_ngram_size), each step stricter, stopping at the first text that
 # passes. Deterministic, unlike faster-whisper's temperature fallback, whose sampling depends on
-# what the worker sampled before (CTranslate2 seeds its generator once per thread). No repeated
-# 6-token run stops every loop and rarely touches real speech; the next steps trade fidelity for
-# breaking what still loops. Measured: docs/benchmarks.md ("Deterministic re-decode").
+# what the worker sampled before (CTranslate2 seeds its generator once per thread). Mildest first:
+# no repeated 6-token run stops a phrase loop and leaves most real speech as beam search had it;
+# a CJK character can take 2-3 byte tokens, so a loop of characters may need the 3-token step.
+# Measured: docs/benchmarks.md ("Deterministic Whisper re-decode").
 REDECODE_STEPS = ((1.0, 6), (1.0, 3), (1.2, 3))
 # --precision -> CTranslate2's compute type.
 COMPUTE_TYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
