@@ -14,7 +14,7 @@ limit. Checks, per segment:
   display width of cues.py: a CJK character 1, a Latin character 0.5).
 
 What is done about it depends on the engine: the Whisper engine re-decodes the window with
-faster-whisper's temperature fallback (engines/whisper/engine.py); then, for every engine, the
+beam search that forbids repeats, deterministically (engines/whisper/engine.py); then, for every engine, the
 pipeline keeps a still-degenerate text up to where its loop starts and drops it when even that
 is implausible, or when it holds more text than the speech could (`guard_hypothesis`); a text
 that only compresses too well is kept and flagged. Either way the segment carries the reasons as flags, so

@@ -202,7 +202,7 @@ def test_firered_forced_loop_is_cut_back_to_the_real_sentence(tmp_path: Path) ->
     _write_and_check(result, tmp_path)
 
 
-# --- Whisper: a real loop, re-decoded with faster-whisper's temperature fallback
+# --- Whisper: a real loop, re-decoded by beam search that forbids repeats (options.REDECODE_STEPS)
 
 
 @pytest.fixture(scope="module")
@@ -221,26 +221,62 @@ def whisper_base_dir(tmp_path_factory) -> Path:
     return out
 
 
+def _robotic_digits() -> np.ndarray:
+    from make_programme import synthesize
+
+    # 5.2 s of robotic digits: beam search at temperature 0 writes "Wu Kyo Yis, Yis, Yis, ...".
+    return synthesize("五九一四一四四三二六五三五八九七九三", "cmn").astype(np.float32) / 32768
+
+
 @pytest.mark.slow
 @needs_tools
 def test_whisper_loop_is_redecoded_then_guarded(whisper_base_dir: Path) -> None:
-    from make_programme import synthesize
-
     from fireredasr_fast.engines.whisper.engine import WhisperEngine
     from fireredasr_fast.guard import REDECODED
 
-    # 5.2 s of robotic digits: beam search at temperature 0 writes "Wu Kyo Yis, Yis, Yis, ...".
-    wave = synthesize("五九一四一四四三二六五三五八九七九三", "cmn").astype(np.float32) / 32768
+    wave = _robotic_digits()
     seconds = len(wave) / SAMPLE_RATE
-    engine = WhisperEngine(str(whisper_base_dir), language="zh", cpu_threads=1, fallback_temperatures=(0.6,))
+    engine = WhisperEngine(str(whisper_base_dir), language="zh", cpu_threads=1)
     (hyp,) = engine.transcribe([wave])
     assert engine.counts["redecoded"] == 1
     assert hyp.flags[-1] == REDECODED and LOOP in hyp.flags
     assert hyp.token_confidences is not None and len(hyp.token_confidences) == len(hyp.tokens)
-    # Whatever the sampling gave, what reaches the cues passes every check or is cut and flagged.
+    # The re-decode itself broke the loop: its text passes every check, nothing left to cut.
+    assert hyp.text and degenerate_reasons(hyp.text, seconds) == []
     final = guard_hypothesis(hyp, seconds)
-    assert degenerate_reasons(final.text, seconds) == []
-    assert REDECODED in final.flags
+    assert final.text == hyp.text and REDECODED in final.flags
+
+
+@pytest.mark.slow
+@needs_tools
+def test_whisper_redecode_does_not_depend_on_what_ran_before(whisper_base_dir: Path) -> None:
+    """CTranslate2 seeds its sampler once per thread, so a sampled re-decode depended on what
+    the worker had sampled before; the re-decode must give the same text whatever ran first."""
+    from faster_whisper.transcribe import get_suppressed_tokens
+
+    from fireredasr_fast.engines.whisper.engine import WhisperEngine
+
+    wave = _robotic_digits()
+    engine = WhisperEngine(str(whisper_base_dir), language="zh", cpu_threads=1)
+    (first,) = engine.transcribe([wave])
+    # Sampling on this thread moves CTranslate2's random generator on.
+    model, tok = engine._model, engine._tokenizer("zh")
+    features = model.feature_extractor(np.pad(wave, (0, SAMPLE_RATE * 30 - len(wave))))[None, :, :3000]
+    prompt = model.get_prompt(tok, [], without_timestamps=True)
+    suppress = list(get_suppressed_tokens(tok, [-1]))
+    for _ in range(3):
+        model.model.generate(
+            model.encode(features),
+            [prompt],
+            beam_size=1,
+            sampling_topk=0,
+            sampling_temperature=1.0,
+            max_length=len(prompt) + 40,
+            suppress_tokens=suppress,
+        )
+    (second,) = engine.transcribe([wave])
+    assert engine.counts["redecoded"] == 2
+    assert (second.text, second.tokens, second.flags) == (first.text, first.tokens, first.flags)
 
 
 def test_cues_over_music_are_flagged_and_listed(tmp_path: Path) -> None:

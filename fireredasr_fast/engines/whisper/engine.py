@@ -33,10 +33,10 @@ from fireredasr_fast.engines.whisper.bundled import (
     model_dir_for_name,
 )
 from fireredasr_fast.errors import ModelDirError
-from fireredasr_fast.guard import LOW_CONFIDENCE, REDECODED, GuardOptions, degenerate_reasons
+from fireredasr_fast.guard import LOW_CONFIDENCE, REDECODED, degenerate_reasons
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 
-from .options import FALLBACK_TEMPERATURES
+from .options import REDECODE_STEPS
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -60,13 +60,10 @@ WORD_OWNER_MARGIN = 0.05
 #: Whisper's own rule for "this window is silence": both conditions must hold.
 NO_SPEECH_THRESHOLD = 0.6
 LOG_PROB_THRESHOLD = -1.0
-#: Each temperature of the fallback (options.FALLBACK_TEMPERATURES) samples BEST_OF candidates.
-BEST_OF = 5
 #: A re-decode writes at most this many tokens per second of window audio (fast Mandarin,
-#: ~8 characters a second, takes up to ~2 tokens a character): a sampled loop stops there
-#: instead of at Whisper's 448 tokens, which made one fallback of a 5 s window cost ~5x more.
+#: ~8 characters a second, takes up to ~2 tokens a character): a loop stops there instead of
+#: at Whisper's 448 tokens.
 FALLBACK_TOKENS_PER_SECOND = 16
-COMPRESSION_RATIO_THRESHOLD = GuardOptions.max_compression_ratio
 #: Words followed or preceded by these usually border a pause, where the alignment tends to
 #: stretch a word over the silence.
 _PAUSE_MARKS = frozenset(".,!?;:。，！？；：、")
@@ -95,6 +92,11 @@ class _Pack:
     starts: list[float]  # where each piece starts in the window, seconds
     audio: np.ndarray
     language: str | None = None  # of all its pieces (one language per window); None until detected
+
+    @property
+    def speech_seconds(self) -> float:
+        """Seconds of audio in its pieces (the gaps between them not counted)."""
+        return sum(len(piece.audio) for piece in self.pieces) / SAMPLE_RATE
 
 
 @dataclass
@@ -185,6 +187,12 @@ def split_windows(audio: np.ndarray, max_seconds: float = WINDOW_SECONDS) -> lis
         start = cut
     ranges.append((start, total))
     return ranges
+
+
+def _avg_logprob(result: Any) -> float:
+    """faster-whisper's mean log-probability of a generation result (the end token counted)."""
+    length = len(result.sequences_ids[0])
+    return float(result.scores[0]) * length / (length + 1)
 
 
 def pack_lengths(lengths: Sequence[int], limit: int, gap: int) -> list[list[int]]:
@@ -282,7 +290,6 @@ class WhisperEngine(Engine):
         word_timestamps: bool = True,
         pack: bool = True,
         guard: bool = True,
-        fallback_temperatures: Sequence[float] = FALLBACK_TEMPERATURES,
     ) -> None:
         try:
             from faster_whisper import WhisperModel
@@ -300,9 +307,8 @@ class WhisperEngine(Engine):
         self.batch_size = max(1, int(batch_size))
         self.word_timestamps = bool(word_timestamps)
         self.pack = bool(pack)
-        #: Re-decode degenerate windows with temperature fallback (guard.py).
+        #: Re-decode degenerate windows with options.REDECODE_STEPS (guard.py).
         self.guard = bool(guard)
-        self.fallback_temperatures = tuple(float(t) for t in fallback_temperatures)
         try:
             # cpu_threads=0 lets CTranslate2 follow OMP_NUM_THREADS, which the worker sets.
             self._model: WhisperModel = WhisperModel(
@@ -349,7 +355,7 @@ class WhisperEngine(Engine):
             "word_timestamps": self.word_timestamps,
             "pack": self.pack and self.word_timestamps,
             "guard": self.guard,
-            "fallback_temperatures": list(self.fallback_temperatures) if self.guard else [],
+            "redecode_steps": [list(step) for step in REDECODE_STEPS] if self.guard else [],
         }
 
     # --- recognition -------------------------------------------------------------------
@@ -583,7 +589,7 @@ class WhisperEngine(Engine):
             tok = self._tokenizer(lang)
             ids = [t for t in result.sequences_ids[0] if t < tok.eot]
             # Whisper's silence rule: a confident "no speech" and an unconvincing text.
-            avg_logprob = result.scores[0] * len(result.sequences_ids[0]) / (len(result.sequences_ids[0]) + 1)
+            avg_logprob = _avg_logprob(result)
             silence = result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOG_PROB_THRESHOLD
             if silence:
                 ids = []
@@ -591,8 +597,7 @@ class WhisperEngine(Engine):
             reasons = [] if silence or not self.guard else self._degenerate(windows[i], tok.decode(ids), avg_logprob)
             self.timings["guard"] += time.perf_counter() - g0
             if reasons:
-                seconds = sum(len(piece.audio) for piece in windows[i].pieces) / SAMPLE_RATE
-                ids = self._redecode(features[i : i + 1], prompts[i], tok, seconds)
+                ids = self._redecode(features[i : i + 1], prompts[i], windows[i], tok)
                 reasons.append(REDECODED)
             token_lists.append(ids)
             flags.append(reasons)
@@ -614,54 +619,49 @@ class WhisperEngine(Engine):
     def _degenerate(window: _Pack, text: str, avg_logprob: float) -> list[str]:
         """The guard's reasons to re-decode a window (guard.py), with faster-whisper's
         log-probability rule standing for "very low confidence"."""
-        seconds = sum(len(piece.audio) for piece in window.pieces) / SAMPLE_RATE
-        reasons = degenerate_reasons(text, seconds)
+        reasons = degenerate_reasons(text, window.speech_seconds)
         if avg_logprob < LOG_PROB_THRESHOLD:
             reasons.append(LOW_CONFIDENCE)
         return reasons
 
-    def _redecode(self, features: np.ndarray, prompt: list[int], tok: Tokenizer, seconds: float) -> list[int]:
-        """One window again with faster-whisper's temperature fallback: sampling at rising
-        temperatures until the text passes its compression and log-probability tests (else
-        the best of all tries, as faster-whisper picks it)."""
-        from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
+    def _redecode(self, features: np.ndarray, prompt: list[int], window: _Pack, tok: Tokenizer) -> list[int]:
+        """One window again with beam search under options.REDECODE_STEPS, each stricter about
+        repeats, until the text passes the guard's checks and the log-probability rule; else the
+        first that passes the checks, else the strictest. Deterministic: no sampling."""
+        from faster_whisper.transcribe import get_suppressed_tokens
 
         model = self._model
-        options = TranscriptionOptions(
-            beam_size=self.beam_size,
-            best_of=BEST_OF,
-            patience=1.0,
-            length_penalty=1.0,
-            repetition_penalty=1.0,
-            no_repeat_ngram_size=0,
-            log_prob_threshold=LOG_PROB_THRESHOLD,
-            no_speech_threshold=NO_SPEECH_THRESHOLD,
-            compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD,
-            condition_on_previous_text=False,
-            prompt_reset_on_temperature=0.5,
-            temperatures=list(self.fallback_temperatures),
-            initial_prompt=None,
-            prefix=None,
-            suppress_blank=True,
-            suppress_tokens=list(get_suppressed_tokens(tok, [-1])),
-            without_timestamps=True,
-            max_initial_timestamp=0.0,
-            word_timestamps=False,
-            prepend_punctuations="",
-            append_punctuations="",
-            multilingual=False,
-            max_new_tokens=min(model.max_length - len(prompt), math.ceil(FALLBACK_TOKENS_PER_SECOND * seconds) + 4),
-            clip_timestamps=[0.0],
-            hallucination_silence_threshold=None,
-            hotwords=None,
-        )
+        max_new = min(model.max_length - len(prompt), math.ceil(FALLBACK_TOKENS_PER_SECOND * window.speech_seconds) + 4)
         self.counts["redecoded"] += 1
         t0 = time.perf_counter()
         # The batch's encoder output cannot be sliced per window on every device: encode again
         # (one window, only for degenerate ones).
-        result = model.generate_with_fallback(model.encode(features), prompt, tok, options)[0]
+        encoder_output = model.encode(features)
+        tries: list[tuple[list[int], list[str]]] = []
+        for repetition_penalty, no_repeat_ngram_size in REDECODE_STEPS:
+            result = model.model.generate(
+                encoder_output,
+                [prompt],
+                beam_size=self.beam_size,
+                max_length=len(prompt) + max_new,
+                repetition_penalty=repetition_penalty,
+                no_repeat_ngram_size=no_repeat_ngram_size,
+                suppress_blank=True,
+                suppress_tokens=list(get_suppressed_tokens(tok, [-1])),
+                return_scores=True,
+            )[0]
+            ids = [t for t in result.sequences_ids[0] if t < tok.eot]
+            avg_logprob = _avg_logprob(result)
+            reasons = self._degenerate(window, tok.decode(ids), avg_logprob)
+            if not reasons:
+                break
+            tries.append((ids, reasons))
+        else:
+            # None passed everything: the first with plausible text (only unsure), else the
+            # strictest, which the pipeline's guard cuts or drops (guard_hypothesis).
+            ids = next((t for t, r in tries if r == [LOW_CONFIDENCE]), tries[-1][0])
         self.timings["fallback"] += time.perf_counter() - t0
-        return [t for t in result.sequences_ids[0] if t < tok.eot]
+        return ids
 
     def _align(
         self,

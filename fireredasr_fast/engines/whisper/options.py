@@ -10,9 +10,14 @@ from typing import Any
 
 from fireredasr_fast.errors import check_number
 
-# faster-whisper's temperature fallback for a degenerate window (guard.py): temperature 0 (beam
-# search) has already been tried.
-FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
+# The re-decode of a degenerate window (guard.py), after plain beam search: beam search again with
+# (repetition_penalty, no_repeat_ngram_size), each step stricter, stopping at the first text that
+# passes. Deterministic, unlike faster-whisper's temperature fallback, whose sampling depends on
+# what the worker sampled before (CTranslate2 seeds its generator once per thread). Mildest first:
+# no repeated 6-token run stops a phrase loop and leaves most real speech as beam search had it;
+# a CJK character can take 2-3 byte tokens, so a loop of characters may need the 3-token step.
+# Measured: docs/benchmarks.md ("Deterministic Whisper re-decode").
+REDECODE_STEPS = ((1.0, 6), (1.0, 3), (1.2, 3))
 # --precision -> CTranslate2's compute type.
 COMPUTE_TYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
 
@@ -22,7 +27,7 @@ class WhisperOptions:
     """compute_type: CTranslate2's (None: int8 on CPU, float16 on CUDA). language: None lets
     a multilingual model detect it. cpu_threads: 0 lets CTranslate2 choose. word_timestamps:
     align words (cue times); pack: short pieces share a 30 s window (needs word_timestamps).
-    guard: re-decode a degenerate window with the temperature fallback (guard.py)."""
+    guard: re-decode a degenerate window with REDECODE_STEPS (guard.py)."""
 
     compute_type: str | None = None
     beam_size: int = 5
@@ -32,14 +37,11 @@ class WhisperOptions:
     word_timestamps: bool = True
     pack: bool = True
     guard: bool = True
-    fallback_temperatures: tuple[float, ...] = FALLBACK_TEMPERATURES
 
     def __post_init__(self) -> None:
         check_number("beam_size", self.beam_size, 1, integer=True)
         check_number("batch_size", self.batch_size, 1, integer=True)
         check_number("cpu_threads", self.cpu_threads, 0, integer=True)
-        for temperature in self.fallback_temperatures:
-            check_number("fallback_temperatures", temperature, 0.0)
         # The language is checked against the model's list at setup (engine.check_language):
         # that list is faster-whisper's, which this module does not import.
 
