@@ -348,12 +348,11 @@ def test_a_directory_where_one_output_goes_changes_none(tmp_path: Path):
     assert {p: p.read_bytes() for p in old} == before and not temporaries(tmp_path)
 
 
-
-
 # tmpfs counts 4 KiB pages: 16 on this disk, 4 filled. a takes 7 (4 outputs, the journal, its
 # stored recognition, its partial store until the outputs are written), b's stores 2 of the
 # rest, leaving the report its page and b's 4 outputs too little room.
 FILLER_PAGES = 4
+
 
 def test_full_disk_in_a_run_each_file_all_or_nothing(random_model_dir, clip, small_disk, caplog):
     source = small_disk.parent / "in"
