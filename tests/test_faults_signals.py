@@ -132,10 +132,15 @@ def _assert_interrupted_cleanly(run: Run, code: int) -> None:
     assert code == 130, run.stderr
     assert "Traceback" not in run.stderr, run.stderr
     statuses = journal(run.out)
-    assert "interrupted" in statuses.values() and "failed" not in statuses.values(), statuses
+    # A batch due back within the grace may finish, so on a slow machine every file can end
+    # done; none may fail, and whatever is not done is "interrupted".
+    assert set(statuses.values()) <= {"done", "interrupted"}, statuses
     summary = run.report()["summary"]
-    assert summary["interrupted"] and summary["files_failed"] == 0 and summary["files_interrupted"] >= 1
-    assert "interrupted  " in run.stdout  # the closing table's status column
+    assert summary["interrupted"] and summary["files_failed"] == 0
+    interrupted = sum(status == "interrupted" for status in statuses.values())
+    assert summary["files_interrupted"] == interrupted
+    if interrupted:
+        assert "interrupted  " in run.stdout  # the closing table's status column
     assert not list(run.out.rglob("*.tmp"))
     assert not run.survivors(), "a child process outlived the run"
 

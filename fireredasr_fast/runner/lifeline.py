@@ -123,10 +123,11 @@ def exit_quietly_on_interrupt(main: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(main)
     def wrapper(*args: object, **kwargs: object) -> int:
+        main_thread = threading.current_thread() is threading.main_thread()
+        command_line = not args and kwargs.get("argv") is None  # not called from Python with argv
         try:
             return main(*args, **kwargs)
         except KeyboardInterrupt:
-            main_thread = threading.current_thread() is threading.main_thread()
             # A second Ctrl-C while the line is printed changes nothing.
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
             with contextlib.suppress(OSError, ValueError):
@@ -134,5 +135,11 @@ def exit_quietly_on_interrupt(main: Callable[..., int]) -> Callable[..., int]:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
             return INTERRUPTED_EXIT_CODE
+        finally:
+            if main_thread and command_line:
+                # The command is over; what is left is the interpreter's exit (joining the
+                # pools' threads): a Ctrl-C now (the second of a quick stop) would only turn
+                # the exit status into a death by SIGINT and a traceback.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     return wrapper
