@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pysubs2
 
-from .cues import CueOptions, join_lines, reading_seconds, text_width
+from .cues import CueOptions, reading_seconds
 from .results import Cue
+from .textlines import join_lines, text_width
 
 # Subtitle formats store times in ms (srt, vtt) or cs (ass); comparisons allow that rounding.
 _TIME_EPS = 0.011

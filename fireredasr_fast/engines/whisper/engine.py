@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fireredasr_fast.cues import join_lines
 from fireredasr_fast.engines import Engine, EngineSpec
 from fireredasr_fast.engines.whisper.bundled import (
     DEFAULT_MODELS,
@@ -35,6 +34,7 @@ from fireredasr_fast.engines.whisper.bundled import (
 from fireredasr_fast.errors import ModelDirError
 from fireredasr_fast.guard import LOW_CONFIDENCE, REDECODED, degenerate_reasons
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
+from fireredasr_fast.textlines import join_lines
 
 from .options import REDECODE_STEPS
 
