@@ -121,53 +121,13 @@ def _split_chunk(words: list[Word], opt: CueOptions) -> list[list[Word]]:
     marks then silences, no sentence end inside a cue, and evenly filled cues.
     """
     n = len(words)
-    capacity = opt.max_line_width * opt.max_lines
-    # Per-word values, computed once: the search below visits each word many times.
-    widths = [w.width for w in words]
-    spaced = [w.space_before for w in words]
-    starts = [w.start for w in words]
-    ends = [w.end for w in words]
-    strong = [_ends_with(w, STRONG_PUNCT) for w in words]
-    boundary_cost = []
-    for i in range(n - 1):
-        if strong[i]:
-            boundary_cost.append(0.0)
-        elif _ends_with(words[i], WEAK_PUNCT):
-            boundary_cost.append(0.4)
-        else:
-            gap = max(starts[i + 1] - ends[i], 0.0)
-            boundary_cost.append(1.5 - min(gap / max(opt.pause_split, 1e-6), 1.0))
-    boundary_cost.append(0.0)
-
+    run = _Run.of(words, opt)
     best = [math.inf] * (n + 1)
     back = [0] * (n + 1)
     best[0] = 0.0
     for i in range(n):
-        if best[i] == math.inf:
-            continue
-        lines, line_w, total, inner = 1, widths[i], widths[i], 0.0
-        latest_end = starts[i] + opt.max_duration
-        for j in range(i, n):
-            if j > i:
-                w_j = widths[j]
-                gap = 0.5 if spaced[j] else 0.0
-                if line_w + gap + w_j <= opt.max_line_width:
-                    line_w += gap + w_j
-                else:
-                    lines += 1
-                    line_w = w_j
-                total += w_j + gap
-                if lines > opt.max_lines or ends[j] > latest_end:
-                    break  # greedy wrapping is optimal for the line count, so longer runs cannot fit either
-            underfill = 1.0 - total / capacity if total < capacity else 0.0
-            cost = best[i] + 1.0 + underfill * underfill + boundary_cost[j] + inner
-            if total < 3.0:
-                cost += 1.0  # one- or two-character cues flash by
-            if cost < best[j + 1]:
-                best[j + 1] = cost
-                back[j + 1] = i
-            if strong[j]:
-                inner += 2.5
+        if best[i] != math.inf:
+            _cues_from(i, run, opt, best, back)
     pieces: list[list[Word]] = []
     j = n
     while j > 0:
@@ -176,6 +136,68 @@ def _split_chunk(words: list[Word], opt: CueOptions) -> list[list[Word]]:
         j = i
     pieces.reverse()
     return pieces
+
+
+@dataclass
+class _Run:
+    """Per-word values of a run, computed once: the search visits each word many times."""
+
+    widths: list[float]
+    spaced: list[bool]
+    starts: list[float]
+    ends: list[float]
+    strong: list[bool]  # ends a sentence
+    boundary_cost: list[float]  # of a cue ending after the word
+
+    @classmethod
+    def of(cls, words: list[Word], opt: CueOptions) -> _Run:
+        run = cls(
+            [w.width for w in words],
+            [w.space_before for w in words],
+            [w.start for w in words],
+            [w.end for w in words],
+            [_ends_with(w, STRONG_PUNCT) for w in words],
+            [],
+        )
+        for i in range(len(words) - 1):
+            if run.strong[i]:
+                run.boundary_cost.append(0.0)
+            elif _ends_with(words[i], WEAK_PUNCT):
+                run.boundary_cost.append(0.4)
+            else:
+                gap = max(run.starts[i + 1] - run.ends[i], 0.0)
+                run.boundary_cost.append(1.5 - min(gap / max(opt.pause_split, 1e-6), 1.0))
+        run.boundary_cost.append(0.0)
+        return run
+
+
+def _cues_from(i: int, run: _Run, opt: CueOptions, best: list[float], back: list[int]) -> None:
+    """Relax every cue that starts at word i: best[j + 1] is the cheapest cut of words[:j + 1]."""
+    capacity = opt.max_line_width * opt.max_lines
+    widths = run.widths
+    lines, line_w, total, inner = 1, widths[i], widths[i], 0.0
+    latest_end = run.starts[i] + opt.max_duration
+    for j in range(i, len(widths)):
+        if j > i:
+            w_j = widths[j]
+            gap = 0.5 if run.spaced[j] else 0.0
+            if line_w + gap + w_j <= opt.max_line_width:
+                line_w += gap + w_j
+            else:
+                lines += 1
+                line_w = w_j
+            total += w_j + gap
+            if lines > opt.max_lines or run.ends[j] > latest_end:
+                break  # greedy wrapping is optimal for the line count, so longer runs cannot fit either
+        underfill = 1.0 - total / capacity if total < capacity else 0.0
+        cost = best[i] + 1.0 + underfill * underfill + run.boundary_cost[j] + inner
+        if total < 3.0:
+            cost += 1.0  # one- or two-character cues flash by
+        if cost < best[j + 1]:
+            best[j + 1] = cost
+            back[j + 1] = i
+        if run.strong[j]:
+            inner += 2.5
 
 
 # ---------------------------------------------------------------------------- building
@@ -264,6 +286,16 @@ def tidy_cues(cues: list[Cue], duration: float, options: CueOptions | None = Non
     out.sort(key=lambda c: (c.start, c.end))
     for c in out:
         c.end = min(max(c.end, c.start), c.start + opt.max_duration)
+    _space_out(out, hi, opt)
+    _hold_min_duration(out, hi, opt)
+    _hold_reading_speed(out, hi, opt)
+    for c in out:
+        c.start, c.end = round(c.start, 3), round(c.end, 3)
+    return out
+
+
+def _space_out(out: list[Cue], hi: float, opt: CueOptions) -> None:
+    """Cues in order min_gap apart, at least _MIN_SLOT long, inside the file (up to `hi`)."""
     # Trim each cue's end to leave min_gap before the next one.
     for prev, cur in itertools.pairwise(out):
         prev.end = max(min(prev.end, cur.start - opt.min_gap), prev.start + _MIN_SLOT)
@@ -280,11 +312,6 @@ def tidy_cues(cues: list[Cue], duration: float, options: CueOptions | None = Non
         if c.start > c.end - _MIN_SLOT:
             c.start = max(c.end - _MIN_SLOT, 0.0)
         limit = c.start - opt.min_gap
-    _hold_min_duration(out, hi, opt)
-    _hold_reading_speed(out, hi, opt)
-    for c in out:
-        c.start, c.end = round(c.start, 3), round(c.end, 3)
-    return out
 
 
 def _hold_min_duration(out: list[Cue], hi: float, opt: CueOptions) -> None:

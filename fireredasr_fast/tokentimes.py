@@ -48,24 +48,7 @@ def refine_token_times(
     prev_start = prev_end = -math.inf
     for a, b in token_times:
         a, b = float(a), float(max(a, b))
-        k = bisect.bisect_right(starts, b)  # regions [0, k) start at or before the token's end
-        best, best_score = None, -math.inf
-        for j in (k - 2, k - 1, k):
-            if 0 <= j < len(regions):
-                ra, rb = regions[j]
-                overlap = min(b, rb) - max(a, ra)
-                score = overlap if overlap > 0 else -max(ra - b, a - rb, 0.0)  # negative distance
-                if best is None or score > best_score:
-                    best, best_score = j, score
-        # Scan wider only for a token overlapping many regions (rare: very long tokens).
-        if best_score > 0:
-            for j in range(bisect.bisect_right(starts, a) - 1, k):
-                if 0 <= j < len(regions):
-                    overlap = min(b, regions[j][1]) - max(a, regions[j][0])
-                    if overlap > best_score:
-                        best, best_score = j, overlap
-        assert best is not None
-        ra, rb = regions[best]
+        ra, rb = regions[_region_for(regions, starts, a, b)]
         a, b = min(max(a, ra), rb), min(max(b, ra), rb)
         # Running maxima keep order; each value is still one of the clamped times, so still in speech.
         a = max(a, prev_start)
@@ -73,3 +56,25 @@ def refine_token_times(
         prev_start, prev_end = a, b
         out.append((a, b))
     return out
+
+
+def _region_for(regions: list[tuple[float, float]], starts: list[float], a: float, b: float) -> int:
+    """The index of the region that holds most of the token (a, b), else of the nearest one."""
+    k = bisect.bisect_right(starts, b)  # regions [0, k) start at or before the token's end
+    best, best_score = None, -math.inf
+    for j in (k - 2, k - 1, k):
+        if 0 <= j < len(regions):
+            ra, rb = regions[j]
+            overlap = min(b, rb) - max(a, ra)
+            score = overlap if overlap > 0 else -max(ra - b, a - rb, 0.0)  # negative distance
+            if best is None or score > best_score:
+                best, best_score = j, score
+    # Scan wider only for a token overlapping many regions (rare: very long tokens).
+    if best_score > 0:
+        for j in range(bisect.bisect_right(starts, a) - 1, k):
+            if 0 <= j < len(regions):
+                overlap = min(b, regions[j][1]) - max(a, regions[j][0])
+                if overlap > best_score:
+                    best, best_score = j, overlap
+    assert best is not None
+    return best

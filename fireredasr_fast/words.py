@@ -60,58 +60,86 @@ def group_tokens(tokens: list[str], spaced: bool) -> list[Word]:
     so no space is invented between CJK and Latin; SentencePiece and bare character tokens
     get a space at every CJK/Latin boundary.
     """
-    words: list[Word] = []
-    pending_space = False
-    prefix = ""  # opening punctuation waiting for the next word
-    prefix_indices: list[int] = []
+    grouping = _Grouping(spaced)
     for idx, tok in enumerate(tokens):
+        grouping.add(idx, tok)
+    return grouping.finish()
+
+
+def _starts_word(prev: Word | None, core: str, lead: bool, spaced: bool, prefixed: bool) -> tuple[bool, bool]:
+    """Whether a token starts a new word, and whether a space separates that word from `prev`."""
+    if prev is None:
+        return True, False
+    if lead:
+        return True, True
+    if is_cjk(core[0]) or no_space_after(prev.text[-1]):
+        # A word boundary at every CJK character. Tokens without their own spacing
+        # (SentencePiece, bare characters) get a space where a Latin word meets CJK.
+        return True, not spaced and _latin_meets_cjk(prev.text[-1], core[0])
+    return prefixed, False  # else a SentencePiece continuation piece, or punctuation inside a word
+
+
+def _latin_meets_cjk(last: str, first: str) -> bool:
+    latin_next = first.isalnum() and not is_cjk(first)
+    latin_prev = last.isalnum() and not is_cjk(last)
+    return (latin_next and is_cjk(last)) or (latin_prev and is_cjk(first))
+
+
+@dataclass
+class _Grouping:
+    """Tokens being grouped into words, one at a time (group_tokens)."""
+
+    spaced: bool
+    words: list[Word] = field(default_factory=list)
+    prefix: str = ""  # opening punctuation waiting for the next word
+    prefix_indices: list[int] = field(default_factory=list)
+    pending_space: bool = False
+
+    def add(self, idx: int, tok: str) -> None:
         lead = tok[:1] in (" ", SP_SPACE) or tok[:1].isspace()
         core = tok.replace(SP_SPACE, " ").strip()
         if not core:
-            pending_space = pending_space or lead
-            continue
-        lead = lead or pending_space
-        pending_space = False
-        if all(is_punct(ch) for ch in core):
-            if words and not is_opening(core[0]) and not (lead and spaced):
-                words[-1].text += core
-                words[-1].token_indices.append(idx)
-                continue
-            if is_opening(core[0]) or not words:
-                prefix += core
-                prefix_indices.append(idx)
-                pending_space = lead  # the space before "(" separates the word it opens
-                continue
-        prev = words[-1] if words else None
-        if prev is None:
-            new, space = True, False
-        elif lead:
-            new, space = True, True
-        elif is_cjk(core[0]) or no_space_after(prev.text[-1]):
-            # A word boundary at every CJK character. Tokens without their own spacing
-            # (SentencePiece, bare characters) get a space where a Latin word meets CJK.
-            last = prev.text[-1]
-            latin_next = core[0].isalnum() and not is_cjk(core[0])
-            latin_prev = last.isalnum() and not is_cjk(last)
-            new = True
-            space = not spaced and ((latin_next and is_cjk(last)) or (latin_prev and is_cjk(core[0])))
-        elif prefix:
-            new, space = True, False
+            self.pending_space = self.pending_space or lead
+            return
+        lead = lead or self.pending_space
+        self.pending_space = False
+        if all(is_punct(ch) for ch in core) and self._add_punct(idx, core, lead):
+            return
+        self._add_word(idx, core, lead)
+
+    def _add_punct(self, idx: int, core: str, lead: bool) -> bool:
+        """Punctuation joins the word before it or waits for the word it opens; False when it
+        stands as a word of its own."""
+        words = self.words
+        if words and not is_opening(core[0]) and not (lead and self.spaced):
+            words[-1].text += core
+            words[-1].token_indices.append(idx)
+            return True
+        if is_opening(core[0]) or not words:
+            self.prefix += core
+            self.prefix_indices.append(idx)
+            self.pending_space = lead  # the space before "(" separates the word it opens
+            return True
+        return False
+
+    def _add_word(self, idx: int, core: str, lead: bool) -> None:
+        prev = self.words[-1] if self.words else None
+        new, space = _starts_word(prev, core, lead, self.spaced, bool(self.prefix))
+        if new or prev is None:
+            self.words.append(Word(self.prefix + core, space, token_indices=[*self.prefix_indices, idx]))
         else:
-            new, space = False, False  # a SentencePiece continuation piece, or punctuation inside a word
-        if new:
-            words.append(Word(prefix + core, space, token_indices=[*prefix_indices, idx]))
-        else:
-            prev.text += prefix + core
-            prev.token_indices.extend([*prefix_indices, idx])
-        prefix, prefix_indices = "", []
-    if prefix:
-        if words:
-            words[-1].text += prefix
-            words[-1].token_indices.extend(prefix_indices)
-        else:
-            words.append(Word(prefix, False, token_indices=prefix_indices))
-    return words
+            prev.text += self.prefix + core
+            prev.token_indices.extend([*self.prefix_indices, idx])
+        self.prefix, self.prefix_indices = "", []
+
+    def finish(self) -> list[Word]:
+        if self.prefix:
+            if self.words:
+                self.words[-1].text += self.prefix
+                self.words[-1].token_indices.extend(self.prefix_indices)
+            else:
+                self.words.append(Word(self.prefix, False, token_indices=self.prefix_indices))
+        return self.words
 
 
 def adopt_text(words: list[Word], text: str) -> None:
@@ -120,23 +148,10 @@ def adopt_text(words: list[Word], text: str) -> None:
     The text is the authority (a punctuation model or case fix may have rewritten it while
     the tokens stayed raw). If the letters do not line up, the token spelling is kept.
     """
-    spans: list[tuple[int, int]] = []
-    pos = 0
-    n = len(text)
-    for word in words:
-        letters = [ch.casefold() for ch in word.text if not is_punct(ch) and not ch.isspace()]
-        while pos < n and (text[pos].isspace() or (is_punct(text[pos]) and not is_opening(text[pos]))):
-            pos += 1
-        begin = pos
-        for letter in letters:
-            while pos < n and is_punct(text[pos]):
-                pos += 1
-            if pos >= n or text[pos].casefold() != letter:
-                return
-            pos += 1
-        spans.append((begin, pos))
-    if any(not ch.isspace() and not is_punct(ch) for ch in text[pos:]):
+    spans = _word_spans(words, text)
+    if spans is None:
         return
+    n = len(text)
     # Extend each span over the punctuation that follows it (but not over an opening mark).
     for i, (begin, end) in enumerate(spans):
         limit = spans[i + 1][0] if i + 1 < len(spans) else n
@@ -145,6 +160,38 @@ def adopt_text(words: list[Word], text: str) -> None:
         piece = text[begin:end].strip()
         if piece:
             words[i].text = piece
+
+
+def _word_spans(words: list[Word], text: str) -> list[tuple[int, int]] | None:
+    """Where each word's letters are in the text, punctuation between them skipped; None if
+    the letters do not line up or the text has letters left over."""
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    n = len(text)
+    for word in words:
+        while pos < n and (text[pos].isspace() or (is_punct(text[pos]) and not is_opening(text[pos]))):
+            pos += 1
+        begin = pos
+        end = _match_letters(word, text, pos)
+        if end is None:
+            return None
+        pos = end
+        spans.append((begin, pos))
+    if any(not ch.isspace() and not is_punct(ch) for ch in text[pos:]):
+        return None
+    return spans
+
+
+def _match_letters(word: Word, text: str, pos: int) -> int | None:
+    """The position after the word's letters in the text from `pos` (punctuation skipped), or None."""
+    n = len(text)
+    for letter in [ch.casefold() for ch in word.text if not is_punct(ch) and not ch.isspace()]:
+        while pos < n and is_punct(text[pos]):
+            pos += 1
+        if pos >= n or text[pos].casefold() != letter:
+            return None
+        pos += 1
+    return pos
 
 
 def spaces_from_text(tokens: list[str], text: str) -> list[bool] | None:
@@ -173,28 +220,39 @@ def segment_words(seg: Segment) -> tuple[list[Word], bool]:
     """The segment's words, and whether they carry engine token times."""
     tokens = list(seg.tokens)
     if tokens and "".join(tokens).strip(" " + SP_SPACE):
-        sentencepiece = any(SP_SPACE in t for t in tokens)
-        if not sentencepiece and not any(t[:1].isspace() for t in tokens):
-            # Bare tokens: take word starts from the text's spaces when the text matches.
-            spaces = spaces_from_text(tokens, seg.text)
-            if spaces is not None:
-                tokens = [(" " + t if space else t) for t, space in zip(tokens, spaces, strict=True)]
-        spaced = not sentencepiece and any(t[:1].isspace() for t in tokens)
-        words = group_tokens(tokens, spaced)
-        adopt_text(words, seg.text)
-        times = seg.token_times if seg.token_times is not None and len(seg.token_times) == len(tokens) else None
+        words, times = _token_words(seg, tokens)
     else:
         words = group_tokens(tokens_from_text(seg.text), spaced=True)
         times = None
     if times is not None:
-        for w in words:
-            w.start = min(float(times[t][0]) for t in w.token_indices)
-            w.end = max(float(max(times[t])) for t in w.token_indices)
-        # Engines may emit tokens slightly out of order; cue cutting needs time order.
-        for prev, w in itertools.pairwise(words):
-            w.start = max(w.start, prev.start)
-            w.end = max(w.end, w.start)
+        _time_words(words, times)
     return words, times is not None
+
+
+def _token_words(seg: Segment, tokens: list[str]) -> tuple[list[Word], list[tuple[float, float]] | None]:
+    """Words from the segment's tokens, and their times when there is one per token."""
+    sentencepiece = any(SP_SPACE in t for t in tokens)
+    if not sentencepiece and not any(t[:1].isspace() for t in tokens):
+        # Bare tokens: take word starts from the text's spaces when the text matches.
+        spaces = spaces_from_text(tokens, seg.text)
+        if spaces is not None:
+            tokens = [(" " + t if space else t) for t, space in zip(tokens, spaces, strict=True)]
+    spaced = not sentencepiece and any(t[:1].isspace() for t in tokens)
+    words = group_tokens(tokens, spaced)
+    adopt_text(words, seg.text)
+    times = seg.token_times if seg.token_times is not None and len(seg.token_times) == len(tokens) else None
+    return words, times
+
+
+def _time_words(words: list[Word], times: list[tuple[float, float]]) -> None:
+    """Each word from its first token's start to its last token's end, in time order."""
+    for w in words:
+        w.start = min(float(times[t][0]) for t in w.token_indices)
+        w.end = max(float(max(times[t])) for t in w.token_indices)
+    # Engines may emit tokens slightly out of order; cue cutting needs time order.
+    for prev, w in itertools.pairwise(words):
+        w.start = max(w.start, prev.start)
+        w.end = max(w.end, w.start)
 
 
 def spread_times(words: list[Word], regions: list[tuple[float, float]]) -> None:
