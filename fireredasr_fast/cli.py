@@ -28,7 +28,7 @@ from .engines.firered.options import BACKENDS, CPU_PRECISIONS, GPU_PRECISIONS, D
 from .engines.whisper.options import WhisperOptions
 from .errors import FireRedFastError, OptionError
 from .guard import REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions
-from .inputs import collect_inputs, expand_audio_streams
+from .inputs import InputFile, collect_inputs, expand_audio_streams
 from .script import ZH_SCRIPTS
 from .transcribe import TranscribeOptions
 from .vad import VadOptions
@@ -71,7 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="redo inputs the journal says are done")
     p.add_argument("--log-file", help="also write a log of every file's outcome here (for unattended runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_engine_options(p)
+    _add_decoding_options(p)
+    _add_vad_options(p)
+    _add_subtitle_options(p)
+    _add_review_options(p)
+    _add_parallel_options(p)
+    _add_cluster_options(p)
+    return p
 
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("engine")
     e.add_argument(
         "--engine",
@@ -140,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
 
+
+def _add_decoding_options(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("decoding (upstream FireRedASR defaults)")
     d.add_argument(
         "--beam-size",
@@ -193,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--lm-weight", type=float, default=0.0, help="firered: the LM's weight in the fusion (0 = off)")
 
+
+def _add_vad_options(p: argparse.ArgumentParser) -> None:
     v = p.add_argument_group("segmentation (VAD)")
     v.add_argument(
         "--vad",
@@ -247,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
         "ffmpeg's choice when they tie)",
     )
 
+
+def _add_subtitle_options(p: argparse.ArgumentParser) -> None:
     c = p.add_argument_group("subtitles")
     c.add_argument(
         "--max-line-width",
@@ -283,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the same for CJK characters (default: %(default)s, Netflix's Simplified Chinese guide)",
     )
 
+
+def _add_review_options(p: argparse.ArgumentParser) -> None:
     q = p.add_argument_group("review (what an editor should check)")
     q.add_argument(
         "--review-threshold",
@@ -304,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep decoder loops and implausible text as recognised (no re-decoding, cutting or dropping)",
     )
 
+
+def _add_parallel_options(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("parallelism")
     r.add_argument(
         "--workers", type=int, default=None, help="worker processes (default: from the machine; 0 = in this process)"
@@ -334,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
         "workers or a cluster; else 0: one thread, enough for CPU workers; docs/tuning.md)",
     )
 
+
+def _add_cluster_options(p: argparse.ArgumentParser) -> None:
     k = p.add_argument_group("cluster (Ray; pip install 'fireredasr-fast[cluster]')")
     k.add_argument(
         "--cluster",
@@ -347,7 +369,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="send the model to each node once through Ray's object store (default: every node reads "
         "--model-dir, which must then be on shared storage)",
     )
-    return p
 
 
 def _audio_stream(value: str) -> int | str:
@@ -595,6 +616,15 @@ def check_options(args: argparse.Namespace, given: set[str]) -> None:
         _whisper_options(args)
     PlanRequest(args.workers, args.threads_per_worker)
     RunOptions(Path(args.output_dir), preload_seconds=args.preload_seconds, frontend_processes=args.frontend_processes)
+    _check_devices(args)
+    if args.ship_model and not args.cluster:
+        raise OptionError("ship_model", "is for a --cluster run")
+    if args.model and args.model_dir:
+        raise OptionError("model", "and --model-dir both name a model: give one")
+
+
+def _check_devices(args: argparse.Namespace) -> None:
+    """The GPU-only options need GPU workers."""
     gpu_off = _gpu_mode(args) == "off"
     if args.gpu_min_free_gb is not None:
         from fireredasr_fast.runner.gpu import gib
@@ -604,10 +634,6 @@ def check_options(args: argparse.Namespace, given: set[str]) -> None:
             raise OptionError("gpu_min_free_gb", "is for GPU workers; --gpu off / --device cpu starts none")
     if args.engine == "firered" and gpu_off and args.precision in GPU_PRECISIONS:
         raise OptionError("precision", f"{args.precision} is for GPU workers; --gpu off / --device cpu starts none")
-    if args.ship_model and not args.cluster:
-        raise OptionError("ship_model", "is for a --cluster run")
-    if args.model and args.model_dir:
-        raise OptionError("model", "and --model-dir both name a model: give one")
 
 
 def option_message(exc: ValueError, parser: argparse.ArgumentParser) -> str:
@@ -672,16 +698,27 @@ def main(argv: list[str] | None = None) -> int:
         gpu = None if args.cluster else _gpu_scheduler(args, model_bytes(spec.model_dir))
     except FireRedFastError as exc:
         return _error(str(exc))
-
     inputs, problems = collect_inputs(args.inputs)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not inputs:
         print("error: no media files to transcribe", file=sys.stderr)
         return 2
+    return _run(args, spec, gpu, inputs, formats, bool(problems))
+
+
+def _run(
+    args: argparse.Namespace,
+    spec: EngineSpec,
+    gpu: Any,
+    inputs: list[InputFile],
+    formats: tuple[str, ...],
+    problems: bool,
+) -> int:
+    """The run itself, once the options and the inputs are known; its exit status (1 when a file
+    failed or an input was refused, 130 when interrupted)."""
     if args.audio_stream == "all":
         inputs = expand_audio_streams(inputs)
-
     transcribe = transcribe_options(args)
     gpu_spec = spec.for_gpu(args.precision)
     try:

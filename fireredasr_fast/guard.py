@@ -11,7 +11,7 @@ limit. Checks, per segment:
   (faster-whisper's test for repetitive output, same definition; a higher threshold, because
   real rhetoric reaches faster-whisper's 2.4: docs/benchmarks.md);
 - rate: more text per second of speech than anyone speaks (`max_width_per_second`, in the
-  display width of cues.py: a CJK character 1, a Latin character 0.5).
+  display width of textlines.py: a CJK character 1, a Latin character 0.5).
 
 What is done about it depends on the engine: the Whisper engine re-decodes the window with
 beam search that forbids repeats, deterministically (engines/whisper/engine.py); then, for every engine, the
@@ -30,8 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cues import SP_SPACE, CueOptions, reads_too_fast, text_width
+from .cues import CueOptions, reads_too_fast
 from .results import Cue, FileResult, Hypothesis
+from .textlines import SP_SPACE, text_width
 
 # The review rules' defaults: a cue is listed when its mean confidence is below
 # REVIEW_THRESHOLD, or when the mean of its WEAK_TOKENS least confident tokens is below

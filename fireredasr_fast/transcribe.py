@@ -20,12 +20,13 @@ import numpy as np
 
 from .audio import AudioStreams, decode_audio, probe_audio_streams, to_float32
 from .batching import SegmentJob, make_batches
-from .cues import CueOptions, build_cues, plausible_token_times, refine_token_times
+from .cues import CueOptions, build_cues
 from .engines import Engine
 from .errors import MediaError, OptionError, check_number
 from .guard import NO_TEXT, REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions, guard_hypothesis, mark_for_review
 from .results import LOST_SPEECH_SECONDS, SAMPLE_RATE, Cue, FileResult, Hypothesis, Segment, uncovered_speech
 from .script import ZH_SCRIPTS, convert_hypothesis
+from .tokentimes import plausible_token_times, refine_token_times
 from .vad import SpeechSegment, SpeechSegmenter, VadOptions, clip_regions
 
 log = logging.getLogger("fireredasr_fast")

@@ -291,37 +291,36 @@ def clip_regions(regions: list[tuple[float, float]], start: float, end: float) -
 
 def _fix_short(segments: list[SpeechSegment], duration: float, options: VadOptions) -> list[SpeechSegment]:
     result: list[SpeechSegment] = []
-    i = 0
-    while i < len(segments):
-        seg = segments[i]
+    for i, seg in enumerate(segments):
         if seg.duration >= options.min_segment:
             result.append(seg)
-            i += 1
             continue
         prev = result[-1] if result else None
         nxt = segments[i + 1] if i + 1 < len(segments) else None
-        gap_prev = seg.start - prev.end if prev else float("inf")
-        gap_next = nxt.start - seg.end if nxt else float("inf")
-        fits_prev = (
-            prev is not None and seg.end - prev.start <= options.max_segment and gap_prev <= options.short_merge_gap
-        )
-        fits_next = (
-            nxt is not None and nxt.end - seg.start <= options.max_segment and gap_next <= options.short_merge_gap
-        )
-        if fits_prev and (gap_prev <= gap_next or not fits_next):
-            assert prev is not None
+        target = _short_merge_target(seg, prev, nxt, options)
+        if target is None:
+            result.append(_pad(seg, prev, nxt, duration, options.min_segment))
+        elif target is prev:
             prev.end = seg.end
             prev.speech.extend(seg.speech)
-            i += 1
-        elif fits_next:
-            assert nxt is not None
-            nxt.start = seg.start
-            nxt.speech[:0] = seg.speech
-            i += 1  # the merged `nxt` is examined next (it may now be long enough)
         else:
-            result.append(_pad(seg, prev, nxt, duration, options.min_segment))
-            i += 1
+            target.start = seg.start
+            target.speech[:0] = seg.speech  # the merged next segment is examined next (it may now be long enough)
     return result
+
+
+def _short_merge_target(
+    seg: SpeechSegment, prev: SpeechSegment | None, nxt: SpeechSegment | None, options: VadOptions
+) -> SpeechSegment | None:
+    """The neighbour a short segment merges into: the nearer of those that stay within
+    max_segment and short_merge_gap, the previous one on a tie; None when neither does."""
+    gap_prev = seg.start - prev.end if prev else float("inf")
+    gap_next = nxt.start - seg.end if nxt else float("inf")
+    fits_prev = prev is not None and seg.end - prev.start <= options.max_segment and gap_prev <= options.short_merge_gap
+    fits_next = nxt is not None and nxt.end - seg.start <= options.max_segment and gap_next <= options.short_merge_gap
+    if fits_prev and (gap_prev <= gap_next or not fits_next):
+        return prev
+    return nxt if fits_next else None
 
 
 def _pad(seg: SpeechSegment, prev, nxt, duration: float, min_len: float) -> SpeechSegment:

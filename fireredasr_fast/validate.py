@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pysubs2
 
-from .cues import CueOptions, join_lines, reading_seconds, text_width
+from .cues import CueOptions, reading_seconds
 from .results import Cue
+from .textlines import join_lines, text_width
 
 # Subtitle formats store times in ms (srt, vtt) or cs (ass); comparisons allow that rounding.
 _TIME_EPS = 0.011
@@ -41,30 +42,44 @@ def validate_cues(
     prev: Cue | None = None
     for n, cue in enumerate(cues, 1):
         name = f"cue {n} ({_fmt(cue.start)}-{_fmt(cue.end)})"
-        if not cue.start < cue.end:
-            problems.append(f"{name}: start is not before end")
-        if cue.start < -_TIME_EPS or (duration > 0 and cue.end > duration + _TIME_EPS):
-            problems.append(f"{name}: outside the file [0, {_fmt(duration)}]")
-        if cue.end - cue.start > opt.max_duration + _TIME_EPS:
-            problems.append(f"{name}: lasts {cue.end - cue.start:.3f}s, more than {opt.max_duration}s")
-        if prev is not None:
-            if cue.start < prev.start:
-                problems.append(f"{name}: starts before the previous cue")
-            elif cue.start < prev.end - 1e-6:
-                problems.append(f"{name}: overlaps the previous cue (ends {_fmt(prev.end)})")
-        lines = list(cue.lines)
-        if not any(line.strip() for line in lines):
-            problems.append(f"{name}: empty text")
-        if len(lines) > opt.max_lines:
-            problems.append(f"{name}: {len(lines)} lines, more than {opt.max_lines}")
-        for line in lines:
-            width = text_width(line)
-            if width > opt.max_line_width:
-                problems.append(f"{name}: line {line!r} is {width:g} wide, more than {opt.max_line_width:g}")
+        problems += _span_problems(cue, prev, duration, opt, name)
+        problems += _text_problems(cue, opt, name)
         if regions is not None and not any(cue.start < b + tolerance and cue.end > a - tolerance for a, b in regions):
             problems.append(f"{name}: no speech within {tolerance}s")
         problems += _timing_problems(cues, n - 1, duration, opt, name)
         prev = cue
+    return problems
+
+
+def _span_problems(cue: Cue, prev: Cue | None, duration: float, opt: CueOptions, name: str) -> list[str]:
+    """A cue's times: start before end, inside the file, at most max_duration, after the previous cue."""
+    problems = []
+    if not cue.start < cue.end:
+        problems.append(f"{name}: start is not before end")
+    if cue.start < -_TIME_EPS or (duration > 0 and cue.end > duration + _TIME_EPS):
+        problems.append(f"{name}: outside the file [0, {_fmt(duration)}]")
+    if cue.end - cue.start > opt.max_duration + _TIME_EPS:
+        problems.append(f"{name}: lasts {cue.end - cue.start:.3f}s, more than {opt.max_duration}s")
+    if prev is not None:
+        if cue.start < prev.start:
+            problems.append(f"{name}: starts before the previous cue")
+        elif cue.start < prev.end - 1e-6:
+            problems.append(f"{name}: overlaps the previous cue (ends {_fmt(prev.end)})")
+    return problems
+
+
+def _text_problems(cue: Cue, opt: CueOptions, name: str) -> list[str]:
+    """A cue's text: not empty, at most max_lines lines, none wider than max_line_width."""
+    problems = []
+    lines = list(cue.lines)
+    if not any(line.strip() for line in lines):
+        problems.append(f"{name}: empty text")
+    if len(lines) > opt.max_lines:
+        problems.append(f"{name}: {len(lines)} lines, more than {opt.max_lines}")
+    for line in lines:
+        width = text_width(line)
+        if width > opt.max_line_width:
+            problems.append(f"{name}: line {line!r} is {width:g} wide, more than {opt.max_line_width:g}")
     return problems
 
 
@@ -139,21 +154,38 @@ def validate_review_file(path: str | os.PathLike, duration: float, cues: list[Cu
         if len(row) != len(REVIEW_COLUMNS):
             problems.append(f"{name}: {len(row)} columns, not {len(REVIEW_COLUMNS)}")
             continue
-        start_code, end_code, confidence, reason, text = row
+        start_code, end_code = row[0], row[1]
         try:
             start, end = _seconds(start_code), _seconds(end_code)
         except ValueError:
             problems.append(f"{name}: times {start_code!r} {end_code!r} are not H:MM:SS.mmm")
             continue
-        if not 0 <= start <= end <= duration + _TIME_EPS:
-            problems.append(f"{name}: {start_code}-{end_code} is not a span inside the file")
-        if start < previous:
-            problems.append(f"{name}: not in time order")
+        problems += _review_row_problems(name, row, (start, end), previous, duration, texts)
         previous = start
-        if confidence and not 0.0 <= float(confidence) <= 1.0:
-            problems.append(f"{name}: confidence {confidence} outside [0, 1]")
-        if not reason:
-            problems.append(f"{name}: no reason")
-        if texts is not None and text and (round(start, 2), text) not in texts:
-            problems.append(f"{name}: {text!r} at {start_code} is no cue of the subtitles")
+    return problems
+
+
+def _review_row_problems(
+    name: str,
+    row: list[str],
+    span: tuple[float, float],
+    previous: float,
+    duration: float,
+    texts: set[tuple[float, str]] | None,
+) -> list[str]:
+    """One review row (its times parsed into `span`): inside the file, after the previous row
+    (which started at `previous`), a confidence in [0, 1], a reason, the text of a cue."""
+    start_code, end_code, confidence, reason, text = row
+    start, end = span
+    problems = []
+    if not 0 <= start <= end <= duration + _TIME_EPS:
+        problems.append(f"{name}: {start_code}-{end_code} is not a span inside the file")
+    if start < previous:
+        problems.append(f"{name}: not in time order")
+    if confidence and not 0.0 <= float(confidence) <= 1.0:
+        problems.append(f"{name}: confidence {confidence} outside [0, 1]")
+    if not reason:
+        problems.append(f"{name}: no reason")
+    if texts is not None and text and (round(start, 2), text) not in texts:
+        problems.append(f"{name}: {text!r} at {start_code} is no cue of the subtitles")
     return problems

@@ -15,10 +15,10 @@ from typing import Any
 
 import pysubs2
 
-from .cues import join_lines
 from .fsutil import atomic_write_text, discard, json_text, replace_all, stage_bytes
 from .guard import NO_TEXT
 from .results import FileResult
+from .textlines import join_lines
 
 FORMATS: tuple[str, ...] = ("srt", "vtt", "ass", "txt", "json", "tsv", "review")
 

@@ -69,7 +69,7 @@ def test_v2_checkpoint_gives_ctc_token_times(tmp_path):
 
 
 def test_collapsed_alignments_are_recognised():
-    from fireredasr_fast.cues import plausible_token_times
+    from fireredasr_fast.tokentimes import plausible_token_times
 
     speech = [(1.0, 11.0)]
     spread = [(1.0 + 0.4 * i, 1.3 + 0.4 * i) for i in range(25)]  # 2.5 tokens a second

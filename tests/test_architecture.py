@@ -30,3 +30,28 @@ def test_ruff_is_clean() -> None:
         pytest.skip("ruff is not installed")
     result = run_tool(ruff, "check", "--no-cache", ".")
     assert result.returncode == 0, result.stdout[-4000:]
+
+
+# Radon counts boolean operators, which ruff's C901 does not: a condition of five `and`s is five
+# branches to a reader. Benchmarks (fireredasr_fast/bench) are support code, not the product.
+MAX_COMPLEXITY = 15
+MAX_FUNCTION_LINES = 100
+
+
+def test_no_hidden_complexity() -> None:
+    complexity = pytest.importorskip("radon.complexity")
+    from radon.visitors import Function
+
+    package = ROOT / "fireredasr_fast"
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        if "bench" in path.relative_to(package).parts:
+            continue
+        for block in complexity.cc_visit(path.read_text(encoding="utf-8")):
+            if not isinstance(block, Function):
+                continue
+            lines = block.endline - block.lineno + 1
+            if block.complexity > MAX_COMPLEXITY or lines >= MAX_FUNCTION_LINES:
+                where = f"{path.relative_to(ROOT)}:{block.lineno} {block.fullname}"
+                offenders.append(f"{where}: complexity {block.complexity}, {lines} lines")
+    assert not offenders, "functions over the limits:\n" + "\n".join(offenders)

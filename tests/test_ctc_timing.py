@@ -181,7 +181,7 @@ def _start_errors(result, truth) -> list[float]:
 def test_pipeline_cue_starts_after_pauses(split_programme, snap) -> None:
     """transcribe_file with the v2 fixture. The second half of each sentence starts after a
     pause inside its segment: its cue starts where the CTC token times put it (the VAD's speech
-    regions keep tokens out of the pause, cues.refine_token_times; with snap 0 no VAD onset
+    regions keep tokens out of the pause, tokentimes.refine_token_times; with snap 0 no VAD onset
     moves a cue start). Median start error after a pause within MAX_MEDIAN_START_ERROR."""
     path, truth = split_programme
     options = TranscribeOptions(cues=CueOptions(snap_to_speech=snap))

@@ -7,16 +7,10 @@ import random
 
 import pytest
 
-from fireredasr_fast.cues import (
-    CueOptions,
-    build_cues,
-    join_lines,
-    refine_token_times,
-    text_width,
-    tidy_cues,
-    wrap_words,
-)
+from fireredasr_fast.cues import CueOptions, build_cues, tidy_cues
 from fireredasr_fast.results import Cue, Segment
+from fireredasr_fast.textlines import join_lines, text_width, wrap_words
+from fireredasr_fast.tokentimes import refine_token_times
 from fireredasr_fast.validate import validate_cues
 
 # Fifty-odd characters of news-style Mandarin, no punctuation (as FireRedASR-AED emits it).

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fireredasr_fast.cues import join_lines
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.engines.whisper.bundled import WHISPER_BASE
 from fireredasr_fast.engines.whisper.engine import (
@@ -24,6 +23,7 @@ from fireredasr_fast.engines.whisper.engine import (
 )
 from fireredasr_fast.errors import ModelDirError
 from fireredasr_fast.results import SAMPLE_RATE
+from fireredasr_fast.textlines import join_lines
 
 pytest.importorskip("faster_whisper")
 jiwer = pytest.importorskip("jiwer")

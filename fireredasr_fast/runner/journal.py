@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fireredasr_fast.cues import text_width
 from fireredasr_fast.fsutil import atomic_write_text, display_name, file_identity, json_text
+from fireredasr_fast.textlines import text_width
 
 log = logging.getLogger("fireredasr_fast")
 
@@ -234,7 +234,7 @@ def format_table(records: list[FileRecord]) -> str:
 
 def columns(text: str) -> int:
     """Terminal columns `text` takes: a wide (CJK) character two, a combining mark none, the
-    rest one (twice the subtitle width of cues.text_width)."""
+    rest one (twice the subtitle width of textlines.text_width)."""
     return round(2 * text_width(text))
 
 

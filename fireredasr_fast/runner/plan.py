@@ -96,15 +96,7 @@ def make_plan(
 
     reason = "explicit" if workers is not None else "one thread per physical core"
     if threads_per_worker is None:
-        if workers:
-            threads_per_worker = max(1, physical // workers)
-        elif model_size_bytes >= LARGE_MODEL_BYTES and physical <= FEW_CORES:
-            threads_per_worker = physical
-            reason = "large model on few cores: one worker reads the weights once per decoder step"
-        else:
-            # Two threads per worker from 8 cores up: fewer model replicas in flight and
-            # bigger matmuls per worker, while keeping most parallelism across batches.
-            threads_per_worker = 2 if physical >= 8 else 1
+        threads_per_worker, reason = _default_threads(model_size_bytes, workers, physical, reason)
     if workers is None:
         workers = max(1, physical // threads_per_worker)
         per_worker = WORKER_OVERHEAD_BYTES + (0 if weights_shared else model_size_bytes)
@@ -122,6 +114,17 @@ def make_plan(
         model_gb=model_size_bytes / 1e9,
         reason=reason,
     )
+
+
+def _default_threads(model_size_bytes: int, workers: int | None, physical: int, reason: str) -> tuple[int, str]:
+    """Threads per worker when not given, and the plan's reason."""
+    if workers:
+        return max(1, physical // workers), reason
+    if model_size_bytes >= LARGE_MODEL_BYTES and physical <= FEW_CORES:
+        return physical, "large model on few cores: one worker reads the weights once per decoder step"
+    # Two threads per worker from 8 cores up: fewer model replicas in flight and
+    # bigger matmuls per worker, while keeping most parallelism across batches.
+    return (2 if physical >= 8 else 1), reason
 
 
 # NUMBA_NUM_THREADS sizes numba's pool (kernels.py) when it starts; the kernels then run on

@@ -144,6 +144,14 @@ def _to_int8(model: AedModel) -> torch.nn.Module:
         return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
+def _with_precision(model: AedModel, precision: str) -> AedModel:
+    if precision == "int8":
+        return _to_int8(model)
+    if precision in ("fp16", "bf16"):
+        return model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
+    return model
+
+
 class FireRedModel:
     """Our implementation: features, padding-aware encoder batches, cached beam search."""
 
@@ -168,11 +176,7 @@ class FireRedModel:
         self.decoder_backend = decoder_backend
         if package is None:
             package = load_package(self.model_dir / MODEL_FILE)
-        model = AedModel.from_package(package)
-        if precision == "int8":
-            model = _to_int8(model)
-        elif precision in ("fp16", "bf16"):
-            model = model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
+        model = _with_precision(AedModel.from_package(package), precision)
         self.model: AedModel = model.to(self.device).eval()
         self.dtype = torch.float32 if precision in ("fp32", "int8") else next(model.parameters()).dtype
         self.features = FbankExtractor(self.model_dir / CMVN_FILE)
@@ -182,24 +186,7 @@ class FireRedModel:
         self._encoder: Any = self.model.encoder
         self._decoder: Any = self.model.decoder
         check_backends(encoder_backend, decoder_backend, self.device.type, precision)
-        model_file = self.model_dir / MODEL_FILE
-        if encoder_backend == "onnx":
-            from .onnx_encoder import OnnxEncoder, cached_encoder_export
-
-            self._encoder = OnnxEncoder(cached_encoder_export(self.model.encoder, self.model.args.idim, model_file))
-        if decoder_backend == "onnx":
-            from .onnx_decoder import OnnxDecoder, cached_step_export
-
-            self._decoder = OnnxDecoder(self.model.decoder, cached_step_export(self.model.decoder, model_file))
-        if self.device.type == "cpu" and precision == "fp32":  # check_backends keeps onednn here
-            for part, backend, rows_hint in (
-                (self.model.encoder, encoder_backend, onednn.ENCODER_ROWS_HINT),
-                (self.model.decoder, decoder_backend, onednn.DECODER_ROWS_HINT),
-            ):
-                if backend == "onednn":
-                    onednn.pack_linears(part, rows_hint)  # raises without oneDNN
-                elif backend == "torch" and onednn.available():
-                    onednn.share_linears(part)
+        self._use_backends(encoder_backend, decoder_backend)
         # numba kernels for the memory-bound parts of a decoder step (kernels.py): the
         # attention for the default and the packed decoders, the few-row Linears for the
         # default one. decoder_kernels=False keeps torch's (the previous default; for comparison).
@@ -212,6 +199,27 @@ class FireRedModel:
         )
         if self.decoder_kernels:
             kernels.install(self.model.decoder, few_rows_linear=decoder_backend == "torch")
+
+    def _use_backends(self, encoder_backend: str, decoder_backend: str) -> None:
+        """The encoder's and the decoder's backends (check_backends has accepted them)."""
+        model_file = self.model_dir / MODEL_FILE
+        if encoder_backend == "onnx":
+            from .onnx_encoder import OnnxEncoder, cached_encoder_export
+
+            self._encoder = OnnxEncoder(cached_encoder_export(self.model.encoder, self.model.args.idim, model_file))
+        if decoder_backend == "onnx":
+            from .onnx_decoder import OnnxDecoder, cached_step_export
+
+            self._decoder = OnnxDecoder(self.model.decoder, cached_step_export(self.model.decoder, model_file))
+        if self.device.type == "cpu" and self.precision == "fp32":  # check_backends keeps onednn here
+            for part, backend, rows_hint in (
+                (self.model.encoder, encoder_backend, onednn.ENCODER_ROWS_HINT),
+                (self.model.decoder, decoder_backend, onednn.DECODER_ROWS_HINT),
+            ):
+                if backend == "onednn":
+                    onednn.pack_linears(part, rows_hint)  # raises without oneDNN
+                elif backend == "torch" and onednn.available():
+                    onednn.share_linears(part)
 
     def lm(self, lm_dir: str | os.PathLike) -> LstmLm:
         """The external LM of `lm_dir`, loaded once (fp32 on the model's device)."""
@@ -259,44 +267,12 @@ class FireRedModel:
         results: list[list[Hypothesis]] = [[Hypothesis(text="")] for _ in waveforms]
         alignments: list[np.ndarray | None] = [None] * len(waveforms)
         for group in self.encoder_batches([f.shape[0] for f in feats]):
-            start = time.perf_counter()
-            enc, valid = self.encode_features([feats[i] for i in group])
-            self._sync()
-            mid = time.perf_counter()
-            enc_lens = valid.sum(dim=1).tolist()
-            max_lens = [
-                step_limit(int(n), len(waveforms[i]), opts.decode_max_len, opts.max_tokens_per_second)
-                for n, i in zip(enc_lens, group, strict=True)
-            ]
-            cache = self._decoder.init_cache(enc, valid, opts.beam_size)
-            # The alignment pass reuses the search's cross-attention K/V (the search's
-            # cache drops an utterance's K/V when it finishes, so keep the lists now).
-            cross = None
-            if return_alignment and isinstance(cache, DecoderCache):
-                cross = (list(cache.cross_k), list(cache.cross_v))
-            found = beam_search(
-                self._decoder,
-                enc,
-                valid,
-                max_lens,
-                cache=cache,
-                beam_size=opts.beam_size,
-                nbest=opts.nbest,
-                softmax_smoothing=opts.softmax_smoothing,
-                length_penalty=opts.length_penalty,
-                eos_penalty=opts.eos_penalty,
-                logits_hook=logits_hook,
-                check_every=1 if self.device.type == "cpu" else 8,
-                lm=lm,
-                lm_weight=opts.lm_weight,
+            samples = [len(waveforms[i]) for i in group]
+            found, group_alignments = self._decode_group(
+                [feats[i] for i in group], samples, opts, lm, logits_hook, return_alignment, timings
             )
-            if return_alignment:
-                for j, att in enumerate(self.alignments(enc, valid, found, cross)):
-                    alignments[group[j]] = att
-            del cache, cross
-            self._sync()
-            timings["encoder"] += mid - start
-            timings["decoder"] += time.perf_counter() - mid
+            for j, att in enumerate(group_alignments):
+                alignments[group[j]] = att
             for j, i in enumerate(group):
                 results[i] = [
                     self._hypothesis(seq, conf)
@@ -304,6 +280,56 @@ class FireRedModel:
                 ]
         self.timings = timings
         return (results, alignments) if return_alignment else results
+
+    def _decode_group(
+        self,
+        feats: list[np.ndarray],
+        samples: list[int],
+        opts: DecodingOptions,
+        lm: LstmLm | None,
+        logits_hook: LogitsHook | None,
+        return_alignment: bool,
+        timings: dict[str, float],
+    ) -> tuple[list[SearchResult], list[np.ndarray | None]]:
+        """One encoder batch (`samples`: each waveform's length) and its beam search, with the
+        alignments when asked; timed into `timings` ("encoder", "decoder")."""
+        start = time.perf_counter()
+        enc, valid = self.encode_features(feats)
+        self._sync()
+        mid = time.perf_counter()
+        enc_lens = valid.sum(dim=1).tolist()
+        max_lens = [
+            step_limit(int(n), length, opts.decode_max_len, opts.max_tokens_per_second)
+            for n, length in zip(enc_lens, samples, strict=True)
+        ]
+        cache = self._decoder.init_cache(enc, valid, opts.beam_size)
+        # The alignment pass reuses the search's cross-attention K/V (the search's
+        # cache drops an utterance's K/V when it finishes, so keep the lists now).
+        cross = None
+        if return_alignment and isinstance(cache, DecoderCache):
+            cross = (list(cache.cross_k), list(cache.cross_v))
+        found = beam_search(
+            self._decoder,
+            enc,
+            valid,
+            max_lens,
+            cache=cache,
+            beam_size=opts.beam_size,
+            nbest=opts.nbest,
+            softmax_smoothing=opts.softmax_smoothing,
+            length_penalty=opts.length_penalty,
+            eos_penalty=opts.eos_penalty,
+            logits_hook=logits_hook,
+            check_every=1 if self.device.type == "cpu" else 8,
+            lm=lm,
+            lm_weight=opts.lm_weight,
+        )
+        alignments = list(self.alignments(enc, valid, found, cross)) if return_alignment else []
+        del cache, cross
+        self._sync()
+        timings["encoder"] += mid - start
+        timings["decoder"] += time.perf_counter() - mid
+        return found, alignments
 
     def transcribe(self, waveforms: Sequence[np.ndarray], **options: Any) -> Any:
         """One best hypothesis per waveform (same order); see transcribe_nbest for options.

@@ -74,90 +74,126 @@ def beam_search(
     if not eos_penalty > 0.0:  # FireRedASR2 allows > 1 (v1 asserted <= 1)
         raise ValueError("eos_penalty must be > 0")
     n_total = enc.size(0)
-    beam = beam_size
-    nbest = min(int(nbest), beam)
-    device = enc.device
-    eos = decoder.eos_id
+    nbest = min(int(nbest), beam_size)
     if cache is None:
-        cache = decoder.init_cache(enc, enc_valid, beam)
-    rows = n_total * beam
-    # Utterance ids of the rows still in the batch, and their per-utterance step limits.
-    limits = list(max_lens)
-    active_host = list(range(n_total))
-    scores = torch.tensor([0.0] + [_DEAD_SCORE] * (beam - 1), device=device).repeat(n_total).view(rows, 1)
-    finished = torch.zeros(rows, 1, dtype=torch.bool, device=device)
-    dead_row = torch.tensor([0.0] + [_DEAD_SCORE] * (beam - 1), device=device).view(1, beam)
-    capacity = max(limits) + 1 if limits else 1
-    ys = torch.full((rows, capacity), eos, dtype=torch.long, device=device)
-    ys[:, 0] = decoder.sos_id
-    last = ys[:, 0].clone()
-    # confidences[:, k]: exp of the step score that chose ys[:, k + 1].
-    confidences = torch.zeros((rows, capacity), dtype=torch.float32, device=device)
-    lm_state = lm.init_state(rows, device) if lm is not None and lm_weight > 0.0 else None
+        cache = decoder.init_cache(enc, enc_valid, beam_size)
+    beams = _Beams.start(decoder, n_total, beam_size, list(max_lens), enc.device)
+    if lm is not None and lm_weight > 0.0:
+        beams.lm_state = lm.init_state(n_total * beam_size, enc.device)
     results: list[SearchResult | None] = [None] * n_total
-
-    def retire(local: list[int], t_len: int) -> None:
-        for j in local:
-            u = active_host[j]
-            seqs = ys[j * beam : (j + 1) * beam, :t_len]
-            confs = confidences[j * beam : (j + 1) * beam, : t_len - 1 if confidence else 0]
-            results[u] = _finalise(seqs, scores[j * beam : (j + 1) * beam, 0], confs, eos, nbest, length_penalty)
-
     step = 0
-    while active_host:
-        n = len(active_host)
-        logits = decoder.step(last, cache)
+    while beams.active_host:
+        n = len(beams.active_host)
+        logits = decoder.step(beams.last, cache)
         if logits_hook is not None:
             logits = logits_hook(step, logits)
-        t_scores, lm_state = _token_scores(logits, last, softmax_smoothing, eos, eos_penalty, lm, lm_weight, lm_state)
-        top_s, top_y = torch.topk(t_scores, k=beam, dim=1)
-        # A finished beam may only extend with <eos> at no cost (its other candidates die).
-        top_s = torch.where(finished, dead_row, top_s)
-        top_y = top_y.masked_fill(finished, eos)
-        cand = (scores + top_s).view(n, beam * beam)
-        best, best_ids = torch.topk(cand, k=beam, dim=1)
-        scores = best.view(-1, 1)
-        parent = (
-            torch.div(best_ids, beam, rounding_mode="floor") + beam * torch.arange(n, device=device)[:, None]
-        ).view(-1)
-        new_y = torch.gather(top_y.view(n, beam * beam), 1, best_ids).view(-1)
-        ys[: n * beam, : step + 1] = ys[: n * beam, : step + 1].index_select(0, parent)
-        ys[: n * beam, step + 1] = new_y
-        if confidence:
-            if step:
-                confidences[:, :step] = confidences[:, :step].index_select(0, parent)
-            confidences[:, step] = torch.gather(top_s.view(n, beam * beam), 1, best_ids).view(-1).exp()
-        cache.reorder(parent)
-        if lm_state is not None:
-            lm_state = tuple(x.index_select(1, parent) for x in lm_state)
-        last = new_y
-        finished = (new_y == eos).view(-1, 1)
+        t_scores, beams.lm_state = _token_scores(
+            logits, beams.last, softmax_smoothing, beams.eos, eos_penalty, lm, lm_weight, beams.lm_state
+        )
+        beams.extend(t_scores, step, cache, confidence)
         step += 1
-
-        # Which utterances leave now: all beams ended, or the step limit reached (known on
-        # the host, so that needs no sync).
-        done = [j for j in range(n) if limits[j] <= step]
-        if step % check_every == 0 or done:
-            all_done = finished.view(n, beam).all(dim=1).nonzero().view(-1).tolist()
-            done = sorted(set(done) | set(all_done))
+        done = beams.leaving(step, check_every)
         if done:
-            retire(done, step + 1)
+            for j in done:
+                t_len = step + 1
+                seqs, scores, confs = beams.rows_of(j, t_len, confidence)
+                results[beams.active_host[j]] = _finalise(seqs, scores, confs, beams.eos, nbest, length_penalty)
             keep = [j for j in range(n) if j not in set(done)]
             if not keep:
                 break
-            keep_t = torch.tensor(keep, device=device)
-            keep_rows = (keep_t[:, None] * beam + torch.arange(beam, device=device)).view(-1)
-            cache.keep(keep_t)
-            scores = scores.index_select(0, keep_rows)
-            finished = finished.index_select(0, keep_rows)
-            last = last.index_select(0, keep_rows)
-            ys = ys.index_select(0, keep_rows)
-            confidences = confidences.index_select(0, keep_rows)
-            if lm_state is not None:
-                lm_state = tuple(x.index_select(1, keep_rows) for x in lm_state)
-            active_host = [active_host[j] for j in keep]
-            limits = [limits[j] for j in keep]
+            beams.keep(keep, cache)
     return [r if r is not None else SearchResult([[]], [0.0], [[]]) for r in results]
+
+
+@dataclass
+class _Beams:
+    """The search's rows still in the batch (beam rows per utterance): each row's score, whether
+    it has ended, its last token, its tokens so far (ys) and their confidences
+    (confidences[:, k]: exp of the step score that chose ys[:, k + 1]), its LM state; and the
+    utterance ids of the rows and their per-utterance step limits."""
+
+    beam: int
+    eos: int
+    scores: Tensor
+    finished: Tensor
+    last: Tensor
+    ys: Tensor
+    confidences: Tensor
+    active_host: list[int]
+    limits: list[int]
+    dead_row: Tensor
+    lm_state: Any = None
+
+    @classmethod
+    def start(cls, decoder: Decoder, n_total: int, beam: int, limits: list[int], device: torch.device) -> _Beams:
+        rows = n_total * beam
+        eos = decoder.eos_id
+        scores = torch.tensor([0.0] + [_DEAD_SCORE] * (beam - 1), device=device).repeat(n_total).view(rows, 1)
+        finished = torch.zeros(rows, 1, dtype=torch.bool, device=device)
+        dead_row = torch.tensor([0.0] + [_DEAD_SCORE] * (beam - 1), device=device).view(1, beam)
+        capacity = max(limits) + 1 if limits else 1
+        ys = torch.full((rows, capacity), eos, dtype=torch.long, device=device)
+        ys[:, 0] = decoder.sos_id
+        last = ys[:, 0].clone()
+        confidences = torch.zeros((rows, capacity), dtype=torch.float32, device=device)
+        return cls(beam, eos, scores, finished, last, ys, confidences, list(range(n_total)), limits, dead_row)
+
+    def extend(self, t_scores: Tensor, step: int, cache: Any, confidence: bool) -> None:
+        """One step: each utterance's best `beam` extensions of its beams."""
+        beam, eos = self.beam, self.eos
+        n = len(self.active_host)
+        top_s, top_y = torch.topk(t_scores, k=beam, dim=1)
+        # A finished beam may only extend with <eos> at no cost (its other candidates die).
+        top_s = torch.where(self.finished, self.dead_row, top_s)
+        top_y = top_y.masked_fill(self.finished, eos)
+        cand = (self.scores + top_s).view(n, beam * beam)
+        best, best_ids = torch.topk(cand, k=beam, dim=1)
+        self.scores = best.view(-1, 1)
+        parent = (
+            torch.div(best_ids, beam, rounding_mode="floor") + beam * torch.arange(n, device=self.ys.device)[:, None]
+        ).view(-1)
+        new_y = torch.gather(top_y.view(n, beam * beam), 1, best_ids).view(-1)
+        self.ys[: n * beam, : step + 1] = self.ys[: n * beam, : step + 1].index_select(0, parent)
+        self.ys[: n * beam, step + 1] = new_y
+        if confidence:
+            if step:
+                self.confidences[:, :step] = self.confidences[:, :step].index_select(0, parent)
+            self.confidences[:, step] = torch.gather(top_s.view(n, beam * beam), 1, best_ids).view(-1).exp()
+        cache.reorder(parent)
+        if self.lm_state is not None:
+            self.lm_state = tuple(x.index_select(1, parent) for x in self.lm_state)
+        self.last = new_y
+        self.finished = (new_y == eos).view(-1, 1)
+
+    def leaving(self, step: int, check_every: int) -> list[int]:
+        """Which utterances leave now: all beams ended, or the step limit reached (known on
+        the host, so that needs no sync)."""
+        n = len(self.active_host)
+        done = [j for j in range(n) if self.limits[j] <= step]
+        if step % check_every == 0 or done:
+            all_done = self.finished.view(n, self.beam).all(dim=1).nonzero().view(-1).tolist()
+            done = sorted(set(done) | set(all_done))
+        return done
+
+    def rows_of(self, j: int, t_len: int, confidence: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """Utterance j's beams: tokens, scores and confidences."""
+        rows = slice(j * self.beam, (j + 1) * self.beam)
+        return self.ys[rows, :t_len], self.scores[rows, 0], self.confidences[rows, : t_len - 1 if confidence else 0]
+
+    def keep(self, keep: list[int], cache: Any) -> None:
+        """Only the utterances `keep` stay in the batch."""
+        keep_t = torch.tensor(keep, device=self.ys.device)
+        keep_rows = (keep_t[:, None] * self.beam + torch.arange(self.beam, device=self.ys.device)).view(-1)
+        cache.keep(keep_t)
+        self.scores = self.scores.index_select(0, keep_rows)
+        self.finished = self.finished.index_select(0, keep_rows)
+        self.last = self.last.index_select(0, keep_rows)
+        self.ys = self.ys.index_select(0, keep_rows)
+        self.confidences = self.confidences.index_select(0, keep_rows)
+        if self.lm_state is not None:
+            self.lm_state = tuple(x.index_select(1, keep_rows) for x in self.lm_state)
+        self.active_host = [self.active_host[j] for j in keep]
+        self.limits = [self.limits[j] for j in keep]
 
 
 def _token_scores(

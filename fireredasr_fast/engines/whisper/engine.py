@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fireredasr_fast.cues import join_lines
 from fireredasr_fast.engines import Engine, EngineSpec
 from fireredasr_fast.engines.whisper.bundled import (
     DEFAULT_MODELS,
@@ -35,6 +34,7 @@ from fireredasr_fast.engines.whisper.bundled import (
 from fireredasr_fast.errors import ModelDirError
 from fireredasr_fast.guard import LOW_CONFIDENCE, REDECODED, degenerate_reasons
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
+from fireredasr_fast.textlines import join_lines
 
 from .options import REDECODE_STEPS
 
@@ -268,6 +268,29 @@ def _encoder_rows(encoder_output: Any, rows: list[int], features: np.ndarray, mo
     return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoder_output)[rows]))
 
 
+def _split_pieces(waveforms: Sequence[np.ndarray]) -> list[_Piece]:
+    """Each waveform cut into windows (split_windows), empty ones left out."""
+    pieces: list[_Piece] = []
+    for i, wave in enumerate(waveforms):
+        audio = np.asarray(wave, dtype=np.float32).reshape(-1)
+        for start, end in split_windows(audio):
+            if end > start:
+                pieces.append(_Piece(i, start / SAMPLE_RATE, audio[start:end]))
+    return pieces
+
+
+def _add_piece(hyp: Hypothesis, item: _PieceResult) -> None:
+    """A piece's words, times (offset into the waveform), probabilities and flags, appended to
+    its waveform's hypothesis."""
+    hyp.tokens.extend(item.words)
+    if item.times is not None and hyp.token_times is not None:
+        offset = item.piece.offset
+        hyp.token_times.extend((round(offset + s, 3), round(offset + e, 3)) for s, e in item.times)
+    if item.probs is not None:
+        hyp.token_confidences = (hyp.token_confidences or []) + item.probs
+    hyp.flags.extend(f for f in item.flags if f not in hyp.flags)
+
+
 class WhisperEngine(Engine):
     """Whisper through CTranslate2, batched over segments.
 
@@ -378,12 +401,7 @@ class WhisperEngine(Engine):
         return np.stack(feats).astype(np.float32)
 
     def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[Hypothesis]:
-        pieces: list[_Piece] = []
-        for i, wave in enumerate(waveforms):
-            audio = np.asarray(wave, dtype=np.float32).reshape(-1)
-            for start, end in split_windows(audio):
-                if end > start:
-                    pieces.append(_Piece(i, start / SAMPLE_RATE, audio[start:end]))
+        pieces = _split_pieces(waveforms)
         languages = self._waveform_languages(waveforms, pieces)
         for piece in pieces:
             piece.language = languages[piece.source]
@@ -397,15 +415,8 @@ class WhisperEngine(Engine):
         ]
         texts: list[list[str]] = [[] for _ in waveforms]
         for item in per_piece:
-            hyp = hyps[item.piece.source]
             texts[item.piece.source].append(item.text)
-            hyp.tokens.extend(item.words)
-            if item.times is not None and hyp.token_times is not None:
-                offset = item.piece.offset
-                hyp.token_times.extend((round(offset + s, 3), round(offset + e, 3)) for s, e in item.times)
-            if item.probs is not None:
-                hyp.token_confidences = (hyp.token_confidences or []) + item.probs
-            hyp.flags.extend(f for f in item.flags if f not in hyp.flags)
+            _add_piece(hyps[item.piece.source], item)
         for hyp, parts in zip(hyps, texts, strict=True):
             hyp.text = join_lines(parts)
             if hyp.token_confidences is not None and len(hyp.token_confidences) != len(hyp.tokens):
