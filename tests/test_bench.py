@@ -27,10 +27,9 @@ def test_an_unknown_benchmark_lists_the_known_ones(capsys: pytest.CaptureFixture
     assert all(name in out for name in BENCHMARKS)
 
 
-def test_the_default_checkpoint_is_the_benchmarks_own_trained_model(tmp_path: Path) -> None:
+def test_the_default_checkpoint_is_the_trained_test_fixture(tmp_path: Path) -> None:
     path, kind = resolve_model(None, None, tmp_path)
-    assert path == TINY_MODEL
-    assert "tests" not in path.relative_to(ROOT).parts
+    assert path == TINY_MODEL == ROOT / "tests" / "fixtures" / "tiny_model"
     assert kind.startswith("trained tiny fixture")
     check_model_dir(path)  # every file a FireRedASR model directory needs
     assert not any(tmp_path.iterdir())  # no random checkpoint written
