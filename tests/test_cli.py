@@ -263,7 +263,7 @@ def test_lm_fusion_from_the_cli(tmp_path: Path):
     trained fixture says; a directory without a weight, or a missing LM, is refused up front."""
     from conftest import FIXTURES
 
-    from fireredasr_fast.engines.firered.random_model import write_random_lm_dir
+    from testsupport.random_model import write_random_lm_dir
 
     model_dir = FIXTURES / "tiny_model"
     odim = sum(1 for _ in (model_dir / "dict.txt").open(encoding="utf-8"))

@@ -37,7 +37,7 @@ from make_programme import make_programme
 from tiny_model_texts import MANDARIN_SENTENCES
 
 pytest.importorskip("kaldi_native_fbank")
-reference2 = pytest.importorskip("fireredasr_fast.engines.firered.reference2")
+reference2 = pytest.importorskip("testsupport.reference2")
 
 V2_FIXTURE = FIXTURES / "tiny_model_v2"
 SENTENCES = list(MANDARIN_SENTENCES[30:36])

@@ -188,7 +188,7 @@ def ensure_random_model(path: Path, preset: str) -> Path:
     interrupted write is never mistaken for a model)."""
     if (path / "model.pth.tar").is_file():
         return path
-    from fireredasr_fast.engines.firered.random_model import write_random_model_dir
+    from testsupport.random_model import write_random_model_dir
 
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)

@@ -46,9 +46,9 @@ from fireredasr_fast.engines.firered.checkpoint import MODEL_FILE, load_package
 from fireredasr_fast.engines.firered.engine import FireRedModel
 from fireredasr_fast.engines.firered.features import encoder_frames
 from fireredasr_fast.engines.firered.model import AedModel
-from fireredasr_fast.engines.firered.random_model import write_random_model_dir
-from fireredasr_fast.engines.firered.reference import ReferenceModel
 from fireredasr_fast.fsutil import CACHE_ENV
+from testsupport.random_model import write_random_model_dir
+from testsupport.reference import ReferenceModel
 
 from .backends import compare_decoder_step, compare_encoder, table
 from .common import feature_frames, memory_bandwidth_gbs

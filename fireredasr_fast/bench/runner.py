@@ -243,7 +243,7 @@ def original_script(
     import torch
     from silero_vad import get_speech_timestamps, load_silero_vad
 
-    from fireredasr_fast.engines.firered.reference import ReferenceModel
+    from testsupport.reference import ReferenceModel
 
     # What such a script gets without asking: torch's default, one thread per core.
     torch.set_num_threads(os.cpu_count() or 1)

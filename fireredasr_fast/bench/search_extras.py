@@ -31,8 +31,8 @@ import torch
 
 from fireredasr_fast.engines.firered.engine import FireRedModel
 from fireredasr_fast.engines.firered.lm import load_lm
-from fireredasr_fast.engines.firered.random_model import write_random_lm_dir, write_random_model_dir
 from fireredasr_fast.engines.firered.search import beam_search
+from testsupport.random_model import write_random_lm_dir, write_random_model_dir
 
 V2_VOCABULARY = 8667
 VARIANTS = ("plain", "confidence", "lm")
