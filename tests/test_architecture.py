@@ -30,3 +30,12 @@ def test_ruff_is_clean() -> None:
         pytest.skip("ruff is not installed")
     result = run_tool(ruff, "check", "--no-cache", ".")
     assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_the_product_ships_without_the_benchmarks_or_the_test_support() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    setuptools = pytest.importorskip("setuptools")
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    shipped = {name.split(".")[0] for name in setuptools.find_packages(ROOT, include=find["include"])}
+    assert shipped == {"fireredasr_fast"}
+    assert (ROOT / "benchmarks" / "__init__.py").is_file() and (ROOT / "testsupport" / "__init__.py").is_file()

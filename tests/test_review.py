@@ -170,7 +170,7 @@ def test_help_names_the_new_options() -> None:
 
 
 def test_the_benchmark_labels_a_cue_wrong_by_its_aligned_reference() -> None:
-    from fireredasr_fast.bench.review import label_cues
+    from benchmarks.review import label_cues
 
     references = [(1.0, 3.0, "今天天气很好"), (4.0, 6.0, "请把窗户关上"), (7.0, 9.0, "It was the best of times.")]
     cues = [

@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m fireredasr_fast.bench NAME [options]`.
+"""Benchmarks: `python -m benchmarks NAME [options]`.
 
 Each benchmark is a module here with `main(argv) -> int`; it prints a table, writes JSON
 with `--json PATH`, and reports ratios measured side by side in one run. What several

@@ -29,7 +29,7 @@ from fireredasr_fast.results import SAMPLE_RATE
 from fireredasr_fast.transcribe import prepare_file
 from fireredasr_fast.vad import SpeechSegmenter
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 # The trained tiny FireRedASR-AED test fixture (its TRAINING.md says how it was made): unlike a
 # random checkpoint it says <eos> where the speech ends.
