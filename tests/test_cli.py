@@ -151,7 +151,7 @@ def test_usage_errors_exit_2(tmp_path: Path):
 
 
 def test_validator_passes_on_every_subtitle_written(first_run):
-    from fireredasr_fast.validate import validate_subtitle_file
+    from testsupport.validate import validate_subtitle_file
 
     out, _ = first_run
     checked = 0
@@ -168,7 +168,7 @@ def test_firered_fixture_transcribes_the_samples(tmp_path):
     import jiwer
     from conftest import FIXTURES
 
-    from fireredasr_fast.validate import validate_subtitle_file
+    from testsupport.validate import validate_subtitle_file
 
     fixture = FIXTURES / "tiny_model"
     result = run_cli("--model-dir", str(fixture), "--workers", "1", "-o", str(tmp_path), str(SAMPLES))

@@ -30,7 +30,7 @@ from fireredasr_fast.engines.firered.engine import load_model
 from fireredasr_fast.engines.firered.features import ENCODER_FRAME_SECONDS
 from fireredasr_fast.results import SAMPLE_RATE
 from fireredasr_fast.transcribe import TranscribeOptions, transcribe_file
-from fireredasr_fast.validate import validate_cues
+from testsupport.validate import validate_cues
 
 sys.path.insert(0, str(FIXTURES))
 from make_programme import make_programme

@@ -17,7 +17,7 @@ from fireredasr_fast.cues import (
     wrap_words,
 )
 from fireredasr_fast.results import Cue, Segment
-from fireredasr_fast.validate import validate_cues
+from testsupport.validate import validate_cues
 
 # Fifty-odd characters of news-style Mandarin, no punctuation (as FireRedASR-AED emits it).
 ZH = (
