@@ -1,5 +1,5 @@
 """Our engine against FireRedASR2's own AED code (PyPI `fasr-asr-firered` 0.5.8, package
-`fireredasr2`, wrapped by engines/firered/reference2.py) on v2 checkpoints: identical token ids
+`fireredasr2`, wrapped by testsupport/reference2.py) on v2 checkpoints: identical token ids
 in fp32, the same per-hypothesis confidence (within 1e-4), eos_penalty above 1, and shallow
 fusion with an external LSTM LM giving the same hypotheses.
 
