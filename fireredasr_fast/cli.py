@@ -24,7 +24,7 @@ from fireredasr_fast.runner.scheduler import Runner, RunOptions, print_summary
 
 from .cues import CueOptions
 from .engines import EngineSpec
-from .engines.firered.options import BACKENDS, CPU_PRECISIONS, GPU_PRECISIONS, DecodingOptions, FireRedOptions
+from .engines.firered.options import CLI_BACKENDS, CPU_PRECISIONS, GPU_PRECISIONS, DecodingOptions, FireRedOptions
 from .engines.whisper.options import WhisperOptions
 from .errors import FireRedFastError, OptionError
 from .guard import REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions
@@ -122,16 +122,16 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     )
     e.add_argument(
         "--encoder-backend",
-        choices=BACKENDS,
+        choices=CLI_BACKENDS,
         default="torch",
-        help="firered, CPU fp32: torch (default: Linears through oneDNN on the shared weights), mkl (torch's own "
-        "Linear, the old default, for comparison), onnx (ONNX Runtime, exported once into ~/.cache/fireredasr-fast, "
-        "needs the onnx package) or onednn (oneDNN with pre-packed weights); onnx and onednn are opt-in: a private "
-        "copy of the weights per worker, results may differ at near-ties (docs/engine.md)",
+        help="firered, CPU fp32: torch (default: Linears through oneDNN on the shared weights), onnx (ONNX Runtime, "
+        "exported once into ~/.cache/fireredasr-fast, needs the onnx package) or onednn (oneDNN with pre-packed "
+        "weights); onnx and onednn are opt-in: a private copy of the weights per worker, results may differ at "
+        "near-ties (docs/engine.md)",
     )
     e.add_argument(
         "--decoder-backend",
-        choices=BACKENDS,
+        choices=CLI_BACKENDS,
         default="torch",
         help="firered, CPU fp32: the same choices for each decoder step (torch also runs the step's attention and "
         "few-row Linears through numba kernels; onednn: pre-packed weights, a private copy of the decoder weights "

@@ -51,7 +51,7 @@ def require_espeak() -> str:
 @pytest.fixture(scope="session")
 def random_model_dir(tmp_path_factory) -> Path:
     """A tiny FireRedASR-AED directory in the official format, random weights."""
-    from fireredasr_fast.engines.firered.random_model import write_random_model_dir
+    from testsupport.random_model import write_random_model_dir
 
     return write_random_model_dir(tmp_path_factory.mktemp("random-model") / "tiny", preset="tiny", seed=0)
 

@@ -14,8 +14,8 @@ from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 from fireredasr_fast.runner.journal import FileRecord, format_table
 from fireredasr_fast.transcribe import PreparedFile, TranscribeOptions, assemble_result
 from fireredasr_fast.vad import SpeechSegment
-from fireredasr_fast.validate import validate_review_file
 from fireredasr_fast.writers import get_writer
+from testsupport.validate import validate_review_file
 
 WORDS = "it was the best of times it was the worst of times".split()
 

@@ -58,7 +58,7 @@ def test_attention_alignment_is_monotonic_and_tracks_the_attention():
 
 def test_v2_checkpoint_gives_ctc_token_times(tmp_path):
     from fireredasr_fast.engines import EngineSpec
-    from fireredasr_fast.engines.firered.random_model import write_random_model_dir
+    from testsupport.random_model import write_random_model_dir
 
     model_dir = write_random_model_dir(tmp_path / "v2", preset="tiny", with_ctc=True, seed=1, mix_gain=100.0)
     engine = EngineSpec("firered", str(model_dir), options=(("decode_max_len", 12),)).build()

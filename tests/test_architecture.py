@@ -33,7 +33,7 @@ def test_ruff_is_clean() -> None:
 
 
 # Radon counts boolean operators, which ruff's C901 does not: a condition of five `and`s is five
-# branches to a reader. Benchmarks (fireredasr_fast/bench) are support code, not the product.
+# branches to a reader. Benchmarks and test support live outside the package.
 MAX_COMPLEXITY = 15
 MAX_FUNCTION_LINES = 100
 
@@ -45,8 +45,6 @@ def test_no_hidden_complexity() -> None:
     package = ROOT / "fireredasr_fast"
     offenders = []
     for path in sorted(package.rglob("*.py")):
-        if "bench" in path.relative_to(package).parts:
-            continue
         for block in complexity.cc_visit(path.read_text(encoding="utf-8")):
             if not isinstance(block, Function):
                 continue
@@ -55,3 +53,12 @@ def test_no_hidden_complexity() -> None:
                 where = f"{path.relative_to(ROOT)}:{block.lineno} {block.fullname}"
                 offenders.append(f"{where}: complexity {block.complexity}, {lines} lines")
     assert not offenders, "functions over the limits:\n" + "\n".join(offenders)
+
+
+def test_the_product_ships_without_the_benchmarks_or_the_test_support() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    setuptools = pytest.importorskip("setuptools")
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    shipped = {name.split(".")[0] for name in setuptools.find_packages(ROOT, include=find["include"])}
+    assert shipped == {"fireredasr_fast"}
+    assert (ROOT / "benchmarks" / "__init__.py").is_file() and (ROOT / "testsupport" / "__init__.py").is_file()

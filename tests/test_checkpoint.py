@@ -23,8 +23,9 @@ from fireredasr_fast.engines.firered.checkpoint import (
 )
 from fireredasr_fast.engines.firered.engine import load_model
 from fireredasr_fast.engines.firered.model import AedModel
-from fireredasr_fast.engines.firered.random_model import write_random_model_dir
 from fireredasr_fast.errors import ModelDirError
+from testsupport.random_model import write_random_model_dir
+from testsupport.reference import load_reference
 
 aed_module = pytest.importorskip("fireredasr.models.fireredasr_aed")
 
@@ -77,7 +78,7 @@ def test_shrunk_decoder_table_is_the_fresh_smaller_table(tmp_path: Path) -> None
 
 
 def test_write_model_dir_saves_compact_tables(tmp_path: Path) -> None:
-    from fireredasr_fast.engines.firered.random_model import _cmvn_stats, _train_spm
+    from testsupport.random_model import _cmvn_stats, _train_spm
 
     args = aed_args("tiny", odim=5 + 26)
     state = aed_module.FireRedAsrAed.from_args(args).state_dict()
@@ -131,7 +132,7 @@ def test_v2_checkpoint_with_ctc_head(tmp_path: Path) -> None:
     # The engine and the reference adapter both load it; the reference ignores the head.
     fast = load_model(path)
     assert fast.has_ctc
-    assert load_model(path, implementation="reference").model is not None
+    assert load_reference(path).model is not None
     plain = AedModel.from_package(load_package(write_random_model_dir(tmp_path / "v1", odim=150) / "model.pth.tar"))
     with pytest.raises(ValueError, match="CTC"):
         plain.ctc_log_probs(enc)
@@ -159,4 +160,4 @@ def test_checkpoint_with_foreign_global_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelDirError, match="refused"):
         load_model(path)
     with pytest.raises(ModelDirError, match="refused"):
-        load_model(path, implementation="reference")
+        load_reference(path)

@@ -30,14 +30,14 @@ from fireredasr_fast.engines.firered.engine import load_model
 from fireredasr_fast.engines.firered.features import ENCODER_FRAME_SECONDS
 from fireredasr_fast.results import SAMPLE_RATE
 from fireredasr_fast.transcribe import TranscribeOptions, transcribe_file
-from fireredasr_fast.validate import validate_cues
+from testsupport.validate import validate_cues
 
 sys.path.insert(0, str(FIXTURES))
 from make_programme import make_programme
 from tiny_model_texts import MANDARIN_SENTENCES
 
 pytest.importorskip("kaldi_native_fbank")
-reference2 = pytest.importorskip("fireredasr_fast.engines.firered.reference2")
+reference2 = pytest.importorskip("testsupport.reference2")
 
 V2_FIXTURE = FIXTURES / "tiny_model_v2"
 SENTENCES = list(MANDARIN_SENTENCES[30:36])

@@ -11,7 +11,7 @@ from fireredasr_fast.cues import CueOptions, build_cues, tidy_cues
 from fireredasr_fast.results import Cue, Segment
 from fireredasr_fast.textlines import join_lines, text_width, wrap_words
 from fireredasr_fast.tokentimes import refine_token_times
-from fireredasr_fast.validate import validate_cues
+from testsupport.validate import validate_cues
 
 # Fifty-odd characters of news-style Mandarin, no punctuation (as FireRedASR-AED emits it).
 ZH = (

@@ -25,7 +25,7 @@ from conftest import ROOT
 from torch import nn
 
 from fireredasr_fast.engines.firered import kernels
-from fireredasr_fast.engines.firered.random_model import write_random_model_dir
+from testsupport.random_model import write_random_model_dir
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason=f"{kernels.unavailable_reason()}")
 

@@ -18,9 +18,10 @@ from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.engines.firered import kernels
 from fireredasr_fast.engines.firered.engine import FireRedEngine, FireRedModel, load_model
 from fireredasr_fast.engines.firered.options import DecodingOptions, FireRedOptions, token_limit
-from fireredasr_fast.engines.firered.random_model import write_random_model_dir
 from fireredasr_fast.errors import ModelDirError
 from fireredasr_fast.results import Hypothesis
+from testsupport.random_model import write_random_model_dir
+from testsupport.reference import load_reference
 
 pytest.importorskip("fireredasr.models.fireredasr_aed")
 
@@ -78,7 +79,7 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def models(model_dirs: dict[str, Path]) -> dict[str, tuple]:
-    return {name: (load_model(d), load_model(d, implementation="reference")) for name, d in model_dirs.items()}
+    return {name: (load_model(d), load_reference(d)) for name, d in model_dirs.items()}
 
 
 def _ids(hyps: list[Hypothesis]) -> list[list[int]]:
@@ -93,7 +94,7 @@ def _assert_same_as_reference(ours: list[Hypothesis], theirs: list[Hypothesis], 
     records which side moved."""
     if _ids(ours) == _ids(theirs):
         return
-    fresh = load_model(model_dir, implementation="reference")
+    fresh = load_reference(model_dir)
     again = [fresh.transcribe([w], **opts)[0].token_ids for w in waves]
     differ = [i for i, (a, b) in enumerate(zip(_ids(ours), _ids(theirs), strict=True)) if a != b]
     raise AssertionError(

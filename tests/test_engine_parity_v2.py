@@ -1,5 +1,5 @@
 """Our engine against FireRedASR2's own AED code (PyPI `fasr-asr-firered` 0.5.8, package
-`fireredasr2`, wrapped by engines/firered/reference2.py) on v2 checkpoints: identical token ids
+`fireredasr2`, wrapped by testsupport/reference2.py) on v2 checkpoints: identical token ids
 in fp32, the same per-hypothesis confidence (within 1e-4), eos_penalty above 1, and shallow
 fusion with an external LSTM LM giving the same hypotheses.
 
@@ -23,12 +23,13 @@ from fireredasr_fast.engines.firered import kernels
 from fireredasr_fast.engines.firered.engine import FireRedEngine, load_model
 from fireredasr_fast.engines.firered.lm import load_lm
 from fireredasr_fast.engines.firered.options import DecodingOptions
-from fireredasr_fast.engines.firered.random_model import write_random_lm_dir, write_random_model_dir
 from fireredasr_fast.errors import ModelDirError
 from fireredasr_fast.results import Hypothesis
+from testsupport.random_model import write_random_lm_dir, write_random_model_dir
+from testsupport.reference import load_reference
 
 pytest.importorskip("kaldi_native_fbank")
-reference2 = pytest.importorskip("fireredasr_fast.engines.firered.reference2")
+reference2 = pytest.importorskip("testsupport.reference2")
 try:
     reference2._import_fireredasr2("models.fireredasr_aed")
 except ImportError:
@@ -225,7 +226,7 @@ def _mark_ran() -> None:
 
 def test_v1_reference_refuses_lm(model_dirs, waveforms, lm_dir) -> None:
     pytest.importorskip("fireredasr.models.fireredasr_aed")
-    ref = load_model(model_dirs["v1"], implementation="reference")
+    ref = load_reference(model_dirs["v1"])
     with pytest.raises(ValueError, match="no LM fusion"):
         ref.transcribe(waveforms[:1], lm_dir=str(lm_dir), lm_weight=0.3)
 

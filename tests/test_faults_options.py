@@ -202,7 +202,7 @@ def test_model_and_options_checked_together(tmp_path, capsys) -> None:
 
 
 def test_lm_is_checked_before_any_file(tmp_path, capsys) -> None:
-    from fireredasr_fast.engines.firered.random_model import write_random_lm_dir
+    from testsupport.random_model import write_random_lm_dir
 
     odim = sum(1 for _ in (TINY_MODEL / "dict.txt").open(encoding="utf-8"))
     base = ["--model-dir", str(TINY_MODEL), "--lm-weight", "1", "-o", str(tmp_path / "out"), INPUTS]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fireredasr_fast.engines.firered.features import FbankExtractor
-from fireredasr_fast.engines.firered.random_model import write_random_model_dir
 from fireredasr_fast.engines.firered.tokenizer import Tokenizer, read_dict
+from testsupport.random_model import write_random_model_dir
 
 asr_feat = pytest.importorskip("fireredasr.data.asr_feat")
 aed_tokenizer = pytest.importorskip("fireredasr.tokenizer.aed_tokenizer")

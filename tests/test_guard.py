@@ -33,8 +33,8 @@ from fireredasr_fast.guard import (
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 from fireredasr_fast.transcribe import PreparedFile, TranscribeOptions, assemble_result
 from fireredasr_fast.vad import SpeechSegment
-from fireredasr_fast.validate import load_subtitle_cues, validate_cues, validate_review_file, validate_subtitle_file
 from fireredasr_fast.writers import FORMATS, output_path, write_result
+from testsupport.validate import load_subtitle_cues, validate_cues, validate_review_file, validate_subtitle_file
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -20,8 +20,8 @@ from fireredasr_fast.guard import FAST, LOW_CONFIDENCE, WEAK_TOKEN, review_reaso
 from fireredasr_fast.results import SAMPLE_RATE, Cue, Hypothesis
 from fireredasr_fast.transcribe import PreparedFile, TranscribeOptions, assemble_result
 from fireredasr_fast.vad import SpeechSegment
-from fireredasr_fast.validate import validate_cues, validate_review_file, validate_subtitle_file
 from fireredasr_fast.writers import write_result
+from testsupport.validate import validate_cues, validate_review_file, validate_subtitle_file
 
 # Whisper base's word probabilities for the AISHELL sample's second sentence (issue 28): the
 # misheard 一二 -> "12" and 城市 -> 尝试 are the weak ones.
@@ -170,7 +170,7 @@ def test_help_names_the_new_options() -> None:
 
 
 def test_the_benchmark_labels_a_cue_wrong_by_its_aligned_reference() -> None:
-    from fireredasr_fast.bench.review import label_cues
+    from benchmarks.review import label_cues
 
     references = [(1.0, 3.0, "今天天气很好"), (4.0, 6.0, "请把窗户关上"), (7.0, 9.0, "It was the best of times.")]
     cues = [

@@ -17,7 +17,7 @@ from fireredasr_fast.guard import FAST
 from fireredasr_fast.results import FileResult
 from fireredasr_fast.transcribe import TranscribeOptions, transcribe_file
 from fireredasr_fast.vad import VadOptions
-from fireredasr_fast.validate import validate_cues
+from testsupport.validate import validate_cues
 
 sys.path.insert(0, str(FIXTURES))
 from make_programme import make_programme

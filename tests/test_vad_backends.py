@@ -21,7 +21,7 @@ def test_firered_frames_map_onto_the_silero_grid() -> None:
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 def test_drop_music_removes_singing_that_firered_vad_keeps() -> None:
-    from fireredasr_fast.bench.vad import _overlap, programme
+    from benchmarks.vad import _overlap, programme
 
     samples, spans = programme(0)
     audio = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
@@ -46,7 +46,7 @@ def test_unknown_backend_is_refused() -> None:
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 def test_music_flag_reports_music_regions_and_keeps_the_segments() -> None:
-    from fireredasr_fast.bench.vad import _overlap, programme
+    from benchmarks.vad import _overlap, programme
 
     samples, spans = programme(0)
     audio = (np.clip(samples, -1, 1) * 32767).astype(np.int16)

@@ -13,8 +13,8 @@ import pytest
 from fireredasr_fast.cues import CueOptions, build_cues
 from fireredasr_fast.results import FileResult, Segment
 from fireredasr_fast.textlines import join_lines
-from fireredasr_fast.validate import validate_subtitle_file
 from fireredasr_fast.writers import FORMATS, get_writer, output_path, write_result
+from testsupport.validate import validate_subtitle_file
 
 SUBTITLE_FORMATS = ("srt", "vtt", "ass")
 

@@ -8,9 +8,10 @@
 - model.py: the network (Conformer encoder, Transformer decoder with caches, CTC head);
 - search.py: the batched beam search;
 - alignment.py: token times (cross-attention for v1, CTC forced alignment for v2);
-- onednn.py, kernels.py, onnx_encoder.py, onnx_decoder.py: CPU accelerations;
-- reference.py: upstream's implementation behind the same interface (parity tests, benchmarks);
-- random_model.py: random-weight model directories in the official format.
+- onednn.py, kernels.py, onnx_encoder.py, onnx_decoder.py: CPU accelerations.
+
+Upstream's implementation behind the same interface (the parity reference) and random-weight
+model directories live in the checkout's testsupport/, not in the product.
 
 Nothing is imported here, so that reading a checkpoint's files does not load the network.
 """

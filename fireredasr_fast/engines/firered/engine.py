@@ -1,8 +1,8 @@
 """The FireRedASR-AED engine: waveforms in, hypotheses out, fast.
 
-`load_model` returns a `FireRedModel` (our implementation, model.py) or, with
-implementation="reference", the PyPI reference wrapped to the same interface
-(reference.py). `FireRedEngine` adapts either to the pipeline's `Engine` boundary.
+`load_model` returns a `FireRedModel` (our implementation, model.py); the PyPI reference
+wrapped to the same interface is test support (testsupport/reference.py, a checkout's parity
+tests and benchmarks). `FireRedEngine` adapts a model to the pipeline's `Engine` boundary.
 """
 
 from __future__ import annotations
@@ -109,12 +109,6 @@ def load_model(
     if precision in ("fp16", "bf16") and dev.type != "cuda":
         raise ValueError(f"precision {precision} needs a CUDA device; on CPU use fp32 or int8")
     check_backends(encoder_backend, decoder_backend, dev.type, precision, implementation)
-    if implementation == "reference":
-        if precision != "fp32":
-            raise ValueError("the reference implementation runs in fp32 only")
-        from .reference import ReferenceModel
-
-        return ReferenceModel(path, device=device)
     return FireRedModel(
         path,
         device=device,

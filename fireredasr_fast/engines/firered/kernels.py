@@ -57,7 +57,7 @@ ROW_BLOCK = 3
 MAX_KERNEL_ROWS = 96
 # Below these sizes of one layer's K, torch's attention beats the kernel's fixed cost (three
 # calls) and takes the call. Measured per step over 16 AED-L layers' K/V (python -m
-# fireredasr_fast.bench kernels; figures in docs/engine.md#decoder-kernels-numba): with one
+# benchmarks kernels; figures in docs/engine.md#decoder-kernels-numba): with one
 # query per K/V (the self-attention, or greedy search) torch wins on short histories and the
 # kernel on longer ones; with the beams of an utterance sharing its K/V (the cross-attention)
 # the kernel wins from the shortest segment measured.

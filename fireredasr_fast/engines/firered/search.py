@@ -69,7 +69,7 @@ def beam_search(
     `lm_weight` > 0, each step adds lm_weight x the LM's log-probabilities of the next token
     (its <eos> log-prob multiplied by LM_EOS_FACTOR) to the decoder's, as FireRedASR2 does.
     `confidence=False` skips the per-token confidences (their results are then empty lists):
-    for the benchmark that measures what they cost (bench/search_extras.py).
+    for the benchmark that measures what they cost (benchmarks/search_extras.py).
     """
     if not eos_penalty > 0.0:  # FireRedASR2 allows > 1 (v1 asserted <= 1)
         raise ValueError("eos_penalty must be > 0")

@@ -1,4 +1,4 @@
-"""`python -m fireredasr_fast.bench search-extras`: what FireRedASR2's search additions cost.
+"""`python -m benchmarks search-extras`: what FireRedASR2's search additions cost.
 
 Side by side in one run, on the same encoder output, in alternating rounds: our beam search
 without the per-token confidences (`beam_search(confidence=False)`), with them (the default,
@@ -11,7 +11,7 @@ same number of steps whatever the random weights say. Times are the process's CP
 (time.process_time, one thread): on a shared machine wall time mostly measures the other jobs.
 The real FireRedASR2 LM's shape is not known here: --lm-dim / --lm-layers set the random one's.
 
-    python -m fireredasr_fast.bench search-extras --presets tiny,small --seconds 5,20 --json extras.json
+    python -m benchmarks search-extras --presets tiny,small --seconds 5,20 --json extras.json
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import torch
 
 from fireredasr_fast.engines.firered.engine import FireRedModel
 from fireredasr_fast.engines.firered.lm import load_lm
-from fireredasr_fast.engines.firered.random_model import write_random_lm_dir, write_random_model_dir
 from fireredasr_fast.engines.firered.search import beam_search
+from testsupport.random_model import write_random_lm_dir, write_random_model_dir
 
 V2_VOCABULARY = 8667
 VARIANTS = ("plain", "confidence", "lm")
@@ -134,9 +134,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m fireredasr_fast.bench search-extras", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks search-extras", description=__doc__.split("\n")[0])
     parser.add_argument("--presets", default="tiny,small", help="checkpoint shapes, comma-separated")
     parser.add_argument("--seconds", default="5,20", help="segment lengths, comma-separated")
     parser.add_argument("--batch", type=int, default=4, help="segments per search")

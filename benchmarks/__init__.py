@@ -1,9 +1,9 @@
-"""Benchmarks: `python -m fireredasr_fast.bench NAME [options]`.
+"""Benchmarks: `python -m benchmarks NAME [options]`.
 
 Each benchmark is a module here with `main(argv) -> int`; it prints a table, writes JSON
 with `--json PATH`, and reports ratios measured side by side in one run. What several
-benchmarks share is in common.py; a benchmark imports no other benchmark's module, reads the
-package's public API, samples/ and its own data/ only (never tests/).
+benchmarks share is in common.py; a benchmark imports no other benchmark's module and reads the
+package's public API, samples/ and the trained test fixture (tests/fixtures/tiny_model).
 """
 
 BENCHMARKS = {

@@ -17,7 +17,7 @@ DEFAULT_FILES = {"samples/aishell_zh.mkv": "zh", "samples/two_cities.mp4": "en"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m fireredasr_fast.bench language", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m benchmarks language", description=__doc__)
     p.add_argument(
         "files", nargs="*", help="FILE=LANG pairs (default: the two samples: " + ", ".join(DEFAULT_FILES) + ")"
     )

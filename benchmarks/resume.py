@@ -1,4 +1,4 @@
-"""`python -m fireredasr_fast.bench resume`: what resuming inside a file and re-rendering save.
+"""`python -m benchmarks resume`: what resuming inside a file and re-rendering save.
 
 One long programme (the two samples, English 44 s and Mandarin 13 s, looped to --minutes) is
 transcribed by the CLI three ways, side by side in one run:
@@ -9,7 +9,7 @@ transcribed by the CLI three ways, side by side in one run:
 - re-render: the full run's folder, the CLI again with other subtitle settings (formats and
   cue options): written from the stored recognition, nothing recognised.
 
-    python -m fireredasr_fast.bench resume --minutes 15 --json resume.json
+    python -m benchmarks resume --minutes 15 --json resume.json
 
 Columns: the CLI's wall seconds (start-up included), the run's own wall (from run-report.json),
 segments recognised and reused, the seconds saved against the full run, and the file's decode,
@@ -105,7 +105,7 @@ def texts(out: Path) -> dict[str, bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fireredasr_fast.bench resume", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks resume", description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=15.0, help="length of the programme (default: %(default)s)")
     p.add_argument("--done", type=float, default=0.9, help="share of the file done when killed (default: %(default)s)")
     p.add_argument("--model-dir", type=Path, default=TINY_MODEL, help="default: the tiny trained model")

@@ -1,7 +1,7 @@
 """The PyPI reference implementation (`fireredasr` 0.0.2) behind our model interface.
 
-Used for parity tests and benchmarks, and selectable with
-`load_model(..., implementation="reference")`. It runs upstream's own front end, encoder and
+Used for parity tests and benchmarks (`load_reference`, which finds and checks the model
+directory as the product's `load_model` does). It runs upstream's own front end, encoder and
 batch beam search on exactly the batch it is given; only loading differs (our safe
 `load_package` instead of a full-pickle torch.load) and waveforms arrive as float arrays.
 """
@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from fireredasr_fast.engines.firered.checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, load_package
+from fireredasr_fast.engines.firered.engine import resolve_model_dir
+from fireredasr_fast.engines.firered.features import INT16_SCALE, MIN_SAMPLES
+from fireredasr_fast.engines.firered.options import step_limit
+from fireredasr_fast.engines.firered.tokenizer import Tokenizer
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
-
-from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, load_package
-from .features import INT16_SCALE, MIN_SAMPLES
-from .options import step_limit
-from .tokenizer import Tokenizer
 
 
 def _import_reference() -> tuple[Any, Any, Any]:
@@ -33,6 +33,11 @@ def _import_reference() -> tuple[Any, Any, Any]:
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("the reference needs `pip install --no-deps fireredasr==0.0.2`") from exc
     return FireRedAsrAed, KaldifeatFbank, CMVN
+
+
+def load_reference(model_dir: str | os.PathLike | None, device: str = "cpu") -> ReferenceModel:
+    """The reference on a model directory, found and checked as `load_model` does."""
+    return ReferenceModel(resolve_model_dir(model_dir), device=device)
 
 
 class ReferenceModel:

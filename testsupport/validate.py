@@ -1,7 +1,8 @@
 """Check cues and subtitle files against the rules cue building promises.
 
-Used by the tests and by a `--check` style pass over outputs: each problem comes back as a
-readable sentence naming the cue, so a failure says what is wrong, not just that it is.
+Test support (the product writes through writers.py and never imports this): each problem
+comes back as a readable sentence naming the cue, so a failure says what is wrong, not just
+that it is.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pysubs2
 
-from .cues import CueOptions, reading_seconds
-from .results import Cue
-from .textlines import join_lines, text_width
+from fireredasr_fast.cues import CueOptions, reading_seconds
+from fireredasr_fast.results import Cue
+from fireredasr_fast.textlines import join_lines, text_width
 
 # Subtitle formats store times in ms (srt, vtt) or cs (ass); comparisons allow that rounding.
 _TIME_EPS = 0.011

@@ -1,4 +1,4 @@
-"""`python -m fireredasr_fast.bench kernels`: the numba decoder kernels against torch's.
+"""`python -m benchmarks kernels`: the numba decoder kernels against torch's.
 
 Where each kernel (fireredasr_fast/kernels.py) takes over is a measured choice; this prints
 the measurements behind it, on the shapes of a decoder step of the chosen preset (random
@@ -15,7 +15,7 @@ weights, this process, alternating rounds):
              torch's scaled_dot_product_attention against the kernel, K/V bytes per
              second (where they cross sets kernels.MIN_K_BYTES_*).
 
-    python -m fireredasr_fast.bench kernels --preset aed-l --threads 2 --rounds 5
+    python -m benchmarks kernels --preset aed-l --threads 2 --rounds 5
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def _table(linear: list[dict[str, Any]], attention: list[dict[str, Any]], bandwi
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fireredasr_fast.bench kernels", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks kernels", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="aed-l", choices=sorted(PRESETS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)

@@ -2,8 +2,8 @@
 folder of real-speech videos, report headers, the CPU's name, and the timing helpers.
 
 A benchmark module imports this module and the package's public API, never another
-benchmark's module (the import-linter contracts in pyproject.toml say so), and reads only
-samples/ and its own data (data/), never tests/.
+benchmark's module (the import-linter contracts in pyproject.toml say so). The benchmarks run
+from a checkout: they read samples/ and the trained test fixture (tests/fixtures/tiny_model).
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from fireredasr_fast.results import SAMPLE_RATE
 from fireredasr_fast.transcribe import prepare_file
 from fireredasr_fast.vad import SpeechSegmenter
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
-# A trained tiny FireRedASR-AED checkpoint (data/tiny_model/README.md says where it comes from):
-# unlike a random one it says <eos> where the speech ends.
-TINY_MODEL = Path(__file__).resolve().parent / "data" / "tiny_model"
+# The trained tiny FireRedASR-AED test fixture (its TRAINING.md says how it was made): unlike a
+# random checkpoint it says <eos> where the speech ends.
+TINY_MODEL = ROOT / "tests" / "fixtures" / "tiny_model"
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "fireredasr-bench"  # random checkpoints, written once
 # Relative file lengths of the runner's folder (scaled to its minutes, clamped to 1-3 min per file).
 LENGTH_WEIGHTS = (1.0, 1.6, 0.8, 1.3, 0.7, 1.2, 0.9, 1.5)
@@ -188,7 +188,7 @@ def ensure_random_model(path: Path, preset: str) -> Path:
     interrupted write is never mistaken for a model)."""
     if (path / "model.pth.tar").is_file():
         return path
-    from fireredasr_fast.engines.firered.random_model import write_random_model_dir
+    from testsupport.random_model import write_random_model_dir
 
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)

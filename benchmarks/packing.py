@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fireredasr_fast.bench.common import SAMPLES, cpu_name, ffmpeg, report_header
+from benchmarks.common import SAMPLES, cpu_name, ffmpeg, report_header
 
 # The Dickens sample's clauses and a few plain sentences: 24 utterances for espeak-ng.
 ENGLISH = [
@@ -45,7 +45,7 @@ PAUSE_SECONDS = 1.5
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m fireredasr_fast.bench packing", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m benchmarks packing", description=__doc__)
     p.add_argument("--model", default="base", help="a multilingual Whisper model name (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=1, help="alternating rounds; each mode's best time counts")

@@ -15,7 +15,7 @@ noise mixed in by ffmpeg, through Whisper base; the two samples through Whisper 
 file one utterance); and the trained FireRedASR fixture on sentences it was trained on, the
 same noise mixed in.
 
-    python -m fireredasr_fast.bench review --threads 2 --json out.json
+    python -m benchmarks review --threads 2 --json out.json
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from fireredasr_fast.bench.common import SAMPLES, TINY_MODEL, cpu_name, ffmpeg
+from benchmarks.common import SAMPLES, TINY_MODEL, cpu_name, ffmpeg
 from fireredasr_fast.results import SAMPLE_RATE, Cue
 
 # Everyday sentences for Whisper (no numerals: "nine" and "9" would both be right).
@@ -405,7 +405,7 @@ def print_tables(data: dict[str, Any], rules: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fireredasr_fast.bench review", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks review", description=__doc__)
     parser.add_argument(
         "--whisper-base", type=Path, help="Whisper base CTranslate2 directory (default: the bundled one, .[demo])"
     )

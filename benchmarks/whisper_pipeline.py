@@ -12,7 +12,7 @@ Both produce word timestamps (subtitles need them) unless --no-word-timestamps. 
 loading and a warm-up pass are outside the timings. Each stage's time is measured by
 wrapping the model's entry points, for both systems alike.
 
-    python -m fireredasr_fast.bench whisper-pipeline --repeat 4 --threads 2 --json out.json
+    python -m benchmarks whisper-pipeline --repeat 4 --threads 2 --json out.json
 """
 
 from __future__ import annotations
@@ -225,9 +225,7 @@ def _ours_in_process(engine: Any, paths: list[Path], options: Any) -> list[Any]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m fireredasr_fast.bench whisper-pipeline", description=__doc__.split("\n")[0]
-    )
+    p = argparse.ArgumentParser(prog="python -m benchmarks whisper-pipeline", description=__doc__.split("\n")[0])
     p.add_argument("--inputs", type=Path, default=SAMPLES, help="folder of media files (default: samples/)")
     p.add_argument("--repeat", type=int, default=4, help="add N stream copies of every file (default: %(default)s)")
     p.add_argument("--model-dir", help="CTranslate2 Whisper directory (instead of --model)")

@@ -6,7 +6,7 @@ Per configuration: speech recall (true speech seconds inside the VAD's speech), 
 seconds kept (VAD speech over music, singing, noise, silence), and, after Whisper tiny.en and
 the cue rules, the cues written over non-speech (a cue whose middle lies outside all speech).
 
-    python -m fireredasr_fast.bench vad --json out.json
+    python -m benchmarks vad --json out.json
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def measure(samples_int16: np.ndarray, spans: list[tuple[float, float, str]], en
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fireredasr_fast.bench vad", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks vad", description=__doc__)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)

@@ -4,7 +4,7 @@ group, as a terminal sends it) to the CLI's exit, on a few multi-minute files.
 `--compare-with ROOT` runs the same command from another checkout of the package (e.g. the
 main branch before a change) in alternating rounds, side by side in one run.
 
-    python -m fireredasr_fast.bench interrupt --preset small --compare-with /work/main
+    python -m benchmarks interrupt --preset small --compare-with /work/main
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def stop_once(root: Path, model: Path, folder: Path, out: Path, after: float, wo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fireredasr_fast.bench interrupt", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks interrupt", description=__doc__)
     parser.add_argument("--minutes", type=float, default=5.0, help="length of each file (default: %(default)s)")
     parser.add_argument("--files", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     model, described = resolve_model(args.model_dir, args.preset, args.cache_dir)
-    roots = {"this": Path(__file__).resolve().parents[2]}
+    roots = {"this": Path(__file__).resolve().parents[1]}
     if args.compare_with:
         roots["compare"] = args.compare_with.resolve()
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in roots}

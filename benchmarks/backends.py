@@ -1,5 +1,5 @@
 """The Linear paths and the opt-in backends side by side, on the encoder and on one cached
-decoder step (`python -m fireredasr_fast.bench engine --backends`).
+decoder step (`python -m benchmarks engine --backends`).
 
 `mkl` is eager torch with torch's own Linear (MKL's GEMM on CPU; the default before oneDNN
 took over), and every ratio is over it. `torch` is the default CPU path: the same modules

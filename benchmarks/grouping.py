@@ -1,4 +1,4 @@
-"""`python -m fireredasr_fast.bench grouping`: how the engine groups segments of mixed lengths.
+"""`python -m benchmarks grouping`: how the engine groups segments of mixed lengths.
 
 The runner's folder (common.build_folder: real speech, 1-3 minute videos) is segmented by the
 real VAD, then each file's segments go to the FireRedASR engine in one call, the way the
@@ -9,7 +9,7 @@ padded encoder batches and beam searches, alternating rounds, one process, one m
            more than one more beam search;
   greedy   the previous rule: longest first, each group as large as the frame budget allows.
 
-    python -m fireredasr_fast.bench grouping --preset aed-l --minutes 4 --rounds 2
+    python -m benchmarks grouping --preset aed-l --minutes 4 --rounds 2
 
 A random checkpoint never says <eos>: --tokens-per-second (default 4.5) caps every segment at
 the rate of real speech, the same for both. Tokens must come out identical.
@@ -48,7 +48,7 @@ def padded_seconds(groups: list[list[int]], frames: Sequence[int]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    prog = "python -m fireredasr_fast.bench grouping"
+    prog = "python -m benchmarks grouping"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     add_folder_options(parser, rounds=2)
     opts = parser.parse_args(argv)

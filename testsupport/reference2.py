@@ -26,10 +26,9 @@ from typing import Any
 
 import torch
 
+from fireredasr_fast.engines.firered.checkpoint import MODEL_FILE, load_package
 from fireredasr_fast.results import Hypothesis
-
-from .checkpoint import MODEL_FILE, load_package
-from .reference import ReferenceModel
+from testsupport.reference import ReferenceModel
 
 PACKAGE = "fireredasr2"
 INSTALL_HINT = "the FireRedASR2 reference needs `pip install --no-deps fasr-asr-firered==0.5.8`"

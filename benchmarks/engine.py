@@ -1,4 +1,4 @@
-"""`python -m fireredasr_fast.bench engine`: our FireRedASR-AED engine against the reference.
+"""`python -m benchmarks engine`: our FireRedASR-AED engine against the reference.
 
 A random-weight checkpoint of the chosen shape is written to a temporary directory (the
 official format, so both implementations load it the same way). Every segment is decoded
@@ -16,12 +16,12 @@ Every run also has a `fast-nokern` row: the default without the numba decoder ke
 Also measured in the run: the fp32 GEMM peak (MKL and oneDNN, the better one is "peak") and the
 read bandwidth, which give the encoder's share of peak and the decoder's time over its floor.
 --backends adds rows for the opt-in backends (ONNX Runtime, oneDNN) and times eager torch
-against both on the encoder and one decoder step in alternating rounds (bench/backends.py).
+against both on the encoder and one decoder step in alternating rounds (benchmarks/backends.py).
 --pipeline-batch N adds rows `fast xN`: ours with N segments of each length in one call, as the
 pipeline batches them (its decoder reads the weights once per step for all N), reported per
 segment; the reference rows stay one segment per call, as the original script runs it.
 
-    python -m fireredasr_fast.bench engine --preset aed-l --seconds 10,30,60 --threads 2 \
+    python -m benchmarks engine --preset aed-l --seconds 10,30,60 --threads 2 \
         --full-max-seconds 60 --reference-max-seconds 60 --no-int8 --backends --json engine.json
 """
 
@@ -46,9 +46,9 @@ from fireredasr_fast.engines.firered.checkpoint import MODEL_FILE, load_package
 from fireredasr_fast.engines.firered.engine import FireRedModel
 from fireredasr_fast.engines.firered.features import encoder_frames
 from fireredasr_fast.engines.firered.model import AedModel
-from fireredasr_fast.engines.firered.random_model import write_random_model_dir
-from fireredasr_fast.engines.firered.reference import ReferenceModel
 from fireredasr_fast.fsutil import CACHE_ENV
+from testsupport.random_model import write_random_model_dir
+from testsupport.reference import ReferenceModel
 
 from .backends import compare_decoder_step, compare_encoder, table
 from .common import feature_frames, memory_bandwidth_gbs
@@ -286,7 +286,7 @@ def _engine_rows(opts: argparse.Namespace, seconds: list[float]) -> tuple[list[d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fireredasr_fast.bench engine", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks engine", description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="aed-l", choices=["aed-l", "small", "tiny"])
     parser.add_argument("--seconds", default="10,30,60", help="segment lengths, comma-separated")
     parser.add_argument("--beam", type=int, default=3)

@@ -1,4 +1,4 @@
-"""`python -m fireredasr_fast.bench frontend`: the runner's front end (decode + VAD) alone.
+"""`python -m benchmarks frontend`: the runner's front end (decode + VAD) alone.
 
 A folder of long videos is built once with ffmpeg and cached in --cache-dir: each file loops
 a cycle of real speech (samples/: English 44 s, Mandarin 13 s), pink noise, silence and a
@@ -7,7 +7,7 @@ stereo, the usual shape of a downloaded video. The front end (runner/frontend.py
 the whole folder with 0 (one thread, the original preload), then 1..N VAD processes, rounds
 alternating the order; no workers run beside it, and the consumer frees each file at once.
 
-    python -m fireredasr_fast.bench frontend --files 4 --minutes 20 --processes 2 --json frontend.json
+    python -m benchmarks frontend --files 4 --minutes 20 --processes 2 --json frontend.json
 
 Columns: wall seconds (median over rounds); realtime factor = audio seconds / wall seconds;
 the speedup over 1 process; CPU seconds of everything the front end ran (this process's
@@ -216,9 +216,7 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m fireredasr_fast.bench frontend", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks frontend", description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=4, help="long videos in the folder (default: %(default)s)")
     parser.add_argument("--minutes", type=float, default=20.0, help="length of each (default: %(default)s)")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="up to this many (default: cores)")
@@ -253,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         report = report_header("frontend", os.cpu_count() or 1, "silero VAD (no ASR model)")
         report.update(
             {
-                "command": "python -m fireredasr_fast.bench frontend " + " ".join(argv or []),
+                "command": "python -m benchmarks frontend " + " ".join(argv or []),
                 "files": args.files,
                 "minutes_per_file": args.minutes,
                 "audio_seconds": round(audio, 1),

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import SPECIAL_TOKENS, SPM_FILE, aed_args, write_model_dir
-from .model import AedModel
+from fireredasr_fast.engines.firered.checkpoint import SPECIAL_TOKENS, SPM_FILE, aed_args, write_model_dir
+from fireredasr_fast.engines.firered.model import AedModel
 
 _ENGLISH = [
     "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG",
@@ -161,8 +161,8 @@ def write_random_lm_dir(
     what the search chooses."""
     import argparse
 
-    from .checkpoint import MODEL_FILE
-    from .lm import LstmLm
+    from fireredasr_fast.engines.firered.checkpoint import MODEL_FILE
+    from fireredasr_fast.engines.firered.lm import LstmLm
 
     args = argparse.Namespace(
         idim=odim,

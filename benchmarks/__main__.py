@@ -1,4 +1,4 @@
-"""Dispatch `python -m fireredasr_fast.bench NAME ...` to fireredasr_fast.bench.<name>.main."""
+"""Dispatch `python -m benchmarks NAME ...` to benchmarks.<name>.main."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from . import BENCHMARKS
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
-        print("usage: python -m fireredasr_fast.bench NAME [options]\n\nbenchmarks:")
+        print("usage: python -m benchmarks NAME [options]\n\nbenchmarks:")
         for name, text in BENCHMARKS.items():
             print(f"  {name:18s} {text}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2

@@ -1,4 +1,4 @@
-"""`python -m fireredasr_fast.bench alignment`: the token-time pass after the beam search.
+"""`python -m benchmarks alignment`: the token-time pass after the beam search.
 
 The pipeline asks the FireRedASR engine for token times (cue timing): after each search, a
 teacher-forced pass over the best hypotheses returns the decoder's cross-attention. Two ways
@@ -15,7 +15,7 @@ into batches across files as the runner does (batching.make_batches), and each b
 through the engine's own grouping. Also reported: each batch's search alone, for the share
 the pass takes of a call.
 
-    python -m fireredasr_fast.bench alignment --preset aed-l --minutes 4 --rounds 3
+    python -m benchmarks alignment --preset aed-l --minutes 4 --rounds 3
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def previous_pass(decoder: Any, enc: torch.Tensor, enc_valid: torch.Tensor, toke
 
 
 def main(argv: list[str] | None = None) -> int:
-    prog = "python -m fireredasr_fast.bench alignment"
+    prog = "python -m benchmarks alignment"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     add_folder_options(parser, rounds=3)
     parser.add_argument("--batch-seconds", type=float, default=240.0, help="runner batch size (padded seconds)")

@@ -1,4 +1,4 @@
-"""`python -m fireredasr_fast.bench runner`: the folder runner against the original approach.
+"""`python -m benchmarks runner`: the folder runner against the original approach.
 
 A folder of real-speech videos (built from samples/ with ffmpeg: the two samples repeated
 and cut to 1-3 minutes per file, mp4 and mkv) is transcribed with one checkpoint, side by
@@ -17,15 +17,15 @@ and the memory (peak PSS sum of the tree) of 1, 2 and 4 workers on a random chec
 the full AED-L shape, written once to --cache-dir. With `--cluster N`, the tool's own plan
 locally against the same plan on a local Ray cluster (`--cluster local`), N alternating rounds.
 
-    python -m fireredasr_fast.bench runner --minutes 6 --json runner-bench.json
-    python -m fireredasr_fast.bench runner --skip-original --skip-scaling --skip-memory --cluster 3
+    python -m benchmarks runner --minutes 6 --json runner-bench.json
+    python -m benchmarks runner --skip-original --skip-scaling --skip-memory --cluster 3
 
 A random checkpoint (--preset) never says <eos>: --tokens-per-second 4.5 caps both sides at
 the rate of real speech per second of segment, so both decode comparable token counts (the
 table shows each side's tokens per second of audio). --variant adds runs of the tool with
 other options after (a), each with its ratio to (a):
 
-    python -m fireredasr_fast.bench runner --preset aed-l --minutes 4 --tokens-per-second 4.5 \
+    python -m benchmarks runner --preset aed-l --minutes 4 --tokens-per-second 4.5 \
         --skip-scaling --skip-memory --variant "--decoder-backend onednn"
 
 Nothing is extrapolated: a part that cannot run (too slow, not enough memory) says so.
@@ -243,7 +243,7 @@ def original_script(
     import torch
     from silero_vad import get_speech_timestamps, load_silero_vad
 
-    from fireredasr_fast.engines.firered.reference import ReferenceModel
+    from testsupport.reference import ReferenceModel
 
     # What such a script gets without asking: torch's default, one thread per core.
     torch.set_num_threads(os.cpu_count() or 1)
@@ -308,7 +308,7 @@ def _spread(values: list[float]) -> dict[str, float]:
 
 def run_original(folder: Path, model_dir: Path, work: Path, max_len: int = 0, rate: float = 0.0) -> dict[str, Any]:
     result = work / "original.json"
-    cmd = [sys.executable, "-m", "fireredasr_fast.bench.runner", "--original", str(folder), str(model_dir)]
+    cmd = [sys.executable, "-m", "benchmarks.runner", "--original", str(folder), str(model_dir)]
     cmd += [str(work / "original-out"), str(result), str(max_len), str(rate)]
     code, wall, monitor = monitored(cmd, work / "original.log")
     if code != 0:
@@ -585,7 +585,7 @@ def _met(ok: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fireredasr_fast.bench runner", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks runner", description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=6.0, help="audio in the folder (default: %(default)s)")
     parser.add_argument("--files", type=int, help="number of files (default: from --minutes, 1-3 min each)")
     parser.add_argument("--model-dir", type=Path, help="checkpoint for both sides (default: fixture, else random)")
