@@ -20,7 +20,8 @@ from pathlib import Path
 
 from .engines import EngineSpec
 from .errors import FireRedFastError
-from .runner.gpu import GIB, GpuProbe, NvmlProbe, ollama_base_url, ollama_models
+from .runner.gpu import GIB, GpuProbe, NvmlProbe
+from .runner.ollama import ollama_base_url, ollama_models
 from .runner.plan import THREAD_ENV_VARS, make_plan, model_bytes
 
 OK, WARN, FAIL = "ok", "warn", "fail"

@@ -22,15 +22,12 @@ from fireredasr_fast.runner.gpu import (
     GpuPolicy,
     GpuScheduler,
     NvmlProbe,
-    OllamaModel,
     TorchProbe,
     default_probe,
     is_cuda_oom,
-    ollama_base_url,
-    ollama_models,
-    parse_rfc3339,
     visible_nvml_indices,
 )
+from fireredasr_fast.runner.ollama import OllamaModel, ollama_base_url, ollama_models, parse_rfc3339
 
 # ------------------------------------------------------------------ fakes at the seams
 
