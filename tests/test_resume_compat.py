@@ -17,6 +17,10 @@ rather than copied: `gpu_precision` is the GPU workers' precision where it diffe
 workers' (what changes the hypotheses), where it was the --precision flag as typed; a journal
 written with an explicit `--precision fp32` or `int8`, or Whisper with `--precision`, is redone
 once (the three recorded command lines are unaffected).
+
+`tuned` was recorded with `--encoder-backend mkl`; mkl has left the CLI (a comparison backend
+for the benchmarks, issue 30), so its command line and its recorded settings say `onednn`
+instead: the value passes through to the fingerprint unchanged either way.
 """
 
 from __future__ import annotations
