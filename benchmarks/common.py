@@ -34,6 +34,21 @@ SAMPLES = ROOT / "samples"
 # The trained tiny FireRedASR-AED test fixture (its TRAINING.md says how it was made): unlike a
 # random checkpoint it says <eos> where the speech ends.
 TINY_MODEL = ROOT / "tests" / "fixtures" / "tiny_model"
+
+
+def tiny_model_texts() -> Any:
+    """tests/fixtures/tiny_model_texts.py: the sentences the tiny fixture was trained on (one
+    list for the tests, the training recipe and the benchmarks)."""
+    import importlib.util
+
+    path = ROOT / "tests" / "fixtures" / "tiny_model_texts.py"
+    spec = importlib.util.spec_from_file_location("tiny_model_texts", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "fireredasr-bench"  # random checkpoints, written once
 # Relative file lengths of the runner's folder (scaled to its minutes, clamped to 1-3 min per file).
 LENGTH_WEIGHTS = (1.0, 1.6, 0.8, 1.3, 0.7, 1.2, 0.9, 1.5)

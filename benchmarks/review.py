@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import SAMPLES, TINY_MODEL, cpu_name, ffmpeg
+from benchmarks.common import SAMPLES, TINY_MODEL, cpu_name, ffmpeg, tiny_model_texts
 from fireredasr_fast.results import SAMPLE_RATE, Cue
 
 # Everyday sentences for Whisper (no numerals: "nine" and "9" would both be right).
@@ -73,29 +73,8 @@ ENGLISH = (
     "Music makes people happy when they feel tired.",
     "Let us begin with the first question on the list.",
 )
-# Sentences the trained fixture knows (tests/fixtures/tiny_model_texts.py).
-FIXTURE_MANDARIN = (
-    "今天天气很好",
-    "我们明天早上八点出发",
-    "他每天坐地铁去上班",
-    "这家饭店的菜非常好吃",
-    "请把窗户关上",
-    "我想喝一杯热茶",
-    "会议将在下午三点开始",
-    "孩子们在公园里玩耍",
-    "这本书我已经看完了",
-    "火车马上就要到站了",
-    "请大家保持安静",
-    "我的手机没有电了",
-    "明年我们要去北京旅游",
-    "他的中文说得很流利",
-    "外面下着大雨",
-    "商店晚上十点关门",
-    "老师正在给学生上课",
-    "我们一起去看电影吧",
-    "这个问题很难回答",
-    "医生说他需要多休息",
-)
+# Sentences the trained fixture knows, after the two AISHELL ones (tests/fixtures/tiny_model_texts.py).
+FIXTURE_MANDARIN = tuple(tiny_model_texts().MANDARIN_SENTENCES[2:22])
 SENTENCES = {
     ("base", "zh"): (MANDARIN, "cmn-latn-pinyin"),
     ("base", "en"): (ENGLISH, "en"),
