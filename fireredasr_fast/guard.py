@@ -24,6 +24,7 @@ Thresholds and their measurements: docs/benchmarks.md ("Degenerate-output guard"
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import zlib
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cues import CueOptions, reads_too_fast
+from .flags import REVIEW, section
 from .results import Cue, FileResult, Hypothesis
 from .textlines import SP_SPACE, text_width
 
@@ -76,6 +78,19 @@ class GuardOptions:
     max_width_per_second: float = 16.0
     # Rates are measured over at least this many seconds (a short segment's edges are loose).
     min_rate_seconds: float = 1.5
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """--no-guard (WhisperOptions.from_args reads it too: Whisper's re-decode is its guard)."""
+        section(parser, REVIEW).add_argument(
+            "--no-guard",
+            action="store_true",
+            help="keep decoder loops and implausible text as recognised (no re-decoding, cutting or dropping)",
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> GuardOptions:
+        return cls(enabled=not args.no_guard)
 
 
 def compression_ratio(text: str) -> float:

@@ -8,6 +8,7 @@ process for library users.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ from .batching import SegmentJob, make_batches
 from .cues import CueOptions, build_cues
 from .engines import Engine
 from .errors import MediaError, OptionError, check_number
+from .flags import ENGINE, PARALLELISM, REVIEW, SEGMENTATION, section
 from .guard import NO_TEXT, REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions, guard_hypothesis, mark_for_review
 from .results import LOST_SPEECH_SECONDS, SAMPLE_RATE, Cue, FileResult, Hypothesis, Segment, uncovered_speech
 from .script import ZH_SCRIPTS, convert_hypothesis
@@ -66,6 +68,75 @@ class TranscribeOptions:
         # A batch holds at least one segment whatever this says (batching.make_batches).
         check_number("batch_seconds", self.batch_seconds, 0.0, above=True)
         check_number("max_batch_size", self.max_batch_size, 1, integer=True)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Its own flags, each in its --help section (flags.py); VadOptions, CueOptions and
+        GuardOptions declare theirs."""
+        section(parser, ENGINE).add_argument(
+            "--zh-script",
+            choices=ZH_SCRIPTS,
+            default=cls.zh_script,
+            help="Chinese text in simplified or traditional characters (OpenCC), or as the engine wrote it "
+            "(default: %(default)s)",
+        )
+        section(parser, SEGMENTATION).add_argument(
+            "--audio-stream",
+            type=audio_stream_flag,
+            default=cls.audio_stream,
+            help="index among the audio streams (0 = first); 'all': one set of outputs per stream, "
+            "named <name>.a0.srt, <name>.a1.srt, ... (default: the stream with the most speech; "
+            "ffmpeg's choice when they tie)",
+        )
+        review = section(parser, REVIEW)
+        review.add_argument(
+            "--review-threshold",
+            type=float,
+            default=cls.review_threshold,
+            help="cues whose mean confidence is below this go to <stem>.review.tsv (0 = off; "
+            "default: %(default)s, measured in docs/benchmarks.md)",
+        )
+        review.add_argument(
+            "--review-weak-token",
+            type=float,
+            default=cls.weak_token_threshold,
+            help="cues with a token whose confidence is below this go to <stem>.review.tsv, reason weak-token "
+            "(0 = off; default: %(default)s, measured in docs/benchmarks.md)",
+        )
+        section(parser, PARALLELISM).add_argument(
+            "--batch-seconds",
+            type=float,
+            default=cls.batch_seconds,
+            help="padded audio seconds per batch (default: %(default)s)",
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TranscribeOptions:
+        """The per-file options from the command line (--audio-stream all: each input item
+        carries its own stream, inputs.expand_audio_streams)."""
+        return cls(
+            vad=VadOptions.from_args(args),
+            cues=CueOptions.from_args(args),
+            guard=GuardOptions.from_args(args),
+            review_threshold=args.review_threshold,
+            weak_token_threshold=args.review_weak_token,
+            audio_stream=None if args.audio_stream == "all" else args.audio_stream,
+            batch_seconds=args.batch_seconds,
+            zh_script=args.zh_script,
+        )
+
+
+def audio_stream_flag(value: str) -> int | str:
+    """--audio-stream's value: a stream index, or "all" (argparse.ArgumentTypeError otherwise)."""
+    if value == "all":
+        return value
+    try:
+        index = int(value)
+    except ValueError:
+        index = -1
+    if index < 0:
+        raise argparse.ArgumentTypeError(f"expected a stream index (0, 1, ...) or 'all', not {value!r}")
+    return index
 
 
 @dataclass(frozen=True)

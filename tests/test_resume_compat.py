@@ -36,6 +36,7 @@ from conftest import FIXTURES, SAMPLES
 from fireredasr_fast import cli
 from fireredasr_fast.runner.journal import JOURNAL_NAME, fingerprint
 from fireredasr_fast.runner.settings import RunSettings
+from fireredasr_fast.transcribe import TranscribeOptions
 
 RECORDED = FIXTURES / "settings_before_options"
 # The options added or changed since 6adf75f, at the values that write what it wrote (given
@@ -64,7 +65,7 @@ def settings_now(args: list[str]) -> dict:
     spec = cli._engine_spec(parsed, "cpu")
     formats = cli._formats(parser, parsed)
     return RunSettings.build(
-        spec, cli.transcribe_options(parsed), formats, spec.for_gpu(parsed.precision)
+        spec, TranscribeOptions.from_args(parsed), formats, spec.for_gpu(parsed.precision)
     ).journal_settings()
 
 

@@ -10,6 +10,7 @@ copy of the model.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 import psutil
 
 from fireredasr_fast.errors import check_number
+from fireredasr_fast.flags import PARALLELISM, section
 from fireredasr_fast.fsutil import directory_identity
 
 # Working memory of one worker beyond the (shared) weights: activations of a batch of
@@ -49,6 +51,26 @@ class PlanRequest:
             check_number("workers", self.workers, 0, integer=True)
         if self.threads_per_worker is not None:
             check_number("threads_per_worker", self.threads_per_worker, 1, integer=True)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        p = section(parser, PARALLELISM)
+        p.add_argument(
+            "--workers",
+            type=int,
+            default=cls.workers,
+            help="worker processes (default: from the machine; 0 = in this process)",
+        )
+        p.add_argument(
+            "--threads-per-worker",
+            type=int,
+            default=cls.threads_per_worker,
+            help="threads of each worker (default: from the machine; see docs/tuning.md)",
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> PlanRequest:
+        return cls(args.workers, args.threads_per_worker)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ behind, the others "interrupted". No child process outlives the run (lifeline.py
 
 from __future__ import annotations
 
+import argparse
 import collections
 import concurrent.futures as cf
 import contextlib
@@ -39,6 +40,7 @@ from typing import Any
 from fireredasr_fast.batching import Batch, SegmentJob, make_batches
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.errors import check_number
+from fireredasr_fast.flags import PARALLELISM, section
 from fireredasr_fast.fsutil import display_name, file_identity
 from fireredasr_fast.guard import review_counts
 from fireredasr_fast.inputs import InputFile, output_clashes
@@ -132,6 +134,37 @@ class RunOptions:
         check_number("preload_seconds", self.preload_seconds, 0.0, above=True)
         if self.frontend_processes is not None:
             check_number("frontend_processes", self.frontend_processes, 0, integer=True)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """--preload-seconds and --frontend-processes; the output folder, formats, --overwrite
+        and --no-progress are the CLI's own flags (cli.py)."""
+        p = section(parser, PARALLELISM)
+        p.add_argument(
+            "--preload-seconds",
+            type=float,
+            default=cls.preload_seconds,
+            help="seconds of audio decoded ahead of the workers (default: %(default)s)",
+        )
+        p.add_argument(
+            "--frontend-processes",
+            type=int,
+            default=cls.frontend_processes,
+            help="processes running the VAD, files decoded at once (default: one per core beside GPU "
+            "workers or a cluster; else 0: one thread, enough for CPU workers; docs/tuning.md)",
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **values: Any) -> RunOptions:
+        """The run options from the command line; `values`: the fields the CLI works out itself
+        (formats, transcribe, progress)."""
+        return cls(
+            output_dir=Path(args.output_dir),
+            overwrite=args.overwrite,
+            preload_seconds=args.preload_seconds,
+            frontend_processes=args.frontend_processes,
+            **values,
+        )
 
 
 @dataclass

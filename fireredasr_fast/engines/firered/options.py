@@ -9,13 +9,16 @@ model is loaded.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from fireredasr_fast.errors import OptionError, check_number
+from fireredasr_fast.flags import DECODING, ENGINE, section
 from fireredasr_fast.results import SAMPLE_RATE
 
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")
@@ -70,6 +73,74 @@ class DecodingOptions:
         check_number("lm_weight", self.lm_weight, 0.0)
         if bool(self.lm_dir) != (self.lm_weight > 0.0):
             raise ValueError("an external LM needs both lm_dir and lm_weight > 0")
+        if self.lm_dir:  # resolved: the fingerprint follows the directory, not its spelling
+            object.__setattr__(self, "lm_dir", str(Path(self.lm_dir).resolve()))
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """The decoding flags (flags.py), defaults the class's own."""
+        d = section(parser, DECODING)
+        d.add_argument(
+            "--beam-size",
+            type=int,
+            default=cls.beam_size,
+            help="hypotheses kept per search step (default: %(default)s)",
+        )
+        d.add_argument(
+            "--nbest",
+            type=int,
+            default=cls.nbest,
+            help="hypotheses the search returns, 1 to --beam-size (default: %(default)s)",
+        )
+        d.add_argument(
+            "--decode-max-len",
+            type=int,
+            default=cls.decode_max_len,
+            help="most tokens per segment; 0 = up to the segment's number of encoder frames (default: %(default)s)",
+        )
+        d.add_argument(
+            "--softmax-smoothing",
+            type=float,
+            default=cls.softmax_smoothing,
+            help="logits are divided by this (default: %(default)s)",
+        )
+        d.add_argument(
+            "--length-penalty",
+            type=float,
+            default=cls.length_penalty,
+            help="GNMT length penalty on final scores; 0 = off (default: %(default)s)",
+        )
+        d.add_argument(
+            "--eos-penalty",
+            type=float,
+            default=cls.eos_penalty,
+            help="end-of-sentence log-probabilities are multiplied by this, > 0; above 1 (a stronger penalty) needs a "
+            "FireRedASR2 model (default: %(default)s)",
+        )
+        d.add_argument(
+            "--max-tokens-per-second",
+            type=float,
+            default=cls.max_tokens_per_second,
+            help="firered: at most this many tokens per second of segment (0 = off, upstream's limit only); "
+            "stops a decoder that loops on noise, e.g. 12",
+        )
+        d.add_argument(
+            "--lm-dir",
+            default=cls.lm_dir,
+            help="firered: a FireRedASR2 LSTM language model directory (model.pth.tar) fused in the beam search; "
+            "needs --lm-weight",
+        )
+        d.add_argument(
+            "--lm-weight", type=float, default=cls.lm_weight, help="firered: the LM's weight in the fusion (0 = off)"
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DecodingOptions:
+        """The options add_arguments' flags give (every field is a flag of the same name)."""
+        return cls(**{name: getattr(args, name) for name in _DECODING_FIELDS})
+
+
+_DECODING_FIELDS = frozenset(f.name for f in fields(DecodingOptions))
 
 
 def token_limit(samples: int, max_tokens_per_second: float) -> int | None:
@@ -99,7 +170,6 @@ def check_backends(
             raise ValueError(f"{option} {backend} is for the fast implementation on CPU in fp32")
 
 
-_DECODING_FIELDS = frozenset(f.name for f in fields(DecodingOptions))
 # What journals written before DecodingOptions grew further fields fingerprinted; a later field
 # enters the fingerprint only when set, so those journals keep resuming.
 _FINGERPRINTED_ALWAYS = frozenset(
@@ -132,6 +202,45 @@ class FireRedOptions:
         device_type = "cuda" if self.precision in GPU_PRECISIONS else "cpu"
         check_backends(self.encoder_backend, self.decoder_backend, device_type, self.precision, self.implementation)
         check_number("batch_frames", self.batch_frames, 1, integer=True)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """--precision (Whisper's compute type too: WhisperOptions.from_args) and the backends."""
+        e = section(parser, ENGINE)
+        e.add_argument(
+            "--precision",
+            choices=PRECISIONS,
+            default=None,
+            help="firered: fp32 (default, exact), int8 (CPU), fp16/bf16 (CUDA); whisper: compute type",
+        )
+        e.add_argument(
+            "--encoder-backend",
+            choices=CLI_BACKENDS,
+            default=cls.encoder_backend,
+            help="firered, CPU fp32: torch (default: Linears through oneDNN on the shared weights), onnx (ONNX "
+            "Runtime, exported once into ~/.cache/fireredasr-fast, needs the onnx package) or onednn (oneDNN with "
+            "pre-packed weights); onnx and onednn are opt-in: a private copy of the weights per worker, results may "
+            "differ at near-ties (docs/engine.md)",
+        )
+        e.add_argument(
+            "--decoder-backend",
+            choices=CLI_BACKENDS,
+            default=cls.decoder_backend,
+            help="firered, CPU fp32: the same choices for each decoder step (torch also runs the step's attention and "
+            "few-row Linears through numba kernels; onednn: pre-packed weights, a private copy of the decoder weights "
+            "per worker, which pays only for batches with many rows a step: see docs/engine.md)",
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> FireRedOptions:
+        """The options CPU workers run (GPU workers: for_gpu(args.precision)): fp16 and bf16 are
+        GPU-only, so CPU workers then run fp32."""
+        return cls(
+            decoding=DecodingOptions.from_args(args),
+            precision=args.precision if args.precision in CPU_PRECISIONS else "fp32",
+            encoder_backend=args.encoder_backend,
+            decoder_backend=args.decoder_backend,
+        )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> FireRedOptions:

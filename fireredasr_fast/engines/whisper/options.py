@@ -3,12 +3,14 @@ pattern): built once, validated once, carried whole to the workers."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from fireredasr_fast.errors import check_number
+from fireredasr_fast.flags import ENGINE, section
 
 # The re-decode of a degenerate window (guard.py), after plain beam search: beam search again with
 # (repetition_penalty, no_repeat_ngram_size), each step stricter, stopping at the first text that
@@ -44,6 +46,20 @@ class WhisperOptions:
         check_number("cpu_threads", self.cpu_threads, 0, integer=True)
         # The language is checked against the model's list at setup (engine.check_language):
         # that list is faster-whisper's, which this module does not import.
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """--language (--precision and --no-guard, which it also reads, are declared with
+        FireRedOptions and GuardOptions)."""
+        section(parser, ENGINE).add_argument(
+            "--language",
+            help="whisper only: the spoken language's code (zh, en, ...); default: detected per segment, "
+            "the file's in the JSON and the run report",
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> WhisperOptions:
+        return cls.from_precision(args.precision, language=args.language, guard=not args.no_guard)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> WhisperOptions:
