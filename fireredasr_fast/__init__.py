@@ -1,7 +1,8 @@
 """fireredasr-fast: folders of long videos -> subtitles and transcripts with FireRedASR.
 
 Public API:
-    load_model(model_dir, device="cpu")      -> FireRedModel with .transcribe(waveforms, ...)
+    load_model(model_dir, options=None, device="cpu")  -> FireRedModel with .transcribe(waveforms, ...)
+        options: FireRedOptions, or its fields as keywords (precision="int8", ...): built once
     transcribe_file(path, engine, options)   -> FileResult (segments, cues)
     TranscribeOptions, VadOptions, CueOptions, EngineSpec, Hypothesis, FileResult
 """

@@ -102,3 +102,46 @@ def test_a_journal_written_before_resumes(tmp_path: Path) -> None:
     report = json.loads((out / "run-report.json").read_text(encoding="utf-8"))
     assert [f["status"] for f in report["files"]] == ["skipped"]
     assert os.path.samefile(report["files"][0]["source"], media)
+
+
+def test_a_runner_from_python_fingerprints_as_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner works out what the outputs depend on from the options objects (settings.py),
+    so a Runner built in Python with the options a command line gives writes the same journal
+    fingerprint and the same JSON `engine` and `options` records as that command line, with the
+    model and the LM named by relative paths on both sides (int8: the GPU workers' fp32 too)."""
+    from fireredasr_fast.engines import EngineSpec
+    from fireredasr_fast.engines.firered.options import DecodingOptions, FireRedOptions
+    from fireredasr_fast.inputs import collect_inputs
+    from fireredasr_fast.runner.plan import THREAD_ENV_VARS, make_plan
+    from fireredasr_fast.runner.scheduler import Runner, RunOptions
+    from testsupport.random_model import write_random_lm_dir
+
+    for name in THREAD_ENV_VARS:  # the inline worker pins this process's thread pools
+        monkeypatch.setenv(name, os.environ.get(name, "1"))
+    odim = sum(1 for _ in (TINY_MODEL / "dict.txt").open(encoding="utf-8"))
+    write_random_lm_dir(tmp_path / "lm", odim=odim)
+    shutil.copytree(TINY_MODEL, tmp_path / "model")
+    media = str(SAMPLES / "aishell_zh.mkv")
+    monkeypatch.chdir(tmp_path)
+    flags = ["--model-dir", "model", "--precision", "int8", "--beam-size", "2", "--lm-dir", "lm", "--lm-weight", "0.5"]
+    inline = ["--workers", "0", "--threads-per-worker", "1", "--no-progress"]
+    assert cli.main([*flags, *inline, "-o", "cli", media]) == 0
+
+    decoding = DecodingOptions(beam_size=2, lm_dir="lm", lm_weight=0.5)
+    spec = EngineSpec("firered", "model", options=FireRedOptions(decoding=decoding, precision="int8"))
+    options = RunOptions(Path("api"), cli.DEFAULT_FORMATS.split(","), progress=False)
+    inputs, _ = collect_inputs([media])
+    summary = Runner(spec, make_plan(0, workers=0, threads_per_worker=1), options).run(inputs)
+    assert not summary.failed
+
+    def records(out: str) -> tuple:
+        data = json.loads((tmp_path / out / "aishell_zh.json").read_text(encoding="utf-8"))
+        (journaled,) = json.loads((tmp_path / out / JOURNAL_NAME).read_text(encoding="utf-8"))["files"]
+        return data["engine"], data["options"], journaled["fingerprint"]
+
+    from_cli = records("cli")
+    assert from_cli[0]["options"]["lm_dir"] == str((tmp_path / "lm").resolve())
+    assert from_cli[1]["gpu_precision"] == "fp32" and from_cli[1]["model"]["path"] == str(
+        (tmp_path / "model").resolve()
+    )
+    assert records("api") == from_cli

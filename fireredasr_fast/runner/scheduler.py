@@ -332,8 +332,9 @@ class Runner:
         groups: list[WorkerGroup] | None = None,
     ) -> None:
         self.spec = spec
-        # GPU workers may run another precision (fp16/bf16) than the CPU workers.
-        self.gpu_spec = gpu_spec or spec
+        # GPU workers may run another precision (fp16/bf16) than the CPU workers; by default
+        # what the command line gives them without --precision (EngineSpec.for_gpu).
+        self.gpu_spec = gpu_spec or spec.for_gpu()
         self.plan = plan
         self.options = options
         self.gpu = gpu

@@ -56,7 +56,7 @@ class RunSettings:
         formats: tuple[str, ...],
         gpu_spec: EngineSpec | None = None,
     ) -> RunSettings:
-        gpu_spec = gpu_spec or spec
+        gpu_spec = gpu_spec or spec.for_gpu()
         recognition: dict[str, Any] = {
             "engine": {"engine": spec.engine, "options": spec.options.fingerprint()},
             "gpu_precision": gpu_precision(spec, gpu_spec),
@@ -107,9 +107,12 @@ def gpu_precision(spec: EngineSpec, gpu_spec: EngineSpec) -> str | None:
 
 
 def model_identity(path: str | None) -> dict[str, Any]:
-    """Size and mtime of the model files: a replaced checkpoint changes the fingerprint."""
+    """Size and mtime of the model files: a replaced checkpoint changes the fingerprint. The
+    path is resolved, as the command line resolves it, so that a Runner given a relative
+    directory from Python fingerprints the same run alike."""
     if not path or not Path(path).is_dir():
         return {"path": path}
+    path = str(Path(path).resolve())
     return {"path": path, "files": {name: list(identity) for name, identity in directory_identity(path).items()}}
 
 

@@ -7,6 +7,7 @@ tests and benchmarks). `FireRedEngine` adapts a model to the pipeline's `Engine`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import time
@@ -30,15 +31,7 @@ from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, check_model_
 from .features import FbankExtractor
 from .lm import LstmLm, load_lm
 from .model import AedModel, DecoderCache
-from .options import (
-    DEFAULT_BATCH_FRAMES,
-    IMPLEMENTATIONS,
-    PRECISIONS,
-    DecodingOptions,
-    FireRedOptions,
-    check_backends,
-    step_limit,
-)
+from .options import GPU_PRECISIONS, DecodingOptions, FireRedOptions, check_backends, step_limit
 from .search import LogitsHook, SearchResult, beam_search
 from .tokenizer import Tokenizer
 
@@ -63,7 +56,9 @@ class AsrModel(Protocol):
     implementation: str
     timings: dict[str, float]
 
-    def transcribe(self, waveforms: Sequence[np.ndarray], **options: Any) -> list[Hypothesis]: ...
+    def transcribe(
+        self, waveforms: Sequence[np.ndarray], options: DecodingOptions | None = None, **extra: Any
+    ) -> list[Hypothesis]: ...
 
 
 def resolve_model_dir(model_dir: str | os.PathLike | None) -> Path:
@@ -75,14 +70,13 @@ def resolve_model_dir(model_dir: str | os.PathLike | None) -> Path:
 
 def load_model(
     model_dir: str | os.PathLike | None,
+    options: FireRedOptions | None = None,
+    *,
     device: str = "cpu",
-    implementation: str = "fast",
-    precision: str = "fp32",
-    batch_frames: int = DEFAULT_BATCH_FRAMES,
-    encoder_backend: str = "torch",
-    decoder_backend: str = "torch",
+    **settings: Any,
 ) -> AsrModel:
-    """Load a FireRedASR-AED model directory.
+    """Load a FireRedASR-AED model directory, to run with `options` (FireRedOptions; or its
+    fields as keywords, precision="int8", ..., which build it once).
 
     precision: fp32 (default, exact parity with the reference), int8 (CPU: dynamic int8
     Linear layers), fp16 or bf16 (CUDA only).
@@ -96,27 +90,29 @@ def load_model(
     step, ahead above 96). mkl, onnx and onednn are CPU fp32 only; onnx and onednn hold a
     private copy of the weights they run in every process, which is why they are opt-in.
     """
-    path = resolve_model_dir(model_dir)
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown implementation {implementation!r} (choose {', '.join(IMPLEMENTATIONS)})")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r} (choose {', '.join(PRECISIONS)})")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    if precision == "int8" and dev.type != "cpu":
+    options = _options(options, settings)
+    check_device(torch.device(device), options)
+    return FireRedModel(resolve_model_dir(model_dir), options, device=device)
+
+
+def _options(options: FireRedOptions | None, settings: dict[str, Any]) -> FireRedOptions:
+    """`options`, or FireRedOptions built from its fields given as keywords (not both)."""
+    if options is None:
+        return FireRedOptions.from_mapping(settings)
+    if not isinstance(options, FireRedOptions) or settings:
+        raise TypeError("give a FireRedOptions, or its fields as keywords (device= is a keyword)")
+    return options
+
+
+def check_device(device: torch.device, options: FireRedOptions) -> None:
+    """Raise ValueError unless `device` is there and suits the precision of `options` (which
+    checked themselves; FireRedModel checks the backends against the device)."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
+    if options.precision == "int8" and device.type != "cpu":
         raise ValueError("precision int8 is for CPU; use fp16 or bf16 on CUDA")
-    if precision in ("fp16", "bf16") and dev.type != "cuda":
-        raise ValueError(f"precision {precision} needs a CUDA device; on CPU use fp32 or int8")
-    check_backends(encoder_backend, decoder_backend, dev.type, precision, implementation)
-    return FireRedModel(
-        path,
-        device=device,
-        precision=precision,
-        batch_frames=batch_frames,
-        encoder_backend=encoder_backend,
-        decoder_backend=decoder_backend,
-    )
+    if options.precision in GPU_PRECISIONS and device.type != "cuda":
+        raise ValueError(f"precision {options.precision} needs a CUDA device; on CPU use fp32 or int8")
 
 
 def _to_int8(model: AedModel) -> torch.nn.Module:
@@ -154,20 +150,22 @@ class FireRedModel:
     def __init__(
         self,
         model_dir: str | os.PathLike,
+        options: FireRedOptions | None = None,
+        *,
         device: str = "cpu",
-        precision: str = "fp32",
-        batch_frames: int = DEFAULT_BATCH_FRAMES,
         package: dict | None = None,
-        encoder_backend: str = "torch",
-        decoder_backend: str = "torch",
         decoder_kernels: bool = True,
+        **settings: Any,
     ) -> None:
+        """options: FireRedOptions (or its fields as keywords); package: the checkpoint already
+        unpickled; decoder_kernels=False keeps torch's decoder-step kernels (for comparison)."""
+        self.options = _options(options, settings)
         self.model_dir = Path(model_dir)
         self.device = torch.device(device)
-        self.precision = precision
-        self.batch_frames = batch_frames
-        self.encoder_backend = encoder_backend
-        self.decoder_backend = decoder_backend
+        precision, encoder_backend, decoder_backend = self.precision, self.encoder_backend, self.decoder_backend
+        # The one rule the options cannot check alone: which backends this device runs. (The
+        # precision's device is load_model's check: this class also takes fp16/bf16 on CPU.)
+        check_backends(encoder_backend, decoder_backend, self.device.type, precision)
         if package is None:
             package = load_package(self.model_dir / MODEL_FILE)
         model = _with_precision(AedModel.from_package(package), precision)
@@ -179,7 +177,6 @@ class FireRedModel:
         self._lms: dict[Path, LstmLm] = {}
         self._encoder: Any = self.model.encoder
         self._decoder: Any = self.model.decoder
-        check_backends(encoder_backend, decoder_backend, self.device.type, precision)
         self._use_backends(encoder_backend, decoder_backend)
         # numba kernels for the memory-bound parts of a decoder step (kernels.py): the
         # attention for the default and the packed decoders, the few-row Linears for the
@@ -193,6 +190,27 @@ class FireRedModel:
         )
         if self.decoder_kernels:
             kernels.install(self.model.decoder, few_rows_linear=decoder_backend == "torch")
+
+    @property
+    def precision(self) -> str:
+        return self.options.precision
+
+    @property
+    def encoder_backend(self) -> str:
+        return self.options.encoder_backend
+
+    @property
+    def decoder_backend(self) -> str:
+        return self.options.decoder_backend
+
+    @property
+    def batch_frames(self) -> int:
+        """Padded fbank frames one encoder batch may hold (FireRedOptions.batch_frames)."""
+        return self.options.batch_frames
+
+    @batch_frames.setter
+    def batch_frames(self, frames: int) -> None:
+        self.options = dataclasses.replace(self.options, batch_frames=frames)  # checked again
 
     def _use_backends(self, encoder_backend: str, decoder_backend: str) -> None:
         """The encoder's and the decoder's backends (check_backends has accepted them)."""
@@ -325,11 +343,11 @@ class FireRedModel:
         timings["decoder"] += time.perf_counter() - mid
         return found, alignments
 
-    def transcribe(self, waveforms: Sequence[np.ndarray], **options: Any) -> Any:
+    def transcribe(self, waveforms: Sequence[np.ndarray], options: DecodingOptions | None = None, **extra: Any) -> Any:
         """One best hypothesis per waveform (same order); see transcribe_nbest for options.
         With return_alignment=True, returns (hypotheses, alignments)."""
-        out = self.transcribe_nbest(waveforms, **options)
-        if options.get("return_alignment"):
+        out = self.transcribe_nbest(waveforms, options, **extra)
+        if extra.get("return_alignment"):
             hyps, alignments = out
             return [h[0] for h in hyps], alignments
         return [h[0] for h in out]
@@ -426,21 +444,12 @@ class FireRedEngine(Engine):
     @classmethod
     def from_spec(cls, spec: EngineSpec) -> FireRedEngine:
         options: FireRedOptions = spec.options  # EngineSpec made it one
-        model = load_model(
-            spec.model_dir,
-            device=spec.device,
-            implementation=options.implementation,
-            precision=options.precision,
-            batch_frames=options.batch_frames,
-            encoder_backend=options.encoder_backend,
-            decoder_backend=options.decoder_backend,
-        )
-        return cls(model, options)
+        return cls(load_model(spec.model_dir, options, device=spec.device), options)
 
     def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[Hypothesis]:
         if not self.timestamps:
-            return self.model.transcribe(waveforms, **asdict(self.options.decoding))
-        hyps, alignments = self.model.transcribe(waveforms, return_alignment=True, **asdict(self.options.decoding))
+            return self.model.transcribe(waveforms, self.options.decoding)
+        hyps, alignments = self.model.transcribe(waveforms, self.options.decoding, return_alignment=True)
         for hyp, attention, wave in zip(hyps, alignments, waveforms, strict=True):
             if attention is not None and hyp.tokens:
                 duration = len(wave) / SAMPLE_RATE

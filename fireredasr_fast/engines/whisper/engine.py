@@ -12,7 +12,6 @@ stitch the pieces of each segment back together.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -36,7 +35,7 @@ from fireredasr_fast.guard import LOW_CONFIDENCE, REDECODED, degenerate_reasons
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 from fireredasr_fast.textlines import join_lines
 
-from .options import REDECODE_STEPS
+from .options import REDECODE_STEPS, WhisperOptions
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -301,47 +300,40 @@ class WhisperEngine(Engine):
     name = "whisper"
 
     def __init__(
-        self,
-        model: str,
-        *,
-        device: str = "cpu",
-        compute_type: str | None = None,
-        beam_size: int = 5,
-        language: str | None = None,
-        batch_size: int = 8,
-        cpu_threads: int = 0,
-        word_timestamps: bool = True,
-        pack: bool = True,
-        guard: bool = True,
+        self, model: str, options: WhisperOptions | None = None, *, device: str = "cpu", **settings: Any
     ) -> None:
+        """options: WhisperOptions (or its fields as keywords, cpu_threads=1, ..., which build it once)."""
         try:
             from faster_whisper import WhisperModel
         except ImportError:
             raise ModelDirError(
                 "the whisper engine needs faster-whisper: pip install 'fireredasr-fast[demo]'"
             ) from None
-        if compute_type is None:
-            # int8 is the fastest on CPU at a negligible accuracy cost; CUDA prefers float16.
-            compute_type = "float16" if device.startswith("cuda") else "int8"
+        if options is None:
+            options = WhisperOptions.from_mapping(settings)
+        elif not isinstance(options, WhisperOptions) or settings:
+            raise TypeError("give a WhisperOptions, or its fields as keywords (device= is a keyword)")
+        self.options = options
+        # int8 is the fastest on CPU at a negligible accuracy cost; CUDA prefers float16.
+        self.compute_type = options.compute_type or ("float16" if device.startswith("cuda") else "int8")
         self.model_path = model
         self.device = device
-        self.compute_type = compute_type
-        self.beam_size = int(beam_size)
-        self.batch_size = max(1, int(batch_size))
-        self.word_timestamps = bool(word_timestamps)
-        self.pack = bool(pack)
+        self.beam_size = options.beam_size
+        self.batch_size = options.batch_size
+        self.word_timestamps = options.word_timestamps
+        self.pack = options.pack
         #: Re-decode degenerate windows with options.REDECODE_STEPS (guard.py).
-        self.guard = bool(guard)
+        self.guard = options.guard
         try:
             # cpu_threads=0 lets CTranslate2 follow OMP_NUM_THREADS, which the worker sets.
             self._model: WhisperModel = WhisperModel(
-                model, device=device, compute_type=compute_type, cpu_threads=int(cpu_threads)
+                model, device=device, compute_type=self.compute_type, cpu_threads=options.cpu_threads
             )
         except (OSError, RuntimeError, ValueError) as exc:
             where = "directory" if os.path.isdir(model) else "name"
             raise ModelDirError(f"cannot load Whisper model {where} {model}: {exc}".splitlines()[0]) from exc
         self.multilingual = bool(self._model.model.is_multilingual)
-        language = check_language(language, Path(model).name, self.multilingual)
+        language = check_language(options.language, Path(model).name, self.multilingual)
         # An English-only model has no language token: "en" is implied.
         self.language = language if self.multilingual else "en"
         self._tokenizers: dict[str, Tokenizer] = {}
@@ -366,7 +358,7 @@ class WhisperEngine(Engine):
     @classmethod
     def from_spec(cls, spec: EngineSpec) -> WhisperEngine:
         model = resolve_model_path(spec.model_dir, spec.model_name)
-        return cls(model, device=spec.device, **dataclasses.asdict(spec.options))
+        return cls(model, spec.options, device=spec.device)
 
     def describe(self) -> dict[str, Any]:
         return {
