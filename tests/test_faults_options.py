@@ -120,6 +120,17 @@ def test_valid_defaults_pass_the_checks() -> None:
         cli.check_options(args, {"engine"})
 
 
+def test_each_options_class_declares_flags_that_build_its_defaults() -> None:
+    """Every options class's flags (add_arguments) are read back by its from_args, and their
+    defaults are the class's own: a command line without options builds each class's defaults."""
+    args = cli.build_parser().parse_args(["x.mp4"])
+    for options_class in cli.OPTIONS_CLASSES:
+        if options_class is cli.RunOptions:  # the output folder is the CLI's flag
+            assert cli.RunOptions.from_args(args) == cli.RunOptions(Path(args.output_dir))
+        else:
+            assert options_class.from_args(args) == options_class(), options_class.__name__
+
+
 def test_every_engine_only_option_is_a_flag() -> None:
     """The table of engine-only options names real flags (a typo would refuse nothing)."""
     dests = {action.dest for action in cli.build_parser()._actions}
