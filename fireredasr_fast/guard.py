@@ -66,8 +66,8 @@ NO_TEXT = "no-text"
 @dataclass(frozen=True)
 class GuardOptions:
     enabled: bool = True
-    # faster-whisper re-decodes above 2.4, which Dickens' opening paragraph reaches (2.41 on a
-    # 30 s window); the loops recorded here compress 2.67-3.43 (docs/benchmarks.md).
+    # Above faster-whisper's 2.4, which real rhetoric reaches, and below the loops recorded from
+    # Whisper (docs/benchmarks.md#review-list-and-degenerate-output-guard-issue-23).
     max_compression_ratio: float = 2.6
     # A loop: one unit of at most max_loop_period characters said min_loop_repeats times in a
     # row, over at least min_loop_chars characters ("哈哈哈哈", "no, no, no, no" stay speech).

@@ -54,7 +54,8 @@ LOW_WATER_SHARE = 0.25
 DURATION_MARGIN_SHARE = 0.02
 DURATION_MARGIN_SECONDS = 1.0
 # Resident memory of one VAD process (Python, torch imported by silero_vad, the ONNX model),
-# measured on this project's 2-core VM; sizes the pool against available memory.
+# as docs/tuning.md#the-front-end-decoding-and-the-vad counts it; sizes the pool against
+# available memory.
 VAD_PROCESS_BYTES = 4e8
 FRONTEND_MEMORY_SHARE = 0.1  # of the available memory, for the VAD processes
 

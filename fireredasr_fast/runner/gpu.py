@@ -29,11 +29,11 @@ from fireredasr_fast.runner.ollama import HELD_INDEFINITELY, OllamaModel, ollama
 
 GIB = 1 << 30
 
-# GPU working set of one worker per byte of (fp32) checkpoint: the weights themselves plus
-# ~30% for activations of the largest batches, the encoder's attention buffers and the
+# GPU working set of one worker per byte of (fp32) checkpoint: the weights themselves plus a
+# share for activations of the largest batches, the encoder's attention buffers and the
 # beam-search decoder caches. Activations grow with the model's width, so they are
 # expressed as a share of the model rather than a constant. The constant part (CUDA
-# context ~0.3-0.6 GiB, cuBLAS workspaces, allocator fragmentation) is `margin_bytes`.
+# context, cuBLAS workspaces, allocator fragmentation) is `margin_bytes` (docs/gpu.md).
 WORKING_SET_FACTOR = 1.3
 
 
@@ -149,7 +149,7 @@ class TorchProbe:
     """Fallback probe through torch.cuda.mem_get_info, when NVML is not importable.
 
     Caveat: mem_get_info creates a CUDA context on every device it asks about, in the
-    calling process (~0.3-0.6 GiB each, for the life of the process). That is why NVML is
+    calling process (docs/gpu.md: for the life of the process). That is why NVML is
     preferred; the runner's workers are spawned, so the context is at least not inherited.
     """
 

@@ -41,7 +41,7 @@ MODEL_DIR_ENV = "FIREREDASR_MODEL_DIR"
 # and its step count follows the longest output. The value is a search's fixed cost per second
 # of its longest segment over the encoder's cost per padded second, both from the engine benchmark (AED-L; measured:
 # docs/engine.md#grouping-segments-of-mixed-lengths). Without this, a 42 s segment and three
-# of 3 s shared one batch padded to 4 x 42 s (3.2x the encoder work of encoding them apart).
+# of 3 s shared one batch padded to 4 x 42 s (more than three times the encoder work of encoding them apart).
 GROUP_OVERHEAD = 1.5
 # Attention probabilities (utterances x heads x tokens x frames) one alignment pass may hold
 # per layer: 128 MB in fp32.
@@ -83,8 +83,8 @@ def load_model(
     encoder_backend, decoder_backend: torch (default: our modules in eager torch; on CPU in
     fp32 every Linear runs through oneDNN's matmul on the shared, memory-mapped weights,
     onednn.py, and a decoder step's attention and few-row Linears through numba kernels,
-    kernels.py), mkl (the same with torch's own Linear, MKL on CPU: the previous default,
-    kept for comparison), onnx (the encoder, or one decoder step, exported once into the
+    kernels.py), mkl (the same with torch's own Linear, MKL on CPU, for the benchmarks'
+    comparisons), onnx (the encoder, or one decoder step, exported once into the
     user cache and run by ONNX Runtime; see onnx_encoder.py and onnx_decoder.py) or onednn
     (Linear weights pre-packed for oneDNN: level with the default's kernels from ~48 rows a
     step, ahead above 96). mkl, onnx and onednn are CPU fp32 only; onnx and onednn hold a
@@ -180,7 +180,7 @@ class FireRedModel:
         self._use_backends(encoder_backend, decoder_backend)
         # numba kernels for the memory-bound parts of a decoder step (kernels.py): the
         # attention for the default and the packed decoders, the few-row Linears for the
-        # default one. decoder_kernels=False keeps torch's (the previous default; for comparison).
+        # default one. decoder_kernels=False keeps torch's (for the benchmarks' comparisons).
         self.decoder_kernels = (
             decoder_kernels
             and self.device.type == "cpu"

@@ -27,8 +27,8 @@ GPU_PRECISIONS = ("fp16", "bf16")
 IMPLEMENTATIONS = ("fast",)  # the parity reference is test support (testsupport/reference.py)
 # For the encoder and the decoder step (docs/engine.md#backends-torchcompile-onnx-runtime-onednn).
 BACKENDS = ("torch", "mkl", "onnx", "onednn")
-# mkl (torch's own Linear, the default before oneDNN) stays an engine option for the benchmarks'
-# side-by-side runs; the command line offers the others.
+# mkl (torch's own Linear) is an engine option only for the benchmarks' side-by-side runs; the
+# command line offers the others.
 CLI_BACKENDS = ("torch", "onnx", "onednn")
 # Backends that run the memory-mapped checkpoint weights every worker shares; the others hold
 # a private copy per worker (ONNX Runtime sessions, oneDNN's packed weights).
