@@ -65,7 +65,10 @@ def layer_of(module: str, layers: list[list[str]]) -> int | None:
 def describe(root: Path) -> str:
     package_dir = root / PACKAGE
     layers = contract_layers(root)
-    names = [" | ".join(layer) if len(layer) < 4 else f"stages ({len(layer)})" for layer in layers]
+    names = [
+        " | ".join(layer) if len(" | ".join(layer)) <= 26 else f"{layer[0]} .. {layer[-1]} ({len(layer)})"
+        for layer in layers
+    ]
     modules: dict[int | None, list[Path]] = {}
     uses: dict[int | None, Counter] = {}
     for path in sorted(package_dir.rglob("*.py")):
