@@ -7,14 +7,17 @@
 #     OUT=/tmp/gpuout GPU_CHECK_NO_INSTALL=1 bash tests/tools/gpu_check.sh   # anywhere, to try it
 #
 # Writes $OUT/gpu_check.log and $OUT/gpu_check.json; the exit status is the number of failed steps.
-# GPU_CHECK_BUDGET (seconds, default 540): steps that would start after it are skipped.
+# GPU_CHECK_BUDGET (seconds, default 480): steps that would start after it are skipped.
+# GPU_CHECK_STEPS (names, comma-separated): run only these (and install), e.g. the failed ones again.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu_check}
 WORK=${GPU_CHECK_WORK:-/tmp/gpu_check_work}
-BUDGET=${GPU_CHECK_BUDGET:-540}
+BUDGET=${GPU_CHECK_BUDGET:-480}
 PY=${PYTHON:-python3}
-mkdir -p "$OUT" && rm -rf "$WORK" && mkdir -p "$WORK/results"
+# A rerun of some steps (GPU_CHECK_STEPS) keeps what the earlier run wrote: checkpoint, outputs.
+[[ -z ${GPU_CHECK_STEPS:-} ]] && rm -rf "$WORK"
+mkdir -p "$OUT" "$WORK/results"
 exec > >(tee "$OUT/gpu_check.log") 2>&1
 TEE=$!
 HAVE_CUDA=0
@@ -30,7 +33,9 @@ step() {
     left=$((BUDGET - (SECONDS - T0)))
     echo; echo "=== $name ($(date -u +%H:%M:%S), limit ${limit}s, ${left}s of the budget left)"
     start=$SECONDS
-    if [[ $needs == cuda && $HAVE_CUDA != 1 ]]; then
+    if [[ -n ${GPU_CHECK_STEPS:-} && $name != install && ,$GPU_CHECK_STEPS, != *,$name,* ]]; then
+        status="skipped: not asked"
+    elif [[ $needs == cuda && $HAVE_CUDA != 1 ]]; then
         status="skipped: no CUDA"
     elif ((left < 20)); then
         status="skipped: out of time"

@@ -33,6 +33,7 @@ def facts(opts: argparse.Namespace) -> int:
     """torch, CUDA and the GPU as torch and our probe see them."""
     import torch
 
+    from fireredasr_fast.audio import ffmpeg_executable
     from fireredasr_fast.runner.gpu import default_probe
 
     data: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.version.cuda, "available": False}
@@ -46,7 +47,11 @@ def facts(opts: argparse.Namespace) -> int:
             memory_gib=round(props.total_memory / 2**30, 1),
             bf16=torch.cuda.is_bf16_supported(),
             cudnn=torch.backends.cudnn.version(),
+            # TF32 rounds fp32 matmuls/convolutions: where on, GPU fp32 may not match CPU fp32.
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+            tf32_cudnn=torch.backends.cudnn.allow_tf32,
         )
+    data["ffmpeg"] = ffmpeg_executable()
     data["probe"] = [
         f"{g.index} {g.name} {g.free_bytes / 2**30:.1f}/{g.total_bytes / 2**30:.1f} GiB free"
         for g in default_probe().gpus()
