@@ -3,7 +3,8 @@
 # GPU check"). The image has Python 3.12, torch, numpy, onnxruntime, numba, sentencepiece, tqdm,
 # psutil, filelock, nvidia-ml-py and pytest (KINDS.md, "Python packages already there") and no
 # registry, so the rest of our runtime dependencies travel as wheels, without their own
-# dependencies (--no-deps: every one that is missing there is named here).
+# dependencies (--no-deps: every one that is missing there is named here). soundfile is declared
+# but not imported by the package or the GPU tests, so it stays behind.
 #
 #     bash tests/tools/gpu_wheels.sh        # then: du -sh .whl
 set -euo pipefail
