@@ -12,7 +12,7 @@ from conftest import SAMPLES
 
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.inputs import collect_inputs
-from fireredasr_fast.runner.gpu import GpuInfo, GpuPolicy, GpuScheduler
+from fireredasr_fast.runner.gpu import HEADROOM_ENV, GpuInfo, GpuPolicy, GpuScheduler
 from fireredasr_fast.runner.plan import make_plan
 from fireredasr_fast.runner.scheduler import Runner, RunOptions
 from fireredasr_fast.transcribe import TranscribeOptions
@@ -75,3 +75,30 @@ def test_failing_gpu_worker_hands_its_batches_back_to_the_cpu(folder, random_mod
     assert [r.status for r in summary.records] == ["done"] * 3
     assert "gpu0" not in summary.worker_stats["batches"]
     assert scheduler.usable_gpus() == []  # backing off that GPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_worker_writes_what_the_cpu_writes(folder, random_model_dir, tmp_path):  # pragma: no cover - GPU only
+    run(folder, random_model_dir, tmp_path / "cpu", None, "cpu")
+    scheduler = GpuScheduler(GpuPolicy(model_bytes=1 * GB), FakeProbe(free_gb=16), ollama=lambda: None)
+    summary = run(folder, random_model_dir, tmp_path / "gpu", scheduler, "cuda:0")
+    assert [r.status for r in summary.records] == ["done"] * 3
+    assert summary.worker_stats["batches"].get("gpu0", 0) >= 1
+    assert texts(tmp_path / "gpu") == texts(tmp_path / "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_batch_out_of_memory_is_finished_by_the_cpu(
+    folder, random_model_dir, tmp_path, monkeypatch, caplog
+):  # pragma: no cover - GPU only
+    # No headroom over the loaded weights (the seam in runner/gpu.py, HEADROOM_ENV): the first
+    # batch's allocations run out of memory for real.
+    run(folder, random_model_dir, tmp_path / "cpu", None, "cpu")
+    monkeypatch.setenv(HEADROOM_ENV, "0")
+    scheduler = GpuScheduler(GpuPolicy(model_bytes=1 * GB), FakeProbe(free_gb=16), ollama=lambda: None)
+    summary = run(folder, random_model_dir, tmp_path / "gpu", scheduler, "cuda:0")
+    assert [r.status for r in summary.records] == ["done"] * 3
+    assert "gpu0" not in summary.worker_stats["batches"]
+    assert "stopped (out of memory)" in caplog.text
+    assert scheduler.usable_gpus() == []  # backing off that GPU
+    assert texts(tmp_path / "gpu") == texts(tmp_path / "cpu")

@@ -396,3 +396,22 @@ def is_cuda_oom(exc: BaseException) -> bool:
                 return True
         e = e.__cause__ or e.__context__
     return False
+
+
+# A seam for the GPU check (docs/gpu.md, "The one-call GPU check"): set in the run's
+# environment, it caps each GPU worker's CUDA allocations at what its loaded engine holds
+# plus this many MiB, so that a real batch runs out of memory on any GPU, however large.
+HEADROOM_ENV = "FIREREDASR_FAST_GPU_HEADROOM_MIB"
+
+
+def cap_worker_memory(device: str) -> None:
+    """Apply HEADROOM_ENV, if set, to this process's CUDA `device` (after the engine loaded)."""
+    text = os.environ.get(HEADROOM_ENV, "").strip()
+    if not text or not device.startswith("cuda"):
+        return
+    import torch
+
+    index = torch.device(device).index or 0
+    total = torch.cuda.get_device_properties(index).total_memory
+    cap = torch.cuda.memory_reserved(index) + float(text) * (1 << 20)
+    torch.cuda.set_per_process_memory_fraction(min(1.0, max(cap, 0.0) / total), index)

@@ -16,6 +16,7 @@ from fireredasr_fast.errors import FireRedFastError
 from fireredasr_fast.results import Hypothesis
 from fireredasr_fast.transcribe import recognise
 
+from .gpu import cap_worker_memory
 from .lifeline import attach
 from .plan import set_process_threads
 
@@ -49,6 +50,7 @@ def load_engine(spec: EngineSpec, threads: int) -> None:
     global _engine, _init_error, _last_done
     try:
         _engine = spec.build()
+        cap_worker_memory(spec.device)
     except Exception as exc:
         # An initializer that raises breaks the whole pool with no message; keep the error
         # and report it with each batch instead.
