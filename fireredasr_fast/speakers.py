@@ -48,10 +48,10 @@ class SpeakerOptions:
     window: float = 1.6  # seconds of audio per embedding (Resemblyzer's partial utterance)
     hop: float = 0.8  # seconds between window starts inside a speech region
     # "auto": clusters whose average cosine similarity is below this stay apart.
-    threshold: float = 0.8
+    threshold: float = 0.65
     max_speakers: int = 8  # "auto" never finds more
     # A turn shorter than this, between turns of one other speaker, joins them.
-    min_turn: float = 1.0
+    min_turn: float = 2.0
     # A cluster holding less speech than this (seconds) is merged into its nearest ("auto").
     min_speaker: float = 2.0
     max_units: int = 1500  # windows are merged with neighbours down to this many before clustering
@@ -187,7 +187,7 @@ def default_embedder() -> Embedder:
 
 
 @dataclass(frozen=True)
-class _Windows:
+class Windows:
     """One embedding per window: `region` index, `center` (s), and the span it labels."""
 
     vectors: np.ndarray  # (n, dim) unit rows
@@ -251,7 +251,7 @@ def _torch_threads(threads: int) -> Iterator[None]:
 
 def embed_windows(
     samples: np.ndarray, regions: Sequence[tuple[float, float]], options: SpeakerOptions, embedder: Embedder
-) -> _Windows:
+) -> Windows:
     vectors: list[np.ndarray] = []
     spans: list[tuple[int, float, float]] = []
     with _torch_threads(options.threads):
@@ -259,7 +259,7 @@ def embed_windows(
             vectors.append(_unit(np.asarray(embedder.embed(audio), dtype=np.float32)))
             spans += batch_spans
     table = np.array(spans, dtype=np.float64).reshape(-1, 3)
-    return _Windows(np.concatenate(vectors), table[:, 0].astype(int), table[:, 1], table[:, 2])
+    return Windows(np.concatenate(vectors), table[:, 0].astype(int), table[:, 1], table[:, 2])
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -342,7 +342,7 @@ def _drop_small(labels: np.ndarray, vectors: np.ndarray, seconds: np.ndarray, le
     return nearest[labels]
 
 
-def assign(windows: _Windows, options: SpeakerOptions) -> np.ndarray:
+def assign(windows: Windows, options: SpeakerOptions) -> np.ndarray:
     """A cluster per window: units clustered, then each window to the nearest centroid."""
     seconds = windows.end - windows.start
     owner = merge_neighbours(windows.vectors, seconds, options.max_units)
@@ -360,7 +360,7 @@ def assign(windows: _Windows, options: SpeakerOptions) -> np.ndarray:
 # --------------------------------------------------------------------------- turns
 
 
-def _raw_turns(windows: _Windows, labels: np.ndarray) -> list[list[Any]]:
+def _raw_turns(windows: Windows, labels: np.ndarray) -> list[list[Any]]:
     """[start, end, label] runs: neighbouring windows of one cluster in one region joined."""
     turns: list[list[Any]] = []
     for i, label in enumerate(labels.tolist()):
@@ -415,7 +415,11 @@ def find_speakers(
     regions = _clean_regions(regions, len(samples) / SAMPLE_RATE)
     if not regions:
         return []
-    windows = embed_windows(samples, regions, options, embedder or default_embedder())
+    return label_windows(embed_windows(samples, regions, options, embedder or default_embedder()), options)
+
+
+def label_windows(windows: Windows, options: SpeakerOptions) -> list[SpeakerTurn]:
+    """Turns from embedded windows (the clustering half of find_speakers)."""
     turns = smooth(_raw_turns(windows, assign(windows, options)), options.min_turn)
     names: dict[int, str] = {}
     for turn in turns:
