@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import tarfile
 import threading
@@ -46,6 +47,7 @@ SDIST = "pyannote_audio-4.0.7"
 SPLITS = {"trn": "debug.train", "dev": "debug.development", "tst": "debug.test"}
 COLLAR = 0.25  # seconds around each reference boundary not scored (the usual AMI setting)
 CLIP_SECONDS = 30.0
+REGIONS = ("vad", "oracle")  # the speech regions given: our VAD's, or the reference's
 
 
 def find_sdist(given: Path | None, cache: Path) -> Path:
@@ -110,19 +112,51 @@ def load_clips(sdist: Path, split: str) -> list[dict[str, Any]]:
     return clips
 
 
+def meetings(clips: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The clips of one meeting (sharing a speaker) joined in order into one recording: the
+    speakers come back after others spoke, as in a long file."""
+    groups: list[list[dict[str, Any]]] = []
+    for clip in clips:
+        names = {who for _, _, who in clip["ref"]}
+        home = next((g for g in groups if names & {who for c in g for _, _, who in c["ref"]}), None)
+        if home is None:
+            groups.append([clip])
+        else:
+            home.append(clip)
+    joined = []
+    for group in groups:
+        offsets = np.cumsum([0.0] + [len(c["samples"]) / SAMPLE_RATE for c in group])
+        joined.append(
+            {
+                "uri": "+".join(c["uri"] for c in group),
+                "samples": np.concatenate([c["samples"] for c in group]),
+                "seconds": float(offsets[-1]),
+                **{
+                    key: [(a + o, b + o, *rest) for c, o in zip(group, offsets, strict=False) for a, b, *rest in c[key]]
+                    for key in ("vad", "oracle", "ref")
+                },
+            }
+        )
+    return joined
+
+
 def score(clips: list[dict[str, Any]], regions: str, options: SpeakerOptions) -> dict[str, float]:
     """DER and its parts (percent of reference speech) over the clips, pooled."""
     from pyannote.core import Annotation, Segment, Timeline
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     metric = DiarizationErrorRate(collar=COLLAR, skip_overlap=False)
+    # The same without the speech two people share: what a one-label-at-a-time system can reach.
+    single = DiarizationErrorRate(collar=COLLAR, skip_overlap=True)
     for clip in clips:
         reference, hypothesis = Annotation(uri=clip["uri"]), Annotation(uri=clip["uri"])
         for i, (start, end, who) in enumerate(clip["ref"]):
             reference[Segment(start, end), i] = who
         for i, turn in enumerate(find_speakers(clip["samples"], clip[regions], options)):
             hypothesis[Segment(turn.start, turn.end), i] = turn.speaker
-        metric(reference, hypothesis, uem=Timeline([Segment(0, CLIP_SECONDS)]))
+        uem = Timeline([Segment(0, clip.get("seconds", CLIP_SECONDS))])
+        metric(reference, hypothesis, uem=uem)
+        single(reference, hypothesis, uem=uem)
     parts = metric[:]
     total = parts["total"]
     return {
@@ -131,6 +165,7 @@ def score(clips: list[dict[str, Any]], regions: str, options: SpeakerOptions) ->
         "false_alarm": 100 * parts["false alarm"] / total,
         "confusion": 100 * parts["confusion"] / total,
         "speech_s": total,
+        "der_no_overlap": 100 * abs(single),
     }
 
 
@@ -202,17 +237,20 @@ def main(argv: list[str] | None = None) -> int:
     report = report_header("speakers", options.threads, "resemblyzer 0.1.4 voice encoder")
     report["options"] = dataclasses.asdict(options)
     print(f"# speaker labels on the AMI clips of {SDIST} ({cpu_name()}, {options.threads} thread(s))")
-    print(f"{'split':6s} {'regions':8s} {'speech s':>8s} {'DER %':>7s} {'missed':>7s} {'FA':>6s} {'confusion':>9s}")
+    print(
+        f"{'split':6s} {'unit':9s} {'regions':8s} {'speech s':>8s} {'DER %':>7s} {'missed':>7s} {'FA':>6s}"
+        f" {'confusion':>9s} {'DER w/o overlap':>15s}"
+    )
     rows, all_clips = [], []
     for split in args.splits:
         clips = load_clips(sdist, split)
         all_clips += clips
-        for regions in ("vad", "oracle"):
-            row = {"split": split, "regions": regions, **score(clips, regions, options)}
+        for (unit, units), regions in itertools.product((("clips", clips), ("meetings", meetings(clips))), REGIONS):
+            row = {"split": split, "unit": unit, "regions": regions, **score(units, regions, options)}
             rows.append(row)
             print(
-                f"{split:6s} {regions:8s} {row['speech_s']:8.1f} {row['der']:7.1f} {row['missed']:7.1f} "
-                f"{row['false_alarm']:6.1f} {row['confusion']:9.1f}"
+                f"{split:6s} {unit:9s} {regions:8s} {row['speech_s']:8.1f} {row['der']:7.1f} {row['missed']:7.1f} "
+                f"{row['false_alarm']:6.1f} {row['confusion']:9.1f} {row['der_no_overlap']:15.1f}"
             )
     report["der"] = rows
     if args.long_minutes > 0:
