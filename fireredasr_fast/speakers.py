@@ -152,9 +152,10 @@ def _torch_encoder(weights: Path) -> Any:
 class ResemblyzerEncoder:
     """Resemblyzer's voice encoder: mel power frames (not log) of volume-normalised audio."""
 
-    def __init__(self, weights: Path | None = None) -> None:
+    def __init__(self, weights: Path | None = None, target_dbfs: float = TARGET_DBFS) -> None:
         import torch
 
+        self.target_dbfs = target_dbfs
         self._model = _torch_encoder(weights or resemblyzer_weights())
         self._mel = torch.from_numpy(mel_filters())
         self._window = torch.hann_window(FFT_SIZE, periodic=True)
@@ -173,7 +174,7 @@ class ResemblyzerEncoder:
         import torch
 
         with torch.inference_mode():
-            return self._model(self.mels(normalize_volume(windows))).numpy()
+            return self._model(self.mels(normalize_volume(windows, self.target_dbfs))).numpy()
 
 
 def normalize_volume(windows: np.ndarray, target_dbfs: float = TARGET_DBFS) -> np.ndarray:
