@@ -7,13 +7,14 @@ own small torch module and mel front end, so its package's librosa/webrtcvad are
 `Embedder`.
 
 The steps: fixed windows (`window` seconds every `hop` seconds) inside each speech region are
-embedded in batches, streaming (only the embeddings are kept: 1 KB per window); a speaker
-change inside a long region is where neighbouring windows land in different clusters. Windows
-are first merged with their most similar neighbour until at most `max_units` units remain
-(bounded time and memory on a multi-hour file), the units are clustered agglomeratively
-(average linkage on cosine distance; cut at `threshold` for "auto", or at N clusters), each
-window then joins the nearest cluster centroid, and turns shorter than `min_turn` between
-speech of others are absorbed. Figures: docs/benchmarks.md, "Speaker labels".
+embedded in batches, streaming (only the embeddings are kept: 1 KB per window). For clustering
+each window's vector is averaged with `context` neighbours on each side (more speech per vector
+tells speakers apart better); windows are merged with their most similar neighbour until at most
+`max_units` units remain (bounded time and memory on a multi-hour file), and the units are
+clustered agglomeratively (average linkage on cosine distance; cut at `threshold` for "auto", or
+into N clusters). Each window then joins the centroid nearest its own vector, so a speaker
+change inside a long region falls between two windows; turns shorter than `min_turn` between
+speech of one other speaker are absorbed. Figures: docs/benchmarks.md, "Speaker labels".
 """
 
 from __future__ import annotations

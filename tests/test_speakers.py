@@ -110,6 +110,26 @@ def test_merging_neighbours_keeps_units_contiguous_and_bounded():
     assert np.array_equal(owner, np.repeat([0, 1, 2, 3], 25))  # the four runs found
 
 
+def test_any_embedder_plugs_in_and_batches_do_not_change_the_turns(voices, regions):
+    """Another model behind `Embedder` (here Resemblyzer's at its training loudness, counted);
+    the windows' batching is invisible in the turns."""
+
+    class Counted:
+        def __init__(self) -> None:
+            self.inner = speakers.ResemblyzerEncoder(target_dbfs=-30.0)
+            self.windows = 0
+
+        def embed(self, windows: np.ndarray) -> np.ndarray:
+            self.windows += len(windows)
+            return self.inner.embed(windows)
+
+    counted = Counted()
+    turns = find_speakers(voices["two"], regions["two"], SpeakerOptions(batch=5), embedder=counted)
+    assert counted.windows > 10
+    assert sorted({turn.speaker for turn in turns}) == ["S1", "S2"]
+    assert find_speakers(voices["two"], regions["two"], SpeakerOptions(batch=64), embedder=counted) == turns
+
+
 def test_no_regions_no_turns(voices):
     assert find_speakers(voices["one"], [], SpeakerOptions()) == []
 
