@@ -182,3 +182,13 @@ def test_options_out_of_range_are_refused(field, value):
 def test_options_accept_auto_and_a_count():
     assert SpeakerOptions(speakers=3).speakers == 3
     assert SpeakerOptions().speakers == "auto"
+
+
+def test_the_benchmark_without_its_data_says_how_to_get_it(tmp_path, capsys):
+    """`python -m benchmarks speakers` downloads nothing: without the sdist it stops, naming it."""
+    from benchmarks.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["speakers", "--cache", str(tmp_path), "--long-minutes", "0"])
+    assert "pip download --no-deps --no-binary :all: pyannote.audio==4.0.7" in str(stop.value.code)
+    assert not any(tmp_path.iterdir())
