@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import heapq
 import importlib.util
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -244,16 +245,22 @@ def _batches(
         yield np.stack(audio), spans
 
 
+# torch's thread count is the process's: files embedded at once in several threads (the
+# runner's front end) take turns, so each runs with its own count and the count before is restored.
+_TORCH_THREADS = threading.Lock()
+
+
 @contextmanager
 def _torch_threads(threads: int) -> Iterator[None]:
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    with _TORCH_THREADS:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def embed_windows(

@@ -192,3 +192,19 @@ def test_the_benchmark_without_its_data_says_how_to_get_it(tmp_path, capsys):
         main(["speakers", "--cache", str(tmp_path), "--long-minutes", "0"])
     assert "pip download --no-deps --no-binary :all: pyannote.audio==4.0.7" in str(stop.value.code)
     assert not any(tmp_path.iterdir())
+
+
+def test_files_labelled_at_once_in_threads_get_the_same_turns_and_leave_torch_threads_alone(voices, regions):
+    """The runner's front end prepares several files at once in threads."""
+    import concurrent.futures
+
+    import torch
+
+    alone = find_speakers(voices["two"], regions["two"], SpeakerOptions(threads=1))
+    before = torch.get_num_threads()
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        runs = list(
+            pool.map(lambda t: find_speakers(voices["two"], regions["two"], SpeakerOptions(threads=t)), (1, 2, 1))
+        )
+    assert runs == [alone] * 3
+    assert torch.get_num_threads() == before
