@@ -468,14 +468,17 @@ def label_windows(windows: Windows, options: SpeakerOptions) -> list[SpeakerTurn
     names: dict[int, str] = {}
     for turn in turns:
         names.setdefault(turn[2], f"S{len(names) + 1}")
-    return [SpeakerTurn(round(s, 3), round(e, 3), names[label]) for s, e, label in turns]
+    rounded = [SpeakerTurn(round(s, 3), round(e, 3), names[label]) for s, e, label in turns]
+    return [turn for turn in rounded if turn.end > turn.start]
 
 
 __all__ = [
     "Embedder",
-    "OptionError",
     "ResemblyzerEncoder",
     "SpeakerOptions",
     "SpeakerTurn",
+    "embed_windows",
     "find_speakers",
+    "label_windows",
+    "resemblyzer_weights",
 ]
