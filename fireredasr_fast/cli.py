@@ -30,9 +30,10 @@ from .errors import FireRedFastError, OptionError
 from .guard import REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions
 from .inputs import InputFile, collect_inputs, expand_audio_streams
 from .script import ZH_SCRIPTS
+from .speakers import SpeakerOptions
 from .transcribe import TranscribeOptions
 from .vad import VadOptions
-from .writers import FORMATS
+from .writers import FORMATS, WriterOptions
 
 log = logging.getLogger("fireredasr_fast")
 
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_vad_options(p)
     _add_subtitle_options(p)
     _add_review_options(p)
+    _add_speaker_options(p)
     _add_parallel_options(p)
     _add_cluster_options(p)
     return p
@@ -323,6 +325,31 @@ def _add_review_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_speaker_options(p: argparse.ArgumentParser) -> None:
+    s = p.add_argument_group("speakers (issue 31)")
+    s.add_argument(
+        "--speakers",
+        type=_speakers,
+        default=None,
+        help="label who speaks: auto (the number of speakers estimated) or N; cues never span two speakers "
+        "(JSON speaker, VTT <v S1>, ASS Name, TXT 'S1: ' at each change; default: off)",
+    )
+    s.add_argument(
+        "--srt-speaker-prefix",
+        action="store_true",
+        help="with --speakers: start an SRT cue with 'S1: ' where the speaker changes",
+    )
+
+
+def _speakers(value: str) -> str | int:
+    """`auto`, or a number of speakers (SpeakerOptions checks it; other text is left for it to refuse)."""
+    return int(value) if value.strip().lstrip("-").isdigit() else value
+
+
+def speaker_options(args: argparse.Namespace) -> SpeakerOptions | None:
+    return None if args.speakers is None else SpeakerOptions(speakers=args.speakers)
+
+
 def _add_parallel_options(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("parallelism")
     r.add_argument(
@@ -548,6 +575,8 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
         audio_stream=None if args.audio_stream == "all" else args.audio_stream,
         batch_seconds=args.batch_seconds,
         zh_script=args.zh_script,
+        speakers=speaker_options(args),
+        writer=WriterOptions(srt_speaker_prefix=args.srt_speaker_prefix),
     )
 
 
@@ -621,6 +650,8 @@ def check_options(args: argparse.Namespace, given: set[str]) -> None:
         raise OptionError("ship_model", "is for a --cluster run")
     if args.model and args.model_dir:
         raise OptionError("model", "and --model-dir both name a model: give one")
+    if args.srt_speaker_prefix and args.speakers is None:
+        raise OptionError("srt_speaker_prefix", "labels speakers: give --speakers too")
 
 
 def _check_devices(args: argparse.Namespace) -> None:
