@@ -30,7 +30,7 @@ from .errors import FireRedFastError, OptionError
 from .guard import REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions
 from .inputs import InputFile, collect_inputs, expand_audio_streams
 from .script import ZH_SCRIPTS
-from .speakers import SpeakerOptions
+from .speakers import SpeakerOptions, resemblyzer_weights
 from .transcribe import TranscribeOptions
 from .vad import VadOptions
 from .writers import FORMATS, WriterOptions
@@ -727,6 +727,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = _engine_spec(args, "cpu")
         # On a cluster the GPUs are the nodes' own (runner/cluster.py), not this machine's.
         gpu = None if args.cluster else _gpu_scheduler(args, model_bytes(spec.model_dir))
+        if args.speakers is not None:
+            resemblyzer_weights()  # the voice encoder is there before any file is decoded
     except FireRedFastError as exc:
         return _error(str(exc))
     inputs, problems = collect_inputs(args.inputs)

@@ -173,7 +173,7 @@ def test_speakers_enter_the_recognition_fingerprint_only_when_on(speakers, rando
     off = RunSettings.build(spec, TranscribeOptions(), ("srt",))
     assert off == RunSettings.build(spec, TranscribeOptions(speakers=None), ("srt",))
     on = RunSettings.build(spec, TranscribeOptions(speakers=SpeakerOptions(speakers)), ("srt",))
-    assert "speakers" not in off.recognition and on.recognition["speakers"] == {"speakers": speakers}
+    assert "speakers" not in off.recognition and on.recognition["speakers"]["speakers"] == speakers
     assert on.rendering == off.rendering
     prefix = RunSettings.build(spec, TranscribeOptions(writer=WriterOptions(True)), ("srt",))
     assert prefix.recognition == off.recognition and prefix.rendering != off.rendering
