@@ -177,3 +177,22 @@ def test_speakers_enter_the_recognition_fingerprint_only_when_on(speakers, rando
     assert on.rendering == off.rendering
     prefix = RunSettings.build(spec, TranscribeOptions(writer=WriterOptions(True)), ("srt",))
     assert prefix.recognition == off.recognition and prefix.rendering != off.rendering
+
+
+@pytest.mark.parametrize(
+    ("extra", "flag"),
+    [
+        (["--speakers", "0"], "--speakers"),
+        (["--speakers", "two"], "--speakers"),
+        (["--speakers", "-2"], "--speakers"),
+        (["--speakers", "1.5"], "--speakers"),
+        (["--srt-speaker-prefix"], "--srt-speaker-prefix"),
+    ],
+)
+def test_bad_speaker_option_is_one_line_naming_it(extra, flag, tmp_path, capsys):
+    from test_faults_options import INPUTS, TINY_MODEL, main_code, one_error_line
+
+    out = tmp_path / "out"
+    assert main_code([*extra, "--model-dir", str(TINY_MODEL), "-o", str(out), INPUTS]) == 2
+    assert one_error_line(capsys).startswith(f"error: {flag} ")
+    assert not out.exists()
