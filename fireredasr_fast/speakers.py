@@ -48,12 +48,14 @@ class SpeakerOptions:
     window: float = 1.6  # seconds of audio per embedding (Resemblyzer's partial utterance)
     hop: float = 0.8  # seconds between window starts inside a speech region
     # "auto": clusters whose average cosine similarity is below this stay apart.
-    threshold: float = 0.8
+    threshold: float = 0.7
     max_speakers: int = 8  # "auto" never finds more
     # A turn shorter than this, between turns of one other speaker, joins them.
     min_turn: float = 1.0
     # A cluster holding less speech than this (seconds) is merged into its nearest ("auto").
     min_speaker: float = 2.0
+    # Neighbouring windows (each side, same region) averaged into each window's vector.
+    context: int = 1
     max_units: int = 1500  # windows are merged with neighbours down to this many before clustering
     batch: int = 64  # windows per encoder call
     threads: int = 1  # torch threads while embedding
@@ -70,6 +72,7 @@ class SpeakerOptions:
         check_number("max_speakers", self.max_speakers, 1, integer=True)
         check_number("min_turn", self.min_turn, 0.0)
         check_number("min_speaker", self.min_speaker, 0.0)
+        check_number("context", self.context, 0, 10, integer=True)
         check_number("max_units", self.max_units, 2, integer=True)
         check_number("batch", self.batch, 1, integer=True)
         check_number("threads", self.threads, 1, integer=True)
@@ -187,7 +190,7 @@ def default_embedder() -> Embedder:
 
 
 @dataclass(frozen=True)
-class _Windows:
+class Windows:
     """One embedding per window: `region` index, `center` (s), and the span it labels."""
 
     vectors: np.ndarray  # (n, dim) unit rows
@@ -251,7 +254,7 @@ def _torch_threads(threads: int) -> Iterator[None]:
 
 def embed_windows(
     samples: np.ndarray, regions: Sequence[tuple[float, float]], options: SpeakerOptions, embedder: Embedder
-) -> _Windows:
+) -> Windows:
     vectors: list[np.ndarray] = []
     spans: list[tuple[int, float, float]] = []
     with _torch_threads(options.threads):
@@ -259,7 +262,7 @@ def embed_windows(
             vectors.append(_unit(np.asarray(embedder.embed(audio), dtype=np.float32)))
             spans += batch_spans
     table = np.array(spans, dtype=np.float64).reshape(-1, 3)
-    return _Windows(np.concatenate(vectors), table[:, 0].astype(int), table[:, 1], table[:, 2])
+    return Windows(np.concatenate(vectors), table[:, 0].astype(int), table[:, 1], table[:, 2])
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -310,18 +313,36 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def cluster_units(vectors: np.ndarray, seconds: np.ndarray, options: SpeakerOptions) -> np.ndarray:
-    """Cluster label (0..k-1) of each unit: average linkage on cosine distance."""
+    """Cluster label of each unit: average linkage on cosine distance, cut at the threshold
+    ("auto") or into the given number of speakers."""
     from scipy.cluster.hierarchy import fcluster, linkage
 
     if len(vectors) == 1:
         return np.zeros(1, dtype=int)
     tree = linkage(_unit(vectors), method="average", metric="cosine")
     if options.speakers != "auto":
-        return fcluster(tree, t=min(int(options.speakers), len(vectors)), criterion="maxclust") - 1
+        return _given_count(tree, vectors, seconds, int(options.speakers), options.min_speaker)
     labels = fcluster(tree, t=1.0 - options.threshold, criterion="distance") - 1
     if labels.max() + 1 > options.max_speakers:
         labels = fcluster(tree, t=options.max_speakers, criterion="maxclust") - 1
-    return labels
+    return _drop_small(labels, vectors, seconds, options.min_speaker)
+
+
+def _given_count(tree: np.ndarray, vectors: np.ndarray, seconds: np.ndarray, count: int, least: float) -> np.ndarray:
+    """`count` clusters: the tree cut into the fewest clusters of which `count` hold at least
+    `least` seconds (a cut at `count` alone spends clusters on single odd windows); the largest
+    `count` are kept and the rest join the nearest of them."""
+    from scipy.cluster.hierarchy import fcluster
+
+    count = min(count, len(vectors))
+    for k in range(count, len(vectors) + 1):
+        labels = fcluster(tree, t=k, criterion="maxclust") - 1
+        totals = np.bincount(labels, weights=seconds)
+        if np.count_nonzero(totals >= least) >= count:
+            break
+    keep = np.argsort(-totals, kind="stable")[:count]
+    centroids = _centroids(vectors, labels, np.ones(len(vectors)))
+    return keep[np.argmax(centroids @ centroids[keep].T, axis=1)][labels]
 
 
 def _centroids(vectors: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -337,22 +358,34 @@ def _drop_small(labels: np.ndarray, vectors: np.ndarray, seconds: np.ndarray, le
     keep = np.flatnonzero(totals >= least)
     if len(keep) == 0 or len(keep) == len(totals):
         return labels
-    centroids = _centroids(vectors, labels, seconds)
-    nearest = keep[np.argmax(centroids @ centroids[keep].T, axis=1)]
-    return nearest[labels]
+    centroids = _centroids(vectors, labels, np.ones(len(vectors)))
+    return keep[np.argmax(centroids @ centroids[keep].T, axis=1)][labels]
 
 
-def assign(windows: _Windows, options: SpeakerOptions) -> np.ndarray:
+def _in_context(windows: Windows, context: int) -> np.ndarray:
+    """Each window's vector averaged with up to `context` neighbours on each side in its region:
+    longer speech per vector separates speakers better; the change still falls between windows."""
+    if context == 0:
+        return windows.vectors
+    total = np.zeros_like(windows.vectors)
+    for shift in range(-context, context + 1):
+        index = np.clip(np.arange(len(windows.vectors)) + shift, 0, len(windows.vectors) - 1)
+        same = windows.region[index] == windows.region
+        total += windows.vectors[index] * same[:, None]
+    return _unit(total)
+
+
+def assign(windows: Windows, options: SpeakerOptions) -> np.ndarray:
     """A cluster per window: units clustered, then each window to the nearest centroid."""
     seconds = windows.end - windows.start
-    owner = merge_neighbours(windows.vectors, seconds, options.max_units)
-    unit_vectors = np.zeros((int(owner.max()) + 1, windows.vectors.shape[1]))
-    np.add.at(unit_vectors, owner, windows.vectors * seconds[:, None])
+    vectors = _in_context(windows, options.context)
+    owner = merge_neighbours(vectors, seconds, options.max_units)
+    unit_vectors = np.zeros((int(owner.max()) + 1, vectors.shape[1]))
+    np.add.at(unit_vectors, owner, vectors * seconds[:, None])
     unit_seconds = np.bincount(owner, weights=seconds)
     labels = cluster_units(unit_vectors, unit_seconds, options)[owner]
-    if options.speakers == "auto":
-        labels = _drop_small(labels, windows.vectors, seconds, options.min_speaker)
     labels = np.unique(labels, return_inverse=True)[1]
+    # Each window's own vector picks its speaker: the context blurs where a change falls.
     centroids = _centroids(windows.vectors, labels, seconds)
     return np.argmax(windows.vectors @ centroids.T, axis=1)
 
@@ -360,7 +393,7 @@ def assign(windows: _Windows, options: SpeakerOptions) -> np.ndarray:
 # --------------------------------------------------------------------------- turns
 
 
-def _raw_turns(windows: _Windows, labels: np.ndarray) -> list[list[Any]]:
+def _raw_turns(windows: Windows, labels: np.ndarray) -> list[list[Any]]:
     """[start, end, label] runs: neighbouring windows of one cluster in one region joined."""
     turns: list[list[Any]] = []
     for i, label in enumerate(labels.tolist()):
@@ -415,7 +448,11 @@ def find_speakers(
     regions = _clean_regions(regions, len(samples) / SAMPLE_RATE)
     if not regions:
         return []
-    windows = embed_windows(samples, regions, options, embedder or default_embedder())
+    return label_windows(embed_windows(samples, regions, options, embedder or default_embedder()), options)
+
+
+def label_windows(windows: Windows, options: SpeakerOptions) -> list[SpeakerTurn]:
+    """Turns from embedded windows (the clustering half of find_speakers)."""
     turns = smooth(_raw_turns(windows, assign(windows, options)), options.min_turn)
     names: dict[int, str] = {}
     for turn in turns:

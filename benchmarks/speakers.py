@@ -1,0 +1,266 @@
+"""Speaker labels (`--speakers`, fireredasr_fast/speakers.py) on real meetings: diarization error
+rate on the AMI clips that the pyannote-audio 4.0.7 sdist ships with RTTM references, and the
+cost on a long file.
+
+The clips (30 s each, 1-4 speakers, overlapping speech) are split as the sdist splits them:
+trn* tuned the defaults, dev* and tst* are reported. DER by pyannote.metrics (collar 0.25 s,
+overlap counted) with its parts: missed speech, false alarm, speaker confusion; once with our
+VAD's speech regions (the system: missed and false alarm are the VAD's errors and the speech
+two people share, which a one-label system misses) and once with the reference's speech regions
+(oracle: what the clustering alone gets wrong). The long file is the clips tiled to
+`--long-minutes`, their VAD regions tiled with them: seconds per hour of audio and the peak
+memory (RSS above the start) of `find_speakers`.
+
+Needs `pip install --no-deps resemblyzer==0.1.4` and `pip install pyannote.metrics`, and the
+sdist, downloaded once by hand (nothing is downloaded here):
+
+    pip download --no-deps --no-binary :all: pyannote.audio==4.0.7 -d DIR
+    python -m benchmarks speakers --sdist DIR/pyannote_audio-4.0.7.tar.gz --json out.json
+
+Without --sdist it looks in the benchmarks' cache folder for the unpacked sdist or its tarball.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from fireredasr_fast.audio import decode_audio
+from fireredasr_fast.results import SAMPLE_RATE
+from fireredasr_fast.speakers import SpeakerOptions, SpeakerTurn, find_speakers
+from fireredasr_fast.vad import SpeechSegmenter
+
+from .common import DEFAULT_CACHE, cpu_name, report_header
+
+SDIST = "pyannote_audio-4.0.7"
+SPLITS = {"trn": "debug.train", "dev": "debug.development", "tst": "debug.test"}
+COLLAR = 0.25  # seconds around each reference boundary not scored (the usual AMI setting)
+CLIP_SECONDS = 30.0
+REGIONS = ("vad", "oracle")  # the speech regions given: our VAD's, or the reference's
+
+
+def find_sdist(given: Path | None, cache: Path) -> Path:
+    """The unpacked sdist's folder: `given` (a tarball or a folder) or the cache's copy."""
+    candidates = [given] if given is not None else [cache / SDIST, cache / f"{SDIST}.tar.gz"]
+    for path in candidates:
+        if path is not None and path.is_dir() and (path / "tests" / "data").is_dir():
+            return path
+        if path is not None and path.is_file() and path.name.endswith(".tar.gz"):
+            target = cache / SDIST
+            if not (target / "tests" / "data").is_dir():
+                cache.mkdir(parents=True, exist_ok=True)
+                with tarfile.open(path) as tar:
+                    tar.extractall(cache, filter="data")
+            return target
+    raise SystemExit(
+        f"speakers: no {SDIST} sdist at {' or '.join(str(c) for c in candidates)}; download it once with\n"
+        f"  pip download --no-deps --no-binary :all: pyannote.audio==4.0.7 -d DIR\n"
+        f"and pass --sdist DIR/{SDIST}.tar.gz"
+    )
+
+
+def read_rttm(path: Path) -> dict[str, list[tuple[float, float, str]]]:
+    """uri -> [(start, end, speaker)] from an RTTM file."""
+    turns: dict[str, list[tuple[float, float, str]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and fields[0] == "SPEAKER":
+            start, length = float(fields[3]), float(fields[4])
+            turns.setdefault(fields[1], []).append((start, start + length, fields[7]))
+    return turns
+
+
+def clip_path(data: Path, uri: str) -> Path:
+    """The clip's WAV: trn00's file is spelled trñ00.wav in the sdist (a test of odd names)."""
+    path = data / f"{uri}.wav"
+    return path if path.is_file() else data / f"{uri.replace('trn', 'trñ')}.wav"
+
+
+def union(spans: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[list[float]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return [(a, b) for a, b in out]
+
+
+def load_clips(sdist: Path, split: str) -> list[dict[str, Any]]:
+    data = sdist / "tests" / "data"
+    reference = read_rttm(data / f"{SPLITS[split]}.rttm")
+    uris = [line.strip() for line in (data / f"{SPLITS[split]}.lst").read_text(encoding="utf-8").splitlines()]
+    segmenter = SpeechSegmenter()
+    clips = []
+    for uri in (u.replace("ñ", "n") for u in uris if u.strip()):
+        samples = decode_audio(clip_path(data, uri))
+        _, vad_regions = segmenter(samples)
+        ref = reference.get(uri, [])
+        oracle = union([(a, b) for a, b, _ in ref])
+        clips.append({"uri": uri, "samples": samples, "vad": vad_regions, "oracle": oracle, "ref": ref})
+    return clips
+
+
+def meetings(clips: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The clips of one meeting (sharing a speaker) joined in order into one recording: the
+    speakers come back after others spoke, as in a long file."""
+    groups: list[list[dict[str, Any]]] = []
+    for clip in clips:
+        names = {who for _, _, who in clip["ref"]}
+        home = next((g for g in groups if names & {who for c in g for _, _, who in c["ref"]}), None)
+        if home is None:
+            groups.append([clip])
+        else:
+            home.append(clip)
+    joined = []
+    for group in groups:
+        offsets = np.cumsum([0.0] + [len(c["samples"]) / SAMPLE_RATE for c in group])
+        joined.append(
+            {
+                "uri": "+".join(c["uri"] for c in group),
+                "samples": np.concatenate([c["samples"] for c in group]),
+                "seconds": float(offsets[-1]),
+                **{
+                    key: [(a + o, b + o, *rest) for c, o in zip(group, offsets, strict=False) for a, b, *rest in c[key]]
+                    for key in ("vad", "oracle", "ref")
+                },
+            }
+        )
+    return joined
+
+
+def score(clips: list[dict[str, Any]], regions: str, options: SpeakerOptions) -> dict[str, float]:
+    """DER and its parts (percent of reference speech) over the clips, pooled."""
+    from pyannote.core import Annotation, Segment, Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    metric = DiarizationErrorRate(collar=COLLAR, skip_overlap=False)
+    # The same without the speech two people share: what a one-label-at-a-time system can reach.
+    single = DiarizationErrorRate(collar=COLLAR, skip_overlap=True)
+    for clip in clips:
+        reference, hypothesis = Annotation(uri=clip["uri"]), Annotation(uri=clip["uri"])
+        for i, (start, end, who) in enumerate(clip["ref"]):
+            reference[Segment(start, end), i] = who
+        for i, turn in enumerate(find_speakers(clip["samples"], clip[regions], options)):
+            hypothesis[Segment(turn.start, turn.end), i] = turn.speaker
+        uem = Timeline([Segment(0, clip.get("seconds", CLIP_SECONDS))])
+        metric(reference, hypothesis, uem=uem)
+        single(reference, hypothesis, uem=uem)
+    parts = metric[:]
+    total = parts["total"]
+    return {
+        "der": 100 * abs(metric),
+        "missed": 100 * parts["missed detection"] / total,
+        "false_alarm": 100 * parts["false alarm"] / total,
+        "confusion": 100 * parts["confusion"] / total,
+        "speech_s": total,
+        "der_no_overlap": 100 * abs(single),
+    }
+
+
+def long_file_cost(clips: list[dict[str, Any]], minutes: float, options: SpeakerOptions) -> dict[str, Any]:
+    """find_speakers on the clips tiled to `minutes`: seconds per hour, peak RSS above the start."""
+    copies = max(1, round(minutes * 60 / (CLIP_SECONDS * len(clips))))
+    samples = np.concatenate([c["samples"] for c in clips] * copies)
+    regions, offset = [], 0.0
+    for _ in range(copies):
+        for clip in clips:
+            regions += [(a + offset, b + offset) for a, b in clip["vad"]]
+            offset += len(clip["samples"]) / SAMPLE_RATE
+    hours = len(samples) / SAMPLE_RATE / 3600
+    peak, seconds, turns = _peak_rss(lambda: find_speakers(samples, regions, options))
+    return {
+        "audio_h": hours,
+        "speech_h": sum(b - a for a, b in regions) / 3600,
+        "seconds": seconds,
+        "s_per_audio_h": seconds / hours,
+        "peak_rss_mib": peak / 2**20,
+        "audio_mib": samples.nbytes / 2**20,
+        "speakers": len({t.speaker for t in turns}),
+    }
+
+
+def _peak_rss(work: Callable[[], list[SpeakerTurn]]) -> tuple[int, float, list[SpeakerTurn]]:
+    process = psutil.Process()
+    base = process.memory_info().rss
+    peak = [base]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], process.memory_info().rss)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    start = time.perf_counter()
+    try:
+        turns = work()
+    finally:
+        seconds = time.perf_counter() - start
+        done.set()
+        watcher.join()
+    return max(peak[0], process.memory_info().rss) - base, seconds, turns
+
+
+def _options(args: argparse.Namespace) -> SpeakerOptions:
+    fields = {f.name for f in dataclasses.fields(SpeakerOptions)}
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    return SpeakerOptions(**given)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks speakers", description=__doc__)
+    parser.add_argument("--sdist", type=Path, help=f"{SDIST}.tar.gz or its unpacked folder")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--splits", nargs="+", default=["trn", "dev", "tst"], choices=sorted(SPLITS))
+    parser.add_argument("--long-minutes", type=float, default=60.0, help="0: no long-file cost")
+    parser.add_argument("--threshold", type=float)
+    parser.add_argument("--min-turn", dest="min_turn", type=float)
+    parser.add_argument("--window", type=float)
+    parser.add_argument("--hop", type=float)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    options = _options(args)
+    sdist = find_sdist(args.sdist, args.cache)
+    report = report_header("speakers", options.threads, "resemblyzer 0.1.4 voice encoder")
+    report["options"] = dataclasses.asdict(options)
+    print(f"# speaker labels on the AMI clips of {SDIST} ({cpu_name()}, {options.threads} thread(s))")
+    print(
+        f"{'split':6s} {'unit':9s} {'regions':8s} {'speech s':>8s} {'DER %':>7s} {'missed':>7s} {'FA':>6s}"
+        f" {'confusion':>9s} {'DER w/o overlap':>15s}"
+    )
+    rows, all_clips = [], []
+    for split in args.splits:
+        clips = load_clips(sdist, split)
+        all_clips += clips
+        for (unit, units), regions in itertools.product((("clips", clips), ("meetings", meetings(clips))), REGIONS):
+            row = {"split": split, "unit": unit, "regions": regions, **score(units, regions, options)}
+            rows.append(row)
+            print(
+                f"{split:6s} {unit:9s} {regions:8s} {row['speech_s']:8.1f} {row['der']:7.1f} {row['missed']:7.1f} "
+                f"{row['false_alarm']:6.1f} {row['confusion']:9.1f} {row['der_no_overlap']:15.1f}"
+            )
+    report["der"] = rows
+    if args.long_minutes > 0:
+        cost = long_file_cost(all_clips, args.long_minutes, options)
+        report["long_file"] = cost
+        print(
+            f"long file: {cost['audio_h']:.2f} h of audio ({cost['speech_h']:.2f} h speech) in {cost['seconds']:.1f} s"
+            f" = {cost['s_per_audio_h']:.0f} s per hour; peak RSS +{cost['peak_rss_mib']:.0f} MiB"
+            f" (the audio itself: {cost['audio_mib']:.0f} MiB)"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0

@@ -1,0 +1,164 @@
+"""Speaker turns (speakers.py) on real speech of two different people: the English reader of
+samples/two_cities.mp4 and the Mandarin speaker of samples/aishell_zh.mkv, joined in the middle
+of speech so the change falls inside one VAD region."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fireredasr_fast import speakers
+from fireredasr_fast.audio import decode_audio
+from fireredasr_fast.errors import OptionError
+from fireredasr_fast.results import SAMPLE_RATE
+from fireredasr_fast.speakers import SpeakerOptions, find_speakers
+from fireredasr_fast.vad import SpeechSegmenter
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+# Both cuts fall inside speech (the VAD's regions of each sample), so the change is mid-region.
+READER = (1.2, 12.0)  # seconds of two_cities.mp4
+SECOND = (2.5, 10.9)  # seconds of aishell_zh.mkv
+
+pytest.importorskip("torch")
+try:
+    speakers.resemblyzer_weights()
+except Exception as exc:  # the optional voice encoder is not installed
+    pytest.skip(f"no Resemblyzer weights: {exc}", allow_module_level=True)
+
+
+def _cut(samples: np.ndarray, span: tuple[float, float]) -> np.ndarray:
+    return samples[round(span[0] * SAMPLE_RATE) : round(span[1] * SAMPLE_RATE)]
+
+
+@pytest.fixture(scope="module")
+def voices() -> dict[str, np.ndarray]:
+    reader = decode_audio(SAMPLES / "two_cities.mp4")
+    second = decode_audio(SAMPLES / "aishell_zh.mkv")
+    return {"one": reader, "two": np.concatenate([_cut(reader, READER), _cut(second, SECOND)])}
+
+
+@pytest.fixture(scope="module")
+def regions(voices) -> dict[str, list[tuple[float, float]]]:
+    segmenter = SpeechSegmenter()
+    return {name: segmenter(samples)[1] for name, samples in voices.items()}
+
+
+def _speaker_at(turns: list[speakers.SpeakerTurn], t: float) -> str | None:
+    return next((turn.speaker for turn in turns if turn.start <= t < turn.end), None)
+
+
+def _check_cover(turns: list[speakers.SpeakerTurn], regions: list[tuple[float, float]]) -> None:
+    """Sorted, non-overlapping, inside the regions and covering them."""
+    assert all(a.end <= b.start for a, b in itertools.pairwise(turns))
+    assert all(turn.start < turn.end for turn in turns)
+    covered = sum(turn.end - turn.start for turn in turns)
+    assert covered == pytest.approx(sum(end - start for start, end in regions), abs=0.01)
+    for turn in turns:
+        assert any(start - 1e-3 <= turn.start and turn.end <= end + 1e-3 for start, end in regions)
+
+
+def test_two_voices_two_speakers_changing_where_the_voice_changes(voices, regions):
+    change = READER[1] - READER[0]
+    assert any(start < change - 1 and change + 1 < end for start, end in regions["two"])  # mid-region
+    turns = find_speakers(voices["two"], regions["two"], SpeakerOptions())
+    _check_cover(turns, regions["two"])
+    assert sorted({turn.speaker for turn in turns}) == ["S1", "S2"]
+    before = [turn for turn in turns if turn.end <= change - 0.5]
+    after = [turn for turn in turns if turn.start >= change + 0.5]
+    assert before and after
+    assert {turn.speaker for turn in before} == {"S1"} and {turn.speaker for turn in after} == {"S2"}
+    boundary = next(turn.start for turn in turns if turn.speaker == "S2")
+    assert boundary == pytest.approx(change, abs=0.5)
+
+
+def test_one_voice_is_one_speaker_in_auto_mode(voices, regions):
+    turns = find_speakers(voices["one"], regions["one"], SpeakerOptions(speakers="auto"))
+    _check_cover(turns, regions["one"])
+    assert {turn.speaker for turn in turns} == {"S1"}
+
+
+def test_a_given_number_of_speakers_is_respected(voices, regions):
+    one = find_speakers(voices["two"], regions["two"], SpeakerOptions(speakers=1))
+    assert {turn.speaker for turn in one} == {"S1"}
+    _check_cover(one, regions["two"])
+    three = find_speakers(voices["two"], regions["two"], SpeakerOptions(speakers=3, min_turn=0.0))
+    assert sorted({turn.speaker for turn in three}) == ["S1", "S2", "S3"]
+
+
+def test_clustering_a_bounded_number_of_units_still_separates_the_voices(voices, regions):
+    """max_units far below the window count: windows are merged with their neighbours first
+    (the path a multi-hour file takes)."""
+    options = SpeakerOptions(max_units=3)
+    windows = speakers.embed_windows(voices["two"], regions["two"], options, speakers.default_embedder())
+    assert len(windows.vectors) > 4 * options.max_units
+    turns = speakers.label_windows(windows, options)
+    change = READER[1] - READER[0]
+    assert _speaker_at(turns, change - 2) == "S1" and _speaker_at(turns, change + 2) == "S2"
+
+
+def test_merging_neighbours_keeps_units_contiguous_and_bounded():
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 16))
+    labels = np.repeat([0, 1, 2, 0], 25)
+    vectors = speakers._unit(centres[labels] + 0.1 * rng.standard_normal((100, 16)))
+    owner = speakers.merge_neighbours(vectors, np.ones(100), limit=4)
+    assert owner.max() + 1 == 4
+    assert np.all(np.diff(owner) >= 0)  # each unit a run of neighbours
+    assert np.array_equal(owner, np.repeat([0, 1, 2, 3], 25))  # the four runs found
+
+
+def test_no_regions_no_turns(voices):
+    assert find_speakers(voices["one"], [], SpeakerOptions()) == []
+
+
+def test_our_encoder_matches_resemblyzers_own():
+    """Our torch module and mel front end against Resemblyzer's VoiceEncoder (librosa's mel) on
+    the same real speech."""
+    resemblyzer = pytest.importorskip("resemblyzer", reason="resemblyzer's own dependencies (librosa, webrtcvad)")
+    import torch
+    from resemblyzer import audio
+
+    reader = decode_audio(SAMPLES / "two_cities.mp4")
+    windows = np.stack([_cut(reader, (t, t + 1.6)) for t in (1.5, 6.8, 18.0, 30.0)]).astype(np.float32) / 32768
+    windows = speakers.normalize_volume(windows)
+    reference = resemblyzer.VoiceEncoder("cpu", verbose=False)
+    with torch.no_grad():
+        mels = torch.from_numpy(np.stack([audio.wav_to_mel_spectrogram(w) for w in windows]))
+        theirs = reference(mels).numpy()
+    ours = speakers.ResemblyzerEncoder().embed(windows)
+    np.testing.assert_allclose(ours, theirs, atol=2e-4)
+    # Different speech of one reader is close, but not identical: the test above can fail.
+    assert 0.5 < float(ours[0] @ ours[1]) < 0.999
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("speakers", "two"),
+        ("speakers", 0),
+        ("speakers", 1.5),
+        ("speakers", True),
+        ("window", 0.1),
+        ("hop", 0.0),
+        ("hop", 5.0),  # more than the window: audio between windows unheard
+        ("threshold", 1.5),
+        ("max_speakers", 0),
+        ("min_turn", -1.0),
+        ("min_speaker", float("nan")),
+        ("max_units", 1),
+        ("batch", 0),
+        ("threads", 0),
+    ],
+)
+def test_options_out_of_range_are_refused(field, value):
+    with pytest.raises(OptionError) as caught:
+        SpeakerOptions(**{field: value})
+    assert caught.value.field == field
+
+
+def test_options_accept_auto_and_a_count():
+    assert SpeakerOptions(speakers=3).speakers == 3
+    assert SpeakerOptions().speakers == "auto"
