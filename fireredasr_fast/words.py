@@ -309,12 +309,13 @@ def break_wide_words(words: list[Word], max_width: float) -> list[Word]:
 Turn = tuple[float, float, str]
 
 
-def speaker_at(turns: Sequence[Turn], t: float) -> str | None:
+def speaker_at(turns: Sequence[Turn], t: float, starts: Sequence[float] | None = None) -> str | None:
     """The speaker of the turn covering `t`, else of the nearest turn (a word's edge may lie in
-    a gap the diarization left); None when there are no turns."""
+    a gap the diarization left); None when there are no turns. `starts`: the turns' starts,
+    when the caller looks up many times."""
     if not turns:
         return None
-    i = bisect.bisect_right([start for start, _, _ in turns], t) - 1
+    i = bisect.bisect_right(starts if starts is not None else [start for start, _, _ in turns], t) - 1
     if i >= 0 and turns[i][1] >= t:
         return turns[i][2]
     near = [k for k in (i, i + 1) if 0 <= k < len(turns)]
@@ -323,8 +324,9 @@ def speaker_at(turns: Sequence[Turn], t: float) -> str | None:
 
 def label_words(words: list[Word], turns: Sequence[Turn]) -> None:
     """Each word's speaker: the turn covering its midpoint (speaker_at)."""
+    starts = [start for start, _, _ in turns]
     for word in words:
-        word.speaker = speaker_at(turns, (word.start + word.end) / 2)
+        word.speaker = speaker_at(turns, (word.start + word.end) / 2, starts)
 
 
 def speaker_runs(words: list[Word]) -> list[list[Word]]:
