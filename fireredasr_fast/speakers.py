@@ -89,7 +89,9 @@ class Embedder(Protocol):
 MEL_BANDS = 40
 FFT_SIZE = 400  # 25 ms
 FFT_HOP = 160  # 10 ms
-TARGET_DBFS = -30.0  # Resemblyzer's training normalisation (volume raised to this, never lowered)
+# Each window's volume is raised to this RMS level, never lowered. Resemblyzer trained at -30;
+# on far-field meetings -20 separates speakers better (docs/benchmarks.md, "Speaker labels").
+TARGET_DBFS = -20.0
 
 
 def resemblyzer_weights() -> Path:
