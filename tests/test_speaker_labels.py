@@ -196,3 +196,23 @@ def test_bad_speaker_option_is_one_line_naming_it(extra, flag, tmp_path, capsys)
     assert main_code([*extra, "--model-dir", str(TINY_MODEL), "-o", str(out), INPUTS]) == 2
     assert one_error_line(capsys).startswith(f"error: {flag} ")
     assert not out.exists()
+
+
+def test_the_doctor_checks_the_voice_encoder_when_speakers_are_asked_for(tmp_path):
+    from fireredasr_fast.doctor import OK, run_checks
+    from fireredasr_fast.engines import EngineSpec
+
+    def checks(*extra: str) -> dict:
+        args = cli_args("--engine", "whisper", "--model", "tiny.en", "-o", str(tmp_path), *extra)
+        found = run_checks(args, lambda: EngineSpec("whisper", None, "tiny.en"), lambda spec: True)
+        return {check.name: check for check in found}
+
+    assert "speakers" not in checks()
+    found = checks("--speakers", "auto")["speakers"]
+    assert found.status == OK and found.detail.endswith("pretrained.pt")
+
+
+def cli_args(*argv: str):
+    from fireredasr_fast import cli
+
+    return cli.build_parser().parse_args(list(argv))
