@@ -38,7 +38,14 @@ import psutil
 
 from fireredasr_fast.audio import decode_audio
 from fireredasr_fast.results import SAMPLE_RATE
-from fireredasr_fast.speakers import SpeakerOptions, SpeakerTurn, find_speakers
+from fireredasr_fast.speakers import (
+    Embedder,
+    ResemblyzerEncoder,
+    SpeakerOptions,
+    SpeakerTurn,
+    embed_windows,
+    find_speakers,
+)
 from fireredasr_fast.vad import SpeechSegmenter
 
 from .common import DEFAULT_CACHE, cpu_name, report_header
@@ -169,6 +176,42 @@ def score(clips: list[dict[str, Any]], regions: str, options: SpeakerOptions) ->
     }
 
 
+def separation(clips: list[dict[str, Any]], embedder: Embedder, options: SpeakerOptions) -> float:
+    """How well single windows tell speakers apart: the AUC of the cosine similarity of window
+    pairs of one speaker against pairs of two (windows inside the reference's speech with one
+    speaker for most of the window and no other; pairs sharing audio left out)."""
+    from scipy.stats import mannwhitneyu
+
+    vectors, names, places = [], [], []
+    for number, clip in enumerate(clips):
+        windows = embed_windows(clip["samples"], clip["oracle"], options, embedder)
+        for index, (vector, start, end) in enumerate(zip(windows.vectors, windows.start, windows.end, strict=True)):
+            middle = (start + end) / 2
+            who = _sole_speaker(clip["ref"], middle - options.window / 2, middle + options.window / 2)
+            if who is not None:
+                vectors.append(vector)
+                names.append(who)
+                places.append((number, index))
+    similarity = np.stack(vectors) @ np.stack(vectors).T
+    same, other = [], []
+    for i, j in itertools.combinations(range(len(names)), 2):
+        apart = places[i][0] != places[j][0] or abs(places[i][1] - places[j][1]) * options.hop >= options.window
+        if apart:
+            (same if names[i] == names[j] else other).append(similarity[i, j])
+    return float(mannwhitneyu(same, other).statistic) / (len(same) * len(other))
+
+
+def _sole_speaker(reference: list[tuple[float, float, str]], start: float, end: float) -> str | None:
+    heard: dict[str, float] = {}
+    for a, b, who in reference:
+        heard[who] = heard.get(who, 0.0) + max(0.0, min(b, end) - max(a, start))
+    if not heard:
+        return None
+    main = max(heard, key=lambda who: heard[who])
+    others = sum(heard.values()) - heard[main]
+    return main if heard[main] >= 0.7 * (end - start) and others <= 0.1 * (end - start) else None
+
+
 def long_file_cost(clips: list[dict[str, Any]], minutes: float, options: SpeakerOptions) -> dict[str, Any]:
     """find_speakers on the clips tiled to `minutes`: seconds per hour, peak RSS above the start."""
     copies = max(1, round(minutes * 60 / (CLIP_SECONDS * len(clips))))
@@ -230,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float)
     parser.add_argument("--hop", type=float)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--loudness", type=float, nargs="*", default=[-30.0, -20.0], help="dBFS the windows are raised to (AUC rows)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     options = _options(args)
@@ -241,9 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{'split':6s} {'unit':9s} {'regions':8s} {'speech s':>8s} {'DER %':>7s} {'missed':>7s} {'FA':>6s}"
         f" {'confusion':>9s} {'DER w/o overlap':>15s}"
     )
-    rows, all_clips = [], []
+    rows, all_clips, by_split = [], [], {}
     for split in args.splits:
-        clips = load_clips(sdist, split)
+        clips = by_split[split] = load_clips(sdist, split)
         all_clips += clips
         for (unit, units), regions in itertools.product((("clips", clips), ("meetings", meetings(clips))), REGIONS):
             row = {"split": split, "unit": unit, "regions": regions, **score(units, regions, options)}
@@ -253,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row['false_alarm']:6.1f} {row['confusion']:9.1f} {row['der_no_overlap']:15.1f}"
             )
     report["der"] = rows
+    report["separation_auc"] = {}
+    for loudness in args.loudness:
+        encoder = ResemblyzerEncoder(target_dbfs=loudness)
+        aucs = {split: separation(by_split[split], encoder, options) for split in args.splits}
+        report["separation_auc"][loudness] = aucs
+        print(f"window pairs, one speaker against two, AUC at {loudness:g} dBFS: {aucs}")
     if args.long_minutes > 0:
         cost = long_file_cost(all_clips, args.long_minutes, options)
         report["long_file"] = cost

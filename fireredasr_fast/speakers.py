@@ -7,13 +7,14 @@ own small torch module and mel front end, so its package's librosa/webrtcvad are
 `Embedder`.
 
 The steps: fixed windows (`window` seconds every `hop` seconds) inside each speech region are
-embedded in batches, streaming (only the embeddings are kept: 1 KB per window); a speaker
-change inside a long region is where neighbouring windows land in different clusters. Windows
-are first merged with their most similar neighbour until at most `max_units` units remain
-(bounded time and memory on a multi-hour file), the units are clustered agglomeratively
-(average linkage on cosine distance; cut at `threshold` for "auto", or at N clusters), each
-window then joins the nearest cluster centroid, and turns shorter than `min_turn` between
-speech of others are absorbed. Figures: docs/benchmarks.md, "Speaker labels".
+embedded in batches, streaming (only the embeddings are kept: 1 KB per window). For clustering
+each window's vector is averaged with `context` neighbours on each side (more speech per vector
+tells speakers apart better); windows are merged with their most similar neighbour until at most
+`max_units` units remain (bounded time and memory on a multi-hour file), and the units are
+clustered agglomeratively (average linkage on cosine distance; cut at `threshold` for "auto", or
+into N clusters). Each window then joins the centroid nearest its own vector, so a speaker
+change inside a long region falls between two windows; turns shorter than `min_turn` between
+speech of one other speaker are absorbed. Figures: docs/benchmarks.md, "Speaker labels".
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import functools
 import heapq
 import importlib.util
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -152,9 +154,10 @@ def _torch_encoder(weights: Path) -> Any:
 class ResemblyzerEncoder:
     """Resemblyzer's voice encoder: mel power frames (not log) of volume-normalised audio."""
 
-    def __init__(self, weights: Path | None = None) -> None:
+    def __init__(self, weights: Path | None = None, target_dbfs: float = TARGET_DBFS) -> None:
         import torch
 
+        self.target_dbfs = target_dbfs
         self._model = _torch_encoder(weights or resemblyzer_weights())
         self._mel = torch.from_numpy(mel_filters())
         self._window = torch.hann_window(FFT_SIZE, periodic=True)
@@ -173,7 +176,7 @@ class ResemblyzerEncoder:
         import torch
 
         with torch.inference_mode():
-            return self._model(self.mels(normalize_volume(windows))).numpy()
+            return self._model(self.mels(normalize_volume(windows, self.target_dbfs))).numpy()
 
 
 def normalize_volume(windows: np.ndarray, target_dbfs: float = TARGET_DBFS) -> np.ndarray:
@@ -242,16 +245,22 @@ def _batches(
         yield np.stack(audio), spans
 
 
+# torch's thread count is the process's: files embedded at once in several threads (the
+# runner's front end) take turns, so each runs with its own count and the count before is restored.
+_TORCH_THREADS = threading.Lock()
+
+
 @contextmanager
 def _torch_threads(threads: int) -> Iterator[None]:
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    with _TORCH_THREADS:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def embed_windows(

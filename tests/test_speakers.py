@@ -110,6 +110,26 @@ def test_merging_neighbours_keeps_units_contiguous_and_bounded():
     assert np.array_equal(owner, np.repeat([0, 1, 2, 3], 25))  # the four runs found
 
 
+def test_any_embedder_plugs_in_and_batches_do_not_change_the_turns(voices, regions):
+    """Another model behind `Embedder` (here Resemblyzer's at its training loudness, counted);
+    the windows' batching is invisible in the turns."""
+
+    class Counted:
+        def __init__(self) -> None:
+            self.inner = speakers.ResemblyzerEncoder(target_dbfs=-30.0)
+            self.windows = 0
+
+        def embed(self, windows: np.ndarray) -> np.ndarray:
+            self.windows += len(windows)
+            return self.inner.embed(windows)
+
+    counted = Counted()
+    turns = find_speakers(voices["two"], regions["two"], SpeakerOptions(batch=5), embedder=counted)
+    assert counted.windows > 10
+    assert sorted({turn.speaker for turn in turns}) == ["S1", "S2"]
+    assert find_speakers(voices["two"], regions["two"], SpeakerOptions(batch=64), embedder=counted) == turns
+
+
 def test_no_regions_no_turns(voices):
     assert find_speakers(voices["one"], [], SpeakerOptions()) == []
 
@@ -162,3 +182,29 @@ def test_options_out_of_range_are_refused(field, value):
 def test_options_accept_auto_and_a_count():
     assert SpeakerOptions(speakers=3).speakers == 3
     assert SpeakerOptions().speakers == "auto"
+
+
+def test_the_benchmark_without_its_data_says_how_to_get_it(tmp_path, capsys):
+    """`python -m benchmarks speakers` downloads nothing: without the sdist it stops, naming it."""
+    from benchmarks.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["speakers", "--cache", str(tmp_path), "--long-minutes", "0"])
+    assert "pip download --no-deps --no-binary :all: pyannote.audio==4.0.7" in str(stop.value.code)
+    assert not any(tmp_path.iterdir())
+
+
+def test_files_labelled_at_once_in_threads_get_the_same_turns_and_leave_torch_threads_alone(voices, regions):
+    """The runner's front end prepares several files at once in threads."""
+    import concurrent.futures
+
+    import torch
+
+    alone = find_speakers(voices["two"], regions["two"], SpeakerOptions(threads=1))
+    before = torch.get_num_threads()
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        runs = list(
+            pool.map(lambda t: find_speakers(voices["two"], regions["two"], SpeakerOptions(threads=t)), (1, 2, 1))
+        )
+    assert runs == [alone] * 3
+    assert torch.get_num_threads() == before
