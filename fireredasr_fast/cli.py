@@ -30,9 +30,10 @@ from .errors import FireRedFastError, OptionError
 from .flags import CLUSTER, ENGINE, SECTIONS, section
 from .guard import GuardOptions
 from .inputs import InputFile, collect_inputs, expand_audio_streams
+from .speakers import SpeakerOptions, resemblyzer_weights
 from .transcribe import TranscribeOptions
 from .vad import VadOptions
-from .writers import FORMATS
+from .writers import FORMATS, WriterOptions
 
 log = logging.getLogger("fireredasr_fast")
 
@@ -59,6 +60,8 @@ OPTIONS_CLASSES = (
     PlanRequest,
     TranscribeOptions,
     GuardOptions,
+    SpeakerOptions,
+    WriterOptions,
     RunOptions,
 )
 
@@ -318,6 +321,8 @@ def check_options(args: argparse.Namespace, given: set[str]) -> None:
         raise OptionError("ship_model", "is for a --cluster run")
     if args.model and args.model_dir:
         raise OptionError("model", "and --model-dir both name a model: give one")
+    if args.srt_speaker_prefix and args.speakers is None:
+        raise OptionError("srt_speaker_prefix", "labels speakers: give --speakers too")
 
 
 def _check_devices(args: argparse.Namespace) -> None:
@@ -393,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = _engine_spec(args, "cpu")
         # On a cluster the GPUs are the nodes' own (runner/cluster.py), not this machine's.
         gpu = None if args.cluster else _gpu_scheduler(args, model_bytes(spec.model_dir))
+        if args.speakers is not None:
+            resemblyzer_weights()  # the voice encoder is there before any file is decoded
     except FireRedFastError as exc:
         return _error(str(exc))
     inputs, problems = collect_inputs(args.inputs)

@@ -21,7 +21,7 @@ from .flags import SUBTITLES, section
 from .results import Cue, Segment
 from .textlines import STRONG_PUNCT, WEAK_PUNCT, char_width, join_lines, wrap_words
 from .vad import clip_regions
-from .words import Word, break_wide_words, segment_words, spread_times
+from .words import Turn, Word, break_wide_words, label_words, speaker_runs, timed_words
 
 # The shortest cue the tidy-up pass will leave when it has to squeeze cues together.
 _MIN_SLOT = 0.05
@@ -273,34 +273,39 @@ def build_cues(
     speech: list[tuple[float, float]],
     duration: float,
     options: CueOptions | None = None,
+    turns: list[Turn] | None = None,
 ) -> list[Cue]:
-    """Cues for a whole file: each segment split and wrapped, then the times tidied across the file."""
+    """Cues for a whole file: each segment split and wrapped, then the times tidied across the
+    file. With speaker `turns`, each word takes the speaker of the turn covering its midpoint
+    and cues are cut where it changes: a cue never spans two speakers."""
     opt = options or CueOptions()
     cues: list[Cue] = []
     for seg in sorted(segments, key=lambda s: s.start):
         if not seg.text.strip():
             continue
-        words, has_times = segment_words(seg)
+        regions = clip_regions(speech, seg.start, seg.end)
+        words = timed_words(seg, regions)
         if not words:
             continue
-        regions = clip_regions(speech, seg.start, seg.end)
-        if not has_times:
-            spread_times(words, regions or [(seg.start, max(seg.end, seg.start))])
+        if turns is not None:
+            label_words(words, turns)
         words = break_wide_words(words, opt.max_line_width)
         for chunk in _pause_chunks(words, regions, opt.pause_split):
-            for piece in _split_chunk(chunk, opt):
-                lines = wrap_words(
-                    [w.text for w in piece],
-                    [w.space_before for w in piece],
-                    opt.max_line_width,
-                    opt.max_lines,
-                )
-                end = max(w.end for w in piece)
-                mean, own = _cue_confidences(seg, piece)
-                cues.append(Cue(piece[0].start, end, lines, mean, list(seg.flags), own))
+            for run in speaker_runs(chunk):
+                cues.extend(_run_cues(seg, run, opt))
     if opt.snap_to_speech > 0:
         snap_to_speech_onsets(cues, speech, opt.snap_to_speech)
     return tidy_cues(cues, duration, opt)
+
+
+def _run_cues(seg: Segment, words: list[Word], opt: CueOptions) -> list[Cue]:
+    """Cues for one pause-free run of one speaker's words."""
+    cues = []
+    for piece in _split_chunk(words, opt):
+        lines = wrap_words([w.text for w in piece], [w.space_before for w in piece], opt.max_line_width, opt.max_lines)
+        mean, own = _cue_confidences(seg, piece)
+        cues.append(Cue(piece[0].start, max(w.end for w in piece), lines, mean, list(seg.flags), own, piece[0].speaker))
+    return cues
 
 
 def snap_to_speech_onsets(cues: list[Cue], speech: list[tuple[float, float]], max_shift: float) -> None:

@@ -23,6 +23,7 @@ from .errors import FireRedFastError
 from .runner.gpu import GIB, GpuProbe, NvmlProbe
 from .runner.ollama import ollama_base_url, ollama_models
 from .runner.plan import THREAD_ENV_VARS, make_plan, model_bytes
+from .speakers import resemblyzer_weights
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -184,6 +185,14 @@ def check_log_file(log_file: str | os.PathLike) -> Check:
     return Check("log", OK, f"{path} writable")
 
 
+def check_speakers() -> Check:
+    """`--speakers`: the voice encoder the diarization loads is installed."""
+    try:
+        return Check("speakers", OK, f"voice encoder {resemblyzer_weights()}")
+    except FireRedFastError as exc:
+        return Check("speakers", FAIL, str(exc))
+
+
 def run_checks(
     args: argparse.Namespace,
     resolve: Callable[[], EngineSpec],
@@ -202,6 +211,7 @@ def run_checks(
         check_ollama(),
         check_output(args.output_dir),
         *([check_log_file(args.log_file)] if args.log_file else []),
+        *([check_speakers()] if getattr(args, "speakers", None) is not None else []),
     ]
 
 

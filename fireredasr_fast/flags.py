@@ -24,10 +24,11 @@ DECODING = "decoding (upstream FireRedASR defaults)"
 SEGMENTATION = "segmentation (VAD)"
 SUBTITLES = "subtitles"
 REVIEW = "review (what an editor should check)"
+SPEAKERS = "speakers"
 PARALLELISM = "parallelism"
 CLUSTER = "cluster (Ray; pip install 'fireredasr-fast[cluster]')"
 # --help's order.
-SECTIONS = (ENGINE, DECODING, SEGMENTATION, SUBTITLES, REVIEW, PARALLELISM, CLUSTER)
+SECTIONS = (ENGINE, DECODING, SEGMENTATION, SUBTITLES, REVIEW, SPEAKERS, PARALLELISM, CLUSTER)
 
 
 def section(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:

@@ -42,6 +42,20 @@ def _rounded(value: float | None) -> float | None:
 
 
 @dataclass
+class SpokenWord:
+    """One word of a segment with its speaker (`--speakers`): the text as Whisper's words
+    spell it (a leading space where one separates it from the word before)."""
+
+    text: str
+    start: float
+    end: float
+    speaker: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "start": round(self.start, 3), "end": round(self.end, 3), "speaker": self.speaker}
+
+
+@dataclass
 class Segment:
     """One recognised stretch of speech (one ASR input, at most ~60 s)."""
 
@@ -58,6 +72,10 @@ class Segment:
     flags: list[str] = field(default_factory=list)
     # The spoken language's code, when the engine knows it.
     language: str | None = None
+    # With speaker labels (`--speakers`): the speaker of most of the segment, and each word's
+    # (a segment may span a change of speaker); None without them.
+    speaker: str | None = None
+    words: list[SpokenWord] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"start": round(self.start, 3), "end": round(self.end, 3), "text": self.text}
@@ -71,6 +89,9 @@ class Segment:
         out["flags"] = list(self.flags)
         if self.language is not None:
             out["language"] = self.language
+        if self.words is not None:
+            out["speaker"] = self.speaker
+            out["words"] = [w.to_dict() for w in self.words]
         return out
 
 
@@ -89,19 +110,24 @@ class Cue:
     # The confidences of the cue's own tokens (the review list judges a cue by its weakest),
     # None when the engine gives none. Not written: the JSON's segments carry them.
     token_confidences: list[float] | None = None
+    # Who speaks it (`--speakers`; a cue never spans two speakers), None without labels.
+    speaker: str | None = None
 
     @property
     def text(self) -> str:
         return "\n".join(self.lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "start": round(self.start, 3),
             "end": round(self.end, 3),
             "text": self.text,
             "confidence": _rounded(self.confidence),
             "flags": list(self.flags),
         }
+        if self.speaker is not None:
+            out["speaker"] = self.speaker
+        return out
 
 
 # Speech that no cue covers for at least this long is listed for review as lost (`no-text`);
@@ -122,6 +148,14 @@ class FileResult:
     # Stretches of speech no cue covers, outside segments that have no text at all (those are
     # listed whole): each is a row of the review list.
     lost: list[tuple[float, float]] = field(default_factory=list)
+    # With speaker labels (`--speakers`): who speaks when, (start, end, speaker) in time order,
+    # speakers named S1, S2... by first appearance; None without labels.
+    turns: list[tuple[float, float, str]] | None = None
+
+    @property
+    def speakers(self) -> list[str]:
+        """The speakers of `turns` in order of first appearance."""
+        return list(dict.fromkeys(speaker for _, _, speaker in self.turns or ()))
 
     @property
     def speech_seconds(self) -> float:

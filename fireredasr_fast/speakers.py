@@ -19,6 +19,7 @@ speech of one other speaker are absorbed. Figures: docs/benchmarks.md, "Speaker 
 
 from __future__ import annotations
 
+import argparse
 import functools
 import heapq
 import importlib.util
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .errors import ModelDirError, OptionError, check_number
+from .flags import SPEAKERS, section
 from .results import SAMPLE_RATE
 
 
@@ -78,6 +80,27 @@ class SpeakerOptions:
         check_number("max_units", self.max_units, 2, integer=True)
         check_number("batch", self.batch, 1, integer=True)
         check_number("threads", self.threads, 1, integer=True)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        section(parser, SPEAKERS).add_argument(
+            "--speakers",
+            type=speakers_flag,
+            default=None,
+            help="label who speaks: auto (the number of speakers estimated) or N; cues never span two speakers "
+            "(JSON speaker, VTT <v S1>, ASS Name, TXT 'S1: ' at each change; default: off)",
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SpeakerOptions | None:
+        """None when --speakers is not given (labels off)."""
+        return None if args.speakers is None else cls(speakers=args.speakers)
+
+
+def speakers_flag(value: str) -> str | int:
+    """--speakers' value: `auto`, or a number (SpeakerOptions checks it; other text is left for it to refuse)."""
+    return int(value) if value.strip().lstrip("-").isdigit() else value
+
 
 
 class Embedder(Protocol):

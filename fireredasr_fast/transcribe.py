@@ -28,8 +28,11 @@ from .flags import ENGINE, PARALLELISM, REVIEW, SEGMENTATION, section
 from .guard import NO_TEXT, REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions, guard_hypothesis, mark_for_review
 from .results import LOST_SPEECH_SECONDS, SAMPLE_RATE, Cue, FileResult, Hypothesis, Segment, uncovered_speech
 from .script import ZH_SCRIPTS, convert_hypothesis
+from .speakers import SpeakerOptions, find_speakers
 from .tokentimes import plausible_token_times, refine_token_times
 from .vad import SpeechSegment, SpeechSegmenter, VadOptions, clip_regions
+from .words import Turn, label_segment
+from .writers import WriterOptions
 
 log = logging.getLogger("fireredasr_fast")
 
@@ -57,6 +60,9 @@ class TranscribeOptions:
     # Upper bound on a batch's padded audio (longest segment x count).
     batch_seconds: float = 240.0
     max_batch_size: int = 32
+    # Speaker labels (`--speakers`); None: off.
+    speakers: SpeakerOptions | None = None
+    writer: WriterOptions = WriterOptions()
 
     def __post_init__(self) -> None:
         check_number("review_threshold", self.review_threshold, 0.0, 1.0)  # a confidence
@@ -123,6 +129,8 @@ class TranscribeOptions:
             audio_stream=None if args.audio_stream == "all" else args.audio_stream,
             batch_seconds=args.batch_seconds,
             zh_script=args.zh_script,
+            speakers=SpeakerOptions.from_args(args),
+            writer=WriterOptions.from_args(args),
         )
 
 
@@ -198,6 +206,8 @@ class PreparedFile:
     # Music or singing without speech (VadOptions.music "flag"); cues over it are flagged.
     music: list[tuple[float, float]] = field(default_factory=list)
     track: TrackChoice | None = None
+    # Who speaks when, (start, end, speaker) in time order; None without speaker labels.
+    turns: list[Turn] | None = None
 
     @property
     def duration(self) -> float:
@@ -222,6 +232,7 @@ class SegmentedFile(Protocol):
     music: list[tuple[float, float]]
     timings: dict[str, float]
     track: TrackChoice | None
+    turns: list[Turn] | None
 
     @property
     def duration(self) -> float: ...
@@ -232,12 +243,26 @@ def prepare_file(
     segmenter: SpeechSegmenter,
     audio_stream: int | None = None,
     streams: AudioStreams | None = None,
+    speakers: SpeakerOptions | None = None,
 ) -> PreparedFile:
-    """Decode and segment; raises MediaError for unreadable media.
+    """Decode and segment, and find who speaks when with `speakers`; raises MediaError for
+    unreadable media.
 
     With no `audio_stream`, a file with several audio streams is transcribed from the one
     with the most speech (each is decoded and run through the VAD; ffmpeg's default wins a
     tie, see choose_track). `streams` is the file's probe when the caller already has it."""
+    prepared = _prepare_track(path, segmenter, audio_stream, streams)
+    if speakers is not None:
+        t0 = time.perf_counter()
+        turns = find_speakers(prepared.samples, prepared.speech, speakers)
+        prepared.turns = sorted((turn.start, turn.end, turn.speaker) for turn in turns)
+        prepared.timings["speakers"] = time.perf_counter() - t0
+    return prepared
+
+
+def _prepare_track(
+    path: str | os.PathLike, segmenter: SpeechSegmenter, audio_stream: int | None, streams: AudioStreams | None
+) -> PreparedFile:
     if audio_stream is not None:
         track = TrackChoice(
             audio_stream, streams.count if streams else None, streams.default if streams else None, "requested"
@@ -313,6 +338,7 @@ def assemble_result(
     t0 = time.perf_counter()
     segments: list[Segment] = []
     guard_seconds = 0.0
+    turns = prepared.turns
     for seg, hyp in zip(prepared.segments, hypotheses, strict=True):
         hyp = convert_hypothesis(hyp, options.zh_script)
         inside = clip_regions(prepared.speech, seg.start, seg.end)
@@ -341,7 +367,9 @@ def assemble_result(
                 language=hyp.language,
             )
         )
-    cues = build_cues([s for s in segments if s.text.strip()], prepared.speech, prepared.duration, options.cues)
+        if turns is not None:
+            label_segment(segments[-1], inside, turns)
+    cues = build_cues([s for s in segments if s.text.strip()], prepared.speech, prepared.duration, options.cues, turns)
     mark_for_review(cues, options.review_threshold, prepared.music, options.weak_token_threshold, options.cues)
     lost = account_speech(segments, cues, prepared.speech)
     timings = dict(prepared.timings)
@@ -354,7 +382,7 @@ def assemble_result(
     if prepared.track is not None:
         result_info["audio_track"] = prepared.track.to_dict()
     result_info.update(info or {})
-    return FileResult(prepared.source, prepared.duration, segments, cues, prepared.speech, result_info, lost)
+    return FileResult(prepared.source, prepared.duration, segments, cues, prepared.speech, result_info, lost, turns)
 
 
 def account_speech(
@@ -397,7 +425,7 @@ def transcribe_file(
 ) -> FileResult:
     """Transcribe one media file in this process: decode, segment, batch, recognise, cue."""
     segmenter = segmenter or SpeechSegmenter(options.vad)
-    prepared = prepare_file(path, segmenter, options.audio_stream)
+    prepared = prepare_file(path, segmenter, options.audio_stream, speakers=options.speakers)
     log_track_choice(prepared, str(path))
     t0 = time.perf_counter()
     hypotheses: list[Hypothesis | None] = [None] * len(prepared.segments)

@@ -4,10 +4,12 @@ tokens or, without them, spread over the speech regions."""
 
 from __future__ import annotations
 
+import bisect
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .results import Segment
+from .results import Segment, SpokenWord
 from .textlines import SP_SPACE, char_width, is_cjk, is_opening, is_punct, no_space_after, split_wide_text, text_width
 
 
@@ -20,6 +22,7 @@ class Word:
     start: float = 0.0
     end: float = 0.0
     token_indices: list[int] = field(default_factory=list)
+    speaker: str | None = None  # with speaker labels (label_words)
 
     @property
     def width(self) -> float:
@@ -295,6 +298,64 @@ def break_wide_words(words: list[Word], max_width: float) -> list[Word]:
         t, step = word.start, (word.end - word.start) / total
         for k, piece in enumerate(pieces):
             end = t + step * text_width(piece)
-            out.append(Word(piece, word.space_before if k == 0 else False, t, end, list(word.token_indices)))
+            space = word.space_before if k == 0 else False
+            out.append(Word(piece, space, t, end, list(word.token_indices), word.speaker))
             t = end
     return out
+
+
+# ---------------------------------------------------------------------------- speakers
+# Speaker turns are (start, end, speaker) in seconds, in time order (FileResult.turns).
+Turn = tuple[float, float, str]
+
+
+def speaker_at(turns: Sequence[Turn], t: float, starts: Sequence[float] | None = None) -> str | None:
+    """The speaker of the turn covering `t`, else of the nearest turn (a word's edge may lie in
+    a gap the diarization left); None when there are no turns. `starts`: the turns' starts,
+    when the caller looks up many times."""
+    if not turns:
+        return None
+    i = bisect.bisect_right(starts if starts is not None else [start for start, _, _ in turns], t) - 1
+    if i >= 0 and turns[i][1] >= t:
+        return turns[i][2]
+    near = [k for k in (i, i + 1) if 0 <= k < len(turns)]
+    return min(near, key=lambda k: max(turns[k][0] - t, t - turns[k][1]))[2] if near else None
+
+
+def label_words(words: list[Word], turns: Sequence[Turn]) -> None:
+    """Each word's speaker: the turn covering its midpoint (speaker_at)."""
+    starts = [start for start, _, _ in turns]
+    for word in words:
+        word.speaker = speaker_at(turns, (word.start + word.end) / 2, starts)
+
+
+def speaker_runs(words: list[Word]) -> list[list[Word]]:
+    """`words` cut where the speaker changes."""
+    return [list(run) for _, run in itertools.groupby(words, key=lambda w: w.speaker)]
+
+
+def majority_speaker(words: Sequence[Word]) -> str | None:
+    """The speaker of most of the words' time (ties: the one heard first); None for no words."""
+    seconds: dict[str | None, float] = {}
+    for word in words:
+        # Words without duration (collapsed times) still count, a little.
+        seconds[word.speaker] = seconds.get(word.speaker, 0.0) + max(word.end - word.start, 0.0) + 1e-3
+    return max(seconds, key=seconds.__getitem__) if seconds else None
+
+
+def timed_words(seg: Segment, regions: list[tuple[float, float]]) -> list[Word]:
+    """The segment's words with times: the engine's, else spread over its speech `regions`."""
+    words, has_times = segment_words(seg)
+    if words and not has_times:
+        spread_times(words, regions or [(seg.start, max(seg.end, seg.start))])
+    return words
+
+
+def label_segment(seg: Segment, regions: list[tuple[float, float]], turns: Sequence[Turn]) -> None:
+    """Give the segment its words with their speakers, and the speaker of most of it."""
+    words = timed_words(seg, regions) if seg.text.strip() else []
+    label_words(words, turns)
+    seg.words = [SpokenWord((" " if w.space_before else "") + w.text, w.start, w.end, w.speaker) for w in words]
+    seg.speaker = majority_speaker(words)
+    if seg.speaker is None and turns:  # no words: the speaker at its middle
+        seg.speaker = speaker_at(turns, (seg.start + seg.end) / 2)

@@ -8,23 +8,49 @@ writes a file's formats all together or none of them.
 from __future__ import annotations
 
 import abc
+import argparse
 import dataclasses
 import os
+from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path, PurePath
 from typing import Any
 
 import pysubs2
 
+from .flags import SPEAKERS, section
 from .fsutil import atomic_write_text, discard, json_text, replace_all, stage_bytes
 from .guard import NO_TEXT
-from .results import FileResult
+from .results import FileResult, SpokenWord
 from .textlines import join_lines
 
 FORMATS: tuple[str, ...] = ("srt", "vtt", "ass", "txt", "json", "tsv", "review")
 
 
+@dataclass(frozen=True)
+class WriterOptions:
+    # With speaker labels: start an SRT cue with "S1: " where the speaker changes (SRT has no
+    # voice markup of its own, and a prefix is text players show).
+    srt_speaker_prefix: bool = False
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        section(parser, SPEAKERS).add_argument(
+            "--srt-speaker-prefix",
+            action="store_true",
+            help="with --speakers: start an SRT cue with 'S1: ' where the speaker changes",
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> WriterOptions:
+        return cls(srt_speaker_prefix=args.srt_speaker_prefix)
+
+
 class ResultWriter(abc.ABC):
     extension: str = ""
+
+    def __init__(self, options: WriterOptions | None = None) -> None:
+        self.options = options or WriterOptions()
 
     @abc.abstractmethod
     def format(self, result: FileResult) -> str:
@@ -46,19 +72,30 @@ class SubtitleWriter(ResultWriter):
 
     def subtitles(self, result: FileResult) -> pysubs2.SSAFile:
         subs = pysubs2.SSAFile()
+        previous: str | None = None
         for cue in result.cues:
             lines = [line.strip().translate(_MARKUP_LOOKALIKES) for line in cue.lines if line.strip()]
             if not lines:
                 continue
+            if cue.speaker is not None:
+                lines[0] = self.voice(cue.speaker, cue.speaker != previous) + lines[0]
+                previous = cue.speaker
             start, end = round(cue.start * 1000), round(cue.end * 1000)
             # "\N" is the ASS hard line break; pysubs2 turns it into a newline for srt and vtt.
             event = pysubs2.SSAEvent(start=start, end=end, text=r"\N".join(lines))
             if cue.flags:
                 event.style = REVIEW_STYLE
-                # The reasons travel with the event (ASS editors show the Name/Actor field).
+                # The reasons travel with the event (ASS editors show the Name/Actor field)...
                 event.name = "+".join(cue.flags)
+            if cue.speaker is not None:
+                # ...unless it names the speaker, as ASS means it to (the review list keeps them).
+                event.name = cue.speaker
             subs.append(event)
         return subs
+
+    def voice(self, speaker: str, changed: bool) -> str:
+        """What a cue's text starts with to say who speaks (`changed`: not the previous cue's speaker)."""
+        return ""
 
     def format(self, result: FileResult) -> str:
         return self.subtitles(result).to_string(self.extension)
@@ -69,9 +106,16 @@ class WriteSRT(SubtitleWriter):
     # validator does); format autodetection cannot work on an empty file whatever is written.
     extension = "srt"
 
+    def voice(self, speaker: str, changed: bool) -> str:
+        return f"{speaker}: " if changed and self.options.srt_speaker_prefix else ""
+
 
 class WriteVTT(SubtitleWriter):
     extension = "vtt"
+
+    def voice(self, speaker: str, changed: bool) -> str:
+        # A WebVTT voice span; its end tag may be left out when it runs to the cue's end.
+        return f"<v {speaker}>"
 
 
 # Cues to check are shown in this ASS style: the default one, in yellow, so they stand out in
@@ -94,8 +138,34 @@ class WriteTXT(ResultWriter):
     extension = "txt"
 
     def format(self, result: FileResult) -> str:
+        if result.turns is not None:
+            return _speaker_text(result)
         lines = [seg.text.strip() for seg in result.segments if seg.text.strip()]
         return "".join(line + "\n" for line in lines)
+
+
+def _speaker_text(result: FileResult) -> str:
+    """One line per segment, or per speaker within a segment that spans a change, with "S1: "
+    where the speaker changes."""
+    out: list[str] = []
+    previous: str | None = None
+    for seg in result.segments:
+        if not seg.text.strip():
+            continue
+        runs = [(speaker, "".join(w.text for w in run)) for speaker, run in groupby(seg.words or (), key=_speaker)]
+        if len(runs) < 2:
+            runs = [(seg.speaker, seg.text)]
+        for speaker, text in runs:
+            if not text.strip():
+                continue
+            prefix = f"{speaker}: " if speaker is not None and speaker != previous else ""
+            previous = speaker if speaker is not None else previous
+            out.append(prefix + text.strip() + "\n")
+    return "".join(out)
+
+
+def _speaker(word: SpokenWord) -> str | None:
+    return word.speaker
 
 
 class WriteTSV(ResultWriter):
@@ -172,6 +242,9 @@ class WriteJSON(ResultWriter):
             "speech_seconds": round(result.speech_seconds, 3),
             "covered_seconds": round(result.covered_seconds, 3),
         }
+        if result.turns is not None:
+            data["speakers"] = result.speakers
+            data["speaker_turns"] = [[round(a, 3), round(b, 3), speaker] for a, b, speaker in result.turns]
         # info adds to the record but never replaces what the file is about.
         for key, value in result.info.items():
             data.setdefault(key, value)
@@ -189,9 +262,9 @@ _WRITERS: dict[str, type[ResultWriter]] = {
 }
 
 
-def get_writer(fmt: str) -> ResultWriter:
+def get_writer(fmt: str, options: WriterOptions | None = None) -> ResultWriter:
     try:
-        return _WRITERS[fmt.lower().lstrip(".")]()
+        return _WRITERS[fmt.lower().lstrip(".")](options)
     except KeyError:
         raise ValueError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}") from None
 
@@ -207,13 +280,19 @@ def output_path(output_dir: str | os.PathLike, relative_source: str | os.PathLik
 
 
 def write_result(
-    result: FileResult, output_dir: str | os.PathLike, relative_source: str | os.PathLike, formats: tuple[str, ...]
+    result: FileResult,
+    output_dir: str | os.PathLike,
+    relative_source: str | os.PathLike,
+    formats: tuple[str, ...],
+    options: WriterOptions | None = None,
 ) -> list[Path]:
     """Write every requested format for one file, all or none: each is formatted, then written
     to a temporary file, then all are renamed into place. On any error (a full disk, a
     directory where an output goes) the temporaries are removed, the file's earlier outputs
     are left as they were, and the error propagates. Returns the paths written."""
-    texts = [(output_path(output_dir, relative_source, fmt), get_writer(fmt).format(result)) for fmt in formats]
+    texts = [
+        (output_path(output_dir, relative_source, fmt), get_writer(fmt, options).format(result)) for fmt in formats
+    ]
     staged: list[tuple[Path, Path]] = []
     try:
         for path, text in texts:

@@ -313,7 +313,7 @@ class Frontend:
             return False
         state.started = time.perf_counter()
         try:
-            prepared = prepare_file(state.item.path, segmenter, stream, streams)
+            prepared = prepare_file(state.item.path, segmenter, stream, streams, self.transcribe.speakers)
         except Exception as exc:
             self.budget.release(reserved)
             out.put((state.index, exc))

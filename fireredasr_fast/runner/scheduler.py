@@ -466,7 +466,9 @@ class Runner:
         result = assemble_result(recognition, recognition.hypotheses, self.options.transcribe, info)
         result.source = str(state.item.path)
         t0 = time.perf_counter()
-        paths = write_result(result, self.output_dir, state.item.output_name, self.options.formats)
+        paths = write_result(
+            result, self.output_dir, state.item.output_name, self.options.formats, self.options.transcribe.writer
+        )
         written = {path.relative_to(self.output_dir).as_posix(): list(file_identity(path)) for path in paths}
         timings = dict(result.info.get("timings", {}))
         timings["write"] = time.perf_counter() - t0

@@ -20,6 +20,7 @@ from fireredasr_fast.fsutil import directory_identity
 from fireredasr_fast.guard import REVIEW_THRESHOLD
 from fireredasr_fast.inputs import InputFile
 from fireredasr_fast.transcribe import TranscribeOptions
+from fireredasr_fast.writers import WriterOptions
 
 from .journal import fingerprint
 
@@ -64,6 +65,10 @@ class RunSettings:
             "vad": _without(dataclasses.asdict(transcribe.vad), VAD_AS_BEFORE),
             "audio_stream": transcribe.audio_stream,
         }
+        # Speaker turns are found from the audio and stored with the recognition, so other
+        # --speakers recognise again; off, the fingerprint is as before.
+        if transcribe.speakers is not None:
+            recognition["speakers"] = dataclasses.asdict(transcribe.speakers)
         rendering: dict[str, Any] = {
             "cues": _without(dataclasses.asdict(transcribe.cues), CUES_AS_BEFORE),
             "formats": list(formats),
@@ -79,6 +84,8 @@ class RunSettings:
             rendering["weak_token_threshold"] = transcribe.weak_token_threshold
         if transcribe.zh_script != "keep":
             rendering["zh_script"] = transcribe.zh_script
+        if transcribe.writer != WriterOptions():
+            rendering["writer"] = dataclasses.asdict(transcribe.writer)
         engine_options = {"cpu": dataclasses.asdict(spec.options), "gpu": dataclasses.asdict(gpu_spec.options)}
         return cls(recognition, rendering, engine_options)
 

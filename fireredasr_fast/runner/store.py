@@ -9,7 +9,8 @@ Per input, under `DIR/.fireredasr-fast/` (mirroring the journal key):
   with the same fingerprint sends only the segments not in it to the workers. A torn last line
   (a kill mid-write) is dropped. Deleted once the file's outputs are written.
 - `<key>.recognition.json.gz` once the file is recognised: what `assemble_result` needs (the
-  segments, speech and music regions, audio track, duration and the raw hypotheses). A rerun
+  segments, speech and music regions, audio track, duration, speaker turns with `--speakers`,
+  and the raw hypotheses). A rerun
   whose settings differ only in rendering (settings.py) writes the outputs from it.
 
 Hypotheses go through JSON here both ways, in every run (`normalised`): a resumed file is
@@ -88,6 +89,8 @@ class Recognition:
     track: TrackChoice | None
     timings: dict[str, float]
     hypotheses: list[Hypothesis]
+    # Who speaks when (`--speakers`, in the recognition fingerprint); None without labels.
+    turns: list[tuple[float, float, str]] | None = None
 
     @classmethod
     def of(cls, prepared: PreparedFile, hypotheses: list[Hypothesis]) -> Recognition:
@@ -100,6 +103,7 @@ class Recognition:
             "track": dataclasses.asdict(prepared.track) if prepared.track else None,
             "timings": prepared.timings,
             "hypotheses": [hypothesis_to_dict(h) for h in hypotheses],
+            "turns": prepared.turns,
         }
         return cls.from_dict(json.loads(_dumps(data)))
 
@@ -122,6 +126,8 @@ class Recognition:
             track=track,
             timings=dict(data["timings"]),
             hypotheses=[hypothesis_from_dict(h) for h in data["hypotheses"]],
+            # Stores written before speaker labels have none.
+            turns=None if data.get("turns") is None else [(a, b, speaker) for a, b, speaker in data["turns"]],
         )
 
 
