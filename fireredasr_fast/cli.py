@@ -27,6 +27,7 @@ from .engines import EngineSpec
 from .engines.firered.options import CLI_BACKENDS, CPU_PRECISIONS, GPU_PRECISIONS, DecodingOptions, FireRedOptions
 from .engines.whisper.options import WhisperOptions
 from .errors import FireRedFastError, OptionError
+from .glossary import FOLDER_FILE, HotwordOptions
 from .guard import REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions
 from .inputs import InputFile, collect_inputs, expand_audio_streams
 from .script import ZH_SCRIPTS
@@ -71,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="redo inputs the journal says are done")
     p.add_argument("--log-file", help="also write a log of every file's outcome here (for unattended runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--hotwords",
+        metavar="FILE",
+        help="a glossary the recognition should prefer: one term per line, an optional weight after it "
+        f"(e.g. '阿里巴巴 2.0'), '#' comments; a folder's own {FOLDER_FILE} adds to it for that folder's files",
+    )
     _add_engine_options(p)
     _add_decoding_options(p)
     _add_vad_options(p)
@@ -548,6 +555,7 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
         audio_stream=None if args.audio_stream == "all" else args.audio_stream,
         batch_seconds=args.batch_seconds,
         zh_script=args.zh_script,
+        hotwords=HotwordOptions(file=args.hotwords or ""),
     )
 
 
