@@ -213,3 +213,35 @@ def test_run_applies_the_folder_glossary_reports_it_and_redoes_on_change(tmp_pat
     assert (found["term"], found["segment"]) == ("上海", 0)
     assert (found["segment_start"], found["segment_end"]) == (segment["start"], segment["end"])
     assert "上海" in cue["text"] and (found["start"], found["end"]) == (cue["start"], cue["end"])
+
+
+# ---------------------------------------------------------------- Whisper
+
+
+def test_whisper_prompts_every_window_with_the_terms(waves) -> None:
+    pytest.importorskip("faster_whisper")
+    from fireredasr_fast.engines import EngineSpec
+
+    try:
+        engine = EngineSpec(engine="whisper", model_name="tiny.en", options=(("cpu_threads", 1),)).build()
+    except Exception as exc:  # noqa: BLE001 - no model here: nothing to check
+        pytest.skip(f"Whisper tiny.en unavailable: {exc}")
+    generate = engine._model.model.generate
+    prompts: list[list[int]] = []
+
+    def spy(features, batch_prompts, **kwargs):  # the real generate, its prompts recorded
+        prompts.extend(batch_prompts)
+        return generate(features, batch_prompts, **kwargs)
+
+    engine._model.model = type("Spied", (), {"__getattr__": lambda _, name: getattr(generate.__self__, name)})()
+    engine._model.model.generate = spy
+    speech = [_speech("please open the window", "en", 160, 50, 1.0)] * 2
+    plain = engine.transcribe(speech)
+    hyps = engine.transcribe(speech, hotwords=Glossary((("Fireredasr", 1.0), ("Zanzibar", 2.0))))
+    tok = engine._tokenizer("en")
+    terms = tok.encode(" Fireredasr Zanzibar")
+    assert all(p[0] != tok.sot_prev for p in prompts[: len(prompts) // 2])
+    for prompt in prompts[len(prompts) // 2 :]:
+        assert prompt[0] == tok.sot_prev and prompt[1 : 1 + len(terms)] == terms
+    assert [h.text for h in hyps] and all(h.text for h in plain)
+    assert engine._hotwords is None  # the next call without a glossary is not prompted
