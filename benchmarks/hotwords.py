@@ -1,0 +1,270 @@
+"""The glossary (`--hotwords`): term recall with and without it, false insertions on speech that
+lacks the terms, CER/WER overall, and what biasing costs per search step, side by side in one run.
+
+FireRedASR (the trained fixture, tests/fixtures/tiny_model): the fixture's Mandarin sentences
+rendered by espeak-ng in VOICES (the default voice, and unseen voices at fast speeds, where the
+fixture often writes another sentence it knows instead). Sentences holding one of TERMS are the
+"terms" programme, the others "no terms". Modes: no glossary; the glossary of TERMS; TERMS plus
+--distractors two-character terms the programmes never say. Each programme is one batched
+call per voice, as the engine gets a file's segments; decoder seconds per search step come
+from the same calls (alternating rounds, --rounds, the best counts). The fixture's decoder is
+tiny (d_model 64), so biasing's share of a step is also measured on a random model of
+--cost-preset (random weights, odim 7832, steps capped at --cost-steps).
+
+Whisper (--whisper-model, default base, on samples/): the AISHELL sample (it says 一二线城市, which
+base hears as 一二线尝试) with and without the glossary of WHISPER_TERMS, and the English sample
+as speech without the terms; seconds per call side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import (
+    DEFAULT_CACHE,
+    ROOT,
+    SAMPLES,
+    TINY_MODEL,
+    cpu_name,
+    ensure_random_model,
+    report_header,
+    tiny_model_texts,
+)
+
+# Named terms of the fixture's sentences (places, things); each is in at least one sentence.
+TERMS = ("上海", "北京", "农民", "电费", "夏天", "视频", "电脑", "医院", "公园", "机场", "图书馆", "地铁")
+# (espeak-ng voice, words per minute, pitch, resampling factor): the default voice, then unseen
+# voices spoken fast.
+VOICES = (
+    ("cmn", 160, 50, 1.0),
+    ("cmn+m3", 230, 40, 1.0),
+    ("cmn+f3", 240, 60, 1.0),
+    ("cmn+f4", 250, 30, 0.95),
+    ("cmn+m7", 220, 70, 1.05),
+)
+WHISPER_TERMS = ("一二线城市",)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks hotwords", description=__doc__)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=3, help="alternating timing rounds; the best counts")
+    p.add_argument("--distractors", type=int, default=200, help="extra terms the speech never says")
+    p.add_argument("--cost-preset", default="small", help="random model for the step cost ('' to skip)")
+    p.add_argument("--cost-steps", type=int, default=60, help="search steps per utterance on it")
+    p.add_argument("--whisper-model", default="base", help="'' to skip the Whisper part")
+    p.add_argument("--json", type=Path, help="write the results here")
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _chars(text: str) -> str:
+    return "".join(text.split()).lower()
+
+
+def score(hypotheses: Sequence[str], references: Sequence[str], terms: Sequence[str], words: bool = False) -> dict:
+    """Term occurrences in the references and how many the hypotheses have (recall), term
+    occurrences the hypotheses add (false insertions), and CER (WER with `words`) overall."""
+    import jiwer
+
+    said = found = inserted = 0
+    for hyp, ref in zip(hypotheses, references, strict=True):
+        for term in terms:
+            in_ref, in_hyp = _chars(ref).count(_chars(term)), _chars(hyp).count(_chars(term))
+            said += in_ref
+            found += min(in_ref, in_hyp)
+            inserted += max(0, in_hyp - in_ref)
+    refs = [" ".join(r.lower().split()) if words else _chars(r) for r in references]
+    hyps = [" ".join(h.lower().split()) if words else _chars(h) for h in hypotheses]
+    error = jiwer.wer(refs, hyps) if words else jiwer.cer(refs, hyps)
+    return {
+        "terms_said": said,
+        "terms_found": found,
+        "recall": round(found / said, 4) if said else None,
+        "false_insertions": inserted,
+        ("wer" if words else "cer"): round(float(error), 4),
+    }
+
+
+# --------------------------------------------------------------------------- FireRedASR
+
+
+def _programmes() -> dict[str, list[tuple[str, np.ndarray]]]:
+    """(reference, waveform) of every fixture sentence in every voice, split by whether it says a term."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+    from make_programme import synthesize
+
+    out: dict[str, list[tuple[str, np.ndarray]]] = {"terms": [], "no terms": []}
+    for text in tiny_model_texts().MANDARIN_SENTENCES:
+        name = "terms" if any(term in text for term in TERMS) else "no terms"
+        for voice, speed, pitch, rate in VOICES:
+            wave = synthesize(text, voice, speed, pitch, rate).astype(np.float32) / 32768.0
+            out[name].append((text, wave))
+    return out
+
+
+def distractors(count: int, alphabet: Sequence[str], avoid: str, seed: int = 0) -> list[str]:
+    """`count` two-character terms of `alphabet` that `avoid` never holds."""
+    rng = random.Random(seed)
+    out: set[str] = set()
+    while len(out) < count:
+        term = "".join(rng.sample(list(alphabet), 2))
+        if term not in avoid:
+            out.add(term)
+    return sorted(out)
+
+
+def _recognise(model: Any, waves: list[np.ndarray], glossary: Any, **decoding: Any) -> tuple[list[str], float, int]:
+    """One call per voice (as a file's batches): texts, decoder seconds, search steps."""
+    steps = [0]
+
+    def count(step: int, logits: Any) -> Any:
+        steps[0] += 1
+        return logits
+
+    texts: list[str] = []
+    seconds = 0.0
+    per_voice = len(VOICES)
+    for v in range(per_voice):
+        hyps = model.transcribe(waves[v::per_voice], beam_size=3, hotwords=glossary, logits_hook=count, **decoding)
+        seconds += model.timings["decoder"]
+        texts += [h.text for h in hyps]
+    order = [i for v in range(per_voice) for i in range(v, len(waves), per_voice)]
+    ordered = [""] * len(waves)
+    for text, i in zip(texts, order, strict=True):
+        ordered[i] = text
+    return ordered, seconds, steps[0]
+
+
+def firered_part(args: argparse.Namespace) -> dict[str, Any]:
+    from fireredasr_fast.engines.firered.engine import load_model
+    from fireredasr_fast.glossary import Glossary
+
+    model = load_model(TINY_MODEL)
+    programmes = _programmes()
+    said = "".join(text for items in programmes.values() for text, _ in items)
+    alphabet = sorted({ch for ch in said if "\u4e00" <= ch <= "\u9fff"})
+    extra = distractors(args.distractors, alphabet, said)
+    modes = {
+        "none": None,
+        "glossary": Glossary(tuple((t, 1.0) for t in TERMS)),
+        f"glossary+{len(extra)}": Glossary(tuple((t, 1.0) for t in (*TERMS, *extra))),
+    }
+    rows: dict[str, dict[str, Any]] = {}
+    for programme, items in programmes.items():
+        refs, waves = [t for t, _ in items], [w for _, w in items]
+        best: dict[str, float] = {}
+        for r in range(args.rounds):
+            for mode in list(modes) if r % 2 == 0 else list(modes)[::-1]:
+                texts, seconds, steps = _recognise(model, waves, modes[mode])
+                best[mode] = min(best.get(mode, float("inf")), seconds / max(steps, 1))
+                key = f"{programme} / {mode}"
+                rows.setdefault(key, {**score(texts, refs, TERMS + tuple(extra)), "utterances": len(refs)})
+                rows[key]["steps"] = steps
+        for mode in modes:
+            row = rows[f"{programme} / {mode}"]
+            row["ms_per_step"] = round(1000 * best[mode], 3)
+            row["step_vs_none"] = round(best[mode] / best["none"], 3)
+    return {"model": "trained tiny fixture", "terms": list(TERMS), "distractors": len(extra), "rows": rows}
+
+
+def cost_part(args: argparse.Namespace, waves: list[np.ndarray]) -> dict[str, Any]:
+    """Decoder seconds per step on a random model of args.cost_preset, glossaries of random terms."""
+    from fireredasr_fast.engines.firered.engine import load_model
+    from fireredasr_fast.glossary import Glossary
+
+    model = load_model(ensure_random_model(DEFAULT_CACHE / args.cost_preset, args.cost_preset))
+    cjk = [t for t in model.tokenizer.id_to_token if len(t) == 1 and "\u4e00" <= t <= "\u9fff"]
+    rows: dict[str, dict[str, Any]] = {}
+    modes = {"none": None}
+    for size in (len(TERMS), 1000):
+        modes[f"{size} terms"] = Glossary(tuple((t, 1.0) for t in distractors(size, cjk, "", seed=size)))
+    best: dict[str, float] = {}
+    for r in range(args.rounds):
+        for mode in list(modes) if r % 2 == 0 else list(modes)[::-1]:
+            _, seconds, steps = _recognise(model, waves, modes[mode], decode_max_len=args.cost_steps)
+            best[mode] = min(best.get(mode, float("inf")), seconds / max(steps, 1))
+    for mode in modes:
+        rows[mode] = {"ms_per_step": round(1000 * best[mode], 3), "step_vs_none": round(best[mode] / best["none"], 3)}
+    return {"model": f"random {args.cost_preset}", "rows": rows}
+
+
+# --------------------------------------------------------------------------- Whisper
+
+
+def whisper_part(args: argparse.Namespace) -> dict[str, Any]:
+    from fireredasr_fast.audio import to_float32
+    from fireredasr_fast.engines.whisper.engine import WhisperEngine, resolve_model_path
+    from fireredasr_fast.glossary import Glossary
+    from fireredasr_fast.transcribe import prepare_file
+    from fireredasr_fast.vad import SpeechSegmenter
+
+    engine = WhisperEngine(resolve_model_path(None, args.whisper_model), cpu_threads=args.threads)
+    references = json.loads((SAMPLES / "transcripts.json").read_text(encoding="utf-8"))
+    segmenter = SpeechSegmenter()
+    glossary = Glossary(tuple((t, 1.0) for t in WHISPER_TERMS))
+    rows: dict[str, dict[str, Any]] = {}
+    for name, programme in (("aishell_zh.mkv", "terms"), ("two_cities.mp4", "no terms")):
+        waves = [to_float32(job.samples) for job in prepare_file(SAMPLES / name, segmenter).jobs(0)]
+        for mode, hotwords in (("none", None), ("glossary", glossary)):
+            t0 = time.perf_counter()
+            text = " ".join(h.text for h in engine.transcribe(waves, hotwords=hotwords))
+            seconds = time.perf_counter() - t0
+            row = score([text], [references[name]], WHISPER_TERMS, words=programme == "no terms")
+            rows[f"{programme} / {mode}"] = {**row, "seconds": round(seconds, 2), "text": text}
+        rows[f"{programme} / glossary"]["time_vs_none"] = round(
+            rows[f"{programme} / glossary"]["seconds"] / rows[f"{programme} / none"]["seconds"], 3
+        )
+    return {"model": f"Whisper {args.whisper_model}", "terms": list(WHISPER_TERMS), "rows": rows}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    from fireredasr_fast.runner.plan import set_process_threads
+
+    set_process_threads(args.threads)
+    report: dict[str, Any] = {**report_header("hotwords", args.threads, "fixture + whisper"), "parts": {}}
+    report["parts"]["firered"] = firered_part(args)
+    if args.cost_preset:
+        waves = [w for _, w in _programmes()["terms"]][:15]
+        report["parts"]["cost"] = cost_part(args, waves)
+    if args.whisper_model:
+        report["parts"]["whisper"] = whisper_part(args)
+    _print(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, ensure_ascii=False, indent=1))
+    return 0
+
+
+def _print(report: dict[str, Any]) -> None:
+    print(f"{cpu_name()}, {report['machine']['threads']} thread(s), {report['date']}")
+    head = ("part", "programme / mode", "utterances", "terms said", "found", "recall", "false ins.", "CER/WER")
+    print(" | ".join((*head, "ms/step or s", "vs none")))
+    for part, data in report["parts"].items():
+        for key, row in data["rows"].items():
+            error = row.get("cer", row.get("wer"))
+            recall = row.get("recall")
+            cells = (f"{part} ({data['model']})", key, row.get("utterances", ""), row.get("terms_said", ""))
+            cells += (row.get("terms_found", ""), "" if recall is None else f"{recall:.0%}")
+            cells += (row.get("false_insertions", ""), "" if error is None else f"{error:.1%}")
+            cells += (
+                row.get("ms_per_step", row.get("seconds", "")),
+                row.get("step_vs_none", row.get("time_vs_none", "")),
+            )
+            print(" | ".join(str(c) for c in cells))
+    print("time: decoder seconds per search step (FireRedASR), seconds per call (Whisper); machine may be shared")
