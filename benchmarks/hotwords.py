@@ -51,12 +51,14 @@ VOICES = (
     ("cmn+m7", 220, 70, 1.05),
 )
 WHISPER_TERMS = ("一二线城市",)
+# Bonuses per token swept on the fixture (the default among them).
+SCORES = (0.5, 1.0, 1.5)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks hotwords", description=__doc__)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=3, help="alternating timing rounds; the best counts")
+    p.add_argument("--rounds", type=int, default=1, help="alternating timing rounds; the best counts")
     p.add_argument("--distractors", type=int, default=200, help="extra terms the speech never says")
     p.add_argument("--cost-preset", default="small", help="random model for the step cost ('' to skip)")
     p.add_argument("--cost-steps", type=int, default=60, help="search steps per utterance on it")
@@ -150,18 +152,19 @@ def _recognise(model: Any, waves: list[np.ndarray], glossary: Any, **decoding: A
 
 def firered_part(args: argparse.Namespace) -> dict[str, Any]:
     from fireredasr_fast.engines.firered.engine import load_model
-    from fireredasr_fast.glossary import Glossary
+    from fireredasr_fast.glossary import DEFAULT_SCORE, Glossary
 
     model = load_model(TINY_MODEL)
     programmes = _programmes()
     said = "".join(text for items in programmes.values() for text, _ in items)
     alphabet = sorted({ch for ch in said if "\u4e00" <= ch <= "\u9fff"})
     extra = distractors(args.distractors, alphabet, said)
-    modes = {
-        "none": None,
-        "glossary": Glossary(tuple((t, 1.0) for t in TERMS)),
-        f"glossary+{len(extra)}": Glossary(tuple((t, 1.0) for t in (*TERMS, *extra))),
-    }
+    modes: dict[str, Any] = {"none": None}
+    for value in SCORES:
+        modes[f"score {value:g}" + (" (default)" if value == DEFAULT_SCORE else "")] = Glossary(
+            tuple((t, 1.0) for t in TERMS), value
+        )
+    modes[f"default + {len(extra)} unsaid terms"] = Glossary(tuple((t, 1.0) for t in (*TERMS, *extra)))
     rows: dict[str, dict[str, Any]] = {}
     for programme, items in programmes.items():
         refs, waves = [t for t, _ in items], [w for _, w in items]
@@ -173,22 +176,60 @@ def firered_part(args: argparse.Namespace) -> dict[str, Any]:
                 key = f"{programme} / {mode}"
                 rows.setdefault(key, {**score(texts, refs, TERMS + tuple(extra)), "utterances": len(refs)})
                 rows[key]["steps"] = steps
-        for mode in modes:
+        for mode, glossary in modes.items():
             row = rows[f"{programme} / {mode}"]
             row["ms_per_step"] = round(1000 * best[mode], 3)
             row["step_vs_none"] = round(best[mode] / best["none"], 3)
+            if glossary is not None:
+                extra = bias_ms(model.context_graph(glossary), 32 * 3, model.model.args.odim, args.rounds)
+                row["bias_ms_96_rows"] = round(extra, 3)
+                row["bias_share_of_step"] = round(extra / (1000 * best["none"]), 4)
     return {"model": "trained tiny fixture", "terms": list(TERMS), "distractors": len(extra), "rows": rows}
 
 
+def bias_ms(graph: Any, rows: int, vocab: int, rounds: int, repeats: int = 200) -> float:
+    """Milliseconds per search step that biasing adds at `rows` rows: the biased top-k, the
+    decoder's own scores gathered back and the states advanced, against the plain top-k, timed
+    alternately (each one's best round counts)."""
+    import torch
+
+    from fireredasr_fast.engines.firered.context import ContextState
+
+    state = ContextState(graph, rows, torch.device("cpu"))
+    scores = torch.log_softmax(torch.randn(rows, vocab, generator=torch.Generator().manual_seed(0)), dim=-1)
+    parent = torch.arange(rows)
+
+    def plain() -> None:
+        torch.topk(scores, 3, dim=1)
+
+    def biased() -> None:
+        out, give_back = state.biased(scores)
+        top_s, top_y = torch.topk(out, 3, dim=1)
+        _ = (top_s + give_back[:, None], scores.gather(1, top_y))
+        state.advance(parent, top_y[:, 0])
+
+    best = {"plain": float("inf"), "biased": float("inf")}
+    pair = (("plain", plain), ("biased", biased))
+    for r in range(max(rounds, 3) * 2):
+        for name, fn in pair if r % 2 == 0 else pair[::-1]:
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - t0) / repeats)
+    return 1000 * (best["biased"] - best["plain"])
+
+
 def cost_part(args: argparse.Namespace, waves: list[np.ndarray]) -> dict[str, Any]:
-    """Decoder seconds per step on a random model of args.cost_preset, glossaries of random terms."""
+    """A random model of args.cost_preset (odim 7832): decoder ms per step of whole searches
+    with and without glossaries of random terms, and biasing's own ms per step (bias_ms) at
+    the rows of a 32-segment batch against that step."""
     from fireredasr_fast.engines.firered.engine import load_model
     from fireredasr_fast.glossary import Glossary
 
     model = load_model(ensure_random_model(DEFAULT_CACHE / args.cost_preset, args.cost_preset))
+    vocab = model.model.args.odim
     cjk = [t for t in model.tokenizer.id_to_token if len(t) == 1 and "\u4e00" <= t <= "\u9fff"]
-    rows: dict[str, dict[str, Any]] = {}
-    modes = {"none": None}
+    modes: dict[str, Any] = {"none": None}
     for size in (len(TERMS), 1000):
         modes[f"{size} terms"] = Glossary(tuple((t, 1.0) for t in distractors(size, cjk, "", seed=size)))
     best: dict[str, float] = {}
@@ -196,8 +237,15 @@ def cost_part(args: argparse.Namespace, waves: list[np.ndarray]) -> dict[str, An
         for mode in list(modes) if r % 2 == 0 else list(modes)[::-1]:
             _, seconds, steps = _recognise(model, waves, modes[mode], decode_max_len=args.cost_steps)
             best[mode] = min(best.get(mode, float("inf")), seconds / max(steps, 1))
-    for mode in modes:
-        rows[mode] = {"ms_per_step": round(1000 * best[mode], 3), "step_vs_none": round(best[mode] / best["none"], 3)}
+    rows: dict[str, dict[str, Any]] = {}
+    for mode, glossary in modes.items():
+        row: dict[str, Any] = {"ms_per_step": round(1000 * best[mode], 3)}
+        row["step_vs_none"] = round(best[mode] / best["none"], 3)
+        if glossary is not None:
+            extra = bias_ms(model.context_graph(glossary), 32 * 3, vocab, args.rounds)
+            row["bias_ms_96_rows"] = round(extra, 3)
+            row["bias_share_of_step"] = round(extra / (1000 * best["none"]), 4)
+        rows[mode] = row
     return {"model": f"random {args.cost_preset}", "rows": rows}
 
 
@@ -254,7 +302,7 @@ def main(argv: list[str]) -> int:
 def _print(report: dict[str, Any]) -> None:
     print(f"{cpu_name()}, {report['machine']['threads']} thread(s), {report['date']}")
     head = ("part", "programme / mode", "utterances", "terms said", "found", "recall", "false ins.", "CER/WER")
-    print(" | ".join((*head, "ms/step or s", "vs none")))
+    print(" | ".join((*head, "ms/step or s", "vs none", "bias ms/step (96 rows)", "share of step")))
     for part, data in report["parts"].items():
         for key, row in data["rows"].items():
             error = row.get("cer", row.get("wer"))

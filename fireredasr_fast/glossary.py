@@ -32,9 +32,9 @@ from .results import Cue, Segment
 
 #: A folder's own glossary file, beside its media files.
 FOLDER_FILE = "hotwords.txt"
-#: Beam-search bonus per token of a term at weight 1.0 (log-probability units). WeNet's and
-#: sherpa-onnx's context biasing use 1.5-3.0; measured: docs/benchmarks.md#glossary-hotwords.
-DEFAULT_SCORE = 1.5
+#: Beam-search bonus per token of a term at weight 1.0 (log-probability units): recall against
+#: false insertions, measured in docs/benchmarks.md#glossary-hotwords-issue-31.
+DEFAULT_SCORE = 1.0
 # Bounds that keep one line from swamping the search (a weight) or a file from being a corpus.
 MAX_WEIGHT = 10.0
 MAX_TERMS = 10000

@@ -19,7 +19,7 @@ that completed terms have made permanent (the deepest term end on its path), and
 
 For the search (search.py), the transitions are tables on the model's device, so a step costs
 a few gathers over the rows whatever the glossary: tokens that start a term (`root_tokens`,
-the same for every state), and per state the few tokens whose transition differs from that
+the same for every state: a vector over the vocabulary), and per state the few tokens whose transition differs from that
 (`over_*`, padded to the widest state). Every other token sends a hypothesis to the root.
 """
 
@@ -136,8 +136,10 @@ class ContextGraph:
 
     def _tables(self, vocab: int, device: torch.device | str) -> None:
         root = self._trie.children[ROOT]
-        self.root_tokens = torch.tensor(sorted(root), dtype=torch.long, device=device)
-        self.root_bonus = torch.tensor([self.acc[root[t]] for t in sorted(root)], device=device)
+        # token -> the bonus of starting a term with it (0 for the rest of the vocabulary).
+        self.root_bonus = torch.zeros(vocab, device=device)
+        for token, child in root.items():
+            self.root_bonus[token] = self.acc[child]
         special = [self._special(s) for s in range(self.states)]
         width = max(1, max(len(s) for s in special))
         tok = torch.zeros(self.states, width, dtype=torch.long)
@@ -171,9 +173,7 @@ class ContextState:
         the give-back is the same for every token a row has no special move for, so it is
         added after the top-k, to the k chosen only."""
         g = self.graph
-        out = t_scores.clone()
-        if g.root_tokens.numel():
-            out[:, g.root_tokens] += g.root_bonus
+        out = t_scores + g.root_bonus
         out.scatter_add_(1, g.over_tokens[self.state], g.over_delta[self.state])
         return out, g.give_back[self.state]
 
