@@ -63,6 +63,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cost-preset", default="small", help="random model for the step cost ('' to skip)")
     p.add_argument("--cost-steps", type=int, default=60, help="search steps per utterance on it")
     p.add_argument("--whisper-model", default="base", help="'' to skip the Whisper part")
+    p.add_argument("--sentences", type=int, default=0, help="only the first N fixture sentences (0: all)")
     p.add_argument("--json", type=Path, help="write the results here")
     return p.parse_args(argv)
 
@@ -101,7 +102,7 @@ def score(hypotheses: Sequence[str], references: Sequence[str], terms: Sequence[
 # --------------------------------------------------------------------------- FireRedASR
 
 
-def _programmes() -> dict[str, list[tuple[str, np.ndarray]]]:
+def _programmes(limit: int = 0) -> dict[str, list[tuple[str, np.ndarray]]]:
     """(reference, waveform) of every fixture sentence in every voice, split by whether it says a term."""
     import sys
 
@@ -109,7 +110,8 @@ def _programmes() -> dict[str, list[tuple[str, np.ndarray]]]:
     from make_programme import synthesize
 
     out: dict[str, list[tuple[str, np.ndarray]]] = {"terms": [], "no terms": []}
-    for text in tiny_model_texts().MANDARIN_SENTENCES:
+    sentences = tiny_model_texts().MANDARIN_SENTENCES
+    for text in sentences[:limit] if limit else sentences:
         name = "terms" if any(term in text for term in TERMS) else "no terms"
         for voice, speed, pitch, rate in VOICES:
             wave = synthesize(text, voice, speed, pitch, rate).astype(np.float32) / 32768.0
@@ -150,12 +152,11 @@ def _recognise(model: Any, waves: list[np.ndarray], glossary: Any, **decoding: A
     return ordered, seconds, steps[0]
 
 
-def firered_part(args: argparse.Namespace) -> dict[str, Any]:
+def firered_part(args: argparse.Namespace, programmes: dict[str, list[tuple[str, np.ndarray]]]) -> dict[str, Any]:
     from fireredasr_fast.engines.firered.engine import load_model
     from fireredasr_fast.glossary import DEFAULT_SCORE, Glossary
 
     model = load_model(TINY_MODEL)
-    programmes = _programmes()
     said = "".join(text for items in programmes.values() for text, _ in items)
     alphabet = sorted({ch for ch in said if "\u4e00" <= ch <= "\u9fff"})
     extra = distractors(args.distractors, alphabet, said)
@@ -181,9 +182,9 @@ def firered_part(args: argparse.Namespace) -> dict[str, Any]:
             row["ms_per_step"] = round(1000 * best[mode], 3)
             row["step_vs_none"] = round(best[mode] / best["none"], 3)
             if glossary is not None:
-                extra = bias_ms(model.context_graph(glossary), 32 * 3, model.model.args.odim, args.rounds)
-                row["bias_ms_96_rows"] = round(extra, 3)
-                row["bias_share_of_step"] = round(extra / (1000 * best["none"]), 4)
+                added = bias_ms(model.context_graph(glossary), 32 * 3, model.model.args.odim, args.rounds)
+                row["bias_ms_96_rows"] = round(added, 3)
+                row["bias_share_of_step"] = round(added / (1000 * best["none"]), 4)
     return {"model": "trained tiny fixture", "terms": list(TERMS), "distractors": len(extra), "rows": rows}
 
 
@@ -287,9 +288,10 @@ def main(argv: list[str]) -> int:
 
     set_process_threads(args.threads)
     report: dict[str, Any] = {**report_header("hotwords", args.threads, "fixture + whisper"), "parts": {}}
-    report["parts"]["firered"] = firered_part(args)
+    programmes = _programmes(args.sentences)
+    report["parts"]["firered"] = firered_part(args, programmes)
     if args.cost_preset:
-        waves = [w for _, w in _programmes()["terms"]][:15]
+        waves = [w for _, w in programmes["terms"]][:15]
         report["parts"]["cost"] = cost_part(args, waves)
     if args.whisper_model:
         report["parts"]["whisper"] = whisper_part(args)
@@ -314,5 +316,7 @@ def _print(report: dict[str, Any]) -> None:
                 row.get("ms_per_step", row.get("seconds", "")),
                 row.get("step_vs_none", row.get("time_vs_none", "")),
             )
+            share = row.get("bias_share_of_step")
+            cells += (row.get("bias_ms_96_rows", ""), "" if share is None else f"{share:.1%}")
             print(" | ".join(str(c) for c in cells))
     print("time: decoder seconds per search step (FireRedASR), seconds per call (Whisper); machine may be shared")
