@@ -245,3 +245,20 @@ def test_whisper_prompts_every_window_with_the_terms(waves) -> None:
         assert prompt[0] == tok.sot_prev and prompt[1 : 1 + len(terms)] == terms
     assert [h.text for h in hyps] and all(h.text for h in plain)
     assert engine._hotwords is None  # the next call without a glossary is not prompted
+
+
+def test_run_fails_only_the_files_of_a_folder_with_a_bad_glossary(tmp_path: Path, waves, capsys) -> None:
+    from fireredasr_fast.cli import main
+
+    good, bad, out = tmp_path / "good", tmp_path / "bad", tmp_path / "out"
+    for folder in (good, bad):
+        folder.mkdir()
+        _write_wav(folder / "a.wav", waves["heard"])
+    (bad / "hotwords.txt").write_text("上海 lots\n上海 -2\n", encoding="utf-8")
+    args = ["--model-dir", str(TINY), "--workers", "0", "--formats", "json", "--no-progress", "-o", str(out)]
+    assert main([*args, str(tmp_path / "good"), str(tmp_path / "bad")]) == 1
+    assert json.loads((out / "good" / "a.json").read_text())["segments"][0]["text"] == HEARD[0]
+    assert not (out / "bad" / "a.json").exists()
+    report = {Path(f["source"]).parent.name: f for f in json.loads((out / "run-report.json").read_text())["files"]}
+    assert report["good"]["status"] == "done" and report["bad"]["status"] == "failed"
+    assert report["bad"]["error"] == f"{bad / 'hotwords.txt'}: line 2: weight -2 must be > 0 and <= 10"
