@@ -22,4 +22,5 @@ BENCHMARKS = {
     "interrupt": "Seconds from the first Ctrl-C to the CLI's exit on multi-minute files (issue 29)",
     "resume": "A long file resumed after a kill at 90 %, and re-rendered, against a full run (issue 29)",
     "speakers": "Speaker labels: DER on the AMI clips of the pyannote-audio sdist, and the cost on a long file",
+    "hotwords": "The glossary (--hotwords): term recall, false insertions, CER/WER and cost per search step (issue 31)",
 }

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .glossary import Glossary
 from .results import SAMPLE_RATE
 
 
@@ -30,6 +31,8 @@ class SegmentJob:
 @dataclass
 class Batch:
     jobs: list[SegmentJob]
+    # The glossary of the file the jobs come from (a batch never mixes files), when it has one.
+    hotwords: Glossary | None = None
 
     @property
     def padded_seconds(self) -> float:

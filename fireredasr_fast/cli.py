@@ -28,6 +28,7 @@ from .engines.firered.options import GPU_PRECISIONS, DecodingOptions, FireRedOpt
 from .engines.whisper.options import WhisperOptions
 from .errors import FireRedFastError, OptionError
 from .flags import CLUSTER, ENGINE, SECTIONS, section
+from .glossary import HotwordOptions
 from .guard import GuardOptions
 from .inputs import InputFile, collect_inputs, expand_audio_streams
 from .speakers import SpeakerOptions, resemblyzer_weights
@@ -55,6 +56,7 @@ OPTIONS_CLASSES = (
     FireRedOptions,
     WhisperOptions,
     DecodingOptions,
+    HotwordOptions,
     VadOptions,
     CueOptions,
     PlanRequest,

@@ -102,7 +102,6 @@ def speakers_flag(value: str) -> str | int:
     return int(value) if value.strip().lstrip("-").isdigit() else value
 
 
-
 class Embedder(Protocol):
     """A speaker-embedding model: float32 windows (n, samples) at 16 kHz in [-1, 1] -> (n, dim)."""
 

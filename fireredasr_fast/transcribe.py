@@ -25,6 +25,7 @@ from .cues import CueOptions, build_cues
 from .engines import Engine
 from .errors import MediaError, OptionError, check_number
 from .flags import ENGINE, PARALLELISM, REVIEW, SEGMENTATION, section
+from .glossary import Glossary, HotwordOptions
 from .guard import NO_TEXT, REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions, guard_hypothesis, mark_for_review
 from .results import LOST_SPEECH_SECONDS, SAMPLE_RATE, Cue, FileResult, Hypothesis, Segment, uncovered_speech
 from .script import ZH_SCRIPTS, convert_hypothesis
@@ -63,6 +64,8 @@ class TranscribeOptions:
     # Speaker labels (`--speakers`); None: off.
     speakers: SpeakerOptions | None = None
     writer: WriterOptions = WriterOptions()
+    # The glossary (--hotwords) and the folders' own (glossary.py).
+    hotwords: HotwordOptions = HotwordOptions()
 
     def __post_init__(self) -> None:
         check_number("review_threshold", self.review_threshold, 0.0, 1.0)  # a confidence
@@ -131,6 +134,7 @@ class TranscribeOptions:
             zh_script=args.zh_script,
             speakers=SpeakerOptions.from_args(args),
             writer=WriterOptions.from_args(args),
+            hotwords=HotwordOptions.from_args(args),
         )
 
 
@@ -332,9 +336,11 @@ def assemble_result(
     hypotheses: Sequence[Hypothesis],
     options: TranscribeOptions,
     info: dict[str, Any] | None = None,
+    hotwords: Glossary | None = None,
 ) -> FileResult:
     """Hypotheses (one per segment, in order) -> guarded -> segments with absolute times -> cues,
-    the doubtful ones flagged for review."""
+    the doubtful ones flagged for review; with the file's glossary, the JSON's `hotwords` (the
+    terms applied and where each was recognised)."""
     t0 = time.perf_counter()
     segments: list[Segment] = []
     guard_seconds = 0.0
@@ -381,6 +387,8 @@ def assemble_result(
         result_info["language"] = language
     if prepared.track is not None:
         result_info["audio_track"] = prepared.track.to_dict()
+    if hotwords:
+        result_info["hotwords"] = hotwords.report(segments, cues)
     result_info.update(info or {})
     return FileResult(prepared.source, prepared.duration, segments, cues, prepared.speech, result_info, lost, turns)
 
@@ -412,9 +420,11 @@ def file_language(segments: Sequence[Segment]) -> str | None:
     return max(seconds, key=seconds.__getitem__) if seconds else None
 
 
-def recognise(engine: Engine, jobs: Sequence[SegmentJob]) -> list[Hypothesis]:
-    """Run the engine on segment jobs (one batch) and return hypotheses in job order."""
-    return engine.transcribe([to_float32(job.samples) for job in jobs])
+def recognise(engine: Engine, jobs: Sequence[SegmentJob], hotwords: Glossary | None = None) -> list[Hypothesis]:
+    """Run the engine on segment jobs (one batch) and return hypotheses in job order, biased
+    towards the file's glossary when it has one."""
+    waveforms = [to_float32(job.samples) for job in jobs]
+    return engine.transcribe(waveforms, hotwords=hotwords) if hotwords else engine.transcribe(waveforms)
 
 
 def transcribe_file(
@@ -425,13 +435,14 @@ def transcribe_file(
 ) -> FileResult:
     """Transcribe one media file in this process: decode, segment, batch, recognise, cue."""
     segmenter = segmenter or SpeechSegmenter(options.vad)
+    glossary = options.hotwords.for_file(path)
     prepared = prepare_file(path, segmenter, options.audio_stream, speakers=options.speakers)
     log_track_choice(prepared, str(path))
     t0 = time.perf_counter()
     hypotheses: list[Hypothesis | None] = [None] * len(prepared.segments)
     for batch in make_batches(prepared.jobs(0), options.batch_seconds, options.max_batch_size):
-        for job, hyp in zip(batch.jobs, recognise(engine, batch.jobs), strict=True):
+        for job, hyp in zip(batch.jobs, recognise(engine, batch.jobs, glossary), strict=True):
             hypotheses[job.segment_index] = hyp
     prepared.timings["asr"] = time.perf_counter() - t0
     info = {"engine": engine.describe(), "source_name": Path(path).name}
-    return assemble_result(prepared, [h for h in hypotheses if h is not None], options, info)
+    return assemble_result(prepared, [h for h in hypotheses if h is not None], options, info, glossary)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from fireredasr_fast.glossary import Glossary
 from fireredasr_fast.results import Hypothesis
 
 
@@ -26,8 +27,10 @@ class Engine(abc.ABC):
     name: str = ""
 
     @abc.abstractmethod
-    def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[Hypothesis]:
-        """One hypothesis per waveform, in order. Waveforms are float32 in [-1, 1]."""
+    def transcribe(self, waveforms: Sequence[np.ndarray], hotwords: Glossary | None = None) -> list[Hypothesis]:
+        """One hypothesis per waveform, in order. Waveforms are float32 in [-1, 1]. `hotwords`:
+        a glossary the recognition should prefer (glossary.py); the pipeline passes it only
+        when it has terms."""
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.errors import check_number
 from fireredasr_fast.flags import PARALLELISM, section
 from fireredasr_fast.fsutil import display_name, file_identity
+from fireredasr_fast.glossary import Glossary, GlossaryError
 from fireredasr_fast.guard import review_counts
 from fireredasr_fast.inputs import InputFile, output_clashes
 from fireredasr_fast.results import Hypothesis
@@ -237,6 +238,8 @@ class _FileState:
     # its segments known). Its realtime factor counts from here, not from its time in the queue
     # or a worker's start-up.
     processing_since: float | None = None
+    # Its glossary (--hotwords and its folder's own), None when it has no terms.
+    hotwords: Glossary | None = None
 
 
 class _StopFlag:
@@ -408,10 +411,13 @@ class Runner:
         """The file's state to work on, or None when it is done (skipped) or unreadable (failed)."""
         key = relative_key(item.relative)
         try:
-            fps = self.settings.fingerprints(item)
+            hotwords = self.options.transcribe.hotwords.for_file(item.path) or None
+            fps = self.settings.fingerprints(item, hotwords)
             identity = file_identity(item.path)
-        except OSError as exc:
-            records[index] = FileRecord(key, str(item.path), "failed", error=os_error(exc))
+        except (OSError, GlossaryError) as exc:
+            records[index] = FileRecord(
+                key, str(item.path), "failed", error=str(exc) if isinstance(exc, GlossaryError) else os_error(exc)
+            )
             log.error("%s: %s", item.path, records[index].error)
             return None
         if not self.options.overwrite and journal.is_complete(key, fps.outputs, self.output_dir):
@@ -421,7 +427,8 @@ class Runner:
                 recognition=old.recognition, written=old.written,
             )  # fmt: skip
             return None
-        return _FileState(index, item, fps, 0.0, FileStore(self.output_dir, key, fps.recognition, identity))
+        store = FileStore(self.output_dir, key, fps.recognition, identity)
+        return _FileState(index, item, fps, 0.0, store, hotwords=hotwords)
 
     def _stored(self, state: _FileState) -> Recognition | None:
         return state.store.load_recognition() if state.store is not None else None
@@ -461,9 +468,9 @@ class Runner:
     def _render(self, state: _FileState, recognition: Recognition, journal: Journal) -> FileRecord:
         """Assemble and write a recognised file's outputs; remove the outputs of formats no
         longer asked for that an earlier run wrote and nobody changed since. Raises OSError."""
-        settings = self.settings.journal_settings(state.item)
+        settings = self.settings.journal_settings(state.item, state.hotwords)
         info = {"engine": settings["engine"], "options": settings}
-        result = assemble_result(recognition, recognition.hypotheses, self.options.transcribe, info)
+        result = assemble_result(recognition, recognition.hypotheses, self.options.transcribe, info, state.hotwords)
         result.source = str(state.item.path)
         t0 = time.perf_counter()
         paths = write_result(
@@ -708,8 +715,10 @@ class _Schedule:
         for job in self.pending:
             by_file.setdefault(job.file_index, []).append(job)
         transcribe = self.options.transcribe
-        for jobs in by_file.values():
-            self.ready.extend(make_batches(jobs, transcribe.batch_seconds, transcribe.max_batch_size))
+        for index, jobs in by_file.items():
+            for batch in make_batches(jobs, transcribe.batch_seconds, transcribe.max_batch_size):
+                batch.hotwords = self.states[index].hotwords
+                self.ready.append(batch)
         self.pending = []
 
     def _submit_ready(self) -> None:
@@ -722,7 +731,7 @@ class _Schedule:
 
     def _submit(self, pool: _Pool, batch: Batch, attempt: int) -> None:
         with quiet_start():  # a submission may start a worker process (lifeline.py)
-            future = pool.executor.submit(run_batch, batch.jobs)
+            future = pool.executor.submit(run_batch, batch.jobs, *([batch.hotwords] if batch.hotwords else []))
         self.in_flight[future] = (batch, attempt, pool)
 
     def _idle(self, graceful: bool, capacity: int) -> bool:

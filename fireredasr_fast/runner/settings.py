@@ -17,6 +17,7 @@ from typing import Any
 
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.fsutil import directory_identity
+from fireredasr_fast.glossary import Glossary
 from fireredasr_fast.guard import REVIEW_THRESHOLD
 from fireredasr_fast.inputs import InputFile
 from fireredasr_fast.transcribe import TranscribeOptions
@@ -89,19 +90,26 @@ class RunSettings:
         engine_options = {"cpu": dataclasses.asdict(spec.options), "gpu": dataclasses.asdict(gpu_spec.options)}
         return cls(recognition, rendering, engine_options)
 
-    def journal_settings(self, item: InputFile | None = None) -> dict[str, Any]:
+    def journal_settings(self, item: InputFile | None = None, hotwords: Glossary | None = None) -> dict[str, Any]:
         """Both parts in the one dict the journal has always fingerprinted (and the JSON's
-        `options` shows); `audio_stream` is "all" for the inputs `--audio-stream all` made."""
+        `options` shows); `audio_stream` is "all" for the inputs `--audio-stream all` made;
+        `hotwords`, the file's glossary, only when it has terms (so journals without keep resuming)."""
         settings = {**self.recognition, **self.rendering}
         if item is not None and item.audio_stream is not None:
             settings["audio_stream"] = "all"
+        if hotwords:
+            settings["hotwords"] = hotwords.fingerprint()
         return settings
 
-    def fingerprints(self, item: InputFile) -> FileFingerprints:
-        """Raises OSError when the source cannot be read."""
+    def fingerprints(self, item: InputFile, hotwords: Glossary | None = None) -> FileFingerprints:
+        """Raises OSError when the source cannot be read. `hotwords`: the file's glossary
+        (HotwordOptions.for_file), which its hypotheses depend on."""
         recognition = {**self.recognition, "engine_options": self.engine_options, "stream": item.audio_stream}
+        if hotwords:
+            recognition["hotwords"] = hotwords.fingerprint()
         return FileFingerprints(
-            fingerprint(self.journal_settings(item), item.path), fingerprint({"recognition": recognition}, item.path)
+            fingerprint(self.journal_settings(item, hotwords), item.path),
+            fingerprint({"recognition": recognition}, item.path),
         )
 
 

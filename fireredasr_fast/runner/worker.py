@@ -13,6 +13,7 @@ import time
 from fireredasr_fast.batching import SegmentJob
 from fireredasr_fast.engines import Engine, EngineSpec
 from fireredasr_fast.errors import FireRedFastError
+from fireredasr_fast.glossary import Glossary
 from fireredasr_fast.results import Hypothesis
 from fireredasr_fast.transcribe import recognise
 
@@ -58,14 +59,15 @@ def load_engine(spec: EngineSpec, threads: int) -> None:
     _last_done = time.perf_counter()
 
 
-def run_batch(jobs: list[SegmentJob]) -> tuple[list[Hypothesis], dict[str, float]]:
-    """Recognise one batch; also return this worker's compute and starvation times."""
+def run_batch(jobs: list[SegmentJob], hotwords: Glossary | None = None) -> tuple[list[Hypothesis], dict[str, float]]:
+    """Recognise one batch (with its file's glossary); also return this worker's compute and
+    starvation times."""
     global _last_done
     if _init_error is not None:
         raise RuntimeError(f"the engine could not be loaded: {describe_error(_init_error)}")
     assert _engine is not None
     start = time.perf_counter()
-    hyps = recognise(_engine, jobs)
+    hyps = recognise(_engine, jobs, hotwords)
     end = time.perf_counter()
     # "wait" is the idle gap since this worker's previous batch: time it starved.
     stats = {"pid": os.getpid(), "compute": end - start, "wait": start - _last_done}

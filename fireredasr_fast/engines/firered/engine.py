@@ -23,11 +23,13 @@ import torch
 from fireredasr_fast.batching import group_by_length
 from fireredasr_fast.engines import Engine, EngineSpec
 from fireredasr_fast.fsutil import file_identity
+from fireredasr_fast.glossary import Glossary
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 
 from . import kernels, onednn
 from .alignment import ctc_token_times, token_times_from_attention
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, check_model_dir, load_package
+from .context import ContextGraph
 from .features import FbankExtractor
 from .lm import LstmLm, load_lm
 from .model import AedModel, DecoderCache
@@ -175,6 +177,7 @@ class FireRedModel:
         self.tokenizer = Tokenizer(self.model_dir / DICT_FILE, self.model_dir / SPM_FILE)
         self.timings: dict[str, float] = {}
         self._lms: dict[Path, LstmLm] = {}
+        self._graphs: dict[Glossary, ContextGraph] = {}
         self._encoder: Any = self.model.encoder
         self._decoder: Any = self.model.decoder
         self._use_backends(encoder_backend, decoder_backend)
@@ -240,6 +243,21 @@ class FireRedModel:
             self._lms[path] = load_lm(path, self.device, vocab_size=self.model.args.odim)
         return self._lms[path]
 
+    def context_graph(self, glossary: Glossary) -> ContextGraph:
+        """The glossary's terms in this model's tokens as a context graph (context.py), built
+        once per glossary. Terms with a character outside the vocabulary are left out (the
+        model can never write them)."""
+        if glossary not in self._graphs:
+            terms = []
+            for term, bonus in glossary.bonuses():
+                ids = self.tokenizer.encode(term)
+                if ids and self.tokenizer.unk_id not in ids:
+                    terms.append((ids, bonus))
+            if len(self._graphs) > 16:  # a run's folders: keep the cache bounded
+                self._graphs.clear()
+            self._graphs[glossary] = ContextGraph(terms, self.model.args.odim, self.device)
+        return self._graphs[glossary]
+
     @property
     def has_ctc(self) -> bool:
         return getattr(self.model, "ctc", None) is not None
@@ -259,6 +277,7 @@ class FireRedModel:
         *,
         logits_hook: LogitsHook | None = None,
         return_alignment: bool = False,
+        hotwords: Glossary | None = None,
         **decoding: Any,
     ) -> list[list[Hypothesis]] | tuple[list[list[Hypothesis]], list[np.ndarray | None]]:
         """n-best hypotheses per waveform, best first, decoded with `options` (or with
@@ -269,9 +288,11 @@ class FireRedModel:
         over heads, shape (decoder layers, tokens + 1 for <eos>, frames); for a v2 checkpoint
         with a CTC head, the CTC log-probabilities, shape (frames, vocabulary).
         Every hypothesis carries per-token confidences and their mean (search.py).
+        `hotwords` biases the search towards a glossary's terms (context.py).
         """
         opts = options if options is not None else DecodingOptions(**decoding)
         lm = self.lm(opts.lm_dir) if opts.lm_dir else None
+        context = self.context_graph(hotwords) if hotwords else None
         timings = {"features": 0.0, "encoder": 0.0, "decoder": 0.0}
         start = time.perf_counter()
         feats = self.features.batch(waveforms)
@@ -281,7 +302,7 @@ class FireRedModel:
         for group in self.encoder_batches([f.shape[0] for f in feats]):
             samples = [len(waveforms[i]) for i in group]
             found, group_alignments = self._decode_group(
-                [feats[i] for i in group], samples, opts, lm, logits_hook, return_alignment, timings
+                [feats[i] for i in group], samples, opts, (lm, context), logits_hook, return_alignment, timings
             )
             for j, att in enumerate(group_alignments):
                 alignments[group[j]] = att
@@ -298,13 +319,14 @@ class FireRedModel:
         feats: list[np.ndarray],
         samples: list[int],
         opts: DecodingOptions,
-        lm: LstmLm | None,
+        fusion: tuple[LstmLm | None, ContextGraph | None],
         logits_hook: LogitsHook | None,
         return_alignment: bool,
         timings: dict[str, float],
     ) -> tuple[list[SearchResult], list[np.ndarray | None]]:
-        """One encoder batch (`samples`: each waveform's length) and its beam search, with the
-        alignments when asked; timed into `timings` ("encoder", "decoder")."""
+        """One encoder batch (`samples`: each waveform's length) and its beam search (with
+        `fusion`: the external LM and the context graph, each when used), with the alignments
+        when asked; timed into `timings` ("encoder", "decoder")."""
         start = time.perf_counter()
         enc, valid = self.encode_features(feats)
         self._sync()
@@ -333,8 +355,9 @@ class FireRedModel:
             eos_penalty=opts.eos_penalty,
             logits_hook=logits_hook,
             check_every=1 if self.device.type == "cpu" else 8,
-            lm=lm,
+            lm=fusion[0],
             lm_weight=opts.lm_weight,
+            context=fusion[1],
         )
         alignments = list(self.alignments(enc, valid, found, cross)) if return_alignment else []
         del cache, cross
@@ -446,10 +469,12 @@ class FireRedEngine(Engine):
         options: FireRedOptions = spec.options  # EngineSpec made it one
         return cls(load_model(spec.model_dir, options, device=spec.device), options)
 
-    def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[Hypothesis]:
+    def transcribe(self, waveforms: Sequence[np.ndarray], hotwords: Glossary | None = None) -> list[Hypothesis]:
+        # Only with a glossary: the parity references take no such argument.
+        extra: dict[str, Any] = {"hotwords": hotwords} if hotwords else {}
         if not self.timestamps:
-            return self.model.transcribe(waveforms, self.options.decoding)
-        hyps, alignments = self.model.transcribe(waveforms, self.options.decoding, return_alignment=True)
+            return self.model.transcribe(waveforms, self.options.decoding, **extra)
+        hyps, alignments = self.model.transcribe(waveforms, self.options.decoding, return_alignment=True, **extra)
         for hyp, attention, wave in zip(hyps, alignments, waveforms, strict=True):
             if attention is not None and hyp.tokens:
                 duration = len(wave) / SAMPLE_RATE

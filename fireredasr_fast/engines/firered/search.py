@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .context import ContextGraph, ContextState
 from .lm import LM_EOS_FACTOR, LstmLm
 from .model import Decoder
 
@@ -57,6 +58,7 @@ def beam_search(
     lm: LstmLm | None = None,
     lm_weight: float = 0.0,
     confidence: bool = True,
+    context: ContextGraph | None = None,
 ) -> list[SearchResult]:
     """Upstream's batch beam search with caches and a shrinking batch.
 
@@ -70,6 +72,8 @@ def beam_search(
     (its <eos> log-prob multiplied by LM_EOS_FACTOR) to the decoder's, as FireRedASR2 does.
     `confidence=False` skips the per-token confidences (their results are then empty lists):
     for the benchmark that measures what they cost (benchmarks/search_extras.py).
+    `context` biases the search towards glossary terms (context.py); confidences stay the
+    decoder's own (without the bonuses).
     """
     if not eos_penalty > 0.0:  # FireRedASR2 allows > 1 (v1 asserted <= 1)
         raise ValueError("eos_penalty must be > 0")
@@ -78,8 +82,7 @@ def beam_search(
     if cache is None:
         cache = decoder.init_cache(enc, enc_valid, beam_size)
     beams = _Beams.start(decoder, n_total, beam_size, list(max_lens), enc.device)
-    if lm is not None and lm_weight > 0.0:
-        beams.lm_state = lm.init_state(n_total * beam_size, enc.device)
+    beams.fuse(lm if lm_weight > 0.0 else None, context)
     results: list[SearchResult | None] = [None] * n_total
     step = 0
     while beams.active_host:
@@ -123,6 +126,7 @@ class _Beams:
     limits: list[int]
     dead_row: Tensor
     lm_state: Any = None
+    context: ContextState | None = None
 
     @classmethod
     def start(cls, decoder: Decoder, n_total: int, beam: int, limits: list[int], device: torch.device) -> _Beams:
@@ -138,13 +142,22 @@ class _Beams:
         confidences = torch.zeros((rows, capacity), dtype=torch.float32, device=device)
         return cls(beam, eos, scores, finished, last, ys, confidences, list(range(n_total)), limits, dead_row)
 
+    def fuse(self, lm: LstmLm | None, context: ContextGraph | None) -> None:
+        """Start the external LM's state and the context graph's, each when used."""
+        rows, device = self.ys.size(0), self.ys.device
+        if lm is not None:
+            self.lm_state = lm.init_state(rows, device)
+        if context is not None and context.states > 1:
+            self.context = ContextState(context, rows, device)
+
     def extend(self, t_scores: Tensor, step: int, cache: Any, confidence: bool) -> None:
         """One step: each utterance's best `beam` extensions of its beams."""
         beam, eos = self.beam, self.eos
         n = len(self.active_host)
-        top_s, top_y = torch.topk(t_scores, k=beam, dim=1)
+        top_s, top_y, own_s = self._candidates(t_scores)
         # A finished beam may only extend with <eos> at no cost (its other candidates die).
         top_s = torch.where(self.finished, self.dead_row, top_s)
+        own_s = top_s if own_s is None else torch.where(self.finished, self.dead_row, own_s)
         top_y = top_y.masked_fill(self.finished, eos)
         cand = (self.scores + top_s).view(n, beam * beam)
         best, best_ids = torch.topk(cand, k=beam, dim=1)
@@ -158,12 +171,24 @@ class _Beams:
         if confidence:
             if step:
                 self.confidences[:, :step] = self.confidences[:, :step].index_select(0, parent)
-            self.confidences[:, step] = torch.gather(top_s.view(n, beam * beam), 1, best_ids).view(-1).exp()
+            self.confidences[:, step] = torch.gather(own_s.view(n, beam * beam), 1, best_ids).view(-1).exp()
         cache.reorder(parent)
+        if self.context is not None:
+            self.context.advance(parent, new_y)
         if self.lm_state is not None:
             self.lm_state = tuple(x.index_select(1, parent) for x in self.lm_state)
         self.last = new_y
         self.finished = (new_y == eos).view(-1, 1)
+
+    def _candidates(self, t_scores: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Each row's best `beam` next tokens: their scores, ids, and (biased by a context
+        graph only) the decoder's own scores of them, for the confidences."""
+        if self.context is None:
+            top_s, top_y = torch.topk(t_scores, k=self.beam, dim=1)
+            return top_s, top_y, None
+        biased, give_back = self.context.biased(t_scores)
+        top_s, top_y = torch.topk(biased, k=self.beam, dim=1)
+        return top_s + give_back[:, None], top_y, t_scores.gather(1, top_y)
 
     def leaving(self, step: int, check_every: int) -> list[int]:
         """Which utterances leave now: all beams ended, or the step limit reached (known on
@@ -192,6 +217,8 @@ class _Beams:
         self.confidences = self.confidences.index_select(0, keep_rows)
         if self.lm_state is not None:
             self.lm_state = tuple(x.index_select(1, keep_rows) for x in self.lm_state)
+        if self.context is not None:
+            self.context.keep(keep_rows)
         self.active_host = [self.active_host[j] for j in keep]
         self.limits = [self.limits[j] for j in keep]
 

@@ -31,6 +31,7 @@ from fireredasr_fast.engines.whisper.bundled import (
     model_dir_for_name,
 )
 from fireredasr_fast.errors import ModelDirError
+from fireredasr_fast.glossary import Glossary
 from fireredasr_fast.guard import LOW_CONFIDENCE, REDECODED, degenerate_reasons
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 from fireredasr_fast.textlines import join_lines
@@ -337,6 +338,8 @@ class WhisperEngine(Engine):
         # An English-only model has no language token: "en" is implied.
         self.language = language if self.multilingual else "en"
         self._tokenizers: dict[str, Tokenizer] = {}
+        # The glossary's terms as faster-whisper's `hotwords` prompt, for the call under way.
+        self._hotwords: str | None = None
         #: Seconds spent per stage since construction (features, encode, generate, align), so
         #: that benchmarks can say where the time goes.
         self.timings: dict[str, float] = {
@@ -392,7 +395,16 @@ class WhisperEngine(Engine):
         feats = [pad_or_trim(self._model.feature_extractor(w.audio)[..., :-1]) for w in windows]
         return np.stack(feats).astype(np.float32)
 
-    def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[Hypothesis]:
+    def transcribe(self, waveforms: Sequence[np.ndarray], hotwords: Glossary | None = None) -> list[Hypothesis]:
+        """With `hotwords`, its terms prompt every window (faster-whisper's `hotwords`: the
+        previous-text slot of the prompt; weights do not apply)."""
+        self._hotwords = " ".join(term for term, _ in hotwords.terms) if hotwords else None
+        try:
+            return self._transcribe(waveforms)
+        finally:
+            self._hotwords = None
+
+    def _transcribe(self, waveforms: Sequence[np.ndarray]) -> list[Hypothesis]:
         pieces = _split_pieces(waveforms)
         languages = self._waveform_languages(waveforms, pieces)
         for piece in pieces:
@@ -572,7 +584,7 @@ class WhisperEngine(Engine):
             tok = self._tokenizer(lang)
             # No timestamp tokens: window times come from our cuts and word times from the
             # alignment, and timestamp mode makes the tiny models skip words more often.
-            prompts.append(model.get_prompt(tok, [], without_timestamps=True))
+            prompts.append(model.get_prompt(tok, [], without_timestamps=True, hotwords=self._hotwords))
         first = self._tokenizer(languages[0])
         results = model.model.generate(
             encoder_output,
