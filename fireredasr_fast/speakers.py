@@ -58,12 +58,12 @@ class SpeakerOptions:
     min_turn: float = 1.0
     # A cluster holding less speech than this (seconds) is merged into its nearest ("auto").
     min_speaker: float = 2.0
-    # Speech regions closer than this (seconds) are embedded and labelled as one: the pause
-    # inside them is short, and longer regions give each window neighbours for its context.
-    bridge: float = 0.8
+    # Speech regions closer than this (seconds) are embedded and labelled as one. Off: a change
+    # of speaker mostly falls in a pause, and joined regions blur it (docs/benchmarks.md).
+    bridge: float = 0.0
     # Each turn reaches this far (seconds) into the silence beside it, up to halfway to the
     # next turn: the VAD's regions stop short of the quiet speech at their edges.
-    reach: float = 0.2
+    reach: float = 0.3
     # Neighbouring windows (each side, same region) averaged into each window's vector.
     context: int = 1
     max_units: int = 1500  # windows are merged with neighbours down to this many before clustering
