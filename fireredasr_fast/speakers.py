@@ -6,15 +6,17 @@ own small torch module and mel front end, so its package's librosa/webrtcvad are
 (`pip install --no-deps resemblyzer==0.1.4`). Any other embedding model plugs in behind
 `Embedder`.
 
-The steps: fixed windows (`window` seconds every `hop` seconds) inside each speech region are
-embedded in batches, streaming (only the embeddings are kept: 1 KB per window). For clustering
-each window's vector is averaged with `context` neighbours on each side (more speech per vector
-tells speakers apart better); windows are merged with their most similar neighbour until at most
-`max_units` units remain (bounded time and memory on a multi-hour file), and the units are
-clustered agglomeratively (average linkage on cosine distance; cut at `threshold` for "auto", or
-into N clusters). Each window then joins the centroid nearest its own vector, so a speaker
-change inside a long region falls between two windows; turns shorter than `min_turn` between
-speech of one other speaker are absorbed. Figures: docs/benchmarks.md, "Speaker labels".
+The steps: speech regions closer than `bridge` seconds are joined; fixed windows (`window`
+seconds every `hop` seconds) inside each region are embedded in batches, streaming (only the
+embeddings are kept: 1 KB per window). For clustering each window's vector is averaged with
+`context` neighbours on each side (more speech per vector tells speakers apart better); windows
+are merged with their most similar neighbour until at most `max_units` units remain (bounded
+time and memory on a multi-hour file), and the units are clustered agglomeratively (average
+linkage on cosine distance; cut at `threshold` for "auto", or into N clusters). Each window then
+joins the centroid nearest its own vector, so a speaker change inside a long region falls
+between two windows; turns shorter than `min_turn` between speech of one other speaker are
+absorbed, and each turn reaches `reach` seconds into the silence on each side (never past
+halfway to the next turn). Figures: docs/benchmarks.md, "Speaker labels".
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ class SpeakerOptions:
     min_turn: float = 1.0
     # A cluster holding less speech than this (seconds) is merged into its nearest ("auto").
     min_speaker: float = 2.0
+    # Speech regions closer than this (seconds) are embedded and labelled as one. Off: a change
+    # of speaker mostly falls in a pause, and joined regions blur it (docs/benchmarks.md).
+    bridge: float = 0.0
+    # Each turn reaches this far (seconds) into the silence beside it, up to halfway to the
+    # next turn: the VAD's regions stop short of the quiet speech at their edges.
+    reach: float = 0.3
     # Neighbouring windows (each side, same region) averaged into each window's vector.
     context: int = 1
     max_units: int = 1500  # windows are merged with neighbours down to this many before clustering
@@ -76,6 +84,8 @@ class SpeakerOptions:
         check_number("max_speakers", self.max_speakers, 1, integer=True)
         check_number("min_turn", self.min_turn, 0.0)
         check_number("min_speaker", self.min_speaker, 0.0)
+        check_number("bridge", self.bridge, 0.0)
+        check_number("reach", self.reach, 0.0)
         check_number("context", self.context, 0, 10, integer=True)
         check_number("max_units", self.max_units, 2, integer=True)
         check_number("batch", self.batch, 1, integer=True)
@@ -457,13 +467,33 @@ def smooth(turns: list[list[Any]], min_turn: float) -> list[list[Any]]:
         turns[i - 1 : i + 2] = [[turns[i - 1][0], turns[i + 1][1], turns[i - 1][2]]]
 
 
-def _clean_regions(regions: Sequence[tuple[float, float]], duration: float) -> list[tuple[float, float]]:
-    """Sorted, inside the file, overlapping ones joined, empty ones dropped."""
+def extend_turns(turns: list[SpeakerTurn], duration: float, reach: float) -> list[SpeakerTurn]:
+    """Each turn stretched up to `reach` seconds into the silence on each side, never past the
+    middle of the gap to its neighbour nor the file's ends; touching turns of one speaker join."""
+    if reach <= 0 or not turns:
+        return turns
+    out: list[SpeakerTurn] = []
+    for i, turn in enumerate(turns):
+        before = turns[i - 1].end if i > 0 else -reach
+        after = turns[i + 1].start if i + 1 < len(turns) else duration + reach
+        start = max(turn.start - reach, (before + turn.start) / 2, 0.0)
+        end = min(turn.end + reach, (turn.end + after) / 2, duration)
+        if out and out[-1].speaker == turn.speaker and out[-1].end >= start - 1e-9:
+            out[-1] = SpeakerTurn(out[-1].start, round(end, 3), turn.speaker)
+        else:
+            out.append(SpeakerTurn(round(start, 3), round(end, 3), turn.speaker))
+    return out
+
+
+def _clean_regions(
+    regions: Sequence[tuple[float, float]], duration: float, bridge: float = 0.0
+) -> list[tuple[float, float]]:
+    """Sorted, inside the file, empty ones dropped, those overlapping or closer than `bridge` joined."""
     out: list[list[float]] = []
     for start, end in sorted((max(0.0, float(s)), min(duration, float(e))) for s, e in regions):
         if end <= start:
             continue
-        if out and start <= out[-1][1]:
+        if out and start <= out[-1][1] + bridge:
             out[-1][1] = max(out[-1][1], end)
         else:
             out.append([start, end])
@@ -476,12 +506,15 @@ def find_speakers(
     options: SpeakerOptions = SpeakerOptions(),
     embedder: Embedder | None = None,
 ) -> list[SpeakerTurn]:
-    """Speaker turns covering `regions` (speech, seconds) of `samples` (int16 mono 16 kHz):
-    sorted, non-overlapping, speakers named S1, S2, ... by first appearance."""
-    regions = _clean_regions(regions, len(samples) / SAMPLE_RATE)
+    """Speaker turns covering `regions` (speech, seconds) of `samples` (int16 mono 16 kHz), the
+    pauses shorter than `options.bridge` between them and up to `options.reach` seconds around
+    them: sorted, non-overlapping, speakers named S1, S2, ... by first appearance."""
+    duration = len(samples) / SAMPLE_RATE
+    regions = _clean_regions(regions, duration, options.bridge)
     if not regions:
         return []
-    return label_windows(embed_windows(samples, regions, options, embedder or default_embedder()), options)
+    windows = embed_windows(samples, regions, options, embedder or default_embedder())
+    return extend_turns(label_windows(windows, options), duration, options.reach)
 
 
 def label_windows(windows: Windows, options: SpeakerOptions) -> list[SpeakerTurn]:
@@ -500,6 +533,7 @@ __all__ = [
     "SpeakerOptions",
     "SpeakerTurn",
     "embed_windows",
+    "extend_turns",
     "find_speakers",
     "label_windows",
     "resemblyzer_weights",

@@ -21,6 +21,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 # Both cuts fall inside speech (the VAD's regions of each sample), so the change is mid-region.
 READER = (1.2, 12.0)  # seconds of two_cities.mp4
 SECOND = (2.5, 10.9)  # seconds of aishell_zh.mkv
+DEFAULTS = SpeakerOptions()
 
 pytest.importorskip("torch")
 try:
@@ -50,14 +51,21 @@ def _speaker_at(turns: list[speakers.SpeakerTurn], t: float) -> str | None:
     return next((turn.speaker for turn in turns if turn.start <= t < turn.end), None)
 
 
-def _check_cover(turns: list[speakers.SpeakerTurn], regions: list[tuple[float, float]]) -> None:
-    """Sorted, non-overlapping, inside the regions and covering them."""
+def _check_cover(
+    turns: list[speakers.SpeakerTurn], regions: list[tuple[float, float]], options: SpeakerOptions = DEFAULTS
+) -> None:
+    """Sorted, non-overlapping, covering the regions, inside the regions joined across pauses
+    shorter than `bridge` and widened by `reach`."""
     assert all(a.end <= b.start for a, b in itertools.pairwise(turns))
     assert all(turn.start < turn.end for turn in turns)
-    covered = sum(turn.end - turn.start for turn in turns)
-    assert covered == pytest.approx(sum(end - start for start, end in regions), abs=0.01)
+    for start, end in regions:
+        inside = sum(max(0.0, min(end, turn.end) - max(start, turn.start)) for turn in turns)
+        assert inside == pytest.approx(end - start, abs=0.01)
+    bridged = speakers._clean_regions(regions, float("inf"), options.bridge)
+    reach = options.reach
+    widened = speakers._clean_regions([(start - reach, end + reach) for start, end in bridged], float("inf"))
     for turn in turns:
-        assert any(start - 1e-3 <= turn.start and turn.end <= end + 1e-3 for start, end in regions)
+        assert any(start - 1e-3 <= turn.start and turn.end <= end + 1e-3 for start, end in widened)
 
 
 def test_two_voices_two_speakers_changing_where_the_voice_changes(voices, regions):
@@ -66,12 +74,52 @@ def test_two_voices_two_speakers_changing_where_the_voice_changes(voices, region
     turns = find_speakers(voices["two"], regions["two"], SpeakerOptions())
     _check_cover(turns, regions["two"])
     assert sorted({turn.speaker for turn in turns}) == ["S1", "S2"]
-    before = [turn for turn in turns if turn.end <= change - 0.5]
-    after = [turn for turn in turns if turn.start >= change + 0.5]
+    before = [turn for turn in turns if turn.start < change - 0.5]
+    after = [turn for turn in turns if turn.end > change + 0.5]
     assert before and after
     assert {turn.speaker for turn in before} == {"S1"} and {turn.speaker for turn in after} == {"S2"}
     boundary = next(turn.start for turn in turns if turn.speaker == "S2")
     assert boundary == pytest.approx(change, abs=0.5)
+
+
+def test_turns_reach_into_the_silence_beside_them_but_not_past_halfway(voices, regions):
+    """The VAD's regions stop short of quiet speech: each turn reaches `reach` seconds out."""
+    tight = SpeakerOptions(bridge=0.0, reach=0.0)
+    wide = SpeakerOptions(bridge=0.0, reach=0.3)
+    tight_turns = find_speakers(voices["two"], regions["two"], tight)
+    _check_cover(tight_turns, regions["two"], tight)
+    wide_turns = find_speakers(voices["two"], regions["two"], wide)
+    _check_cover(wide_turns, regions["two"], wide)
+    widened = sum(turn.end - turn.start for turn in wide_turns) - sum(turn.end - turn.start for turn in tight_turns)
+    gaps = [b - a for (_, a), (b, _) in itertools.pairwise(regions["two"])]
+    duration = len(voices["two"]) / SAMPLE_RATE
+    edges = min(0.3, regions["two"][0][0]) + min(0.3, duration - regions["two"][-1][1])
+    assert widened == pytest.approx(sum(min(gap, 0.6) for gap in gaps) + edges, abs=0.01)
+
+
+def test_pauses_shorter_than_the_bridge_are_labelled_with_the_speech_around_them(voices, regions):
+    gaps = sorted(b - a for (_, a), (b, _) in itertools.pairwise(regions["two"]))
+    assert len(gaps) >= 2
+    options = SpeakerOptions(bridge=(gaps[0] + gaps[1]) / 2, reach=0.0)  # only the shortest pause
+    turns = find_speakers(voices["two"], regions["two"], options)
+    _check_cover(turns, regions["two"], options)
+    covered = sum(turn.end - turn.start for turn in turns)
+    assert covered == pytest.approx(sum(end - start for start, end in regions["two"]) + gaps[0], abs=0.01)
+
+
+def test_extending_turns_splits_a_short_gap_between_two_speakers_at_its_middle():
+    turns = [
+        speakers.SpeakerTurn(0.2, 1.0, "S1"),
+        speakers.SpeakerTurn(1.2, 2.0, "S2"),
+        speakers.SpeakerTurn(3.5, 4.0, "S2"),
+        speakers.SpeakerTurn(4.1, 4.9, "S2"),
+    ]
+    assert speakers.extend_turns(turns, 5.0, 0.5) == [
+        speakers.SpeakerTurn(0.0, 1.1, "S1"),  # from the file's start; to the gap's middle
+        speakers.SpeakerTurn(1.1, 2.5, "S2"),  # 0.5 s into a 1.5 s gap, which stays
+        speakers.SpeakerTurn(3.0, 5.0, "S2"),  # a short gap of one speaker closed; the file's end
+    ]
+    assert speakers.extend_turns(turns, 5.0, 0.0) == turns
 
 
 def test_one_voice_is_one_speaker_in_auto_mode(voices, regions):
@@ -168,6 +216,8 @@ def test_our_encoder_matches_resemblyzers_own():
         ("max_speakers", 0),
         ("min_turn", -1.0),
         ("min_speaker", float("nan")),
+        ("reach", -0.1),
+        ("bridge", -1.0),
         ("max_units", 1),
         ("batch", 0),
         ("threads", 0),
