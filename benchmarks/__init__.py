@@ -21,4 +21,5 @@ BENCHMARKS = {
     "packing": "Whisper pieces packed into shared windows against one window each: nothing lost, CER/WER, time",
     "interrupt": "Seconds from the first Ctrl-C to the CLI's exit on multi-minute files (issue 29)",
     "resume": "A long file resumed after a kill at 90 %, and re-rendered, against a full run (issue 29)",
+    "precision": "The engine's CPU precisions (fp32, bf16, int8) side by side at full size (issue 32)",
 }

@@ -217,6 +217,23 @@ def ensure_random_model(path: Path, preset: str) -> Path:
 
 # --------------------------------------------------------------------------- timing
 
+_NEG = -1e9  # finite: upstream multiplies scores by 0 for finished beams (inf * 0 = nan)
+
+
+def forced_length_hook(length: int, eos: int):
+    """Logits hook: no <eos> before `length` tokens, only <eos> at step `length`."""
+
+    def hook(step: int, logits: Any) -> Any:  # a torch tensor (this module does not import torch)
+        logits = logits.clone()
+        if step < length:
+            logits[:, eos] = _NEG
+        else:
+            logits.fill_(_NEG)
+            logits[:, eos] = 0.0
+        return logits
+
+    return hook
+
 
 def alternate(impls: dict[str, Callable[[], Any]], rounds: int, repeats: int = 1) -> dict[str, list[float]]:
     """Seconds per call of each implementation, `rounds` times, order reversed every round."""

@@ -51,28 +51,12 @@ from testsupport.random_model import write_random_model_dir
 from testsupport.reference import ReferenceModel
 
 from .backends import compare_decoder_step, compare_encoder, table
-from .common import feature_frames, memory_bandwidth_gbs
+from .common import feature_frames, forced_length_hook, memory_bandwidth_gbs
 
 TOKENS_PER_SECOND = 4.5
 ONNX_BACKENDS = {"encoder_backend": "onnx", "decoder_backend": "onnx"}
 ONEDNN_BACKENDS = {"encoder_backend": "onednn", "decoder_backend": "onednn"}
 MKL_BACKENDS = {"encoder_backend": "mkl", "decoder_backend": "mkl"}  # the default before oneDNN
-_NEG = -1e9  # finite: upstream multiplies scores by 0 for finished beams (inf * 0 = nan)
-
-
-def forced_length_hook(length: int, eos: int):
-    """Logits hook: no <eos> before `length` tokens, only <eos> at step `length`."""
-
-    def hook(step: int, logits: torch.Tensor) -> torch.Tensor:
-        logits = logits.clone()
-        if step < length:
-            logits[:, eos] = _NEG
-        else:
-            logits.fill_(_NEG)
-            logits[:, eos] = 0.0
-        return logits
-
-    return hook
 
 
 def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 8) -> dict[str, float]:

@@ -24,6 +24,7 @@ from fireredasr_fast.runner.scheduler import Runner, RunOptions, print_summary
 
 from .cues import CueOptions
 from .engines import EngineSpec
+from .engines.firered.cpuflags import cpu_unit, missing_unit_message
 from .engines.firered.options import CLI_BACKENDS, CPU_PRECISIONS, GPU_PRECISIONS, DecodingOptions, FireRedOptions
 from .engines.whisper.options import WhisperOptions
 from .errors import FireRedFastError, OptionError
@@ -118,7 +119,8 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("fp32", "int8", "fp16", "bf16"),
         default=None,
-        help="firered: fp32 (default, exact), int8 (CPU), fp16/bf16 (CUDA); whisper: compute type",
+        help="firered: fp32 (default, exact), int8 (CPU), bf16 (CUDA, and CPU workers where the CPU has AMX-BF16 or "
+        "AVX512_BF16), fp16 (CUDA); whisper: compute type (docs/tuning.md)",
     )
     e.add_argument(
         "--encoder-backend",
@@ -407,8 +409,9 @@ def _gpu_scheduler(args: argparse.Namespace, model_size: int):
 
 def _firered_options(args: argparse.Namespace) -> FireRedOptions:
     """FireRedASR's options from the command line (ValueError: FireRedOptions checks them)."""
-    # fp16/bf16 are GPU-only: CPU workers then run fp32 (GPU workers: spec.for_gpu in main).
-    precision = args.precision if args.precision in CPU_PRECISIONS else "fp32"
+    # fp16 is GPU-only, and bf16 on a CPU without a bf16 unit: CPU workers then run fp32
+    # (_check_devices says so; GPU workers: spec.for_gpu in main).
+    precision = args.precision if args.precision in CPU_PRECISIONS and cpu_unit(args.precision) else "fp32"
     decoding = DecodingOptions(
         beam_size=args.beam_size,
         nbest=args.nbest,
@@ -632,8 +635,21 @@ def _check_devices(args: argparse.Namespace) -> None:
         gib(args.gpu_min_free_gb)
         if gpu_off:
             raise OptionError("gpu_min_free_gb", "is for GPU workers; --gpu off / --device cpu starts none")
-    if args.engine == "firered" and gpu_off and args.precision in GPU_PRECISIONS:
+    gpu_only_precision = args.precision in GPU_PRECISIONS and args.precision not in CPU_PRECISIONS
+    if args.engine == "firered" and gpu_off and gpu_only_precision:
         raise OptionError("precision", f"{args.precision} is for GPU workers; --gpu off / --device cpu starts none")
+    if args.engine == "firered" and args.precision in CPU_PRECISIONS and cpu_unit(args.precision) is None:
+        _cpu_unit_missing(args.precision, gpu_off, _gpu_mode(args) == "only")
+
+
+def _cpu_unit_missing(precision: str, gpu_off: bool, gpu_only: bool) -> None:
+    """A CPU precision this CPU has no unit for: refused where only CPU workers could run it
+    (int8 is CPU-only); with GPU workers possible (bf16), CPU workers run fp32, said once."""
+    message = missing_unit_message(precision)
+    if gpu_off or precision not in GPU_PRECISIONS:
+        raise OptionError("precision", message)
+    if not gpu_only:
+        print(f"warning: CPU workers run fp32, GPU workers {precision}: {message}", file=sys.stderr)
 
 
 def option_message(exc: ValueError, parser: argparse.ArgumentParser) -> str:

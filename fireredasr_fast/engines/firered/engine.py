@@ -27,6 +27,7 @@ from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 from . import kernels, onednn
 from .alignment import ctc_token_times, token_times_from_attention
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, check_model_dir, load_package
+from .cpuflags import REDUCED_CPU_PRECISIONS, cpu_unit, missing_unit_message
 from .features import FbankExtractor
 from .lm import LstmLm, load_lm
 from .model import AedModel, DecoderCache
@@ -85,7 +86,8 @@ def load_model(
     """Load a FireRedASR-AED model directory.
 
     precision: fp32 (default, exact parity with the reference), int8 (CPU: dynamic int8
-    Linear layers), fp16 or bf16 (CUDA only).
+    Linear layers), bf16 (CUDA, or a CPU with AMX-BF16 / AVX512_BF16: cpuflags.py), fp16
+    (CUDA only). A CPU without the unit a precision needs is refused (ValueError).
     encoder_backend, decoder_backend: torch (default: our modules in eager torch; on CPU in
     fp32 every Linear runs through oneDNN's matmul on the shared, memory-mapped weights,
     onednn.py, and a decoder step's attention and few-row Linears through numba kernels,
@@ -106,8 +108,10 @@ def load_model(
         raise ValueError(f"device {device!r} requested but CUDA is not available")
     if precision == "int8" and dev.type != "cpu":
         raise ValueError("precision int8 is for CPU; use fp16 or bf16 on CUDA")
-    if precision in ("fp16", "bf16") and dev.type != "cuda":
-        raise ValueError(f"precision {precision} needs a CUDA device; on CPU use fp32 or int8")
+    if precision == "fp16" and dev.type != "cuda":
+        raise ValueError("precision fp16 needs a CUDA device; on CPU use fp32, bf16 or int8")
+    if dev.type == "cpu" and precision in REDUCED_CPU_PRECISIONS and cpu_unit(precision) is None:
+        raise ValueError(f"precision {missing_unit_message(precision)}")
     check_backends(encoder_backend, decoder_backend, dev.type, precision, implementation)
     return FireRedModel(
         path,
@@ -205,6 +209,11 @@ class FireRedModel:
             from .onnx_decoder import OnnxDecoder, cached_step_export
 
             self._decoder = OnnxDecoder(self.model.decoder, cached_step_export(self.model.decoder, model_file))
+        if self.device.type == "cpu" and self.precision == "bf16" and onednn.available():
+            # bf16 weights are a private copy anyway: the encoder's packed for oneDNN (AMX or
+            # AVX512_BF16), the decoder's few-row products on the plain weights (faster there).
+            onednn.pack_linears(self.model.encoder, onednn.ENCODER_ROWS_HINT)
+            onednn.share_linears(self.model.decoder)
         if self.device.type == "cpu" and self.precision == "fp32":  # check_backends keeps onednn here
             for part, backend, rows_hint in (
                 (self.model.encoder, encoder_backend, onednn.ENCODER_ROWS_HINT),

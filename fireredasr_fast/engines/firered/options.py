@@ -19,7 +19,8 @@ from fireredasr_fast.errors import OptionError, check_number
 from fireredasr_fast.results import SAMPLE_RATE
 
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")
-CPU_PRECISIONS = ("fp32", "int8")
+# bf16 and int8 on CPU only where the CPU has a unit for them (cpuflags.py); bf16 also on GPU.
+CPU_PRECISIONS = ("fp32", "int8", "bf16")
 GPU_PRECISIONS = ("fp16", "bf16")
 IMPLEMENTATIONS = ("fast",)  # the parity reference is test support (testsupport/reference.py)
 # For the encoder and the decoder step (docs/engine.md#backends-torchcompile-onnx-runtime-onednn).
@@ -111,7 +112,8 @@ _FINGERPRINTED_ALWAYS = frozenset(
 class FireRedOptions:
     """Everything that configures a FireRedASR engine besides its model directory and device.
 
-    precision: fp32 (exact parity with the reference), int8 (CPU), fp16 / bf16 (CUDA).
+    precision: fp32 (exact parity with the reference), int8 / bf16 (CPU, where it has the unit:
+    cpuflags.py), fp16 / bf16 (CUDA).
     encoder_backend, decoder_backend: see `BACKENDS` and docs/engine.md; not torch only on
     CPU in fp32. timestamps: token times from an alignment pass over the best hypothesis.
     """
