@@ -142,9 +142,35 @@ def _to_int8(model: AedModel) -> torch.nn.Module:
         return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
-def _with_precision(model: AedModel, precision: str) -> AedModel:
+_INPUT_DTYPES = {"fp32": torch.float32, "int8": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _to_cpu_bf16(model: AedModel) -> AedModel:
+    """bf16 on CPU: the encoder whole in bf16 (oneDNN's bf16 GEMMs, on AMX or AVX512_BF16),
+    the decoder's Linears with bf16 weights on fp32 activations (kernels.Bf16WeightLinear: a
+    step is bound by reading its weights, so half the bytes); the rest of the decoder, the
+    search and the CTC head stay fp32 (docs/engine.md#precision-modes)."""
+    model.encoder.to(torch.bfloat16)
+    kernels.use_bf16_linears(model.decoder)
+    return model
+
+
+class _Fp32Output:
+    """An encoder (bf16 on CPU) whose output the fp32 decoder and CTC head read in fp32."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder = encoder
+
+    def __call__(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        enc, valid = self.encoder(x, lengths)
+        return enc.float(), valid
+
+
+def _with_precision(model: AedModel, precision: str, device_type: str) -> AedModel:
     if precision == "int8":
         return _to_int8(model)
+    if precision == "bf16" and device_type == "cpu":
+        return _to_cpu_bf16(model)
     if precision in ("fp16", "bf16"):
         return model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
     return model
@@ -174,9 +200,9 @@ class FireRedModel:
         self.decoder_backend = decoder_backend
         if package is None:
             package = load_package(self.model_dir / MODEL_FILE)
-        model = _with_precision(AedModel.from_package(package), precision)
+        model = _with_precision(AedModel.from_package(package), precision, self.device.type)
         self.model: AedModel = model.to(self.device).eval()
-        self.dtype = torch.float32 if precision in ("fp32", "int8") else next(model.parameters()).dtype
+        self.dtype = _INPUT_DTYPES[precision]  # the encoder's input
         self.features = FbankExtractor(self.model_dir / CMVN_FILE)
         self.tokenizer = Tokenizer(self.model_dir / DICT_FILE, self.model_dir / SPM_FILE)
         self.timings: dict[str, float] = {}
@@ -191,12 +217,12 @@ class FireRedModel:
         self.decoder_kernels = (
             decoder_kernels
             and self.device.type == "cpu"
-            and precision == "fp32"
+            and precision in ("fp32", "bf16")
             and decoder_backend in ("torch", "onednn")
             and kernels.available()
         )
         if self.decoder_kernels:
-            kernels.install(self.model.decoder, few_rows_linear=decoder_backend == "torch")
+            kernels.install(self.model.decoder, few_rows_linear=decoder_backend == "torch" and precision == "fp32")
 
     def _use_backends(self, encoder_backend: str, decoder_backend: str) -> None:
         """The encoder's and the decoder's backends (check_backends has accepted them)."""
@@ -209,11 +235,10 @@ class FireRedModel:
             from .onnx_decoder import OnnxDecoder, cached_step_export
 
             self._decoder = OnnxDecoder(self.model.decoder, cached_step_export(self.model.decoder, model_file))
-        if self.device.type == "cpu" and self.precision == "bf16" and onednn.available():
-            # bf16 weights are a private copy anyway: the encoder's packed for oneDNN (AMX or
-            # AVX512_BF16), the decoder's few-row products on the plain weights (faster there).
-            onednn.pack_linears(self.model.encoder, onednn.ENCODER_ROWS_HINT)
-            onednn.share_linears(self.model.decoder)
+        if self.device.type == "cpu" and self.precision == "bf16":
+            self._encoder = _Fp32Output(self.model.encoder)
+            if onednn.available():  # bf16 weights are a private copy anyway: packed once
+                onednn.pack_linears(self.model.encoder, onednn.ENCODER_ROWS_HINT)
         if self.device.type == "cpu" and self.precision == "fp32":  # check_backends keeps onednn here
             for part, backend, rows_hint in (
                 (self.model.encoder, encoder_backend, onednn.ENCODER_ROWS_HINT),
