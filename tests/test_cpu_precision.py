@@ -75,6 +75,15 @@ def test_bf16_without_the_unit_falls_back_to_fp32_with_a_warning(capsys, monkeyp
     assert cli._firered_options(args).for_gpu("bf16").precision == "bf16"
 
 
+def test_reduced_precision_workers_hold_a_private_copy() -> None:
+    """int8 and bf16 convert the weights in every worker: the plan must count the copy."""
+    from fireredasr_fast.engines.firered.options import FireRedOptions
+
+    assert FireRedOptions().weights_shared
+    assert not FireRedOptions(precision="bf16").weights_shared
+    assert not FireRedOptions(precision="int8").weights_shared
+
+
 def test_bad_precision_value_is_one_line(capsys) -> None:
     assert _cli_code(["--precision", "bf8", "x.wav"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()

@@ -148,8 +148,10 @@ class FireRedOptions:
 
     @property
     def weights_shared(self) -> bool:
-        """True when every worker runs the one memory-mapped copy of the weights."""
-        return self.encoder_backend in SHARED_WEIGHT_BACKENDS and self.decoder_backend in SHARED_WEIGHT_BACKENDS
+        """True when every worker runs the one memory-mapped copy of the weights (int8 and
+        bf16 on CPU convert them into a private copy per worker)."""
+        backends = (self.encoder_backend, self.decoder_backend)
+        return self.precision not in ("int8", "bf16") and all(b in SHARED_WEIGHT_BACKENDS for b in backends)
 
     def for_gpu(self, precision: str | None = None) -> FireRedOptions:
         """The options a GPU worker runs: torch on CUDA for both parts (the other backends are
