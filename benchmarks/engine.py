@@ -127,30 +127,13 @@ def _waveform(seconds: float, seed: int) -> np.ndarray:
     return (0.1 * envelope * rng.standard_normal(n)).astype(np.float32)
 
 
-_CLOCK: Any = time  # --cpu-time: process time instead (_use_cpu_clock)
-
-
-def _use_cpu_clock() -> None:
-    """Stage times in CPU seconds of this process: both implementations time their stages with
-    time.perf_counter, which here reads time.process_time instead. With --threads 1 that is each
-    stage's own work, the steadier figure on a machine shared with other jobs."""
-    import types
-
-    from fireredasr_fast.engines.firered import engine as ours
-    from testsupport import reference
-
-    global _CLOCK
-    _CLOCK = types.SimpleNamespace(perf_counter=time.process_time)
-    ours.time = reference.time = _CLOCK  # type: ignore[attr-defined]
-
-
 def _run(model: Any, waves: list[np.ndarray], seconds: float, beam: int) -> dict[str, Any]:
     """One call on a batch of equally long segments (the pipeline batches segments too)."""
     tokens = round(TOKENS_PER_SECOND * seconds)
     hook = forced_length_hook(tokens, model.model.eos_id)
-    start = _CLOCK.perf_counter()
+    start = time.perf_counter()
     hyps = model.transcribe(waves, beam_size=beam, logits_hook=hook)
-    total = _CLOCK.perf_counter() - start
+    total = time.perf_counter() - start
     for hyp in hyps:
         if len(hyp.token_ids) != tokens:
             raise RuntimeError(f"forced length not honoured: {len(hyp.token_ids)} != {tokens}")
@@ -313,14 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also: ours (default path) with this many segments per call, as the pipeline batches them,"
         " reported per segment against the reference's one per call (default: %(default)s, off)",
     )
-    parser.add_argument(
-        "--cpu-time", action="store_true", help="stage times in CPU seconds (process time; with --threads 1)"
-    )
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
     seconds = [float(s) for s in opts.seconds.split(",") if s]
-    if opts.cpu_time:
-        _use_cpu_clock()
 
     rows: list[dict[str, Any]] = []
     rates: dict[str, float] = {}
