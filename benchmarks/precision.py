@@ -11,6 +11,9 @@ listed and skipped, as the engine refuses it.
 Drift (token agreement with fp32, CER/WER) is measured on the trained fixture by
 `tests/fixtures/precision_drift.py`; speed needs the full-size shape, drift a trained model.
 
+--upstream instead times ours (fp32) against upstream (the PyPI reference) in CPU seconds,
+the issue's engine-against-upstream ratio (docs/engine.md#this-cpus-units-issue-32-amx-avx512_bf16-vnni).
+
 To see what an AVX2-only CPU (no AVX-512) does with the same code, run it again with the
 instruction sets capped (ATen, oneDNN and MKL read these at start-up; numba's kernels
 follow NUMBA_CPU_NAME):
@@ -35,6 +38,7 @@ import torch
 from fireredasr_fast.engines.firered.checkpoint import MODEL_FILE, load_package
 from fireredasr_fast.engines.firered.cpuflags import cpu_unit
 from fireredasr_fast.engines.firered.engine import FireRedModel
+from testsupport.reference import ReferenceModel
 
 from .common import DEFAULT_CACHE, cpu_name, ensure_random_model, forced_length_hook, report_header
 
@@ -75,6 +79,24 @@ def measure(opts: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
     return {"units": units, "rounds": rounds, "tokens": tokens}
 
 
+def against_upstream(opts: argparse.Namespace, model_dir: Path) -> dict[str, list[float]]:
+    """CPU seconds of a whole call, ours (fp32, the default path) and upstream's (the PyPI
+    reference), alternating rounds: the ratio the issue measured, per instruction-set cap."""
+    torch.set_num_threads(opts.threads)
+    package = load_package(model_dir / MODEL_FILE)
+    models = {"ours": FireRedModel(model_dir, package=package), "upstream": ReferenceModel(model_dir, package=package)}
+    waves = [_waveform(opts.seconds, 1000 + i) for i in range(opts.batch)]
+    tokens = round(TOKENS_PER_SECOND * opts.seconds)
+    for model in models.values():
+        _decode(model, [_waveform(1.0, 99)], round(TOKENS_PER_SECOND), opts.beam)  # warm-up
+    cpu: dict[str, list[float]] = {name: [] for name in models}
+    items = list(models.items())
+    for r in range(opts.rounds):
+        for name, model in items if r % 2 == 0 else items[::-1]:
+            cpu[name].append(_decode(model, waves, tokens, opts.beam)["cpu"])
+    return cpu
+
+
 def table(result: dict[str, Any], seconds: float) -> str:
     """Fastest round of each precision and its speed over fp32's, per stage."""
     best = {p: min(rs, key=lambda r: r["total"]) for p, rs in result["rounds"].items()}
@@ -106,12 +128,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default: %(default)s)")
     parser.add_argument("--precisions", default="fp32,bf16,int8", help="comma-separated (default: %(default)s)")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="random checkpoints are kept here")
+    parser.add_argument(
+        "--upstream", action="store_true", help="instead: ours (fp32) against upstream, CPU seconds per call"
+    )
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args(argv)
     opts.precisions = opts.precisions.split(",")
     isa = {k: os.environ[k] for k in ISA_VARIABLES if k in os.environ}
     print(f"CPU: {cpu_name()}; ATen capability {torch.backends.cpu.get_cpu_capability()}; caps: {isa or 'none'}")
     model_dir = ensure_random_model(opts.cache_dir / opts.preset, opts.preset)
+    if opts.upstream:
+        cpu = against_upstream(opts, model_dir)
+        best = {name: min(v) for name, v in cpu.items()}
+        print(f"{opts.preset}, {opts.seconds:.0f} s, beam {opts.beam}, {opts.threads} threads, best of {opts.rounds}:")
+        ours, upstream = best["ours"], best["upstream"]
+        print(f"CPU s: ours {ours:.3f}, upstream {upstream:.3f}; ours {upstream / ours:.2f}x")
+        if opts.json:
+            opts.json.write_text(json.dumps({**report_header("precision", opts.threads, opts.preset), "cpu": cpu}))
+        return 0
     result = measure(opts, model_dir)
     print(f"\n{opts.preset}, {opts.seconds:.0f} s x {opts.batch}, beam {opts.beam}, {opts.threads} threads,")
     print(f"{result['tokens']} tokens forced, fastest of {opts.rounds} alternating rounds:")
