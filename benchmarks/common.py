@@ -220,6 +220,14 @@ def ensure_random_model(path: Path, preset: str) -> Path:
 _NEG = -1e9  # finite: upstream multiplies scores by 0 for finished beams (inf * 0 = nan)
 
 
+def noise_waveform(seconds: float, seed: int) -> np.ndarray:
+    """Noise with a 3 Hz syllable-like envelope: input both implementations decode alike."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    envelope = 0.5 + 0.5 * np.sin(np.arange(n) * (2 * np.pi * 3 / 16000))  # syllable-like
+    return (0.1 * envelope * rng.standard_normal(n)).astype(np.float32)
+
+
 def forced_length_hook(length: int, eos: int):
     """Logits hook: no <eos> before `length` tokens, only <eos> at step `length`."""
 

@@ -40,17 +40,10 @@ from fireredasr_fast.engines.firered.cpuflags import cpu_unit
 from fireredasr_fast.engines.firered.engine import FireRedModel
 from testsupport.reference import ReferenceModel
 
-from .common import DEFAULT_CACHE, cpu_name, ensure_random_model, forced_length_hook, report_header
+from .common import DEFAULT_CACHE, cpu_name, ensure_random_model, forced_length_hook, noise_waveform, report_header
 
 TOKENS_PER_SECOND = 4.5
 ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "NUMBA_CPU_NAME")
-
-
-def _waveform(seconds: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = int(seconds * 16000)
-    envelope = 0.5 + 0.5 * np.sin(np.arange(n) * (2 * np.pi * 3 / 16000))  # syllable-like
-    return (0.1 * envelope * rng.standard_normal(n)).astype(np.float32)
 
 
 def _decode(model: FireRedModel, waves: list[np.ndarray], tokens: int, beam: int) -> dict[str, float]:
@@ -66,10 +59,10 @@ def measure(opts: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
     package = load_package(model_dir / MODEL_FILE)
     units = {p: cpu_unit(p) for p in opts.precisions}
     models = {p: FireRedModel(model_dir, precision=p, package=package) for p, unit in units.items() if unit}
-    waves = [_waveform(opts.seconds, 1000 + i) for i in range(opts.batch)]
+    waves = [noise_waveform(opts.seconds, 1000 + i) for i in range(opts.batch)]
     tokens = round(TOKENS_PER_SECOND * opts.seconds)
     for model in models.values():
-        _decode(model, [_waveform(1.0, 99)], round(TOKENS_PER_SECOND), opts.beam)  # warm-up
+        _decode(model, [noise_waveform(1.0, 99)], round(TOKENS_PER_SECOND), opts.beam)  # warm-up
     rounds: dict[str, list[dict[str, float]]] = {p: [] for p in models}
     items = list(models.items())
     for r in range(opts.rounds):
@@ -85,10 +78,10 @@ def against_upstream(opts: argparse.Namespace, model_dir: Path) -> dict[str, lis
     torch.set_num_threads(opts.threads)
     package = load_package(model_dir / MODEL_FILE)
     models = {"ours": FireRedModel(model_dir, package=package), "upstream": ReferenceModel(model_dir, package=package)}
-    waves = [_waveform(opts.seconds, 1000 + i) for i in range(opts.batch)]
+    waves = [noise_waveform(opts.seconds, 1000 + i) for i in range(opts.batch)]
     tokens = round(TOKENS_PER_SECOND * opts.seconds)
     for model in models.values():
-        _decode(model, [_waveform(1.0, 99)], round(TOKENS_PER_SECOND), opts.beam)  # warm-up
+        _decode(model, [noise_waveform(1.0, 99)], round(TOKENS_PER_SECOND), opts.beam)  # warm-up
     cpu: dict[str, list[float]] = {name: [] for name in models}
     items = list(models.items())
     for r in range(opts.rounds):
