@@ -23,4 +23,5 @@ BENCHMARKS = {
     "resume": "A long file resumed after a kill at 90 %, and re-rendered, against a full run (issue 29)",
     "speakers": "Speaker labels: DER on the AMI clips of the pyannote-audio sdist, and the cost on a long file",
     "hotwords": "The glossary (--hotwords): term recall, false insertions, CER/WER and cost per search step (issue 31)",
+    "precision": "The engine's CPU precisions (fp32, bf16, int8) side by side at full size (issue 32)",
 }

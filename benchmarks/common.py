@@ -217,6 +217,31 @@ def ensure_random_model(path: Path, preset: str) -> Path:
 
 # --------------------------------------------------------------------------- timing
 
+_NEG = -1e9  # finite: upstream multiplies scores by 0 for finished beams (inf * 0 = nan)
+
+
+def noise_waveform(seconds: float, seed: int) -> np.ndarray:
+    """Noise with a 3 Hz syllable-like envelope: input both implementations decode alike."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    envelope = 0.5 + 0.5 * np.sin(np.arange(n) * (2 * np.pi * 3 / 16000))  # syllable-like
+    return (0.1 * envelope * rng.standard_normal(n)).astype(np.float32)
+
+
+def forced_length_hook(length: int, eos: int):
+    """Logits hook: no <eos> before `length` tokens, only <eos> at step `length`."""
+
+    def hook(step: int, logits: Any) -> Any:  # a torch tensor (this module does not import torch)
+        logits = logits.clone()
+        if step < length:
+            logits[:, eos] = _NEG
+        else:
+            logits.fill_(_NEG)
+            logits[:, eos] = 0.0
+        return logits
+
+    return hook
+
 
 def alternate(impls: dict[str, Callable[[], Any]], rounds: int, repeats: int = 1) -> dict[str, list[float]]:
     """Seconds per call of each implementation, `rounds` times, order reversed every round."""

@@ -51,28 +51,12 @@ from testsupport.random_model import write_random_model_dir
 from testsupport.reference import ReferenceModel
 
 from .backends import compare_decoder_step, compare_encoder, table
-from .common import feature_frames, memory_bandwidth_gbs
+from .common import feature_frames, forced_length_hook, memory_bandwidth_gbs, noise_waveform
 
 TOKENS_PER_SECOND = 4.5
 ONNX_BACKENDS = {"encoder_backend": "onnx", "decoder_backend": "onnx"}
 ONEDNN_BACKENDS = {"encoder_backend": "onednn", "decoder_backend": "onednn"}
 MKL_BACKENDS = {"encoder_backend": "mkl", "decoder_backend": "mkl"}  # the default before oneDNN
-_NEG = -1e9  # finite: upstream multiplies scores by 0 for finished beams (inf * 0 = nan)
-
-
-def forced_length_hook(length: int, eos: int):
-    """Logits hook: no <eos> before `length` tokens, only <eos> at step `length`."""
-
-    def hook(step: int, logits: torch.Tensor) -> torch.Tensor:
-        logits = logits.clone()
-        if step < length:
-            logits[:, eos] = _NEG
-        else:
-            logits.fill_(_NEG)
-            logits[:, eos] = 0.0
-        return logits
-
-    return hook
 
 
 def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 8) -> dict[str, float]:
@@ -136,13 +120,6 @@ def useful_gflop(args: argparse.Namespace, seconds: float, tokens: int, beam: in
     return {"encoder": 2 * enc / 1e9, "decoder": 2 * dec / 1e9}
 
 
-def _waveform(seconds: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = int(seconds * 16000)
-    envelope = 0.5 + 0.5 * np.sin(np.arange(n) * (2 * np.pi * 3 / 16000))  # syllable-like
-    return (0.1 * envelope * rng.standard_normal(n)).astype(np.float32)
-
-
 def _run(model: Any, waves: list[np.ndarray], seconds: float, beam: int) -> dict[str, Any]:
     """One call on a batch of equally long segments (the pipeline batches segments too)."""
     tokens = round(TOKENS_PER_SECOND * seconds)
@@ -190,9 +167,9 @@ def _bench_model(
         impls.append(("reference", lambda: ReferenceModel(model_dir, package=package)))
     for impl, build in impls:
         model = build()
-        _run(model, [_waveform(1.0, 99)], 1.0, beam)  # warm-up: first-call allocations
+        _run(model, [noise_waveform(1.0, 99)], 1.0, beam)  # warm-up: first-call allocations
         for sec in seconds:
-            waves = [_waveform(sec, int(sec) + 1000 * i) for i in range(batch)]
+            waves = [noise_waveform(sec, int(sec) + 1000 * i) for i in range(batch)]
             result = _run(model, waves, sec, beam)
             flops = {k: v * batch for k, v in useful_gflop(args, sec, result["tokens"], beam).items()}
             rows.append(

@@ -24,7 +24,8 @@ from fireredasr_fast.runner.scheduler import Runner, RunOptions, print_summary
 
 from .cues import CueOptions
 from .engines import EngineSpec
-from .engines.firered.options import GPU_PRECISIONS, DecodingOptions, FireRedOptions
+from .engines.firered.cpuflags import cpu_unit, missing_unit_message
+from .engines.firered.options import CPU_PRECISIONS, GPU_PRECISIONS, DecodingOptions, FireRedOptions
 from .engines.whisper.options import WhisperOptions
 from .errors import FireRedFastError, OptionError
 from .flags import CLUSTER, ENGINE, SECTIONS, section
@@ -336,8 +337,21 @@ def _check_devices(args: argparse.Namespace) -> None:
         gib(args.gpu_min_free_gb)
         if gpu_off:
             raise OptionError("gpu_min_free_gb", "is for GPU workers; --gpu off / --device cpu starts none")
-    if args.engine == "firered" and gpu_off and args.precision in GPU_PRECISIONS:
+    gpu_only_precision = args.precision in GPU_PRECISIONS and args.precision not in CPU_PRECISIONS
+    if args.engine == "firered" and gpu_off and gpu_only_precision:
         raise OptionError("precision", f"{args.precision} is for GPU workers; --gpu off / --device cpu starts none")
+    if args.engine == "firered" and args.precision in CPU_PRECISIONS and cpu_unit(args.precision) is None:
+        _cpu_unit_missing(args.precision, gpu_off, _gpu_mode(args) == "only")
+
+
+def _cpu_unit_missing(precision: str, gpu_off: bool, gpu_only: bool) -> None:
+    """A CPU precision this CPU has no unit for: refused where only CPU workers could run it
+    (int8 is CPU-only); with GPU workers possible (bf16), CPU workers run fp32, said once."""
+    message = missing_unit_message(precision)
+    if gpu_off or precision not in GPU_PRECISIONS:
+        raise OptionError("precision", message)
+    if not gpu_only:
+        print(f"warning: CPU workers run fp32, GPU workers {precision}: {message}", file=sys.stderr)
 
 
 def option_message(exc: ValueError, parser: argparse.ArgumentParser) -> str:

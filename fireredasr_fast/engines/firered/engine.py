@@ -30,10 +30,11 @@ from . import kernels, onednn
 from .alignment import ctc_token_times, token_times_from_attention
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, check_model_dir, load_package
 from .context import ContextGraph
+from .cpuflags import REDUCED_CPU_PRECISIONS, cpu_unit, missing_unit_message
 from .features import FbankExtractor
 from .lm import LstmLm, load_lm
 from .model import AedModel, DecoderCache
-from .options import GPU_PRECISIONS, DecodingOptions, FireRedOptions, check_backends, step_limit
+from .options import DecodingOptions, FireRedOptions, check_backends, step_limit
 from .search import LogitsHook, SearchResult, beam_search
 from .tokenizer import Tokenizer
 
@@ -81,7 +82,8 @@ def load_model(
     fields as keywords, precision="int8", ..., which build it once).
 
     precision: fp32 (default, exact parity with the reference), int8 (CPU: dynamic int8
-    Linear layers), fp16 or bf16 (CUDA only).
+    Linear layers), bf16 (CUDA, or a CPU with AMX-BF16 / AVX512_BF16: cpuflags.py), fp16
+    (CUDA only). A CPU without the unit a precision needs is refused (ValueError).
     encoder_backend, decoder_backend: torch (default: our modules in eager torch; on CPU in
     fp32 every Linear runs through oneDNN's matmul on the shared, memory-mapped weights,
     onednn.py, and a decoder step's attention and few-row Linears through numba kernels,
@@ -113,8 +115,10 @@ def check_device(device: torch.device, options: FireRedOptions) -> None:
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
     if options.precision == "int8" and device.type != "cpu":
         raise ValueError("precision int8 is for CPU; use fp16 or bf16 on CUDA")
-    if options.precision in GPU_PRECISIONS and device.type != "cuda":
-        raise ValueError(f"precision {options.precision} needs a CUDA device; on CPU use fp32 or int8")
+    if options.precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 needs a CUDA device; on CPU use fp32, bf16 or int8")
+    if device.type == "cpu" and options.precision in REDUCED_CPU_PRECISIONS and cpu_unit(options.precision) is None:
+        raise ValueError(f"precision {missing_unit_message(options.precision)}")
 
 
 def _to_int8(model: AedModel) -> torch.nn.Module:
@@ -136,9 +140,35 @@ def _to_int8(model: AedModel) -> torch.nn.Module:
         return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
-def _with_precision(model: AedModel, precision: str) -> AedModel:
+_INPUT_DTYPES = {"fp32": torch.float32, "int8": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _to_cpu_bf16(model: AedModel) -> AedModel:
+    """bf16 on CPU: the encoder whole in bf16 (oneDNN's bf16 GEMMs, on AMX or AVX512_BF16),
+    the decoder's Linears with bf16 weights on fp32 activations (kernels.Bf16WeightLinear: a
+    step is bound by reading its weights, so half the bytes); the rest of the decoder, the
+    search and the CTC head stay fp32 (docs/engine.md#precision-modes)."""
+    model.encoder.to(torch.bfloat16)
+    kernels.use_bf16_linears(model.decoder)
+    return model
+
+
+class _Fp32Output:
+    """An encoder (bf16 on CPU) whose output the fp32 decoder and CTC head read in fp32."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder = encoder
+
+    def __call__(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        enc, valid = self.encoder(x, lengths)
+        return enc.float(), valid
+
+
+def _with_precision(model: AedModel, precision: str, device_type: str) -> AedModel:
     if precision == "int8":
         return _to_int8(model)
+    if precision == "bf16" and device_type == "cpu":
+        return _to_cpu_bf16(model)
     if precision in ("fp16", "bf16"):
         return model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
     return model
@@ -170,9 +200,9 @@ class FireRedModel:
         check_backends(encoder_backend, decoder_backend, self.device.type, precision)
         if package is None:
             package = load_package(self.model_dir / MODEL_FILE)
-        model = _with_precision(AedModel.from_package(package), precision)
+        model = _with_precision(AedModel.from_package(package), precision, self.device.type)
         self.model: AedModel = model.to(self.device).eval()
-        self.dtype = torch.float32 if precision in ("fp32", "int8") else next(model.parameters()).dtype
+        self.dtype = _INPUT_DTYPES[precision]  # the encoder's input
         self.features = FbankExtractor(self.model_dir / CMVN_FILE)
         self.tokenizer = Tokenizer(self.model_dir / DICT_FILE, self.model_dir / SPM_FILE)
         self.timings: dict[str, float] = {}
@@ -187,12 +217,12 @@ class FireRedModel:
         self.decoder_kernels = (
             decoder_kernels
             and self.device.type == "cpu"
-            and precision == "fp32"
+            and precision in ("fp32", "bf16")
             and decoder_backend in ("torch", "onednn")
             and kernels.available()
         )
         if self.decoder_kernels:
-            kernels.install(self.model.decoder, few_rows_linear=decoder_backend == "torch")
+            kernels.install(self.model.decoder, few_rows_linear=decoder_backend == "torch" and precision == "fp32")
 
     @property
     def precision(self) -> str:
@@ -226,6 +256,10 @@ class FireRedModel:
             from .onnx_decoder import OnnxDecoder, cached_step_export
 
             self._decoder = OnnxDecoder(self.model.decoder, cached_step_export(self.model.decoder, model_file))
+        if self.device.type == "cpu" and self.precision == "bf16":
+            self._encoder = _Fp32Output(self.model.encoder)
+            if onednn.available():  # bf16 weights are a private copy anyway: packed once
+                onednn.pack_linears(self.model.encoder, onednn.ENCODER_ROWS_HINT)
         if self.device.type == "cpu" and self.precision == "fp32":  # check_backends keeps onednn here
             for part, backend, rows_hint in (
                 (self.model.encoder, encoder_backend, onednn.ENCODER_ROWS_HINT),

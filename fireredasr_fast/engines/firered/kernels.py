@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import onednn
 from .onednn import SharedLinear, replace_modules
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,65 @@ def _linear_kernels(jit, prange) -> tuple[object, object]:
                     out[i + 2, r] = s2 + b[r]
 
     return linear3, linear_blocked
+
+
+@functools.cache
+def _compiled_bf16() -> object:
+    import numba
+
+    jit = numba.njit(parallel=True, fastmath=FASTMATH, cache=True, boundscheck=False, nogil=True)
+
+    @jit
+    def linear_bf16(x, w, b, out):  # pragma: no cover - compiled
+        # x (m, k) fp32, w (n, k) uint16 holding bf16 bit patterns, b (n,), out (m, n) = x w^T + b.
+        # Each weight row is read once (half the bytes of fp32), widened into an fp32 scratch
+        # row in L1 (bf16 is fp32's upper half), then dotted with every input row: every
+        # output is summed by the same instructions whatever m is.
+        m, k = x.shape
+        for r in numba.prange(w.shape[0]):
+            bits = np.empty(k, np.uint32)
+            for j in range(k):
+                bits[j] = np.uint32(w[r, j]) << np.uint32(16)
+            row = bits.view(np.float32)
+            for i in range(m):
+                acc = np.float32(0.0)
+                for j in range(k):
+                    acc += x[i, j] * row[j]
+                out[i, r] = acc + b[r]
+
+    return linear_bf16
+
+
+class Bf16WeightLinear(nn.Module):
+    """A Linear with bf16 weights (a private copy, half the bytes) on fp32 activations, for
+    `--precision bf16` on CPU: up to MAX_KERNEL_ROWS rows through the numba kernel above
+    (bound by reading the weights, which it reads at half fp32's cost), more through
+    oneDNN's bf16 matmul (AMX or AVX512_BF16). Returns fp32."""
+
+    def __init__(self, linear: nn.Module) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = nn.Parameter(linear.weight.detach().to(torch.bfloat16), requires_grad=False)
+        bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(self.out_features)
+        self.bias = nn.Parameter(bias, requires_grad=False)
+        self._bits = self.weight.detach().view(torch.int16).numpy().view(np.uint16)
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, self.in_features).float()
+        if flat.size(0) > MAX_KERNEL_ROWS or unavailable_reason() is not None:
+            out = onednn.linear(flat.to(torch.bfloat16), self.weight, None).float().add_(self.bias)
+        else:
+            numba, *_ = _compiled()
+            _match_torch_threads(numba)
+            out = torch.empty(flat.size(0), self.out_features)
+            _compiled_bf16()(flat.contiguous().numpy(), self._bits, self.bias.detach().numpy(), out.numpy())
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+def use_bf16_linears(module: nn.Module) -> int:
+    """Replace every Linear under `module` (PointwiseConv included) by a Bf16WeightLinear;
+    returns how many. The rest of `module` stays fp32."""
+    return replace_modules(module, lambda child: isinstance(child, nn.Linear), Bf16WeightLinear)
 
 
 def _attention_kernels(jit, prange) -> tuple[object, object]:

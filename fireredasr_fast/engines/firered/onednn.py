@@ -73,7 +73,7 @@ class SharedLinear(nn.Module):
 
 
 class PackedLinear(nn.Module):
-    """A Linear whose weight lives in oneDNN's packed layout (CPU, fp32, inference only)."""
+    """A Linear whose weight lives in oneDNN's packed layout (CPU, fp32 or bf16, inference only)."""
 
     def __init__(self, linear: nn.Linear, rows_hint: int) -> None:
         super().__init__()
@@ -103,14 +103,14 @@ def _replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) 
     if not available():
         raise ValueError("oneDNN matmul needs a torch build with oneDNN (torch.backends.mkldnn)")
 
-    def fp32_cpu_linear(child: nn.Module) -> bool:
+    def cpu_linear(child: nn.Module) -> bool:
         if not isinstance(child, nn.Linear):
             return False
-        if child.weight.device.type != "cpu" or child.weight.dtype != torch.float32:
-            raise ValueError("oneDNN matmul here is for fp32 weights on CPU")
+        if child.weight.device.type != "cpu" or child.weight.dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError("oneDNN matmul here is for fp32 or bf16 weights on CPU")
         return True
 
-    return replace_modules(module, fp32_cpu_linear, make)
+    return replace_modules(module, cpu_linear, make)
 
 
 def replace_modules(module: nn.Module, select: Callable[[nn.Module], bool], make: Callable[[Any], nn.Module]) -> int:

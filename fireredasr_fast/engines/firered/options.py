@@ -21,8 +21,11 @@ from fireredasr_fast.errors import OptionError, check_number
 from fireredasr_fast.flags import DECODING, ENGINE, section
 from fireredasr_fast.results import SAMPLE_RATE
 
+from .cpuflags import cpu_unit
+
 PRECISIONS = ("fp32", "int8", "fp16", "bf16")
-CPU_PRECISIONS = ("fp32", "int8")
+# bf16 and int8 on CPU only where the CPU has a unit for them (cpuflags.py); bf16 also on GPU.
+CPU_PRECISIONS = ("fp32", "int8", "bf16")
 GPU_PRECISIONS = ("fp16", "bf16")
 IMPLEMENTATIONS = ("fast",)  # the parity reference is test support (testsupport/reference.py)
 # For the encoder and the decoder step (docs/engine.md#backends-torchcompile-onnx-runtime-onednn).
@@ -181,7 +184,8 @@ _FINGERPRINTED_ALWAYS = frozenset(
 class FireRedOptions:
     """Everything that configures a FireRedASR engine besides its model directory and device.
 
-    precision: fp32 (exact parity with the reference), int8 (CPU), fp16 / bf16 (CUDA).
+    precision: fp32 (exact parity with the reference), int8 / bf16 (CPU, where it has the unit:
+    cpuflags.py), fp16 / bf16 (CUDA).
     encoder_backend, decoder_backend: see `BACKENDS` and docs/engine.md; not torch only on
     CPU in fp32. timestamps: token times from an alignment pass over the best hypothesis.
     """
@@ -211,7 +215,8 @@ class FireRedOptions:
             "--precision",
             choices=PRECISIONS,
             default=None,
-            help="firered: fp32 (default, exact), int8 (CPU), fp16/bf16 (CUDA); whisper: compute type",
+            help="firered: fp32 (default, exact), int8 (CPU), bf16 (CUDA, and CPU workers where the CPU has AMX-BF16 "
+            "or AVX512_BF16), fp16 (CUDA); whisper: compute type (docs/tuning.md)",
         )
         e.add_argument(
             "--encoder-backend",
@@ -233,11 +238,13 @@ class FireRedOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> FireRedOptions:
-        """The options CPU workers run (GPU workers: for_gpu(args.precision)): fp16 and bf16 are
-        GPU-only, so CPU workers then run fp32."""
+        """The options CPU workers run (GPU workers: for_gpu(args.precision)): fp16 is GPU-only,
+        and so is bf16 on a CPU without a bf16 unit (cpuflags.py): CPU workers then run fp32
+        (cli._check_devices says so)."""
+        cpu_precision = args.precision in CPU_PRECISIONS and cpu_unit(args.precision) is not None
         return cls(
             decoding=DecodingOptions.from_args(args),
-            precision=args.precision if args.precision in CPU_PRECISIONS else "fp32",
+            precision=args.precision if cpu_precision else "fp32",
             encoder_backend=args.encoder_backend,
             decoder_backend=args.decoder_backend,
         )
@@ -255,8 +262,10 @@ class FireRedOptions:
 
     @property
     def weights_shared(self) -> bool:
-        """True when every worker runs the one memory-mapped copy of the weights."""
-        return self.encoder_backend in SHARED_WEIGHT_BACKENDS and self.decoder_backend in SHARED_WEIGHT_BACKENDS
+        """True when every worker runs the one memory-mapped copy of the weights (int8 and
+        bf16 on CPU convert them into a private copy per worker)."""
+        backends = (self.encoder_backend, self.decoder_backend)
+        return self.precision not in ("int8", "bf16") and all(b in SHARED_WEIGHT_BACKENDS for b in backends)
 
     def for_gpu(self, precision: str | None = None) -> FireRedOptions:
         """The options a GPU worker runs: torch on CUDA for both parts (the other backends are
