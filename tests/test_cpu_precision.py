@@ -71,8 +71,8 @@ def test_bf16_without_the_unit_falls_back_to_fp32_with_a_warning(capsys, monkeyp
     cli.check_options(args, {"precision", "model_dir"})
     err = capsys.readouterr().err
     assert "warning: CPU workers run fp32" in err and "AVX512_BF16" in err
-    assert cli._firered_options(args).precision == "fp32"
-    assert cli._firered_options(args).for_gpu("bf16").precision == "bf16"
+    assert cli.FireRedOptions.from_args(args).precision == "fp32"
+    assert cli.FireRedOptions.from_args(args).for_gpu("bf16").precision == "bf16"
 
 
 def test_reduced_precision_workers_hold_a_private_copy() -> None:
