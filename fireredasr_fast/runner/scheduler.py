@@ -527,6 +527,7 @@ class _Schedule:
         if not graceful:
             self._cut_batches(capacity)
             self._submit_ready()
+            self.frontend.demand(self._hungry(capacity))
         elif self.in_flight and not self._stop_waits():
             self._abandon_in_flight()
         if not self.in_flight:
@@ -623,6 +624,11 @@ class _Schedule:
 
     def _submit(self, pool: WorkerGroup, batch: Batch, attempt: int) -> None:
         self.in_flight[pool.submit(batch.jobs)] = (batch, attempt, pool)
+
+    def _hungry(self, capacity: int) -> bool:
+        """Recognition waits for audio: no batch waiting or to cut, and room for more in
+        flight (the front end may then take more cores, frontend.VadShare)."""
+        return not self.ready and not self.pending and len(self.in_flight) < capacity
 
     def _busy(self, pool: WorkerGroup) -> int:
         return sum(1 for _, _, owner in self.in_flight.values() if owner is pool)
