@@ -235,6 +235,9 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 TOOL_VARIANTS = {"one thread (--frontend-processes 0)": ["--frontend-processes", "0"], "adaptive (default)": []}
 
 
+TIMING_KEYS = ("decode_seconds", "vad_seconds", "asr_compute_seconds")
+
+
 def ffmpeg_decode_seconds(path: Path) -> float:
     """ffmpeg's own decode of `path` to what the tool reads (16 kHz mono s16le), discarded."""
     command = [ffmpeg_executable(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path)]
@@ -253,13 +256,21 @@ def tool_run(source: Path, model_dir: Path, out: Path, extra: list[str]) -> dict
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"the CLI failed ({done.returncode}): {done.stderr[-2000:]}")
-    summary = json.loads((out / "run-report.json").read_text())["summary"]
+    report = json.loads((out / "run-report.json").read_text())
+    summary = report["summary"]
     workers = summary.get("workers", {})
+    timings = [record.get("timings", {}) for record in report["files"]]
     return {
         "wall_seconds": wall,
         "audio_seconds": summary["audio_hours"] * 3600,
         "plan": f"{summary['plan']['workers']}x{summary['plan']['threads_per_worker']}",
         "worker_wait_share": workers.get("wait_share"),
+        # The workers' recognition seconds, all workers together: over the worker count, the
+        # least wall any front end leaves (a file's batches start once its VAD is done).
+        "asr_compute_seconds": workers.get("compute_seconds", 0.0),
+        # In the front-end thread: decoding (the VAD's early blocks run beside it) and the VAD after.
+        "decode_seconds": sum(t.get("decode", 0.0) for t in timings),
+        "vad_seconds": sum(t.get("vad", 0.0) for t in timings),
         "outputs": {p.name: p.read_bytes() for p in sorted(out.glob("*.srt"))},
     }
 
@@ -296,12 +307,24 @@ def tool_rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
             row["speedup_vs_one_thread"] = round(old / medians[name], 2)
             row["plan"] = rounds[0]["plan"]
             row["worker_wait_share"] = statistics.median(run["worker_wait_share"] or 0.0 for run in rounds)
+            for key in TIMING_KEYS:
+                row[key] = round(statistics.median(run[key] for run in rounds), 1)
         rows.append(row)
     return rows
 
 
 def format_tool_rows(rows: list[dict[str, Any]]) -> str:
-    header = ("", "wall s", "x ffmpeg decode", "vs one thread", "workers", "worker wait share", "rounds (wall s)")
+    header = (
+        "",
+        "wall s",
+        "x ffmpeg decode",
+        "vs one thread",
+        "workers",
+        "decode s",
+        "VAD s after",
+        "ASR CPU s",
+        "rounds (wall s)",
+    )
     lines = [header]
     for row in rows:
         ratio = row.get("x_ffmpeg_decode")
@@ -312,7 +335,7 @@ def format_tool_rows(rows: list[dict[str, Any]]) -> str:
                 f"{ratio:.2f}x" if ratio is not None else "-",
                 f"{row['speedup_vs_one_thread']:.2f}x" if "speedup_vs_one_thread" in row else "-",
                 row.get("plan", "-"),
-                f"{row['worker_wait_share']:.2f}" if "worker_wait_share" in row else "-",
+                *(f"{row[key]:.1f}" if key in row else "-" for key in TIMING_KEYS),
                 " / ".join(f"{w:.1f}" for w in row["walls"]),
             )
         )
@@ -336,7 +359,7 @@ def whole_tool(args: argparse.Namespace) -> dict[str, Any]:
         model = ensure_random_model(args.cache_dir / args.preset, args.preset)
         print(f"(2) {args.folder_files} files, a random {args.preset} checkpoint", flush=True)
         cap = ["--max-tokens-per-second", "4.5"]  # a random model never says <eos>: speech's rate
-        measured = compare_tool(folder, model, args.rounds, cap, with_ffmpeg=False)
+        measured = compare_tool(folder, model, args.rounds, [*cap, *args.tool_args.split()], with_ffmpeg=False)
         report["folder"] = {"files": args.folder_files, "preset": args.preset, "rows": tool_rows(measured)}
         report["folder"]["outputs_identical"] = measured["outputs_identical"]
     for key, title in (("long_video", "(1) long video, tiny fixture"), ("folder", f"(2) folder, {args.preset}")):
@@ -359,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-minutes", type=float, default=120.0, help="--whole-tool (1): 0 leaves it out")
     parser.add_argument("--folder-files", type=int, default=3, help="--whole-tool (2): 0 leaves it out")
     parser.add_argument("--preset", default="aed-l", choices=["tiny", "small", "aed-l"], help="--whole-tool (2)")
+    parser.add_argument("--tool-args", default="", help="--whole-tool (2): more CLI options, e.g. '--beam-size 1'")
     args = parser.parse_args(argv)
     if args.whole_tool:
         load_before = os.getloadavg()

@@ -350,8 +350,8 @@ def _add_parallel_options(p: argparse.ArgumentParser) -> None:
         "--frontend-processes",
         type=int,
         default=None,
-        help="processes running the VAD, files decoded at once (default: one per core beside GPU "
-        "workers or a cluster; else 0: one thread, enough for CPU workers; docs/tuning.md)",
+        help="processes running the VAD, files decoded at once (default: one per core; beside CPU "
+        "workers used only while recognition waits for audio; 0: one thread; docs/tuning.md)",
     )
 
 

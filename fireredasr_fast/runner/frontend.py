@@ -64,6 +64,7 @@ DURATION_MARGIN_SECONDS = 1.0
 # measured on this project's 2-core VM; sizes the pool against available memory.
 VAD_PROCESS_BYTES = 4e8
 FRONTEND_MEMORY_SHARE = 0.1  # of the available memory, for the VAD processes
+CLOSE_WAIT_SECONDS = 2.0  # close() waits this long at most for the front-end threads to end
 
 
 @dataclass(frozen=True)
@@ -407,6 +408,13 @@ class Frontend:
             executor, self._executor = self._executor, None
         if executor is not None:
             stop_pool(executor, hard)
+        # A front-end thread still inside the VAD's ONNX session (or loading it) when the
+        # interpreter exits aborts the process ("terminate called"): give them a moment to
+        # end their current step; a long file's decode is not waited for.
+        end = time.monotonic() + CLOSE_WAIT_SECONDS
+        for thread in list(self._threads):
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, end - time.monotonic()))
 
     def _current_pool(self, broken: cf.Executor | None) -> cf.Executor:
         pool = self._pool(broken)
