@@ -199,6 +199,12 @@ def summarise(runs: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return rows
 
 
+def aligned(lines: list[tuple[str, ...]]) -> str:
+    """Rows of cells as a table in columns, the first row its header."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines)
+
+
 def format_rows(rows: list[dict[str, Any]]) -> str:
     header = (
         "VAD processes",
@@ -225,8 +231,7 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
                 " / ".join(f"{w:.1f}" for w in row["walls"]),
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines)
+    return aligned(lines)
 
 
 # --------------------------------------------------------------------------- the whole tool
@@ -314,18 +319,8 @@ def tool_rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def format_tool_rows(rows: list[dict[str, Any]]) -> str:
-    header = (
-        "",
-        "wall s",
-        "x ffmpeg decode",
-        "vs one thread",
-        "workers",
-        "decode s",
-        "VAD s after",
-        "ASR CPU s",
-        "rounds (wall s)",
-    )
-    lines = [header]
+    columns = "wall s, x ffmpeg decode, vs one thread, workers, decode s, VAD s after, ASR CPU s, rounds (wall s)"
+    lines: list[tuple[str, ...]] = [("", *columns.split(", "))]
     for row in rows:
         ratio = row.get("x_ffmpeg_decode")
         lines.append(
@@ -339,8 +334,7 @@ def format_tool_rows(rows: list[dict[str, Any]]) -> str:
                 " / ".join(f"{w:.1f}" for w in row["walls"]),
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines)
+    return aligned(lines)
 
 
 def whole_tool(args: argparse.Namespace) -> dict[str, Any]:
