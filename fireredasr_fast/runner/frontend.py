@@ -499,6 +499,8 @@ class Frontend:
         block_seconds = self.options.block_frames * WINDOW_SECONDS
         if not self.share.hungry or duration is None or duration <= block_seconds:
             return
+        if self.transcribe.vad.backend != "silero":
+            return  # FireRedVAD runs in the front-end thread (SpeechSegmenter)
         with self._lock:
             if self._executor is not None:
                 return
