@@ -15,6 +15,16 @@ threads, ffmpeg, the VAD processes; start-up excluded: the pool is warmed first)
 seconds per CPU second, the per-core figure; 8 cores are projected as 8 x that figure; files
 at once = the files' decode + VAD seconds over the wall (how many were in progress, on average).
 On a machine shared with others, compare the rows of one run, not runs of different days.
+
+With --whole-tool, the whole CLI instead, beside CPU workers (issue 32: the front end that
+adapts), its old one-thread front end (--frontend-processes 0) against the default, rounds
+alternating, each run's subtitles compared byte for byte:
+(1) one long video (--long-minutes, default 2 hours) with the trained tiny fixture, against
+    ffmpeg's own decode of the same file (the same command the tool runs, output discarded);
+(2) a folder of short files (--folder-files x 1-3 min of real speech) with a random checkpoint
+    of the AED-L shape (--preset), where recognition is the bottleneck: no loss expected.
+
+    python -m benchmarks frontend --whole-tool --rounds 2 --json frontend-tool.json
 """
 
 from __future__ import annotations
@@ -25,6 +35,9 @@ import os
 import queue
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import wave
 from dataclasses import dataclass
@@ -34,12 +47,13 @@ from typing import Any
 import numpy as np
 import psutil
 
+from fireredasr_fast.audio import ffmpeg_executable
 from fireredasr_fast.inputs import InputFile
 from fireredasr_fast.results import SAMPLE_RATE
 from fireredasr_fast.runner.frontend import AudioBudget, Frontend, FrontendOptions
 from fireredasr_fast.transcribe import TranscribeOptions
 
-from .common import DEFAULT_CACHE, SAMPLES, ffmpeg, report_header
+from .common import DEFAULT_CACHE, SAMPLES, TINY_MODEL, build_folder, ensure_random_model, ffmpeg, report_header
 
 FOLDER_VERSION = 2  # bump when the folder's recipe changes: the cache is keyed by it
 PROJECTED_CORES = 8
@@ -185,6 +199,12 @@ def summarise(runs: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return rows
 
 
+def aligned(lines: list[tuple[str, ...]]) -> str:
+    """Rows of cells as a table in columns, the first row its header."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines)
+
+
 def format_rows(rows: list[dict[str, Any]]) -> str:
     header = (
         "VAD processes",
@@ -211,8 +231,136 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
                 " / ".join(f"{w:.1f}" for w in row["walls"]),
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines)
+    return aligned(lines)
+
+
+# --------------------------------------------------------------------------- the whole tool
+
+# The tool's front end before issue 32 beside CPU workers, and the default.
+TOOL_VARIANTS = {"one thread (--frontend-processes 0)": ["--frontend-processes", "0"], "adaptive (default)": []}
+
+
+TIMING_KEYS = ("decode_seconds", "vad_seconds", "asr_compute_seconds")
+
+
+def ffmpeg_decode_seconds(path: Path) -> float:
+    """ffmpeg's own decode of `path` to what the tool reads (16 kHz mono s16le), discarded."""
+    command = [ffmpeg_executable(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path)]
+    command += ["-vn", "-sn", "-dn", "-f", "s16le", "-acodec", "pcm_s16le", "-ac", "1", "-ar", "16000", "pipe:"]
+    start = time.perf_counter()
+    subprocess.run(command, stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - start
+
+
+def tool_run(source: Path, model_dir: Path, out: Path, extra: list[str]) -> dict[str, Any]:
+    """The CLI on `source` with its own plan; wall seconds, the report's figures, the subtitles."""
+    command = [sys.executable, "-m", "fireredasr_fast.cli", "--model-dir", str(model_dir), "-o", str(out)]
+    command += ["--no-progress", "--overwrite", "--formats", "srt", *extra, "--", str(source)]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"the CLI failed ({done.returncode}): {done.stderr[-2000:]}")
+    report = json.loads((out / "run-report.json").read_text())
+    summary = report["summary"]
+    workers = summary.get("workers", {})
+    timings = [record.get("timings", {}) for record in report["files"]]
+    return {
+        "wall_seconds": wall,
+        "audio_seconds": summary["audio_hours"] * 3600,
+        "plan": f"{summary['plan']['workers']}x{summary['plan']['threads_per_worker']}",
+        "worker_wait_share": workers.get("wait_share"),
+        # The workers' recognition seconds, all workers together: over the worker count, the
+        # least wall any front end leaves (a file's batches start once its VAD is done).
+        "asr_compute_seconds": workers.get("compute_seconds", 0.0),
+        # In the front-end thread: decoding (the VAD's early blocks run beside it) and the VAD after.
+        "decode_seconds": sum(t.get("decode", 0.0) for t in timings),
+        "vad_seconds": sum(t.get("vad", 0.0) for t in timings),
+        "outputs": {p.name: p.read_bytes() for p in sorted(out.glob("*.srt"))},
+    }
+
+
+def compare_tool(source: Path, model_dir: Path, rounds: int, extra: list[str], with_ffmpeg: bool) -> dict[str, Any]:
+    """TOOL_VARIANTS (and ffmpeg's decode) on `source`, rounds alternating the order."""
+    names = [*TOOL_VARIANTS, "ffmpeg decode"] if with_ffmpeg else list(TOOL_VARIANTS)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    with tempfile.TemporaryDirectory(prefix="bench-frontend-tool-") as work:
+        for round_index in range(rounds):
+            for i, name in enumerate(names if round_index % 2 == 0 else names[::-1]):
+                if name == "ffmpeg decode":
+                    run = {"wall_seconds": ffmpeg_decode_seconds(source)}
+                else:
+                    out = Path(work) / f"r{round_index}-{i}"
+                    run = tool_run(source, model_dir, out, [*TOOL_VARIANTS[name], *extra])
+                runs[name].append(run)
+                print(f"round {round_index + 1}, {name}: {run['wall_seconds']:.1f} s", flush=True)
+    outputs = [run["outputs"] for name in TOOL_VARIANTS for run in runs[name]]
+    return {"runs": runs, "outputs_identical": all(o == outputs[0] for o in outputs) and bool(outputs[0])}
+
+
+def tool_rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
+    runs = measured["runs"]
+    medians = {name: statistics.median(run["wall_seconds"] for run in rounds) for name, rounds in runs.items()}
+    old = medians[next(iter(TOOL_VARIANTS))]
+    rows = []
+    for name, rounds in runs.items():
+        row = {"front end": name, "wall_seconds": round(medians[name], 2)}
+        row["walls"] = [round(run["wall_seconds"], 1) for run in rounds]
+        if "ffmpeg decode" in medians:
+            row["x_ffmpeg_decode"] = round(medians[name] / medians["ffmpeg decode"], 2)
+        if name in TOOL_VARIANTS:
+            row["speedup_vs_one_thread"] = round(old / medians[name], 2)
+            row["plan"] = rounds[0]["plan"]
+            row["worker_wait_share"] = statistics.median(run["worker_wait_share"] or 0.0 for run in rounds)
+            for key in TIMING_KEYS:
+                row[key] = round(statistics.median(run[key] for run in rounds), 1)
+        rows.append(row)
+    return rows
+
+
+def format_tool_rows(rows: list[dict[str, Any]]) -> str:
+    columns = "wall s, x ffmpeg decode, vs one thread, workers, decode s, VAD s after, ASR CPU s, rounds (wall s)"
+    lines: list[tuple[str, ...]] = [("", *columns.split(", "))]
+    for row in rows:
+        ratio = row.get("x_ffmpeg_decode")
+        lines.append(
+            (
+                row["front end"],
+                f"{row['wall_seconds']:.1f}",
+                f"{ratio:.2f}x" if ratio is not None else "-",
+                f"{row['speedup_vs_one_thread']:.2f}x" if "speedup_vs_one_thread" in row else "-",
+                row.get("plan", "-"),
+                *(f"{row[key]:.1f}" if key in row else "-" for key in TIMING_KEYS),
+                " / ".join(f"{w:.1f}" for w in row["walls"]),
+            )
+        )
+    return aligned(lines)
+
+
+def whole_tool(args: argparse.Namespace) -> dict[str, Any]:
+    """(1) the long video with the tiny fixture against ffmpeg; (2) the AED-L folder."""
+    report: dict[str, Any] = {}
+    if args.long_minutes > 0:
+        (video,) = build_long_folder(args.cache_dir, 1, args.long_minutes)
+        print(f"(1) {video.name}: {args.long_minutes:g} min, the trained tiny fixture", flush=True)
+        long = compare_tool(video, TINY_MODEL, args.rounds, [], with_ffmpeg=True)
+        report["long_video"] = {"minutes": args.long_minutes, "rows": tool_rows(long)}
+        report["long_video"]["outputs_identical"] = long["outputs_identical"]
+    if args.folder_files > 0:
+        folder = args.cache_dir / f"frontend-tool-folder-{args.folder_files}"
+        if not folder.is_dir():
+            build_folder(folder, args.folder_files * 1.5, args.folder_files)
+        model = ensure_random_model(args.cache_dir / args.preset, args.preset)
+        print(f"(2) {args.folder_files} files, a random {args.preset} checkpoint", flush=True)
+        cap = ["--max-tokens-per-second", "4.5"]  # a random model never says <eos>: speech's rate
+        measured = compare_tool(folder, model, args.rounds, [*cap, *args.tool_args.split()], with_ffmpeg=False)
+        report["folder"] = {"files": args.folder_files, "preset": args.preset, "rows": tool_rows(measured)}
+        report["folder"]["outputs_identical"] = measured["outputs_identical"]
+    for key, title in (("long_video", "(1) long video, tiny fixture"), ("folder", f"(2) folder, {args.preset}")):
+        if key in report:
+            print(f"\n{title}; outputs identical: {report[key]['outputs_identical']}")
+            print(format_tool_rows(report[key]["rows"]))
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,7 +372,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-thread", action="store_true", help="leave out the in-thread front end (0 processes)")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--whole-tool", action="store_true", help="the CLI beside CPU workers (see above)")
+    parser.add_argument("--long-minutes", type=float, default=120.0, help="--whole-tool (1): 0 leaves it out")
+    parser.add_argument("--folder-files", type=int, default=3, help="--whole-tool (2): 0 leaves it out")
+    parser.add_argument("--preset", default="aed-l", choices=["tiny", "small", "aed-l"], help="--whole-tool (2)")
+    parser.add_argument("--tool-args", default="", help="--whole-tool (2): more CLI options, e.g. '--beam-size 1'")
     args = parser.parse_args(argv)
+    if args.whole_tool:
+        load_before = os.getloadavg()
+        report = report_header("frontend --whole-tool", os.cpu_count() or 1, "tiny fixture; random " + args.preset)
+        report.update(whole_tool(args))
+        report["command"] = "python -m benchmarks frontend " + " ".join(argv or [])
+        report["load_average"] = {"before": load_before, "after": os.getloadavg()}
+        print(f"load average (1 min) before / after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f}")
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1) + "\n")
+        return 0
 
     paths = build_long_folder(args.cache_dir, args.files, args.minutes)
     counts = ([] if args.skip_thread else [0]) + list(range(1, max(1, args.processes) + 1))

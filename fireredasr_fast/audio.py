@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,11 +52,15 @@ def is_media_file(path: str | os.PathLike) -> bool:
 _INPUT_PLACEHOLDER = "file:input"
 
 
-def decode_audio(path: str | os.PathLike, audio_stream: int | None = None) -> np.ndarray:
+def decode_audio(
+    path: str | os.PathLike, audio_stream: int | None = None, on_read: Callable[[bytearray], None] | None = None
+) -> np.ndarray:
     """Decode one audio stream of any container ffmpeg reads to 16 kHz mono int16.
 
     `audio_stream` is the index among the file's audio streams (0 = first); None lets
-    ffmpeg choose (its default: the "best" audio stream). Raises MediaError with the cause.
+    ffmpeg choose (its default: the "best" audio stream). `on_read` is called with the
+    int16 bytes read so far after each read (a VAD can start before the decode ends; it
+    must not keep a view of them). Raises MediaError with the cause.
     """
     source = _checked_source(path)
 
@@ -78,6 +83,8 @@ def decode_audio(path: str | os.PathLike, audio_stream: int | None = None) -> np
         try:
             while chunk := proc.stdout.read(_READ_CHUNK):
                 buffer += chunk
+                if on_read is not None:
+                    on_read(buffer)
         finally:
             proc.stdout.close()
             returncode = proc.wait()

@@ -283,7 +283,7 @@ def _prepare_stream(
     path: str | os.PathLike, segmenter: SpeechSegmenter, audio_stream: int | None, track: TrackChoice
 ) -> PreparedFile:
     t0 = time.perf_counter()
-    samples = decode_audio(path, audio_stream)
+    samples = decode_audio(path, audio_stream, segmenter.listener())
     t1 = time.perf_counter()
     segments, speech, music = segmenter.segment(samples)
     t2 = time.perf_counter()

@@ -414,6 +414,13 @@ class SpeechSegmenter:
         segments, speech, _ = self.segment(samples)
         return segments, speech
 
+    def listener(self) -> Callable[[bytearray], None] | None:
+        """For a file about to be decoded: what to call with its int16 bytes read so far, when
+        the VAD can start on blocks already decoded (the front end's processes: `begin()`);
+        None when it waits for the whole file."""
+        begin = getattr(self._vad, "begin", None)
+        return begin() if begin is not None else None
+
     def segment(
         self, samples: np.ndarray
     ) -> tuple[list[SpeechSegment], list[tuple[float, float]], list[tuple[float, float]]]:

@@ -84,6 +84,38 @@ def test_vad_blocks_in_processes_give_the_serial_segments(long_file: Path):
     assert parallel.speech == serial.speech
 
 
+@pytest.mark.parametrize("hungry", [True, False], ids=["recognition-waits", "recognition-busy"])
+def test_the_adaptive_vad_takes_processes_only_while_recognition_waits(long_file: Path, hungry: bool):
+    """The same segments as a serial run whatever the demand; blocks go to processes (some
+    while the file is still being decoded) only while the runner says recognition waits."""
+    import psutil
+
+    serial = prepare_file(long_file, SpeechSegmenter(vad=SileroVad(BLOCK_FRAMES)))
+    out: queue.Queue = queue.Queue()
+    frontend = Frontend(
+        [_Item(0, InputFile(long_file, Path(long_file.name)))],
+        TranscribeOptions(),
+        AudioBudget(3600.0),
+        FrontendOptions(processes=2, block_frames=BLOCK_FRAMES, adaptive=True),
+    )
+    frontend.demand(hungry)
+    frontend.start(out)
+    try:
+        prepared = _drain(out)[0]
+        vad_processes = [c for c in psutil.Process().children() if "--multiprocessing-fork" in c.cmdline()]
+    finally:
+        frontend.close()
+    assert not isinstance(prepared, BaseException), prepared
+    assert [(s.start, s.end, s.speech) for s in prepared.segments] == [
+        (s.start, s.end, s.speech) for s in serial.segments
+    ]
+    assert prepared.speech == serial.speech
+    if hungry:
+        assert frontend.share.offloaded >= 2 and frontend.share.early >= 1 and len(vad_processes) == 2
+    else:
+        assert frontend.share.offloaded == 0 and vad_processes == []
+
+
 def test_audio_held_never_exceeds_the_budget(tmp_path: Path):
     names = []
     for i, sample in enumerate(("two_cities.mp4", "aishell_zh.mkv", "two_cities.mp4", "two_cities.mp4")):
@@ -130,9 +162,17 @@ def test_audio_held_never_exceeds_the_budget(tmp_path: Path):
     assert budget.used == pytest.approx(0.0, abs=1e-6)
 
 
-def test_frontend_size_follows_the_consumers():
+def test_frontend_size_follows_the_consumers(monkeypatch):
+    import psutil
+
     cpu_plan = make_plan(0, workers=2, threads_per_worker=1, physical_cores=2)
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 2)
+    # Beside CPU workers: a VAD process per core, used only while recognition waits.
+    assert frontend_options(cpu_plan, fast_consumers=False) == FrontendOptions(processes=2, nice=0, adaptive=True)
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 1)
     assert frontend_options(cpu_plan, fast_consumers=False) == FrontendOptions(processes=0, nice=0)
+    monkeypatch.undo()
+    assert frontend_options(cpu_plan, fast_consumers=False, processes=3) == FrontendOptions(processes=3, nice=0)
     threaded = make_plan(0, workers=1, threads_per_worker=2, physical_cores=2)
     assert frontend_options(threaded, fast_consumers=False).nice == PRELOAD_NICE
     gpu = frontend_options(cpu_plan, fast_consumers=True)

@@ -39,8 +39,8 @@ from fireredasr_fast.fsutil import cache_dir, directory_identity, directory_made
 
 from .gpu import GpuPolicy, is_cuda_oom
 from .plan import Plan, make_plan
-from .scheduler import WorkerGroup
 from .worker import WorkerLost, describe_error, load_engine
+from .workers import WorkerGroup
 
 log = logging.getLogger("fireredasr_fast")
 
@@ -423,6 +423,29 @@ def _is_cuda_oom(exc: BaseException) -> bool:
 # ---------------------------------------------------------------- wiring for the runner
 
 
+class RayWorkers(WorkerGroup):
+    """A cluster's slots of one device as a worker group: one RayExecutor's actors. Ray
+    restarts them itself (WorkerLost), so a batch past its deadline kills nothing."""
+
+    killable = False
+
+    def __init__(
+        self, name: str, slots: Sequence[Slot], spec_for: Any, model: tuple[Any, str] | None, min_gpu_free: float
+    ) -> None:
+        super().__init__(name, len(slots), takes_largest=slots[0].device == "cuda")
+        self.cluster_slots = list(slots)
+        self.spec_for = spec_for
+        self.model = model
+        self.min_gpu_free = min_gpu_free
+
+    def _new_executor(self) -> cf.Executor:
+        return RayExecutor(self.cluster_slots, self.spec_for, self.model, self.min_gpu_free)
+
+    def describe(self) -> str:
+        nodes = len({slot.node_id for slot in self.cluster_slots})
+        return f"{self.name}: {self.slots} Ray actor(s) on {nodes} node(s)"
+
+
 @dataclass
 class ClusterSetup:
     groups: list[WorkerGroup]
@@ -455,15 +478,11 @@ def cluster_setup(
     def spec_for(slot: Slot) -> EngineSpec:
         return dataclasses.replace(gpu_spec, device="cuda") if slot.device == "cuda" else spec
 
-    groups = []
-    for name, device, largest in (("ray-gpu", "cuda", True), ("ray-cpu", "cpu", False)):
+    groups: list[WorkerGroup] = []
+    for name, device in (("ray-gpu", "cuda"), ("ray-cpu", "cpu")):
         chosen = [slot for slot in slots if slot.device == device]
         if chosen:
-
-            def factory(chosen: list[Slot] = chosen) -> cf.Executor:
-                return RayExecutor(chosen, spec_for, model, min_gpu_free_bytes)
-
-            groups.append(WorkerGroup(name, factory, len(chosen), takes_largest=largest))
+            groups.append(RayWorkers(name, chosen, spec_for, model, min_gpu_free_bytes))
     cpu_slots = [slot for slot in slots if slot.device == "cpu"]
     cpus = sum(node.cpus for node in nodes)
     plan = Plan(

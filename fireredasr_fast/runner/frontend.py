@@ -16,6 +16,13 @@ How many files are decoded at once follows how fast the workers consume audio: i
 one and grows by one, up to the process count, each time a file is taken while the workers
 have eaten what is held down below LOW_WATER_SHARE of the budget (at the start nothing is
 held: the front end fans out at once, while the workers wait for their first batches).
+
+Beside local CPU workers the front end adapts (FrontendOptions.adaptive, the default there):
+the VAD has a process per core, but only as many of its blocks run at once as recognition
+leaves cores idle: all of them while the workers wait for audio (the runner says so through
+`demand`), one while they have batches to run, the cores then going back to the workers
+(VadShare). A block's probabilities never depend on which process ran it, or how many ran
+at once (vad.VAD_BLOCK_FRAMES).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import psutil
 from fireredasr_fast.audio import AudioStreams, probe_audio_streams
 from fireredasr_fast.inputs import InputFile
 from fireredasr_fast.transcribe import STREAMS_HELD, TranscribeOptions, prepare_file
-from fireredasr_fast.vad import VAD_BLOCK_FRAMES, SileroVad, SpeechSegmenter, vad_blocks
+from fireredasr_fast.vad import VAD_BLOCK_FRAMES, WINDOW_SAMPLES, WINDOW_SECONDS, SileroVad, SpeechSegmenter, vad_blocks
 
 from .lifeline import GROUP_SIGNALS, attach, stop_pool
 from .plan import PRELOAD_NICE, Plan, lower_thread_priority, set_process_threads
@@ -58,6 +65,7 @@ DURATION_MARGIN_SECONDS = 1.0
 # available memory.
 VAD_PROCESS_BYTES = 4e8
 FRONTEND_MEMORY_SHARE = 0.1  # of the available memory, for the VAD processes
+CLOSE_WAIT_SECONDS = 2.0  # close() waits this long at most for the front-end threads to end
 
 
 @dataclass(frozen=True)
@@ -65,22 +73,93 @@ class FrontendOptions:
     processes: int = 0  # VAD processes; 0 = the VAD in the front-end thread (one file at a time)
     nice: int = 0  # priority of decoding (the threads here and their ffmpeg) and the VAD processes
     block_frames: int = VAD_BLOCK_FRAMES  # the VAD's block; the same in a serial run gives the same segments
+    # The VAD's blocks run at once on all the processes only while recognition waits for audio
+    # (Frontend.demand), on one otherwise; False: always on all of them.
+    adaptive: bool = False
 
 
 def frontend_options(plan: Plan, fast_consumers: bool, processes: int | None = None) -> FrontendOptions:
     """Size the front end from the plan. `fast_consumers`: GPU workers or a cluster, which eat
-    audio at hundreds of times realtime (docs/tuning.md); local CPU workers consume far less
-    than one front-end core prepares (docs/benchmarks.md, frontend), so they keep the single
-    in-thread front end. An explicit `processes` wins."""
+    audio at hundreds of times realtime (docs/tuning.md): every VAD process busy all along.
+    Beside local CPU workers, which may consume audio faster or slower than one front-end core
+    prepares it (a small model or a large one, docs/benchmarks.md), the front end adapts: a
+    process per core, used only while recognition waits. An explicit `processes` wins, fixed."""
     # Beside fast consumers several front-end processes are busy at once: at full priority
     # they would take cores from CPU workers of any thread count.
     nice = PRELOAD_NICE if plan.threads_per_worker > 1 or fast_consumers else 0
-    if processes is None:
-        # This machine's cores and memory: a cluster's plan counts its nodes'.
-        cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
-        by_memory = int(psutil.virtual_memory().available * FRONTEND_MEMORY_SHARE // VAD_PROCESS_BYTES)
-        processes = max(1, min(cores, by_memory)) if fast_consumers else 0
-    return FrontendOptions(processes=max(0, processes), nice=nice)
+    if processes is not None:
+        return FrontendOptions(processes=max(0, processes), nice=nice)
+    # This machine's cores and memory: a cluster's plan counts its nodes'.
+    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    by_memory = int(psutil.virtual_memory().available * FRONTEND_MEMORY_SHARE // VAD_PROCESS_BYTES)
+    processes = max(1, min(cores, by_memory))
+    if fast_consumers:
+        return FrontendOptions(processes=processes, nice=nice)
+    # One process would only do what the front-end thread does: keep the thread then.
+    return FrontendOptions(processes=processes if processes > 1 else 0, nice=nice, adaptive=processes > 1)
+
+
+class VadShare:
+    """How many VAD blocks may run at once: `most` (the processes), or with `adaptive` one
+    while recognition has work and `most` while it waits for audio (`want`)."""
+
+    def __init__(self, most: int, adaptive: bool) -> None:
+        self.most = max(1, most)
+        self.adaptive = adaptive
+        self.limit = self.most  # a run starts with its workers waiting for their first audio
+        self.running = 0
+        self.peak = 0
+        self.changes = 0  # how often the limit moved
+        self.offloaded = 0  # blocks sent to a process
+        self.early = 0  # of which while their file was still being decoded
+        self.closed = False
+        self.cond = threading.Condition()
+
+    def want(self, hungry: bool) -> None:
+        """Recognition waits for audio (`hungry`), or has work."""
+        if not self.adaptive:
+            return
+        limit = self.most if hungry else 1
+        with self.cond:
+            if limit != self.limit:
+                self.limit = limit
+                self.changes += 1
+                self.cond.notify_all()
+
+    def acquire(self) -> bool:
+        """Wait for room for one more block; RuntimeError once the front end is closed.
+        True when the block may go to a process: recognition waits (or always, not adaptive)."""
+        with self.cond:
+            while self.running >= self.limit and not self.closed:
+                self.cond.wait(0.5)
+            if self.closed:
+                raise RuntimeError("the front end is closed")
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            return not self.adaptive or self.limit > 1
+
+    def try_acquire(self) -> bool:
+        """Room for one more block going to a process now, while recognition waits."""
+        with self.cond:
+            if self.closed or not self.hungry or self.running >= self.limit:
+                return False
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            return True
+
+    @property
+    def hungry(self) -> bool:
+        return self.adaptive and self.limit > 1
+
+    def release(self, *_: Any) -> None:
+        with self.cond:
+            self.running -= 1
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
 
 
 class AudioBudget:
@@ -136,26 +215,98 @@ class FrontendItem(Protocol):
 
 class ProcessVad:
     """The VAD's blocks in the front end's process pool: the same probabilities as SileroVad
-    in one process. A pool broken by a dead process (the OOM killer) is replaced once."""
+    in one process. A pool broken by a dead process (the OOM killer) is replaced once.
 
-    def __init__(self, pool: Callable[[cf.Executor | None], cf.Executor], block_frames: int) -> None:
+    With `local` (the adaptive front end's own SileroVad), a block runs in the calling thread
+    unless the share lets recognition's idle cores take it and more blocks follow: then it
+    goes to a process and the thread goes on to the next. The last block always runs here,
+    so a file of one block never starts a process. While recognition waits, the blocks a
+    file being decoded has complete already go to the processes at once (`begin`): the VAD
+    then runs beside ffmpeg instead of after it."""
+
+    def __init__(
+        self,
+        pool: Callable[[cf.Executor | None], cf.Executor],
+        block_frames: int,
+        share: VadShare | None = None,
+        local: SileroVad | None = None,
+    ) -> None:
         self.pool = pool  # pool(None): the current one; pool(broken): a new one in its place
         self.block_frames = block_frames
+        self.share = share or VadShare(1, adaptive=False)
+        self.local = local
+        self._early: list[cf.Future] = []  # blocks 0.. of the file being decoded, sent early
+        self._used: list[cf.Executor] = []  # the pool they went to
+
+    def begin(self) -> Callable[[bytearray], None] | None:
+        """A file is about to be decoded: the listener of its bytes (audio.decode_audio)."""
+        self._early, self._used = [], []
+        return self._feed if self.local is not None else None
+
+    def _feed(self, buffer: bytearray) -> None:
+        """Send each block decoded whole to a process, while recognition waits and a process
+        is free (never waiting: the decode goes on). Its bytes are what the whole file's
+        samples hold there: the decoded bytes only ever grow."""
+        step = 2 * WINDOW_SAMPLES * self.block_frames  # int16 bytes per block
+        while (len(self._early) + 1) * step <= len(buffer) and self.share.try_acquire():
+            start = len(self._early) * step
+            block = np.frombuffer(bytes(buffer[start : start + step]), dtype=np.int16)
+            try:
+                self._early.append(self._submit(block, self._used, None))
+            except BrokenProcessPool:
+                return  # probabilities() replaces the pool and runs the rest
+            self.share.early += 1
 
     def probabilities(self, samples: np.ndarray) -> np.ndarray:
+        early, used = self._early, self._used
+        self._early, self._used = [], []
         if samples.size == 0:
             return np.zeros(0, dtype=np.float32)
         blocks = vad_blocks(samples.size, self.block_frames)
-        executor = self.pool(None)
         try:
-            return self._run(executor, samples, blocks)
+            return self._run(samples, blocks, used, None, early)
         except BrokenProcessPool:
-            return self._run(self.pool(executor), samples, blocks)
+            return self._run(samples, blocks, [], used[0] if used else None, [])
 
-    @staticmethod
-    def _run(executor: cf.Executor, samples: np.ndarray, blocks: list[slice]) -> np.ndarray:
-        futures = [executor.submit(_block_probabilities, samples[block]) for block in blocks]
+    def _run(
+        self,
+        samples: np.ndarray,
+        blocks: list[slice],
+        used: list[cf.Executor],
+        broken: cf.Executor | None,
+        early: list[cf.Future],
+    ) -> np.ndarray:
+        """Each block not sent early, as the share allows, to a process or to this thread;
+        the results in order. `used`: the pool this file's blocks went to, once they have."""
+        futures = list(early)
+        for i in range(len(early), len(blocks)):
+            offload = self.share.acquire()
+            if self.local is None or (offload and i + 1 < len(blocks)):
+                futures.append(self._submit(samples[blocks[i]], used, broken))
+            else:
+                futures.append(self._here(samples[blocks[i]]))
         return np.concatenate([future.result() for future in futures])
+
+    def _submit(self, block: np.ndarray, used: list[cf.Executor], broken: cf.Executor | None) -> cf.Future:
+        try:
+            if not used:
+                used.append(self.pool(broken))
+            future = used[0].submit(_block_probabilities, block)
+        except BaseException:
+            self.share.release()
+            raise
+        future.add_done_callback(self.share.release)
+        self.share.offloaded += 1
+        return future
+
+    def _here(self, block: np.ndarray) -> cf.Future:
+        assert self.local is not None
+        future: cf.Future = cf.Future()
+        try:
+            future.set_result(self.local.block_probabilities(block))
+        finally:
+            self.share.release()
+        return future
 
 
 _process_vad: SileroVad | None = None
@@ -210,10 +361,12 @@ class Frontend:
         self._executor: cf.Executor | None = None
         self.files_at_once = 1
         self.max_files_at_once = max(1, options.processes)
+        self.share = VadShare(options.processes, options.adaptive)
         self.stats = {"prepared_seconds": 0.0, "decode": 0.0, "vad": 0.0}
 
     def start(self, out: queue.Queue) -> None:
-        self._pool()
+        if not self.options.adaptive:
+            self._pool()  # adaptive: started when a long file comes while recognition waits
         self._add_thread(out)
 
     def warm_up(self) -> None:
@@ -241,15 +394,28 @@ class Frontend:
                 )
             return self._executor
 
+    def demand(self, hungry: bool) -> None:
+        """The runner's word on recognition: waiting for audio (`hungry`: the VAD may take
+        every process), or busy (one; the cores go back to the workers). Adaptive only."""
+        self.share.want(hungry)
+
     def close(self, hard: bool = False) -> None:
         """Stop taking files. The VAD blocks running finish (`hard`: their processes are
         killed); a front-end thread ends after its current file, its result unread."""
         self._closing.set()
         self.budget.close()
+        self.share.close()
         with self._lock:
             executor, self._executor = self._executor, None
         if executor is not None:
             stop_pool(executor, hard)
+        # A front-end thread still inside the VAD's ONNX session (or loading it) when the
+        # interpreter exits aborts the process ("terminate called"): give them a moment to
+        # end their current step; a long file's decode is not waited for.
+        end = time.monotonic() + CLOSE_WAIT_SECONDS
+        for thread in list(self._threads):
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, end - time.monotonic()))
 
     def _current_pool(self, broken: cf.Executor | None) -> cf.Executor:
         pool = self._pool(broken)
@@ -280,7 +446,8 @@ class Frontend:
         try:
             vad: Any = None  # FireRedVAD (--vad firered): SpeechSegmenter runs it in this thread
             if self.transcribe.vad.backend == "silero" and self.options.processes > 0:
-                vad = ProcessVad(self._current_pool, self.options.block_frames)
+                local = SileroVad(self.options.block_frames) if self.options.adaptive else None
+                vad = ProcessVad(self._current_pool, self.options.block_frames, self.share, local)
             elif self.transcribe.vad.backend == "silero":
                 vad = SileroVad(self.options.block_frames)
             segmenter = SpeechSegmenter(self.transcribe.vad, vad)
@@ -311,6 +478,7 @@ class Frontend:
         reserved = self._reservation(streams.duration, held)
         if not self.budget.reserve(reserved):
             return False
+        self._warm_for(streams.duration)
         state.started = time.perf_counter()
         try:
             prepared = prepare_file(state.item.path, segmenter, stream, streams, self.transcribe.speakers)
@@ -325,6 +493,22 @@ class Frontend:
                 self.stats[key] += prepared.timings.get(key, 0.0)
         out.put((state.index, prepared))
         return True
+
+    def _warm_for(self, duration: float | None) -> None:
+        """Adaptive: a file of several VAD blocks about to be decoded while recognition waits
+        starts the VAD processes now, so they load their model while ffmpeg decodes."""
+        block_seconds = self.options.block_frames * WINDOW_SECONDS
+        if not self.share.hungry or duration is None or duration <= block_seconds:
+            return
+        if self.transcribe.vad.backend != "silero":
+            return  # FireRedVAD runs in the front-end thread (SpeechSegmenter)
+        with self._lock:
+            if self._executor is not None:
+                return
+        pool = self._pool()
+        if pool is not None:
+            for _ in range(self.options.processes):
+                pool.submit(int)  # a process per call: each spawns and loads the VAD now
 
     def _reservation(self, duration: float | None, streams_held: int) -> float:
         """Seconds to hold before decoding: the stated duration with a margin, times the

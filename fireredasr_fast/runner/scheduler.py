@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import multiprocessing
 import os
 import queue
 import signal
@@ -50,7 +49,7 @@ from fireredasr_fast.transcribe import PreparedFile, TranscribeOptions, assemble
 from fireredasr_fast.writers import write_result
 
 from .frontend import AudioBudget, Frontend, frontend_options
-from .gpu import GpuScheduler, is_cuda_oom
+from .gpu import GpuScheduler
 from .journal import (
     JOURNAL_NAME,
     REPORT_NAME,
@@ -60,13 +59,13 @@ from .journal import (
     relative_key,
     write_report,
 )
-from .lifeline import quiet_start, stop_pool
 from .lock import LOCK_NAME, RunRefused, output_folder_lock
 from .plan import Plan
 from .progress import Progress
 from .settings import FileFingerprints, RunSettings
 from .store import FileStore, Recognition, normalised
-from .worker import WorkerLost, describe_error, init_process, load_engine, os_error, run_batch
+from .worker import WorkerLost, describe_error, os_error
+from .workers import GpuWorkers, LocalWorkers, WorkerGroup
 
 log = logging.getLogger("fireredasr_fast")
 
@@ -151,8 +150,8 @@ class RunOptions:
             "--frontend-processes",
             type=int,
             default=cls.frontend_processes,
-            help="processes running the VAD, files decoded at once (default: one per core beside GPU "
-            "workers or a cluster; else 0: one thread, enough for CPU workers; docs/tuning.md)",
+            help="processes running the VAD, files decoded at once (default: one per core; beside CPU "
+            "workers used only while recognition waits for audio; 0: one thread; docs/tuning.md)",
         )
 
     @classmethod
@@ -202,21 +201,6 @@ class RunSummary:
             **self.recognition,
             "workers": self.worker_stats,
         }
-
-
-class _InlineExecutor(cf.Executor):
-    """workers=0: the worker's code in this process (debugging, library use, tiny jobs)."""
-
-    def __init__(self, spec: EngineSpec, threads: int) -> None:
-        load_engine(spec, threads)
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
-        future: cf.Future = cf.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as exc:
-            future.set_exception(exc)
-        return future
 
 
 # ---------------------------------------------------------------- parent side
@@ -286,43 +270,6 @@ def _say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-@dataclass
-class WorkerGroup:
-    """A kind of worker the runner keeps fed, started by its own executor factory.
-
-    The default is one group of local CPU processes; a cluster run passes its own groups
-    (see cluster.py). Executors report a lost worker as WorkerLost after replacing it."""
-
-    name: str
-    new_executor: Callable[[], cf.Executor]
-    slots: int  # batches that can run at once
-    takes_largest: bool = False  # GPU workers take the largest batches, CPU the smallest
-
-
-@dataclass(eq=False)
-class _Pool:
-    """Worker processes that share a queue position: a group's executor, or one GPU worker."""
-
-    name: str
-    executor: cf.Executor
-    slots: int
-    takes_largest: bool
-    new_executor: Callable[[], cf.Executor] | None = None  # how to replace a broken pool
-    gpu_index: int | None = None
-    warm: bool = False  # a batch came back since its processes started (the model is loaded)
-
-    @property
-    def capacity(self) -> int:
-        """Batches in flight at most: two per slot, so a worker never waits for the next.
-        Executors that lose workers for good (Ray slots that cannot restart) say how many
-        remain through `live_slots`."""
-        live = getattr(self.executor, "live_slots", None)
-        return 2 * (live() if live is not None else self.slots)
-
-    def busy(self, in_flight: dict) -> int:
-        return sum(1 for _, _, pool in in_flight.values() if pool is self)
-
-
 class Runner:
     def __init__(
         self,
@@ -341,11 +288,12 @@ class Runner:
         self.plan = plan
         self.options = options
         self.gpu = gpu
-        # Which device string a GPU worker on GPU `index` gets (a seam for tests without CUDA).
-        self.gpu_device = gpu_device
+        # GPU workers join the run when a GPU has room (workers.py); `gpu_device`: the device
+        # string a GPU worker on GPU `index` gets (a seam for tests without CUDA).
+        self.gpu_workers = GpuWorkers(gpu, self.gpu_spec, plan.threads_per_worker, gpu_device)
         self.output_dir = options.output_dir
         # Who runs the batches: local CPU processes unless the caller brings its own (a cluster).
-        self.groups = groups or [WorkerGroup("cpu", self._new_executor, max(1, plan.workers))]
+        self.groups: list[WorkerGroup] = groups or [LocalWorkers(spec, plan)]
         self.stop = _StopFlag()
         self.worker_compute: dict[tuple[str, Any], float] = {}
         self.worker_wait: dict[tuple[str, Any], float] = {}
@@ -526,18 +474,6 @@ class Runner:
 
     # -- helpers
 
-    def _new_executor(self) -> cf.Executor:
-        if self.plan.workers <= 0:
-            return _InlineExecutor(self.spec, self.plan.threads_per_worker)
-        # spawn: a clean interpreter per worker (no inherited OpenMP/ONNX thread state);
-        # the weights are memory-mapped, so workers share one page-cache copy.
-        return cf.ProcessPoolExecutor(
-            max_workers=self.plan.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=init_process,
-            initargs=(self.spec, self.plan.threads_per_worker),
-        )
-
     def _record_worker(self, stats: dict[str, float], pool: str) -> None:
         # Keyed by pool too: Ray actors on different nodes may share a pid.
         pid = (pool, stats["pid"])
@@ -576,9 +512,10 @@ class _Schedule:
     - `states`: every file to do, by index; `records`: the outcome of each file that ended
       (the first outcome wins)
     - `pending`: segments of accepted files not yet in a batch; `ready`: batches waiting for
-      a worker, longest first; `in_flight`: future -> (batch, attempt, pool);
+      a worker, longest first; `in_flight`: future -> (batch, attempt, worker group);
       `attempts`: id(batch) -> the attempt number of a requeued batch's next submission
-    - `pools`: CPU groups and GPU workers; `producer_done`: the front end has sent its last
+    - `pools`: the worker groups fed (workers.py), the runner's and the GPU workers that
+      joined; `producer_done`: the front end has sent its last
       file; `no_workers`: every worker failed for good
     """
 
@@ -595,7 +532,7 @@ class _Schedule:
         self.budget = AudioBudget(self.options.preload_seconds)
         self.prepared_queue: queue.Queue = queue.Queue()
         # Decoding and the VAD (frontend.py): messages (index, PreparedFile | exception), then None.
-        fast_consumers = (self.gpu is not None and self.gpu.enabled) or any(g.name != "cpu" for g in runner.groups)
+        fast_consumers = runner.gpu_workers.enabled or any(g.name != "cpu" for g in runner.groups)
         setup = frontend_options(runner.plan, fast_consumers, self.options.frontend_processes)
         self.progress = Progress(False, {})  # made when the run starts; its probes feed the front end
         self.frontend = Frontend(
@@ -603,9 +540,9 @@ class _Schedule:
         )
         self.pending: list[SegmentJob] = []
         self.ready: collections.deque[Batch] = collections.deque()
-        self.in_flight: dict[cf.Future, tuple[Batch, int, _Pool]] = {}
+        self.in_flight: dict[cf.Future, tuple[Batch, int, WorkerGroup]] = {}
         self.attempts: dict[int, int] = {}
-        self.pools: list[_Pool] = []
+        self.pools: list[WorkerGroup] = []
         self.producer_done = False
         self.no_workers = False
         self.clocks: dict[cf.Future, float] = {}  # time.monotonic() when a worker can have taken the batch
@@ -615,7 +552,7 @@ class _Schedule:
         sources = {state.index: state.item.path for state in self.states.values()}
         self.progress = Progress(self.options.progress, sources)
         self.frontend.start(self.prepared_queue)
-        self.pools = self._cpu_pools()
+        self.pools = self._start_groups()
         try:
             while not self.stop.hard.is_set() and self._step():
                 pass
@@ -628,11 +565,12 @@ class _Schedule:
         self._take_prepared()
         graceful = self.stop.graceful.is_set()
         if not graceful:
-            self._start_gpu_workers()
+            self.pools[:0] = reversed(self.runner.gpu_workers.join())  # each new one first
         capacity = sum(pool.capacity for pool in self.pools)
         if not graceful:
             self._cut_batches(capacity)
             self._submit_ready()
+            self.frontend.demand(self._hungry(capacity))
         elif self.in_flight and not self._stop_waits():
             self._abandon_in_flight()
         if not self.in_flight:
@@ -725,14 +663,20 @@ class _Schedule:
         # Only a few batches in flight per worker, so an interrupt has little to wait for.
         # GPU workers take the largest batches, CPU workers the smallest.
         for pool in self.pools:
-            while self.ready and pool.busy(self.in_flight) < pool.capacity:
+            while self.ready and self._busy(pool) < pool.capacity:
                 batch = self.ready.popleft() if pool.takes_largest else self.ready.pop()
                 self._submit(pool, batch, self.attempts.pop(id(batch), 1))
 
-    def _submit(self, pool: _Pool, batch: Batch, attempt: int) -> None:
-        with quiet_start():  # a submission may start a worker process (lifeline.py)
-            future = pool.executor.submit(run_batch, batch.jobs, *([batch.hotwords] if batch.hotwords else []))
-        self.in_flight[future] = (batch, attempt, pool)
+    def _submit(self, pool: WorkerGroup, batch: Batch, attempt: int) -> None:
+        self.in_flight[pool.submit(batch.jobs, batch.hotwords)] = (batch, attempt, pool)
+
+    def _hungry(self, capacity: int) -> bool:
+        """Recognition waits for audio: no batch waiting or to cut, and room for more in
+        flight (the front end may then take more cores, frontend.VadShare)."""
+        return not self.ready and not self.pending and len(self.in_flight) < capacity
+
+    def _busy(self, pool: WorkerGroup) -> int:
+        return sum(1 for _, _, owner in self.in_flight.values() if owner is pool)
 
     def _idle(self, graceful: bool, capacity: int) -> bool:
         """Nothing in flight: stop when all is done (or stopping), or wait for a GPU to free up."""
@@ -764,7 +708,7 @@ class _Schedule:
             if pool.name in broken:
                 self._replace_pool(pool)
 
-    def _batch_done(self, batch: Batch, pool: _Pool, hyps: list[Hypothesis], stats: dict[str, float]) -> None:
+    def _batch_done(self, batch: Batch, pool: WorkerGroup, hyps: list[Hypothesis], stats: dict[str, float]) -> None:
         self.runner._record_worker(stats, pool.name)
         share = stats["compute"] / max(batch.audio_seconds, 1e-9)
         started = time.perf_counter() - stats["compute"]  # on the worker, in this clock
@@ -800,12 +744,12 @@ class _Schedule:
         except OSError as exc:
             self._lose_store(state, exc)
 
-    def _batch_failed(self, batch: Batch, attempt: int, pool: _Pool, exc: Exception) -> bool:
+    def _batch_failed(self, batch: Batch, attempt: int, pool: WorkerGroup, exc: Exception) -> bool:
         """Requeue or fail a batch whose worker raised; True when the pool itself is broken."""
-        if pool.gpu_index is not None:
+        if pool.opportunistic:
             # GPUs are opportunistic: any failure there (CUDA OOM above all) sends the batch
             # back to the queue and the GPU into back-off.
-            self._stop_gpu_worker(pool, exc)
+            self._stand_down(pool, exc)
             self._requeue(batch, attempt, "the GPU worker failed")
         elif isinstance(exc, WorkerLost):
             # The executor already replaced the worker; an attempt that never started does
@@ -843,7 +787,7 @@ class _Schedule:
         ahead: collections.Counter = collections.Counter()
         for future, (batch, _, pool) in list(self.in_flight.items()):
             ahead[pool] += 1
-            if ahead[pool] > pool.slots or not isinstance(pool.executor, cf.ProcessPoolExecutor):
+            if ahead[pool] > pool.slots or not pool.killable:
                 continue
             start = self.clocks.setdefault(future, now)
             speed = self.speed.get(pool.name) if pool.warm else None
@@ -860,9 +804,9 @@ class _Schedule:
             pool.name,
             batch.audio_seconds,
         )
-        if pool.gpu_index is not None:
+        if pool.opportunistic:
             # Its batches come back failed and return to the queue; the GPU backs off.
-            self._stop_gpu_worker(pool, TimeoutError("a batch ran past its deadline"))
+            self._stand_down(pool, TimeoutError("a batch ran past its deadline"))
         else:
             self._replace_pool(pool, culprit=future)
 
@@ -884,22 +828,23 @@ class _Schedule:
     def _abandon_in_flight(self) -> None:
         """The stop's grace is over: kill what still runs; its files end interrupted."""
         for pool in {pool for _, _, pool in self.in_flight.values()}:
-            _shutdown(pool.executor, hard=True)
+            pool.shutdown(hard=True)
         self.in_flight.clear()
 
     # -- worker pools
 
-    def _cpu_pools(self) -> list[_Pool]:
+    def _start_groups(self) -> list[WorkerGroup]:
+        """The runner's worker groups, started (none in GPU-only mode)."""
         if self.gpu is not None and not self.gpu.cpu_workers_allowed:
             return []
-        pools = [
-            _Pool(group.name, group.new_executor(), group.slots, group.takes_largest, group.new_executor)
-            for group in self.runner.groups
-        ]
+        pools = list(self.runner.groups)
+        for pool in pools:
+            pool.start()
+            log.debug("workers: %s", pool.describe())
         pools.sort(key=lambda pool: not pool.takes_largest)  # largest-batch takers choose first
         return pools
 
-    def _replace_pool(self, pool: _Pool, culprit: cf.Future | None = None) -> None:
+    def _replace_pool(self, pool: WorkerGroup, culprit: cf.Future | None = None) -> None:
         """A worker died (OOM killer, segfault) or hung (`culprit`, the batch past its
         deadline): the whole pool is unusable and every batch it had in flight is lost.
         Replace it; resubmit them (with a culprit, only its attempt counts)."""
@@ -912,36 +857,14 @@ class _Schedule:
                     self._requeue(batch, attempt, "a worker hung (its batch ran past its deadline)")
                 else:
                     self._requeue(batch, attempt - 1, "a worker process was killed")
-        _shutdown(pool.executor, hard=True)
-        assert pool.new_executor is not None
-        pool.executor = pool.new_executor()
-        pool.warm = False
+        pool.restart()
 
-    def _start_gpu_workers(self) -> None:
-        if self.gpu is None or not self.gpu.enabled:
-            return
-        runner = self.runner
-        for info in self.gpu.usable_gpus():
-            device = runner.gpu_device(info.index)
-            executor = cf.ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=init_process,
-                initargs=(dataclasses.replace(runner.gpu_spec, device=device), runner.plan.threads_per_worker),
-            )
-            self.gpu.started(info.index)
-            self.pools.insert(0, _Pool(f"gpu{info.index}", executor, 1, takes_largest=True, gpu_index=info.index))
-            log.warning("GPU worker started on %s (%s, %.1f GB free)", device, info.name, info.free_bytes / 1e9)
-
-    def _stop_gpu_worker(self, pool: _Pool, exc: BaseException) -> None:
+    def _stand_down(self, pool: WorkerGroup, exc: BaseException) -> None:
+        """An opportunistic group failed: it leaves the run (the GPU backs off, workers.py)."""
         if pool not in self.pools:
-            return  # already stopped by an earlier batch of the same worker
+            return  # already stood down by an earlier batch of the same worker
         self.pools.remove(pool)
-        _shutdown(pool.executor, hard=True)
-        assert self.gpu is not None and pool.gpu_index is not None
-        self.gpu.out_of_memory(pool.gpu_index)
-        what = "out of memory" if is_cuda_oom(exc) else describe_error(exc)
-        log.warning("GPU worker on GPU %d stopped (%s); its batches go back to the queue", pool.gpu_index, what)
+        pool.stand_down(exc)
 
     # -- the end of the run
 
@@ -951,9 +874,7 @@ class _Schedule:
         hard = self.stop.graceful.is_set()
         self.frontend.close(hard)
         for pool in self.pools:
-            _shutdown(pool.executor, hard)
-            if pool.gpu_index is not None and self.gpu is not None:
-                self.gpu.stopped(pool.gpu_index)
+            pool.shutdown(hard)
         for state in self.states.values():
             if state.index in self.records:
                 continue
@@ -1026,13 +947,6 @@ def journal_outcome(journal: Journal, record: FileRecord) -> bool:
         record.error = "; ".join(filter(None, [f"cannot write the journal: {os_error(exc)}", record.error]))
         log.error("%s: %s", display_name(record.source), record.error)
         return False
-
-
-def _shutdown(executor: cf.Executor, hard: bool) -> None:
-    if isinstance(executor, cf.ProcessPoolExecutor):
-        stop_pool(executor, hard)
-    else:
-        executor.shutdown(wait=False)
 
 
 def print_summary(summary: RunSummary) -> None:
