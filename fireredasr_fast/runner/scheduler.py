@@ -64,6 +64,7 @@ from .progress import Progress
 from .settings import FileFingerprints, RunSettings
 from .store import FileStore, Recognition, normalised
 from .worker import WorkerLost, describe_error, init_process, load_engine, os_error, run_batch
+from .workerstart import worker_context
 
 log = logging.getLogger("fireredasr_fast")
 
@@ -486,11 +487,11 @@ class Runner:
     def _new_executor(self) -> cf.Executor:
         if self.plan.workers <= 0:
             return _InlineExecutor(self.spec, self.plan.threads_per_worker)
-        # spawn: a clean interpreter per worker (no inherited OpenMP/ONNX thread state);
-        # the weights are memory-mapped, so workers share one page-cache copy.
+        # Forked from a server with torch and numba loaded (workerstart.py); the weights are
+        # memory-mapped, so workers share one page-cache copy.
         return cf.ProcessPoolExecutor(
             max_workers=self.plan.workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=worker_context(self.spec),
             initializer=init_process,
             initargs=(self.spec, self.plan.threads_per_worker),
         )
