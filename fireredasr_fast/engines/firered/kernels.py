@@ -203,20 +203,6 @@ def _attention_kernels(jit, prange) -> tuple[object, object]:
     return scores, weighted_values
 
 
-def _sample_calls(kernels: tuple[object, ...]) -> list[tuple[object, tuple[object, ...]]]:
-    """One call of each kernel with the types the decoder passes, on tiny arrays."""
-    linear3, linear_blocked, scores, weighted_values = kernels
-    x = np.ones((ROW_BLOCK, 4), np.float32)
-    probs = np.ones((2, ROW_BLOCK, 5), np.float32)
-    weight, bias = np.ones((5, 4), np.float32), np.zeros(5, np.float32)
-    return [
-        (linear3, (x, weight, bias, np.empty((ROW_BLOCK, 5), np.float32))),
-        (linear_blocked, (np.ones((2 * ROW_BLOCK, 4), np.float32), weight, bias, np.empty((2 * ROW_BLOCK, 5), np.float32))),
-        (scores, (np.ones((2, ROW_BLOCK, 4), np.float32), np.ones((2, 5, 4), np.float32), np.float32(0.5), probs)),
-        (weighted_values, (probs, np.ones((2, 5, 4), np.float32), np.empty((2, ROW_BLOCK, 4), np.float32))),
-    ]
-
-
 def prepare_compiler() -> bool:
     """Import numba and set up its compiler's type and target registries (a second and tens of
     MB per process), without compiling or calling a kernel: what a fork server does once for
@@ -236,14 +222,19 @@ def prepare_compiler() -> bool:
 def unavailable_reason() -> str | None:
     """None when the kernels can run here; otherwise why not (one line)."""
     try:
-        numba, *kernels = _compiled()
+        numba, linear3, linear_blocked, scores, weighted_values = _compiled()
     except ImportError as exc:
         return f"numba is not installed ({exc})"
+    x = np.ones((ROW_BLOCK, 4), np.float32)
+    probs = np.ones((2, ROW_BLOCK, 5), np.float32)
     try:
         # Compiles each kernel for the types the decoder passes (or loads it from numba's
         # cache), here rather than in the middle of the first search, and starts the pool.
-        for kernel, args in _sample_calls(tuple(kernels)):
-            kernel(*args)  # type: ignore[operator]
+        weight, bias = np.ones((5, 4), np.float32), np.zeros(5, np.float32)
+        linear3(x, weight, bias, np.empty((ROW_BLOCK, 5), np.float32))
+        linear_blocked(np.ones((2 * ROW_BLOCK, 4), np.float32), weight, bias, np.empty((2 * ROW_BLOCK, 5), np.float32))
+        scores(np.ones((2, ROW_BLOCK, 4), np.float32), np.ones((2, 5, 4), np.float32), np.float32(0.5), probs)
+        weighted_values(probs, np.ones((2, 5, 4), np.float32), np.empty((2, ROW_BLOCK, 4), np.float32))
     except Exception as exc:  # numba reports a missing threading layer as a plain error
         return f"numba could not start a thread pool ({type(exc).__name__}: {exc})"
     layer = numba.threading_layer()
