@@ -21,4 +21,5 @@ BENCHMARKS = {
     "packing": "Whisper pieces packed into shared windows against one window each: nothing lost, CER/WER, time",
     "interrupt": "Seconds from the first Ctrl-C to the CLI's exit on multi-minute files (issue 29)",
     "resume": "A long file resumed after a kill at 90 %, and re-rendered, against a full run (issue 29)",
+    "workers": "What a worker costs to start and to keep, and whether a second one pays (issue 32)",
 }

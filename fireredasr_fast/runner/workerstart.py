@@ -69,4 +69,3 @@ def worker_context(spec: EngineSpec) -> multiprocessing.context.BaseContext:
         log.warning("worker fork server did not start (%s): workers are spawned", exc)
         return multiprocessing.get_context("spawn")
     return context
-
