@@ -1,0 +1,67 @@
+"""Workers start from a fork server that has loaded torch and numba's compiler
+(runner/workerstart.py): real pools of real processes on the tiny fixture model."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import sys
+
+import pytest
+from conftest import FIXTURES
+
+from fireredasr_fast.engines import EngineSpec
+from fireredasr_fast.runner.worker import init_process
+from fireredasr_fast.runner.workerstart import preload_modules, worker_context
+
+pytestmark = pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(), reason="no fork server on this platform"
+)
+
+SPEC = EngineSpec("firered", str(FIXTURES / "tiny_model"))
+# What a FireRedASR worker has no use for: torch's compiler stack (imported by arithmetic on
+# meta tensors), the VAD's and the Whisper engine's runtimes.
+NOT_IN_A_WORKER = ("torch._dynamo", "sympy", "onnxruntime", "silero_vad", "faster_whisper", "ctranslate2")
+
+
+def _state() -> dict:
+    """In the worker: where it came from and what it has loaded."""
+    numba = sys.modules.get("numba")
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    return {
+        "parent": os.getppid(),
+        "loaded": sorted(name for name in ("torch", "numba", *NOT_IN_A_WORKER) if name in sys.modules),
+        "numba_threads_started": bool(parallel and parallel._is_initialized),
+        "numba_registries_ready": bool(numba and _registries_ready()),
+        "engine_loaded": sys.modules["fireredasr_fast.runner.worker"]._engine is not None,
+    }
+
+
+def _registries_ready() -> bool:
+    from numba.core.registry import cpu_target
+
+    # refresh() loads every type registry once; what it loaded is kept here.
+    return bool(cpu_target.typing_context._registries)
+
+
+def test_a_worker_is_forked_with_torch_and_numba_already_loaded():
+    context = worker_context(SPEC)
+    assert context.get_start_method() == "forkserver"
+    with cf.ProcessPoolExecutor(1, mp_context=context) as pool:
+        state = pool.submit(_state).result(timeout=300)
+    # Forked by the server (not by this process), which had imported torch and prepared
+    # numba's compiler; numba's thread pool starts in the worker, never in the server.
+    assert state["parent"] != os.getpid()
+    assert {"torch", "numba"} <= set(state["loaded"])
+    assert state["numba_registries_ready"]
+    assert not state["numba_threads_started"]
+    assert preload_modules(SPEC)[-1] == "fireredasr_fast.runner.prefork"
+
+
+def test_a_worker_builds_its_engine_without_what_it_does_not_need():
+    with cf.ProcessPoolExecutor(1, mp_context=worker_context(SPEC), initializer=init_process, initargs=(SPEC, 1)) as pool:
+        state = pool.submit(_state).result(timeout=300)
+    assert state["engine_loaded"]
+    assert state["numba_threads_started"]  # the engine's decoder kernels run in the worker
+    assert not set(state["loaded"]) & set(NOT_IN_A_WORKER), state["loaded"]
