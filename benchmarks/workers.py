@@ -211,8 +211,9 @@ def print_folder(summary: dict[str, dict[str, Any]]) -> None:
     print(f"{'checkout':10s} {'wall 1':>8s} {'wall 2':>8s} {'2 vs 1':>7s} {'PSS 1 MiB':>10s} {'PSS 2 MiB':>10s}"
           f" {'2nd worker MiB':>15s}  outputs same")  # fmt: skip
     for name, s in summary.items():
-        print(f"{name:10s} {s['wall_1']:8.1f} {s['wall_2']:8.1f} {s['speedup_2_over_1']:6.2f}x {s['peak_pss_1_mib']:10.0f}"
-              f" {s['peak_pss_2_mib']:10.0f} {s['second_worker_mib']:15.0f}  {s['outputs_identical']}")  # fmt: skip
+        print(f"{name:10s} {s['wall_1']:8.1f} {s['wall_2']:8.1f} {s['speedup_2_over_1']:6.2f}x"
+              f" {s['peak_pss_1_mib']:10.0f} {s['peak_pss_2_mib']:10.0f} {s['second_worker_mib']:15.0f}"
+              f"  {s['outputs_identical']}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

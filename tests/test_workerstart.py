@@ -60,7 +60,8 @@ def test_a_worker_is_forked_with_torch_and_numba_already_loaded():
 
 
 def test_a_worker_builds_its_engine_without_what_it_does_not_need():
-    with cf.ProcessPoolExecutor(1, mp_context=worker_context(SPEC), initializer=init_process, initargs=(SPEC, 1)) as pool:
+    context = worker_context(SPEC)
+    with cf.ProcessPoolExecutor(1, mp_context=context, initializer=init_process, initargs=(SPEC, 1)) as pool:
         state = pool.submit(_state).result(timeout=300)
     assert state["engine_loaded"]
     assert state["numba_threads_started"]  # the engine's decoder kernels run in the worker
