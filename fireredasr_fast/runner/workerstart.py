@@ -2,8 +2,8 @@
 every worker needs, so that a second worker costs little more than its own work.
 
 A worker started with `spawn` is a fresh interpreter that imports torch, numba and the
-engine and initialises numba's compiler for itself: seconds of CPU and ~200 MB of private
-memory per worker before its first batch (docs/tuning.md#worker-start-up-and-memory).
+engine and initialises numba's compiler for itself: seconds of CPU and a large share of its private
+memory before its first batch (docs/tuning.md#worker-start-up-and-memory).
 Python's fork server (multiprocessing "forkserver") is one process, started once per run
 from a clean interpreter, that imports the modules named here (`preload_modules`) and then
 forks a worker whenever the pool needs one: every worker shares those pages copy-on-write.
@@ -35,17 +35,14 @@ log = logging.getLogger(__name__)
 # Imported by the server for every engine: the worker's own code (and through it the
 # pipeline's modules that unpickling a batch needs).
 WORKER_MODULE = "fireredasr_fast.runner.worker"
-# Imported for FireRedASR workers after the engine: prepares numba (prefork.py).
-FIRERED_PREPARE = "fireredasr_fast.runner.prefork"
+# Imported last: prepares what the engine's workers share and freezes it (prefork.py).
+PREPARE_MODULE = "fireredasr_fast.runner.prefork"
 
 
 def preload_modules(spec: EngineSpec) -> list[str]:
     """What the fork server imports for workers of `spec`'s engine, in order."""
     engine_module = ENGINES[spec.engine][0].split(":")[0]
-    modules = ["torch", WORKER_MODULE, engine_module]
-    if spec.engine == "firered":
-        modules.append(FIRERED_PREPARE)
-    return modules
+    return ["torch", WORKER_MODULE, engine_module, PREPARE_MODULE]
 
 
 def worker_context(spec: EngineSpec) -> multiprocessing.context.BaseContext:

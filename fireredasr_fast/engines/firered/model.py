@@ -38,7 +38,7 @@ _BIAS_BLOCK = 128
 def _building_on_meta() -> bool:
     """Inside `torch.device("meta")` (AedModel.from_package). Arithmetic and random
     initialisation on meta tensors run torch's Python reference kernels, which import
-    torch._dynamo and sympy: seconds and ~70 MB per worker process for tensors that the
+    torch._dynamo and sympy (seconds and tens of MB in every worker) for tensors that the
     checkpoint's then replace (docs/tuning.md#worker-start-up-and-memory). So what is built
     there is only allocated (shapes), never computed."""
     return torch.empty(0).is_meta
