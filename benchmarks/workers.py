@@ -56,9 +56,10 @@ def uss():
 
 steps = []
 def step(name, fn):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
-    steps.append({"step": name, "seconds": round(time.perf_counter() - start, 3), "uss_mib": round(uss(), 1)})
+    steps.append({"step": name, "seconds": round(time.perf_counter() - start, 3),
+                  "cpu_seconds": round(time.process_time() - cpu, 3), "uss_mib": round(uss(), 1)})
 
 def numba_compiler():
     import numba
@@ -75,7 +76,7 @@ if mode == "forked":
     pid = os.fork()
     if pid:
         os._exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
-steps.append({"step": "process started", "seconds": 0.0, "uss_mib": round(uss(), 1)})
+steps.append({"step": "process started", "seconds": 0.0, "cpu_seconds": 0.0, "uss_mib": round(uss(), 1)})
 step("import the worker module", lambda: importlib.import_module("fireredasr_fast.runner.worker"))
 step("import torch", lambda: importlib.import_module("torch"))
 step("numba and its compiler", numba_compiler)
@@ -127,6 +128,7 @@ class PeakPss(threading.Thread):
         self.halt = threading.Event()
         self.peak = 0.0
         self.most_processes = 0
+        self.cpu: dict[int, float] = {}  # last seen user + system seconds per process
 
     def run(self) -> None:
         lower_thread_priority(19)
@@ -139,9 +141,11 @@ class PeakPss(threading.Thread):
             for proc in tree:
                 try:
                     total += proc.memory_full_info().pss
-                    count += 1
+                    times = proc.cpu_times()
                 except psutil.Error:
                     continue
+                self.cpu[proc.pid] = times.user + times.system
+                count += 1
             self.peak = max(self.peak, total)
             self.most_processes = max(self.most_processes, count)
 
@@ -162,8 +166,10 @@ def cli_run(root: Path, model_dir: Path, folder: Path, out: Path, workers: int, 
     if code != 0:
         raise RuntimeError(f"the CLI failed ({code}); see {out}.log")
     texts = {p.name: p.read_text(encoding="utf-8") for p in sorted(out.glob("*.srt"))}
-    return {"wall": round(wall, 2), "peak_pss_mib": round(monitor.peak / MIB, 1), "processes": monitor.most_processes,
-            "outputs": texts}  # fmt: skip
+    row = {"wall": round(wall, 2), "cpu_seconds": round(sum(monitor.cpu.values()), 1),
+           "peak_pss_mib": round(monitor.peak / MIB, 1), "processes": monitor.most_processes}  # fmt: skip
+    print(f"  {row}, load {os.getloadavg()[0]:.1f}", flush=True)
+    return {**row, "outputs": texts}
 
 
 def folder_part(roots: dict[str, Path], model_dir: Path, folder: Path, work: Path, args: argparse.Namespace) -> dict:
@@ -192,14 +198,14 @@ def folder_part(roots: dict[str, Path], model_dir: Path, folder: Path, work: Pat
 
 def print_phases(results: dict[str, list[dict[str, Any]]]) -> None:
     names = list(results)
-    print("\nworker start-up, step by step (seconds / USS MiB after the step):")
+    print("\nworker start-up, step by step (CPU seconds of the step / USS MiB after it):")
     print(f"{'step':30s} " + " ".join(f"{n:>24s}" for n in names))
     steps = [s["step"] for s in results[names[0]] if "seconds" in s]
     for step in steps:
         cells = []
         for n in names:
             row = next((s for s in results[n] if s["step"] == step), None)
-            cells.append(f"{row['seconds']:9.2f} s {row['uss_mib']:8.1f} MiB" if row else " " * 24)
+            cells.append(f"{row['cpu_seconds']:9.2f} s {row['uss_mib']:8.1f} MiB" if row else " " * 24)
         print(f"{step:30s} " + " ".join(f"{c:>24s}" for c in cells))
     for n in names:
         heavy = next(s for s in results[n] if s["step"] == "modules")["heavy"]
