@@ -42,7 +42,9 @@ PREPARE_MODULE = "fireredasr_fast.runner.prefork"
 def preload_modules(spec: EngineSpec) -> list[str]:
     """What the fork server imports for workers of `spec`'s engine, in order."""
     engine_module = ENGINES[spec.engine][0].split(":")[0]
-    return ["torch", WORKER_MODULE, engine_module, PREPARE_MODULE]
+    # torch._dynamo: building a model on the meta device (the FireRedASR engine adopts the
+    # checkpoint's tensors) runs torch's Python reference kernels, which import it.
+    return ["torch", "torch._dynamo", WORKER_MODULE, engine_module, PREPARE_MODULE]
 
 
 def worker_context(spec: EngineSpec) -> multiprocessing.context.BaseContext:

@@ -35,19 +35,8 @@ _ATTN_BYTES_BUDGET = 1 << 30
 _BIAS_BLOCK = 128
 
 
-def _building_on_meta() -> bool:
-    """Inside `torch.device("meta")` (AedModel.from_package). Arithmetic and random
-    initialisation on meta tensors run torch's Python reference kernels, which import
-    torch._dynamo and sympy (seconds and tens of MB in every worker) for tensors that the
-    checkpoint's then replace (docs/tuning.md#worker-start-up-and-memory). So what is built
-    there is only allocated (shapes), never computed."""
-    return torch.empty(0).is_meta
-
-
 def _sinusoids(positions: Tensor, d_model: int) -> Tensor:
     """Interleaved sin/cos table, the layout of the checkpoints' stored `pe` buffers."""
-    if _building_on_meta():
-        return torch.empty(positions.numel(), d_model)
     inv_freq = torch.exp(torch.arange(0, d_model, 2).float() * -(math.log(10000.0) / d_model))
     angles = positions.float().unsqueeze(1) * inv_freq
     table = torch.zeros(positions.numel(), d_model)
@@ -289,7 +278,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.input_preprocessor = Subsampling(idim, d_model)
         # Upstream's relative table always spans 5000 positions each way, whatever pe_maxlen.
-        self.positional_encoding = PositionTable(torch.arange(4999, -5000, -1, device="cpu"), d_model)
+        self.positional_encoding = PositionTable(torch.arange(4999, -5000, -1), d_model)
         self.layer_stack = nn.ModuleList(ConformerLayer(d_model, n_head, kernel_size) for _ in range(n_layers))
 
     def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -464,10 +453,8 @@ class Decoder(nn.Module):
         self.sos_id, self.eos_id, self.pad_id = sos_id, eos_id, pad_id
         self.n_head = n_head
         self.d_model = d_model
-        # On meta, given storage skips the random initialisation (_building_on_meta).
-        shape_only = torch.empty(odim, d_model) if _building_on_meta() else None
-        self.tgt_word_emb = nn.Embedding(odim, d_model, padding_idx=pad_id, _weight=shape_only)
-        self.positional_encoding = PositionTable(torch.arange(pe_maxlen, device="cpu"), d_model)
+        self.tgt_word_emb = nn.Embedding(odim, d_model, padding_idx=pad_id)
+        self.positional_encoding = PositionTable(torch.arange(pe_maxlen), d_model)
         self.layer_stack = nn.ModuleList(DecoderLayer(d_model, n_head) for _ in range(n_layers))
         self.tgt_word_prj = nn.Linear(d_model, odim, bias=False)
         self.layer_norm_out = nn.LayerNorm(d_model)
