@@ -14,7 +14,7 @@ from conftest import FIXTURES
 
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.runner.worker import init_process
-from fireredasr_fast.runner.workerstart import preload_modules, worker_context
+from fireredasr_fast.runner.workerstart import START_ENV, preload_modules, worker_context
 
 pytestmark = pytest.mark.skipif(
     "forkserver" not in multiprocessing.get_all_start_methods(), reason="no fork server on this platform"
@@ -44,6 +44,16 @@ def _registries_ready() -> bool:
 
     # refresh() loads every type registry once; what it loaded is kept here.
     return bool(cpu_target.typing_context._registries)
+
+
+@pytest.fixture(autouse=True)
+def _fork_server(monkeypatch):
+    monkeypatch.setenv(START_ENV, "forkserver")  # opt-in (workerstart.START_ENV)
+
+
+def test_workers_are_spawned_unless_the_fork_server_is_asked_for(monkeypatch):
+    monkeypatch.delenv(START_ENV)
+    assert worker_context(SPEC).get_start_method() == "spawn"
 
 
 def test_a_worker_is_forked_with_torch_and_numba_already_loaded():
