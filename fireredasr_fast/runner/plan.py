@@ -142,10 +142,6 @@ def set_process_threads(threads: int) -> None:
     """Pin this process's thread pools; call before any inference work."""
     for name in THREAD_ENV_VARS:
         os.environ[name] = str(threads)
-    if "numba" in sys.modules:
-        # Imported before this (a worker forked from the fork server, workerstart.py): numba
-        # read NUMBA_NUM_THREADS then, and would start a pool of every core's threads.
-        sys.modules["numba"].config.reload_config()
     import torch
 
     torch.set_num_threads(threads)

@@ -11,11 +11,11 @@ from a clean interpreter, that imports the modules named here (`preload_modules`
 forks a worker whenever the pool needs one: every worker shares those pages copy-on-write.
 
 What the server may do is limited by what a fork copies: only the forking thread. So the
-server imports and prepares, but never computes: no torch operation (its OpenMP pool), no
-numba kernel call (numba's pool), no VAD or engine built. Each worker still pins its own
-thread counts (plan.set_process_threads) and builds its engine on the shared, memory-mapped
-weights (worker.load_engine). Where there is no fork server (Windows), or it cannot start,
-workers are spawned as before.
+server imports, but never computes: no torch operation (its OpenMP pool), no VAD or engine
+built; numba is left to the workers (prefork.py says why). Each worker still pins its own
+thread counts (plan.set_process_threads) and builds its engine on the shared,
+memory-mapped weights (worker.load_engine). Where there is no fork server (Windows), or it
+cannot start, workers are spawned.
 
 The server is a child of the run's main process: it exits when the main process does (it
 watches a pipe only the main process holds), and its workers are tied to the main process
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # Imported by the server for every engine: the worker's own code (and through it the
 # pipeline's modules that unpickling a batch needs).
 WORKER_MODULE = "fireredasr_fast.runner.worker"
-# Imported last: prepares what the engine's workers share and freezes it (prefork.py).
+# Imported last: freezes what the server loaded (prefork.py).
 PREPARE_MODULE = "fireredasr_fast.runner.prefork"
 
 

@@ -203,21 +203,6 @@ def _attention_kernels(jit, prange) -> tuple[object, object]:
     return scores, weighted_values
 
 
-def prepare_compiler() -> bool:
-    """Import numba and set up its compiler's type and target registries (a second and tens of
-    MB per process), without compiling or calling a kernel: what a fork server does once for
-    all the workers it forks (runner/workerstart.py). Loading a parallel kernel would start
-    numba's OpenMP layer, and numba ends a process forked after that. False without numba."""
-    try:
-        _compiled()
-        from numba.core.registry import cpu_target
-    except ImportError:
-        return False
-    cpu_target.typing_context.refresh()
-    cpu_target.target_context.refresh()
-    return True
-
-
 @functools.cache
 def unavailable_reason() -> str | None:
     """None when the kernels can run here; otherwise why not (one line)."""
