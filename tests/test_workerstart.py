@@ -37,13 +37,8 @@ def _state() -> dict:
     }
 
 
-@pytest.fixture(autouse=True)
-def _fork_server(monkeypatch):
-    monkeypatch.setenv(START_ENV, "forkserver")  # opt-in (workerstart.START_ENV)
-
-
-def test_workers_are_spawned_unless_the_fork_server_is_asked_for(monkeypatch):
-    monkeypatch.delenv(START_ENV)
+def test_workers_are_spawned_when_asked(monkeypatch):
+    monkeypatch.setenv(START_ENV, "spawn")
     assert worker_context(SPEC).get_start_method() == "spawn"
 
 

@@ -487,8 +487,8 @@ class Runner:
     def _new_executor(self) -> cf.Executor:
         if self.plan.workers <= 0:
             return _InlineExecutor(self.spec, self.plan.threads_per_worker)
-        # Spawned, or forked from a server with torch and numba loaded (opt-in,
-        # workerstart.py); the weights are memory-mapped, so workers share one page-cache copy.
+        # Forked from a server with torch and the engine loaded (workerstart.py); the weights
+        # are memory-mapped, so workers share one page-cache copy.
         return cf.ProcessPoolExecutor(
             max_workers=self.plan.workers,
             mp_context=worker_context(self.spec),

@@ -1,7 +1,5 @@
-"""How local worker processes start: spawned, or (opt-in, START_ENV) forked from a server
-that has already loaded what every worker needs, so that a second worker costs little more
-than its own work in memory. Opt-in because forked workers ran their batches several times
-slower in CPU time in the one measurement made (docs/tuning.md#worker-start-up-and-memory).
+"""How local worker processes start: forked from a server that has already loaded what
+every worker needs, so that a second worker costs little more than its own work.
 
 A worker started with `spawn` is a fresh interpreter that imports torch, numba and the
 engine and initialises numba's compiler for itself: seconds of CPU and a large share of its private
@@ -50,18 +48,16 @@ def preload_modules(spec: EngineSpec) -> list[str]:
     return ["torch", "torch._dynamo", WORKER_MODULE, engine_module, PREPARE_MODULE]
 
 
-# Opt-in for now: forked workers measured several times slower per batch than spawned ones
-# (cause not found; docs/tuning.md#worker-start-up-and-memory), so workers are spawned unless
-# this is set to "forkserver".
+# "spawn" here starts workers the old way (a fresh interpreter each).
 START_ENV = "FIREREDASR_FAST_WORKER_START"
 
 
 def worker_context(spec: EngineSpec) -> multiprocessing.context.BaseContext:
-    """The multiprocessing context local CPU workers start from: spawn, or with
-    START_ENV=forkserver the fork server (started here, once per process, with `spec`'s
-    modules preloaded) where the platform has one. A server already running (an earlier run
-    in this process) is reused with what it preloaded then."""
-    wanted = os.environ.get(START_ENV, "spawn")
+    """The multiprocessing context local CPU workers start from: the fork server (started
+    here, once per process, with `spec`'s modules preloaded) where the platform has one,
+    else, or with START_ENV=spawn, spawn. A server already running (an earlier run in this
+    process) is reused with what it preloaded then."""
+    wanted = os.environ.get(START_ENV, "forkserver")
     if wanted != "forkserver" or "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     from multiprocessing import forkserver
