@@ -24,4 +24,5 @@ BENCHMARKS = {
     "speakers": "Speaker labels: DER on the AMI clips of the pyannote-audio sdist, and the cost on a long file",
     "hotwords": "The glossary (--hotwords): term recall, false insertions, CER/WER and cost per search step (issue 31)",
     "precision": "The engine's CPU precisions (fp32, bf16, int8) side by side at full size (issue 32)",
+    "workers": "What a worker costs to start and to keep, and whether a second one pays (issue 32)",
 }

@@ -76,13 +76,16 @@ class Run:
         assert self.proc.poll() is None, f"the run ended first:\n{self.stderr}"
 
     def workers(self) -> list[psutil.Process]:
+        """Spawned children of the main process, and the processes its fork server forked
+        (workerstart.py: they carry the server's command line)."""
         found = []
-        for process in self.main.children():
+        for process in self.main.children(recursive=True):
             try:
                 cmdline = " ".join(process.cmdline())
+                forked = "forkserver" in cmdline and process.ppid() != self.main.pid
             except psutil.Error:
                 continue
-            if "spawn_main" in cmdline and "resource_tracker" not in cmdline:
+            if ("spawn_main" in cmdline or forked) and "resource_tracker" not in cmdline:
                 found.append(process)
         return found
 
@@ -227,22 +230,26 @@ def child(_):
 
 
 if __name__ == "__main__":
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context({method!r})
     pool = cf.ProcessPoolExecutor(1, mp_context=ctx, initializer=attach, initargs=({kernel},))
     pool.submit(child, 0)
     time.sleep(3600)
 """
 
 
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
 @pytest.mark.parametrize("kernel", [True, False], ids=["kernel-signal", "watchdog"])
-def test_a_pool_process_dies_with_its_parent(tmp_path, kernel):
+def test_a_pool_process_dies_with_its_parent(tmp_path, kernel, method):
+    """Workers are forked from a fork server (workerstart.py) where there is one: their
+    parent is then the server, which exits with the main process; the kernel's signal
+    follows the server, the watchdog the main process's pipe."""
     script = tmp_path / "parent.py"
-    script.write_text(textwrap.dedent(_PARENT).format(root=str(ROOT), kernel=kernel))
+    script.write_text(textwrap.dedent(_PARENT).format(root=str(ROOT), kernel=kernel, method=method))
     parent = subprocess.Popen([sys.executable, str(script)], env=env())
     main = psutil.Process(parent.pid)
-    wait_for(lambda: any(c.cpu_times().user > 0.3 for c in _children(main) if "resource_tracker" not in _cmd(c)), 60)
+    wait_for(lambda: any(_busy(c) for c in _children(main) if "resource_tracker" not in _cmd(c)), 60)
     children = _children(main)
-    busy = [c for c in children if "resource_tracker" not in _cmd(c)]
+    busy = [c for c in children if "resource_tracker" not in _cmd(c) and _busy(c)]
     if kernel:
         busy[0].suspend()  # only the kernel's death signal ends a stopped process
     parent.kill()
@@ -251,6 +258,13 @@ def test_a_pool_process_dies_with_its_parent(tmp_path, kernel):
     while any(_alive(c) for c in children) and time.monotonic() < end:
         time.sleep(0.1)
     assert not [c for c in children if _alive(c)]
+
+
+def _busy(process: psutil.Process) -> bool:
+    try:
+        return process.cpu_times().user > 0.3
+    except psutil.Error:
+        return False
 
 
 def _children(process: psutil.Process) -> list[psutil.Process]:

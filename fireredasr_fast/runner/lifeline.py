@@ -2,11 +2,14 @@
 
 Whatever ends the main process (SIGKILL included), its children follow within a moment:
 
-- Worker and VAD processes (multiprocessing, spawn) call `attach` first thing. On Linux it
+- Worker and VAD processes (multiprocessing) call `attach` first thing. On Linux it
   asks the kernel for SIGKILL when their parent dies (PR_SET_PDEATHSIG), which also ends a
   stopped (SIGSTOP) or busy process; everywhere, a watchdog thread waits on the pipe
-  multiprocessing keeps from the parent (`parent_process().sentinel`), which the kernel
-  closes when the parent dies, and exits the process then.
+  multiprocessing keeps from the main process (`parent_process().sentinel`), which the kernel
+  closes when that process dies, and exits the process then. Workers forked from the fork
+  server (workerstart.py) have the server as their parent: they let go of the pipe that keeps
+  the server alive, so the server exits when the main process does and the kernel's signal
+  follows (`_leave_fork_server_pipe`).
 - ffmpeg writes its samples into a pipe only the main process reads: when that process
   dies, ffmpeg's next write fails (EPIPE) and it exits (audio.decode_audio).
 
@@ -50,6 +53,8 @@ def attach(kernel_signal: bool) -> None:
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)  # blocked by quiet_start
     parent = multiprocessing.parent_process()
+    if parent is not None:
+        _leave_fork_server_pipe()
     if kernel_signal:
         _ask_kernel_for_sigkill()
     if parent is None:
@@ -57,6 +62,23 @@ def attach(kernel_signal: bool) -> None:
     if not parent.is_alive():  # died before the request above was in place
         os._exit(ORPHAN_EXIT_CODE)
     threading.Thread(target=_watch, args=(parent.sentinel,), name="lifeline", daemon=True).start()
+
+
+def _leave_fork_server_pipe() -> None:
+    """A process forked from the fork server (workerstart.py) is handed the write end of the
+    pipe whose end-of-file tells the server that the main process is gone, so that it could
+    start processes of its own from the server. Workers start none; holding it would keep the
+    server, their parent, alive after the main process died, and the kernel's death signal
+    with it (a stopped worker would then outlive the run). Spawned processes hold no such end."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # type: ignore[attr-defined]
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is None:
+        return
+    server._forkserver_alive_fd = None
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def _ask_kernel_for_sigkill() -> bool:

@@ -7,7 +7,10 @@ functions; neither knows how the other starts its processes.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
+import sys
 import time
 
 from fireredasr_fast.batching import SegmentJob
@@ -71,8 +74,28 @@ def run_batch(jobs: list[SegmentJob], hotwords: Glossary | None = None) -> tuple
     end = time.perf_counter()
     # "wait" is the idle gap since this worker's previous batch: time it starved.
     stats = {"pid": os.getpid(), "compute": end - start, "wait": start - _last_done}
-    _last_done = end
+    release_freed_memory()
+    _last_done = time.perf_counter()
     return hyps, stats
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap a batch freed back to the system. glibc keeps freed blocks for reuse,
+    so a worker otherwise holds its largest batch's activations between batches, memory the
+    other workers and the page cache could use (docs/tuning.md#worker-start-up-and-memory).
+    False where there is no glibc."""
+    trim = _malloc_trim()
+    return trim is not None and bool(trim(0))
+
+
+@functools.cache
+def _malloc_trim():  # type: ignore[no-untyped-def]
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # musl and other libcs have no malloc_trim
+        return None
 
 
 def describe_error(exc: BaseException) -> str:

@@ -33,6 +33,7 @@ from .gpu import GpuScheduler, is_cuda_oom
 from .lifeline import quiet_start, stop_pool
 from .plan import Plan
 from .worker import describe_error, init_process, load_engine, run_batch
+from .workerstart import worker_context
 
 log = logging.getLogger("fireredasr_fast")
 
@@ -123,14 +124,17 @@ class InlineExecutor(cf.Executor):
         return future
 
 
-def process_pool(spec: EngineSpec, processes: int, threads: int) -> cf.ProcessPoolExecutor:
+def process_pool(
+    spec: EngineSpec, processes: int, threads: int, context: multiprocessing.context.BaseContext | None = None
+) -> cf.ProcessPoolExecutor:
     """Worker processes that each build `spec`'s engine once with `threads` threads.
 
-    spawn: a clean interpreter per worker (no inherited OpenMP/ONNX thread state); the
-    weights are memory-mapped, so workers share one page-cache copy."""
+    `context` None: spawn, a clean interpreter per worker (no inherited OpenMP/ONNX/CUDA
+    state); CPU workers are forked from a server with torch and the engine loaded
+    (workerstart.py). The weights are memory-mapped, so workers share one page-cache copy."""
     return cf.ProcessPoolExecutor(
         max_workers=processes,
-        mp_context=multiprocessing.get_context("spawn"),
+        mp_context=context or multiprocessing.get_context("spawn"),
         initializer=init_process,
         initargs=(spec, threads),
     )
@@ -151,7 +155,7 @@ class LocalWorkers(WorkerGroup):
     def _new_executor(self) -> cf.Executor:
         if self.plan.workers <= 0:
             return InlineExecutor(self.spec, self.plan.threads_per_worker)
-        return process_pool(self.spec, self.plan.workers, self.plan.threads_per_worker)
+        return process_pool(self.spec, self.plan.workers, self.plan.threads_per_worker, worker_context(self.spec))
 
     def describe(self) -> str:
         if self.plan.workers <= 0:

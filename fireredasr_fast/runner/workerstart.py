@@ -1,0 +1,76 @@
+"""How local worker processes start: forked from a server that has already loaded what
+every worker needs, so that a second worker costs little more than its own work.
+
+A worker started with `spawn` is a fresh interpreter that imports torch, numba and the
+engine and initialises numba's compiler for itself: seconds of CPU and a large share of its private
+memory before its first batch (docs/tuning.md#worker-start-up-and-memory).
+Python's fork server (multiprocessing "forkserver") is one process, started once per run
+from a clean interpreter, that imports the modules named here (`preload_modules`) and then
+forks a worker whenever the pool needs one: every worker shares those pages copy-on-write.
+
+What the server may do is limited by what a fork copies: only the forking thread. So the
+server imports, but never computes: no torch operation (its OpenMP pool), no VAD or engine
+built; numba is left to the workers (prefork.py says why). Each worker still pins its own
+thread counts (plan.set_process_threads) and builds its engine on the shared,
+memory-mapped weights (worker.load_engine). Where there is no fork server (Windows), or it
+cannot start, workers are spawned.
+
+The server is a child of the run's main process: it exits when the main process does (it
+watches a pipe only the main process holds), and its workers are tied to the main process
+by the lifeline (lifeline.py: the parent pipe they watch is the main process's).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.context
+import os
+
+from fireredasr_fast.engines import ENGINES, EngineSpec
+
+from .lifeline import quiet_start
+
+log = logging.getLogger(__name__)
+
+# Imported by the server for every engine: the worker's own code (and through it the
+# pipeline's modules that unpickling a batch needs).
+WORKER_MODULE = "fireredasr_fast.runner.worker"
+# Imported last: freezes what the server loaded (prefork.py).
+PREPARE_MODULE = "fireredasr_fast.runner.prefork"
+
+
+def preload_modules(spec: EngineSpec) -> list[str]:
+    """What the fork server imports for workers of `spec`'s engine, in order."""
+    engine_module = ENGINES[spec.engine][0].split(":")[0]
+    # torch._dynamo: building a model on the meta device (the FireRedASR engine adopts the
+    # checkpoint's tensors) runs torch's Python reference kernels, which import it.
+    return ["torch", "torch._dynamo", WORKER_MODULE, engine_module, PREPARE_MODULE]
+
+
+# "spawn" here starts workers the old way (a fresh interpreter each).
+START_ENV = "FIREREDASR_FAST_WORKER_START"
+
+
+def worker_context(spec: EngineSpec) -> multiprocessing.context.BaseContext:
+    """The multiprocessing context local CPU workers start from: the fork server (started
+    here, once per process, with `spec`'s modules preloaded) where the platform has one,
+    else, or with START_ENV=spawn, spawn. A server already running (an earlier run in this
+    process) is reused with what it preloaded then."""
+    wanted = os.environ.get(START_ENV, "forkserver")
+    if wanted != "forkserver" or "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    from multiprocessing import forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(preload_modules(spec))
+    try:
+        # Started inside quiet_start: the server, and every worker it forks, begin with the
+        # terminal's signals blocked (the signal mask survives fork and exec); a SIGHUP to the
+        # group must not end the server the workers are forked from.
+        with quiet_start():
+            forkserver.ensure_running()
+    except OSError as exc:
+        log.warning("worker fork server did not start (%s): workers are spawned", exc)
+        return multiprocessing.get_context("spawn")
+    return context

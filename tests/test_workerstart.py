@@ -1,0 +1,66 @@
+"""Workers start from a fork server that has loaded torch and numba's compiler
+(runner/workerstart.py): real pools of real processes on the tiny fixture model."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import gc
+import multiprocessing
+import os
+import sys
+
+import pytest
+from conftest import FIXTURES
+
+from fireredasr_fast.engines import EngineSpec
+from fireredasr_fast.runner.worker import init_process
+from fireredasr_fast.runner.workerstart import START_ENV, preload_modules, worker_context
+
+pytestmark = pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(), reason="no fork server on this platform"
+)
+
+SPEC = EngineSpec("firered", str(FIXTURES / "tiny_model"))
+# What a FireRedASR worker has no use for: the VAD's and the Whisper engine's runtimes.
+NOT_IN_A_WORKER = ("onnxruntime", "silero_vad", "faster_whisper", "ctranslate2")
+
+
+def _state() -> dict:
+    """In the worker: where it came from and what it has loaded."""
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    return {
+        "parent": os.getppid(),
+        "loaded": sorted(name for name in ("torch", "torch._dynamo", "numba", *NOT_IN_A_WORKER) if name in sys.modules),
+        "numba_threads_started": bool(parallel and parallel._is_initialized),
+        "engine_loaded": sys.modules["fireredasr_fast.runner.worker"]._engine is not None,
+        "frozen_objects": gc.get_freeze_count(),
+    }
+
+
+def test_workers_are_spawned_when_asked(monkeypatch):
+    monkeypatch.setenv(START_ENV, "spawn")
+    assert worker_context(SPEC).get_start_method() == "spawn"
+
+
+def test_a_worker_is_forked_with_torch_and_numba_already_loaded():
+    context = worker_context(SPEC)
+    assert context.get_start_method() == "forkserver"
+    with cf.ProcessPoolExecutor(1, mp_context=context) as pool:
+        state = pool.submit(_state).result(timeout=300)
+    # Forked by the server (not by this process), which had imported torch; numba is left
+    # to the worker (prefork.py), its thread pool with it.
+    assert state["parent"] != os.getpid()
+    assert {"torch", "torch._dynamo"} <= set(state["loaded"])
+    assert "numba" not in state["loaded"]
+    # What the server loaded is out of the collector's reach, so stays shared (prefork.py).
+    assert state["frozen_objects"] > 10000
+    assert preload_modules(SPEC)[-1] == "fireredasr_fast.runner.prefork"
+
+
+def test_a_worker_builds_its_engine_without_what_it_does_not_need():
+    context = worker_context(SPEC)
+    with cf.ProcessPoolExecutor(1, mp_context=context, initializer=init_process, initargs=(SPEC, 1)) as pool:
+        state = pool.submit(_state).result(timeout=300)
+    assert state["engine_loaded"]
+    assert state["numba_threads_started"]  # the engine's decoder kernels run in the worker
+    assert not set(state["loaded"]) & set(NOT_IN_A_WORKER), state["loaded"]
