@@ -79,7 +79,11 @@ def run_and_kill_a_worker(cmd: list[str], is_busy_worker: Callable[[psutil.Proce
     parent = psutil.Process(proc.pid)
 
     def busy_worker() -> psutil.Process | None:
-        for child in parent.children(recursive=True):
+        try:
+            children = parent.children(recursive=True)
+        except psutil.Error:  # a process of the tree ended while it was walked
+            return None
+        for child in children:
             try:
                 if is_busy_worker(child):
                     return child

@@ -58,7 +58,11 @@ def test_killed_worker_is_replaced_and_every_file_finishes(folder, random_model_
     out = tmp_path / "out"
 
     def busy_pool_process(process: psutil.Process) -> bool:
-        return "spawn_main" in " ".join(process.cmdline()) and process.cpu_times().user > 1.0
+        """A recognition worker at work: forked by the fork server (workerstart.py), so it and
+        its parent carry the server's command line (the front end's VAD processes are spawned)."""
+        parent = process.parent()
+        forked = parent is not None and all("forkserver" in " ".join(p.cmdline()) for p in (process, parent))
+        return forked and process.cpu_times().user > 1.0
 
     returncode, stderr = run_and_kill_a_worker(cli_command(random_model_dir, out, folder, workers=2), busy_pool_process)
     assert returncode == 0, stderr
