@@ -23,6 +23,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TINY_MODEL = FIXTURES / "tiny_model"
 sys.path.insert(0, str(FIXTURES))
 
+from precision_drift import edit_distance  # noqa: E402
 from tiny_model_texts import ENGLISH_SENTENCES, MANDARIN_SENTENCES  # noqa: E402
 
 AVX2_ONLY = frozenset({"sse4_2", "avx", "avx2", "fma", "avx_vnni"})  # the i9-14900KF's kind
@@ -90,15 +91,6 @@ def test_bad_precision_value_is_one_line(capsys) -> None:
     assert len(lines) == 1 and "--precision" in lines[0]
 
 
-def _edit_distance(a: list[int], b: list[int]) -> int:
-    row = list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        prev, row[0] = row[0], i
-        for j in range(1, len(b) + 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] != b[j - 1]))
-    return row[len(b)]
-
-
 @pytest.fixture(scope="module")
 def fixture_speech() -> list[np.ndarray]:
     """Trained sentences in held-out espeak voices (as tests/fixtures/precision_drift.py)."""
@@ -133,5 +125,5 @@ def test_reduced_precision_agrees_with_fp32(precision, fixture_speech, fp32_toke
         assert model.model.decoder.tgt_word_prj.weight.dtype == torch.bfloat16
     hyps = model.transcribe(fixture_speech, beam_size=3)
     tokens = sum(len(t) for t in fp32_tokens)
-    edits = sum(_edit_distance(a, h.token_ids) for a, h in zip(fp32_tokens, hyps, strict=True))
+    edits = sum(edit_distance(a, h.token_ids) for a, h in zip(fp32_tokens, hyps, strict=True))
     assert 1 - edits / tokens >= MIN_AGREEMENT, (edits, tokens)
