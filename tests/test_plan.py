@@ -126,3 +126,28 @@ def test_the_runner_decodes_and_segments_at_low_priority_beside_multithreaded_wo
     # Single-threaded workers share the cores fairly with the preload thread.
     assert seen == [max(before, PRELOAD_NICE) if threads > 1 else before]
     assert _nice_of_this_thread() == before  # the scheduling loop and writing keep their priority
+
+
+def test_pinning_threads_after_numbas_pool_started_leaves_numba_able_to_compile(tmp_path):
+    """numba rereads its environment at each compile and refuses a NUMBA_NUM_THREADS other
+    than its running pool's: pinning a process that already ran numba (a run with its worker
+    in the process, a test session) must not break the next compile (librosa's, say)."""
+    script = tmp_path / "pin.py"
+    script.write_text(
+        "import numba, numpy as np\n"
+        "from fireredasr_fast.runner.plan import set_process_threads\n"
+        "@numba.njit(parallel=True)\n"
+        "def total(x):\n"
+        "    s = 0.0\n"
+        "    for i in numba.prange(x.size):\n"
+        "        s += x[i]\n"
+        "    return s\n"
+        "total(np.ones(8))\n"  # starts the pool at NUMBA_NUM_THREADS=2
+        "set_process_threads(1)\n"
+        "numba.njit(lambda x: x + 1)(1)\n"  # a compile after the pin
+        "print('compiled', numba.config.NUMBA_NUM_THREADS)\n"
+    )
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["compiled", "2"]

@@ -64,3 +64,35 @@ def test_a_worker_builds_its_engine_without_what_it_does_not_need():
     assert state["engine_loaded"]
     assert state["numba_threads_started"]  # the engine's decoder kernels run in the worker
     assert not set(state["loaded"]) & set(NOT_IN_A_WORKER), state["loaded"]
+
+
+def test_a_batch_submitted_after_a_worker_died_comes_back_failed_not_raised():
+    """A worker killed between two looks of the scheduler breaks the pool; the next submit
+    must hand back a failed future (requeued and the group restarted like the batches in
+    flight), not raise out of the run."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    import psutil
+
+    from fireredasr_fast.runner.plan import Plan
+    from fireredasr_fast.runner.workers import LocalWorkers
+
+    plan = Plan(
+        workers=1, threads_per_worker=1, physical_cores=2, logical_cores=2, available_gb=1, model_gb=0, reason="test"
+    )
+    group = LocalWorkers(SPEC, plan)
+    group.start()
+    try:
+        first = group.submit([])
+        first.result(timeout=300)
+        for child in psutil.Process().children(recursive=True):
+            if child.pid in group._executor._processes:  # type: ignore[union-attr]
+                child.kill()
+        with pytest.raises(BrokenProcessPool):
+            group.submit([]).result(timeout=300)  # may be submitted before the death is seen
+        late = group.submit([])
+        assert isinstance(late.exception(timeout=60), BrokenProcessPool)
+        group.restart()
+        assert group.submit([]).result(timeout=300)[0] == []
+    finally:
+        group.shutdown(hard=True)

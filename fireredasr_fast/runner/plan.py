@@ -160,10 +160,21 @@ THREAD_ENV_VARS = (
 )
 
 
+def _numba_pool_started() -> bool:
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    return bool(parallel is not None and getattr(parallel, "_is_initialized", False))
+
+
 def set_process_threads(threads: int) -> None:
-    """Pin this process's thread pools; call before any inference work."""
+    """Pin this process's thread pools; call before any inference work.
+
+    Once numba's pool runs its size is fixed: numba rereads its environment at each compile
+    and raises if NUMBA_NUM_THREADS changed, so the variable is then left alone (the kernels
+    use as many of the pool's threads as torch has, kernels.py)."""
+    started = _numba_pool_started()
     for name in THREAD_ENV_VARS:
-        os.environ[name] = str(threads)
+        if not (started and name == "NUMBA_NUM_THREADS"):
+            os.environ[name] = str(threads)
     import torch
 
     torch.set_num_threads(threads)

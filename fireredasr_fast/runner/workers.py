@@ -23,6 +23,7 @@ import logging
 import multiprocessing
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from fireredasr_fast.batching import SegmentJob
@@ -72,9 +73,16 @@ class WorkerGroup(ABC):
     def submit(self, jobs: list[SegmentJob], hotwords: Glossary | None = None) -> cf.Future:
         """A future of run_batch(jobs, hotwords): (hypotheses, the worker's stats)."""
         assert self._executor is not None, f"{self.name}: the group was not started"
-        with quiet_start():  # a submission may start a worker process (lifeline.py)
-            # The glossary only when there is one: a batch without stays as small as before.
-            return self._executor.submit(run_batch, jobs, *([hotwords] if hotwords else []))
+        try:
+            with quiet_start():  # a submission may start a worker process (lifeline.py)
+                # The glossary only when there is one: a batch without stays as small as before.
+                return self._executor.submit(run_batch, jobs, *([hotwords] if hotwords else []))
+        except BrokenProcessPool as exc:
+            # A worker died since the scheduler last looked: the batch comes back failed the
+            # way its batches in flight do, so one path requeues them and restarts the group.
+            failed: cf.Future = cf.Future()
+            failed.set_exception(exc)
+            return failed
 
     def live_slots(self) -> int:
         """Slots that can still take batches: executors that lose workers for good (Ray
