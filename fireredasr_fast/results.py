@@ -151,6 +151,9 @@ class FileResult:
     # With speaker labels (`--speakers`): who speaks when, (start, end, speaker) in time order,
     # speakers named S1, S2... by first appearance; None without labels.
     turns: list[tuple[float, float, str]] | None = None
+    # With speaker labels: where a second speaker is taken to speak too, (start, end, speaker)
+    # in time order (speakers.overlap_turns); the labels above keep the turn's one speaker.
+    overlaps: list[tuple[float, float, str]] | None = None
 
     @property
     def speakers(self) -> list[str]:

@@ -16,7 +16,10 @@ linkage on cosine distance; cut at `threshold` for "auto", or into N clusters). 
 joins the centroid nearest its own vector, so a speaker change inside a long region falls
 between two windows; turns shorter than `min_turn` between speech of one other speaker are
 absorbed, and each turn reaches `reach` seconds into the silence on each side (never past
-halfway to the next turn). Figures: docs/benchmarks.md, "Speaker labels".
+halfway to the next turn). Around a change between two long turns both speakers are taken to
+speak for a while (overlap_turns: the JSON's `speaker_overlaps`; segments, words and cues keep
+the one speaker of the turn), and cues in a very short turn go to the review list
+(flag_doubtful_cues). Figures: docs/benchmarks.md, "Speaker labels".
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import functools
 import heapq
 import importlib.util
+import itertools
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,7 +40,12 @@ import numpy as np
 
 from .errors import ModelDirError, OptionError, check_number
 from .flags import SPEAKERS, section
-from .results import SAMPLE_RATE
+from .results import SAMPLE_RATE, Cue
+
+# (start, end, speaker) in seconds, as FileResult.turns holds them.
+Turn = tuple[float, float, str]
+# The review list's reason for a cue whose speaker label is doubtful (flag_doubtful_cues).
+DOUBTFUL_SPEAKER = "speaker"
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,15 @@ class SpeakerOptions:
     reach: float = 0.3
     # Neighbouring windows (each side, same region) averaged into each window's vector.
     context: int = 1
+    # At a change between touching turns of two speakers that both last at least
+    # `overlap_turn` seconds, each is also said to speak up to `overlap` seconds into the
+    # other's turn (overlap_turns): people talk over each other most where the floor changes.
+    # Short turns are left out: they are mostly labels gone wrong (docs/benchmarks.md). 0: none.
+    overlap: float = 2.0
+    overlap_turn: float = 3.0
+    # Cues in a turn shorter than this (seconds) go to the review list, reason `speaker`: short
+    # turns hold most of the wrong labels (docs/benchmarks.md). 0: never.
+    doubt_turn: float = 1.5
     max_units: int = 1500  # windows are merged with neighbours down to this many before clustering
     batch: int = 64  # windows per encoder call
     threads: int = 1  # torch threads while embedding
@@ -87,6 +105,8 @@ class SpeakerOptions:
         check_number("bridge", self.bridge, 0.0)
         check_number("reach", self.reach, 0.0)
         check_number("context", self.context, 0, 10, integer=True)
+        for name in ("overlap", "overlap_turn", "doubt_turn"):
+            check_number(name, getattr(self, name), 0.0)
         check_number("max_units", self.max_units, 2, integer=True)
         check_number("batch", self.batch, 1, integer=True)
         check_number("threads", self.threads, 1, integer=True)
@@ -527,14 +547,52 @@ def label_windows(windows: Windows, options: SpeakerOptions) -> list[SpeakerTurn
     return [turn for turn in rounded if turn.end > turn.start]
 
 
+# --------------------------------------------------------------------------- overlaps, doubts
+
+
+def overlap_turns(turns: Sequence[Turn], options: SpeakerOptions) -> list[Turn]:
+    """Where a second speaker is taken to speak too (`options.overlap`): around each change
+    between touching turns of two speakers that both last `overlap_turn` seconds or more, each
+    one's voice up to `overlap` seconds into the other's turn. In time order; the turns
+    themselves (one speaker at a time) are what segments, words and cues are labelled by."""
+    out: list[Turn] = []
+    if options.overlap <= 0:
+        return out
+    for (a1, b1, s1), (a2, b2, s2) in itertools.pairwise(turns):
+        if s1 != s2 and a2 - b1 <= 1e-6 and min(b1 - a1, b2 - a2) >= options.overlap_turn:
+            out.append((round(max(a1, a2 - options.overlap), 3), round(b1, 3), s2))
+            out.append((round(a2, 3), round(min(b2, b1 + options.overlap), 3), s1))
+    return sorted(out)
+
+
+def doubtful_turns(turns: Sequence[Turn], options: SpeakerOptions) -> list[Turn]:
+    """The turns whose label is doubtful: shorter than `options.doubt_turn`."""
+    return [turn for turn in turns if turn[1] - turn[0] < options.doubt_turn]
+
+
+def flag_doubtful_cues(cues: Sequence[Cue], turns: Sequence[Turn], options: SpeakerOptions) -> None:
+    """Send to the review list (reason `speaker`) each cue that overlaps a doubtful turn of
+    its own speaker (a cue never spans two speakers, so it then holds that turn's words)."""
+    doubtful = doubtful_turns(turns, options)
+    for cue in cues:
+        if DOUBTFUL_SPEAKER not in cue.flags and any(
+            speaker == cue.speaker and a < cue.end and cue.start < b for a, b, speaker in doubtful
+        ):
+            cue.flags.append(DOUBTFUL_SPEAKER)
+
+
 __all__ = [
+    "DOUBTFUL_SPEAKER",
     "Embedder",
     "ResemblyzerEncoder",
     "SpeakerOptions",
     "SpeakerTurn",
+    "doubtful_turns",
     "embed_windows",
     "extend_turns",
     "find_speakers",
+    "flag_doubtful_cues",
     "label_windows",
+    "overlap_turns",
     "resemblyzer_weights",
 ]

@@ -29,7 +29,7 @@ from .glossary import Glossary, HotwordOptions
 from .guard import NO_TEXT, REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions, guard_hypothesis, mark_for_review
 from .results import LOST_SPEECH_SECONDS, SAMPLE_RATE, Cue, FileResult, Hypothesis, Segment, uncovered_speech
 from .script import ZH_SCRIPTS, convert_hypothesis
-from .speakers import SpeakerOptions, find_speakers
+from .speakers import SpeakerOptions, find_speakers, flag_doubtful_cues, overlap_turns
 from .tokentimes import plausible_token_times, refine_token_times
 from .vad import SpeechSegment, SpeechSegmenter, VadOptions, clip_regions
 from .words import Turn, label_segment
@@ -377,6 +377,7 @@ def assemble_result(
             label_segment(segments[-1], inside, turns)
     cues = build_cues([s for s in segments if s.text.strip()], prepared.speech, prepared.duration, options.cues, turns)
     mark_for_review(cues, options.review_threshold, prepared.music, options.weak_token_threshold, options.cues)
+    overlaps = _speaker_review(cues, turns, options.speakers)
     lost = account_speech(segments, cues, prepared.speech)
     timings = dict(prepared.timings)
     timings["cues"] = time.perf_counter() - t0
@@ -390,7 +391,21 @@ def assemble_result(
     if hotwords:
         result_info["hotwords"] = hotwords.report(segments, cues)
     result_info.update(info or {})
-    return FileResult(prepared.source, prepared.duration, segments, cues, prepared.speech, result_info, lost, turns)
+    return FileResult(
+        prepared.source, prepared.duration, segments, cues, prepared.speech, result_info, lost, turns, overlaps
+    )
+
+
+def _speaker_review(
+    cues: list[Cue], turns: list[tuple[float, float, str]] | None, options: SpeakerOptions | None
+) -> list[tuple[float, float, str]] | None:
+    """With speaker labels: the cues whose label is doubtful flagged for review, and where a
+    second speaker is taken to speak too (FileResult.overlaps); None without labels."""
+    if turns is None:
+        return None
+    options = options or SpeakerOptions()
+    flag_doubtful_cues(cues, turns, options)
+    return overlap_turns(turns, options)
 
 
 def account_speech(

@@ -245,6 +245,8 @@ class WriteJSON(ResultWriter):
         if result.turns is not None:
             data["speakers"] = result.speakers
             data["speaker_turns"] = [[round(a, 3), round(b, 3), speaker] for a, b, speaker in result.turns]
+            overlaps = result.overlaps or []
+            data["speaker_overlaps"] = [[round(a, 3), round(b, 3), speaker] for a, b, speaker in overlaps]
         # info adds to the record but never replaces what the file is about.
         for key, value in result.info.items():
             data.setdefault(key, value)
