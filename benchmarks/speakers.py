@@ -38,14 +38,17 @@ import numpy as np
 import psutil
 
 from fireredasr_fast.audio import decode_audio
-from fireredasr_fast.results import SAMPLE_RATE
+from fireredasr_fast.results import SAMPLE_RATE, Cue
 from fireredasr_fast.speakers import (
+    DOUBTFUL_SPEAKER,
     Embedder,
     ResemblyzerEncoder,
     SpeakerOptions,
     SpeakerTurn,
     embed_windows,
     find_speakers,
+    flag_doubtful_cues,
+    overlap_turns,
 )
 from fireredasr_fast.vad import SpeechSegmenter
 
@@ -56,6 +59,9 @@ SPLITS = {"trn": "debug.train", "dev": "debug.development", "tst": "debug.test"}
 COLLAR = 0.25  # seconds around each reference boundary not scored (the usual AMI setting)
 CLIP_SECONDS = 30.0
 REGIONS = ("vad", "oracle")  # the speech regions given: our VAD's, or the reference's
+# The review flag is scored on stand-in cues (the clips have no transcripts): each turn's
+# speech cut into equal pieces of at most this many seconds (about two lines of English).
+CUE_SECONDS = 4.0
 
 
 def find_sdist(given: Path | None, cache: Path) -> Path:
@@ -148,23 +154,43 @@ def meetings(clips: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return joined
 
 
-def score(clips: list[dict[str, Any]], regions: str, options: SpeakerOptions) -> dict[str, float]:
-    """DER and its parts (percent of reference speech) over the clips, pooled."""
-    from pyannote.core import Annotation, Segment, Timeline
+def _annotation(uri: str, turns: Sequence[tuple[float, float, str]]) -> Any:
+    from pyannote.core import Annotation, Segment
+
+    annotation = Annotation(uri=uri)
+    for i, (start, end, who) in enumerate(turns):
+        if end > start:
+            annotation[Segment(start, end), i] = who
+    return annotation
+
+
+Turns = list[tuple[float, float, str]]
+
+
+def _labelled(clips: list[dict[str, Any]], regions: str, options: SpeakerOptions) -> list[Turns]:
+    """Each clip's turns (one speaker at a time), as FileResult.turns holds them."""
+    return [[(t.start, t.end, t.speaker) for t in find_speakers(c["samples"], c[regions], options)] for c in clips]
+
+
+def score(
+    clips: list[dict[str, Any]], turns: list[list[tuple[float, float, str]]], options: SpeakerOptions
+) -> dict[str, float]:
+    """DER and its parts (percent of reference speech) over the clips, pooled: the turns with
+    the second speakers of overlap_turns (the system), and the turns alone (`one_label`)."""
+    from pyannote.core import Segment, Timeline
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     metric = DiarizationErrorRate(collar=COLLAR, skip_overlap=False)
     # The same without the speech two people share: what a one-label-at-a-time system can reach.
     single = DiarizationErrorRate(collar=COLLAR, skip_overlap=True)
-    for clip in clips:
-        reference, hypothesis = Annotation(uri=clip["uri"]), Annotation(uri=clip["uri"])
-        for i, (start, end, who) in enumerate(clip["ref"]):
-            reference[Segment(start, end), i] = who
-        for i, turn in enumerate(find_speakers(clip["samples"], clip[regions], options)):
-            hypothesis[Segment(turn.start, turn.end), i] = turn.speaker
+    one_label = DiarizationErrorRate(collar=COLLAR, skip_overlap=False)
+    for clip, labels in zip(clips, turns, strict=True):
+        reference = _annotation(clip["uri"], clip["ref"])
+        hypothesis = _annotation(clip["uri"], labels + overlap_turns(labels, options))
         uem = Timeline([Segment(0, clip.get("seconds", CLIP_SECONDS))])
         metric(reference, hypothesis, uem=uem)
         single(reference, hypothesis, uem=uem)
+        one_label(reference, _annotation(clip["uri"], labels), uem=uem)
     parts = metric[:]
     total = parts["total"]
     return {
@@ -174,7 +200,64 @@ def score(clips: list[dict[str, Any]], regions: str, options: SpeakerOptions) ->
         "confusion": 100 * parts["confusion"] / total,
         "speech_s": total,
         "der_no_overlap": 100 * abs(single),
+        "der_one_label": 100 * abs(one_label),
     }
+
+
+def flag_quality(
+    clips: list[dict[str, Any]], turns: list[list[tuple[float, float, str]]], options: SpeakerOptions
+) -> dict[str, float]:
+    """How well the review reason `speaker` finds wrong labels, on stand-in cues (each turn's
+    VAD speech cut into pieces of at most CUE_SECONDS) flagged by flag_doubtful_cues. A cue's
+    wrong seconds: reference speech in it where its speaker (mapped to the reference's by
+    pyannote's optimal mapping) is not speaking; a wrong cue: wrong for over half its speech."""
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    mapper = DiarizationErrorRate(collar=COLLAR)
+    rows = []
+    for clip, labels in zip(clips, turns, strict=True):
+        mapping = mapper.optimal_mapping(_annotation(clip["uri"], clip["ref"]), _annotation(clip["uri"], labels))
+        cues = _stand_in_cues(clip["vad"], labels)
+        flag_doubtful_cues(cues, labels, options)
+        for cue in cues:
+            wrong, spoken = _wrong_seconds(clip["ref"], cue, mapping.get(cue.speaker))
+            rows.append((DOUBTFUL_SPEAKER in cue.flags, wrong, spoken))
+    flagged = [r for r in rows if r[0]]
+    wrong_cues = [r for r in rows if r[2] > 0 and r[1] > r[2] / 2]
+    caught = [r for r in wrong_cues if r[0]]
+    return {
+        "cues": len(rows),
+        "flagged": len(flagged),
+        "wrong_cues": len(wrong_cues),
+        "flagged_wrong": len(caught),
+        "precision": 100 * len(caught) / max(len(flagged), 1),
+        "recall": 100 * len(caught) / max(len(wrong_cues), 1),
+        "wrong_s": sum(r[1] for r in rows),
+        "wrong_s_flagged": sum(r[1] for r in flagged),
+    }
+
+
+def _stand_in_cues(regions: Sequence[tuple[float, float]], turns: Sequence[tuple[float, float, str]]) -> list[Cue]:
+    cues = []
+    for start, end, who in turns:
+        for a, b in regions:
+            lo, hi = max(a, start), min(b, end)
+            pieces = int(np.ceil((hi - lo) / CUE_SECONDS)) if hi > lo else 0
+            edges = np.linspace(lo, hi, pieces + 1)
+            cues += [Cue(float(x), float(y), [""], speaker=who) for x, y in itertools.pairwise(edges)]
+    return cues
+
+
+def _wrong_seconds(reference: list[tuple[float, float, str]], cue: Cue, truth: str | None) -> tuple[float, float]:
+    """(reference speech in the cue without `truth` speaking, reference speech in the cue)."""
+    points = sorted({cue.start, cue.end} | {t for a, b, _ in reference for t in (a, b) if cue.start < t < cue.end})
+    wrong = spoken = 0.0
+    for a, b in itertools.pairwise(points):
+        who = {name for start, end, name in reference if start <= (a + b) / 2 < end}
+        if who:
+            spoken += b - a
+            wrong += (b - a) * (truth not in who)
+    return wrong, spoken
 
 
 def separation(clips: list[dict[str, Any]], embedder: Embedder, options: SpeakerOptions) -> float:
@@ -263,6 +346,54 @@ def _options(args: argparse.Namespace) -> SpeakerOptions:
     return SpeakerOptions(**given)
 
 
+def _print_row(row: dict[str, Any]) -> None:
+    print(
+        f"{row['split']:6s} {row['unit']:9s} {row['regions']:8s} {row['speech_s']:8.1f} {row['der']:7.1f}"
+        f" {row['missed']:7.1f} {row['false_alarm']:6.1f} {row['confusion']:9.1f} {row['der_no_overlap']:15.1f}"
+        f" {row['der_one_label']:9.1f}"
+    )
+
+
+def _der_rows(
+    sdist: Path, splits: Sequence[str], options: SpeakerOptions
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The DER rows of each split and all splits pooled, the review flag's quality (VAD
+    regions), and the clips of each split."""
+    print(
+        f"{'split':6s} {'unit':9s} {'regions':8s} {'speech s':>8s} {'DER %':>7s} {'missed':>7s} {'FA':>6s}"
+        f" {'confusion':>9s} {'DER w/o overlap':>15s} {'one label':>9s}"
+    )
+    rows, flags, by_split = [], [], {}
+    pooled: dict[tuple[str, str], tuple[list[Any], list[Any]]] = {}
+    for split in splits:
+        clips = by_split[split] = load_clips(sdist, split)
+        for (unit, units), regions in itertools.product((("clips", clips), ("meetings", meetings(clips))), REGIONS):
+            # The reference's regions are exact: joined or widened, they only add false alarm.
+            given = options if regions == "vad" else dataclasses.replace(options, bridge=0.0, reach=0.0)
+            turns = _labelled(units, regions, given)
+            pool = pooled.setdefault((unit, regions), ([], []))
+            pool[0].extend(units)
+            pool[1].extend(turns)
+            rows.append({"split": split, "unit": unit, "regions": regions, **score(units, turns, given)})
+            _print_row(rows[-1])
+            if regions == "vad":
+                flags.append({"split": split, "unit": unit, **flag_quality(units, turns, given)})
+    for (unit, regions), (units, turns) in pooled.items():
+        given = options if regions == "vad" else dataclasses.replace(options, bridge=0.0, reach=0.0)
+        rows.append({"split": "all", "unit": unit, "regions": regions, **score(units, turns, given)})
+        _print_row(rows[-1])
+        if regions == "vad":
+            flags.append({"split": "all", "unit": unit, **flag_quality(units, turns, given)})
+    print(f"review reason `{DOUBTFUL_SPEAKER}` (turns under {options.doubt_turn:g} s), stand-in cues, VAD regions:")
+    for f in flags:
+        print(
+            f"  {f['split']:4s} {f['unit']:9s} flagged {f['flagged']}/{f['cues']} cues, {f['flagged_wrong']} of them"
+            f" wrong (precision {f['precision']:.0f} %); wrong cues caught {f['flagged_wrong']}/{f['wrong_cues']}"
+            f" (recall {f['recall']:.0f} %); wrong s in flagged cues {f['wrong_s_flagged']:.1f}/{f['wrong_s']:.1f}"
+        )
+    return rows, flags, by_split
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks speakers", description=__doc__)
     parser.add_argument("--sdist", type=Path, help=f"{SDIST}.tar.gz or its unpacked folder")
@@ -275,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reach", type=float, help="seconds each turn reaches into the silence beside it")
     parser.add_argument("--window", type=float)
     parser.add_argument("--hop", type=float)
+    parser.add_argument("--overlap", type=float, help="seconds a second speaker is taken to speak around a change")
+    parser.add_argument("--overlap-turn", dest="overlap_turn", type=float)
+    parser.add_argument("--doubt-turn", dest="doubt_turn", type=float, help="turns shorter are flagged (seconds)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--loudness", type=float, nargs="*", default=[-30.0, -20.0], help="dBFS the windows are raised to (AUC rows)"
@@ -286,24 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     report = report_header("speakers", options.threads, "resemblyzer 0.1.4 voice encoder")
     report["options"] = dataclasses.asdict(options)
     print(f"# speaker labels on the AMI clips of {SDIST} ({cpu_name()}, {options.threads} thread(s))")
-    print(
-        f"{'split':6s} {'unit':9s} {'regions':8s} {'speech s':>8s} {'DER %':>7s} {'missed':>7s} {'FA':>6s}"
-        f" {'confusion':>9s} {'DER w/o overlap':>15s}"
-    )
-    rows, all_clips, by_split = [], [], {}
-    for split in args.splits:
-        clips = by_split[split] = load_clips(sdist, split)
-        all_clips += clips
-        for (unit, units), regions in itertools.product((("clips", clips), ("meetings", meetings(clips))), REGIONS):
-            # The reference's regions are exact: joined or widened, they only add false alarm.
-            given = options if regions == "vad" else dataclasses.replace(options, bridge=0.0, reach=0.0)
-            row = {"split": split, "unit": unit, "regions": regions, **score(units, regions, given)}
-            rows.append(row)
-            print(
-                f"{split:6s} {unit:9s} {regions:8s} {row['speech_s']:8.1f} {row['der']:7.1f} {row['missed']:7.1f} "
-                f"{row['false_alarm']:6.1f} {row['confusion']:9.1f} {row['der_no_overlap']:15.1f}"
-            )
+    rows, flags, by_split = _der_rows(sdist, args.splits, options)
+    all_clips = [clip for split in args.splits for clip in by_split[split]]
     report["der"] = rows
+    report["speaker_flag"] = flags
     report["separation_auc"] = {}
     for loudness in args.loudness:
         encoder = ResemblyzerEncoder(target_dbfs=loudness)

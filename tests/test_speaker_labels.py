@@ -22,7 +22,7 @@ from fireredasr_fast.cues import build_cues
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis, Segment
 from fireredasr_fast.runner.settings import RunSettings
 from fireredasr_fast.runner.store import Recognition
-from fireredasr_fast.speakers import SpeakerOptions
+from fireredasr_fast.speakers import DOUBTFUL_SPEAKER, SpeakerOptions
 from fireredasr_fast.transcribe import PreparedFile, TranscribeOptions, assemble_result
 from fireredasr_fast.vad import SpeechSegment
 from fireredasr_fast.writers import WriterOptions, get_writer
@@ -135,6 +135,27 @@ def test_every_format_says_who_speaks():
     assert "".join(w["text"] for w in data["segments"][0]["words"]).strip() == data["segments"][0]["text"]
 
 
+def test_cues_in_a_very_short_turn_reach_the_review_list_and_overlaps_reach_the_json():
+    """The last S1 turn (0.8 s) is under doubt_turn: its cue is listed, reason `speaker`; the
+    others are not. Turns of at least overlap_turn seconds touching at a change get the other
+    speaker around it in `speaker_overlaps` (TURNS' 1.6 s turns are under the default 3 s)."""
+    result = assemble_result(prepared(TURNS), hypotheses(), TranscribeOptions(speakers=SpeakerOptions()))
+    assert [DOUBTFUL_SPEAKER in c.flags for c in result.cues] == [False, False, True]
+    review = formatted(result, "review").splitlines()[1:]
+    assert [row.split("\t")[3] for row in review] == [DOUBTFUL_SPEAKER]
+    assert review[0].split("\t")[4] == "then goodbye."
+    data = json.loads(formatted(result, "json"))
+    assert [c["flags"] for c in data["cues"]] == [[], [], [DOUBTFUL_SPEAKER]]
+    assert data["speaker_overlaps"] == []
+    wider = SpeakerOptions(overlap=1.0, overlap_turn=1.5, doubt_turn=0.5)
+    result = assemble_result(prepared(TURNS), hypotheses(), TranscribeOptions(speakers=wider))
+    assert all(not c.flags for c in result.cues)
+    # Around the change at 2.6 s: S2 from 1.6 s on (its turn's start is 1.0 s), S1 up to 3.6 s.
+    assert json.loads(formatted(result, "json"))["speaker_overlaps"] == [[1.6, 2.6, "S2"], [2.6, 3.6, "S1"]]
+    # Segments, words and cues keep one speaker each, as without overlaps.
+    assert [c.speaker for c in result.cues] == ["S1", "S2", "S1"]
+
+
 def test_txt_prefix_only_where_the_speaker_changes():
     turns = [(1.0, 4.2, "S1"), (5.0, 5.8, "S1")]
     result = assemble_result(prepared(turns), hypotheses(), TranscribeOptions())
@@ -147,7 +168,8 @@ def test_without_turns_no_output_names_a_speaker():
         text = formatted(result, fmt, WriterOptions(True))
         assert "S1" not in text and "<v" not in text, fmt
     data = json.loads(formatted(result, "json"))
-    assert "speakers" not in data and "speaker_turns" not in data
+    assert "speakers" not in data and "speaker_turns" not in data and "speaker_overlaps" not in data
+    assert all(not c["flags"] for c in data["cues"])
     assert all("speaker" not in c for c in data["cues"]) and all("words" not in s for s in data["segments"])
     assert all(e.name == "" for e in pysubs2.SSAFile.from_string(formatted(result, "ass"), format_="ass"))
 

@@ -82,6 +82,25 @@ def test_two_voices_two_speakers_changing_where_the_voice_changes(voices, region
     assert boundary == pytest.approx(change, abs=0.5)
 
 
+def test_a_second_speaker_is_heard_around_the_change_between_two_long_turns(voices, regions):
+    """The reader's long turn and the second voice's touch at the change (mid-region): each
+    voice is also given `overlap` seconds into the other's turn; the turns stay as they were."""
+    turns = [(t.start, t.end, t.speaker) for t in find_speakers(voices["two"], regions["two"], DEFAULTS)]
+    change = READER[1] - READER[0]
+    overlaps = speakers.overlap_turns(turns, DEFAULTS)
+    assert [who for *_, who in overlaps] == ["S2", "S1"]
+    (s2_start, s2_end, _), (s1_start, s1_end, _) = overlaps
+    assert s2_end == s1_start == pytest.approx(change, abs=0.5)
+    assert any(end == s2_end for _, end, who in turns if who == "S1")
+    # The change is several seconds from either turn's far end: the whole `overlap` each side.
+    assert s2_end - s2_start == pytest.approx(DEFAULTS.overlap) and s1_end - s1_start == pytest.approx(DEFAULTS.overlap)
+    longest = max(end - start for start, end, _ in turns)
+    assert speakers.overlap_turns(turns, SpeakerOptions(overlap_turn=longest + 1)) == []
+    assert speakers.overlap_turns(turns, SpeakerOptions(overlap=0.0)) == []
+    one = [(t.start, t.end, t.speaker) for t in find_speakers(voices["one"], regions["one"], DEFAULTS)]
+    assert speakers.overlap_turns(one, DEFAULTS) == []  # one voice: no change, no second speaker
+
+
 def test_turns_reach_into_the_silence_beside_them_but_not_past_halfway(voices, regions):
     """The VAD's regions stop short of quiet speech: each turn reaches `reach` seconds out."""
     tight = SpeakerOptions(bridge=0.0, reach=0.0)
@@ -215,6 +234,8 @@ def test_our_encoder_matches_resemblyzers_own():
         ("threshold", 1.5),
         ("max_speakers", 0),
         ("min_turn", -1.0),
+        ("overlap", -0.5),
+        ("doubt_turn", -1.0),
         ("min_speaker", float("nan")),
         ("reach", -0.1),
         ("bridge", -1.0),
