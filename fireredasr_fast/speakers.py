@@ -8,7 +8,8 @@ own small torch module and mel front end, so its package's librosa/webrtcvad are
 
 The steps: speech regions closer than `bridge` seconds are joined; fixed windows (`window`
 seconds every `hop` seconds) inside each region are embedded in batches, streaming (only the
-embeddings are kept: 1 KB per window). For clustering each window's vector is averaged with
+embeddings are kept: 1 KB per window). For clustering (only the windows of regions at least
+`min_region` long) each window's vector is averaged with
 `context` neighbours on each side (more speech per vector tells speakers apart better); windows
 are merged with their most similar neighbour until at most `max_units` units remain (bounded
 time and memory on a multi-hour file), and the units are clustered agglomeratively (average
@@ -77,6 +78,10 @@ class SpeakerOptions:
     reach: float = 0.3
     # Neighbouring windows (each side, same region) averaged into each window's vector.
     context: int = 1
+    # The windows of speech regions shorter than this (seconds) take a speaker from the clusters
+    # but do not shape them: such a window is mostly the audio around its speech (one window's
+    # length; docs/benchmarks.md).
+    min_region: float = 1.6
     # At a change between touching turns of two speakers that both last at least
     # `overlap_turn` seconds, each is also said to speak up to `overlap` seconds into the
     # other's turn (overlap_turns): people talk over each other most where the floor changes.
@@ -105,7 +110,7 @@ class SpeakerOptions:
         check_number("bridge", self.bridge, 0.0)
         check_number("reach", self.reach, 0.0)
         check_number("context", self.context, 0, 10, integer=True)
-        for name in ("overlap", "overlap_turn", "doubt_turn"):
+        for name in ("min_region", "overlap", "overlap_turn", "doubt_turn"):
             check_number(name, getattr(self, name), 0.0)
         check_number("max_units", self.max_units, 2, integer=True)
         check_number("batch", self.batch, 1, integer=True)
@@ -439,9 +444,11 @@ def _in_context(windows: Windows, context: int) -> np.ndarray:
 
 
 def assign(windows: Windows, options: SpeakerOptions) -> np.ndarray:
-    """A cluster per window: units clustered, then each window to the nearest centroid."""
-    seconds = windows.end - windows.start
-    vectors = _in_context(windows, options.context)
+    """A cluster per window: the units of the windows of regions at least `min_region` long
+    clustered, then each window to the nearest centroid."""
+    core = _core(windows, options.min_region)
+    seconds = core.end - core.start
+    vectors = _in_context(core, options.context)
     owner = merge_neighbours(vectors, seconds, options.max_units)
     unit_vectors = np.zeros((int(owner.max()) + 1, vectors.shape[1]))
     np.add.at(unit_vectors, owner, vectors * seconds[:, None])
@@ -449,8 +456,19 @@ def assign(windows: Windows, options: SpeakerOptions) -> np.ndarray:
     labels = cluster_units(unit_vectors, unit_seconds, options)[owner]
     labels = np.unique(labels, return_inverse=True)[1]
     # Each window's own vector picks its speaker: the context blurs where a change falls.
-    centroids = _centroids(windows.vectors, labels, seconds)
+    centroids = _centroids(core.vectors, labels, seconds)
     return np.argmax(windows.vectors @ centroids.T, axis=1)
+
+
+def _core(windows: Windows, least: float) -> Windows:
+    """The windows of regions at least `least` seconds long (all of them when fewer than two
+    are): a window centred on a shorter region is mostly the audio around its speech."""
+    spans = windows.end - windows.start
+    region_seconds = np.bincount(windows.region, weights=spans)[windows.region]
+    keep = region_seconds >= least - 1e-9
+    if keep.all() or keep.sum() < 2:
+        return windows
+    return Windows(windows.vectors[keep], windows.region[keep], windows.start[keep], windows.end[keep])
 
 
 # --------------------------------------------------------------------------- turns

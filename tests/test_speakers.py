@@ -101,6 +101,31 @@ def test_a_second_speaker_is_heard_around_the_change_between_two_long_turns(voic
     assert speakers.overlap_turns(one, DEFAULTS) == []  # one voice: no change, no second speaker
 
 
+def test_windows_of_regions_shorter_than_min_region_take_labels_but_do_not_make_speakers(voices, regions):
+    """Six stray half-second regions (3 s in all, past min_speaker) whose vectors are like
+    neither voice: clustered, they would be a third speaker; as short regions they only join
+    the nearest of the two voices, whose labels stay exactly as without them."""
+    windows = speakers.embed_windows(voices["two"], regions["two"], DEFAULTS, speakers.default_embedder())
+    stray = np.random.default_rng(0).normal(size=windows.vectors.shape[1])
+    stray -= windows.vectors.mean(axis=0) * 4  # far from both voices
+    noise = np.random.default_rng(1).normal(scale=0.01, size=(6, windows.vectors.shape[1]))
+    vectors = speakers._unit(np.vstack([windows.vectors, speakers._unit(stray) + noise]))
+    first = int(windows.region.max()) + 1
+    starts = windows.end[-1] + 1.0 + np.arange(6)
+    more = speakers.Windows(
+        vectors,
+        np.concatenate([windows.region, np.arange(first, first + 6)]),
+        np.concatenate([windows.start, starts]),
+        np.concatenate([windows.end, starts + 0.5]),
+    )
+    alone = speakers.assign(windows, DEFAULTS)
+    labels = speakers.assign(more, DEFAULTS)
+    assert len(set(alone.tolist())) == 2
+    assert np.array_equal(labels[: len(alone)], alone) and set(labels.tolist()) == set(alone.tolist())
+    clustered = speakers.assign(more, SpeakerOptions(min_region=0.0))
+    assert len(set(clustered.tolist())) == 3 and len(set(clustered[len(alone) :].tolist())) == 1
+
+
 def test_turns_reach_into_the_silence_beside_them_but_not_past_halfway(voices, regions):
     """The VAD's regions stop short of quiet speech: each turn reaches `reach` seconds out."""
     tight = SpeakerOptions(bridge=0.0, reach=0.0)
@@ -235,6 +260,7 @@ def test_our_encoder_matches_resemblyzers_own():
         ("max_speakers", 0),
         ("min_turn", -1.0),
         ("overlap", -0.5),
+        ("min_region", -1.0),
         ("doubt_turn", -1.0),
         ("min_speaker", float("nan")),
         ("reach", -0.1),
