@@ -319,7 +319,7 @@ def speaker_at(turns: Sequence[Turn], t: float, starts: Sequence[float] | None =
     if i >= 0 and turns[i][1] >= t:
         return turns[i][2]
     near = [k for k in (i, i + 1) if 0 <= k < len(turns)]
-    return min(near, key=lambda k: max(turns[k][0] - t, t - turns[k][1]))[2] if near else None
+    return turns[min(near, key=lambda k: max(turns[k][0] - t, t - turns[k][1]))][2] if near else None
 
 
 def label_words(words: list[Word], turns: Sequence[Turn]) -> None:

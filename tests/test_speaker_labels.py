@@ -84,6 +84,17 @@ def test_cues_never_span_two_speakers_and_segments_carry_word_labels():
     assert len(unlabelled.cues) == 2 and all(c.speaker is None for c in unlabelled.cues)
 
 
+def test_words_in_a_gap_between_turns_take_the_nearest_turns_speaker():
+    """The diarization's turns need not cover every word (real AMI cues hit this): "today"
+    (2.2-2.6 s) lies in the gap 2.3-2.7 s, nearer S1's end; words before the first turn and
+    after the last take those turns' speakers."""
+    gappy = [(1.3, 2.3, "S1"), (2.7, 4.0, "S2"), (5.0, 5.5, "S1")]
+    result = assemble_result(prepared(gappy), hypotheses(), TranscribeOptions(speakers=SpeakerOptions()))
+    assert [w.speaker for w in result.segments[0].words] == ["S1"] * 4 + ["S2"] * 4
+    assert [w.speaker for w in result.segments[1].words] == ["S1", "S1"]
+    assert [c.speaker for c in result.cues] == ["S1", "S2", "S1"]
+
+
 def test_one_speaker_gives_the_same_cues_as_no_labels():
     one = [(0.0, DURATION, "S1")]
     segments = [
