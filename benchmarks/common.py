@@ -124,12 +124,7 @@ def build_folder(folder: Path, minutes: float, files: int | None = None) -> list
         count = round(length * 16000)
         reps = (offset + count) // loop.size + 1
         track = np.tile(loop, reps)[offset : offset + count]
-        wav = folder.parent / f"track_{i + 1:02d}.wav"
-        with wave.open(str(wav), "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(16000)
-            out.writeframes(track.astype("<i2").tobytes())
+        wav = write_wav(folder.parent / f"track_{i + 1:02d}.wav", track)
         ffmpeg(
             "-i",
             str(wav),
@@ -276,3 +271,13 @@ def feature_frames(seconds: float) -> int:
     from fireredasr_fast.engines.firered.features import fbank_frames
 
     return fbank_frames(int(seconds * SAMPLE_RATE))
+
+
+def write_wav(path: Path, samples: np.ndarray) -> Path:
+    """16 kHz mono int16 samples as a WAV file (what decode_audio reads back unchanged)."""
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(np.asarray(samples).astype("<i2").tobytes())
+    return path

@@ -28,6 +28,7 @@ import dataclasses
 import itertools
 import json
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -52,7 +53,7 @@ from fireredasr_fast.speakers import (
 )
 from fireredasr_fast.vad import SpeechSegmenter
 
-from .common import DEFAULT_CACHE, cpu_name, report_header
+from .common import DEFAULT_CACHE, cpu_name, report_header, write_wav
 
 SDIST = "pyannote_audio-4.0.7"
 SPLITS = {"trn": "debug.train", "dev": "debug.development", "tst": "debug.test"}
@@ -62,6 +63,12 @@ REGIONS = ("vad", "oracle")  # the speech regions given: our VAD's, or the refer
 # The review flag is scored on stand-in cues (the clips have no transcripts): each turn's
 # speech cut into equal pieces of at most this many seconds (about two lines of English).
 CUE_SECONDS = 4.0
+# `--cues whisper`: real cues, from the whole pipeline (transcribe_file) with this Whisper model
+# (the offline base of `.[demo]`) on the English clips. A cue spans a true speaker change where
+# a reference speaker other than its majority one speaks alone in it for this long (a phrase,
+# more than a backchannel's "yeah").
+WHISPER_MODEL = "base"
+CHANGE_SECONDS = 1.0
 
 
 def find_sdist(given: Path | None, cache: Path) -> Path:
@@ -260,6 +267,135 @@ def _wrong_seconds(reference: list[tuple[float, float, str]], cue: Cue, truth: s
     return wrong, spoken
 
 
+def pipeline_cues(units: list[dict[str, Any]], engine: Any, options: SpeakerOptions) -> list[tuple[list[Cue], Turns]]:
+    """Each unit (a clip or a joined meeting) through the whole pipeline as `--speakers` runs
+    it (transcribe_file: VAD, recognition, speaker turns, cues cut at speaker changes, review
+    flags): its cues and its turns."""
+    from fireredasr_fast.transcribe import TranscribeOptions, transcribe_file
+
+    settings = TranscribeOptions(speakers=options)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="bench-speakers-") as tmp:
+        for unit in units:
+            path = write_wav(Path(tmp) / f"{unit['uri']}.wav", unit["samples"])
+            result = transcribe_file(path, engine, settings)
+            out.append((result.cues, list(result.turns or [])))
+    return out
+
+
+def cue_records(units: list[dict[str, Any]], transcribed: list[tuple[list[Cue], Turns]]) -> list[dict[str, Any]]:
+    """One record per cue: its seconds, whether the reference has speech in its span, whether
+    it is flagged `speaker`, and where the reference has speech: whether its speaker (mapped to
+    the reference's by pyannote's optimal mapping of the turns) is not the reference's majority
+    speaker over the span (`wrong`; a tie for the most speech is right), and whether it spans a
+    true speaker change (another speaker alone in it for CHANGE_SECONDS)."""
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    mapper = DiarizationErrorRate(collar=COLLAR)
+    records = []
+    for unit, (cues, turns) in zip(units, transcribed, strict=True):
+        mapping = mapper.optimal_mapping(_annotation(unit["uri"], unit["ref"]), _annotation(unit["uri"], turns))
+        for cue in cues:
+            heard, alone = _speaker_seconds(unit["ref"], cue.start, cue.end)
+            if not heard:  # text where the reference hears no one
+                records.append(
+                    {"seconds": cue.end - cue.start, "speech": False, "flagged": DOUBTFUL_SPEAKER in cue.flags}
+                )
+                continue
+            # Ties are common (a short cue inside overlapped speech): a cue whose speaker is
+            # one of the speakers heard most in it is right.
+            most = max(heard.values())
+            own = heard.get(mapping.get(cue.speaker), 0.0)
+            records.append(
+                {
+                    "seconds": cue.end - cue.start,
+                    "speech": True,
+                    "wrong": own < most - 1e-6,
+                    "change": _spans_change(alone, heard, most),
+                    "flagged": DOUBTFUL_SPEAKER in cue.flags,
+                }
+            )
+    return records
+
+
+def _spans_change(alone: dict[str, float], heard: dict[str, float], most: float) -> bool:
+    """Whether a speaker other than the one(s) heard most speaks alone for CHANGE_SECONDS."""
+    return any(seconds >= CHANGE_SECONDS for who, seconds in alone.items() if heard[who] < most - 1e-6)
+
+
+def _speaker_seconds(
+    reference: list[tuple[float, float, str]], start: float, end: float
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Each reference speaker's seconds of speech in [start, end], and their seconds alone."""
+    points = sorted({start, end} | {t for a, b, _ in reference for t in (a, b) if start < t < end})
+    heard: dict[str, float] = {}
+    alone: dict[str, float] = {}
+    for a, b in itertools.pairwise(points):
+        who = {name for lo, hi, name in reference if lo <= (a + b) / 2 < hi}
+        for name in who:
+            heard[name] = heard.get(name, 0.0) + b - a
+        if len(who) == 1:
+            (name,) = who
+            alone[name] = alone.get(name, 0.0) + b - a
+    return heard, alone
+
+
+def real_cue_quality(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The labels as an editor meets them on real cues (those over reference speech), and the
+    review reason's hits."""
+    silent = [r for r in records if not r["speech"]]
+    records = [r for r in records if r["speech"]]
+    seconds = sum(r["seconds"] for r in records)
+    wrong = [r for r in records if r["wrong"]]
+    flagged = [r for r in records if r["flagged"]]
+    caught = [r for r in wrong if r["flagged"]]
+    change = [r for r in records if r["change"]]
+    return {
+        "cues": len(records),
+        "cue_s": seconds,
+        "cues_without_speech": len(silent),
+        "wrong_cues": len(wrong),
+        "wrong_pct": 100 * len(wrong) / max(len(records), 1),
+        "wrong_seconds_pct": 100 * sum(r["seconds"] for r in wrong) / max(seconds, 1e-9),
+        "change_cues": len(change),
+        "change_pct": 100 * len(change) / max(len(records), 1),
+        "change_flagged": sum(r["flagged"] for r in change),
+        "flagged": len(flagged),
+        "flagged_wrong": len(caught),
+        "precision": 100 * len(caught) / max(len(flagged), 1),
+        "recall": 100 * len(caught) / max(len(wrong), 1),
+    }
+
+
+def _real_cue_rows(
+    by_split: dict[str, list[dict[str, Any]]], engine: Any, options: SpeakerOptions
+) -> list[dict[str, Any]]:
+    """real_cue_quality of each split's clips and meetings, and of all splits pooled."""
+    print(f"real cues (Whisper {WHISPER_MODEL}, English, the whole pipeline), review reason `{DOUBTFUL_SPEAKER}`:")
+    rows, pooled = [], {}
+    for split, clips in by_split.items():
+        for unit, units in (("clips", clips), ("meetings", meetings(clips))):
+            records = cue_records(units, pipeline_cues(units, engine, options))
+            pooled.setdefault(unit, []).extend(records)
+            rows.append({"split": split, "unit": unit, **real_cue_quality(records)})
+            _print_real_row(rows[-1])
+    for unit, records in pooled.items():
+        rows.append({"split": "all", "unit": unit, **real_cue_quality(records)})
+        _print_real_row(rows[-1])
+    return rows
+
+
+def _print_real_row(row: dict[str, Any]) -> None:
+    print(
+        f"  {row['split']:4s} {row['unit']:9s} cues {row['cues']} ({row['cue_s']:.0f} s; and"
+        f" {row['cues_without_speech']} over no reference speech): wrong speaker {row['wrong_cues']}"
+        f" ({row['wrong_pct']:.0f} %, {row['wrong_seconds_pct']:.0f} % of cue-seconds); spanning a change"
+        f" {row['change_cues']} ({row['change_pct']:.0f} %, {row['change_flagged']} flagged); flagged"
+        f" {row['flagged']}, {row['flagged_wrong']} wrong (precision {row['precision']:.0f} %, recall"
+        f" {row['recall']:.0f} %)"
+    )
+
+
 def separation(clips: list[dict[str, Any]], embedder: Embedder, options: SpeakerOptions) -> float:
     """How well single windows tell speakers apart: the AUC of the cosine similarity of window
     pairs of one speaker against pairs of two (windows inside the reference's speech with one
@@ -411,6 +547,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doubt-turn", dest="doubt_turn", type=float, help="turns shorter are flagged (seconds)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
+        "--cues",
+        choices=("stand-in", "whisper"),
+        default="stand-in",
+        help="whisper: also score the review reason on real cues (the whole pipeline, Whisper base, English)",
+    )
+    parser.add_argument(
         "--loudness", type=float, nargs="*", default=[-30.0, -20.0], help="dBFS the windows are raised to (AUC rows)"
     )
     parser.add_argument("--json", type=Path)
@@ -424,6 +566,11 @@ def main(argv: list[str] | None = None) -> int:
     all_clips = [clip for split in args.splits for clip in by_split[split]]
     report["der"] = rows
     report["speaker_flag"] = flags
+    if args.cues == "whisper":
+        from fireredasr_fast.engines.whisper.engine import WhisperEngine, resolve_model_path
+
+        engine = WhisperEngine(resolve_model_path(None, WHISPER_MODEL), language="en", cpu_threads=options.threads)
+        report["real_cues"] = _real_cue_rows(by_split, engine, options)
     report["separation_auc"] = {}
     for loudness in args.loudness:
         encoder = ResemblyzerEncoder(target_dbfs=loudness)

@@ -305,3 +305,34 @@ def test_files_labelled_at_once_in_threads_get_the_same_turns_and_leave_torch_th
         )
     assert runs == [alone] * 3
     assert torch.get_num_threads() == before
+
+
+def test_the_benchmarks_real_cue_scoring_names_wrong_cues_changes_and_flags():
+    """`--cues whisper` scores each real cue against the reference's majority speaker over its
+    span (hypothesis speakers mapped as pyannote.metrics maps them); a tie is right."""
+    pytest.importorskip("pyannote.metrics")
+    from benchmarks.speakers import cue_records, real_cue_quality
+    from fireredasr_fast.results import Cue
+
+    reference = [(0.0, 3.0, "ann"), (3.0, 6.0, "bob"), (4.0, 4.5, "ann")]
+    turns = [(0.0, 3.0, "S1"), (3.0, 6.0, "S2")]
+    cues = [
+        Cue(0.5, 2.5, ["right"], speaker="S1"),
+        Cue(3.5, 5.5, ["wrong"], speaker="S1", flags=["speaker"]),
+        Cue(2.0, 5.0, ["across the change"], speaker="S2"),  # ann alone 1 s, bob most
+        Cue(4.0, 4.5, ["both at once"], speaker="S1"),  # a tie: right
+        Cue(7.0, 8.0, ["nobody"], speaker="S2"),
+    ]
+    records = cue_records([{"uri": "x", "ref": reference}], [(cues, turns)])
+    assert [r["speech"] for r in records] == [True, True, True, True, False]
+    assert [r["wrong"] for r in records[:4]] == [False, True, False, False]
+    assert [r["change"] for r in records[:4]] == [False, False, True, False]
+    quality = real_cue_quality(records)
+    assert (quality["cues"], quality["wrong_cues"], quality["change_cues"], quality["cues_without_speech"]) == (
+        4,
+        1,
+        1,
+        1,
+    )
+    assert (quality["precision"], quality["recall"]) == (100.0, 100.0)
+    assert quality["wrong_seconds_pct"] == pytest.approx(100 * 2.0 / 7.5)
