@@ -12,6 +12,12 @@ reference's regions are exact). The long file is the clips tiled to
 `--long-minutes`, their VAD regions tiled with them: seconds per hour of audio and the peak
 memory (RSS above the start) of `find_speakers`.
 
+The review reason `speaker` is scored on stand-in cues (each turn's speech cut into pieces),
+and with `--cues whisper` also on real cues: each clip and meeting through the whole pipeline
+(`transcribe_file`, as `fireredasr-fast --engine whisper --language en --speakers auto` runs it,
+with the offline Whisper base of `.[demo]`), each cue scored against the reference's majority
+speaker over its span.
+
 Needs `pip install --no-deps resemblyzer==0.1.4` and `pip install pyannote.metrics`, and the
 sdist, downloaded once by hand (nothing is downloaded here):
 
