@@ -19,8 +19,11 @@ as speech without the terms; seconds per call side by side.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import random
+import statistics
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,10 +65,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--distractors", type=int, default=200, help="extra terms the speech never says")
     p.add_argument("--cost-preset", default="small", help="random model for the step cost ('' to skip)")
     p.add_argument("--cost-steps", type=int, default=60, help="search steps per utterance on it")
+    p.add_argument(
+        "--cost-terms", type=_sizes, default=(len(TERMS), 1000, 5000), help="glossary sizes timed on it (12,1000,5000)"
+    )
+    p.add_argument("--cost-utterances", type=int, default=32, help="utterances in its one call (rows: x beam 3)")
+    p.add_argument("--compare-with", type=Path, help="another checkout: its biasing timed beside this one's")
     p.add_argument("--whisper-model", default="base", help="'' to skip the Whisper part")
     p.add_argument("--sentences", type=int, default=0, help="only the first N fixture sentences (0: all)")
     p.add_argument("--json", type=Path, help="write the results here")
     return p.parse_args(argv)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(","))
 
 
 # --------------------------------------------------------------------------- scoring
@@ -104,8 +116,6 @@ def score(hypotheses: Sequence[str], references: Sequence[str], terms: Sequence[
 
 def _programmes(limit: int = 0) -> dict[str, list[tuple[str, np.ndarray]]]:
     """(reference, waveform) of every fixture sentence in every voice, split by whether it says a term."""
-    import sys
-
     sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
     from make_programme import synthesize
 
@@ -177,77 +187,114 @@ def firered_part(args: argparse.Namespace, programmes: dict[str, list[tuple[str,
                 key = f"{programme} / {mode}"
                 rows.setdefault(key, {**score(texts, refs, TERMS + tuple(extra)), "utterances": len(refs)})
                 rows[key]["steps"] = steps
-        for mode, glossary in modes.items():
+        for mode in modes:
             row = rows[f"{programme} / {mode}"]
             row["ms_per_step"] = round(1000 * best[mode], 3)
             row["step_vs_none"] = round(best[mode] / best["none"], 3)
-            if glossary is not None:
-                added = bias_ms(model.context_graph(glossary), 32 * 3, model.model.args.odim, args.rounds)
-                row["bias_ms_96_rows"] = round(added, 3)
-                row["bias_share_of_step"] = round(added / (1000 * best["none"]), 4)
     return {"model": "trained tiny fixture", "terms": list(TERMS), "distractors": len(extra), "rows": rows}
 
 
-def bias_ms(graph: Any, rows: int, vocab: int, rounds: int, repeats: int = 200) -> float:
-    """Milliseconds per search step that biasing adds at `rows` rows: the biased top-k, the
-    decoder's own scores gathered back and the states advanced, against the plain top-k, timed
-    alternately (each one's best round counts)."""
+def bias_ms(state: Any, scores: Any, rounds: int, repeats: int = 100) -> float:
+    """CPU milliseconds per search step that biasing adds at `scores`' rows: the biased top-k
+    with the decoder's own scores gathered back and the states advanced, against the plain
+    top-k; alternating rounds, each one's median counts (thread CPU time: the machine's
+    other load hardly moves it). `state`: a ContextState of this checkout (its `top`) or of
+    an older one (its `biased` + top-k + gather)."""
     import torch
 
-    from fireredasr_fast.engines.firered.context import ContextState
-
-    state = ContextState(graph, rows, torch.device("cpu"))
-    scores = torch.log_softmax(torch.randn(rows, vocab, generator=torch.Generator().manual_seed(0)), dim=-1)
-    parent = torch.arange(rows)
+    parent = torch.arange(scores.size(0))
 
     def plain() -> None:
         torch.topk(scores, 3, dim=1)
 
     def biased() -> None:
-        out, give_back = state.biased(scores)
-        top_s, top_y = torch.topk(out, 3, dim=1)
-        _ = (top_s + give_back[:, None], scores.gather(1, top_y))
+        if hasattr(state, "top"):
+            _, top_y, _ = state.top(scores, 3)
+        else:
+            out, give_back = state.biased(scores)
+            top_s, top_y = torch.topk(out, 3, dim=1)
+            _ = (top_s + give_back[:, None], scores.gather(1, top_y))
         state.advance(parent, top_y[:, 0])
 
-    best = {"plain": float("inf"), "biased": float("inf")}
+    times: dict[str, list[float]] = {"plain": [], "biased": []}
     pair = (("plain", plain), ("biased", biased))
-    for r in range(max(rounds, 3) * 2):
+    for r in range(max(rounds, 5) * 2):
         for name, fn in pair if r % 2 == 0 else pair[::-1]:
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             for _ in range(repeats):
                 fn()
-            best[name] = min(best[name], (time.perf_counter() - t0) / repeats)
-    return 1000 * (best["biased"] - best["plain"])
+            times[name].append((time.thread_time() - t0) / repeats)
+    return 1000 * (statistics.median(times["biased"]) - statistics.median(times["plain"]))
+
+
+def _context_module(root: Path | None) -> Any:
+    """engines/firered/context.py of this checkout, or of the checkout at `root` (loaded on its
+    own: it needs only torch), to time an older version of biasing beside this one."""
+    if root is None:
+        from fireredasr_fast.engines.firered import context
+
+        return context
+    path = root / "fireredasr_fast" / "engines" / "firered" / "context.py"
+    spec = importlib.util.spec_from_file_location("hotwords_compare_context", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _step_cpu_ms(model: Any, waves: list[np.ndarray], glossary: Any, steps: int) -> float:
+    """CPU milliseconds per whole search step (decoder, scores, biasing, beam bookkeeping):
+    one call of all `waves` (rows: len(waves) x beam 3), timed between consecutive steps."""
+    stamps: list[float] = []
+
+    def stamp(step: int, logits: Any) -> Any:
+        stamps.append(time.thread_time())
+        return logits
+
+    model.transcribe(waves, beam_size=3, hotwords=glossary, logits_hook=stamp, decode_max_len=steps)
+    return 1000 * (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)
 
 
 def cost_part(args: argparse.Namespace, waves: list[np.ndarray]) -> dict[str, Any]:
-    """A random model of args.cost_preset (odim 7832): decoder ms per step of whole searches
-    with and without glossaries of random terms, and biasing's own ms per step (bias_ms) at
-    the rows of a 32-segment batch against that step."""
+    """A random model of args.cost_preset (odim 7832), glossaries of random terms of
+    args.cost_terms sizes: biasing's own CPU ms per step (bias_ms) at the rows of one call of
+    `waves` (beam 3), this checkout's and (--compare-with) another's side by side, against
+    the whole search step's CPU ms without a glossary at the same rows; and the whole step
+    with each glossary."""
+    import torch
+
     from fireredasr_fast.engines.firered.engine import load_model
     from fireredasr_fast.glossary import Glossary
 
     model = load_model(ensure_random_model(DEFAULT_CACHE / args.cost_preset, args.cost_preset))
-    vocab = model.model.args.odim
+    vocab, rows = model.model.args.odim, len(waves) * 3
     cjk = [t for t in model.tokenizer.id_to_token if len(t) == 1 and "\u4e00" <= t <= "\u9fff"]
     modes: dict[str, Any] = {"none": None}
-    for size in (len(TERMS), 1000):
+    for size in args.cost_terms:
         modes[f"{size} terms"] = Glossary(tuple((t, 1.0) for t in distractors(size, cjk, "", seed=size)))
-    best: dict[str, float] = {}
+    steps: dict[str, list[float]] = {mode: [] for mode in modes}
     for r in range(args.rounds):
         for mode in list(modes) if r % 2 == 0 else list(modes)[::-1]:
-            _, seconds, steps = _recognise(model, waves, modes[mode], decode_max_len=args.cost_steps)
-            best[mode] = min(best.get(mode, float("inf")), seconds / max(steps, 1))
-    rows: dict[str, dict[str, Any]] = {}
+            steps[mode].append(_step_cpu_ms(model, waves, modes[mode], args.cost_steps))
+    step = {mode: min(values) for mode, values in steps.items()}
+    versions = {"this": _context_module(None)}
+    if args.compare_with:
+        versions["compare"] = _context_module(args.compare_with)
+    scores = torch.log_softmax(torch.randn(rows, vocab, generator=torch.Generator().manual_seed(0)), dim=-1)
+    out: dict[str, dict[str, Any]] = {}
     for mode, glossary in modes.items():
-        row: dict[str, Any] = {"ms_per_step": round(1000 * best[mode], 3)}
-        row["step_vs_none"] = round(best[mode] / best["none"], 3)
+        row: dict[str, Any] = {"step_cpu_ms": round(step[mode], 3), "step_vs_none": round(step[mode] / step["none"], 3)}
         if glossary is not None:
-            extra = bias_ms(model.context_graph(glossary), 32 * 3, vocab, args.rounds)
-            row["bias_ms_96_rows"] = round(extra, 3)
-            row["bias_share_of_step"] = round(extra / (1000 * best["none"]), 4)
-        rows[mode] = row
-    return {"model": f"random {args.cost_preset}", "rows": rows}
+            graph = model.context_graph(glossary)
+            terms = [(model.tokenizer.encode(t), b) for t, b in glossary.bonuses()]
+            row["states"] = graph.states
+            for name, module in versions.items():
+                own = module.ContextState(module.ContextGraph(terms, vocab), rows, torch.device("cpu"))
+                extra = bias_ms(own, scores, args.rounds)
+                row[f"bias_ms_{name}"] = round(extra, 4)
+                row[f"bias_share_{name}"] = round(extra / step["none"], 4)
+        out[mode] = row
+    return {"model": f"random {args.cost_preset}", "rows_per_step": rows, "rows": out}
 
 
 # --------------------------------------------------------------------------- Whisper
@@ -291,7 +338,7 @@ def main(argv: list[str]) -> int:
     programmes = _programmes(args.sentences)
     report["parts"]["firered"] = firered_part(args, programmes)
     if args.cost_preset:
-        waves = [w for _, w in programmes["terms"]][:15]
+        waves = [w for _, w in programmes["terms"]][: args.cost_utterances]
         report["parts"]["cost"] = cost_part(args, waves)
     if args.whisper_model:
         report["parts"]["whisper"] = whisper_part(args)
@@ -304,8 +351,10 @@ def main(argv: list[str]) -> int:
 def _print(report: dict[str, Any]) -> None:
     print(f"{cpu_name()}, {report['machine']['threads']} thread(s), {report['date']}")
     head = ("part", "programme / mode", "utterances", "terms said", "found", "recall", "false ins.", "CER/WER")
-    print(" | ".join((*head, "ms/step or s", "vs none", "bias ms/step (96 rows)", "share of step")))
+    print(" | ".join((*head, "ms/step or s", "vs none")))
     for part, data in report["parts"].items():
+        if part == "cost":
+            continue
         for key, row in data["rows"].items():
             error = row.get("cer", row.get("wer"))
             recall = row.get("recall")
@@ -316,7 +365,22 @@ def _print(report: dict[str, Any]) -> None:
                 row.get("ms_per_step", row.get("seconds", "")),
                 row.get("step_vs_none", row.get("time_vs_none", "")),
             )
-            share = row.get("bias_share_of_step")
-            cells += (row.get("bias_ms_96_rows", ""), "" if share is None else f"{share:.1%}")
             print(" | ".join(str(c) for c in cells))
     print("time: decoder seconds per search step (FireRedASR), seconds per call (Whisper); machine may be shared")
+    if "cost" in report["parts"]:
+        _print_cost(report["parts"]["cost"])
+
+
+def _print_cost(data: dict[str, Any]) -> None:
+    rows = data["rows_per_step"]
+    print(f"cost ({data['model']}, {rows} rows a step; CPU ms)")
+    keys = dict.fromkeys(key for row in data["rows"].values() for key in row)
+    versions = [key[len("bias_ms_") :] for key in keys if key.startswith("bias_ms_")]
+    head = ["glossary", "states", "whole step", "vs none"]
+    head += [f"biasing {v}" for v in versions] + [f"share {v}" for v in versions]
+    print(" | ".join(head))
+    for mode, row in data["rows"].items():
+        cells = [mode, row.get("states", ""), row["step_cpu_ms"], row["step_vs_none"]]
+        cells += [row.get(f"bias_ms_{v}", "") for v in versions]
+        cells += [f"{row[f'bias_share_{v}']:.2%}" if f"bias_share_{v}" in row else "" for v in versions]
+        print(" | ".join(str(c) for c in cells))

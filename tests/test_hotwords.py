@@ -135,6 +135,25 @@ def test_search_tables_agree_with_the_graph() -> None:
         assert state.state[row].item() == expected_state
 
 
+def test_in_place_top_k_is_the_dense_one_bit_for_bit() -> None:
+    # Few tokens start a term in a vocabulary of 400: `top` biases those columns in place.
+    sparse = ContextGraph(TERMS, vocab=400)
+    assert sparse.root_tokens is not None and ContextGraph(TERMS, vocab=12).root_tokens is None
+    rows = sparse.states * 4
+    state = ContextState(sparse, rows, torch.device("cpu"))
+    state.state = torch.arange(sparse.states).repeat_interleave(4)
+    scores = torch.log_softmax(torch.randn(rows, 400, generator=torch.Generator().manual_seed(3)), dim=-1)
+    scores[:, 1:6] = scores[:, 11:16]  # ties between a term's tokens and others
+    before = scores.clone()
+    biased, give_back = state.biased(scores)
+    top_s, top_y = torch.topk(biased, k=3, dim=1)
+    got_s, got_y, own = state.top(scores, 3)
+    assert torch.equal(scores, before)  # put back bit for bit
+    assert torch.equal(got_y, top_y) and torch.equal(got_s, top_s + give_back[:, None])
+    assert torch.equal(own, before.gather(1, top_y))
+    assert set(top_y.view(-1).tolist()) & {1, 2, 5}  # the bonuses did pick term tokens
+
+
 # ---------------------------------------------------------------- the fixture model
 
 
