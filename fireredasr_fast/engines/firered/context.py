@@ -25,7 +25,7 @@ No lookup per row and no failure-link walk happens in a step: both are in the ta
 
 A step's fixed cost is adding `root_bonus` to every row's scores; where few tokens start a
 term (CPU), `ContextState.top` adds them in place to those columns only and puts the scores
-back after the top-k, bit for bit (where that pays: docs/benchmarks.md#glossary-hotwords-issue-31).
+back after the top-k, bit for bit (where that pays: docs/benchmarks.md#glossary-at-scale-and-forced-terms-issue-31).
 """
 
 from __future__ import annotations
