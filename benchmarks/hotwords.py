@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import random
 import statistics
@@ -283,16 +284,17 @@ def _context_module(root: Path | None) -> Any:
 def _step_cpu_ms(model: Any, waves: list[np.ndarray], glossary: Any, steps: int) -> tuple[float, float]:
     """(CPU milliseconds per whole search step: decoder, scores, biasing, beam bookkeeping;
     the mean rows a step): one call of all `waves` (the engine groups them by length, each
-    group one search), timed between consecutive steps of a group."""
-    stamps: list[tuple[float, int]] = []
+    group its own encoder pass and search), timed between consecutive steps of one search."""
+    stamps: list[tuple[float, int, int]] = []
 
     def stamp(step: int, logits: Any) -> Any:
-        stamps.append((time.thread_time(), logits.size(0)))
+        stamps.append((time.thread_time(), step, logits.size(0)))
         return logits
 
     model.transcribe(waves, beam_size=3, hotwords=glossary, logits_hook=stamp, decode_max_len=steps)
-    seconds = stamps[-1][0] - stamps[0][0]
-    return 1000 * seconds / max(len(stamps) - 1, 1), statistics.fmean(rows for _, rows in stamps)
+    pairs = [(a[0], b[0], b[2]) for a, b in itertools.pairwise(stamps) if b[1] == a[1] + 1]
+    seconds = sum(t1 - t0 for t0, t1, _ in pairs)
+    return 1000 * seconds / max(len(pairs), 1), statistics.fmean(rows for _, _, rows in pairs)
 
 
 def cost_part(args: argparse.Namespace, waves: list[np.ndarray]) -> dict[str, Any]:
@@ -337,7 +339,7 @@ def cost_part(args: argparse.Namespace, waves: list[np.ndarray]) -> dict[str, An
                 for count in args.bias_rows:  # biasing alone at more rows (no whole step to compare)
                     wide = torch.log_softmax(torch.randn(count, vocab, generator=torch.Generator().manual_seed(0)), -1)
                     state = module.ContextState(graph, count, torch.device("cpu"))
-                    row.setdefault("bias_ms_at_rows", {}).setdefault(str(count), {})[name] = round(
+                    row.setdefault("bias_alone", {}).setdefault(str(count), {})[name] = round(
                         bias_ms(state, wide, args.rounds), 4
                     )
         out[mode] = row
@@ -435,5 +437,5 @@ def _print_cost(data: dict[str, Any]) -> None:
         cells += [f"{row[f'bias_share_{v}']:.2%}" if f"bias_share_{v}" in row else "" for v in versions]
         print(" | ".join(str(c) for c in cells))
     for mode, row in data["rows"].items():
-        for count, by_version in row.get("bias_ms_at_rows", {}).items():
+        for count, by_version in row.get("bias_alone", {}).items():
             print(f"biasing alone, {mode}, {count} rows: " + ", ".join(f"{v} {ms}" for v, ms in by_version.items()))

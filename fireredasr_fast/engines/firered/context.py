@@ -39,7 +39,8 @@ from torch import Tensor
 
 ROOT = 0
 # The in-place path (ContextState.top) when at most 1/SPARSE_SHARE of the vocabulary starts a
-# term: an indexed write costs tens of times a dense add per element on CPU.
+# term: an indexed write costs tens of times a dense add per element on CPU (measured:
+# docs/benchmarks.md#glossary-at-scale-and-forced-terms-issue-31).
 SPARSE_SHARE = 32
 
 
