@@ -19,8 +19,12 @@ as speech without the terms; seconds per call side by side.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import itertools
 import json
 import random
+import statistics
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,12 +64,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=1, help="alternating timing rounds; the best counts")
     p.add_argument("--distractors", type=int, default=200, help="extra terms the speech never says")
+    p.add_argument("--no-fixture", dest="fixture", action="store_false", help="skip recall and false insertions")
+    p.add_argument("--scores", type=_numbers, default=SCORES, help="bonuses per token swept on the fixture")
     p.add_argument("--cost-preset", default="small", help="random model for the step cost ('' to skip)")
     p.add_argument("--cost-steps", type=int, default=60, help="search steps per utterance on it")
+    p.add_argument(
+        "--cost-terms", type=_sizes, default=(len(TERMS), 1000, 5000), help="glossary sizes timed on it (12,1000,5000)"
+    )
+    p.add_argument("--cost-utterances", type=int, default=32, help="utterances in its one call (beam 3)")
+    p.add_argument("--bias-rows", type=_sizes, default=(96,), help="rows at which biasing alone is also timed")
+    p.add_argument("--compare-with", type=Path, help="another checkout: its biasing timed beside this one's")
     p.add_argument("--whisper-model", default="base", help="'' to skip the Whisper part")
     p.add_argument("--sentences", type=int, default=0, help="only the first N fixture sentences (0: all)")
     p.add_argument("--json", type=Path, help="write the results here")
     return p.parse_args(argv)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(","))
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(","))
 
 
 # --------------------------------------------------------------------------- scoring
@@ -102,10 +122,9 @@ def score(hypotheses: Sequence[str], references: Sequence[str], terms: Sequence[
 # --------------------------------------------------------------------------- FireRedASR
 
 
-def _programmes(limit: int = 0) -> dict[str, list[tuple[str, np.ndarray]]]:
-    """(reference, waveform) of every fixture sentence in every voice, split by whether it says a term."""
-    import sys
-
+def _programmes(limit: int = 0, only_terms: bool = False) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """(reference, waveform) of every fixture sentence in every voice, split by whether it says
+    a term (`only_terms`: the "terms" programme only)."""
     sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
     from make_programme import synthesize
 
@@ -113,6 +132,8 @@ def _programmes(limit: int = 0) -> dict[str, list[tuple[str, np.ndarray]]]:
     sentences = tiny_model_texts().MANDARIN_SENTENCES
     for text in sentences[:limit] if limit else sentences:
         name = "terms" if any(term in text for term in TERMS) else "no terms"
+        if only_terms and name != "terms":
+            continue
         for voice, speed, pitch, rate in VOICES:
             wave = synthesize(text, voice, speed, pitch, rate).astype(np.float32) / 32768.0
             out[name].append((text, wave))
@@ -130,26 +151,52 @@ def distractors(count: int, alphabet: Sequence[str], avoid: str, seed: int = 0) 
     return sorted(out)
 
 
-def _recognise(model: Any, waves: list[np.ndarray], glossary: Any, **decoding: Any) -> tuple[list[str], float, int]:
-    """One call per voice (as a file's batches): texts, decoder seconds, search steps."""
+def _recognise(model: Any, waves: list[np.ndarray], glossary: Any, **decoding: Any) -> tuple[list[Any], float, int]:
+    """One call per voice (as a file's batches): hypotheses (in `waves`' order), decoder
+    seconds, search steps."""
     steps = [0]
 
     def count(step: int, logits: Any) -> Any:
         steps[0] += 1
         return logits
 
-    texts: list[str] = []
+    ordered: list[Any] = [None] * len(waves)
     seconds = 0.0
     per_voice = len(VOICES)
     for v in range(per_voice):
         hyps = model.transcribe(waves[v::per_voice], beam_size=3, hotwords=glossary, logits_hook=count, **decoding)
         seconds += model.timings["decoder"]
-        texts += [h.text for h in hyps]
-    order = [i for v in range(per_voice) for i in range(v, len(waves), per_voice)]
-    ordered = [""] * len(waves)
-    for text, i in zip(texts, order, strict=True):
-        ordered[i] = text
+        for i, hyp in zip(range(v, len(waves), per_voice), hyps, strict=True):
+            ordered[i] = hyp
     return ordered, seconds, steps[0]
+
+
+def review(hypotheses: Sequence[Any], references: Sequence[str], terms: Sequence[str]) -> dict[str, Any]:
+    """Term occurrences of the hypotheses that the review rules (guard.review_reasons: mean
+    confidence, weakest tokens) list, each utterance as one cue (the fixture's sentences fit
+    one): the true ones (in the reference) and the false insertions; and how many false
+    insertions have every token of the term itself at confidence >= 0.5 (what a rule on the
+    term's own tokens would miss)."""
+    from fireredasr_fast.guard import REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, review_reasons
+    from fireredasr_fast.results import Cue
+
+    out = {"true_listed": 0, "false_listed": 0, "false_term_confident": 0}
+    for hyp, ref in zip(hypotheses, references, strict=True):
+        confidences = hyp.token_confidences
+        cue = Cue(0.0, 1.0, [hyp.text], hyp.confidence, token_confidences=confidences)
+        listed = bool(review_reasons(cue, REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD))
+        pieces = [_chars(t.replace("\u2581", "")) for t in hyp.tokens]
+        owner = [i for i, piece in enumerate(pieces) for _ in piece]
+        joined = "".join(pieces)
+        for term in terms:
+            needle, start, k = _chars(term), 0, 0
+            while needle and (at := joined.find(needle, start)) >= 0:
+                true = k < _chars(ref).count(needle)
+                own = [confidences[i] for i in set(owner[at : at + len(needle)])]
+                out["true_listed" if true else "false_listed"] += listed
+                out["false_term_confident"] += (not true) and min(own) >= 0.5
+                start, k = at + len(needle), k + 1
+    return out
 
 
 def firered_part(args: argparse.Namespace, programmes: dict[str, list[tuple[str, np.ndarray]]]) -> dict[str, Any]:
@@ -161,7 +208,7 @@ def firered_part(args: argparse.Namespace, programmes: dict[str, list[tuple[str,
     alphabet = sorted({ch for ch in said if "\u4e00" <= ch <= "\u9fff"})
     extra = distractors(args.distractors, alphabet, said)
     modes: dict[str, Any] = {"none": None}
-    for value in SCORES:
+    for value in args.scores:
         modes[f"score {value:g}" + (" (default)" if value == DEFAULT_SCORE else "")] = Glossary(
             tuple((t, 1.0) for t in TERMS), value
         )
@@ -172,58 +219,91 @@ def firered_part(args: argparse.Namespace, programmes: dict[str, list[tuple[str,
         best: dict[str, float] = {}
         for r in range(args.rounds):
             for mode in list(modes) if r % 2 == 0 else list(modes)[::-1]:
-                texts, seconds, steps = _recognise(model, waves, modes[mode])
+                hyps, seconds, steps = _recognise(model, waves, modes[mode])
                 best[mode] = min(best.get(mode, float("inf")), seconds / max(steps, 1))
                 key = f"{programme} / {mode}"
-                rows.setdefault(key, {**score(texts, refs, TERMS + tuple(extra)), "utterances": len(refs)})
+                terms = TERMS + tuple(extra)
+                found = score([h.text for h in hyps], refs, terms)
+                rows.setdefault(key, {**found, **review(hyps, refs, terms), "utterances": len(refs)})
                 rows[key]["steps"] = steps
-        for mode, glossary in modes.items():
+        for mode in modes:
             row = rows[f"{programme} / {mode}"]
             row["ms_per_step"] = round(1000 * best[mode], 3)
             row["step_vs_none"] = round(best[mode] / best["none"], 3)
-            if glossary is not None:
-                added = bias_ms(model.context_graph(glossary), 32 * 3, model.model.args.odim, args.rounds)
-                row["bias_ms_96_rows"] = round(added, 3)
-                row["bias_share_of_step"] = round(added / (1000 * best["none"]), 4)
     return {"model": "trained tiny fixture", "terms": list(TERMS), "distractors": len(extra), "rows": rows}
 
 
-def bias_ms(graph: Any, rows: int, vocab: int, rounds: int, repeats: int = 200) -> float:
-    """Milliseconds per search step that biasing adds at `rows` rows: the biased top-k, the
-    decoder's own scores gathered back and the states advanced, against the plain top-k, timed
-    alternately (each one's best round counts)."""
+def bias_ms(state: Any, scores: Any, rounds: int, repeats: int = 100) -> float:
+    """CPU milliseconds per search step that biasing adds at `scores`' rows: the biased top-k
+    with the decoder's own scores gathered back and the states advanced, against the plain
+    top-k; alternating rounds, each one's median counts (thread CPU time: the machine's
+    other load hardly moves it). `state`: a ContextState of this checkout (its `top`) or of
+    an older one (its `biased` + top-k + gather)."""
     import torch
 
-    from fireredasr_fast.engines.firered.context import ContextState
-
-    state = ContextState(graph, rows, torch.device("cpu"))
-    scores = torch.log_softmax(torch.randn(rows, vocab, generator=torch.Generator().manual_seed(0)), dim=-1)
-    parent = torch.arange(rows)
+    parent = torch.arange(scores.size(0))
 
     def plain() -> None:
         torch.topk(scores, 3, dim=1)
 
     def biased() -> None:
-        out, give_back = state.biased(scores)
-        top_s, top_y = torch.topk(out, 3, dim=1)
-        _ = (top_s + give_back[:, None], scores.gather(1, top_y))
+        if hasattr(state, "top"):
+            _, top_y, _ = state.top(scores, 3)
+        else:
+            out, give_back = state.biased(scores)
+            top_s, top_y = torch.topk(out, 3, dim=1)
+            _ = (top_s + give_back[:, None], scores.gather(1, top_y))
         state.advance(parent, top_y[:, 0])
 
-    best = {"plain": float("inf"), "biased": float("inf")}
+    times: dict[str, list[float]] = {"plain": [], "biased": []}
     pair = (("plain", plain), ("biased", biased))
-    for r in range(max(rounds, 3) * 2):
+    for r in range(max(rounds, 5) * 2):
         for name, fn in pair if r % 2 == 0 else pair[::-1]:
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             for _ in range(repeats):
                 fn()
-            best[name] = min(best[name], (time.perf_counter() - t0) / repeats)
-    return 1000 * (best["biased"] - best["plain"])
+            times[name].append((time.thread_time() - t0) / repeats)
+    return 1000 * (statistics.median(times["biased"]) - statistics.median(times["plain"]))
+
+
+def _context_module(root: Path | None) -> Any:
+    """engines/firered/context.py of this checkout, or of the checkout at `root` (loaded on its
+    own: it needs only torch), to time an older version of biasing beside this one."""
+    if root is None:
+        from fireredasr_fast.engines.firered import context
+
+        return context
+    path = root / "fireredasr_fast" / "engines" / "firered" / "context.py"
+    spec = importlib.util.spec_from_file_location("hotwords_compare_context", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _step_cpu_ms(model: Any, waves: list[np.ndarray], glossary: Any, steps: int) -> tuple[float, float]:
+    """(CPU milliseconds per whole search step: decoder, scores, biasing, beam bookkeeping;
+    the mean rows a step): one call of all `waves` (the engine groups them by length, each
+    group its own encoder pass and search), timed between consecutive steps of one search."""
+    stamps: list[tuple[float, int, int]] = []
+
+    def stamp(step: int, logits: Any) -> Any:
+        stamps.append((time.thread_time(), step, logits.size(0)))
+        return logits
+
+    model.transcribe(waves, beam_size=3, hotwords=glossary, logits_hook=stamp, decode_max_len=steps)
+    pairs = [(a[0], b[0], b[2]) for a, b in itertools.pairwise(stamps) if b[1] == a[1] + 1]
+    seconds = sum(t1 - t0 for t0, t1, _ in pairs)
+    return 1000 * seconds / max(len(pairs), 1), statistics.fmean(rows for _, _, rows in pairs)
 
 
 def cost_part(args: argparse.Namespace, waves: list[np.ndarray]) -> dict[str, Any]:
-    """A random model of args.cost_preset (odim 7832): decoder ms per step of whole searches
-    with and without glossaries of random terms, and biasing's own ms per step (bias_ms) at
-    the rows of a 32-segment batch against that step."""
+    """A random model of args.cost_preset (odim 7832), glossaries of random terms of
+    args.cost_terms sizes: the whole search step's CPU ms in one call of `waves` (beam 3),
+    alternating rounds, the median counts; and biasing's own CPU ms per step (bias_ms) at
+    that step's mean rows, this checkout's and (--compare-with) another's side by side."""
+    import torch
+
     from fireredasr_fast.engines.firered.engine import load_model
     from fireredasr_fast.glossary import Glossary
 
@@ -231,23 +311,39 @@ def cost_part(args: argparse.Namespace, waves: list[np.ndarray]) -> dict[str, An
     vocab = model.model.args.odim
     cjk = [t for t in model.tokenizer.id_to_token if len(t) == 1 and "\u4e00" <= t <= "\u9fff"]
     modes: dict[str, Any] = {"none": None}
-    for size in (len(TERMS), 1000):
+    for size in args.cost_terms:
         modes[f"{size} terms"] = Glossary(tuple((t, 1.0) for t in distractors(size, cjk, "", seed=size)))
-    best: dict[str, float] = {}
+    steps: dict[str, list[float]] = {mode: [] for mode in modes}
+    rows = 0.0
     for r in range(args.rounds):
         for mode in list(modes) if r % 2 == 0 else list(modes)[::-1]:
-            _, seconds, steps = _recognise(model, waves, modes[mode], decode_max_len=args.cost_steps)
-            best[mode] = min(best.get(mode, float("inf")), seconds / max(steps, 1))
-    rows: dict[str, dict[str, Any]] = {}
+            ms, rows = _step_cpu_ms(model, waves, modes[mode], args.cost_steps)
+            steps[mode].append(ms)
+    step = {mode: statistics.median(values) for mode, values in steps.items()}
+    versions = {"this": _context_module(None)}
+    if args.compare_with:
+        versions["compare"] = _context_module(args.compare_with)
+    shape = (round(rows), vocab)
+    scores = torch.log_softmax(torch.randn(*shape, generator=torch.Generator().manual_seed(0)), dim=-1)
+    out: dict[str, dict[str, Any]] = {}
     for mode, glossary in modes.items():
-        row: dict[str, Any] = {"ms_per_step": round(1000 * best[mode], 3)}
-        row["step_vs_none"] = round(best[mode] / best["none"], 3)
+        row: dict[str, Any] = {"step_cpu_ms": round(step[mode], 3), "step_vs_none": round(step[mode] / step["none"], 3)}
         if glossary is not None:
-            extra = bias_ms(model.context_graph(glossary), 32 * 3, vocab, args.rounds)
-            row["bias_ms_96_rows"] = round(extra, 3)
-            row["bias_share_of_step"] = round(extra / (1000 * best["none"]), 4)
-        rows[mode] = row
-    return {"model": f"random {args.cost_preset}", "rows": rows}
+            terms = [(model.tokenizer.encode(t), b) for t, b in glossary.bonuses()]
+            row["states"] = model.context_graph(glossary).states
+            for name, module in versions.items():
+                graph = module.ContextGraph(terms, vocab)
+                extra = bias_ms(module.ContextState(graph, shape[0], torch.device("cpu")), scores, args.rounds)
+                row[f"bias_ms_{name}"] = round(extra, 4)
+                row[f"bias_share_{name}"] = round(extra / step["none"], 4)
+                for count in args.bias_rows:  # biasing alone at more rows (no whole step to compare)
+                    wide = torch.log_softmax(torch.randn(count, vocab, generator=torch.Generator().manual_seed(0)), -1)
+                    state = module.ContextState(graph, count, torch.device("cpu"))
+                    row.setdefault("bias_alone", {}).setdefault(str(count), {})[name] = round(
+                        bias_ms(state, wide, args.rounds), 4
+                    )
+        out[mode] = row
+    return {"model": f"random {args.cost_preset}", "rows_per_step": shape[0], "rows": out}
 
 
 # --------------------------------------------------------------------------- Whisper
@@ -288,10 +384,11 @@ def main(argv: list[str]) -> int:
 
     set_process_threads(args.threads)
     report: dict[str, Any] = {**report_header("hotwords", args.threads, "fixture + whisper"), "parts": {}}
-    programmes = _programmes(args.sentences)
-    report["parts"]["firered"] = firered_part(args, programmes)
+    programmes = _programmes(args.sentences, only_terms=not args.fixture)
+    if args.fixture:
+        report["parts"]["firered"] = firered_part(args, programmes)
     if args.cost_preset:
-        waves = [w for _, w in programmes["terms"]][:15]
+        waves = [w for _, w in programmes["terms"]][: args.cost_utterances]
         report["parts"]["cost"] = cost_part(args, waves)
     if args.whisper_model:
         report["parts"]["whisper"] = whisper_part(args)
@@ -304,8 +401,10 @@ def main(argv: list[str]) -> int:
 def _print(report: dict[str, Any]) -> None:
     print(f"{cpu_name()}, {report['machine']['threads']} thread(s), {report['date']}")
     head = ("part", "programme / mode", "utterances", "terms said", "found", "recall", "false ins.", "CER/WER")
-    print(" | ".join((*head, "ms/step or s", "vs none", "bias ms/step (96 rows)", "share of step")))
+    print(" | ".join((*head, "ms/step or s", "vs none", "listed: true / false (term confident)")))
     for part, data in report["parts"].items():
+        if part == "cost":
+            continue
         for key, row in data["rows"].items():
             error = row.get("cer", row.get("wer"))
             recall = row.get("recall")
@@ -316,7 +415,27 @@ def _print(report: dict[str, Any]) -> None:
                 row.get("ms_per_step", row.get("seconds", "")),
                 row.get("step_vs_none", row.get("time_vs_none", "")),
             )
-            share = row.get("bias_share_of_step")
-            cells += (row.get("bias_ms_96_rows", ""), "" if share is None else f"{share:.1%}")
+            if "true_listed" in row:
+                cells += (f"{row['true_listed']} / {row['false_listed']} ({row['false_term_confident']})",)
             print(" | ".join(str(c) for c in cells))
     print("time: decoder seconds per search step (FireRedASR), seconds per call (Whisper); machine may be shared")
+    if "cost" in report["parts"]:
+        _print_cost(report["parts"]["cost"])
+
+
+def _print_cost(data: dict[str, Any]) -> None:
+    rows = data["rows_per_step"]
+    print(f"cost ({data['model']}, {rows} rows a step; CPU ms)")
+    keys = dict.fromkeys(key for row in data["rows"].values() for key in row)
+    versions = [key[len("bias_ms_") :] for key in keys if key.startswith("bias_ms_")]
+    head = ["glossary", "states", "whole step", "vs none"]
+    head += [f"biasing {v}" for v in versions] + [f"share {v}" for v in versions]
+    print(" | ".join(head))
+    for mode, row in data["rows"].items():
+        cells = [mode, row.get("states", ""), row["step_cpu_ms"], row["step_vs_none"]]
+        cells += [row.get(f"bias_ms_{v}", "") for v in versions]
+        cells += [f"{row[f'bias_share_{v}']:.2%}" if f"bias_share_{v}" in row else "" for v in versions]
+        print(" | ".join(str(c) for c in cells))
+    for mode, row in data["rows"].items():
+        for count, by_version in row.get("bias_alone", {}).items():
+            print(f"biasing alone, {mode}, {count} rows: " + ", ".join(f"{v} {ms}" for v, ms in by_version.items()))

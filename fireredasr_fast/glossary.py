@@ -14,6 +14,10 @@ and where each was recognised (`report`).
 How the engines use it: FireRedASR biases its beam search (engines/firered/context.py: a
 bonus of weight x score per token of a term, given back when a hypothesis leaves the term
 unfinished); Whisper gets the terms as faster-whisper's `hotwords` prompt.
+
+A term the bias writes where the speech lacks it is left to the review rules (guard.py): the
+token confidences they judge are the decoder's own, the bonuses left out, so such a cue shows
+a weak token or a low mean (measured: docs/benchmarks.md#glossary-at-scale-and-forced-terms-issue-31).
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ MISHEARD = {
 HEARD = ("请把窗户关上", "cmn", 160, 50, 1.0)  # recognised right without any glossary
 # Misheard in a run too (the VAD's cut and padding differ from the bare rendering's).
 MISHEARD_IN_RUN = ("我的朋友住在上海", "cmn+m7", 220, 70, 1.05)
+# Recognised right, and not listed for review, without a glossary; with 电费 in it the fixture
+# writes 这个月的电费很高, whose term tokens themselves look confident (a false insertion).
+FORCED = ("这个问题很难回答", "cmn+m3", 230, 40, 1.0)
 
 
 # ---------------------------------------------------------------- glossary files
@@ -135,6 +138,25 @@ def test_search_tables_agree_with_the_graph() -> None:
         assert state.state[row].item() == expected_state
 
 
+def test_in_place_top_k_is_the_dense_one_bit_for_bit() -> None:
+    # Few tokens start a term in a vocabulary of 400: `top` biases those columns in place.
+    sparse = ContextGraph(TERMS, vocab=400)
+    assert sparse.root_tokens is not None and ContextGraph(TERMS, vocab=12).root_tokens is None
+    rows = sparse.states * 4
+    state = ContextState(sparse, rows, torch.device("cpu"))
+    state.state = torch.arange(sparse.states).repeat_interleave(4)
+    scores = torch.log_softmax(torch.randn(rows, 400, generator=torch.Generator().manual_seed(3)), dim=-1)
+    scores[:, 1:6] = scores[:, 11:16]  # ties between a term's tokens and others
+    before = scores.clone()
+    biased, give_back = state.biased(scores)
+    top_s, top_y = torch.topk(biased, k=3, dim=1)
+    got_s, got_y, own = state.top(scores, 3)
+    assert torch.equal(scores, before)  # put back bit for bit
+    assert torch.equal(got_y, top_y) and torch.equal(got_s, top_s + give_back[:, None])
+    assert torch.equal(own, before.gather(1, top_y))
+    assert set(top_y.view(-1).tolist()) & {1, 2, 5}  # the bonuses did pick term tokens
+
+
 # ---------------------------------------------------------------- the fixture model
 
 
@@ -154,7 +176,8 @@ def _speech(text: str, voice: str, speed: int, pitch: int, rate: float) -> np.nd
 
 @pytest.fixture(scope="module")
 def waves() -> dict[str, np.ndarray]:
-    return {key: _speech(*case) for key, case in {**MISHEARD, "heard": HEARD, "run": MISHEARD_IN_RUN}.items()}
+    cases = {**MISHEARD, "heard": HEARD, "run": MISHEARD_IN_RUN, "forced": FORCED}
+    return {key: _speech(*case) for key, case in cases.items()}
 
 
 def test_glossary_corrects_a_misheard_term_and_changes_nothing_else(tiny, waves) -> None:
@@ -179,6 +202,31 @@ def test_empty_glossary_gives_identical_tokens(tiny, waves) -> None:
         again = tiny.transcribe_nbest(batch, beam_size=3, nbest=2, hotwords=hotwords)
         assert [[h.token_ids for h in n] for n in again] == [[h.token_ids for h in n] for n in plain]
         assert [[h.token_confidences for h in n] for n in again] == [[h.token_confidences for h in n] for n in plain]
+
+
+def _review(hyp, seconds: float) -> list[list[str]]:
+    """The review flags of the cues of one hypothesis, as a file's segment gets them."""
+    from fireredasr_fast.cues import CueOptions, build_cues
+    from fireredasr_fast.guard import REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, mark_for_review
+    from fireredasr_fast.results import Segment
+
+    segment = Segment(0.0, seconds, hyp.text, list(hyp.tokens), None, hyp.token_confidences, hyp.confidence, [])
+    cues = build_cues([segment], [(0.0, seconds)], seconds, CueOptions())
+    mark_for_review(cues, REVIEW_THRESHOLD, None, WEAK_TOKEN_THRESHOLD, CueOptions())
+    return [cue.flags for cue in cues]
+
+
+def test_a_term_the_glossary_forces_reaches_the_review_list(tiny, waves) -> None:
+    """A term the bias writes where the speech lacks it lands on the review list: here through
+    the cue's weakest tokens (where the sentence left the speech), not the term's own."""
+    seconds = len(waves["forced"]) / 16000
+    plain = tiny.transcribe([waves["forced"]], beam_size=3)[0]
+    forced = tiny.transcribe([waves["forced"]], beam_size=3, hotwords=Glossary((("电费", 1.0),)))[0]
+    assert plain.text == FORCED[0] and _review(plain, seconds) == [[]]
+    assert "电费" in forced.text and forced.text != FORCED[0]
+    term = [c for token, c in zip(forced.tokens, forced.token_confidences, strict=True) if token in "电费"]
+    assert min(term) > 0.5  # the term's own tokens look sure: the rules must look past them
+    assert all(flags for flags in _review(forced, seconds))
 
 
 # ---------------------------------------------------------------- a run

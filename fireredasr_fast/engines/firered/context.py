@@ -18,9 +18,14 @@ that completed terms have made permanent (the deepest term end on its path), and
 `pending = acc - kept` what leaving gives back.
 
 For the search (search.py), the transitions are tables on the model's device, so a step costs
-a few gathers over the rows whatever the glossary: tokens that start a term (`root_tokens`,
+a few gathers over the rows whatever the glossary: tokens that start a term (`root_bonus`,
 the same for every state: a vector over the vocabulary), and per state the few tokens whose transition differs from that
 (`over_*`, padded to the widest state). Every other token sends a hypothesis to the root.
+No lookup per row and no failure-link walk happens in a step: both are in the tables.
+
+A step's fixed cost is adding `root_bonus` to every row's scores; where few tokens start a
+term (CPU), `ContextState.top` adds them in place to those columns only and puts the scores
+back after the top-k, bit for bit (where that pays: docs/benchmarks.md#glossary-at-scale-and-forced-terms-issue-31).
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ import torch
 from torch import Tensor
 
 ROOT = 0
+# The in-place path (ContextState.top) when at most 1/SPARSE_SHARE of the vocabulary starts a
+# term: an indexed write costs tens of times a dense add per element on CPU (measured:
+# docs/benchmarks.md#glossary-at-scale-and-forced-terms-issue-31).
+SPARSE_SHARE = 32
 
 
 @dataclass
@@ -144,21 +153,28 @@ class ContextGraph:
         width = max(1, max(len(s) for s in special))
         tok = torch.zeros(self.states, width, dtype=torch.long)
         delta = torch.zeros(self.states, width)
-        nxt = torch.zeros(self.states, width, dtype=torch.long)
-        valid = torch.zeros(self.states, width, dtype=torch.bool)
+        match = torch.full((self.states, width), -1, dtype=torch.long)  # -1: a padded slot, no token's
+        jump = torch.zeros(self.states, width, dtype=torch.long)
         for s, moves in enumerate(special):
             for j, (token, target) in enumerate(sorted(moves.items())):
                 # What the token adds beyond the row's give-back and the root's bonus for it.
                 root_part = self.acc[root[token]] if token in root else 0.0
-                tok[s, j], nxt[s, j], valid[s, j] = token, target, True
+                tok[s, j], match[s, j] = token, token
                 delta[s, j] = self.step(s, token)[1] + self.pending[s] - root_part
+                # Where it leads, relative to where the token leads from the root.
+                jump[s, j] = target - root.get(token, ROOT)
         self.give_back = -torch.tensor(self.pending, device=device)
         self.over_tokens, self.over_delta = tok.to(device), delta.to(device)
-        self.over_next, self.over_valid = nxt.to(device), valid.to(device)
+        self.over_match, self.over_jump = match.to(device), jump.to(device)
         # token -> the state it leads to from a state without a special move for it.
         self.root_next = torch.zeros(vocab, dtype=torch.long, device=device)
         if root:
             self.root_next[torch.tensor(list(root), device=device)] = torch.tensor(list(root.values()), device=device)
+        # The tokens that start a term and their bonuses, for the in-place path (None: dense).
+        self.root_tokens: Tensor | None = None
+        if torch.device(device).type == "cpu" and len(root) * SPARSE_SHARE <= vocab:
+            self.root_tokens = torch.tensor(sorted(root), dtype=torch.long, device=device)
+            self.root_values = self.root_bonus[self.root_tokens]
 
 
 class ContextState:
@@ -167,6 +183,26 @@ class ContextState:
     def __init__(self, graph: ContextGraph, rows: int, device: torch.device) -> None:
         self.graph = graph
         self.state = torch.zeros(rows, dtype=torch.long, device=device)
+
+    def top(self, t_scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Each row's best `k` tokens by biased score: (their biased scores, their ids, their
+        own scores in `t_scores`, for the confidences). Where the graph has `root_tokens`,
+        `t_scores` is biased in place and put back bit for bit before returning (the same
+        additions as `biased`, so the same top-k); otherwise through `biased`."""
+        g = self.graph
+        if g.root_tokens is None:
+            biased, give_back = self.biased(t_scores)
+            top_s, top_y = torch.topk(biased, k=k, dim=1)
+            return top_s + give_back[:, None], top_y, t_scores.gather(1, top_y)
+        over = g.over_tokens[self.state]
+        saved_root = t_scores.index_select(1, g.root_tokens)
+        t_scores.index_add_(1, g.root_tokens, g.root_values.expand(t_scores.size(0), -1))
+        saved_over = t_scores.gather(1, over)
+        t_scores.scatter_add_(1, over, g.over_delta[self.state])
+        top_s, top_y = torch.topk(t_scores, k=k, dim=1)
+        t_scores.scatter_(1, over, saved_over)  # a padded slot repeats one value: restored alike
+        t_scores.index_copy_(1, g.root_tokens, saved_root)
+        return top_s + g.give_back[self.state][:, None], top_y, t_scores.gather(1, top_y)
 
     def biased(self, t_scores: Tensor) -> tuple[Tensor, Tensor]:
         """(the scores with each row's bonuses except its give-back, the give-back per row):
@@ -181,9 +217,10 @@ class ContextState:
         """Each row's next state: its parent's, moved by the token chosen."""
         g = self.graph
         prev = self.state.index_select(0, parent)
-        match = (g.over_tokens[prev] == new_y[:, None]) & g.over_valid[prev]
-        special = g.over_next[prev].gather(1, match.to(torch.uint8).argmax(dim=1, keepdim=True)).squeeze(1)
-        self.state = torch.where(match.any(dim=1), special, g.root_next[new_y])
+        # A state's special tokens are distinct, so at most one slot matches; its jump (0 for
+        # none) moves the root's target to the special one.
+        hit = g.over_match[prev] == new_y[:, None]
+        self.state = g.root_next[new_y] + (hit * g.over_jump[prev]).sum(dim=1)
 
     def keep(self, rows: Tensor) -> None:
         self.state = self.state.index_select(0, rows)

@@ -186,9 +186,7 @@ class _Beams:
         if self.context is None:
             top_s, top_y = torch.topk(t_scores, k=self.beam, dim=1)
             return top_s, top_y, None
-        biased, give_back = self.context.biased(t_scores)
-        top_s, top_y = torch.topk(biased, k=self.beam, dim=1)
-        return top_s + give_back[:, None], top_y, t_scores.gather(1, top_y)
+        return self.context.top(t_scores, self.beam)
 
     def leaving(self, step: int, check_every: int) -> list[int]:
         """Which utterances leave now: all beams ended, or the step limit reached (known on
