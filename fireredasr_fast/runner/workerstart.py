@@ -49,9 +49,7 @@ def preload_modules(spec: EngineSpec | str) -> list[str]:
     """What the fork server imports for workers of `spec`'s engine (a spec or its name), in order."""
     engine = spec if isinstance(spec, str) else spec.engine
     engine_module = ENGINES[engine][0].split(":")[0]
-    # torch._dynamo: building a model on the meta device (the FireRedASR engine adopts the
-    # checkpoint's tensors) runs torch's Python reference kernels, which import them.
-    return ["torch", "torch._dynamo", WORKER_MODULE, engine_module, PREPARE_MODULE]
+    return ["torch", WORKER_MODULE, engine_module, PREPARE_MODULE]
 
 
 # "spawn" here starts workers the old way (a fresh interpreter each).
