@@ -105,9 +105,9 @@ def test_a_forked_worker_runs_the_plans_threads_and_loads_the_kernels_compiled()
     assert state["kernels_compiled_here"] == 0
 
 
-def test_the_cli_starts_the_server_early_and_the_pool_reuses_it():
-    """start_fork_server (called by the CLI before it checks the model) and the workers'
-    context share one server."""
+def test_a_server_started_early_is_the_one_the_workers_come_from():
+    """start_fork_server (the CLI's, before it checks the model) and the workers' context
+    share one server."""
     from multiprocessing import forkserver
 
     from fireredasr_fast.runner.workerstart import start_fork_server
@@ -116,6 +116,20 @@ def test_the_cli_starts_the_server_early_and_the_pool_reuses_it():
     server = forkserver._forkserver._forkserver_pid
     assert worker_context(SPEC).get_start_method() == "forkserver"
     assert forkserver._forkserver._forkserver_pid == server
+
+
+@pytest.mark.parametrize(("extra", "started"), [([], ["firered"]), (["--workers", "0"], [])])
+def test_the_cli_starts_the_server_before_it_checks_the_model(monkeypatch, tmp_path, extra, started):
+    """The server's imports overlap the main process's model check only if it starts first:
+    here the model check fails, after the server was asked for (not with --workers 0)."""
+    from fireredasr_fast import cli
+    from fireredasr_fast.runner import workerstart
+
+    calls: list[str] = []
+    monkeypatch.setattr(workerstart, "start_fork_server", calls.append)
+    argv = ["--model-dir", str(tmp_path / "no-model"), "-o", str(tmp_path / "out"), *extra, str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert calls == started
 
 
 def test_a_batch_submitted_after_a_worker_died_comes_back_failed_not_raised():
