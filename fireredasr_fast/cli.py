@@ -170,6 +170,17 @@ def _gpu_scheduler(args: argparse.Namespace, model_size: int):
     return GpuScheduler(GpuPolicy(mode=mode, min_free_bytes=min_free, model_bytes=model_size), default_probe())
 
 
+def _start_worker_server(args: argparse.Namespace) -> None:
+    """Start the local workers' fork server now, when the run will have local CPU workers:
+    its imports (torch, the engine) then run beside this process's model check and first
+    file instead of after them (runner/workerstart.py)."""
+    if args.cluster or args.workers == 0 or _gpu_mode(args) == "only":
+        return
+    from fireredasr_fast.runner.workerstart import start_fork_server
+
+    start_fork_server(args.engine)
+
+
 def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
     """Resolve and check the model in this process, so a bad model directory is one clear
     line here rather than a crash in every worker."""
@@ -409,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_file and (check := check_log_file(args.log_file)).status == FAIL:
         return _error(check.detail)
     _configure_logging(args.log_file)
+    _start_worker_server(args)
     try:
         # CPU workers always run on the CPU; GPU workers get their own device (see runner).
         spec = _engine_spec(args, "cpu")

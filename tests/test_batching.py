@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 
-from fireredasr_fast.batching import SegmentJob, group_by_length, make_batches
+from fireredasr_fast.batching import Batch, SegmentJob, group_by_length, make_batches
 from fireredasr_fast.results import SAMPLE_RATE
 
 
@@ -79,3 +79,25 @@ def test_make_batches_bounds_padded_seconds_and_count() -> None:
         seconds = [j.seconds for j in batch.jobs]
         assert seconds == sorted(seconds, reverse=True)
     assert [j.seconds for j in batches[0].jobs] == [60.0]  # over budget alone, still a batch
+
+
+def test_cpu_workers_alone_take_the_longest_ready_batch_first():
+    """Four files of one batch each for two CPU workers: the longest first, so the last to
+    start are the short ones and the workers finish together; beside a GPU group (which takes
+    from the front) CPU workers keep taking from the back."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from fireredasr_fast.runner.scheduler import _Schedule
+
+    def batch(file_index: int, seconds: float) -> Batch:
+        return Batch([SegmentJob(file_index, 0, 0.0, np.zeros(int(seconds * 16000), np.int16))])
+
+    cpu, gpu = SimpleNamespace(takes_largest=False), SimpleNamespace(takes_largest=True)
+    files = [60.0, 81.7, 60.0, 66.4]
+    alone = SimpleNamespace(ready=deque(batch(i, s) for i, s in enumerate(files)), pools=[cpu])
+    taken = [_Schedule._take(alone, cpu).jobs[0].file_index for _ in files]  # type: ignore[arg-type]
+    assert taken == [1, 3, 0, 2]
+    mixed = SimpleNamespace(ready=deque(batch(i, s) for i, s in enumerate(files)), pools=[gpu, cpu])
+    assert _Schedule._take(mixed, cpu).jobs[0].file_index == 3  # type: ignore[arg-type]
+    assert _Schedule._take(mixed, gpu).jobs[0].file_index == 0  # type: ignore[arg-type]

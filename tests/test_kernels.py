@@ -195,6 +195,26 @@ def test_without_a_real_thread_pool_the_kernels_say_why_and_stay_off() -> None:
     assert "decoder kernels off" in done.stderr
 
 
+def test_starting_numbas_pool_leaves_torch_at_its_thread_count() -> None:
+    """numba's OpenMP pool shares torch's libgomp, and starting it sets the OpenMP thread count
+    to the pool's size: torch must keep the count it was given (a pool of 2, torch at 1)."""
+    code = (
+        "import torch\n"
+        "torch.set_num_threads(1)\n"
+        "from fireredasr_fast.engines.firered import kernels\n"
+        "print(kernels.unavailable_reason())\n"
+        "import numba\n"
+        "print(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads())\n"
+    )
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2", "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    reason, counts = done.stdout.splitlines()
+    if reason != "None":
+        pytest.skip(f"no numba pool here: {reason}")
+    assert counts == "2 1"
+
+
 def test_attention_takes_the_kernel_only_where_it_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     """Below MIN_K_BYTES_* of K the kernel's fixed cost loses to torch's attention: 1 MiB with
     one query per K/V (self-attention), 128 KiB when beams share it (cross-attention)."""

@@ -1,5 +1,5 @@
 """Workers start from a fork server that has loaded torch and numba's compiler
-(runner/workerstart.py): real pools of real processes on the tiny fixture model."""
+(runner/workerstart.py, prefork.py): real pools of real processes on the tiny fixture model."""
 
 from __future__ import annotations
 
@@ -21,20 +21,37 @@ pytestmark = pytest.mark.skipif(
 )
 
 SPEC = EngineSpec("firered", str(FIXTURES / "tiny_model"))
-# What a FireRedASR worker has no use for: the VAD's and the Whisper engine's runtimes.
-NOT_IN_A_WORKER = ("onnxruntime", "silero_vad", "faster_whisper", "ctranslate2")
+# What a FireRedASR worker has no use for: the VAD's and the Whisper engine's runtimes, and
+# torch's compiler stack (model.py builds on the meta device without it).
+NOT_IN_A_WORKER = ("onnxruntime", "silero_vad", "faster_whisper", "ctranslate2", "torch._dynamo", "sympy")
 
 
 def _state() -> dict:
     """In the worker: where it came from and what it has loaded."""
     parallel = sys.modules.get("numba.np.ufunc.parallel")
-    return {
+    state = {
         "parent": os.getppid(),
-        "loaded": sorted(name for name in ("torch", "torch._dynamo", "numba", *NOT_IN_A_WORKER) if name in sys.modules),
+        "loaded": sorted(name for name in ("torch", "numba", *NOT_IN_A_WORKER) if name in sys.modules),
         "numba_threads_started": bool(parallel and parallel._is_initialized),
         "engine_loaded": sys.modules["fireredasr_fast.runner.worker"]._engine is not None,
         "frozen_objects": gc.get_freeze_count(),
     }
+    if "numba" in sys.modules:
+        import torch
+        from numba.core import config
+        from numba.core.registry import cpu_target
+
+        from fireredasr_fast.engines.firered import kernels
+
+        state["numba_pool_size"] = config.NUMBA_NUM_THREADS
+        state["torch_threads"] = torch.get_num_threads()
+        # Filled by kernels.prepare_compiler (in the server) or by the first compile.
+        state["typing_registries"] = len(cpu_target.typing_context._registries)
+        if kernels._compiled.cache_info().currsize:
+            state["kernels_compiled_here"] = sum(
+                sum(kernel.stats.cache_misses.values()) for kernel in kernels._compiled()[1:]
+            )
+    return state
 
 
 def test_workers_are_spawned_when_asked(monkeypatch):
@@ -47,11 +64,12 @@ def test_a_worker_is_forked_with_torch_and_numba_already_loaded():
     assert context.get_start_method() == "forkserver"
     with cf.ProcessPoolExecutor(1, mp_context=context) as pool:
         state = pool.submit(_state).result(timeout=300)
-    # Forked by the server (not by this process), which had imported torch; numba is left
-    # to the worker (prefork.py), its thread pool with it.
+    # Forked by the server (not by this process), which had imported torch, and numba with
+    # its compiler's registries (prefork.py); numba's thread pool is left to the worker.
     assert state["parent"] != os.getpid()
-    assert {"torch", "torch._dynamo"} <= set(state["loaded"])
-    assert "numba" not in state["loaded"]
+    assert {"torch", "numba"} <= set(state["loaded"])
+    assert state["typing_registries"] > 0
+    assert not state["numba_threads_started"]
     # What the server loaded is out of the collector's reach, so stays shared (prefork.py).
     assert state["frozen_objects"] > 10000
     assert preload_modules(SPEC)[-1] == "fireredasr_fast.runner.prefork"
@@ -64,6 +82,54 @@ def test_a_worker_builds_its_engine_without_what_it_does_not_need():
     assert state["engine_loaded"]
     assert state["numba_threads_started"]  # the engine's decoder kernels run in the worker
     assert not set(state["loaded"]) & set(NOT_IN_A_WORKER), state["loaded"]
+
+
+def _init_state(spec: EngineSpec, threads: int) -> dict:
+    context = worker_context(spec)
+    with cf.ProcessPoolExecutor(1, mp_context=context, initializer=init_process, initargs=(spec, threads)) as pool:
+        return pool.submit(_state).result(timeout=300)
+
+
+def test_a_forked_worker_runs_the_plans_threads_and_loads_the_kernels_compiled():
+    """numba read its configuration in the server, before the worker's thread count was set;
+    the worker's pool and torch must still run the plan's count (numba's OpenMP pool would
+    otherwise start at the server's count and set torch's to it), and the kernels come from
+    numba's cache, not compiled again in each worker."""
+    with cf.ProcessPoolExecutor(1, mp_context=worker_context(SPEC)) as pool:
+        servers_count = pool.submit(_state).result(timeout=300)["numba_pool_size"]
+    _init_state(SPEC, 1)  # the kernels compiled into numba's cache, if they were not there
+    threads = 2 if servers_count == 1 else 1  # not the count the server's numba read
+    state = _init_state(SPEC, threads)
+    assert state["numba_threads_started"]
+    assert (state["numba_pool_size"], state["torch_threads"]) == (threads, threads)
+    assert state["kernels_compiled_here"] == 0
+
+
+def test_a_server_started_early_is_the_one_the_workers_come_from():
+    """start_fork_server (the CLI's, before it checks the model) and the workers' context
+    share one server."""
+    from multiprocessing import forkserver
+
+    from fireredasr_fast.runner.workerstart import start_fork_server
+
+    assert start_fork_server("firered")
+    server = forkserver._forkserver._forkserver_pid
+    assert worker_context(SPEC).get_start_method() == "forkserver"
+    assert forkserver._forkserver._forkserver_pid == server
+
+
+@pytest.mark.parametrize(("extra", "started"), [([], ["firered"]), (["--workers", "0"], [])])
+def test_the_cli_starts_the_server_before_it_checks_the_model(monkeypatch, tmp_path, extra, started):
+    """The server's imports overlap the main process's model check only if it starts first:
+    here the model check fails, after the server was asked for (not with --workers 0)."""
+    from fireredasr_fast import cli
+    from fireredasr_fast.runner import workerstart
+
+    calls: list[str] = []
+    monkeypatch.setattr(workerstart, "start_fork_server", calls.append)
+    argv = ["--model-dir", str(tmp_path / "no-model"), "-o", str(tmp_path / "out"), *extra, str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert calls == started
 
 
 def test_a_batch_submitted_after_a_worker_died_comes_back_failed_not_raised():

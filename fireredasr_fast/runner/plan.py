@@ -170,11 +170,18 @@ def set_process_threads(threads: int) -> None:
 
     Once numba's pool runs its size is fixed: numba rereads its environment at each compile
     and raises if NUMBA_NUM_THREADS changed, so the variable is then left alone (the kernels
-    use as many of the pool's threads as torch has, kernels.py)."""
+    use as many of the pool's threads as torch has, kernels.py). numba imported earlier (the
+    fork server's preload) read its configuration then, and loading the kernels from its
+    cache does not read it again: the pool would start at the machine's core count, and set
+    OpenMP's (torch's) thread count to it (docs/tuning.md#worker-start-up-and-memory), so
+    the configuration is read again here."""
     started = _numba_pool_started()
     for name in THREAD_ENV_VARS:
         if not (started and name == "NUMBA_NUM_THREADS"):
             os.environ[name] = str(threads)
+    config = sys.modules.get("numba.core.config")
+    if config is not None and not started:
+        config.reload_config()  # type: ignore[attr-defined]
     import torch
 
     torch.set_num_threads(threads)

@@ -664,8 +664,20 @@ class _Schedule:
         # GPU workers take the largest batches, CPU workers the smallest.
         for pool in self.pools:
             while self.ready and self._busy(pool) < pool.capacity:
-                batch = self.ready.popleft() if pool.takes_largest else self.ready.pop()
-                self._submit(pool, batch, self.attempts.pop(id(batch), 1))
+                self._submit(pool, (batch := self._take(pool)), self.attempts.pop(id(batch), 1))
+
+    def _take(self, pool: WorkerGroup) -> Batch:
+        """The ready batch `pool` gets next. With no largest-batch taker beside them, CPU
+        workers take the longest ready batch: the last ones to start are then the short
+        ones, so the workers finish close together (docs/benchmarks.md, a second worker that pays)."""
+        if pool.takes_largest:
+            return self.ready.popleft()
+        if any(other.takes_largest for other in self.pools):
+            return self.ready.pop()
+        longest = max(range(len(self.ready)), key=lambda i: self.ready[i].audio_seconds)
+        batch = self.ready[longest]
+        del self.ready[longest]
+        return batch
 
     def _submit(self, pool: WorkerGroup, batch: Batch, attempt: int) -> None:
         self.in_flight[pool.submit(batch.jobs, batch.hotwords)] = (batch, attempt, pool)

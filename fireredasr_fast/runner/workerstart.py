@@ -10,10 +10,15 @@ forks a worker whenever the pool needs one: every worker shares those pages copy
 
 What the server may do is limited by what a fork copies: only the forking thread. So the
 server imports, but never computes: no torch operation (its OpenMP pool), no VAD or engine
-built; numba is left to the workers (prefork.py says why). Each worker still pins its own
-thread counts (plan.set_process_threads) and builds its engine on the shared,
-memory-mapped weights (worker.load_engine). Where there is no fork server (Windows), or it
-cannot start, workers are spawned.
+built, no numba kernel compiled (that starts numba's pool); the engine may set up what
+needs no thread (prefork.py: numba's compiler registries for FireRedASR). Each worker
+still pins its own thread counts (plan.set_process_threads) and builds its engine on the
+shared, memory-mapped weights (worker.load_engine). Where there is no fork server
+(Windows), or it cannot start, workers are spawned.
+
+The CLI starts the server at the start of a run (start_fork_server), so that its imports
+run on another core while the main process checks the model and decodes the first file;
+the worker pool later reuses it.
 
 The server is a child of the run's main process: it exits when the main process does (it
 watches a pipe only the main process holds), and its workers are tied to the main process
@@ -40,30 +45,27 @@ WORKER_MODULE = "fireredasr_fast.runner.worker"
 PREPARE_MODULE = "fireredasr_fast.runner.prefork"
 
 
-def preload_modules(spec: EngineSpec) -> list[str]:
-    """What the fork server imports for workers of `spec`'s engine, in order."""
-    engine_module = ENGINES[spec.engine][0].split(":")[0]
-    # torch._dynamo: building a model on the meta device (the FireRedASR engine adopts the
-    # checkpoint's tensors) runs torch's Python reference kernels, which import it.
-    return ["torch", "torch._dynamo", WORKER_MODULE, engine_module, PREPARE_MODULE]
+def preload_modules(spec: EngineSpec | str) -> list[str]:
+    """What the fork server imports for workers of `spec`'s engine (a spec or its name), in order."""
+    engine = spec if isinstance(spec, str) else spec.engine
+    engine_module = ENGINES[engine][0].split(":")[0]
+    return ["torch", WORKER_MODULE, engine_module, PREPARE_MODULE]
 
 
 # "spawn" here starts workers the old way (a fresh interpreter each).
 START_ENV = "FIREREDASR_FAST_WORKER_START"
 
 
-def worker_context(spec: EngineSpec) -> multiprocessing.context.BaseContext:
-    """The multiprocessing context local CPU workers start from: the fork server (started
-    here, once per process, with `spec`'s modules preloaded) where the platform has one,
-    else, or with START_ENV=spawn, spawn. A server already running (an earlier run in this
-    process) is reused with what it preloaded then."""
+def start_fork_server(engine: str) -> bool:
+    """Start the workers' fork server for `engine` now, unless workers are to be spawned
+    (START_ENV, or no fork server on this platform) or one runs already. It does its imports
+    while this process goes on. False when workers will be spawned."""
     wanted = os.environ.get(START_ENV, "forkserver")
     if wanted != "forkserver" or "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
+        return False
     from multiprocessing import forkserver
 
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(preload_modules(spec))
+    multiprocessing.get_context("forkserver").set_forkserver_preload(preload_modules(engine))
     try:
         # Started inside quiet_start: the server, and every worker it forks, begin with the
         # terminal's signals blocked (the signal mask survives fork and exec); a SIGHUP to the
@@ -72,5 +74,15 @@ def worker_context(spec: EngineSpec) -> multiprocessing.context.BaseContext:
             forkserver.ensure_running()
     except OSError as exc:
         log.warning("worker fork server did not start (%s): workers are spawned", exc)
+        return False
+    return True
+
+
+def worker_context(spec: EngineSpec) -> multiprocessing.context.BaseContext:
+    """The multiprocessing context local CPU workers start from: the fork server (started
+    here, once per process, with `spec`'s modules preloaded) where the platform has one,
+    else, or with START_ENV=spawn, spawn. A server already running (started by
+    start_fork_server, or an earlier run in this process) is reused with what it preloaded then."""
+    if not start_fork_server(spec.engine):
         return multiprocessing.get_context("spawn")
-    return context
+    return multiprocessing.get_context("forkserver")

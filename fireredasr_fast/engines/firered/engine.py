@@ -64,6 +64,12 @@ class AsrModel(Protocol):
     ) -> list[Hypothesis]: ...
 
 
+def prepare_fork_server() -> None:
+    """Called in the workers' fork server (runner/prefork.py): what every worker would set up
+    for itself and that starts no thread, numba's compiler (kernels.prepare_compiler)."""
+    kernels.prepare_compiler()
+
+
 def resolve_model_dir(model_dir: str | os.PathLike | None) -> Path:
     """The model directory, from the argument or $FIREREDASR_MODEL_DIR, checked."""
     if not model_dir:

@@ -263,6 +263,21 @@ def _attention_kernels(jit, prange) -> tuple[object, object]:
     return scores, weighted_values
 
 
+def prepare_compiler() -> None:
+    """numba imported, its compiler's type and target registries filled and the kernels'
+    dispatchers made, but nothing compiled or loaded: that links the kernels against
+    numba's threading layer, which starts its pool. For the workers' fork server: each worker
+    then only loads the kernels from numba's cache (docs/tuning.md#worker-start-up-and-memory)."""
+    try:
+        _compiled()
+    except ImportError:
+        return
+    from numba.core.registry import cpu_target
+
+    cpu_target.typing_context.refresh()
+    cpu_target.target_context.refresh()
+
+
 @functools.cache
 def unavailable_reason() -> str | None:
     """None when the kernels can run here; otherwise why not (one line)."""
@@ -272,6 +287,9 @@ def unavailable_reason() -> str | None:
         return f"numba is not installed ({exc})"
     x = np.ones((ROW_BLOCK, 4), np.float32)
     probs = np.ones((2, ROW_BLOCK, 5), np.float32)
+    # Starting numba's OpenMP pool sets the calling thread's OpenMP thread count to the pool's
+    # size, and torch shares that OpenMP runtime: torch's count is put back afterwards.
+    torch_threads = torch.get_num_threads()
     try:
         # Compiles each kernel for the types the decoder passes (or loads it from numba's
         # cache), here rather than in the middle of the first search, and starts the pool.
@@ -282,6 +300,9 @@ def unavailable_reason() -> str | None:
         weighted_values(probs, np.ones((2, 5, 4), np.float32), np.empty((2, ROW_BLOCK, 4), np.float32))
     except Exception as exc:  # numba reports a missing threading layer as a plain error
         return f"numba could not start a thread pool ({type(exc).__name__}: {exc})"
+    finally:
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
     layer = numba.threading_layer()
     if layer not in THREADING_LAYERS:
         return f"numba has only its {layer!r} thread pool here (OpenMP or TBB needed)"

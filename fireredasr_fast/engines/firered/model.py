@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 # Bytes one attention call may spend on score matrices before we split the batch.
 _ATTN_BYTES_BUDGET = 1 << 30
@@ -48,9 +49,28 @@ def _sinusoids(positions: Tensor, d_model: int) -> Tensor:
 class PositionTable(nn.Module):
     """Holds the `pe` buffer that official checkpoints store (so strict loading works)."""
 
-    def __init__(self, positions: Tensor, d_model: int) -> None:
+    def __init__(self, positions: range, d_model: int) -> None:
         super().__init__()
-        self.register_buffer("pe", _sinusoids(positions, d_model).unsqueeze(0))
+        if torch.empty(0).is_meta:  # built for the checkpoint's table (AedModel.from_package)
+            self.register_buffer("pe", torch.empty(1, len(positions), d_model))
+            return
+        table = _sinusoids(torch.arange(positions.start, positions.stop, positions.step), d_model)
+        self.register_buffer("pe", table.unsqueeze(0))
+
+
+class _MetaBuild(TorchFunctionMode):
+    """Inside torch.device("meta"): torch.nn.init's fills of meta tensors are skipped. Their
+    values do not exist, and running them (like any computation on the meta device, hence
+    PositionTable's shortcut) goes through torch's Python reference kernels, which import
+    torch._dynamo and sympy: seconds of CPU and tens of MB in every worker
+    (docs/tuning.md#worker-start-up-and-memory)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")
+        if getattr(func, "__module__", "") == "torch.nn.init" and isinstance(target, Tensor) and target.is_meta:
+            return target
+        return func(*args, **kwargs)
 
 
 class PointwiseConv(nn.Linear):
@@ -278,7 +298,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.input_preprocessor = Subsampling(idim, d_model)
         # Upstream's relative table always spans 5000 positions each way, whatever pe_maxlen.
-        self.positional_encoding = PositionTable(torch.arange(4999, -5000, -1), d_model)
+        self.positional_encoding = PositionTable(range(4999, -5000, -1), d_model)
         self.layer_stack = nn.ModuleList(ConformerLayer(d_model, n_head, kernel_size) for _ in range(n_layers))
 
     def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -454,7 +474,7 @@ class Decoder(nn.Module):
         self.n_head = n_head
         self.d_model = d_model
         self.tgt_word_emb = nn.Embedding(odim, d_model, padding_idx=pad_id)
-        self.positional_encoding = PositionTable(torch.arange(pe_maxlen), d_model)
+        self.positional_encoding = PositionTable(range(pe_maxlen), d_model)
         self.layer_stack = nn.ModuleList(DecoderLayer(d_model, n_head) for _ in range(n_layers))
         self.tgt_word_prj = nn.Linear(d_model, odim, bias=False)
         self.layer_norm_out = nn.LayerNorm(d_model)
@@ -612,7 +632,7 @@ class AedModel(nn.Module):
         # Build on the meta device and adopt the checkpoint's tensors instead of copying them:
         # they are memory-mapped (checkpoint.load_package), so every worker process shares
         # one page-cache copy of the weights rather than holding a private one.
-        with torch.device("meta"):
+        with torch.device("meta"), _MetaBuild():
             model = cls(package["args"], with_ctc=any(k.startswith("ctc.") for k in state))
         model.load_state_dict(state, strict=True, assign=True)
         model.decoder.tgt_word_prj.weight = model.decoder.tgt_word_emb.weight  # tied, as upstream
