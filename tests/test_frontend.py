@@ -17,7 +17,7 @@ from conftest import SAMPLES, run_ffmpeg
 from fireredasr_fast.inputs import InputFile, collect_inputs
 from fireredasr_fast.runner.frontend import AudioBudget, Frontend, FrontendOptions, frontend_options
 from fireredasr_fast.runner.plan import PRELOAD_NICE, make_plan
-from fireredasr_fast.transcribe import TranscribeOptions, prepare_file
+from fireredasr_fast.transcribe import FilePiece, TranscribeOptions, prepare_file
 from fireredasr_fast.vad import SileroVad, SpeechSegmenter, vad_blocks
 
 # Small VAD blocks (~33 s) so a two-minute file has four of them to spread over processes.
@@ -31,27 +31,19 @@ class _Item:
     started: float = 0.0
 
 
-@pytest.fixture(scope="module")
-def long_file(tmp_path_factory) -> Path:
-    """About two minutes: English speech, noise, Mandarin speech, silence, English again."""
-    target = tmp_path_factory.mktemp("frontend") / "long talk.mkv"
-    mono = "aresample=16000,aformat=channel_layouts=mono"
-    run_ffmpeg(
-        "-i", str(SAMPLES / "two_cities.mp4"), "-f", "lavfi", "-t", "9", "-i", "anoisesrc=a=0.05:r=16000",
-        "-i", str(SAMPLES / "aishell_zh.mkv"), "-f", "lavfi", "-t", "20", "-i", "anullsrc=r=16000:cl=mono",
-        "-i", str(SAMPLES / "two_cities.mp4"),
-        "-filter_complex", ";".join(f"[{i}:a]{mono}[s{i}]" for i in range(5)) + ";"
-        + "".join(f"[s{i}]" for i in range(5)) + "concat=n=5:v=0:a=1[out]",
-        "-map", "[out]", "-c:a", "aac", str(target),
-    )  # fmt: skip
-    return target
-
-
-def _drain(out: queue.Queue, budget: AudioBudget | None = None, hold: float = 0.0) -> dict[int, object]:
-    """Take every message like the runner; with a budget, hold each file a while, then free it."""
+def _drain(
+    out: queue.Queue, budget: AudioBudget | None = None, hold: float = 0.0, pieces: list | None = None
+) -> dict[int, object]:
+    """Take every message like the runner; with a budget, hold each file a while, then free it.
+    A file's stretches sent early (FilePiece) go to `pieces`, as (index, piece)."""
     results: dict[int, object] = {}
     while (message := out.get(timeout=300)) is not None:
         index, result = message
+        if isinstance(result, FilePiece):
+            assert index not in results, "a stretch after its file"
+            if pieces is not None:
+                pieces.append(message)
+            continue
         results[index] = result
         if budget is not None and not isinstance(result, BaseException):
             time.sleep(hold)

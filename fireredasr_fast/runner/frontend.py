@@ -237,10 +237,14 @@ class ProcessVad:
         self.local = local
         self._early: list[cf.Future] = []  # blocks 0.. of the file being decoded, sent early
         self._used: list[cf.Executor] = []  # the pool they went to
+        self._on_block: Callable[[np.ndarray], None] | None = None  # the file's StretchFeed
+        self._delivered = 0  # its blocks given to it, in order
 
-    def begin(self) -> Callable[[bytearray], None] | None:
-        """A file is about to be decoded: the listener of its bytes (audio.decode_audio)."""
+    def begin(self, on_block: Callable[[np.ndarray], None] | None = None) -> Callable[[bytearray], None] | None:
+        """A file is about to be decoded: the listener of its bytes (audio.decode_audio).
+        `on_block` gets each block's probabilities in order, those sent early as they finish."""
         self._early, self._used = [], []
+        self._on_block, self._delivered = on_block, 0
         return self._feed if self.local is not None else None
 
     def _feed(self, buffer: bytearray) -> None:
@@ -256,17 +260,32 @@ class ProcessVad:
             except BrokenProcessPool:
                 return  # probabilities() replaces the pool and runs the rest
             self.share.early += 1
+        self._deliver(self._early, wait=False)
 
-    def probabilities(self, samples: np.ndarray) -> np.ndarray:
+    def _deliver(self, futures: list[cf.Future], wait: bool) -> None:
+        """Give the blocks finished (all of them with `wait`) to on_block, in order."""
+        while self._on_block is not None and self._delivered < len(futures):
+            future = futures[self._delivered]
+            if not (wait or future.done()) or future.exception() is not None:
+                return  # a broken pool: probabilities() runs the block again
+            self._delivered += 1
+            self._on_block(future.result())
+
+    def probabilities(self, samples: np.ndarray, on_block: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
         early, used = self._early, self._used
         self._early, self._used = [], []
-        if samples.size == 0:
-            return np.zeros(0, dtype=np.float32)
-        blocks = vad_blocks(samples.size, self.block_frames)
+        if on_block != self._on_block:  # bound methods: equal, not the same object
+            self._on_block, self._delivered = on_block, 0
         try:
-            return self._run(samples, blocks, used, None, early)
-        except BrokenProcessPool:
-            return self._run(samples, blocks, [], used[0] if used else None, [])
+            if samples.size == 0:
+                return np.zeros(0, dtype=np.float32)
+            blocks = vad_blocks(samples.size, self.block_frames)
+            try:
+                return self._run(samples, blocks, used, None, early)
+            except BrokenProcessPool:
+                return self._run(samples, blocks, [], used[0] if used else None, [])
+        finally:
+            self._on_block = None
 
     def _run(
         self,
@@ -277,15 +296,19 @@ class ProcessVad:
         early: list[cf.Future],
     ) -> np.ndarray:
         """Each block not sent early, as the share allows, to a process or to this thread;
-        the results in order. `used`: the pool this file's blocks went to, once they have."""
+        the results in order, each given to on_block as soon as it and those before it are
+        done. `used`: the pool this file's blocks went to, once they have."""
         futures = list(early)
         for i in range(len(early), len(blocks)):
+            self._deliver(futures, wait=False)
             offload = self.share.acquire()
             if self.local is None or (offload and i + 1 < len(blocks)):
                 futures.append(self._submit(samples[blocks[i]], used, broken))
             else:
                 futures.append(self._here(samples[blocks[i]]))
-        return np.concatenate([future.result() for future in futures])
+        parts = [future.result() for future in futures]
+        self._deliver(futures, wait=True)
+        return np.concatenate(parts)
 
     def _submit(self, block: np.ndarray, used: list[cf.Executor], broken: cf.Executor | None) -> cf.Future:
         try:
@@ -333,7 +356,9 @@ def _block_probabilities(block: np.ndarray) -> np.ndarray:
 
 
 class Frontend:
-    """Prepares `items` in order into `out` as (index, PreparedFile | exception), then None.
+    """Prepares `items` in order into `out` as (index, PreparedFile | exception), then None;
+    a long file's stretches come first as (index, FilePiece), in order, as soon as each is
+    final (transcribe.prepare_file): their recognition need not wait for the file's end.
 
     start() returns at once; close() stops taking files and ends the VAD processes."""
 
@@ -481,7 +506,14 @@ class Frontend:
         self._warm_for(streams.duration)
         state.started = time.perf_counter()
         try:
-            prepared = prepare_file(state.item.path, segmenter, stream, streams, self.transcribe.speakers)
+            prepared = prepare_file(
+                state.item.path,
+                segmenter,
+                stream,
+                streams,
+                self.transcribe.speakers,
+                lambda piece: out.put((state.index, piece)),
+            )
         except Exception as exc:
             self.budget.release(reserved)
             out.put((state.index, exc))
