@@ -447,10 +447,12 @@ def final_cut(probs: np.ndarray, options: VadOptions) -> float | None:
 
 
 def stretch_cuts(probs: np.ndarray, block_frames: int, options: VadOptions) -> list[float]:
-    """The cut after each VAD block of a file (its stretches: StretchFeed), non-decreasing."""
+    """The cut after each VAD block of a file (its stretches: StretchFeed), non-decreasing.
+    Only a whole block is cut after: a file shorter than one block is one stretch."""
     cuts: list[float] = []
-    for block in vad_blocks(probs.size * WINDOW_SAMPLES, block_frames):
-        cut = final_cut(probs[: block.stop // WINDOW_SAMPLES], options)
+    for start in range(0, probs.size, block_frames):
+        whole = probs.size - start >= block_frames
+        cut = final_cut(probs[: start + block_frames], options) if whole else None
         cuts.append(max([cut if cut is not None else 0.0, *cuts[-1:]]))
     return cuts
 
@@ -477,9 +479,10 @@ class StretchFeed:
         self.sent: list[SpeechSegment] = []
 
     def add(self, block: np.ndarray) -> None:
+        """The next block's probabilities (a file's last block may be shorter: no cut after it)."""
         self.parts.append(block)
         probs = np.concatenate(self.parts)
-        cut = final_cut(probs, self.options)
+        cut = final_cut(probs, self.options) if block.size >= self.block_frames else None
         previous = self.cuts[-1] if self.cuts else 0.0
         self.cuts.append(max(previous, cut if cut is not None else 0.0))
         if self.cuts[-1] <= previous:
@@ -493,7 +496,7 @@ class StretchFeed:
     def stretches(self, probs: np.ndarray, segments: list[SpeechSegment]) -> list[int]:
         """The whole file's stretch sizes, the cuts already made reused; RuntimeError when a
         segment sent early is not the whole file's (a broken rule, never expected)."""
-        blocks = len(vad_blocks(probs.size * WINDOW_SAMPLES, self.block_frames))
+        blocks = -(-probs.size // self.block_frames)
         cuts = self.cuts if len(self.cuts) == blocks else stretch_cuts(probs, self.block_frames, self.options)
         if segments[: len(self.sent)] != self.sent:
             raise RuntimeError("the segments recognised early differ from the whole file's (a bug)")

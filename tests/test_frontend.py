@@ -92,8 +92,9 @@ def test_the_adaptive_vad_takes_processes_only_while_recognition_waits(long_file
     )
     frontend.demand(hungry)
     frontend.start(out)
+    pieces: list = []
     try:
-        prepared = _drain(out)[0]
+        prepared = _drain(out, pieces=pieces)[0]
         vad_processes = [c for c in psutil.Process().children() if "--multiprocessing-fork" in c.cmdline()]
     finally:
         frontend.close()
@@ -102,6 +103,13 @@ def test_the_adaptive_vad_takes_processes_only_while_recognition_waits(long_file
         (s.start, s.end, s.speech) for s in serial.segments
     ]
     assert prepared.speech == serial.speech
+    # Its first stretches came before it, each the serial run's segments and samples.
+    assert pieces and sum(len(piece.segments) for _, piece in pieces) < len(serial.segments)
+    assert [len(piece.segments) for _, piece in pieces] == [serial.stretches[piece.stretch] for _, piece in pieces]
+    early = [job for _, piece in pieces for job in piece.jobs(0)]
+    assert [(job.segment_index, job.samples.tobytes()) for job in early] == [
+        (job.segment_index, job.samples.tobytes()) for job in serial.jobs(0)[: len(early)]
+    ]
     if hungry:
         assert frontend.share.offloaded >= 2 and frontend.share.early >= 1 and len(vad_processes) == 2
     else:

@@ -56,7 +56,7 @@ def test_stretches_sent_early_are_the_whole_files_segments():
     whole file's segments. (A narrower pause than stretch_gap breaks this on these cases.)"""
     rng = np.random.default_rng(32)
     sent_any = 0
-    for _ in range(150):
+    for _ in range(100):
         probs = _random_probs(rng)
         options = VadOptions(
             min_segment=float(rng.choice([0.5, 2.0, 4.0])),
@@ -78,7 +78,7 @@ def test_stretches_sent_early_are_the_whole_files_segments():
             assert (sizes[stretch], sum(sizes[:stretch])) == (len(segments), first)
         assert feed.stretches(probs, whole) == sizes
         sent_any += bool(sent)
-    assert sent_any > 50  # the cases do have stretches sent early
+    assert sent_any > 30  # the cases do have stretches sent early
 
 
 def _cli(out: Path, source: Path, *extra: str) -> dict:
