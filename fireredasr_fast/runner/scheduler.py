@@ -44,8 +44,15 @@ from fireredasr_fast.fsutil import display_name, file_identity
 from fireredasr_fast.glossary import Glossary, GlossaryError
 from fireredasr_fast.guard import review_counts
 from fireredasr_fast.inputs import InputFile, output_clashes
-from fireredasr_fast.results import Hypothesis
-from fireredasr_fast.transcribe import FilePiece, PreparedFile, TranscribeOptions, assemble_result, log_track_choice
+from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
+from fireredasr_fast.transcribe import (
+    FilePiece,
+    PreparedFile,
+    TranscribeOptions,
+    assemble_result,
+    log_track_choice,
+    segment_range,
+)
 from fireredasr_fast.vad import SpeechSegment
 from fireredasr_fast.writers import write_result
 
@@ -634,7 +641,9 @@ class _Schedule:
         for jobs in prepared.stretch_jobs(state.index):
             if jobs[0].segment_index >= early:
                 self._add_stretch(state, [prepared.segments[job.segment_index] for job in jobs], jobs)
-        waiting = sum(job.seconds for group in self.pending for job in group if job.file_index == state.index)
+        # The bar's share of the file: its segments to recognise, those of the early stretches included.
+        todo = [segment_range(s) for s, h in zip(state.segments, state.hypotheses, strict=True) if h is None]
+        waiting = sum(part.stop - part.start for part in todo) / SAMPLE_RATE
         self.progress.accept(state.index, prepared.duration, waiting + state.early_seconds)
         self.progress.advance(state.index, state.early_seconds)
         if state.remaining == 0:  # silent file (valid, empty outputs), or every segment stored
