@@ -283,14 +283,15 @@ def _process_kind(process: psutil.Process, main: int) -> str:
     return "workers" if "forkserver" in command else "other"
 
 
-def _run_sampled(command: list[str], env: dict[str, str] | None) -> tuple[int, str, dict[str, float]]:
+def _run_sampled(command: list[str], env: dict[str, str] | None, cwd: Path | None) -> tuple[int, str, dict[str, float]]:
     """Run `command`; its exit code, stderr and CPU seconds by kind of process (_process_kind),
     sampled every SAMPLE_SECONDS over its process tree: each process as last seen (what a
     process spends after the last look before it ends, or a process shorter than a look, is
     missed: a few tenths of a second)."""
     last: dict[int, tuple[str, float]] = {}
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        # In the checkout measured: `python -m` puts the working directory first on sys.path.
+        proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
         root = psutil.Process(proc.pid)
         while proc.poll() is None:
             with contextlib.suppress(psutil.Error):
@@ -315,7 +316,7 @@ def tool_run(source: Path, model_dir: Path, out: Path, extra: list[str], root: P
     command += ["--no-progress", "--overwrite", "--formats", "srt", *extra, "--", str(source)]
     env = dict(os.environ, PYTHONPATH=str(root)) if root is not None else None
     start = time.perf_counter()
-    returncode, stderr, cpu_by_kind = _run_sampled(command, env)
+    returncode, stderr, cpu_by_kind = _run_sampled(command, env, root)
     wall = time.perf_counter() - start
     if returncode != 0:
         raise RuntimeError(f"the CLI failed ({returncode}): {stderr[-2000:]}")
