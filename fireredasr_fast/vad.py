@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import bisect
 import dataclasses
+import importlib.util
 import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -175,24 +177,76 @@ class VoiceActivity(Protocol):
     def probabilities(self, samples: np.ndarray) -> np.ndarray: ...
 
 
+# silero-vad >= 6.2's sequence model, in the package's data folder.
+SEQUENCE_MODEL = "silero_vad_16k_sequence.onnx"
+SEQUENCE_MAX_FRAMES = 512  # frames per ONNX call: SileroVADSequence's default
+SEQUENCE_CONTEXT = 64  # samples of the previous frame before each frame, at 16 kHz
+SEQUENCE_STATE = (1, 1, 128)  # the LSTM's h and c
+
+
+def _sequence_model() -> Path | None:
+    """The sequence model's file, found without importing the silero_vad package (its
+    __init__ imports torch)."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / SEQUENCE_MODEL
+    return path if path.is_file() else None
+
+
+class _SequenceModel:
+    """silero_vad.sequence_vad.SileroVADSequence's computation, the same ONNX calls on the
+    same inputs with the same session options (bit-exact probabilities: tests/test_vad.py),
+    without the package's import of torch, which costs every process running the VAD ~2 CPU
+    seconds and ~300 MB (docs/benchmarks.md#streaming-a-long-file-stretches-issue-32)."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.inter_op_num_threads = 1
+        options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+    def audio_forward(self, audio: np.ndarray) -> np.ndarray:
+        """Float32 16 kHz mono -> one probability per 512 samples (the last frame zero-padded)."""
+        frame_count = -(-audio.size // WINDOW_SAMPLES)
+        hidden, cell = np.zeros(SEQUENCE_STATE, np.float32), np.zeros(SEQUENCE_STATE, np.float32)
+        context = np.zeros(SEQUENCE_CONTEXT, dtype=np.float32)
+        parts = []
+        for first in range(0, frame_count, SEQUENCE_MAX_FRAMES):
+            count = min(SEQUENCE_MAX_FRAMES, frame_count - first)
+            samples = audio[first * WINDOW_SAMPLES : min(audio.size, (first + count) * WINDOW_SAMPLES)]
+            frames = np.zeros((count, WINDOW_SAMPLES), dtype=np.float32)
+            frames.reshape(-1)[: samples.size] = samples
+            contexts = np.empty((count, SEQUENCE_CONTEXT), dtype=np.float32)
+            contexts[0] = context
+            contexts[1:] = frames[:-1, -SEQUENCE_CONTEXT:]
+            context = frames[-1, -SEQUENCE_CONTEXT:].copy()
+            inputs = {"input": np.concatenate((contexts, frames), axis=1), "h": hidden, "c": cell}
+            values, hidden, cell = self.session.run(["speech_probs", "hn", "cn"], inputs)
+            parts.append(values)
+        return np.concatenate(parts).reshape(-1) if parts else np.zeros(0, dtype=np.float32)
+
+
 class SileroVad:
     """Frame-level speech probabilities from silero VAD's ONNX model (no torch needed).
 
     The sequence model (silero-vad >= 6.2) runs up to 512 frames per ONNX call and gives
     the same probabilities as the frame-by-frame model, faster (measured:
-    docs/tuning.md#cpu-workers-x-threads, rule 5).
+    docs/tuning.md#cpu-workers-x-threads, rule 5); it runs through onnxruntime alone
+    (_SequenceModel). Older silero-vad: its own loader, frame by frame.
     """
 
     def __init__(self, block_frames: int = VAD_BLOCK_FRAMES) -> None:
         self.block_frames = block_frames
         self._lock = threading.Lock()  # onnxruntime sessions are not re-entrant with state
-        load_silero_vad = _import_silero()
-        try:
-            self._model = load_silero_vad(sequence=True)
-            self._sequence = True
-        except (TypeError, FileNotFoundError):
-            self._model = load_silero_vad(onnx=True)
-            self._sequence = False
+        path = _sequence_model()
+        self._sequence = path is not None
+        if path is not None:
+            self._model: Any = _SequenceModel(path)
+        else:
+            self._model = _import_silero()(onnx=True)
 
     def probabilities(self, samples: np.ndarray, on_block: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
         """Speech probability per 32 ms frame; `samples` is int16 or float32 16 kHz mono.
@@ -210,7 +264,7 @@ class SileroVad:
         """One block's probabilities, from a fresh model state (see VAD_BLOCK_FRAMES)."""
         with self._lock:
             if self._sequence:
-                return self._model.audio_forward(_float(block), SAMPLE_RATE).astype(np.float32, copy=False)
+                return self._model.audio_forward(_float(block)).astype(np.float32, copy=False)
             import torch
 
             audio = torch.from_numpy(_float(block))

@@ -49,7 +49,7 @@ from fireredasr_fast.transcribe import STREAMS_HELD, TranscribeOptions, prepare_
 from fireredasr_fast.vad import VAD_BLOCK_FRAMES, WINDOW_SAMPLES, WINDOW_SECONDS, SileroVad, SpeechSegmenter, vad_blocks
 
 from .lifeline import GROUP_SIGNALS, attach, stop_pool
-from .plan import PRELOAD_NICE, Plan, lower_thread_priority, set_process_threads
+from .plan import PRELOAD_NICE, THREAD_ENV_VARS, Plan, lower_thread_priority
 
 log = logging.getLogger("fireredasr_fast")
 
@@ -60,9 +60,10 @@ LOW_WATER_SHARE = 0.25
 # margin, and the surplus goes back as soon as the samples are counted.
 DURATION_MARGIN_SHARE = 0.02
 DURATION_MARGIN_SECONDS = 1.0
-# Resident memory of one VAD process (Python, torch imported by silero_vad, the ONNX model),
-# as docs/tuning.md#the-front-end-decoding-and-the-vad counts it; sizes the pool against
-# available memory.
+# Resident memory of one VAD process (Python, onnxruntime and the model; a block's audio in
+# float32 while it runs), as docs/tuning.md#the-front-end-decoding-and-the-vad counts it (with
+# torch, imported there until issue 32: an upper bound now); sizes the pool against available
+# memory.
 VAD_PROCESS_BYTES = 4e8
 FRONTEND_MEMORY_SHARE = 0.1  # of the available memory, for the VAD processes
 CLOSE_WAIT_SECONDS = 2.0  # close() waits this long at most for the front-end threads to end
@@ -340,7 +341,10 @@ def _init_vad_process(nice: int, block_frames: int) -> None:
     # process: the watchdog alone ties it to the main process (lifeline.py).
     attach(kernel_signal=False)
     lower_thread_priority(nice)
-    set_process_threads(1)
+    # One thread, without set_process_threads: that imports torch (~2 CPU s, ~150 MB), which
+    # the VAD does not use (vad.SileroVad runs onnxruntime alone, one thread of its own).
+    for name in THREAD_ENV_VARS:
+        os.environ[name] = "1"
     global _process_vad
     _process_vad = SileroVad(block_frames)
 
