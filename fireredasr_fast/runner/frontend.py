@@ -61,9 +61,8 @@ LOW_WATER_SHARE = 0.25
 DURATION_MARGIN_SHARE = 0.02
 DURATION_MARGIN_SECONDS = 1.0
 # Resident memory of one VAD process (Python, onnxruntime and the model; a block's audio in
-# float32 while it runs), as docs/tuning.md#the-front-end-decoding-and-the-vad counts it (with
-# torch, imported there until issue 32: an upper bound now); sizes the pool against available
-# memory.
+# float32 while it runs), an upper bound from docs/tuning.md#the-front-end-decoding-and-the-vad;
+# sizes the pool against available memory.
 VAD_PROCESS_BYTES = 4e8
 FRONTEND_MEMORY_SHARE = 0.1  # of the available memory, for the VAD processes
 CLOSE_WAIT_SECONDS = 2.0  # close() waits this long at most for the front-end threads to end
