@@ -525,8 +525,9 @@ class _Schedule:
     State, all of this run:
     - `states`: every file to do, by index; `records`: the outcome of each file that ended
       (the first outcome wins)
-    - `pending`: segments of accepted files not yet in a batch; `ready`: batches waiting for
-      a worker, longest first; `in_flight`: future -> (batch, attempt, worker group);
+    - `pending`: segments of accepted files (or stretches) not yet in a batch, one list per
+      stretch; `ready`: batches waiting for a worker, longest first; `in_flight`: future ->
+      (batch, attempt, worker group);
       `attempts`: id(batch) -> the attempt number of a requeued batch's next submission
     - `pools`: the worker groups fed (workers.py), the runner's and the GPU workers that
       joined; `producer_done`: the front end has sent its last
@@ -687,9 +688,10 @@ class _Schedule:
 
     def _cut_batches(self, capacity: int) -> None:
         """Cut the pending segments into batches when the ready queue runs low: each file's
-        on its own, and always the same way (make_batches over the file's segments at
-        --batch-seconds). A segment's text then never depends on the other files of the run,
-        the worker count or when its file was prepared: an engine may write other text for a
+        on its own, and always the same way (make_batches over each stretch of the file's
+        segments at --batch-seconds, docs/architecture.md#stretches). A segment's text then
+        never depends on the other files of the run, the worker count, when its file was
+        prepared or whether its stretch came early: an engine may write other text for a
         segment in another batch (Whisper packs a batch's short segments into shared windows;
         padding changes FireRedASR's sums)."""
         if not self.pending or len(self.ready) >= capacity:
