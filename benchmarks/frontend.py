@@ -25,11 +25,18 @@ alternating, each run's subtitles compared byte for byte:
     of the AED-L shape (--preset), where recognition is the bottleneck: no loss expected.
 
     python -m benchmarks frontend --whole-tool --rounds 2 --json frontend-tool.json
+
+With --compare-with ROOT (a checkout of another commit, e.g. `git worktree add ROOT main`),
+that checkout's default run against this one's instead, each child with PYTHONPATH at its
+checkout; the CPU seconds column counts every process a run started (rusage of children):
+
+    python -m benchmarks frontend --whole-tool --folder-files 0 --rounds 2 --compare-with ROOT
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -55,6 +62,7 @@ from fireredasr_fast.transcribe import TranscribeOptions
 
 from .common import DEFAULT_CACHE, SAMPLES, TINY_MODEL, build_folder, ensure_random_model, ffmpeg, report_header
 
+SAMPLE_SECONDS = 0.25  # --whole-tool: how often a run's processes are looked at (CPU seconds)
 FOLDER_VERSION = 2  # bump when the folder's recipe changes: the cache is keyed by it
 PROJECTED_CORES = 8
 
@@ -237,10 +245,14 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- the whole tool
 
 # The tool's front end before issue 32 beside CPU workers, and the default.
-TOOL_VARIANTS = {"one thread (--frontend-processes 0)": ["--frontend-processes", "0"], "adaptive (default)": []}
+# name -> (the checkout to run, None: this one; more CLI options)
+TOOL_VARIANTS: dict[str, tuple[Path | None, list[str]]] = {
+    "one thread (--frontend-processes 0)": (None, ["--frontend-processes", "0"]),
+    "adaptive (default)": (None, []),
+}
 
 
-TIMING_KEYS = ("decode_seconds", "vad_seconds", "asr_compute_seconds")
+TIMING_KEYS = ("decode_seconds", "vad_seconds", "asr_compute_seconds", "cpu_seconds")
 
 
 def ffmpeg_decode_seconds(path: Path) -> float:
@@ -252,21 +264,72 @@ def ffmpeg_decode_seconds(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def tool_run(source: Path, model_dir: Path, out: Path, extra: list[str]) -> dict[str, Any]:
-    """The CLI on `source` with its own plan; wall seconds, the report's figures, the subtitles."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_kind(process: psutil.Process, main: int) -> str:
+    """Which part of the tool a process is: ffmpeg, the CLI's own process (the front end's
+    threads, the scheduler, writing), the VAD processes (spawned) or the workers (the fork
+    server and what it forked)."""
+    if process.pid == main:
+        return "main"
+    command = " ".join(process.cmdline())
+    if "ffmpeg" in process.name():
+        return "ffmpeg"
+    if "spawn_main" in command:
+        return "vad"
+    return "workers" if "forkserver" in command else "other"
+
+
+def _run_sampled(command: list[str], env: dict[str, str] | None, cwd: Path | None) -> tuple[int, str, dict[str, float]]:
+    """Run `command`; its exit code, stderr and CPU seconds by kind of process (_process_kind),
+    sampled every SAMPLE_SECONDS over its process tree: each process as last seen (what a
+    process spends after the last look before it ends, or a process shorter than a look, is
+    missed: a few tenths of a second)."""
+    last: dict[int, tuple[str, float]] = {}
+    with tempfile.TemporaryFile() as err:
+        # In the checkout measured: `python -m` puts the working directory first on sys.path.
+        proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                for process in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        times = process.cpu_times()
+                        kind = last[process.pid][0] if process.pid in last else _process_kind(process, proc.pid)
+                        last[process.pid] = (kind, times.user + times.system)
+            time.sleep(SAMPLE_SECONDS)
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    by_kind: dict[str, float] = {}
+    for kind, seconds in last.values():
+        by_kind[kind] = by_kind.get(kind, 0.0) + seconds
+    return proc.returncode, stderr, by_kind
+
+
+def tool_run(source: Path, model_dir: Path, out: Path, extra: list[str], root: Path | None = None) -> dict[str, Any]:
+    """The CLI (of the checkout at `root`, else this one) on `source` with its own plan; wall
+    and CPU seconds (every process it ran, by kind), the report's figures, the subtitles."""
     command = [sys.executable, "-m", "fireredasr_fast.cli", "--model-dir", str(model_dir), "-o", str(out)]
     command += ["--no-progress", "--overwrite", "--formats", "srt", *extra, "--", str(source)]
+    env = dict(os.environ, PYTHONPATH=str(root)) if root is not None else None
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    returncode, stderr, cpu_by_kind = _run_sampled(command, env, root)
     wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"the CLI failed ({done.returncode}): {done.stderr[-2000:]}")
+    if returncode != 0:
+        raise RuntimeError(f"the CLI failed ({returncode}): {stderr[-2000:]}")
     report = json.loads((out / "run-report.json").read_text())
     summary = report["summary"]
     workers = summary.get("workers", {})
     timings = [record.get("timings", {}) for record in report["files"]]
     return {
         "wall_seconds": wall,
+        "cpu_seconds": sum(cpu_by_kind.values()),
+        "cpu_by_kind": {kind: round(seconds, 2) for kind, seconds in sorted(cpu_by_kind.items())},
+        # Segments of a file's stretches taken while the rest of it was still in the front end.
+        "segments_streamed": summary.get("segments_streamed", 0),
         "audio_seconds": summary["audio_hours"] * 3600,
         "plan": f"{summary['plan']['workers']}x{summary['plan']['threads_per_worker']}",
         "worker_wait_share": workers.get("wait_share"),
@@ -280,37 +343,52 @@ def tool_run(source: Path, model_dir: Path, out: Path, extra: list[str]) -> dict
     }
 
 
-def compare_tool(source: Path, model_dir: Path, rounds: int, extra: list[str], with_ffmpeg: bool) -> dict[str, Any]:
-    """TOOL_VARIANTS (and ffmpeg's decode) on `source`, rounds alternating the order."""
-    names = [*TOOL_VARIANTS, "ffmpeg decode"] if with_ffmpeg else list(TOOL_VARIANTS)
+def compare_tool(
+    source: Path,
+    model_dir: Path,
+    rounds: int,
+    extra: list[str],
+    with_ffmpeg: bool,
+    variants: dict[str, tuple[Path | None, list[str]]],
+) -> dict[str, Any]:
+    """The variants (and ffmpeg's decode) on `source`, rounds alternating the order."""
+    names = [*variants, "ffmpeg decode"] if with_ffmpeg else list(variants)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="bench-frontend-tool-") as work:
         for round_index in range(rounds):
             for i, name in enumerate(names if round_index % 2 == 0 else names[::-1]):
                 if name == "ffmpeg decode":
-                    run = {"wall_seconds": ffmpeg_decode_seconds(source)}
+                    cpu = _children_cpu()
+                    run = {"wall_seconds": ffmpeg_decode_seconds(source), "cpu_seconds": _children_cpu() - cpu}
                 else:
                     out = Path(work) / f"r{round_index}-{i}"
-                    run = tool_run(source, model_dir, out, [*TOOL_VARIANTS[name], *extra])
+                    root, options = variants[name]
+                    run = tool_run(source, model_dir, out, [*options, *extra], root)
                 runs[name].append(run)
                 print(f"round {round_index + 1}, {name}: {run['wall_seconds']:.1f} s", flush=True)
-    outputs = [run["outputs"] for name in TOOL_VARIANTS for run in runs[name]]
+    outputs = [run["outputs"] for name in variants for run in runs[name]]
     return {"runs": runs, "outputs_identical": all(o == outputs[0] for o in outputs) and bool(outputs[0])}
 
 
 def tool_rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
     runs = measured["runs"]
     medians = {name: statistics.median(run["wall_seconds"] for run in rounds) for name, rounds in runs.items()}
-    old = medians[next(iter(TOOL_VARIANTS))]
+    old = medians[next(iter(runs))]  # the first variant: the reference
     rows = []
     for name, rounds in runs.items():
         row = {"front end": name, "wall_seconds": round(medians[name], 2)}
         row["walls"] = [round(run["wall_seconds"], 1) for run in rounds]
+        row["cpu_seconds"] = round(statistics.median(run["cpu_seconds"] for run in rounds), 1)
         if "ffmpeg decode" in medians:
             row["x_ffmpeg_decode"] = round(medians[name] / medians["ffmpeg decode"], 2)
-        if name in TOOL_VARIANTS:
-            row["speedup_vs_one_thread"] = round(old / medians[name], 2)
+        if name != "ffmpeg decode":
+            row["speedup_vs_first"] = round(old / medians[name], 2)
+            row["segments_streamed"] = statistics.median(run["segments_streamed"] for run in rounds)
             row["plan"] = rounds[0]["plan"]
+            kinds = sorted({kind for run in rounds for kind in run["cpu_by_kind"]})
+            row["cpu_by_kind"] = {
+                k: round(statistics.median(r["cpu_by_kind"].get(k, 0.0) for r in rounds), 1) for k in kinds
+            }
             row["worker_wait_share"] = statistics.median(run["worker_wait_share"] or 0.0 for run in rounds)
             for key in TIMING_KEYS:
                 row[key] = round(statistics.median(run[key] for run in rounds), 1)
@@ -318,8 +396,22 @@ def tool_rows(measured: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+CPU_KINDS = ("main", "ffmpeg", "vad", "workers", "other")
+
+
+def format_cpu_rows(rows: list[dict[str, Any]]) -> str:
+    """CPU seconds by kind of process (_process_kind), the runs' medians."""
+    lines: list[tuple[str, ...]] = [("CPU s by process", *CPU_KINDS, "streamed segments")]
+    for row in rows:
+        if "cpu_by_kind" in row:
+            kinds = row["cpu_by_kind"]
+            cells = (f"{kinds.get(kind, 0.0):.1f}" for kind in CPU_KINDS)
+            lines.append((row["front end"], *cells, f"{row['segments_streamed']:g}"))
+    return aligned(lines)
+
+
 def format_tool_rows(rows: list[dict[str, Any]]) -> str:
-    columns = "wall s, x ffmpeg decode, vs one thread, workers, decode s, VAD s after, ASR CPU s, rounds (wall s)"
+    columns = "wall s, x ffmpeg decode, vs first, workers, decode s, VAD s after, ASR s, CPU s, rounds (wall s)"
     lines: list[tuple[str, ...]] = [("", *columns.split(", "))]
     for row in rows:
         ratio = row.get("x_ffmpeg_decode")
@@ -328,7 +420,7 @@ def format_tool_rows(rows: list[dict[str, Any]]) -> str:
                 row["front end"],
                 f"{row['wall_seconds']:.1f}",
                 f"{ratio:.2f}x" if ratio is not None else "-",
-                f"{row['speedup_vs_one_thread']:.2f}x" if "speedup_vs_one_thread" in row else "-",
+                f"{row['speedup_vs_first']:.2f}x" if "speedup_vs_first" in row else "-",
                 row.get("plan", "-"),
                 *(f"{row[key]:.1f}" if key in row else "-" for key in TIMING_KEYS),
                 " / ".join(f"{w:.1f}" for w in row["walls"]),
@@ -337,13 +429,20 @@ def format_tool_rows(rows: list[dict[str, Any]]) -> str:
     return aligned(lines)
 
 
+def variants(compare_with: Path | None) -> dict[str, tuple[Path | None, list[str]]]:
+    """TOOL_VARIANTS; with another checkout, its default against this one's."""
+    if compare_with is None:
+        return TOOL_VARIANTS
+    return {f"{compare_with.name} (default)": (compare_with.resolve(), []), "this checkout (default)": (None, [])}
+
+
 def whole_tool(args: argparse.Namespace) -> dict[str, Any]:
     """(1) the long video with the tiny fixture against ffmpeg; (2) the AED-L folder."""
     report: dict[str, Any] = {}
     if args.long_minutes > 0:
         (video,) = build_long_folder(args.cache_dir, 1, args.long_minutes)
         print(f"(1) {video.name}: {args.long_minutes:g} min, the trained tiny fixture", flush=True)
-        long = compare_tool(video, TINY_MODEL, args.rounds, [], with_ffmpeg=True)
+        long = compare_tool(video, TINY_MODEL, args.rounds, [], True, variants(args.compare_with))
         report["long_video"] = {"minutes": args.long_minutes, "rows": tool_rows(long)}
         report["long_video"]["outputs_identical"] = long["outputs_identical"]
     if args.folder_files > 0:
@@ -353,13 +452,15 @@ def whole_tool(args: argparse.Namespace) -> dict[str, Any]:
         model = ensure_random_model(args.cache_dir / args.preset, args.preset)
         print(f"(2) {args.folder_files} files, a random {args.preset} checkpoint", flush=True)
         cap = ["--max-tokens-per-second", "4.5"]  # a random model never says <eos>: speech's rate
-        measured = compare_tool(folder, model, args.rounds, [*cap, *args.tool_args.split()], with_ffmpeg=False)
+        extra = [*cap, *args.tool_args.split()]
+        measured = compare_tool(folder, model, args.rounds, extra, False, variants(args.compare_with))
         report["folder"] = {"files": args.folder_files, "preset": args.preset, "rows": tool_rows(measured)}
         report["folder"]["outputs_identical"] = measured["outputs_identical"]
     for key, title in (("long_video", "(1) long video, tiny fixture"), ("folder", f"(2) folder, {args.preset}")):
         if key in report:
             print(f"\n{title}; outputs identical: {report[key]['outputs_identical']}")
             print(format_tool_rows(report[key]["rows"]))
+            print(format_cpu_rows(report[key]["rows"]))
     return report
 
 
@@ -377,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder-files", type=int, default=3, help="--whole-tool (2): 0 leaves it out")
     parser.add_argument("--preset", default="aed-l", choices=["tiny", "small", "aed-l"], help="--whole-tool (2)")
     parser.add_argument("--tool-args", default="", help="--whole-tool (2): more CLI options, e.g. '--beam-size 1'")
+    parser.add_argument("--compare-with", type=Path, help="--whole-tool: another checkout's default against this one's")
     args = parser.parse_args(argv)
     if args.whole_tool:
         load_before = os.getloadavg()

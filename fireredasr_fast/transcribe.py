@@ -12,7 +12,7 @@ import argparse
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -213,16 +213,46 @@ class PreparedFile:
     # Who speaks when, (start, end, speaker) in time order; None without speaker labels.
     turns: list[Turn] | None = None
 
+    # Segments per stretch (vad.stretch_sizes), in order: a file's batches are cut per
+    # stretch, so they are the same whether its stretches came early (FilePiece) or not.
+    stretches: list[int] = field(default_factory=list)
+
     @property
     def duration(self) -> float:
         return self.samples.size / SAMPLE_RATE
 
     def jobs(self, file_index: int) -> list[SegmentJob]:
         return [
-            SegmentJob(
-                file_index, i, seg.start, self.samples[round(seg.start * SAMPLE_RATE) : round(seg.end * SAMPLE_RATE)]
-            )
+            SegmentJob(file_index, i, seg.start, self.samples[segment_range(seg)])
             for i, seg in enumerate(self.segments)
+        ]
+
+    def stretch_jobs(self, file_index: int) -> list[list[SegmentJob]]:
+        """jobs(), one list per stretch (one list when the stretches are not known)."""
+        jobs = self.jobs(file_index)
+        ends = np.cumsum(self.stretches or [len(jobs)]).tolist()
+        return [jobs[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True) if b > a]
+
+
+def segment_range(segment: SpeechSegment) -> slice:
+    """A segment's samples in its file's."""
+    return slice(round(segment.start * SAMPLE_RATE), round(segment.end * SAMPLE_RATE))
+
+
+@dataclass
+class FilePiece:
+    """One stretch of a file's segments, with their samples, sent while the rest of the file
+    is still decoded or in the VAD (vad.StretchFeed); its PreparedFile follows."""
+
+    stretch: int
+    first: int  # the index of its first segment among the file's
+    segments: list[SpeechSegment]
+    samples: list[np.ndarray]
+
+    def jobs(self, file_index: int) -> list[SegmentJob]:
+        return [
+            SegmentJob(file_index, self.first + i, seg.start, samples)
+            for i, (seg, samples) in enumerate(zip(self.segments, self.samples, strict=True))
         ]
 
 
@@ -248,14 +278,17 @@ def prepare_file(
     audio_stream: int | None = None,
     streams: AudioStreams | None = None,
     speakers: SpeakerOptions | None = None,
+    pieces: Callable[[FilePiece], None] | None = None,
 ) -> PreparedFile:
     """Decode and segment, and find who speaks when with `speakers`; raises MediaError for
     unreadable media.
 
     With no `audio_stream`, a file with several audio streams is transcribed from the one
     with the most speech (each is decoded and run through the VAD; ffmpeg's default wins a
-    tie, see choose_track). `streams` is the file's probe when the caller already has it."""
-    prepared = _prepare_track(path, segmenter, audio_stream, streams)
+    tie, see choose_track). `streams` is the file's probe when the caller already has it.
+    `pieces` is given the file's stretches as soon as they are final, before this returns
+    (a file of one audio stream, a VAD that runs in blocks: SpeechSegmenter.feed)."""
+    prepared = _prepare_track(path, segmenter, audio_stream, streams, pieces)
     if speakers is not None:
         t0 = time.perf_counter()
         turns = find_speakers(prepared.samples, prepared.speech, speakers)
@@ -265,29 +298,54 @@ def prepare_file(
 
 
 def _prepare_track(
-    path: str | os.PathLike, segmenter: SpeechSegmenter, audio_stream: int | None, streams: AudioStreams | None
+    path: str | os.PathLike,
+    segmenter: SpeechSegmenter,
+    audio_stream: int | None,
+    streams: AudioStreams | None,
+    pieces: Callable[[FilePiece], None] | None,
 ) -> PreparedFile:
     if audio_stream is not None:
         track = TrackChoice(
             audio_stream, streams.count if streams else None, streams.default if streams else None, "requested"
         )
-        return _prepare_stream(path, segmenter, audio_stream, track)
+        return _prepare_stream(path, segmenter, audio_stream, track, pieces)
     streams = streams or probe_audio_streams(path)
     if streams.count > 1:
-        return _prepare_most_speech(path, segmenter, streams)
+        return _prepare_most_speech(path, segmenter, streams)  # the track is known only at the end
     track = TrackChoice(streams.default, streams.count, streams.default, "only stream")
-    return _prepare_stream(path, segmenter, None, track)
+    return _prepare_stream(path, segmenter, None, track, pieces)
 
 
 def _prepare_stream(
-    path: str | os.PathLike, segmenter: SpeechSegmenter, audio_stream: int | None, track: TrackChoice
+    path: str | os.PathLike,
+    segmenter: SpeechSegmenter,
+    audio_stream: int | None,
+    track: TrackChoice,
+    pieces: Callable[[FilePiece], None] | None = None,
 ) -> PreparedFile:
+    decoded: list[Any] = [b""]  # the int16 bytes so far, then the samples
+
+    def emit(stretch: int, first: int, segments: list[SpeechSegment]) -> None:
+        assert pieces is not None
+        data = np.frombuffer(decoded[0], dtype=np.uint8)
+        cut = [data[2 * part.start : 2 * part.stop].view(np.int16).copy() for part in map(segment_range, segments)]
+        pieces(FilePiece(stretch, first, segments, cut))
+
+    def listen(buffer: bytearray) -> None:
+        decoded[0] = buffer
+        if listener is not None:
+            listener(buffer)
+
+    feed = segmenter.feed(emit) if pieces is not None else None
+    listener = segmenter.listener(feed)
     t0 = time.perf_counter()
-    samples = decode_audio(path, audio_stream, segmenter.listener())
+    samples = decode_audio(path, audio_stream, listen if feed is not None else listener)
+    decoded[0] = samples.view(np.uint8)
     t1 = time.perf_counter()
-    segments, speech, music = segmenter.segment(samples)
+    segments, speech, music, stretches = segmenter.segment_stretches(samples, feed)
     t2 = time.perf_counter()
-    return PreparedFile(str(path), samples, segments, speech, {"decode": t1 - t0, "vad": t2 - t1}, music, track)
+    timings = {"decode": t1 - t0, "vad": t2 - t1}
+    return PreparedFile(str(path), samples, segments, speech, timings, music, track, stretches=stretches)
 
 
 def _prepare_most_speech(path: str | os.PathLike, segmenter: SpeechSegmenter, streams: AudioStreams) -> PreparedFile:
@@ -455,9 +513,10 @@ def transcribe_file(
     log_track_choice(prepared, str(path))
     t0 = time.perf_counter()
     hypotheses: list[Hypothesis | None] = [None] * len(prepared.segments)
-    for batch in make_batches(prepared.jobs(0), options.batch_seconds, options.max_batch_size):
-        for job, hyp in zip(batch.jobs, recognise(engine, batch.jobs, glossary), strict=True):
-            hypotheses[job.segment_index] = hyp
+    for jobs in prepared.stretch_jobs(0):  # as the runner cuts them
+        for batch in make_batches(jobs, options.batch_seconds, options.max_batch_size):
+            for job, hyp in zip(batch.jobs, recognise(engine, batch.jobs, glossary), strict=True):
+                hypotheses[job.segment_index] = hyp
     prepared.timings["asr"] = time.perf_counter() - t0
     info = {"engine": engine.describe(), "source_name": Path(path).name}
     return assemble_result(prepared, [h for h in hypotheses if h is not None], options, info, glossary)

@@ -10,10 +10,14 @@ frame the VAD calls speech ends up inside some segment.
 from __future__ import annotations
 
 import argparse
+import bisect
 import dataclasses
+import importlib.util
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -156,8 +160,11 @@ def _import_silero() -> Callable[..., Any]:
 # The VAD runs on blocks of this many frames (~17.5 min): a multi-hour file never needs a
 # whole float32 copy, and the blocks are independent (the model state restarts at each
 # block boundary), so a front end may run a long file's blocks in several processes and get
-# exactly the probabilities of one process running them in turn.
-VAD_BLOCK_FRAMES = 32768
+# exactly the probabilities of one process running them in turn. The block is also the step
+# at which a file's stretches are cut (StretchFeed). Tests set smaller blocks through the
+# environment (read once, so every process of a run uses the same; it changes the segments).
+VAD_BLOCK_ENV = "FIREREDASR_FAST_VAD_BLOCK_FRAMES"
+VAD_BLOCK_FRAMES = max(1, int(os.environ.get(VAD_BLOCK_ENV) or 32768))
 
 
 def vad_blocks(num_samples: int, block_frames: int = VAD_BLOCK_FRAMES) -> list[slice]:
@@ -170,37 +177,94 @@ class VoiceActivity(Protocol):
     def probabilities(self, samples: np.ndarray) -> np.ndarray: ...
 
 
+# silero-vad >= 6.2's sequence model, in the package's data folder.
+SEQUENCE_MODEL = "silero_vad_16k_sequence.onnx"
+SEQUENCE_MAX_FRAMES = 512  # frames per ONNX call: SileroVADSequence's default
+SEQUENCE_CONTEXT = 64  # samples of the previous frame before each frame, at 16 kHz
+SEQUENCE_STATE = (1, 1, 128)  # the LSTM's h and c
+
+
+def _sequence_model() -> Path | None:
+    """The sequence model's file, found without importing the silero_vad package (its
+    __init__ imports torch)."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / SEQUENCE_MODEL
+    return path if path.is_file() else None
+
+
+class _SequenceModel:
+    """silero_vad.sequence_vad.SileroVADSequence's computation, the same ONNX calls on the
+    same inputs with the same session options (bit-exact probabilities: tests/test_vad.py),
+    without the package's import of torch, which costs every process running the VAD ~2 CPU
+    seconds and ~300 MB (docs/benchmarks.md#streaming-a-long-file-stretches-issue-32)."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.inter_op_num_threads = 1
+        options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+    def audio_forward(self, audio: np.ndarray) -> np.ndarray:
+        """Float32 16 kHz mono -> one probability per 512 samples (the last frame zero-padded)."""
+        frame_count = -(-audio.size // WINDOW_SAMPLES)
+        hidden, cell = np.zeros(SEQUENCE_STATE, np.float32), np.zeros(SEQUENCE_STATE, np.float32)
+        context = np.zeros(SEQUENCE_CONTEXT, dtype=np.float32)
+        parts = []
+        for first in range(0, frame_count, SEQUENCE_MAX_FRAMES):
+            count = min(SEQUENCE_MAX_FRAMES, frame_count - first)
+            samples = audio[first * WINDOW_SAMPLES : min(audio.size, (first + count) * WINDOW_SAMPLES)]
+            frames = np.zeros((count, WINDOW_SAMPLES), dtype=np.float32)
+            frames.reshape(-1)[: samples.size] = samples
+            contexts = np.empty((count, SEQUENCE_CONTEXT), dtype=np.float32)
+            contexts[0] = context
+            contexts[1:] = frames[:-1, -SEQUENCE_CONTEXT:]
+            context = frames[-1, -SEQUENCE_CONTEXT:].copy()
+            inputs = {"input": np.concatenate((contexts, frames), axis=1), "h": hidden, "c": cell}
+            values, hidden, cell = self.session.run(["speech_probs", "hn", "cn"], inputs)
+            parts.append(values)
+        return np.concatenate(parts).reshape(-1) if parts else np.zeros(0, dtype=np.float32)
+
+
 class SileroVad:
     """Frame-level speech probabilities from silero VAD's ONNX model (no torch needed).
 
     The sequence model (silero-vad >= 6.2) runs up to 512 frames per ONNX call and gives
     the same probabilities as the frame-by-frame model, faster (measured:
-    docs/tuning.md#cpu-workers-x-threads, rule 5).
+    docs/tuning.md#cpu-workers-x-threads, rule 5); it runs through onnxruntime alone
+    (_SequenceModel). Older silero-vad: its own loader, frame by frame.
     """
 
     def __init__(self, block_frames: int = VAD_BLOCK_FRAMES) -> None:
         self.block_frames = block_frames
         self._lock = threading.Lock()  # onnxruntime sessions are not re-entrant with state
-        load_silero_vad = _import_silero()
-        try:
-            self._model = load_silero_vad(sequence=True)
-            self._sequence = True
-        except (TypeError, FileNotFoundError):
-            self._model = load_silero_vad(onnx=True)
-            self._sequence = False
+        path = _sequence_model()
+        self._sequence = path is not None
+        if path is not None:
+            self._model: Any = _SequenceModel(path)
+        else:
+            self._model = _import_silero()(onnx=True)
 
-    def probabilities(self, samples: np.ndarray) -> np.ndarray:
-        """Speech probability per 32 ms frame; `samples` is int16 or float32 16 kHz mono."""
+    def probabilities(self, samples: np.ndarray, on_block: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+        """Speech probability per 32 ms frame; `samples` is int16 or float32 16 kHz mono.
+        `on_block` is given each block's probabilities as they come, in order."""
         if samples.size == 0:
             return np.zeros(0, dtype=np.float32)
-        parts = [self.block_probabilities(samples[block]) for block in vad_blocks(samples.size, self.block_frames)]
+        parts = []
+        for block in vad_blocks(samples.size, self.block_frames):
+            parts.append(self.block_probabilities(samples[block]))
+            if on_block is not None:
+                on_block(parts[-1])
         return np.concatenate(parts)
 
     def block_probabilities(self, block: np.ndarray) -> np.ndarray:
         """One block's probabilities, from a fresh model state (see VAD_BLOCK_FRAMES)."""
         with self._lock:
             if self._sequence:
-                return self._model.audio_forward(_float(block), SAMPLE_RATE).astype(np.float32, copy=False)
+                return self._model.audio_forward(_float(block)).astype(np.float32, copy=False)
             import torch
 
             audio = torch.from_numpy(_float(block))
@@ -398,6 +462,101 @@ def _pad(seg: SpeechSegment, prev, nxt, duration: float, min_len: float) -> Spee
     return SpeechSegment(start, end, seg.speech)
 
 
+# ---------------------------------------------------------------- stretches
+#
+# A long file's segments are recognised in stretches: a stretch ends where the VAD's
+# probabilities of the file's first blocks already fix every segment before it, so the
+# segments of the first stretches are known (and recognised) before the file's last blocks
+# are decoded. Where a stretch ends depends only on the probabilities (the cut after each
+# VAD block, from the blocks up to it), never on timing, and the segments are exactly those
+# of segment_speech over the whole file: each rule of segment_speech reaches at most
+# stretch_gap() across a pause (docs/architecture.md#stretches).
+
+
+def stretch_gap(options: VadOptions) -> float:
+    """The pause between two padded speech regions across which no rule of segment_speech
+    reaches: neighbours merge across merge_gap; a short segment joins a neighbour across
+    short_merge_gap, after the neighbour was padded by up to min_segment, or is padded itself
+    by up to min_segment; and hysteresis closes a region after min_silence. A frame's margin
+    keeps float ties out."""
+    reach = max(options.merge_gap, options.short_merge_gap + 2 * options.min_segment, options.min_silence)
+    return reach + WINDOW_SECONDS
+
+
+def final_cut(probs: np.ndarray, options: VadOptions) -> float | None:
+    """For the probabilities of a file's first frames: a time before which every segment of
+    the whole file is already a segment of segment_speech(probs) (the latest such time at a
+    pause longer than stretch_gap), or None. Frames still to come may only open a region
+    from the end of `probs` (less the padding) on: the hysteresis runs forward."""
+    duration = probs.size * WINDOW_SECONDS
+    regions = speech_regions(probs, duration, options)
+    if not regions:
+        return None
+    gap = stretch_gap(options)
+    starts = [start for start, _ in regions[1:]] + [duration - options.speech_pad]
+    for (_, end), following in zip(reversed(regions), reversed(starts), strict=True):
+        if following - end > gap:
+            return end + gap / 2
+    return None
+
+
+def stretch_cuts(probs: np.ndarray, block_frames: int, options: VadOptions) -> list[float]:
+    """The cut after each VAD block of a file (its stretches: StretchFeed), non-decreasing.
+    Only a whole block is cut after: a file shorter than one block is one stretch."""
+    cuts: list[float] = []
+    for start in range(0, probs.size, block_frames):
+        whole = probs.size - start >= block_frames
+        cut = final_cut(probs[: start + block_frames], options) if whole else None
+        cuts.append(max([cut if cut is not None else 0.0, *cuts[-1:]]))
+    return cuts
+
+
+def stretch_sizes(segments: list[SpeechSegment], cuts: list[float]) -> list[int]:
+    """Segments per stretch: those starting before each cut, then the rest."""
+    starts = [segment.start for segment in segments]
+    ends = [bisect.bisect_left(starts, cut) for cut in cuts] + [len(segments)]
+    return [b - a for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+
+
+class StretchFeed:
+    """A file's VAD probabilities block by block, in order -> each stretch's segments once
+    final: `emit(stretch, first segment index, segments)` (empty stretches are not sent)."""
+
+    def __init__(
+        self, options: VadOptions, block_frames: int, emit: Callable[[int, int, list[SpeechSegment]], None]
+    ) -> None:
+        self.options = options
+        self.block_frames = block_frames
+        self.emit = emit
+        self.parts: list[np.ndarray] = []
+        self.cuts: list[float] = []
+        self.sent: list[SpeechSegment] = []
+
+    def add(self, block: np.ndarray) -> None:
+        """The next block's probabilities (a file's last block may be shorter: no cut after it)."""
+        self.parts.append(block)
+        probs = np.concatenate(self.parts)
+        cut = final_cut(probs, self.options) if block.size >= self.block_frames else None
+        previous = self.cuts[-1] if self.cuts else 0.0
+        self.cuts.append(max(previous, cut if cut is not None else 0.0))
+        if self.cuts[-1] <= previous:
+            return
+        segments = segment_speech(probs, probs.size * WINDOW_SECONDS, self.options)
+        new = [segment for segment in segments if previous <= segment.start < self.cuts[-1]]
+        if new:
+            self.emit(len(self.cuts) - 1, len(self.sent), new)
+            self.sent.extend(new)
+
+    def stretches(self, probs: np.ndarray, segments: list[SpeechSegment]) -> list[int]:
+        """The whole file's stretch sizes, the cuts already made reused; RuntimeError when a
+        segment sent early is not the whole file's (a broken rule, never expected)."""
+        blocks = -(-probs.size // self.block_frames)
+        cuts = self.cuts if len(self.cuts) == blocks else stretch_cuts(probs, self.block_frames, self.options)
+        if segments[: len(self.sent)] != self.sent:
+            raise RuntimeError("the segments recognised early differ from the whole file's (a bug)")
+        return stretch_sizes(segments, cuts)
+
+
 class SpeechSegmenter:
     """Samples -> (segments, speech regions[, music regions]). One per process; loads the VAD
     model of options.backend once, unless given another source of probabilities (`vad`: a
@@ -414,20 +573,43 @@ class SpeechSegmenter:
         segments, speech, _ = self.segment(samples)
         return segments, speech
 
-    def listener(self) -> Callable[[bytearray], None] | None:
+    @property
+    def block_frames(self) -> int:
+        """The VAD's block: the step of a file's stretches (StretchFeed)."""
+        return int(getattr(self._vad, "block_frames", VAD_BLOCK_FRAMES))
+
+    def feed(self, emit: Callable[[int, int, list[SpeechSegment]], None]) -> StretchFeed | None:
+        """For a file about to be segmented: its stretches sent to `emit` as they become final,
+        when this VAD gives its blocks in order (silero, without music detection); else None."""
+        if self._music is not None or not hasattr(self._vad, "block_frames"):
+            return None
+        return StretchFeed(self.options, self.block_frames, emit)
+
+    def listener(self, feed: StretchFeed | None = None) -> Callable[[bytearray], None] | None:
         """For a file about to be decoded: what to call with its int16 bytes read so far, when
-        the VAD can start on blocks already decoded (the front end's processes: `begin()`);
-        None when it waits for the whole file."""
+        the VAD can start on blocks already decoded (the front end's processes: `begin()`,
+        their blocks' probabilities to `feed` as they come); None when it waits for the whole file."""
         begin = getattr(self._vad, "begin", None)
-        return begin() if begin is not None else None
+        return begin(feed.add if feed is not None else None) if begin is not None else None
 
     def segment(
         self, samples: np.ndarray
     ) -> tuple[list[SpeechSegment], list[tuple[float, float]], list[tuple[float, float]]]:
         """Segments, unpadded speech regions, and music regions (music or singing without
         speech; empty unless options.music asks for them)."""
+        segments, speech, music, _ = self.segment_stretches(samples)
+        return segments, speech, music
+
+    def segment_stretches(
+        self, samples: np.ndarray, feed: StretchFeed | None = None
+    ) -> tuple[list[SpeechSegment], list[tuple[float, float]], list[tuple[float, float]], list[int]]:
+        """segment(), and the segments per stretch (stretch_sizes); with a `feed` (feed()),
+        each stretch is sent to it as soon as it is final."""
         duration = samples.size / SAMPLE_RATE
-        probs = self.probabilities(samples)
+        if feed is not None:
+            probs = self._vad.probabilities(samples, feed.add)  # type: ignore[call-arg]
+        else:
+            probs = self.probabilities(samples)
         music_regions: list[tuple[float, float]] = []
         if self._music is not None:
             music = self._music.music_frames(samples)[: probs.size]
@@ -436,7 +618,11 @@ class SpeechSegmenter:
                 probs = probs.copy()
                 probs[: music.size][music] = 0.0
         segments, speech = self.segment_probabilities(probs, duration)
-        return segments, speech, music_regions
+        if feed is not None and probs.size:
+            stretches = feed.stretches(probs, segments)
+        else:
+            stretches = stretch_sizes(segments, stretch_cuts(probs, self.block_frames, self.options))
+        return segments, speech, music_regions, stretches
 
     def segment_probabilities(
         self, probs: np.ndarray, duration: float

@@ -73,3 +73,20 @@ def baseline(folder: Path, random_model_dir: Path, tmp_path_factory) -> Path:
     result = run(cli_command(random_model_dir, out, folder))
     assert result.returncode == 0, result.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def long_file(tmp_path_factory) -> Path:
+    """About two minutes: English speech, noise, Mandarin speech, silence, English again (the
+    front end's and the stretches' tests, with small VAD blocks)."""
+    target = tmp_path_factory.mktemp("frontend") / "long talk.mkv"
+    mono = "aresample=16000,aformat=channel_layouts=mono"
+    run_ffmpeg(
+        "-i", str(SAMPLES / "two_cities.mp4"), "-f", "lavfi", "-t", "9", "-i", "anoisesrc=a=0.05:r=16000",
+        "-i", str(SAMPLES / "aishell_zh.mkv"), "-f", "lavfi", "-t", "20", "-i", "anullsrc=r=16000:cl=mono",
+        "-i", str(SAMPLES / "two_cities.mp4"),
+        "-filter_complex", ";".join(f"[{i}:a]{mono}[s{i}]" for i in range(5)) + ";"
+        + "".join(f"[s{i}]" for i in range(5)) + "concat=n=5:v=0:a=1[out]",
+        "-map", "[out]", "-c:a", "aac", str(target),
+    )  # fmt: skip
+    return target

@@ -17,7 +17,7 @@ from conftest import SAMPLES, run_ffmpeg
 from fireredasr_fast.inputs import InputFile, collect_inputs
 from fireredasr_fast.runner.frontend import AudioBudget, Frontend, FrontendOptions, frontend_options
 from fireredasr_fast.runner.plan import PRELOAD_NICE, make_plan
-from fireredasr_fast.transcribe import TranscribeOptions, prepare_file
+from fireredasr_fast.transcribe import FilePiece, TranscribeOptions, prepare_file
 from fireredasr_fast.vad import SileroVad, SpeechSegmenter, vad_blocks
 
 # Small VAD blocks (~33 s) so a two-minute file has four of them to spread over processes.
@@ -31,27 +31,19 @@ class _Item:
     started: float = 0.0
 
 
-@pytest.fixture(scope="module")
-def long_file(tmp_path_factory) -> Path:
-    """About two minutes: English speech, noise, Mandarin speech, silence, English again."""
-    target = tmp_path_factory.mktemp("frontend") / "long talk.mkv"
-    mono = "aresample=16000,aformat=channel_layouts=mono"
-    run_ffmpeg(
-        "-i", str(SAMPLES / "two_cities.mp4"), "-f", "lavfi", "-t", "9", "-i", "anoisesrc=a=0.05:r=16000",
-        "-i", str(SAMPLES / "aishell_zh.mkv"), "-f", "lavfi", "-t", "20", "-i", "anullsrc=r=16000:cl=mono",
-        "-i", str(SAMPLES / "two_cities.mp4"),
-        "-filter_complex", ";".join(f"[{i}:a]{mono}[s{i}]" for i in range(5)) + ";"
-        + "".join(f"[s{i}]" for i in range(5)) + "concat=n=5:v=0:a=1[out]",
-        "-map", "[out]", "-c:a", "aac", str(target),
-    )  # fmt: skip
-    return target
-
-
-def _drain(out: queue.Queue, budget: AudioBudget | None = None, hold: float = 0.0) -> dict[int, object]:
-    """Take every message like the runner; with a budget, hold each file a while, then free it."""
+def _drain(
+    out: queue.Queue, budget: AudioBudget | None = None, hold: float = 0.0, pieces: list | None = None
+) -> dict[int, object]:
+    """Take every message like the runner; with a budget, hold each file a while, then free it.
+    A file's stretches sent early (FilePiece) go to `pieces`, as (index, piece)."""
     results: dict[int, object] = {}
     while (message := out.get(timeout=300)) is not None:
         index, result = message
+        if isinstance(result, FilePiece):
+            assert index not in results, "a stretch after its file"
+            if pieces is not None:
+                pieces.append(message)
+            continue
         results[index] = result
         if budget is not None and not isinstance(result, BaseException):
             time.sleep(hold)
@@ -100,8 +92,9 @@ def test_the_adaptive_vad_takes_processes_only_while_recognition_waits(long_file
     )
     frontend.demand(hungry)
     frontend.start(out)
+    pieces: list = []
     try:
-        prepared = _drain(out)[0]
+        prepared = _drain(out, pieces=pieces)[0]
         vad_processes = [c for c in psutil.Process().children() if "--multiprocessing-fork" in c.cmdline()]
     finally:
         frontend.close()
@@ -110,6 +103,13 @@ def test_the_adaptive_vad_takes_processes_only_while_recognition_waits(long_file
         (s.start, s.end, s.speech) for s in serial.segments
     ]
     assert prepared.speech == serial.speech
+    # Its first stretches came before it, each the serial run's segments and samples.
+    assert pieces and sum(len(piece.segments) for _, piece in pieces) < len(serial.segments)
+    assert [len(piece.segments) for _, piece in pieces] == [serial.stretches[piece.stretch] for _, piece in pieces]
+    early = [job for _, piece in pieces for job in piece.jobs(0)]
+    assert [(job.segment_index, job.samples.tobytes()) for job in early] == [
+        (job.segment_index, job.samples.tobytes()) for job in serial.jobs(0)[: len(early)]
+    ]
     if hungry:
         assert frontend.share.offloaded >= 2 and frontend.share.early >= 1 and len(vad_processes) == 2
     else:

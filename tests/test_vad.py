@@ -13,7 +13,7 @@ import pytest
 from conftest import SAMPLES
 
 from fireredasr_fast.audio import decode_audio
-from fireredasr_fast.vad import WINDOW_SECONDS, SpeechSegmenter, VadOptions, segment_speech
+from fireredasr_fast.vad import WINDOW_SECONDS, SileroVad, SpeechSegmenter, VadOptions, segment_speech
 
 
 @pytest.fixture(scope="module")
@@ -93,18 +93,33 @@ def test_silence_gives_no_segments():
     assert segments == [] and speech == []
 
 
-def test_loading_the_vad_keeps_the_process_thread_count() -> None:
-    """silero_vad's import sets torch to one thread process-wide; a process that segments and
-    then recognises (transcribe_file) must keep the count it chose. A fresh interpreter,
-    because the import happens once per process."""
+def test_the_vad_loads_without_torch_and_keeps_the_thread_count() -> None:
+    """silero_vad's import sets torch to one thread process-wide (and costs a VAD process ~2
+    CPU s): the VAD runs its sequence model through onnxruntime alone, so a process that
+    segments imports neither, and one that then recognises (transcribe_file) keeps the
+    thread count it chose. A fresh interpreter, because imports happen once per process."""
     code = (
-        "import torch; torch.set_num_threads(3)\n"
+        "import sys\n"
         "from fireredasr_fast.vad import SpeechSegmenter\n"
         "SpeechSegmenter()\n"
-        "import silero_vad  # really imported by now\n"
+        "print(sorted({'torch', 'silero_vad'} & set(sys.modules)))\n"
+        "import torch; torch.set_num_threads(3)\n"
+        "SpeechSegmenter()\n"
         "print(torch.get_num_threads())\n"
     )
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=root)
-    assert out.stdout.split() == ["3"]
+    assert out.stdout.split("\n")[:2] == ["[]", "3"]
+
+
+def test_the_vad_gives_silero_s_own_probabilities(english):
+    """Bit for bit what silero_vad's SileroVADSequence gives a block, long or short (several
+    ONNX calls or one, the last frame padded)."""
+    from silero_vad import load_silero_vad
+
+    reference = load_silero_vad(sequence=True)
+    ours = SileroVad()
+    for part in (english, english[12345 : 12345 + 700 * 512 + 77], english[:517]):
+        expected = reference.audio_forward(part.astype(np.float32) / 32768.0, 16000)
+        assert np.array_equal(ours.block_probabilities(part), np.asarray(expected, dtype=np.float32))

@@ -49,7 +49,7 @@ from fireredasr_fast.transcribe import STREAMS_HELD, TranscribeOptions, prepare_
 from fireredasr_fast.vad import VAD_BLOCK_FRAMES, WINDOW_SAMPLES, WINDOW_SECONDS, SileroVad, SpeechSegmenter, vad_blocks
 
 from .lifeline import GROUP_SIGNALS, attach, stop_pool
-from .plan import PRELOAD_NICE, Plan, lower_thread_priority, set_process_threads
+from .plan import PRELOAD_NICE, THREAD_ENV_VARS, Plan, lower_thread_priority
 
 log = logging.getLogger("fireredasr_fast")
 
@@ -60,9 +60,9 @@ LOW_WATER_SHARE = 0.25
 # margin, and the surplus goes back as soon as the samples are counted.
 DURATION_MARGIN_SHARE = 0.02
 DURATION_MARGIN_SECONDS = 1.0
-# Resident memory of one VAD process (Python, torch imported by silero_vad, the ONNX model),
-# as docs/tuning.md#the-front-end-decoding-and-the-vad counts it; sizes the pool against
-# available memory.
+# Resident memory of one VAD process (Python, onnxruntime and the model; a block's audio in
+# float32 while it runs), an upper bound from docs/tuning.md#the-front-end-decoding-and-the-vad;
+# sizes the pool against available memory.
 VAD_PROCESS_BYTES = 4e8
 FRONTEND_MEMORY_SHARE = 0.1  # of the available memory, for the VAD processes
 CLOSE_WAIT_SECONDS = 2.0  # close() waits this long at most for the front-end threads to end
@@ -237,10 +237,14 @@ class ProcessVad:
         self.local = local
         self._early: list[cf.Future] = []  # blocks 0.. of the file being decoded, sent early
         self._used: list[cf.Executor] = []  # the pool they went to
+        self._on_block: Callable[[np.ndarray], None] | None = None  # the file's StretchFeed
+        self._delivered = 0  # its blocks given to it, in order
 
-    def begin(self) -> Callable[[bytearray], None] | None:
-        """A file is about to be decoded: the listener of its bytes (audio.decode_audio)."""
+    def begin(self, on_block: Callable[[np.ndarray], None] | None = None) -> Callable[[bytearray], None] | None:
+        """A file is about to be decoded: the listener of its bytes (audio.decode_audio).
+        `on_block` gets each block's probabilities in order, those sent early as they finish."""
         self._early, self._used = [], []
+        self._on_block, self._delivered = on_block, 0
         return self._feed if self.local is not None else None
 
     def _feed(self, buffer: bytearray) -> None:
@@ -256,17 +260,32 @@ class ProcessVad:
             except BrokenProcessPool:
                 return  # probabilities() replaces the pool and runs the rest
             self.share.early += 1
+        self._deliver(self._early, wait=False)
 
-    def probabilities(self, samples: np.ndarray) -> np.ndarray:
+    def _deliver(self, futures: list[cf.Future], wait: bool) -> None:
+        """Give the blocks finished (all of them with `wait`) to on_block, in order."""
+        while self._on_block is not None and self._delivered < len(futures):
+            future = futures[self._delivered]
+            if not (wait or future.done()) or future.exception() is not None:
+                return  # a broken pool: probabilities() runs the block again
+            self._delivered += 1
+            self._on_block(future.result())
+
+    def probabilities(self, samples: np.ndarray, on_block: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
         early, used = self._early, self._used
         self._early, self._used = [], []
-        if samples.size == 0:
-            return np.zeros(0, dtype=np.float32)
-        blocks = vad_blocks(samples.size, self.block_frames)
+        if on_block != self._on_block:  # bound methods: equal, not the same object
+            self._on_block, self._delivered = on_block, 0
         try:
-            return self._run(samples, blocks, used, None, early)
-        except BrokenProcessPool:
-            return self._run(samples, blocks, [], used[0] if used else None, [])
+            if samples.size == 0:
+                return np.zeros(0, dtype=np.float32)
+            blocks = vad_blocks(samples.size, self.block_frames)
+            try:
+                return self._run(samples, blocks, used, None, early)
+            except BrokenProcessPool:
+                return self._run(samples, blocks, [], used[0] if used else None, [])
+        finally:
+            self._on_block = None
 
     def _run(
         self,
@@ -277,15 +296,19 @@ class ProcessVad:
         early: list[cf.Future],
     ) -> np.ndarray:
         """Each block not sent early, as the share allows, to a process or to this thread;
-        the results in order. `used`: the pool this file's blocks went to, once they have."""
+        the results in order, each given to on_block as soon as it and those before it are
+        done. `used`: the pool this file's blocks went to, once they have."""
         futures = list(early)
         for i in range(len(early), len(blocks)):
+            self._deliver(futures, wait=False)
             offload = self.share.acquire()
             if self.local is None or (offload and i + 1 < len(blocks)):
                 futures.append(self._submit(samples[blocks[i]], used, broken))
             else:
                 futures.append(self._here(samples[blocks[i]]))
-        return np.concatenate([future.result() for future in futures])
+        parts = [future.result() for future in futures]
+        self._deliver(futures, wait=True)
+        return np.concatenate(parts)
 
     def _submit(self, block: np.ndarray, used: list[cf.Executor], broken: cf.Executor | None) -> cf.Future:
         try:
@@ -317,7 +340,10 @@ def _init_vad_process(nice: int, block_frames: int) -> None:
     # process: the watchdog alone ties it to the main process (lifeline.py).
     attach(kernel_signal=False)
     lower_thread_priority(nice)
-    set_process_threads(1)
+    # One thread, without set_process_threads: that imports torch (~2 CPU s, ~150 MB), which
+    # the VAD does not use (vad.SileroVad runs onnxruntime alone, one thread of its own).
+    for name in THREAD_ENV_VARS:
+        os.environ[name] = "1"
     global _process_vad
     _process_vad = SileroVad(block_frames)
 
@@ -333,7 +359,9 @@ def _block_probabilities(block: np.ndarray) -> np.ndarray:
 
 
 class Frontend:
-    """Prepares `items` in order into `out` as (index, PreparedFile | exception), then None.
+    """Prepares `items` in order into `out` as (index, PreparedFile | exception), then None;
+    a long file's stretches come first as (index, FilePiece), in order, as soon as each is
+    final (transcribe.prepare_file): their recognition need not wait for the file's end.
 
     start() returns at once; close() stops taking files and ends the VAD processes."""
 
@@ -481,7 +509,14 @@ class Frontend:
         self._warm_for(streams.duration)
         state.started = time.perf_counter()
         try:
-            prepared = prepare_file(state.item.path, segmenter, stream, streams, self.transcribe.speakers)
+            prepared = prepare_file(
+                state.item.path,
+                segmenter,
+                stream,
+                streams,
+                self.transcribe.speakers,
+                lambda piece: out.put((state.index, piece)),
+            )
         except Exception as exc:
             self.budget.release(reserved)
             out.put((state.index, exc))

@@ -44,8 +44,16 @@ from fireredasr_fast.fsutil import display_name, file_identity
 from fireredasr_fast.glossary import Glossary, GlossaryError
 from fireredasr_fast.guard import review_counts
 from fireredasr_fast.inputs import InputFile, output_clashes
-from fireredasr_fast.results import Hypothesis
-from fireredasr_fast.transcribe import PreparedFile, TranscribeOptions, assemble_result, log_track_choice
+from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
+from fireredasr_fast.transcribe import (
+    FilePiece,
+    PreparedFile,
+    TranscribeOptions,
+    assemble_result,
+    log_track_choice,
+    segment_range,
+)
+from fireredasr_fast.vad import SpeechSegment
 from fireredasr_fast.writers import write_result
 
 from .frontend import AudioBudget, Frontend, frontend_options
@@ -63,7 +71,7 @@ from .lock import LOCK_NAME, RunRefused, output_folder_lock
 from .plan import Plan
 from .progress import Progress
 from .settings import FileFingerprints, RunSettings
-from .store import FileStore, Recognition, normalised
+from .store import FileStore, Recognition, normalised, segment_key
 from .worker import WorkerLost, describe_error, os_error
 from .workers import GpuWorkers, LocalWorkers, WorkerGroup
 
@@ -213,9 +221,13 @@ class _FileState:
     fps: FileFingerprints
     started: float
     store: FileStore | None = None  # None: recognition not kept (it could not be written)
-    prepared: PreparedFile | None = None
+    prepared: PreparedFile | None = None  # once the whole file is decoded and segmented
+    # Its segments known so far: stretches sent early (FilePiece), then the whole file's.
+    segments: list[SpeechSegment] = field(default_factory=list)
+    stored: dict[tuple[int, int, int], Hypothesis] | None = None  # the partial store's, once read
     hypotheses: list[Hypothesis | None] = field(default_factory=list)
-    remaining: int = 0
+    remaining: int = 0  # segments in a batch or waiting for one
+    early_seconds: float = 0.0  # audio of its segments recognised before its file was prepared
     reused: int = 0  # segments taken from the partial store
     asr_seconds: float = 0.0
     # When its processing began: the start of its first batch on a worker (or, without speech,
@@ -302,7 +314,9 @@ class Runner:
         self.batches_timed_out = 0  # ran past their deadline: the worker was killed
         # What the outputs depend on, split into recognition and rendering (settings.py).
         self.settings = RunSettings.build(spec, options.transcribe, options.formats, self.gpu_spec)
-        self.counts = {"segments_recognised": 0, "segments_reused": 0, "files_rerendered": 0}
+        # segments_streamed: of a file's stretches recognised while the rest of it was still
+        # in the front end (frontend.py).
+        self.counts = {"segments_recognised": 0, "segments_reused": 0, "segments_streamed": 0, "files_rerendered": 0}
 
     # -- public
 
@@ -511,8 +525,9 @@ class _Schedule:
     State, all of this run:
     - `states`: every file to do, by index; `records`: the outcome of each file that ended
       (the first outcome wins)
-    - `pending`: segments of accepted files not yet in a batch; `ready`: batches waiting for
-      a worker, longest first; `in_flight`: future -> (batch, attempt, worker group);
+    - `pending`: segments of accepted files (or stretches) not yet in a batch, one list per
+      stretch; `ready`: batches waiting for a worker, longest first; `in_flight`: future ->
+      (batch, attempt, worker group);
       `attempts`: id(batch) -> the attempt number of a requeued batch's next submission
     - `pools`: the worker groups fed (workers.py), the runner's and the GPU workers that
       joined; `producer_done`: the front end has sent its last
@@ -538,7 +553,7 @@ class _Schedule:
         self.frontend = Frontend(
             todo, self.options.transcribe, self.budget, setup, self.stop.graceful, lambda i: self.progress.streams(i)
         )
-        self.pending: list[SegmentJob] = []
+        self.pending: list[list[SegmentJob]] = []  # one list per stretch of a file
         self.ready: collections.deque[Batch] = collections.deque()
         self.in_flight: dict[cf.Future, tuple[Batch, int, WorkerGroup]] = {}
         self.attempts: dict[int, int] = {}
@@ -597,35 +612,66 @@ class _Schedule:
                 index, result = message
                 if isinstance(result, BaseException):
                     self._fail(self.states[index], describe_error(result))
+                elif isinstance(result, FilePiece):
+                    self._accept_piece(self.states[index], result)
+                    return  # its batches go to the workers before the next message is read
                 else:
                     self._accept(self.states[index], result)
         except queue.Empty:
             pass
 
-    def _accept(self, state: _FileState, prepared: PreparedFile) -> None:
-        log_track_choice(prepared, display_name(state.item.path))
-        state.prepared = prepared
-        state.hypotheses = [None] * len(prepared.segments)
-        for index, hyp in self._resume(state, prepared).items():
-            state.hypotheses[index] = hyp
-        state.reused = sum(hyp is not None for hyp in state.hypotheses)
-        self.runner.counts["segments_reused"] += state.reused
-        state.remaining = len(prepared.segments) - state.reused
-        jobs = [job for job in prepared.jobs(state.index) if state.hypotheses[job.segment_index] is None]
-        self.progress.accept(state.index, prepared.duration, sum(job.seconds for job in jobs))
-        if state.remaining == 0:  # silent file (valid, empty outputs), or every segment stored
-            state.processing_since = time.perf_counter()
-            self._finish(state)
-        else:
-            self.pending.extend(jobs)
+    def _accept_piece(self, state: _FileState, piece: FilePiece) -> None:
+        """A stretch of a file still in the front end: its segments go to batches now."""
+        if state.index in self.records:
+            return
+        if piece.first != len(state.segments):
+            self._fail(state, f"internal error: stretch {piece.stretch} out of order")
+            return
+        self._add_stretch(state, piece.segments, piece.jobs(state.index))
+        self.runner.counts["segments_streamed"] += len(piece.segments)
 
-    def _resume(self, state: _FileState, prepared: PreparedFile) -> dict[int, Hypothesis]:
-        """The segments an interrupted run of this file already recognised (none with
-        --overwrite); the partial store left ready for this run's."""
+    def _accept(self, state: _FileState, prepared: PreparedFile) -> None:
+        if state.index in self.records:
+            return
+        log_track_choice(prepared, display_name(state.item.path))
+        early = len(state.segments)
+        if prepared.segments[:early] != state.segments:
+            self._fail(state, "internal error: the segments recognised early differ from the whole file's")
+            return
+        state.prepared = prepared
+        for jobs in prepared.stretch_jobs(state.index):
+            if jobs[0].segment_index >= early:
+                self._add_stretch(state, [prepared.segments[job.segment_index] for job in jobs], jobs)
+        # The bar's share of the file: its segments to recognise, those of the early stretches included.
+        todo = [segment_range(s) for s, h in zip(state.segments, state.hypotheses, strict=True) if h is None]
+        waiting = sum(part.stop - part.start for part in todo) / SAMPLE_RATE
+        self.progress.accept(state.index, prepared.duration, waiting + state.early_seconds)
+        self.progress.advance(state.index, state.early_seconds)
+        if state.remaining == 0:  # silent file (valid, empty outputs), or every segment stored
+            state.processing_since = state.processing_since or time.perf_counter()
+            self._finish(state)
+
+    def _add_stretch(self, state: _FileState, segments: list[SpeechSegment], jobs: list[SegmentJob]) -> None:
+        """A stretch's segments: those a previous run stored taken back, the others pending."""
+        if state.stored is None:
+            state.stored = self._resume(state)
+        first = len(state.segments)
+        state.segments.extend(segments)
+        state.hypotheses.extend(state.stored.get(segment_key(first + i, s)) for i, s in enumerate(segments))
+        todo = [job for job in jobs if state.hypotheses[job.segment_index] is None]
+        state.reused += len(jobs) - len(todo)
+        self.runner.counts["segments_reused"] += len(jobs) - len(todo)
+        state.remaining += len(todo)
+        if todo:
+            self.pending.append(todo)
+
+    def _resume(self, state: _FileState) -> dict[tuple[int, int, int], Hypothesis]:
+        """What an interrupted run of this file already recognised, by segment_key (none
+        with --overwrite); the partial store left ready for this run's."""
         if state.store is None:
             return {}
         try:
-            return state.store.resume([] if self.options.overwrite else prepared.segments)
+            return state.store.resume_lookup(reuse=not self.options.overwrite)
         except OSError as exc:
             self._lose_store(state, exc)
             return {}
@@ -642,26 +688,24 @@ class _Schedule:
 
     def _cut_batches(self, capacity: int) -> None:
         """Cut the pending segments into batches when the ready queue runs low: each file's
-        on its own, and always the same way (make_batches over the file's segments at
-        --batch-seconds). A segment's text then never depends on the other files of the run,
-        the worker count or when its file was prepared: an engine may write other text for a
+        on its own, and always the same way (make_batches over each stretch of the file's
+        segments at --batch-seconds, docs/architecture.md#stretches). A segment's text then
+        never depends on the other files of the run, the worker count, when its file was
+        prepared or whether its stretch came early: an engine may write other text for a
         segment in another batch (Whisper packs a batch's short segments into shared windows;
         padding changes FireRedASR's sums)."""
         if not self.pending or len(self.ready) >= capacity:
             return
-        by_file: dict[int, list[SegmentJob]] = {}
-        for job in self.pending:
-            by_file.setdefault(job.file_index, []).append(job)
         transcribe = self.options.transcribe
-        for index, jobs in by_file.items():
+        for jobs in self.pending:
             for batch in make_batches(jobs, transcribe.batch_seconds, transcribe.max_batch_size):
-                batch.hotwords = self.states[index].hotwords
+                batch.hotwords = self.states[jobs[0].file_index].hotwords
                 self.ready.append(batch)
         self.pending = []
 
     def _submit_ready(self) -> None:
         # Only a few batches in flight per worker, so an interrupt has little to wait for.
-        # GPU workers take the largest batches, CPU workers the smallest.
+        # Which ready batch each group takes: _take.
         for pool in self.pools:
             while self.ready and self._busy(pool) < pool.capacity:
                 self._submit(pool, (batch := self._take(pool)), self.attempts.pop(id(batch), 1))
@@ -730,7 +774,7 @@ class _Schedule:
         finished: dict[int, list[tuple[int, Any, Hypothesis]]] = {}
         for job, hyp in zip(batch.jobs, hyps, strict=True):
             state = self.states[job.file_index]
-            if state.index in self.records or state.prepared is None:
+            if state.index in self.records:
                 continue
             # As a resumed run reads it back from the store: the same values either way.
             hyp = normalised(hyp)
@@ -738,13 +782,15 @@ class _Schedule:
             state.asr_seconds += share * job.seconds
             state.processing_since = min(state.processing_since or started, started)
             self.progress.advance(state.index, job.seconds)
+            if state.prepared is None:
+                state.early_seconds += job.seconds  # the bar learns the file's share once prepared
             state.remaining -= 1
-            segment = state.prepared.segments[job.segment_index]
+            segment = state.segments[job.segment_index]
             finished.setdefault(state.index, []).append((job.segment_index, segment, hyp))
         for index, segments in finished.items():
             state = self.states[index]
             self._keep(state, segments)
-            if state.remaining == 0:
+            if state.remaining == 0 and state.prepared is not None:
                 self._finish(state)
 
     def _keep(self, state: _FileState, segments: list[tuple[int, Any, Hypothesis]]) -> None:
@@ -911,7 +957,7 @@ class _Schedule:
         self._journal(self.records[state.index])
         self.progress.end(state.index)
         self.budget.release(duration)
-        state.prepared = None
+        state.prepared, state.segments = None, []
 
     def _finish(self, state: _FileState) -> None:
         """The file's last segment came back: keep its recognition, write its outputs, journal it."""
@@ -940,7 +986,7 @@ class _Schedule:
                 state.store.finished()
         self.progress.end(state.index)
         self.budget.release(prepared.duration)
-        state.prepared = None  # free the samples now
+        state.prepared, state.segments = None, []  # free the samples now
 
     def _journal(self, record: FileRecord) -> bool:
         return journal_outcome(self.journal, record)

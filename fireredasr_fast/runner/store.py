@@ -143,18 +143,24 @@ class FileStore:
     # -- while recognising
 
     def resume(self, segments: list[SpeechSegment]) -> dict[int, Hypothesis]:
-        """The hypotheses of `segments` a previous run stored, by segment index; the store
-        left holding exactly those (a torn line dropped), or started empty."""
-        stored = self._read_partial()
-        wanted = {segment_key(i, s): i for i, s in enumerate(segments)}
-        found: dict[int, Hypothesis] = {}
+        """The hypotheses of `segments` a previous run stored, by segment index (resume_lookup)."""
+        stored = self.resume_lookup(reuse=bool(segments))
+        found = ((i, stored.get(segment_key(i, s))) for i, s in enumerate(segments))
+        return {i: hyp for i, hyp in found if hyp is not None}
+
+    def resume_lookup(self, reuse: bool = True) -> dict[tuple[int, int, int], Hypothesis]:
+        """The hypotheses a previous run stored (none unless `reuse`), by segment_key: a file's
+        segments may come a stretch at a time, so they are looked up as they come. The store
+        is left holding exactly those (a torn line dropped), or started empty: an entry of a
+        segment this run does not have stays unused (the header fixes source and settings)."""
+        found: dict[tuple[int, int, int], Hypothesis] = {}
         lines = [_dumps(self.header)]
-        for entry in stored:
+        for entry in self._read_partial() if reuse else []:
             try:
-                index = wanted.get((entry["i"], entry["start"], entry["end"]))
-                if index is None or index in found:
+                key = (entry["i"], entry["start"], entry["end"])
+                if key in found:
                     continue
-                found[index] = hypothesis_from_dict(entry["hyp"])
+                found[key] = hypothesis_from_dict(entry["hyp"])
             except (TypeError, ValueError, KeyError):
                 continue  # a line of another shape: that segment is recognised again
             lines.append(_dumps(entry))
