@@ -35,6 +35,7 @@ def _state() -> dict:
         "numba_threads_started": bool(parallel and parallel._is_initialized),
         "engine_loaded": sys.modules["fireredasr_fast.runner.worker"]._engine is not None,
         "frozen_objects": gc.get_freeze_count(),
+        "collector_on": gc.isenabled(),
     }
     if "numba" in sys.modules:
         import torch
@@ -73,6 +74,31 @@ def test_a_worker_is_forked_with_torch_and_numba_already_loaded():
     # What the server loaded is out of the collector's reach, so stays shared (prefork.py).
     assert state["frozen_objects"] > 10000
     assert preload_modules(SPEC)[-1] == "fireredasr_fast.runner.prefork"
+    # The server imported with the collector off (forkstart.py); its workers collect.
+    assert state["collector_on"]
+
+
+def test_the_server_imports_with_the_collector_off_and_turns_it_back_on():
+    """forkstart.py, the server's first import, turns the garbage collector off; prefork.py,
+    its last, freezes what was loaded and turns it back on (in the server's order, here in a
+    fresh interpreter as the server runs them)."""
+    import subprocess
+
+    modules = preload_modules(SPEC)
+    code = (
+        "import gc, importlib, json, sys\n"
+        "seen = []\n"
+        "for name in sys.argv[1:]:\n"
+        "    importlib.import_module(name)\n"
+        "    seen.append(gc.isenabled())\n"
+        "print(json.dumps([seen, gc.get_freeze_count()]))\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    seen, frozen = __import__("json").loads(done.stdout)
+    assert seen == [False] * (len(modules) - 1) + [True]
+    assert frozen > 10000
 
 
 def test_a_worker_builds_its_engine_without_what_it_does_not_need():

@@ -5,7 +5,7 @@ each set up for themselves, as long as that starts no thread (the engine module'
 moves every object the server loaded out of the garbage collector's reach (gc.freeze). A
 collection in a worker would otherwise write to every page of those objects and so give the
 worker its own copy of pages it shares with the server
-(docs/tuning.md#worker-start-up-and-memory).
+(docs/tuning.md#worker-start-up-and-memory), and turns the collector back on (forkstart.py).
 """
 
 from __future__ import annotations
@@ -21,3 +21,4 @@ for _target, _ in ENGINES.values():
         _prepare()
 
 gc.freeze()
+gc.enable()  # off since forkstart.py, the server's first import

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import gc
 import os
 import sys
 import time
@@ -45,6 +46,7 @@ _last_done: float = 0.0
 def init_process(spec: EngineSpec, threads: int) -> None:
     """Initializer of a local pool process (CPU or GPU worker), started from the run's own
     thread: it dies with the main process, and leaves Ctrl-C to it (lifeline.py)."""
+    gc.enable()  # a fork server turns it off while it imports (forkstart.py)
     attach(kernel_signal=True)
     load_engine(spec, threads)
 

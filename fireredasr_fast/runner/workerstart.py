@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 # Imported by the server for every engine: the worker's own code (and through it the
 # pipeline's modules that unpickling a batch needs).
 WORKER_MODULE = "fireredasr_fast.runner.worker"
+# Imported first: the garbage collector off while the server imports (forkstart.py).
+START_MODULE = "fireredasr_fast.runner.forkstart"
 # Imported last: freezes what the server loaded (prefork.py).
 PREPARE_MODULE = "fireredasr_fast.runner.prefork"
 
@@ -49,7 +51,7 @@ def preload_modules(spec: EngineSpec | str) -> list[str]:
     """What the fork server imports for workers of `spec`'s engine (a spec or its name), in order."""
     engine = spec if isinstance(spec, str) else spec.engine
     engine_module = ENGINES[engine][0].split(":")[0]
-    return ["torch", WORKER_MODULE, engine_module, PREPARE_MODULE]
+    return [START_MODULE, "torch", WORKER_MODULE, engine_module, PREPARE_MODULE]
 
 
 # "spawn" here starts workers the old way (a fresh interpreter each).
