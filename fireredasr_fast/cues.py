@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 from .errors import check_number
 from .flags import SUBTITLES, section
-from .results import Cue, Segment
+from .results import Cue, Segment, Turn
 from .textlines import STRONG_PUNCT, WEAK_PUNCT, char_width, join_lines, wrap_words
 from .vad import clip_regions
-from .words import Turn, Word, break_wide_words, label_words, speaker_runs, timed_words
+from .words import Word, break_wide_words, label_words, speaker_runs, timed_words
 
 # The shortest cue the tidy-up pass will leave when it has to squeeze cues together.
 _MIN_SLOT = 0.05

@@ -135,6 +135,10 @@ class Cue:
 LOST_SPEECH_SECONDS = 1.0
 
 
+# A speaker turn: (start, end, speaker) in seconds; turns are kept in time order.
+Turn = tuple[float, float, str]
+
+
 @dataclass
 class FileResult:
     """Everything written for one media file."""
@@ -150,10 +154,10 @@ class FileResult:
     lost: list[tuple[float, float]] = field(default_factory=list)
     # With speaker labels (`--speakers`): who speaks when, (start, end, speaker) in time order,
     # speakers named S1, S2... by first appearance; None without labels.
-    turns: list[tuple[float, float, str]] | None = None
+    turns: list[Turn] | None = None
     # With speaker labels: where a second speaker is taken to speak too, (start, end, speaker)
     # in time order (speakers.overlap_turns); the labels above keep the turn's one speaker.
-    overlaps: list[tuple[float, float, str]] | None = None
+    overlaps: list[Turn] | None = None
 
     @property
     def speakers(self) -> list[str]:

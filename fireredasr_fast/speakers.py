@@ -41,10 +41,8 @@ import numpy as np
 
 from .errors import ModelDirError, OptionError, check_number
 from .flags import SPEAKERS, section
-from .results import SAMPLE_RATE, Cue
+from .results import SAMPLE_RATE, Cue, Turn
 
-# (start, end, speaker) in seconds, as FileResult.turns holds them.
-Turn = tuple[float, float, str]
 # The review list's reason for a cue whose speaker label is doubtful (flag_doubtful_cues).
 DOUBTFUL_SPEAKER = "speaker"
 

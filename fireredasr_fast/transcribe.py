@@ -27,12 +27,12 @@ from .errors import MediaError, OptionError, check_number
 from .flags import ENGINE, PARALLELISM, REVIEW, SEGMENTATION, section
 from .glossary import Glossary, HotwordOptions
 from .guard import NO_TEXT, REVIEW_THRESHOLD, WEAK_TOKEN_THRESHOLD, GuardOptions, guard_hypothesis, mark_for_review
-from .results import LOST_SPEECH_SECONDS, SAMPLE_RATE, Cue, FileResult, Hypothesis, Segment, uncovered_speech
+from .results import LOST_SPEECH_SECONDS, SAMPLE_RATE, Cue, FileResult, Hypothesis, Segment, Turn, uncovered_speech
 from .script import ZH_SCRIPTS, convert_hypothesis
 from .speakers import SpeakerOptions, find_speakers, flag_doubtful_cues, overlap_turns
 from .tokentimes import plausible_token_times, refine_token_times
 from .vad import SpeechSegment, SpeechSegmenter, VadOptions, clip_regions
-from .words import Turn, label_segment
+from .words import label_segment
 from .writers import WriterOptions
 
 log = logging.getLogger("fireredasr_fast")
@@ -454,9 +454,7 @@ def assemble_result(
     )
 
 
-def _speaker_review(
-    cues: list[Cue], turns: list[tuple[float, float, str]] | None, options: SpeakerOptions | None
-) -> list[tuple[float, float, str]] | None:
+def _speaker_review(cues: list[Cue], turns: list[Turn] | None, options: SpeakerOptions | None) -> list[Turn] | None:
     """With speaker labels: the cues whose label is doubtful flagged for review, and where a
     second speaker is taken to speak too (FileResult.overlaps); None without labels."""
     if turns is None:

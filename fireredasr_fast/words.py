@@ -9,7 +9,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .results import Segment, SpokenWord
+from .results import Segment, SpokenWord, Turn
 from .textlines import SP_SPACE, char_width, is_cjk, is_opening, is_punct, no_space_after, split_wide_text, text_width
 
 
@@ -305,8 +305,7 @@ def break_wide_words(words: list[Word], max_width: float) -> list[Word]:
 
 
 # ---------------------------------------------------------------------------- speakers
-# Speaker turns are (start, end, speaker) in seconds, in time order (FileResult.turns).
-Turn = tuple[float, float, str]
+# Speaker turns: results.Turn, as FileResult.turns holds them.
 
 
 def speaker_at(turns: Sequence[Turn], t: float, starts: Sequence[float] | None = None) -> str | None:

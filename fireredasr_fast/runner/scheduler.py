@@ -708,7 +708,8 @@ class _Schedule:
         # Which ready batch each group takes: _take.
         for pool in self.pools:
             while self.ready and self._busy(pool) < pool.capacity:
-                self._submit(pool, (batch := self._take(pool)), self.attempts.pop(id(batch), 1))
+                batch = self._take(pool)
+                self._submit(pool, batch, self.attempts.pop(id(batch), 1))
 
     def _take(self, pool: WorkerGroup) -> Batch:
         """The ready batch `pool` gets next. With no largest-batch taker beside them, CPU

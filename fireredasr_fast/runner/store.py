@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fireredasr_fast.fsutil import atomic_write_bytes
-from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
+from fireredasr_fast.results import SAMPLE_RATE, Hypothesis, Turn
 from fireredasr_fast.transcribe import PreparedFile, TrackChoice
 from fireredasr_fast.vad import SpeechSegment
 
@@ -90,7 +90,7 @@ class Recognition:
     timings: dict[str, float]
     hypotheses: list[Hypothesis]
     # Who speaks when (`--speakers`, in the recognition fingerprint); None without labels.
-    turns: list[tuple[float, float, str]] | None = None
+    turns: list[Turn] | None = None
 
     @classmethod
     def of(cls, prepared: PreparedFile, hypotheses: list[Hypothesis]) -> Recognition:
