@@ -13,6 +13,7 @@ import argparse
 import bisect
 import dataclasses
 import importlib.util
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -25,6 +26,8 @@ import numpy as np
 from .errors import OptionError, check_number
 from .flags import SEGMENTATION, section
 from .results import SAMPLE_RATE
+
+log = logging.getLogger("fireredasr_fast")
 
 WINDOW_SAMPLES = 512  # silero's window: one speech probability per 32 ms at 16 kHz
 WINDOW_SECONDS = WINDOW_SAMPLES / SAMPLE_RATE
@@ -208,13 +211,19 @@ class _SequenceModel:
 
         from .vadgraph import fast_graph
 
-        graph = fast_graph(path) if fast else None
-        self.fast = graph is not None
         options = ort.SessionOptions()
         options.inter_op_num_threads = 1
         options.intra_op_num_threads = 1
-        model = graph if graph is not None else str(path)
-        self.session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+        graph = fast_graph(path) if fast else None
+        self.fast = graph is not None
+        if graph is not None:
+            try:
+                self.session = ort.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
+                return
+            except Exception as exc:  # a damaged cache file
+                log.warning("the VAD runs silero's own graph, slower: its cached fast form does not load (%s)", exc)
+                self.fast = False
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
     def audio_forward(self, audio: np.ndarray) -> np.ndarray:
         """Float32 16 kHz mono -> one probability per 512 samples (the last frame zero-padded)."""

@@ -201,3 +201,15 @@ def test_a_model_the_fast_graph_does_not_fit_is_refused_once(tmp_path, caplog):
         assert not caplog.records
     assert len(list((tmp_path / "cache").glob("*.refused"))) == 2
     assert vadgraph.fast_graph(sequence, tmp_path / "cache") is not None
+
+
+def test_a_damaged_cached_graph_falls_back_to_silero_s_own(tmp_path, monkeypatch, caplog, english):
+    """A cached fast graph that onnxruntime cannot load (a damaged cache): a warning, and the
+    VAD runs silero's own graph (its bit-exact probabilities)."""
+    monkeypatch.setenv("FIREREDASR_FAST_CACHE", str(tmp_path))
+    assert vadgraph.fast_graph(vad._sequence_model()) is not None
+    (cached,) = (tmp_path / "vad").glob("*.onnx")
+    cached.write_bytes(cached.read_bytes()[:1000])
+    damaged = SileroVad()
+    assert not damaged._model.fast and "does not load" in caplog.text
+    assert np.array_equal(damaged.probabilities(english), SileroVad(fast=False).probabilities(english))
