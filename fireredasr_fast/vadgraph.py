@@ -106,6 +106,9 @@ def fast_graph(model: Path, root: Path | None = None) -> bytes | None:
     except Refused as exc:
         log.warning("the VAD runs silero's own graph, slower: %s", exc)
         data, out, text = None, refusal, f"{model}: {exc}\n".encode()
+    except Exception as exc:  # not cached: what failed here may not fail next time
+        log.warning("the VAD runs silero's own graph, slower: its fast form could not be built (%s)", exc)
+        return None
     try:
         atomic_write_bytes(out, text)
     except OSError as exc:  # a read-only cache: built again by the next process
