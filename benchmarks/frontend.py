@@ -26,6 +26,14 @@ alternating, each run's subtitles compared byte for byte:
 
     python -m benchmarks frontend --whole-tool --rounds 2 --json frontend-tool.json
 
+With --vad-graphs, the VAD alone on the first long video's audio (--minutes), one thread:
+silero's own ONNX graph against the graph rebuilt as large matrix products (vadgraph.py, the
+default), rounds alternating; CPU seconds per round and per 512 windows (one ONNX call), the
+CPU seconds to load each (the rebuilt graph from the cache), the largest difference between
+their probabilities and whether the segments (default options) are the same:
+
+    python -m benchmarks frontend --vad-graphs --minutes 20 --rounds 4
+
 With --compare-with ROOT (a checkout of another commit, e.g. `git worktree add ROOT main`),
 that checkout's default run against this one's instead, each child with PYTHONPATH at its
 checkout; the CPU seconds column counts every process a run started (rusage of children):
@@ -464,6 +472,85 @@ def whole_tool(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+# --------------------------------------------------------------------------- the VAD's graphs
+
+
+def vad_graphs(path: Path, rounds: int) -> dict[str, Any]:
+    """Silero's own graph against the rebuilt one on `path`'s audio (see the module doc)."""
+    from fireredasr_fast.audio import decode_audio
+    from fireredasr_fast.vad import WINDOW_SAMPLES, SileroVad, segment_speech
+
+    samples = decode_audio(path)
+    windows = -(-samples.size // WINDOW_SAMPLES)
+    graphs, load = {}, {}
+    SileroVad(fast=False)  # onnxruntime's own start, out of the first load timed
+    for name, fast in (("silero's graph", False), ("large products", True)):
+        start = time.process_time()
+        graphs[name] = SileroVad(fast=fast)
+        load[name] = time.process_time() - start
+        if graphs[name]._model.fast != fast:
+            raise RuntimeError("the rebuilt graph was refused (see the warning)")
+    cpu: dict[str, list[float]] = {name: [] for name in graphs}
+    probs: dict[str, Any] = {}
+    for round_index in range(rounds):
+        for name in list(graphs) if round_index % 2 == 0 else list(graphs)[::-1]:
+            start = time.process_time()
+            probs[name] = graphs[name].probabilities(samples)
+            cpu[name].append(time.process_time() - start)
+            print(f"round {round_index + 1}, {name}: {cpu[name][-1]:.2f} CPU s", flush=True)
+    duration = samples.size / SAMPLE_RATE
+    segments = [segment_speech(p, duration) for p in probs.values()]
+    rows = []
+    for name in graphs:
+        median = statistics.median(cpu[name])
+        rows.append(
+            {
+                "graph": name,
+                "cpu_seconds": round(median, 3),
+                "cpu_ms_per_512_windows": round(median / windows * 512 * 1000, 2),
+                "load_cpu_seconds": round(load[name], 3),
+                "rounds_cpu_seconds": [round(c, 2) for c in cpu[name]],
+            }
+        )
+    old, new = probs.values()
+    return {
+        "audio_seconds": round(duration, 1),
+        "windows": windows,
+        "rows": rows,
+        "cpu_ratio": round(rows[0]["cpu_seconds"] / rows[1]["cpu_seconds"], 2),
+        "max_probability_difference": float(np.abs(old - new).max()),
+        "segments": len(segments[0]),
+        "segments_identical": segments[0] == segments[1],
+    }
+
+
+def format_vad_rows(report: dict[str, Any]) -> str:
+    lines: list[tuple[str, ...]] = [("graph", "CPU s", "CPU ms / 512 windows", "load CPU s", "rounds (CPU s)")]
+    for row in report["rows"]:
+        rounds = " / ".join(f"{c:.2f}" for c in row["rounds_cpu_seconds"])
+        cells = (f"{row['cpu_seconds']:.2f}", f"{row['cpu_ms_per_512_windows']:.1f}", f"{row['load_cpu_seconds']:.3f}")
+        lines.append((row["graph"], *cells, rounds))
+    return aligned(lines)
+
+
+def run_vad_graphs(args: argparse.Namespace, argv: list[str] | None) -> int:
+    load_before = os.getloadavg()
+    (video,) = build_long_folder(args.cache_dir, 1, args.minutes)
+    report = report_header("frontend --vad-graphs", 1, "silero VAD sequence model")
+    report.update(vad_graphs(video, args.rounds))
+    report["command"] = "python -m benchmarks frontend " + " ".join(argv or [])
+    report["load_average"] = {"before": load_before, "after": os.getloadavg()}
+    print(f"\n{video.name}: {report['audio_seconds']:g} s of audio, {report['windows']} windows, one thread")
+    print(format_vad_rows(report))
+    difference = report["max_probability_difference"]
+    print(f"CPU ratio {report['cpu_ratio']:.2f}x; largest probability difference {difference:.2g}")
+    print(f"segments identical: {report['segments_identical']} ({report['segments']} segments)")
+    print(f"load average (1 min) before / after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks frontend", description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=4, help="long videos in the folder (default: %(default)s)")
@@ -479,7 +566,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="aed-l", choices=["tiny", "small", "aed-l"], help="--whole-tool (2)")
     parser.add_argument("--tool-args", default="", help="--whole-tool (2): more CLI options, e.g. '--beam-size 1'")
     parser.add_argument("--compare-with", type=Path, help="--whole-tool: another checkout's default against this one's")
+    parser.add_argument("--vad-graphs", action="store_true", help="the VAD alone: silero's graph against ours")
     args = parser.parse_args(argv)
+    if args.vad_graphs:
+        return run_vad_graphs(args, argv)
     if args.whole_tool:
         load_before = os.getloadavg()
         report = report_header("frontend --whole-tool", os.cpu_count() or 1, "tiny fixture; random " + args.preset)

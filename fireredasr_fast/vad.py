@@ -13,6 +13,7 @@ import argparse
 import bisect
 import dataclasses
 import importlib.util
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -25,6 +26,8 @@ import numpy as np
 from .errors import OptionError, check_number
 from .flags import SEGMENTATION, section
 from .results import SAMPLE_RATE
+
+log = logging.getLogger("fireredasr_fast")
 
 WINDOW_SAMPLES = 512  # silero's window: one speech probability per 32 ms at 16 kHz
 WINDOW_SECONDS = WINDOW_SAMPLES / SAMPLE_RATE
@@ -196,16 +199,30 @@ def _sequence_model() -> Path | None:
 
 class _SequenceModel:
     """silero_vad.sequence_vad.SileroVADSequence's computation, the same ONNX calls on the
-    same inputs with the same session options (bit-exact probabilities: tests/test_vad.py),
-    without the package's import of torch, which costs every process running the VAD ~2 CPU
-    seconds and ~300 MB (docs/benchmarks.md#streaming-a-long-file-stretches-issue-32)."""
+    same inputs with the same session options, without the package's import of torch, which
+    costs every process running the VAD ~2 CPU seconds and ~300 MB
+    (docs/benchmarks.md#streaming-a-long-file-stretches-issue-32). With `fast` (the default),
+    the calls go to silero's graph rebuilt as a few large matrix products (vadgraph.py: the
+    same inputs and outputs, probabilities within vadgraph.TOLERANCE of silero's own), unless
+    that was refused; without, to silero's own graph (bit-exact: tests/test_vad.py)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fast: bool = True) -> None:
         import onnxruntime as ort
+
+        from .vadgraph import fast_graph
 
         options = ort.SessionOptions()
         options.inter_op_num_threads = 1
         options.intra_op_num_threads = 1
+        graph = fast_graph(path) if fast else None
+        self.fast = graph is not None
+        if graph is not None:
+            try:
+                self.session = ort.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
+                return
+            except Exception as exc:  # a damaged cache file
+                log.warning("the VAD runs silero's own graph, slower: its cached fast form does not load (%s)", exc)
+                self.fast = False
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
     def audio_forward(self, audio: np.ndarray) -> np.ndarray:
@@ -235,16 +252,17 @@ class SileroVad:
     The sequence model (silero-vad >= 6.2) runs up to 512 frames per ONNX call and gives
     the same probabilities as the frame-by-frame model, faster (measured:
     docs/tuning.md#cpu-workers-x-threads, rule 5); it runs through onnxruntime alone
-    (_SequenceModel). Older silero-vad: its own loader, frame by frame.
+    (_SequenceModel), by default as a few large matrix products (vadgraph.py; `fast=False`:
+    silero's own graph). Older silero-vad: its own loader, frame by frame.
     """
 
-    def __init__(self, block_frames: int = VAD_BLOCK_FRAMES) -> None:
+    def __init__(self, block_frames: int = VAD_BLOCK_FRAMES, fast: bool = True) -> None:
         self.block_frames = block_frames
         self._lock = threading.Lock()  # onnxruntime sessions are not re-entrant with state
         path = _sequence_model()
         self._sequence = path is not None
         if path is not None:
-            self._model: Any = _SequenceModel(path)
+            self._model: Any = _SequenceModel(path, fast)
         else:
             self._model = _import_silero()(onnx=True)
 
