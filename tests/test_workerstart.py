@@ -149,10 +149,9 @@ def test_the_cli_starts_the_server_before_it_checks_the_model(monkeypatch, tmp_p
     """The server's imports overlap the main process's model check only if it starts first:
     here the model check fails, after the server was asked for (not with --workers 0)."""
     from fireredasr_fast import cli
-    from fireredasr_fast.runner import workerstart
 
     calls: list[str] = []
-    monkeypatch.setattr(workerstart, "start_fork_server", calls.append)
+    monkeypatch.setattr(cli, "start_fork_server", calls.append)
     argv = ["--model-dir", str(tmp_path / "no-model"), "-o", str(tmp_path / "out"), *extra, str(tmp_path)]
     assert cli.main(argv) == 2
     assert calls == started
