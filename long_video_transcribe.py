@@ -1,9 +1,7 @@
 #!/usr/bin/env python3
-"""Transcribe long videos into subtitles: the same CLI as `fireredasr-fast`."""
+"""Transcribe long videos into subtitles: the same command as `fireredasr-fast`."""
 
-import sys
-
-from fireredasr_fast.cli import main
+from fireredasr_fast.__main__ import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -150,8 +150,15 @@ class PeakPss(threading.Thread):
             self.most_processes = max(self.most_processes, count)
 
 
+def command(root: Path) -> list[str]:
+    """The command as `fireredasr-fast` runs it: fireredasr_fast/__main__.py where the
+    checkout has one (it starts the fork server before the CLI's imports), else the CLI."""
+    entry = "fireredasr_fast" if (root / "fireredasr_fast" / "__main__.py").exists() else "fireredasr_fast.cli"
+    return [sys.executable, "-m", entry]
+
+
 def cli_run(root: Path, model_dir: Path, folder: Path, out: Path, workers: int, tokens: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "fireredasr_fast.cli", "--model-dir", str(model_dir), "-o", str(out)]
+    cmd = [*command(root), "--model-dir", str(model_dir), "-o", str(out)]
     cmd += ["--workers", str(workers), "--threads-per-worker", "1", "--no-progress", "--overwrite"]
     cmd += ["--max-tokens-per-second", str(tokens), "--", str(folder)]
     start = time.perf_counter()

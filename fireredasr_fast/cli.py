@@ -17,13 +17,20 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from fireredasr_fast.doctor import FAIL, check_log_file, check_output, report, run_checks
-from fireredasr_fast.runner.lifeline import exit_quietly_on_interrupt
+from fireredasr_fast.runner.lifeline import exit_now, exit_quietly_on_interrupt
 from fireredasr_fast.runner.lock import RunRefused
 from fireredasr_fast.runner.plan import PlanRequest, make_plan, model_bytes
 from fireredasr_fast.runner.scheduler import Runner, RunOptions, print_summary
+from fireredasr_fast.runner.workerstart import (
+    DEFAULT_DEVICE,
+    DEVICE_GPU_MODES,
+    gpu_mode,
+    local_cpu_workers,
+    start_fork_server,
+)
 
 from .cues import CueOptions
-from .engines import EngineSpec
+from .engines import DEFAULT_ENGINE, ENGINES, EngineSpec
 from .engines.firered.cpuflags import cpu_unit, missing_unit_message
 from .engines.firered.options import CPU_PRECISIONS, GPU_PRECISIONS, DecodingOptions, FireRedOptions
 from .engines.whisper.options import WhisperOptions
@@ -102,8 +109,8 @@ def _add_engine_options(e: argparse._ArgumentGroup) -> None:
     """Which engine and model, and where the workers run."""
     e.add_argument(
         "--engine",
-        choices=("firered", "whisper"),
-        default="firered",
+        choices=tuple(ENGINES),
+        default=DEFAULT_ENGINE,
         help="recogniser: firered (FireRedASR-AED) or whisper (faster-whisper) (default: %(default)s)",
     )
     e.add_argument("--model-dir", help="model directory (firered: or FIREREDASR_MODEL_DIR; whisper: CTranslate2)")
@@ -114,8 +121,8 @@ def _add_engine_options(e: argparse._ArgumentGroup) -> None:
     )
     e.add_argument(
         "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
+        choices=tuple(DEVICE_GPU_MODES),
+        default=DEFAULT_DEVICE,
         help="auto: CPU workers, plus GPU workers when GPU memory is free; cpu; cuda (GPU workers only)",
     )
     e.add_argument(
@@ -150,7 +157,7 @@ def _add_cluster_options(k: argparse._ArgumentGroup) -> None:
 
 def _gpu_mode(args: argparse.Namespace) -> str:
     """--gpu, else what --device implies."""
-    return args.gpu or {"auto": "auto", "cpu": "off", "cuda": "only"}[args.device]
+    return gpu_mode(args.gpu, args.device)
 
 
 def _gpu_scheduler(args: argparse.Namespace, model_size: int):
@@ -173,11 +180,10 @@ def _gpu_scheduler(args: argparse.Namespace, model_size: int):
 def _start_worker_server(args: argparse.Namespace) -> None:
     """Start the local workers' fork server now, when the run will have local CPU workers:
     its imports (torch, the engine) then run beside this process's model check and first
-    file instead of after them (runner/workerstart.py)."""
-    if args.cluster or args.workers == 0 or _gpu_mode(args) == "only":
+    file instead of after them (runner/workerstart.py). The command's entry point has
+    usually started it already, before this module's imports (fireredasr_fast/__main__.py)."""
+    if not local_cpu_workers(args.cluster, args.workers, _gpu_mode(args)):
         return
-    from fireredasr_fast.runner.workerstart import start_fork_server
-
     start_fork_server(args.engine)
 
 
@@ -481,5 +487,5 @@ def _run(
     return 1 if summary.failed or problems else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m fireredasr_fast.cli`; the command is fireredasr_fast/__main__.py
+    exit_now(main())

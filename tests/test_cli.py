@@ -288,3 +288,81 @@ def test_lm_fusion_from_the_cli(tmp_path: Path):
     assert refused.returncode == 2 and "--lm-weight" in refused.stderr
     missing = run_cli(*args, "--lm-dir", str(tmp_path), "--lm-weight", "1", str(SAMPLES / "aishell_zh.mkv"))
     assert missing.returncode == 2 and "model.pth.tar" in missing.stderr
+
+
+# A process that ends through lifeline.exit_now: its status, what it printed, its atexit
+# handler and a thread it left running are all there; an object still alive is never
+# finalised (the interpreter's teardown, skipped). `torn down` would print at an ordinary exit.
+_EXIT_NOW = """
+import atexit, threading, time
+from fireredasr_fast.runner.lifeline import exit_now
+class Teardown:
+    def __del__(self):
+        print("torn down", flush=True)
+alive = Teardown()
+atexit.register(print, "atexit ran")
+threading.Thread(target=lambda: (time.sleep(0.2), print("thread ended", flush=True))).start()
+print("output", end="")
+exit_now(3)
+"""
+_TEARDOWN = _EXIT_NOW.split("atexit.register")[0].replace("from fireredasr_fast.runner.lifeline import exit_now", "")
+
+
+def test_the_command_ends_without_the_interpreters_teardown():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    ordinary_exit = [sys.executable, "-c", _EXIT_NOW.replace("exit_now(3)", "")]
+    ordinary = subprocess.run(ordinary_exit, capture_output=True, text=True, env=env, timeout=120)
+    assert "torn down" in ordinary.stdout  # the check below can fail
+    done = subprocess.run([sys.executable, "-c", _EXIT_NOW], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 3
+    assert done.stdout.split("\n") == ["outputthread ended", "atexit ran", ""]
+    assert "torn down" not in done.stdout
+
+
+def _command(start: str, argv: list[str]) -> subprocess.CompletedProcess:
+    """The command started the way `start` (runpy) says, with a Teardown object alive."""
+    code = f"import runpy, sys\n{_TEARDOWN}\nsys.argv = ['fireredasr-fast', *{argv!r}]\n{start}\n"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("entry", ["package", "cli", "script"])
+def test_the_command_line_entry_points_end_through_exit_now(tmp_path: Path, entry: str):
+    """`fireredasr-fast` (fireredasr_fast.__main__:run), `python -m fireredasr_fast`,
+    `python -m fireredasr_fast.cli` and long_video_transcribe.py: main's status (here 2, an
+    empty folder), no teardown."""
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["fireredasr-fast"] == "fireredasr_fast.__main__:run"
+    (tmp_path / "empty").mkdir()
+    argv = [*WHISPER_TINY, "--workers", "0", "-o", str(tmp_path / "out"), str(tmp_path / "empty")]
+    start = {
+        "package": "runpy.run_module('fireredasr_fast', run_name='__main__')",
+        "cli": "runpy.run_module('fireredasr_fast.cli', run_name='__main__')",
+        "script": f"runpy.run_path({str(ROOT / 'long_video_transcribe.py')!r}, run_name='__main__')",
+    }[entry]
+    done = _command(start, argv)
+    assert done.returncode == 2, done.stderr
+    assert "no media files" in done.stderr
+    assert "torn down" not in done.stdout
+
+
+def test_what_the_command_writes_last_is_complete_when_it_ends_at_once(tmp_path: Path):
+    """A real run through the command's entry point with a worker process: it ends through
+    exit_now (no teardown) and still with status 0, every output, the log file and the
+    summary table complete: main() closed them before the process ended."""
+    from conftest import FIXTURES
+
+    out, log_file = tmp_path / "out", tmp_path / "run.log"
+    argv = ["--model-dir", str(FIXTURES / "tiny_model"), "--workers", "1", "--log-file", str(log_file)]
+    argv += ["--formats", "srt,txt,json,review", "-o", str(out), str(SAMPLES / "aishell_zh.mkv")]
+    done = _command("runpy.run_module('fireredasr_fast', run_name='__main__')", argv)
+    assert done.returncode == 0, done.stderr
+    assert "torn down" not in done.stdout
+    assert (out / "aishell_zh.txt").read_text().split() == ["甚至出现交易几乎停滞的情况", "一二线城市虽然也处于调整中"]
+    data = json.loads((out / "aishell_zh.json").read_text())
+    assert [s["text"] for s in data["segments"]] == (out / "aishell_zh.txt").read_text().split()
+    assert len(pysubs2.load(str(out / "aishell_zh.srt"))) == 2
+    assert "aishell_zh.mkv" in log_file.read_text()
+    assert done.stdout.endswith("\n") and "aishell_zh" in done.stdout

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ROOT
 from torch import nn
 
 from fireredasr_fast.engines.firered import kernels, onednn
@@ -235,3 +236,21 @@ def test_attention_takes_the_kernel_only_where_it_wins(monkeypatch: pytest.Monke
         got = kernels.attention(q, k, v, None)
         torch.testing.assert_close(got, sdpa_attention(q, k, v, None), rtol=1e-5, atol=1e-5)
     assert calls == [(1, 1100), (3, 140)]
+
+
+def test_numba_is_imported_without_numpys_fortran_wrapper_generator():
+    """numpy.f2py stays a lazy module through numba's import (scipy.linalg's array-API shim
+    touches it), and loads for real when used (kernels._numpy_f2py_lazy). A fresh interpreter:
+    this one may have imported it already."""
+    code = (
+        "import sys\n"
+        "from fireredasr_fast.engines.firered import kernels\n"
+        "kernels.prepare_compiler()\n"
+        "assert 'numba.np.arraymath' in sys.modules and 'scipy.linalg' in sys.modules\n"
+        "assert 'numpy.f2py.crackfortran' not in sys.modules\n"
+        "import numpy\n"
+        "assert callable(numpy.f2py.run_main) and 'numpy.f2py.crackfortran' in sys.modules\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr

@@ -7,10 +7,11 @@ import concurrent.futures as cf
 import gc
 import multiprocessing
 import os
+import subprocess
 import sys
 
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, ROOT
 
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.runner.worker import init_process
@@ -23,7 +24,10 @@ pytestmark = pytest.mark.skipif(
 SPEC = EngineSpec("firered", str(FIXTURES / "tiny_model"))
 # What a FireRedASR worker has no use for: the VAD's and the Whisper engine's runtimes, and
 # torch's compiler stack (model.py builds on the meta device without it).
-NOT_IN_A_WORKER = ("onnxruntime", "silero_vad", "faster_whisper", "ctranslate2", "torch._dynamo", "sympy")
+# numpy's Fortran wrapper generator neither (kept lazy before numba's import, kernels.py).
+NOT_IN_A_WORKER = (
+    "onnxruntime", "silero_vad", "faster_whisper", "ctranslate2", "torch._dynamo", "sympy", "numpy.f2py.crackfortran",
+)  # fmt: skip
 
 
 def _state() -> dict:
@@ -149,10 +153,9 @@ def test_the_cli_starts_the_server_before_it_checks_the_model(monkeypatch, tmp_p
     """The server's imports overlap the main process's model check only if it starts first:
     here the model check fails, after the server was asked for (not with --workers 0)."""
     from fireredasr_fast import cli
-    from fireredasr_fast.runner import workerstart
 
     calls: list[str] = []
-    monkeypatch.setattr(workerstart, "start_fork_server", calls.append)
+    monkeypatch.setattr(cli, "start_fork_server", calls.append)
     argv = ["--model-dir", str(tmp_path / "no-model"), "-o", str(tmp_path / "out"), *extra, str(tmp_path)]
     assert cli.main(argv) == 2
     assert calls == started
@@ -185,6 +188,99 @@ def test_a_batch_submitted_after_a_worker_died_comes_back_failed_not_raised():
         late = group.submit([])
         assert isinstance(late.exception(timeout=60), BrokenProcessPool)
         group.restart()
+        assert group.submit([]).result(timeout=300)[0] == []
+    finally:
+        group.shutdown(hard=True)
+
+
+@pytest.mark.parametrize(
+    ("argv", "started"),
+    [
+        (["--model-dir", "m", "a.mp4"], ["firered"]),
+        (["--engine", "whisper", "--workers", "2", "--", "a.mp4"], ["whisper"]),
+        (["--device", "cuda", "--gpu", "auto", "a.mp4"], ["firered"]),
+        (["--", "--workers", "0"], ["firered"]),  # inputs after --
+        (["--workers", "0", "a.mp4"], []),
+        (["--cluster", "auto", "a.mp4"], []),
+        (["--device", "cuda", "a.mp4"], []),
+        (["--gpu", "only", "a.mp4"], []),
+        (["--check"], []),
+        (["doctor", "--workers", "1"], []),
+        (["--help"], []),
+        (["--workers", "two", "a.mp4"], []),  # the CLI's parser says what is wrong
+        (["--engine", "nemo", "a.mp4"], []),
+    ],
+)
+def test_the_command_starts_the_server_only_for_local_cpu_workers(monkeypatch, argv, started):
+    """The command's early start reads the options that decide local CPU workers and which
+    engine they run (workerstart.start_for_command)."""
+    from fireredasr_fast.runner import workerstart
+
+    calls: list[str] = []
+    monkeypatch.setattr(workerstart, "start_fork_server", lambda engine: calls.append(engine) or True)
+    assert workerstart.start_for_command(argv) == bool(started)
+    assert calls == started
+
+
+# The command run with a spy on the fork server's start: what this process had imported when
+# the server was asked for, and the server's process id.
+_SPY = """
+import runpy, sys
+import multiprocessing.forkserver as forkserver
+start = forkserver.ensure_running
+def spy():
+    if not hasattr(spy, "seen"):
+        spy.seen = sorted(m for m in ("numpy", "torch", "fireredasr_fast.cli") if m in sys.modules)
+        print("imported before the server:", spy.seen, file=sys.stderr, flush=True)
+    start()
+    print("server", forkserver._forkserver._forkserver_pid, file=sys.stderr, flush=True)
+forkserver.ensure_running = spy
+sys.argv = ["fireredasr-fast", *sys.argv[1:]]
+runpy.run_module("fireredasr_fast", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"), [([], "no-model"), (["--beam-size", "0"], "--beam-size"), (["--bogus"], "--bogus")]
+)
+def test_the_command_starts_the_server_before_its_imports_and_stops_it_when_no_run_follows(tmp_path, extra, named):
+    """The server is asked for before the CLI's imports (numpy, the pipeline); a command that
+    ends with a setup or usage error stops it (no server outlives the command, still
+    importing) and still says what is wrong in one line."""
+    import psutil
+
+    argv = ["--model-dir", str(tmp_path / "no-model"), "--workers", "1", *extra, str(tmp_path)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", _SPY, *argv], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert lines[0] == "imported before the server: []"
+    servers = {int(line.split()[1]) for line in lines if line.startswith("server ")}
+    assert len(servers) == 1
+    assert not psutil.pid_exists(servers.pop())
+    errors = [line for line in lines if "error" in line]
+    assert len(errors) == 1 and named in errors[0], lines
+
+
+def test_a_pool_forks_its_first_worker_before_the_first_batch():
+    """LocalWorkers starts its first worker when the pool starts (workers._start_a_worker),
+    so its fork and engine build overlap the front end's first file; the next start on a
+    batch that finds no idle worker, as before."""
+    import time
+
+    from fireredasr_fast.runner.plan import Plan
+    from fireredasr_fast.runner.workers import LocalWorkers
+
+    plan = Plan(
+        workers=2, threads_per_worker=1, physical_cores=2, logical_cores=2, available_gb=1, model_gb=0, reason="test"
+    )
+    group = LocalWorkers(SPEC, plan)
+    group.start()
+    try:
+        deadline = time.monotonic() + 300
+        while not group._executor._processes and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.05)
+        assert len(group._executor._processes) == 1  # type: ignore[union-attr]
         assert group.submit([]).result(timeout=300)[0] == []
     finally:
         group.shutdown(hard=True)

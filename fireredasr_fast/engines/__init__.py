@@ -3,15 +3,16 @@
 Each engine is a folder of its own (firered/, whisper/) with an options module (a frozen
 dataclass, no heavy imports) and an engine module. The registry maps a name to both and
 imports them only when asked, so that importing the package loads neither torch nor
-faster-whisper.
+faster-whisper (nor numpy: base.py is loaded on first use).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fireredasr_fast.engines.base import Engine, EngineSpec
+if TYPE_CHECKING:
+    from fireredasr_fast.engines.base import Engine, EngineSpec
 
 # name -> (engine "module:Class", options "module:Class"): the only lines that know which
 # engines exist.
@@ -25,6 +26,7 @@ ENGINES: dict[str, tuple[str, str]] = {
         "fireredasr_fast.engines.whisper.options:WhisperOptions",
     ),
 }
+DEFAULT_ENGINE = "firered"
 
 
 def _entry(name: str) -> tuple[str, str]:
@@ -47,6 +49,15 @@ def engine_class(name: str) -> type[Engine]:
 def options_class(name: str) -> Any:
     """The options dataclass of the engine registered as `name` (no heavy imports)."""
     return _load(_entry(name)[1])
+
+
+def __getattr__(name: str) -> Any:
+    """Engine and EngineSpec (base.py, which imports numpy), loaded when first asked for:
+    the command line reads ENGINES before it starts the workers' fork server, and numpy
+    would delay that start (runner/workerstart.py, start_for_command)."""
+    if name in ("Engine", "EngineSpec"):
+        return getattr(importlib.import_module("fireredasr_fast.engines.base"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["ENGINES", "Engine", "EngineSpec", "engine_class", "options_class"]

@@ -26,6 +26,7 @@ no traceback from the child. See docs/reliability.md.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import functools
@@ -37,6 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # Signals the main process handles for the whole group (a terminal's Ctrl-C and hang-up).
@@ -165,3 +167,22 @@ def exit_quietly_on_interrupt(main: Callable[..., int]) -> Callable[..., int]:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     return wrapper
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the command with `code` the way the interpreter would, less its teardown: the
+    non-daemon threads joined and their exit hooks run (concurrent.futures'), the atexit
+    handlers run (logging's flush, multiprocessing's finalizers: the resource tracker is
+    told of every semaphore), stdout and stderr flushed; then the process exits without
+    freeing its modules one by one. With torch, numba and onnxruntime loaded that teardown
+    is a serial half second at the end of every run (docs/benchmarks.md, the serial start,
+    cut). Only for the command line, once the run has written and closed everything: a
+    caller's own Python objects are never finalised."""
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None and threading.current_thread() is threading.main_thread():
+        shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

@@ -18,9 +18,12 @@ reported as WorkerLost by the executors that replace it themselves (Ray's).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
+import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
@@ -163,12 +166,25 @@ class LocalWorkers(WorkerGroup):
     def _new_executor(self) -> cf.Executor:
         if self.plan.workers <= 0:
             return InlineExecutor(self.spec, self.plan.threads_per_worker)
-        return process_pool(self.spec, self.plan.workers, self.plan.threads_per_worker, worker_context(self.spec))
+        pool = process_pool(self.spec, self.plan.workers, self.plan.threads_per_worker, worker_context(self.spec))
+        threading.Thread(target=_start_a_worker, args=(pool,), name="first-worker", daemon=True).start()
+        return pool
 
     def describe(self) -> str:
         if self.plan.workers <= 0:
             return f"{self.name}: in this process, {self.plan.threads_per_worker} thread(s)"
         return f"{self.name}: {self.plan.workers} process(es) x {self.plan.threads_per_worker} thread(s)"
+
+
+def _start_a_worker(pool: cf.ProcessPoolExecutor) -> None:
+    """Have the pool start its first worker now (a task that only returns the worker's pid),
+    not when the first batch is cut: its fork and engine build then overlap the front end's
+    first file instead of following it (docs/benchmarks.md, the serial start, cut). A pool
+    starts a worker per submission while none is idle, so the first batch goes to this one,
+    and later ones start as before. In a thread of its own: a submission waits for the fork
+    server's imports. A pool stopped or broken meanwhile is the batches' futures' business."""
+    with contextlib.suppress(Exception), quiet_start():
+        pool.submit(os.getpid)
 
 
 class GpuWorker(WorkerGroup):

@@ -16,9 +16,14 @@ still pins its own thread counts (plan.set_process_threads) and builds its engin
 shared, memory-mapped weights (worker.load_engine). Where there is no fork server
 (Windows), or it cannot start, workers are spawned.
 
-The CLI starts the server at the start of a run (start_fork_server), so that its imports
-run on another core while the main process checks the model and decodes the first file;
-the worker pool later reuses it.
+The command starts the server first thing (start_for_command, from `fireredasr_fast.__main__`
+before the CLI's own imports), so that its imports run on another core while the main
+process imports the pipeline, checks the model and decodes the first file; the worker pool
+later reuses it. That start reads only the few options that decide whether local CPU
+workers will run (their full names); the CLI asks again once it has parsed everything
+(start_fork_server does nothing when a server runs), and a command that ends without a run
+(a usage error, --help) stops the server it started (stop_fork_server). This module and
+what it imports at the top stay light (no numpy): they are the command's first imports.
 
 The server is a child of the run's main process: it exits when the main process does (it
 watches a pipe only the main process holds), and its workers are tied to the main process
@@ -27,16 +32,28 @@ by the lifeline (lifeline.py: the parent pipe they watch is the main process's).
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.context
 import os
+import signal
+from typing import TYPE_CHECKING, NoReturn
 
-from fireredasr_fast.engines import ENGINES, EngineSpec
+from fireredasr_fast.engines import DEFAULT_ENGINE, ENGINES
 
 from .lifeline import quiet_start
 
+if TYPE_CHECKING:
+    from fireredasr_fast.engines import EngineSpec
+
 log = logging.getLogger(__name__)
+
+# --device -> the GPU workers it implies when --gpu is not given (auto: CPU workers, and GPU
+# workers when GPU memory is free; only: no CPU workers).
+DEVICE_GPU_MODES = {"auto": "auto", "cpu": "off", "cuda": "only"}
+DEFAULT_DEVICE = "auto"
 
 # Imported by the server for every engine: the worker's own code (and through it the
 # pipeline's modules that unpickling a batch needs).
@@ -88,3 +105,69 @@ def worker_context(spec: EngineSpec) -> multiprocessing.context.BaseContext:
     if not start_fork_server(spec.engine):
         return multiprocessing.get_context("spawn")
     return multiprocessing.get_context("forkserver")
+
+
+def gpu_mode(gpu: str | None, device: str) -> str:
+    """--gpu, else what --device implies."""
+    return gpu or DEVICE_GPU_MODES[device]
+
+
+def local_cpu_workers(cluster: str | None, workers: int | None, gpu: str) -> bool:
+    """Whether a run with these options has CPU workers on this machine (and so a fork server)."""
+    return not cluster and workers != 0 and gpu != "only"
+
+
+class _PreParseError(Exception):
+    pass
+
+
+class _PreParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _PreParseError(message)
+
+
+def _pre_parser() -> argparse.ArgumentParser:
+    """The options that decide whether a run has local CPU workers, and which engine they run;
+    everything else is left for the CLI's parser. Abbreviations are not read (allow_abbrev):
+    an abbreviated option counts as not given here, and the CLI decides again."""
+    p = _PreParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    p.add_argument("--engine", choices=tuple(ENGINES), default=DEFAULT_ENGINE)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--cluster")
+    p.add_argument("--device", choices=tuple(DEVICE_GPU_MODES), default=DEFAULT_DEVICE)
+    p.add_argument("--gpu", choices=tuple(dict.fromkeys(DEVICE_GPU_MODES.values())))
+    p.add_argument("--check", "-h", "--help", action="store_true")
+    return p
+
+
+def start_for_command(argv: list[str]) -> bool:
+    """Start the fork server for the command line `argv` (without the program's name) before
+    the CLI imports anything heavy, when its options say local CPU workers will run: not for
+    `doctor`, --check or --help, and not where the options cannot be read (the CLI's parser
+    then says what is wrong). True when a server was started here."""
+    if argv[:1] == ["doctor"]:
+        return False
+    options = argv[: argv.index("--")] if "--" in argv else argv  # inputs follow a --
+    try:
+        args, _ = _pre_parser().parse_known_args(options)
+    except (_PreParseError, argparse.ArgumentError):
+        return False
+    if args.check or not local_cpu_workers(args.cluster, args.workers, gpu_mode(args.gpu, args.device)):
+        return False
+    return start_fork_server(args.engine)
+
+
+def stop_fork_server() -> None:
+    """Stop this process's fork server now, if one runs: for a command that ends without the
+    run it was started for. Killed rather than asked (closing its pipe), because it would
+    notice only once its imports are done, seconds later."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is None:
+        return
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError, ChildProcessError):
+        server._stop()

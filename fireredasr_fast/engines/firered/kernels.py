@@ -37,7 +37,9 @@ keeps torch's kernels.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
+import sys
 
 import numpy as np
 import torch
@@ -71,8 +73,29 @@ THREADING_LAYERS = ("omp", "tbb")
 FASTMATH = {"reassoc", "contract"}
 
 
+def _numpy_f2py_lazy() -> None:
+    """numpy.f2py (numpy's Fortran wrapper generator, with charset_normalizer) registered as
+    a lazy module, loaded on its first attribute access (importlib.util.LazyLoader, Python's
+    own recipe). `import numba` checks for a BLAS by importing scipy.linalg, whose array-API
+    shim asks numpy for every public name (hasattr), and so imports numpy.f2py, which no
+    kernel uses: a share of the fork server's imports, before which no worker starts
+    (docs/benchmarks.md, the serial start, cut). Done before numba's first import."""
+    name = "numpy.f2py"
+    if name in sys.modules or "numba" in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        return
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    np.f2py = module  # what an import of the submodule sets on its package
+
+
 @functools.cache
 def _compiled() -> tuple[object, object, object, object, object]:
+    _numpy_f2py_lazy()
     import numba
 
     numba.config.THREADING_LAYER_PRIORITY = [*THREADING_LAYERS, "workqueue"]
@@ -178,6 +201,7 @@ def _linear_kernels(jit, prange) -> tuple[object, object]:
 
 @functools.cache
 def _compiled_bf16() -> object:
+    _numpy_f2py_lazy()
     import numba
 
     jit = numba.njit(parallel=True, fastmath=FASTMATH, cache=True, boundscheck=False, nogil=True)
