@@ -153,3 +153,22 @@ def test_depthwise_convolution_in_time_major_layout_matches_conv1d() -> None:
         y = torch.nn.functional.silu(module.batch_norm(y))
         expected = module.pointwise_conv2(y).masked_fill(pad, 0.0) + x
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("shape", [(1, 206), (1, 300), (3, 251)])
+def test_subsampling_on_onednn_layout_matches_the_plain_convolutions(shape: tuple[int, int]) -> None:
+    """Where torch runs both convolutions through oneDNN, Subsampling runs them on oneDNN's
+    blocked layout (no reorders between them); elsewhere (a single short segment, which torch
+    gives its native kernel) the plain modules. Either way the bits of the plain modules."""
+    torch.manual_seed(0)
+    module = model.Subsampling(idim=80, d_model=16).eval()
+    feats = torch.randn(*shape, 80)
+    with torch.inference_mode():
+        x = module.conv(feats.unsqueeze(1))
+        n, c, t, d = x.shape
+        expected = module.out(x.transpose(1, 2).reshape(n, t, c * d))
+        got = module(feats)
+        blocked = module._onednn_takes_both(feats.unsqueeze(1))
+    assert torch.equal(got, expected)
+    if torch.backends.mkldnn.is_available() and hasattr(torch._C, "_select_conv_backend"):
+        assert blocked == (shape != (1, 206))  # one segment of 206 frames: torch's native kernel

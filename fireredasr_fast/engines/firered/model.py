@@ -114,9 +114,42 @@ class Subsampling(nn.Module):
         self.out = nn.Linear(channels * (((idim - 1) // 2 - 1) // 2), d_model)
 
     def forward(self, feats: Tensor) -> Tensor:
-        x = self.conv(feats.unsqueeze(1))
+        x = feats.unsqueeze(1)
+        x = self._convolve_blocked(x) if self._onednn_takes_both(x) else self.conv(x)
         n, c, t, d = x.shape
         return self.out(x.transpose(1, 2).reshape(n, t, c * d))
+
+    def _onednn_takes_both(self, x: Tensor) -> bool:
+        """Whether torch itself would run both convolutions through oneDNN for this input
+        (it does not for a single short segment, where its native kernel sums in another
+        order), so that _convolve_blocked gives the same bits."""
+        if x.device.type != "cpu" or x.dtype != torch.float32 or torch.onnx.is_in_onnx_export():
+            return False
+        select = getattr(torch._C, "_select_conv_backend", None)
+        if select is None or not torch.backends.mkldnn.is_available():
+            return False
+        first, _, second, _ = self.conv
+        t = (x.size(2) - 3) // 2 + 1
+        d = (x.size(3) - 3) // 2 + 1
+        stand_in = x.new_empty(x.size(0), first.out_channels, t, d)  # its shape is what counts
+        return all(
+            select(data, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, False, (0, 0), conv.groups)
+            == torch._C._ConvBackend.Mkldnn
+            for data, conv in ((x, first), (stand_in, second))
+        )
+
+    def _convolve_blocked(self, x: Tensor) -> Tensor:
+        """Both convolutions and their ReLUs on oneDNN's blocked layout (`to_mkldnn`): the
+        primitives torch runs on plain tensors, the same bits, without the reorders torch
+        puts around each of them (the first one's output, the encoder's largest temporary,
+        was reordered out of the blocked layout and back in; measured:
+        docs/benchmarks.md#engine-overhead-at-small-sizes-issue-32)."""
+        first, _, second, _ = self.conv
+        y = x.to_mkldnn()
+        for conv in (first, second):
+            shape = (conv.padding, conv.stride, conv.dilation, conv.groups)
+            y = torch.relu_(torch.mkldnn_convolution(y, conv.weight, conv.bias, *shape))
+        return y.to_dense()
 
 
 class MacaronFeedForward(nn.Module):
