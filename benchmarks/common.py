@@ -50,6 +50,7 @@ def tiny_model_texts() -> Any:
 
 
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "fireredasr-bench"  # random checkpoints, written once
+LONG_FOLDER_VERSION = 2  # bump when build_long_folder's recipe changes: the cache is keyed by it
 # Relative file lengths of the runner's folder (scaled to its minutes, clamped to 1-3 min per file).
 LENGTH_WEIGHTS = (1.0, 1.6, 0.8, 1.3, 0.7, 1.2, 0.9, 1.5)
 
@@ -150,6 +151,61 @@ def build_folder(folder: Path, minutes: float, files: int | None = None) -> list
         wav.unlink()
         made.append({"file": path.name, "seconds": round(length, 1)})
     return made
+
+
+def build_long_folder(cache_dir: Path, files: int, minutes: float) -> list[Path]:
+    """`files` long videos of `minutes` each, made once with ffmpeg and then reused (the
+    frontend benchmark's folder): each file loops a cycle of real speech (samples/: English
+    44 s, Mandarin 13 s), pink noise, silence and a warbling tone, under light background
+    noise, as H.264 (a still frame, 1 fps) + AAC 48 kHz stereo, the usual shape of a
+    downloaded video; each file starts the cycle at its own offset."""
+    folder = cache_dir / f"frontend-v{LONG_FOLDER_VERSION}-{files}x{minutes:g}min"
+    paths = [folder / f"long_{i + 1:02d}.mp4" for i in range(files)]
+    if all(path.is_file() for path in paths):
+        return paths
+    folder.mkdir(parents=True, exist_ok=True)
+    cycle = folder / "cycle.wav"
+    if not cycle.is_file():
+        mono = "aresample=16000,aformat=channel_layouts=mono"
+        ffmpeg(
+            "-i", str(SAMPLES / "two_cities.mp4"),
+            "-f", "lavfi", "-t", "8", "-i", "anoisesrc=color=pink:a=0.1:r=16000",
+            "-i", str(SAMPLES / "aishell_zh.mkv"),
+            "-f", "lavfi", "-t", "10", "-i", "anullsrc=r=16000:cl=mono",
+            "-f", "lavfi", "-t", "6", "-i", "sine=f=440:r=16000,vibrato=f=5:d=0.5",
+            "-filter_complex", ";".join(f"[{i}:a]{mono}[s{i}]" for i in range(5)) + ";"
+            + "".join(f"[s{i}]" for i in range(5)) + "concat=n=5:v=0:a=1[out]",
+            "-map", "[out]", str(folder / "cycle.tmp.wav"),
+        )  # fmt: skip
+        (folder / "cycle.tmp.wav").replace(cycle)
+    loop = decode_audio(cycle)
+    count = round(minutes * 60.0 * SAMPLE_RATE)
+    for i, path in enumerate(paths):
+        if path.is_file():
+            continue
+        # Each file starts the cycle at its own offset, so files differ. The track is cut here
+        # in samples: ffmpeg's -stream_loop with -ss/-t wrote audio past the stated duration.
+        offset = round(i * 13.7 * SAMPLE_RATE) % loop.size
+        track = np.tile(loop, (offset + count) // loop.size + 1)[offset : offset + count]
+        wav = folder / f"track_{i + 1:02d}.wav"
+        with wave.open(str(wav), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(SAMPLE_RATE)
+            out.writeframes(track.astype("<i2").tobytes())
+        partial = path.with_suffix(".tmp.mp4")
+        ffmpeg(
+            "-i", str(wav),
+            "-f", "lavfi", "-i", "anoisesrc=color=white:a=0.01:r=48000",
+            "-f", "lavfi", "-i", "color=c=0x203040:s=160x90:r=1",
+            "-filter_complex", "[0:a]aresample=48000[s];[s][1:a]amix=inputs=2:duration=first,"
+            "aformat=channel_layouts=stereo[a]",
+            "-map", "2:v", "-map", "[a]", "-t", f"{count / SAMPLE_RATE:.3f}",
+            "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "128k", str(partial),
+        )  # fmt: skip
+        wav.unlink()
+        partial.replace(path)
+    return paths
 
 
 def segmented_folder(minutes: float) -> list[list[SegmentJob]]:

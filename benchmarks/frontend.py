@@ -54,7 +54,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,10 +67,9 @@ from fireredasr_fast.results import SAMPLE_RATE
 from fireredasr_fast.runner.frontend import AudioBudget, Frontend, FrontendOptions
 from fireredasr_fast.transcribe import TranscribeOptions
 
-from .common import DEFAULT_CACHE, SAMPLES, TINY_MODEL, build_folder, ensure_random_model, ffmpeg, report_header
+from .common import DEFAULT_CACHE, TINY_MODEL, build_folder, build_long_folder, ensure_random_model, report_header
 
 SAMPLE_SECONDS = 0.25  # --whole-tool: how often a run's processes are looked at (CPU seconds)
-FOLDER_VERSION = 2  # bump when the folder's recipe changes: the cache is keyed by it
 PROJECTED_CORES = 8
 
 
@@ -80,59 +78,6 @@ class _Item:
     index: int
     item: InputFile
     started: float = 0.0
-
-
-def build_long_folder(cache_dir: Path, files: int, minutes: float) -> list[Path]:
-    """`files` videos of `minutes` each (see the module doc); made once, then reused."""
-    folder = cache_dir / f"frontend-v{FOLDER_VERSION}-{files}x{minutes:g}min"
-    paths = [folder / f"long_{i + 1:02d}.mp4" for i in range(files)]
-    if all(path.is_file() for path in paths):
-        return paths
-    folder.mkdir(parents=True, exist_ok=True)
-    cycle = folder / "cycle.wav"
-    if not cycle.is_file():
-        mono = "aresample=16000,aformat=channel_layouts=mono"
-        ffmpeg(
-            "-i", str(SAMPLES / "two_cities.mp4"),
-            "-f", "lavfi", "-t", "8", "-i", "anoisesrc=color=pink:a=0.1:r=16000",
-            "-i", str(SAMPLES / "aishell_zh.mkv"),
-            "-f", "lavfi", "-t", "10", "-i", "anullsrc=r=16000:cl=mono",
-            "-f", "lavfi", "-t", "6", "-i", "sine=f=440:r=16000,vibrato=f=5:d=0.5",
-            "-filter_complex", ";".join(f"[{i}:a]{mono}[s{i}]" for i in range(5)) + ";"
-            + "".join(f"[s{i}]" for i in range(5)) + "concat=n=5:v=0:a=1[out]",
-            "-map", "[out]", str(folder / "cycle.tmp.wav"),
-        )  # fmt: skip
-        (folder / "cycle.tmp.wav").replace(cycle)
-    from fireredasr_fast.audio import decode_audio
-
-    loop = decode_audio(cycle)
-    count = round(minutes * 60.0 * SAMPLE_RATE)
-    for i, path in enumerate(paths):
-        if path.is_file():
-            continue
-        # Each file starts the cycle at its own offset, so files differ. The track is cut here
-        # in samples: ffmpeg's -stream_loop with -ss/-t wrote audio past the stated duration.
-        offset = round(i * 13.7 * SAMPLE_RATE) % loop.size
-        track = np.tile(loop, (offset + count) // loop.size + 1)[offset : offset + count]
-        wav = folder / f"track_{i + 1:02d}.wav"
-        with wave.open(str(wav), "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(SAMPLE_RATE)
-            out.writeframes(track.astype("<i2").tobytes())
-        partial = path.with_suffix(".tmp.mp4")
-        ffmpeg(
-            "-i", str(wav),
-            "-f", "lavfi", "-i", "anoisesrc=color=white:a=0.01:r=48000",
-            "-f", "lavfi", "-i", "color=c=0x203040:s=160x90:r=1",
-            "-filter_complex", "[0:a]aresample=48000[s];[s][1:a]amix=inputs=2:duration=first,"
-            "aformat=channel_layouts=stereo[a]",
-            "-map", "2:v", "-map", "[a]", "-t", f"{count / SAMPLE_RATE:.3f}",
-            "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "128k", str(partial),
-        )  # fmt: skip
-        wav.unlink()
-        partial.replace(path)
-    return paths
 
 
 def _cpu_seconds(pool_pids: list[int]) -> float:

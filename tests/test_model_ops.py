@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fireredasr_fast.engines.firered import model
 from fireredasr_fast.engines.firered.model import ConvModule, Decoder, DecoderCache, _rel_position_bias
@@ -110,15 +111,30 @@ def test_blocked_rel_position_bias_is_bit_identical(t: int, scale: float) -> Non
     got = _rel_position_bias(q_v, p, scale)
     assert got.shape == (2, 3, t, t)
     assert torch.equal(got, _upstream_rel_shift(q_v, p, scale))
-    # The encoder's layers share one score buffer: a later layer (here: other inputs, then a
-    # smaller batch) writes into the same memory and still gets its own exact result.
-    workspace: list[torch.Tensor] = []
-    first = _rel_position_bias(q_v, p, scale, workspace)
-    assert torch.equal(first, got)
-    second = _rel_position_bias(q_v[:1] * 2, p, scale, workspace)
-    assert torch.equal(second, _upstream_rel_shift(q_v[:1] * 2, p, scale))
-    if scale == 0.125:  # an exact scale leaves the result in the buffer itself
-        assert second.data_ptr() == first.data_ptr() == workspace[0].data_ptr()
+
+
+@pytest.mark.parametrize("lengths", [[300, 300], [300, 211], [260, 3]])
+@pytest.mark.parametrize("prefix", [True, False])
+def test_attention_by_query_blocks_is_one_call_with_the_whole_bias(lengths: list[int], prefix: bool) -> None:
+    """The encoder's attention runs a block of queries at a time, each with its own rows of
+    the bias and only the padded keys masked (or, for a mask that is not a prefix, every
+    masked key): the same bits as one scaled_dot_product_attention call with the whole
+    masked (n, h, t, t) bias, on the strided (n, t, h, d_k) -> (n, h, t, d_k) views the
+    layer passes."""
+    gen = torch.Generator().manual_seed(sum(lengths))
+    n, t, h, dk = len(lengths), max(lengths), 4, 16
+    q, k, v, q_v = (torch.randn(n, t, h, dk, generator=gen).transpose(1, 2) for _ in range(4))
+    p = torch.randn(1, 2 * t - 1, h, dk, generator=gen).transpose(1, 2)
+    valid = torch.arange(t)[None, :] < torch.tensor(lengths)[:, None]
+    if not prefix:
+        valid[:, 1::7] = False
+    scale = 0.25
+    with torch.inference_mode():
+        bias = _rel_position_bias(q_v, p, scale).masked_fill_(~valid[:, None, None, :], float("-inf"))
+        expected = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale).transpose(1, 2)
+        got = model._attention_by_query_blocks(q, k, v, model._bias_blocks(q_v, p, scale), valid, scale)
+    assert (model._prefix_lengths(valid) is not None) == prefix
+    assert torch.equal(got, expected)
 
 
 def test_depthwise_convolution_in_time_major_layout_matches_conv1d() -> None:
@@ -137,3 +153,22 @@ def test_depthwise_convolution_in_time_major_layout_matches_conv1d() -> None:
         y = torch.nn.functional.silu(module.batch_norm(y))
         expected = module.pointwise_conv2(y).masked_fill(pad, 0.0) + x
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("shape", [(1, 206), (1, 300), (3, 251)])
+def test_subsampling_on_onednn_layout_matches_the_plain_convolutions(shape: tuple[int, int]) -> None:
+    """Where torch runs both convolutions through oneDNN, Subsampling runs them on oneDNN's
+    blocked layout (no reorders between them); elsewhere (a single short segment, which torch
+    gives its native kernel) the plain modules. Either way the bits of the plain modules."""
+    torch.manual_seed(0)
+    module = model.Subsampling(idim=80, d_model=16).eval()
+    feats = torch.randn(*shape, 80)
+    with torch.inference_mode():
+        x = module.conv(feats.unsqueeze(1))
+        n, c, t, d = x.shape
+        expected = module.out(x.transpose(1, 2).reshape(n, t, c * d))
+        got = module(feats)
+        blocked = module._onednn_takes_both(feats.unsqueeze(1))
+    assert torch.equal(got, expected)
+    if torch.backends.mkldnn.is_available() and hasattr(torch._C, "_select_conv_backend"):
+        assert blocked == (shape != (1, 206))  # one segment of 206 frames: torch's native kernel

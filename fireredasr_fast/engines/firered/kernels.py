@@ -40,6 +40,7 @@ import functools
 import importlib.util
 import logging
 import sys
+import threading
 
 import numpy as np
 import torch
@@ -340,12 +341,22 @@ def available() -> bool:
     return reason is None
 
 
+# The torch thread count each thread last matched numba's to (numba's count is per calling
+# thread, and only _match_torch_threads sets it): a decoder step calls the kernels dozens of
+# times, and asking numba its count costs more than a small kernel's arithmetic.
+_matched = threading.local()
+
+
 def _match_torch_threads(numba: object) -> None:
     # numba's thread count is per calling thread; follow the count plan.set_process_threads
     # (or the caller) gave torch, within the pool numba started with.
-    want = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+    threads = torch.get_num_threads()
+    if getattr(_matched, "torch_threads", None) == threads:
+        return
+    want = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     if numba.get_num_threads() != want:  # type: ignore[attr-defined]
         numba.set_num_threads(want)  # type: ignore[attr-defined]
+    _matched.torch_threads = threads
 
 
 class FewRowsLinear(SharedLinear):
@@ -371,7 +382,7 @@ class FewRowsLinear(SharedLinear):
         out = torch.empty(padded, self.out_features)
         kernel = linear3 if padded == ROW_BLOCK else linear_blocked
         kernel(flat.contiguous().numpy(), self._weight, self._bias, out.numpy())
-        return out[:rows].reshape(*x.shape[:-1], self.out_features)
+        return (out if padded == rows else out[:rows]).view(*x.shape[:-1], self.out_features)
 
 
 def use_few_rows_linear(module: nn.Module) -> int:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,8 +30,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-# Bytes one attention call may spend on score matrices before we split the batch.
-_ATTN_BYTES_BUDGET = 1 << 30
 # Queries per block of the relative-position product (measured: docs/engine.md#measured-numbers).
 _BIAS_BLOCK = 128
 
@@ -105,15 +103,53 @@ class Subsampling(nn.Module):
 
     def __init__(self, idim: int, d_model: int, channels: int = 32) -> None:
         super().__init__()
+        # In-place ReLUs: the first convolution's output is the encoder's largest temporary
+        # (channels x the input's size / 4), and a second one would be paged in afresh.
         self.conv = nn.Sequential(
-            nn.Conv2d(1, channels, 3, 2), nn.ReLU(), nn.Conv2d(channels, channels, 3, 2), nn.ReLU()
+            nn.Conv2d(1, channels, 3, 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, 2),
+            nn.ReLU(inplace=True),
         )
         self.out = nn.Linear(channels * (((idim - 1) // 2 - 1) // 2), d_model)
 
     def forward(self, feats: Tensor) -> Tensor:
-        x = self.conv(feats.unsqueeze(1))
+        x = feats.unsqueeze(1)
+        x = self._convolve_blocked(x) if self._onednn_takes_both(x) else self.conv(x)
         n, c, t, d = x.shape
         return self.out(x.transpose(1, 2).reshape(n, t, c * d))
+
+    def _onednn_takes_both(self, x: Tensor) -> bool:
+        """Whether torch itself would run both convolutions through oneDNN for this input
+        (it does not for a single short segment, where its native kernel sums in another
+        order), so that _convolve_blocked gives the same bits."""
+        if x.device.type != "cpu" or x.dtype != torch.float32 or torch.onnx.is_in_onnx_export():
+            return False
+        select = getattr(torch._C, "_select_conv_backend", None)
+        if select is None or not torch.backends.mkldnn.is_available():
+            return False
+        first, _, second, _ = self.conv
+        t = (x.size(2) - 3) // 2 + 1
+        d = (x.size(3) - 3) // 2 + 1
+        stand_in = x.new_empty(x.size(0), first.out_channels, t, d)  # its shape is what counts
+        return all(
+            select(data, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, False, (0, 0), conv.groups)
+            == torch._C._ConvBackend.Mkldnn
+            for data, conv in ((x, first), (stand_in, second))
+        )
+
+    def _convolve_blocked(self, x: Tensor) -> Tensor:
+        """Both convolutions and their ReLUs on oneDNN's blocked layout (`to_mkldnn`): the
+        primitives torch runs on plain tensors, the same bits, without the reorders torch
+        puts around each of them (the first one's output, the encoder's largest temporary,
+        was reordered out of the blocked layout and back in; measured:
+        docs/benchmarks.md#engine-overhead-at-small-sizes-issue-32)."""
+        first, _, second, _ = self.conv
+        y = x.to_mkldnn()
+        for conv in (first, second):
+            shape = (conv.padding, conv.stride, conv.dilation, conv.groups)
+            y = torch.relu_(torch.mkldnn_convolution(y, conv.weight, conv.bias, *shape))
+        return y.to_dense()
 
 
 class MacaronFeedForward(nn.Module):
@@ -154,9 +190,7 @@ class RelPosSelfAttention(nn.Module):
         nn.init.xavier_uniform_(self.pos_bias_u)
         nn.init.xavier_uniform_(self.pos_bias_v)
 
-    def forward(self, x: Tensor, pos_emb: Tensor, key_valid: Tensor, workspace: list[Tensor] | None = None) -> Tensor:
-        """`workspace`: where the relative-position scores may be written, shared by the layers
-        of one encoder pass (see _rel_position_bias)."""
+    def forward(self, x: Tensor, pos_emb: Tensor, key_valid: Tensor) -> Tensor:
         n, t, d = x.shape
         h, dk = self.n_head, self.d_k
         q = self.w_qs(self.layer_norm_q(x)).view(n, t, h, dk)
@@ -166,68 +200,95 @@ class RelPosSelfAttention(nn.Module):
         q_u = (q + self.pos_bias_u).transpose(1, 2)
         q_v = (q + self.pos_bias_v).transpose(1, 2)
         scale = 1.0 / math.sqrt(dk)
-        # The score matrices are (n, h, t, 3t); split the batch so they stay bounded (not in
-        # an exported graph, which serves every batch size with one set of operations).
         if torch.onnx.is_in_onnx_export():
-            parts = [slice(None)]
+            # One set of operations for every length and batch: the whole (n, h, t, t) bias.
+            bias = _rel_position_bias(q_v, p, scale)
+            bias.masked_fill_(~key_valid[:, None, None, :], float("-inf"))
+            out = F.scaled_dot_product_attention(q_u, k, v, attn_mask=bias, scale=scale).transpose(1, 2)
         else:
-            step = max(1, _ATTN_BYTES_BUDGET // max(h * t * 3 * t * x.element_size(), 1))
-            parts = [slice(s, s + step) for s in range(0, n, step)]
-        outs = []
-        for part in parts:
-            bias = _rel_position_bias(q_v[part], p, scale, workspace)
-            valid = key_valid[part]
-            # A batch without padding (one utterance, or equal lengths) needs no mask pass
-            # over the (n, h, t, t) scores; the exported graph serves both cases.
-            if torch.onnx.is_in_onnx_export() or not bool(valid.all()):
-                bias.masked_fill_(~valid[:, None, None, :], float("-inf"))
-            outs.append(F.scaled_dot_product_attention(q_u[part], k[part], v[part], attn_mask=bias, scale=scale))
-        out = outs[0] if len(outs) == 1 else torch.cat(outs)
-        return self.fc(out.transpose(1, 2).reshape(n, t, d)) + x
+            out = _attention_by_query_blocks(q_u, k, v, _bias_blocks(q_v, p, scale), key_valid, scale)
+        return self.fc(out.reshape(n, t, d)) + x
 
 
-def _rel_position_bias(q_v: Tensor, p: Tensor, scale: float, workspace: list[Tensor] | None = None) -> Tensor:
-    """(q + v) . p for every (query i, key j) at relative position i - j, times `scale`.
+def _attention_by_query_blocks(
+    q: Tensor, k: Tensor, v: Tensor, blocks: Iterator[tuple[int, int, Tensor]], key_valid: Tensor, scale: float
+) -> Tensor:
+    """scaled_dot_product_attention of q (n, h, t, d_k) against k, v, one block of queries at
+    a time, each with its own rows of the additive bias as `blocks` gives them (start, stop,
+    bias (n, h, stop - start, t)), the padded keys masked in them; returns (n, t, h, d_k).
+
+    A query's output does not depend on the other queries of the call (the same bits as one
+    call with the whole (n, h, t, t) bias: tests/test_model_ops.py), so the bias never exists
+    whole: no (n, h, t, t) buffer to write, fault in and read back, and a block's bias is
+    still in cache when the attention reads it (measured: docs/benchmarks.md#engine-overhead-at-small-sizes-issue-32).
+    """
+    n, h, t, dk = q.shape
+    lengths = _prefix_lengths(key_valid)
+    out = q.new_empty(n, t, h, dk)
+    for start, stop, bias in blocks:
+        if lengths is None:
+            bias.masked_fill_(~key_valid[:, None, None, :], float("-inf"))
+        else:
+            for row, length in enumerate(lengths):
+                if length < t:  # only the padded keys are written, not a pass over the bias
+                    bias[row, :, :, length:] = float("-inf")
+        block = F.scaled_dot_product_attention(q[:, :, start:stop], k, v, attn_mask=bias, scale=scale)
+        out[:, start:stop] = block.transpose(1, 2)
+    return out
+
+
+def _prefix_lengths(valid: Tensor) -> list[int] | None:
+    """Each row's count of valid keys when every row's valid keys come first (the encoder's
+    padding mask), else None."""
+    lengths = valid.sum(dim=1)
+    prefix = torch.arange(valid.size(1), device=valid.device)[None, :] < lengths[:, None]
+    return lengths.tolist() if bool(torch.equal(prefix, valid)) else None
+
+
+def _bias_blocks(q_v: Tensor, p: Tensor, scale: float) -> Iterator[tuple[int, int, Tensor]]:
+    """(q + v) . p for every (query i, key j) at relative position i - j, times `scale`, a
+    block of queries at a time: yields (start, stop, rows start..stop-1 of the (n, h, t, t)
+    result), each a fresh tensor the caller may write into.
 
     `p` holds positions t-1 .. -(t-1), so query i needs rows t-1-i .. 2t-2-i of it: a window
     of t positions that slides by one per query. Upstream multiplies every query by all 2t-1
-    positions and shifts the (t, 2t-1) product with pad/reshape copies. Ours, in eager mode,
-    multiplies each block of queries by only the t + block - 1 positions that block needs
-    (about half the arithmetic, and the product stays small enough to stay in cache) and
-    writes the windows into one (n, h, t, t) result: far less time a layer, the same bits
-    (measured: docs/engine.md#measured-numbers; tests/test_model_ops.py). Exported graphs take
-    the one-product path, which a dynamic length can trace.
-
-    The (n, h, t, t) result is written into `workspace[0]` when that is large enough, and
-    otherwise into a new buffer left there: the layers of one encoder pass share it, so its
-    pages are faulted in once rather than once per layer (docs/engine.md#measured-numbers).
+    positions and shifts the (t, 2t-1) product with pad/reshape copies. Here each block of
+    _BIAS_BLOCK queries is multiplied by only the t + block - 1 positions that block needs
+    (about half the arithmetic, and the product stays small enough to stay in cache), and its
+    windows are lined up by reshape/slice views (_windows): the same bits as upstream
+    (measured: docs/engine.md#measured-numbers; tests/test_model_ops.py).
     """
-    n, h, t, _ = q_v.shape
+    t = q_v.size(2)
     # Scaling by a power of two (1/sqrt(64) for FireRedASR's heads) is exact, so it can go
     # on the small (t, d_k) operand instead of the (t, t) result: the same bits, and no pass
     # over the scores. Any other scale is applied to the result, as upstream does.
     exact = math.frexp(scale)[0] == 0.5
     q = q_v * scale if exact else q_v
-    if torch.onnx.is_in_onnx_export() or t <= _BIAS_BLOCK:
-        shifted = _windows(torch.matmul(q, p.transpose(-2, -1)), t)
-    else:
-        need = n * h * t * t
-        buffer = workspace[0] if workspace else None
-        if buffer is None or buffer.numel() < need:
-            buffer = q.new_empty(need)
-            if workspace is not None:
-                workspace[:] = [buffer]
-        shifted = buffer[:need].view(n, h, t, t)
-        start = 0
-        while start < t:
-            stop = min(t, start + _BIAS_BLOCK)
-            if t - stop < _BIAS_BLOCK // 8:  # no tiny last block: a product of 1-3 rows takes
-                stop = t  # matrix-vector kernels that sum in another order
-            # Queries start..stop-1 need positions t-stop .. 2t-2-start of p.
-            block = torch.matmul(q[:, :, start:stop], p[:, :, t - stop : 2 * t - 1 - start].transpose(-2, -1))
-            shifted[:, :, start:stop] = _windows(block, t)
-            start = stop
-    return shifted if exact else shifted * scale
+    start = 0
+    while start < t:
+        stop = min(t, start + _BIAS_BLOCK)
+        if t - stop < _BIAS_BLOCK // 8:  # no tiny last block: a product of 1-3 rows takes
+            stop = t  # matrix-vector kernels that sum in another order
+        # Queries start..stop-1 need positions t-stop .. 2t-2-start of p.
+        block = torch.matmul(q[:, :, start:stop], p[:, :, t - stop : 2 * t - 1 - start].transpose(-2, -1))
+        windows = _windows(block, t)
+        yield start, stop, windows if exact else windows * scale
+        start = stop
+
+
+def _rel_position_bias(q_v: Tensor, p: Tensor, scale: float) -> Tensor:
+    """The whole (n, h, t, t) relative-position bias (see _bias_blocks). An exported graph
+    takes one product for every length (a dynamic length traces; no `as_strided`); eager
+    calls assemble _bias_blocks' blocks."""
+    n, h, t, _ = q_v.shape
+    if torch.onnx.is_in_onnx_export():
+        exact = math.frexp(scale)[0] == 0.5
+        shifted = _windows(torch.matmul(q_v * scale if exact else q_v, p.transpose(-2, -1)), t)
+        return shifted if exact else shifted * scale
+    out = q_v.new_empty(n, h, t, t)
+    for start, stop, bias in _bias_blocks(q_v, p, scale):
+        out[:, :, start:stop] = bias
+    return out
 
 
 def _windows(product: Tensor, t: int) -> Tensor:
@@ -283,11 +344,9 @@ class ConformerLayer(nn.Module):
         self.ffn2 = MacaronFeedForward(d_model)
         self.layer_norm = nn.LayerNorm(d_model)
 
-    def forward(
-        self, x: Tensor, pos_emb: Tensor, valid: Tensor, pad: Tensor, workspace: list[Tensor] | None = None
-    ) -> Tensor:
+    def forward(self, x: Tensor, pos_emb: Tensor, valid: Tensor, pad: Tensor) -> Tensor:
         out = 0.5 * x + 0.5 * self.ffn1(x)
-        out = self.mhsa(out, pos_emb, valid, workspace)
+        out = self.mhsa(out, pos_emb, valid)
         out = self.conv(out, pad)
         out = 0.5 * out + 0.5 * self.ffn2(out)
         return self.layer_norm(out)
@@ -314,9 +373,8 @@ class Encoder(nn.Module):
         center = pe.size(1) // 2
         pos_emb = pe[:, center - t + 1 : center + t].to(x.dtype)
         pad = ~valid[:, :, None]
-        workspace: list[Tensor] = []  # score buffer shared by the layers (_rel_position_bias)
         for layer in self.layer_stack:
-            x = layer(x, pos_emb, valid, pad, workspace)
+            x = layer(x, pos_emb, valid, pad)
         return x, valid
 
 
