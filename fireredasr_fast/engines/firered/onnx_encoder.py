@@ -10,7 +10,7 @@ the loser of the rename race discards its copy.
 ORT's kernels sum in a different order from MKL's: encoder outputs differ from the torch path
 by ~1e-6 relative, so tokens can in principle differ at near-ties. That is why this is opt-in;
 docs/engine.md has the measured speed and drift. Exporting needs the `onnx` package
-(`pip install 'fireredasr-fast[onnx]'`).
+(a core dependency; absent only where installed without dependencies).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def export_encoder(encoder: Encoder, idim: int, path: Path) -> None:
         import onnx  # noqa: F401  (the exporter needs it; say so plainly)
     except ImportError as exc:
         raise RuntimeError(
-            "encoder_backend='onnx' needs the onnx package to export the encoder: pip install 'fireredasr-fast[onnx]'"
+            "encoder_backend='onnx' needs the onnx package to export the encoder: pip install onnx"
         ) from exc
     for param in encoder.parameters():
         param.requires_grad_(False)  # inference-only model; the tracer refuses grad constants
@@ -93,9 +93,7 @@ def require_onnx() -> None:
     try:
         import onnx  # noqa: F401  (the exporter needs it; say so plainly)
     except ImportError as exc:
-        raise RuntimeError(
-            "the onnx backends need the onnx package to export the model: pip install 'fireredasr-fast[onnx]'"
-        ) from exc
+        raise RuntimeError("the onnx backends need the onnx package to export the model: pip install onnx") from exc
 
 
 def session(path: str | os.PathLike, threads: int | None = None) -> Any:
