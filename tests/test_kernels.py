@@ -20,6 +20,13 @@ from fireredasr_fast.engines.firered.model import sdpa_attention
 pytestmark = pytest.mark.skipif(not kernels.available(), reason=f"{kernels.unavailable_reason()}")
 
 
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter on this checkout (this one may have imported or
+    configured what the code checks), with `env` on top of this process's environment."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
 def _kernel_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kernels, "MIN_K_BYTES_ONE_QUERY", 0)
     monkeypatch.setattr(kernels, "MIN_K_BYTES_SHARED", 0)
@@ -187,8 +194,7 @@ def test_without_a_real_thread_pool_the_kernels_say_why_and_stay_off() -> None:
         "from fireredasr_fast.engines.firered import kernels\n"
         "print(kernels.available()); print(kernels.unavailable_reason())\n"
     )
-    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue", "PYTHONPATH": str(Path(__file__).parents[1])}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    done = _python(code, NUMBA_THREADING_LAYER="workqueue")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "False"
@@ -207,8 +213,7 @@ def test_starting_numbas_pool_leaves_torch_at_its_thread_count() -> None:
         "import numba\n"
         "print(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads())\n"
     )
-    env = {**os.environ, "NUMBA_NUM_THREADS": "2", "PYTHONPATH": str(Path(__file__).parents[1])}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    done = _python(code, NUMBA_NUM_THREADS="2")
     assert done.returncode == 0, done.stderr
     reason, counts = done.stdout.splitlines()
     if reason != "None":
@@ -251,6 +256,5 @@ def test_numba_is_imported_without_numpys_fortran_wrapper_generator():
         "import numpy\n"
         "assert callable(numpy.f2py.run_main) and 'numpy.f2py.crackfortran' in sys.modules\n"
     )
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    done = _python(code, OMP_NUM_THREADS="1")
     assert done.returncode == 0, done.stderr
