@@ -245,6 +245,15 @@ def _prefix_lengths(valid: Tensor) -> list[int] | None:
     return lengths.tolist() if bool(torch.equal(prefix, valid)) else None
 
 
+def _scaled_early(q_v: Tensor, scale: float) -> tuple[Tensor, bool]:
+    """The queries to multiply by the positions, and whether `scale` is already in them.
+    Scaling by a power of two (1/sqrt(64) for FireRedASR's heads) is exact, so it can go on
+    the small (t, d_k) operand instead of the (t, t) result: the same bits, and no pass over
+    the scores. Any other scale is left for the result, as upstream applies it."""
+    exact = math.frexp(scale)[0] == 0.5
+    return (q_v * scale if exact else q_v), exact
+
+
 def _bias_blocks(q_v: Tensor, p: Tensor, scale: float) -> Iterator[tuple[int, int, Tensor]]:
     """(q + v) . p for every (query i, key j) at relative position i - j, times `scale`, a
     block of queries at a time: yields (start, stop, rows start..stop-1 of the (n, h, t, t)
@@ -259,11 +268,7 @@ def _bias_blocks(q_v: Tensor, p: Tensor, scale: float) -> Iterator[tuple[int, in
     (measured: docs/engine.md#measured-numbers; tests/test_model_ops.py).
     """
     t = q_v.size(2)
-    # Scaling by a power of two (1/sqrt(64) for FireRedASR's heads) is exact, so it can go
-    # on the small (t, d_k) operand instead of the (t, t) result: the same bits, and no pass
-    # over the scores. Any other scale is applied to the result, as upstream does.
-    exact = math.frexp(scale)[0] == 0.5
-    q = q_v * scale if exact else q_v
+    q, exact = _scaled_early(q_v, scale)
     start = 0
     while start < t:
         stop = min(t, start + _BIAS_BLOCK)
@@ -282,8 +287,8 @@ def _rel_position_bias(q_v: Tensor, p: Tensor, scale: float) -> Tensor:
     calls assemble _bias_blocks' blocks."""
     n, h, t, _ = q_v.shape
     if torch.onnx.is_in_onnx_export():
-        exact = math.frexp(scale)[0] == 0.5
-        shifted = _windows(torch.matmul(q_v * scale if exact else q_v, p.transpose(-2, -1)), t)
+        q, exact = _scaled_early(q_v, scale)
+        shifted = _windows(torch.matmul(q, p.transpose(-2, -1)), t)
         return shifted if exact else shifted * scale
     out = q_v.new_empty(n, h, t, t)
     for start, stop, bias in _bias_blocks(q_v, p, scale):
