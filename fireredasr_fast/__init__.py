@@ -13,8 +13,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# Imported lazily so that `import fireredasr_fast` stays cheap (the CLI parses arguments and
-# checks the model before torch is loaded).
+# Imported lazily so that `import fireredasr_fast` stays cheap (the CLI's process runs
+# without torch on a machine without CUDA: docs/tuning.md#worker-start-up-and-memory).
 _EXPORTS = {
     "load_model": "engines.firered.engine",
     "FireRedEngine": "engines.firered.engine",

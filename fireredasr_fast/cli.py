@@ -14,17 +14,19 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from fireredasr_fast.doctor import FAIL, check_log_file, check_output, report, run_checks
 from fireredasr_fast.runner.lifeline import exit_now, exit_quietly_on_interrupt
-from fireredasr_fast.runner.lock import RunRefused
+from fireredasr_fast.runner.lock import LOCK_NAME, RunRefused
 from fireredasr_fast.runner.plan import PlanRequest, make_plan, model_bytes
-from fireredasr_fast.runner.scheduler import Runner, RunOptions, print_summary
+from fireredasr_fast.runner.scheduler import ModelRefused, Runner, RunOptions, print_summary
 from fireredasr_fast.runner.workerstart import (
     DEFAULT_DEVICE,
     DEVICE_GPU_MODES,
+    call,
     gpu_mode,
+    in_fork_server,
     local_cpu_workers,
     start_fork_server,
 )
@@ -43,6 +45,9 @@ from .speakers import SpeakerOptions, resemblyzer_weights
 from .transcribe import TranscribeOptions
 from .vad import VadOptions
 from .writers import FORMATS, WriterOptions
+
+if TYPE_CHECKING:
+    import concurrent.futures as cf
 
 log = logging.getLogger("fireredasr_fast")
 
@@ -165,9 +170,9 @@ def _gpu_scheduler(args: argparse.Namespace, model_size: int):
     mode = _gpu_mode(args)
     if mode == "off":
         return None
-    import torch
+    from fireredasr_fast.runner.gpu import cuda_driver_loads
 
-    if not torch.cuda.is_available():
+    if not cuda_driver_loads() or not _torch_sees_cuda():
         if mode == "only":
             raise FireRedFastError("GPU requested (--gpu only / --device cuda) but CUDA is not available")
         return None  # auto on a machine without CUDA: CPU workers only, silently
@@ -177,11 +182,18 @@ def _gpu_scheduler(args: argparse.Namespace, model_size: int):
     return GpuScheduler(GpuPolicy(mode=mode, min_free_bytes=min_free, model_bytes=model_size), default_probe())
 
 
+def _torch_sees_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _start_worker_server(args: argparse.Namespace) -> None:
     """Start the local workers' fork server now, when the run will have local CPU workers:
-    its imports (torch, the engine) then run beside this process's model check and first
-    file instead of after them (runner/workerstart.py). The command's entry point has
-    usually started it already, before this module's imports (fireredasr_fast/__main__.py)."""
+    its imports (torch, the engine) then run beside this process's first file instead of
+    after it, and the model's check runs in a child of it (runner/workerstart.py). The
+    command's entry point has usually started it already, before this module's imports
+    (fireredasr_fast/__main__.py)."""
     if not local_cpu_workers(args.cluster, args.workers, _gpu_mode(args)):
         return
     start_fork_server(args.engine)
@@ -190,35 +202,48 @@ def _start_worker_server(args: argparse.Namespace) -> None:
 def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
     """Resolve and check the model in this process, so a bad model directory is one clear
     line here rather than a crash in every worker."""
+    spec, check = _engine_spec_and_check(args, device)
+    if check is not None:
+        call(*check)
+    return spec
+
+
+def _engine_spec_checking(args: argparse.Namespace) -> tuple[EngineSpec, cf.Future | None]:
+    """The run's engine spec, and its model's check started beside the run's start, in a child
+    of the workers' fork server (where torch is imported already): the run waits for it before
+    its first output or worker (Runner's model_check). Without a fork server it runs here, now,
+    and its error is raised here."""
+    # CPU workers always run on the CPU; GPU workers get their own device (see runner).
+    spec, check = _engine_spec_and_check(args, "cpu")
+    model_check = in_fork_server(*check) if check is not None else None
+    if model_check is not None and model_check.done():
+        model_check.result()
+    return spec, model_check
+
+
+# The FireRedASR model's check that reads its checkpoint (torch), sent by name (workerstart.call).
+FIRERED_MODEL_CHECK = "fireredasr_fast.engines.firered.checkpoint:check_model"
+
+
+def _engine_spec_and_check(args: argparse.Namespace, device: str) -> tuple[EngineSpec, tuple[Any, ...] | None]:
+    """The engine's spec, resolved and checked as far as this process can without torch, and
+    the rest of the model's check as a call for workerstart.call (None: nothing left). Once
+    run, that check refuses a hostile, foreign or damaged model, or options it cannot take,
+    before any worker starts: one clear line rather than a crash in every worker."""
     if args.engine == "firered":
-        from fireredasr_fast.engines.firered.checkpoint import (
-            MODEL_FILE,
-            check_decoding,
-            check_model_dir,
-            check_model_files,
-            load_package,
-        )
-        from fireredasr_fast.engines.firered.lm import load_lm
+        from fireredasr_fast.engines.firered.checkpoint import check_model_dir
 
         model_dir = check_model_dir(args.model_dir or os.environ.get("FIREREDASR_MODEL_DIR"))
-        # Unpickle (safely) here once, and check the files against each other: a hostile,
-        # foreign or damaged model is refused before any worker starts. The weights are
-        # memory-mapped and only their names and shapes are read, so this costs little.
-        package = load_package(model_dir / MODEL_FILE)
-        model_args = check_model_files(model_dir, package)
         options = FireRedOptions.from_args(args)
-        model_file = model_dir / MODEL_FILE
-        check_decoding(model_args, package["model_state_dict"], options.decoding, args.max_segment, model_file)
-        if options.decoding.lm_dir:  # a missing, foreign or mismatched LM, refused here
-            load_lm(options.decoding.lm_dir, vocab_size=model_args.odim)
-        return EngineSpec("firered", str(model_dir.resolve()), None, device, options)
+        spec = EngineSpec("firered", str(model_dir.resolve()), None, device, options)
+        return spec, (FIRERED_MODEL_CHECK, model_dir, options, args.max_segment)
     from fireredasr_fast.engines.whisper.engine import check_language, resolve_model_path
 
     model_path = resolve_model_path(args.model_dir, args.model)
     # An English-only model is known here by its name only (tiny.en); its directory says so
     # once loaded, in the worker.
     check_language(args.language, args.model or model_path, False if (args.model or "").endswith(".en") else None)
-    return EngineSpec("whisper", model_path, args.model, device, WhisperOptions.from_args(args))
+    return EngineSpec("whisper", model_path, args.model, device, WhisperOptions.from_args(args)), None
 
 
 def _cluster_setup(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpec):
@@ -274,17 +299,32 @@ def _configure_logging(log_file: str | None) -> None:
         logging.getLogger().handlers[0].setLevel(logging.WARNING)
 
 
-def _worker_plan(args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpec, gpu: Any) -> tuple[Any, Any, Any]:
-    """(plan, worker groups or None, GPU scheduler or None): a Ray cluster's, or this machine's."""
+def _worker_plan(
+    args: argparse.Namespace, spec: EngineSpec, gpu_spec: EngineSpec, gpu: Any
+) -> tuple[Any, Any, Any, list[str]]:
+    """(plan, worker groups or None, GPU scheduler or None, the lines that describe them): a
+    Ray cluster's, or this machine's."""
     if args.cluster:
         cluster = _cluster_setup(args, spec, gpu_spec)
-        print(cluster.description, file=sys.stderr)
-        return cluster.plan, cluster.groups, None  # GPU actors are the cluster's own
+        return cluster.plan, cluster.groups, None, [cluster.description]  # GPU actors are the cluster's own
     plan = make_plan(
         model_bytes(spec.model_dir), args.workers, args.threads_per_worker, weights_shared=spec.options.weights_shared
     )
-    print(plan.describe(), file=sys.stderr)
-    return plan, None, gpu
+    return plan, None, gpu, [plan.describe(), *([gpu.describe()] if gpu is not None else [])]
+
+
+def _not_made_yet(output_dir: Path) -> list[Path]:
+    """What a run would make before its work, deepest first (the output folder's lock file, the
+    folders that do not exist): removed again when the model is refused (ModelRefused), so a
+    refused run leaves nothing behind, as when the model was checked before the setup. (A run
+    that locked the new folder in the instant between would then hold a removed file's lock.)"""
+    return [path for path in (output_dir / LOCK_NAME, output_dir, *output_dir.parents) if not path.exists()]
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.rmdir() if path.is_dir() else path.unlink()
 
 
 def _check_writable(output_dir: str) -> None:
@@ -428,8 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.log_file)
     _start_worker_server(args)
     try:
-        # CPU workers always run on the CPU; GPU workers get their own device (see runner).
-        spec = _engine_spec(args, "cpu")
+        spec, model_check = _engine_spec_checking(args)
         # On a cluster the GPUs are the nodes' own (runner/cluster.py), not this machine's.
         gpu = None if args.cluster else _gpu_scheduler(args, model_bytes(spec.model_dir))
         if args.speakers is not None:
@@ -442,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     if not inputs:
         print("error: no media files to transcribe", file=sys.stderr)
         return 2
-    return _run(args, spec, gpu, inputs, formats, bool(problems))
+    return _run(args, spec, gpu, inputs, formats, bool(problems), model_check)
 
 
 def _run(
@@ -452,6 +491,7 @@ def _run(
     inputs: list[InputFile],
     formats: tuple[str, ...],
     problems: bool,
+    model_check: cf.Future | None = None,
 ) -> int:
     """The run itself, once the options and the inputs are known; its exit status (1 when a file
     failed or an input was refused, 130 when interrupted)."""
@@ -459,10 +499,9 @@ def _run(
         inputs = expand_audio_streams(inputs)
     transcribe = TranscribeOptions.from_args(args)
     gpu_spec = spec.for_gpu(args.precision)
+    made = _not_made_yet(Path(args.output_dir))
     try:
-        plan, groups, gpu = _worker_plan(args, spec, gpu_spec, gpu)
-        if gpu is not None:
-            print(gpu.describe(), file=sys.stderr)
+        plan, groups, gpu, start_lines = _worker_plan(args, spec, gpu_spec, gpu)
         _check_writable(args.output_dir)
     except FireRedFastError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -471,8 +510,11 @@ def _run(
         args, formats=formats, transcribe=transcribe, progress=not args.no_progress and sys.stderr.isatty()
     )
     try:
-        summary = Runner(spec, plan, options, gpu=gpu, gpu_spec=gpu_spec, groups=groups).run(inputs)
-    except RunRefused as exc:  # the output folder is busy, or outputs would clash
+        start = {"model_check": model_check, "start_lines": start_lines}
+        summary = Runner(spec, plan, options, gpu=gpu, gpu_spec=gpu_spec, groups=groups, **start).run(inputs)
+    except RunRefused as exc:  # the output folder is busy, outputs would clash, or the model was refused
+        if isinstance(exc, ModelRefused):
+            _remove(made)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, SAMPLES
 
 from fireredasr_fast.engines import EngineSpec
 from fireredasr_fast.runner.worker import init_process
@@ -284,3 +284,79 @@ def test_a_pool_forks_its_first_worker_before_the_first_batch():
         assert group.submit([]).result(timeout=300)[0] == []
     finally:
         group.shutdown(hard=True)
+
+
+def test_a_call_in_the_fork_server_runs_in_its_child_and_brings_its_error_back(tmp_path):
+    """in_fork_server (the model's check, cli.py): the call runs in a process forked from the
+    running server, in the background; its exception comes back through the future."""
+    from multiprocessing import forkserver
+
+    from fireredasr_fast.engines.firered.options import FireRedOptions
+    from fireredasr_fast.errors import ModelDirError
+    from fireredasr_fast.runner.workerstart import in_fork_server, start_fork_server
+
+    assert start_fork_server("firered")
+    assert in_fork_server("os:getppid").result(timeout=300) == forkserver._forkserver._forkserver_pid
+    damaged = tmp_path / "model"
+    damaged.mkdir()
+    for name in ("model.pth.tar", "cmvn.ark", "dict.txt", "train_bpe1000.model"):
+        (damaged / name).write_bytes((FIXTURES / "tiny_model" / name).read_bytes())
+    (damaged / "dict.txt").write_text("<blank> 0\n", encoding="utf-8")
+    check = in_fork_server("fireredasr_fast.engines.firered.checkpoint:check_model", damaged, FireRedOptions(), 30.0)
+    with pytest.raises(ModelDirError, match=r"dict\.txt"):
+        check.result(timeout=300)
+
+
+def test_without_a_fork_server_the_call_runs_here_at_once():
+    code = (
+        "import os; from fireredasr_fast.runner.workerstart import in_fork_server; "
+        "f = in_fork_server('os:getpid'); print(f.done(), f.result() == os.getpid())"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.stdout.split() == ["True", "True"], done.stderr
+
+
+# The command, with a look at its main process's modules as it ends (exit_now runs atexit).
+_MODULES_AT_EXIT = """
+import atexit, runpy, sys
+atexit.register(lambda: print("torch in the main process:", "torch" in sys.modules, file=sys.stderr, flush=True))
+sys.argv = ["fireredasr-fast", *sys.argv[1:]]
+runpy.run_module("fireredasr_fast", run_name="__main__")
+"""
+
+
+def _command(argv: list[str]) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", _MODULES_AT_EXIT, *argv], capture_output=True, text=True, env=env,
+                          timeout=600)  # fmt: skip
+
+
+def test_the_command_checks_the_model_in_the_fork_server_and_never_imports_torch(tmp_path):
+    """A run with local CPU workers on a machine without CUDA: its main process decodes while
+    the model is checked in a child of the fork server, and never imports torch itself."""
+    out = tmp_path / "out"
+    done = _command(["--model-dir", str(FIXTURES / "tiny_model"), "--workers", "1", "--formats", "srt",
+                     "--no-progress", "-o", str(out), str(SAMPLES / "aishell_zh.mkv")])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "torch in the main process: False" in done.stderr.splitlines()
+    assert (out / "aishell_zh.srt").read_text(encoding="utf-8").strip()
+
+
+def test_a_model_refused_beside_the_start_is_one_line_and_leaves_nothing(tmp_path):
+    """The same run with a damaged model: refused once its check (running beside the front
+    end's start) fails: one error line (not the plan's), status 2, and nothing made: the new
+    output folder, its parent and the lock file in it are gone again."""
+    damaged = tmp_path / "model"
+    damaged.mkdir()
+    for name in ("model.pth.tar", "cmvn.ark", "dict.txt", "train_bpe1000.model"):
+        (damaged / name).write_bytes((FIXTURES / "tiny_model" / name).read_bytes())
+    data = (damaged / "model.pth.tar").read_bytes()
+    (damaged / "model.pth.tar").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "new" / "out"
+    done = _command(["--model-dir", str(damaged), "--workers", "1", "--no-progress", "-o", str(out),
+                     str(SAMPLES / "aishell_zh.mkv")])  # fmt: skip
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("torch in the main process")]
+    assert len(lines) == 1 and "model.pth.tar: refused" in lines[0], done.stderr
+    assert not (tmp_path / "new").exists()

@@ -14,6 +14,7 @@ missing, ollama may not be running. Nothing here raises on those conditions.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import re
@@ -166,6 +167,24 @@ class TorchProbe:
             return out
         except Exception:
             return []
+
+
+# The NVIDIA driver's CUDA library, by platform: every CUDA build of torch loads it.
+CUDA_DRIVER_LIBRARY = {"linux": "libcuda.so.1", "win32": "nvcuda.dll"}
+
+
+def cuda_driver_loads() -> bool:
+    """Whether the NVIDIA driver's CUDA library loads: where it does not, no CUDA build of
+    torch sees a GPU either, which is known here without importing torch (a second of CPU
+    the run's main process then spends on nothing else)."""
+    name = CUDA_DRIVER_LIBRARY.get(sys.platform)
+    if name is None:
+        return False
+    try:
+        ctypes.CDLL(name)
+    except OSError:
+        return False
+    return True
 
 
 def default_probe() -> GpuProbe:

@@ -30,7 +30,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +38,7 @@ from typing import Any
 
 from fireredasr_fast.batching import Batch, SegmentJob, make_batches
 from fireredasr_fast.engines import EngineSpec
-from fireredasr_fast.errors import check_number
+from fireredasr_fast.errors import FireRedFastError, check_number
 from fireredasr_fast.flags import PARALLELISM, section
 from fireredasr_fast.fsutil import display_name, file_identity
 from fireredasr_fast.glossary import Glossary, GlossaryError
@@ -282,6 +282,11 @@ def _say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+class ModelRefused(RunRefused):
+    """The model's check, run beside the run's start (Runner's `model_check`), failed: the run
+    stopped before it wrote anything or started a worker."""
+
+
 class Runner:
     def __init__(
         self,
@@ -292,8 +297,15 @@ class Runner:
         gpu_device: Callable[[int], str] = lambda index: f"cuda:{index}",
         gpu_spec: EngineSpec | None = None,
         groups: list[WorkerGroup] | None = None,
+        model_check: cf.Future | None = None,
+        start_lines: Sequence[str] = (),
     ) -> None:
         self.spec = spec
+        # The model's check still running in the background (cli.py): the front end starts
+        # beside it; outputs and workers wait for it (_model_checked), and so do `start_lines`
+        # (the plan, the GPUs), printed once it passed: a refused model is one line.
+        self.model_check = model_check
+        self.start_lines = start_lines
         # GPU workers may run another precision (fp16/bf16) than the CPU workers; by default
         # what the command line gives them without --precision (EngineSpec.for_gpu).
         self.gpu_spec = gpu_spec or spec.for_gpu()
@@ -331,6 +343,19 @@ class Runner:
         with output_folder_lock(self.output_dir):
             return self._run(inputs)
 
+    def _model_checked(self) -> None:
+        """Wait for the model's check when it runs in the background (ModelRefused with its
+        error), then print the start lines; once."""
+        check, self.model_check = self.model_check, None
+        lines, self.start_lines = self.start_lines, ()
+        if check is not None:
+            try:
+                check.result()
+            except FireRedFastError as exc:
+                raise ModelRefused(str(exc)) from None
+        for line in lines:
+            print(line, file=sys.stderr)
+
     def _run(self, inputs: list[InputFile]) -> RunSummary:
         t_start = time.perf_counter()
         journal = Journal(self.output_dir)
@@ -349,6 +374,8 @@ class Runner:
 
         restore_signals = self.stop.install()
         try:
+            if stored or not todo:
+                self._model_checked()  # before re-rendering writes outputs; else beside the front end
             self._rerender(stored, records, journal)
             if todo:
                 self._process(todo, records, journal)
@@ -567,6 +594,12 @@ class _Schedule:
         sources = {state.index: state.item.path for state in self.states.values()}
         self.progress = Progress(self.options.progress, sources)
         self.frontend.start(self.prepared_queue)
+        try:
+            self.runner._model_checked()  # the front end started beside it; no worker before it
+        except ModelRefused:
+            self.frontend.close(True)  # nothing was written: no file fails, none is journaled
+            self.progress.close()
+            raise
         self.pools = self._start_groups()
         try:
             while not self.stop.hard.is_set() and self._step():

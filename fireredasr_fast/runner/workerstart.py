@@ -18,8 +18,8 @@ shared, memory-mapped weights (worker.load_engine). Where there is no fork serve
 
 The command starts the server first thing (start_for_command, from `fireredasr_fast.__main__`
 before the CLI's own imports), so that its imports run on another core while the main
-process imports the pipeline, checks the model and decodes the first file; the worker pool
-later reuses it. That start reads only the few options that decide whether local CPU
+process imports the pipeline and decodes the first file; the model's check runs in a child
+of it (in_fork_server), and the worker pool later reuses it. That start reads only the few options that decide whether local CPU
 workers will run (their full names); the CLI asks again once it has parsed everything
 (start_fork_server does nothing when a server runs), and a command that ends without a run
 (a usage error, --help) stops the server it started (stop_fork_server). This module and
@@ -34,18 +34,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import multiprocessing
 import multiprocessing.context
 import os
 import signal
-from typing import TYPE_CHECKING, NoReturn
+import threading
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from fireredasr_fast.engines import DEFAULT_ENGINE, ENGINES
 
 from .lifeline import quiet_start
 
 if TYPE_CHECKING:
+    import concurrent.futures as cf
+
     from fireredasr_fast.engines import EngineSpec
 
 log = logging.getLogger(__name__)
@@ -157,6 +161,64 @@ def start_for_command(argv: list[str]) -> bool:
     return start_fork_server(args.engine)
 
 
+def call(target: str, *args: Any) -> Any:
+    """The function `target` names ("module:function", as engines/__init__.py names engines)
+    called with `args`: sent by name, a call needs no import of its module by the sender."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)(*args)
+
+
+def in_fork_server(target: str, *args: Any) -> cf.Future:
+    """`call(target, *args)` in a process forked from the running fork server, in the
+    background: the future of its result (or exception). For the model's check (cli.py): the
+    torch it needs is the server's import, and this process decodes its first file meanwhile
+    instead of importing torch for itself (docs/tuning.md#worker-start-up-and-memory). With no fork server, or one that cannot fork, the call runs in this process (with
+    no server: now, and the future is done when returned)."""
+    import concurrent.futures as cf  # not at the top: this module is the command's first import
+
+    future: cf.Future = cf.Future()
+    if _fork_server_pid() is None:
+        _settle(future, target, args)
+    else:
+        thread = threading.Thread(target=_call_in_child, args=(future, target, args), name="fork-server-call")
+        thread.daemon = True
+        thread.start()
+    return future
+
+
+def _call_in_child(future: cf.Future, target: str, args: tuple[Any, ...]) -> None:
+    import concurrent.futures as cf
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        # quiet_start: the child begins with the terminal's signals blocked, as the workers do.
+        with quiet_start(), cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as pool:
+            child = pool.submit(call, target, *args)
+        exception = child.exception()
+    except (BrokenProcessPool, OSError):  # the server could not fork: here instead
+        _settle(future, target, args)
+        return
+    if isinstance(exception, BrokenProcessPool):
+        _settle(future, target, args)
+    elif exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(child.result())
+
+
+def _settle(future: cf.Future, target: str, args: tuple[Any, ...]) -> None:
+    try:
+        future.set_result(call(target, *args))
+    except Exception as exc:
+        future.set_exception(exc)
+
+
+def _fork_server_pid() -> int | None:
+    from multiprocessing import forkserver
+
+    return getattr(forkserver._forkserver, "_forkserver_pid", None)
+
+
 def stop_fork_server() -> None:
     """Stop this process's fork server now, if one runs: for a command that ends without the
     run it was started for. Killed rather than asked (closing its pipe), because it would
@@ -164,7 +226,7 @@ def stop_fork_server() -> None:
     from multiprocessing import forkserver
 
     server = forkserver._forkserver
-    pid = getattr(server, "_forkserver_pid", None)
+    pid = _fork_server_pid()
     if pid is None:
         return
     with contextlib.suppress(OSError):

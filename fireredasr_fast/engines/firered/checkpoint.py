@@ -14,14 +14,18 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from fireredasr_fast.errors import ModelDirError
 
 from .features import encoder_frames, read_cmvn
+
+if TYPE_CHECKING:
+    import torch
+
+    from .options import FireRedOptions
 
 MODEL_FILE = "model.pth.tar"
 CMVN_FILE = "cmvn.ark"
@@ -110,6 +114,8 @@ def load_package(model_file: str | os.PathLike) -> dict[str, Any]:
     Only tensors, plain containers and `argparse.Namespace` are allowed; anything else is
     refused with a clear error. There is deliberately no fallback to weights_only=False.
     """
+    import torch
+
     try:
         with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pickle-protocol chatter; the outcome is what matters
@@ -187,6 +193,22 @@ def check_decoding(
         raise ModelDirError(f"--eos-penalty above 1 needs a FireRedASR2 model; {model_file} is v1 (at most 1)")
 
 
+def check_model(model_dir: str | os.PathLike, options: FireRedOptions, max_segment: float) -> None:
+    """What needs a model directory's checkpoint read (check_model_dir has checked its files are
+    there): the checkpoint unpickled safely, its files checked against each other, the decoding
+    options against it, and the LM (--lm-dir) against its vocabulary. ModelDirError naming the
+    file. The command runs this in a process forked from the workers' fork server, where torch
+    is imported already, beside its own start (cli.py, runner/workerstart.in_fork_server)."""
+    from .lm import load_lm
+
+    path = Path(model_dir)
+    package = load_package(path / MODEL_FILE)
+    model_args = check_model_files(path, package)
+    check_decoding(model_args, package["model_state_dict"], options.decoding, max_segment, path / MODEL_FILE)
+    if options.decoding.lm_dir:  # a missing, foreign or mismatched LM, refused here
+        load_lm(options.decoding.lm_dir, vocab_size=model_args.odim)
+
+
 def _state_problem(exc: BaseException) -> str:
     """The first missing, unexpected or misshapen tensor in a load_state_dict error."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -239,6 +261,7 @@ def write_model_dir(
     import shutil
 
     import kaldiio
+    import torch
 
     if tuple(tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
         raise ValueError(f"the vocabulary must start with {SPECIAL_TOKENS}")
