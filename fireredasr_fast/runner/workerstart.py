@@ -19,10 +19,11 @@ shared, memory-mapped weights (worker.load_engine). Where there is no fork serve
 The command starts the server first thing (start_for_command, from `fireredasr_fast.__main__`
 before the CLI's own imports), so that its imports run on another core while the main
 process imports the pipeline and decodes the first file; the model's check runs in a child
-of it (in_fork_server), and the worker pool later reuses it. That start reads only the few options that decide whether local CPU
-workers will run (their full names); the CLI asks again once it has parsed everything
-(start_fork_server does nothing when a server runs), and a command that ends without a run
-(a usage error, --help) stops the server it started (stop_fork_server). This module and
+of it (in_fork_server), and the worker pool later reuses it. That start reads only the few
+options that decide whether local CPU workers will run (their full names); the CLI asks
+again once it has parsed everything (start_fork_server does nothing when a server runs),
+and a command that ends without a run (a usage error, --help) stops the server it started
+(stop_fork_server). This module and
 what it imports at the top stay light (no numpy): they are the command's first imports.
 
 The server is a child of the run's main process: it exits when the main process does (it
@@ -172,8 +173,9 @@ def in_fork_server(target: str, *args: Any) -> cf.Future:
     """`call(target, *args)` in a process forked from the running fork server, in the
     background: the future of its result (or exception). For the model's check (cli.py): the
     torch it needs is the server's import, and this process decodes its first file meanwhile
-    instead of importing torch for itself (docs/tuning.md#worker-start-up-and-memory). With no fork server, or one that cannot fork, the call runs in this process (with
-    no server: now, and the future is done when returned)."""
+    instead of importing torch for itself (docs/tuning.md#worker-start-up-and-memory). With
+    no fork server, or one that cannot fork, the call runs in this process (with no server:
+    now, and the future is done when returned)."""
     import concurrent.futures as cf  # not at the top: this module is the command's first import
 
     future: cf.Future = cf.Future()
