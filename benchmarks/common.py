@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import wave
@@ -34,6 +35,15 @@ SAMPLES = ROOT / "samples"
 # The trained tiny FireRedASR-AED test fixture (its TRAINING.md says how it was made): unlike a
 # random checkpoint it says <eos> where the speech ends.
 TINY_MODEL = ROOT / "tests" / "fixtures" / "tiny_model"
+
+
+def tool_command(root: Path | None = None) -> list[str]:
+    """The command as `fireredasr-fast` runs it, from the checkout at `root` (default: this
+    one): fireredasr_fast/__main__.py where the checkout has one (it starts the fork server
+    before the CLI's imports, and processes it spawns import it rather than the CLI), else
+    the CLI."""
+    main = (root or ROOT) / "fireredasr_fast" / "__main__.py"
+    return [sys.executable, "-m", "fireredasr_fast" if main.exists() else "fireredasr_fast.cli"]
 
 
 def tiny_model_texts() -> Any:

@@ -51,7 +51,6 @@ import queue
 import resource
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -67,7 +66,15 @@ from fireredasr_fast.results import SAMPLE_RATE
 from fireredasr_fast.runner.frontend import AudioBudget, Frontend, FrontendOptions
 from fireredasr_fast.transcribe import TranscribeOptions
 
-from .common import DEFAULT_CACHE, TINY_MODEL, build_folder, build_long_folder, ensure_random_model, report_header
+from .common import (
+    DEFAULT_CACHE,
+    TINY_MODEL,
+    build_folder,
+    build_long_folder,
+    ensure_random_model,
+    report_header,
+    tool_command,
+)
 
 SAMPLE_SECONDS = 0.25  # --whole-tool: how often a run's processes are looked at (CPU seconds)
 PROJECTED_CORES = 8
@@ -265,7 +272,7 @@ def _run_sampled(command: list[str], env: dict[str, str] | None, cwd: Path | Non
 def tool_run(source: Path, model_dir: Path, out: Path, extra: list[str], root: Path | None = None) -> dict[str, Any]:
     """The CLI (of the checkout at `root`, else this one) on `source` with its own plan; wall
     and CPU seconds (every process it ran, by kind), the report's figures, the subtitles."""
-    command = [sys.executable, "-m", "fireredasr_fast.cli", "--model-dir", str(model_dir), "-o", str(out)]
+    command = [*tool_command(root), "--model-dir", str(model_dir), "-o", str(out)]
     command += ["--no-progress", "--overwrite", "--formats", "srt", *extra, "--", str(source)]
     env = dict(os.environ, PYTHONPATH=str(root)) if root is not None else None
     start = time.perf_counter()

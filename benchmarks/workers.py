@@ -39,7 +39,7 @@ import psutil
 
 from fireredasr_fast.runner.plan import lower_thread_priority
 
-from .common import DEFAULT_CACHE, build_folder, cpu_name, report_header, resolve_model
+from .common import DEFAULT_CACHE, build_folder, cpu_name, report_header, resolve_model, tool_command
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
@@ -150,15 +150,8 @@ class PeakPss(threading.Thread):
             self.most_processes = max(self.most_processes, count)
 
 
-def command(root: Path) -> list[str]:
-    """The command as `fireredasr-fast` runs it: fireredasr_fast/__main__.py where the
-    checkout has one (it starts the fork server before the CLI's imports), else the CLI."""
-    entry = "fireredasr_fast" if (root / "fireredasr_fast" / "__main__.py").exists() else "fireredasr_fast.cli"
-    return [sys.executable, "-m", entry]
-
-
 def cli_run(root: Path, model_dir: Path, folder: Path, out: Path, workers: int, tokens: float) -> dict[str, Any]:
-    cmd = [*command(root), "--model-dir", str(model_dir), "-o", str(out)]
+    cmd = [*tool_command(root), "--model-dir", str(model_dir), "-o", str(out)]
     cmd += ["--workers", str(workers), "--threads-per-worker", "1", "--no-progress", "--overwrite"]
     cmd += ["--max-tokens-per-second", str(tokens), "--", str(folder)]
     start = time.perf_counter()
