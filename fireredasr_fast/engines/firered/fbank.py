@@ -119,12 +119,7 @@ def _mel_bins(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return weights, first.astype(np.int64), lengths.astype(np.int64)
 
 
-@functools.cache
-def _kernel() -> Callable[..., None]:
-    import numba
-
-    jit = numba.njit(cache=True, nogil=True, boundscheck=False)  # no fastmath: see above
-
+def _frame_kernels(jit: Callable) -> tuple[Callable, Callable]:
     @jit
     def prepare(samples, start, window, buf):  # pragma: no cover - compiled
         total = np.float32(0.0)
@@ -162,6 +157,16 @@ def _kernel() -> Callable[..., None]:
                     re[i0], im[i0] = f0r + s3r, f0i + s3i
                     re[i1], im[i1] = (s5r + s0i) - s2i, s5i - s4r
                     re[i3], im[i3] = (s5r + s2i) - s0i, s5i + s4r
+
+    return prepare, butterflies
+
+
+@functools.cache
+def _kernel() -> Callable[..., None]:
+    import numba
+
+    jit = numba.njit(cache=True, nogil=True, boundscheck=False)  # no fastmath: see above
+    prepare, butterflies = _frame_kernels(jit)
 
     @jit
     def power_spectrum(buf, order, twr, twi, sr, si, re, im, power):  # pragma: no cover - compiled
@@ -258,13 +263,16 @@ def _check(opts: Any, reference: Callable[[np.ndarray], np.ndarray]) -> FastFban
         probe = probe_signal()
         ours, theirs = fast(probe), reference(probe)
     except Exception as exc:  # numba missing or failing: knf still computes the same features
-        log.warning("fbank through kaldi-native-fbank, slower: the fast kernel failed (%s: %s)", type(exc).__name__, exc)
+        reason = f"{type(exc).__name__}: {exc}"
+        log.warning("fbank through kaldi-native-fbank, slower: the fast kernel failed (%s)", reason)
         return None
     if ours.shape != theirs.shape or not np.array_equal(ours.view(np.uint32), theirs.view(np.uint32)):
         differ = int((ours != theirs).sum()) if ours.shape == theirs.shape else f"shape {ours.shape} vs {theirs.shape}"
         log.warning(
             "fbank through kaldi-native-fbank, slower: the fast kernel's features differ from "
-            "kaldi-native-fbank %s's on the probe signal (%s values)", _knf_version(), differ
+            "kaldi-native-fbank %s's on the probe signal (%s values)",
+            _knf_version(),
+            differ,
         )
         return None
     return fast
