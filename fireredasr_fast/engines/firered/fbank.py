@@ -122,123 +122,118 @@ def _mel_bins(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return weights, first.astype(np.int64), lengths.astype(np.int64)
 
 
-def _prepare_kernel(jit: Callable) -> Callable:
-    @jit
-    def prepare(samples, f0, count, window, buf):  # pragma: no cover - compiled
-        # buf[i, lane]: sample i of frame f0 + lane (lanes past the last frame repeat it).
-        for lane in range(LANES):
-            start = min(f0 + lane, count - 1) * HOP
-            for i in range(FRAME):
-                buf[i, lane] = samples[start + i]
-        mean = np.zeros(LANES, np.float32)
+def _prepare(samples, f0, count, window, buf):  # pragma: no cover - compiled
+    # buf[i, lane]: sample i of frame f0 + lane (lanes past the last frame repeat it).
+    for lane in range(LANES):
+        start = min(f0 + lane, count - 1) * HOP
         for i in range(FRAME):
-            for lane in range(LANES):
-                mean[lane] += buf[i, lane]
+            buf[i, lane] = samples[start + i]
+    mean = np.zeros(LANES, np.float32)
+    for i in range(FRAME):
         for lane in range(LANES):
-            mean[lane] = mean[lane] / np.float32(FRAME)
-        for i in range(FRAME):
-            for lane in range(LANES):
-                buf[i, lane] -= mean[lane]
-        coeff = np.float32(PREEMPH)
-        for i in range(FRAME - 1, 0, -1):
-            for lane in range(LANES):
-                buf[i, lane] -= coeff * buf[i - 1, lane]
+            mean[lane] += buf[i, lane]
+    for lane in range(LANES):
+        mean[lane] = mean[lane] / np.float32(FRAME)
+    for i in range(FRAME):
         for lane in range(LANES):
-            buf[0, lane] -= coeff * buf[0, lane]
-        for i in range(FRAME):
-            weight = window[i]
-            for lane in range(LANES):
-                buf[i, lane] *= weight
-
-    return prepare
-
-
-def _butterfly_kernel(jit: Callable) -> Callable:
-    @jit
-    def butterflies(re, im, twr, twi):  # pragma: no cover - compiled
-        # kf_bfly4 (forward) on every group of every stage, in the order of knf's machine code.
-        for m, stride in STAGES:
-            for base in range(0, HALF, 4 * m):
-                for k in range(m):
-                    i0, i1, i2, i3 = base + k, base + k + m, base + k + 2 * m, base + k + 3 * m
-                    t1, t2, t3 = k * stride, 2 * k * stride, 3 * k * stride
-                    w1r, w1i, w2r, w2i, w3r, w3i = twr[t1], twi[t1], twr[t2], twi[t2], twr[t3], twi[t3]
-                    for j in range(LANES):
-                        s0r = re[i1, j] * w1r - im[i1, j] * w1i
-                        s0i = re[i1, j] * w1i + im[i1, j] * w1r
-                        a2, b2 = re[i2, j] * w2r, im[i2, j] * w2i
-                        s1i = re[i2, j] * w2i + im[i2, j] * w2r
-                        c3, d3 = re[i3, j] * w3r, im[i3, j] * w3i
-                        s2i = re[i3, j] * w3i + im[i3, j] * w3r
-                        f0r, s5r = (re[i0, j] + a2) - b2, (re[i0, j] + b2) - a2
-                        f0i, s5i = im[i0, j] + s1i, im[i0, j] - s1i
-                        s3r, s4r, s3i = (s0r - d3) + c3, (s0r - c3) + d3, s0i + s2i
-                        re[i2, j], im[i2, j] = f0r - s3r, f0i - s3i
-                        re[i0, j], im[i0, j] = f0r + s3r, f0i + s3i
-                        re[i1, j], im[i1, j] = (s5r + s0i) - s2i, s5i - s4r
-                        re[i3, j], im[i3, j] = (s5r + s2i) - s0i, s5i + s4r
-
-    return butterflies
-
-
-def _spectrum_kernel(jit: Callable) -> Callable:
-    butterflies = _butterfly_kernel(jit)
-
-    @jit
-    def power_spectrum(buf, order, twr, twi, sr, si, re, im, power):  # pragma: no cover - compiled
-        for j in range(HALF):  # the 512 reals as 256 complex points, in kf_work's order
-            for lane in range(LANES):
-                re[j, lane] = buf[2 * order[j], lane]
-                im[j, lane] = buf[2 * order[j] + 1, lane]
-        butterflies(re, im, twr, twi)
+            buf[i, lane] -= mean[lane]
+    coeff = np.float32(PREEMPH)
+    for i in range(FRAME - 1, 0, -1):
         for lane in range(LANES):
-            dc, nyquist = re[0, lane] + im[0, lane], re[0, lane] - im[0, lane]
-            power[0, lane], power[HALF, lane] = dc * dc, nyquist * nyquist
-        half = np.float32(0.5)
-        for k in range(1, HALF // 2 + 1):  # kiss_fftr's split, as in knf's machine code
-            n, c, s = HALF - k, sr[k - 1], si[k - 1]
-            for j in range(LANES):
-                f1r, f2r = re[k, j] + re[n, j], re[k, j] - re[n, j]
-                f1i, f2i = im[k, j] - im[n, j], im[k, j] + im[n, j]
-                ar, bi, twi_k = f2r * c, f2i * s, f2r * s + f2i * c
-                kr, ki = ((f1r + ar) - bi) * half, (f1i + twi_k) * half
-                nr, ni = ((f1r + bi) - ar) * half, (twi_k - f1i) * half
-                power[k, j] = kr * kr + ki * ki
-                power[n, j] = nr * nr + ni * ni
+            buf[i, lane] -= coeff * buf[i - 1, lane]
+    for lane in range(LANES):
+        buf[0, lane] -= coeff * buf[0, lane]
+    for i in range(FRAME):
+        weight = window[i]
+        for lane in range(LANES):
+            buf[i, lane] *= weight
 
-    return power_spectrum
+
+def _butterflies(re, im, twr, twi):  # pragma: no cover - compiled
+    # kf_bfly4 (forward) on every group of every stage, in the order of knf's machine code.
+    for m, stride in STAGES:
+        for base in range(0, HALF, 4 * m):
+            for k in range(m):
+                i0, i1, i2, i3 = base + k, base + k + m, base + k + 2 * m, base + k + 3 * m
+                t1, t2, t3 = k * stride, 2 * k * stride, 3 * k * stride
+                w1r, w1i, w2r, w2i, w3r, w3i = twr[t1], twi[t1], twr[t2], twi[t2], twr[t3], twi[t3]
+                for j in range(LANES):
+                    s0r = re[i1, j] * w1r - im[i1, j] * w1i
+                    s0i = re[i1, j] * w1i + im[i1, j] * w1r
+                    a2, b2 = re[i2, j] * w2r, im[i2, j] * w2i
+                    s1i = re[i2, j] * w2i + im[i2, j] * w2r
+                    c3, d3 = re[i3, j] * w3r, im[i3, j] * w3i
+                    s2i = re[i3, j] * w3i + im[i3, j] * w3r
+                    f0r, s5r = (re[i0, j] + a2) - b2, (re[i0, j] + b2) - a2
+                    f0i, s5i = im[i0, j] + s1i, im[i0, j] - s1i
+                    s3r, s4r, s3i = (s0r - d3) + c3, (s0r - c3) + d3, s0i + s2i
+                    re[i2, j], im[i2, j] = f0r - s3r, f0i - s3i
+                    re[i0, j], im[i0, j] = f0r + s3r, f0i + s3i
+                    re[i1, j], im[i1, j] = (s5r + s0i) - s2i, s5i - s4r
+                    re[i3, j], im[i3, j] = (s5r + s2i) - s0i, s5i + s4r
+
+
+def _power_spectrum(buf, order, twr, twi, sr, si, re, im, power):  # pragma: no cover - compiled
+    for j in range(HALF):  # the 512 reals as 256 complex points, in kf_work's order
+        for lane in range(LANES):
+            re[j, lane] = buf[2 * order[j], lane]
+            im[j, lane] = buf[2 * order[j] + 1, lane]
+    _butterflies_jit(re, im, twr, twi)
+    for lane in range(LANES):
+        dc, nyquist = re[0, lane] + im[0, lane], re[0, lane] - im[0, lane]
+        power[0, lane], power[HALF, lane] = dc * dc, nyquist * nyquist
+    half = np.float32(0.5)
+    for k in range(1, HALF // 2 + 1):  # kiss_fftr's split, as in knf's machine code
+        n, c, s = HALF - k, sr[k - 1], si[k - 1]
+        for j in range(LANES):
+            f1r, f2r = re[k, j] + re[n, j], re[k, j] - re[n, j]
+            f1i, f2i = im[k, j] - im[n, j], im[k, j] + im[n, j]
+            ar, bi, twi_k = f2r * c, f2i * s, f2r * s + f2i * c
+            kr, ki = ((f1r + ar) - bi) * half, (f1i + twi_k) * half
+            nr, ni = ((f1r + bi) - ar) * half, (twi_k - f1i) * half
+            power[k, j] = kr * kr + ki * ki
+            power[n, j] = nr * nr + ni * ni
+
+
+def _frames(samples, window, order, twr, twi, sr, si, weights, first, lengths, logf, out):  # pragma: no cover
+    # LANES frames at a time, each lane one frame's own arithmetic (so loops over lanes
+    # vectorise without changing any frame's order of operations).
+    buf = np.zeros((FFT_SIZE, LANES), np.float32)
+    re, im = np.empty((HALF, LANES), np.float32), np.empty((HALF, LANES), np.float32)
+    power = np.empty((HALF + 1, LANES), np.float32)
+    energy = np.empty(LANES, np.float32)
+    floor = np.float32(FLT_EPSILON)
+    count = out.shape[0]
+    for f0 in range(0, count, LANES):
+        _prepare_jit(samples, f0, count, window, buf)
+        _power_spectrum_jit(buf, order, twr, twi, sr, si, re, im, power)
+        for b in range(out.shape[1]):
+            energy[:] = 0
+            for k in range(lengths[b]):
+                weight, row = weights[b, k], first[b] + k
+                for lane in range(LANES):
+                    energy[lane] += weight * power[row, lane]
+            for lane in range(min(LANES, count - f0)):
+                out[f0 + lane, b] = logf(max(energy[lane], floor))
+
+
+# The compiled kernels, set by _kernel(): they call each other through these module globals,
+# not as closures (numba keys a closure's cache entry by its cells, which differ in every
+# process: each worker would compile again).
+_prepare_jit: Any = None
+_butterflies_jit: Any = None
+_power_spectrum_jit: Any = None
 
 
 @functools.cache
 def _kernel() -> Callable[..., None]:
+    global _prepare_jit, _butterflies_jit, _power_spectrum_jit
     import numba
 
     jit = numba.njit(cache=True, nogil=True, boundscheck=False)  # no fastmath: see above
-    prepare, power_spectrum = _prepare_kernel(jit), _spectrum_kernel(jit)
-
-    @jit
-    def frames(samples, window, order, twr, twi, sr, si, weights, first, lengths, logf, out):  # pragma: no cover
-        # LANES frames at a time, each lane one frame's own arithmetic (so loops over lanes
-        # vectorise without changing any frame's order of operations).
-        buf = np.zeros((FFT_SIZE, LANES), np.float32)
-        re, im = np.empty((HALF, LANES), np.float32), np.empty((HALF, LANES), np.float32)
-        power = np.empty((HALF + 1, LANES), np.float32)
-        energy = np.empty(LANES, np.float32)
-        floor = np.float32(FLT_EPSILON)
-        count = out.shape[0]
-        for f0 in range(0, count, LANES):
-            prepare(samples, f0, count, window, buf)
-            power_spectrum(buf, order, twr, twi, sr, si, re, im, power)
-            for b in range(out.shape[1]):
-                energy[:] = 0
-                for k in range(lengths[b]):
-                    weight, row = weights[b, k], first[b] + k
-                    for lane in range(LANES):
-                        energy[lane] += weight * power[row, lane]
-                for lane in range(min(LANES, count - f0)):
-                    out[f0 + lane, b] = logf(max(energy[lane], floor))
-
-    return frames
+    _prepare_jit, _butterflies_jit = jit(_prepare), jit(_butterflies)
+    _power_spectrum_jit = jit(_power_spectrum)
+    return jit(_frames)
 
 
 class FastFbank:

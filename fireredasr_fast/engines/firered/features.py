@@ -74,7 +74,7 @@ class FbankExtractor:
         opts.frame_opts.samp_freq = SAMPLE_RATE
         opts.mel_opts.num_bins = NUM_MEL_BINS
         opts.mel_opts.debug_mel = False
-        self._opts = opts
+        self.opts = opts
         self.cmvn = read_cmvn(cmvn_file) if cmvn_file else None
 
     @staticmethod
@@ -87,12 +87,12 @@ class FbankExtractor:
         samples = np.ascontiguousarray(waveform, dtype=np.float32).reshape(-1) * np.float32(INT16_SCALE)
         if samples.size < MIN_SAMPLES:
             return np.zeros((0, NUM_MEL_BINS), dtype=np.float32)
-        fast = fast_fbank.checked(self._opts, self.knf_fbank)
+        fast = fast_fbank.checked(self.opts, self.knf_fbank)
         return fast(samples) if fast is not None else self.knf_fbank(samples)
 
     def knf_fbank(self, samples: np.ndarray) -> np.ndarray:
         """(frames, 80) float32 by kaldi-native-fbank, of float32 samples at int16 scale."""
-        online = knf.OnlineFbank(self._opts)
+        online = knf.OnlineFbank(self.opts)
         online.accept_waveform(SAMPLE_RATE, samples)
         count = online.num_frames_ready
         out = np.empty((count, NUM_MEL_BINS), dtype=np.float32)
@@ -109,3 +109,11 @@ class FbankExtractor:
 
     def batch(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
         return [self(w) for w in waveforms]
+
+
+def prepare_fast_fbank() -> None:
+    """The fbank kernel loaded from numba's cache (compiled the first time) and checked
+    against knf: once in the workers' fork server rather than in every worker (a non-parallel
+    kernel starts no thread)."""
+    extractor = FbankExtractor()
+    fast_fbank.checked(extractor.opts, extractor.knf_fbank)
