@@ -56,7 +56,9 @@ STAGES = ((1, 64), (4, 16), (16, 4), (64, 1))
 
 class _LibmLogf:
     """libm's `logf` as a first-class function for numba (its Wrapper Address Protocol): the
-    kernel calls it through its address, the function knf calls too."""
+    kernel calls it through its address. knf's wheel binds glibc's logf@GLIBC_2.2.5, the
+    compatibility wrapper of the same function (it differs for arguments <= 0 only, which the
+    log floor rules out)."""
 
     def __init__(self) -> None:
         try:
@@ -85,7 +87,8 @@ def _wap_type() -> type:
 
 def _twiddles() -> tuple[np.ndarray, ...]:
     """kiss_fft_alloc's twiddles for 256 points and kiss_fftr_alloc's super twiddles for 512,
-    as kissfft computes them: double phases, float casts of libm's cos and sin."""
+    as kissfft computes them: double phases, float casts of libm's cos and sin. (knf's wheel
+    computes the phases as i * (1/n * -2 pi): the same doubles, n being a power of two.)"""
     tw = [-2 * math.pi * i / HALF for i in range(HALF)]
     sup = [-math.pi * ((i + 1) / HALF + 0.5) for i in range(HALF // 2)]
     as32 = [np.array([f(p) for p in phases], np.float32) for phases in (tw, sup) for f in (math.cos, math.sin)]
