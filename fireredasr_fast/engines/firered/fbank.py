@@ -4,7 +4,7 @@ The reference front end (PyPI `fireredasr`) computes its features with kaldi-nat
 (knf), and ours must equal them bit for bit (tests/test_features.py, the parity tests). knf
 costs several times more per frame than the arithmetic needs: its real FFT allocates a
 kissfft plan (twiddles from sin/cos) for every frame, and its binding returns one frame per
-call (docs/engine.md#the-fbank-bit-identical-to-kaldi-native-fbank). This kernel does the
+call (docs/engine.md#the-fbank-bit-identical-to-kaldi-native-fbank-issue-32). This kernel does the
 same float operations in the same order for every frame, with the plan made once, 16 frames
 side by side (each frame's operations stay its own, so the loops over frames vectorise):
 
