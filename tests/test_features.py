@@ -13,7 +13,7 @@ from make_programme import real_speech_programme
 
 from fireredasr_fast.audio import decode_audio
 from fireredasr_fast.engines.firered import fbank
-from fireredasr_fast.engines.firered.features import FbankExtractor
+from fireredasr_fast.engines.firered.features import FbankExtractor, prepare_fast_fbank
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +89,19 @@ def test_options_the_kernel_does_not_compute_keep_knf_after_one_warning(caplog: 
             assert not np.array_equal(feats, FbankExtractor().fbank(wave))  # 0.96 is not 0.97
     warnings = [r.getMessage() for r in caplog.records if r.name == fbank.__name__]
     assert len(warnings) == 1 and "differ from kaldi-native-fbank" in warnings[0], warnings
+
+
+def test_the_fork_server_s_warm_up_decides_for_its_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """features.prepare_fast_fbank (run by engine.prepare_fork_server) loads and checks the
+    kernel; an extractor made afterwards (in a forked worker) uses it without checking again."""
+    monkeypatch.setattr(fbank, "_checked", {})  # as in a fresh fork server
+    prepare_fast_fbank()
+
+    def no_second_check(*args: object) -> None:
+        raise AssertionError("checked again")
+
+    monkeypatch.setattr(fbank, "_check", no_second_check)
+    extractor = FbankExtractor()
+    assert isinstance(fbank.checked(extractor.opts, extractor.knf_fbank), fbank.FastFbank)
+    wave = np.random.default_rng(5).standard_normal(4000).astype(np.float32) * 0.2
+    assert_same_bits(extractor.fbank(wave), extractor.knf_fbank(wave * np.float32(32768)))
