@@ -25,5 +25,6 @@ BENCHMARKS = {
     "hotwords": "The glossary (--hotwords): term recall, false insertions, CER/WER and cost per search step (issue 31)",
     "precision": "The engine's CPU precisions (fp32, bf16, int8) side by side at full size (issue 32)",
     "workers": "What a worker costs to start and to keep, and whether a second one pays (issue 32)",
+    "features": "The FireRedASR fbank: kaldi-native-fbank against the same-bits numba kernel (issue 32)",
     "overhead": "The engine's CPU per second of speech on a long file's batches, against another checkout (issue 32)",
 }

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SAMPLES
+from make_programme import real_speech_programme
 
 from fireredasr_fast import vad, vadgraph
 from fireredasr_fast.audio import decode_audio
@@ -138,16 +139,7 @@ def mandarin():
 def programme(english, mandarin):
     """24 utterances of real speech (pieces of both samples, 0.6-4 s, at gains from -14 to
     0 dB) between pauses of 0.1-3 s, over faint noise: ~1.5 min, 2800 windows."""
-    rng = np.random.default_rng(32)
-    pieces = []
-    for i in range(24):
-        source = (english, mandarin)[i % 2]
-        length = int(rng.uniform(0.6, 4.0) * 16000)
-        start = int(rng.integers(0, source.size - length))
-        pieces.append(source[start : start + length] * 10 ** (rng.uniform(-14, 0) / 20))
-        pieces.append(np.zeros(int(rng.uniform(0.1, 3.0) * 16000)))
-    audio = np.concatenate(pieces) + rng.standard_normal(sum(p.size for p in pieces)) * 3.0
-    return np.clip(audio, -32768, 32767).astype(np.int16)
+    return real_speech_programme(english, mandarin)
 
 
 def test_the_fast_graph_gives_silero_s_probabilities_and_segments(english, mandarin, programme):

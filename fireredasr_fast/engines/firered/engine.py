@@ -31,7 +31,7 @@ from .alignment import ctc_token_times, token_times_from_attention
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, check_model_dir, load_package
 from .context import ContextGraph
 from .cpuflags import REDUCED_CPU_PRECISIONS, cpu_unit, missing_unit_message
-from .features import FbankExtractor
+from .features import FbankExtractor, prepare_fast_fbank
 from .lm import LstmLm, load_lm
 from .model import AedModel, DecoderCache
 from .options import DecodingOptions, FireRedOptions, check_backends, step_limit
@@ -66,8 +66,10 @@ class AsrModel(Protocol):
 
 def prepare_fork_server() -> None:
     """Called in the workers' fork server (runner/prefork.py): what every worker would set up
-    for itself and that starts no thread, numba's compiler (kernels.prepare_compiler)."""
+    for itself and that starts no thread, numba's compiler (kernels.prepare_compiler) and the
+    fbank kernel, loaded and checked against knf (features.prepare_fast_fbank)."""
     kernels.prepare_compiler()
+    prepare_fast_fbank()
 
 
 def resolve_model_dir(model_dir: str | os.PathLike | None) -> Path:
