@@ -318,7 +318,11 @@ def snap_to_speech_onsets(cues: list[Cue], speech: list[tuple[float, float]], ma
     onsets = sorted(start for start, _ in speech)
     previous_end = 0.0
     for cue in cues:
-        near = [o for o in onsets if abs(o - cue.start) <= max_shift and previous_end <= o < cue.end]
+        # Only the onsets within max_shift of the start can qualify (a margin for rounding):
+        # the same candidates, in the same order, as a scan of all of them.
+        lo = bisect.bisect_left(onsets, cue.start - 2 * max_shift)
+        hi = bisect.bisect_right(onsets, cue.start + 2 * max_shift)
+        near = [o for o in onsets[lo:hi] if abs(o - cue.start) <= max_shift and previous_end <= o < cue.end]
         if near:
             cue.start = min(near, key=lambda o: abs(o - cue.start))
         previous_end = cue.end

@@ -6,6 +6,8 @@ Segment, Cue and FileResult times are absolute seconds from the start of the med
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,11 +181,17 @@ def uncovered_speech(
 ) -> list[tuple[float, float]]:
     """The stretches of `speech` (sorted, disjoint) that no cue overlaps, at least `min_seconds` long."""
     shown = sorted((c.start, c.end) for c in cues if c.end > c.start)
+    # The cues before the first whose end (or an earlier cue's) passes a stretch's start
+    # cannot overlap it, nor can those from the first that starts after its end: each stretch
+    # looks at the cues between (the same result as a look at all of them).
+    reach = list(itertools.accumulate((b for _, b in shown), max))
     out: list[tuple[float, float]] = []
     for start, end in speech:
         position = start
-        for a, b in shown:
-            if b <= position or a >= end:
+        for a, b in shown[bisect.bisect_right(reach, start) :]:
+            if a >= end:
+                break
+            if b <= position:
                 continue
             if a > position:
                 out.append((position, a))

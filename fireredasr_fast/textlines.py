@@ -7,6 +7,7 @@ mark counts 1, a Latin character or space counts 0.5.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import unicodedata
@@ -19,6 +20,7 @@ WEAK_PUNCT = frozenset("，,、：:")
 SP_SPACE = "▁"
 
 
+@functools.cache  # a long file's cues measure the same few thousand characters again and again
 def char_width(ch: str) -> float:
     if unicodedata.combining(ch):
         return 0.0
@@ -26,7 +28,7 @@ def char_width(ch: str) -> float:
 
 
 def text_width(text: str) -> float:
-    return sum(char_width(ch) for ch in text)
+    return sum(map(char_width, text))
 
 
 def is_cjk(ch: str) -> bool:

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from fireredasr_fast.cues import CueOptions, build_cues, tidy_cues
-from fireredasr_fast.results import Cue, Segment
+from fireredasr_fast.cues import CueOptions, build_cues, snap_to_speech_onsets, tidy_cues
+from fireredasr_fast.results import Cue, Segment, uncovered_speech
 from fireredasr_fast.textlines import join_lines, text_width, wrap_words
 from fireredasr_fast.tokentimes import refine_token_times
 from testsupport.validate import validate_cues
@@ -364,3 +364,44 @@ def test_width_breaks_prefer_a_hyphen_in_the_second_half_of_the_line() -> None:
     lines = wrap_words(["4-4-4-4-4-4-4-4-4-4-4-4-4-4-4-4-4-4-4-4"], [False], max_width=8, max_lines=3)
     assert all(line.endswith("-") for line in lines[:-1])
     assert all(text_width(line) <= 8 for line in lines)
+
+
+def _uncovered_by_definition(speech, cues):
+    """uncovered_speech by its definition: every stretch against every cue."""
+    shown = sorted((c.start, c.end) for c in cues if c.end > c.start)
+    out = []
+    for start, end in speech:
+        position = start
+        for a, b in shown:
+            if b > position and a < end:
+                out.extend([(position, a)] if a > position else [])
+                position = max(position, b)
+        out.extend([(position, end)] if end > position else [])
+    return out
+
+
+def _snapped_by_definition(cues, speech, max_shift):
+    """snap_to_speech_onsets by its definition: every cue against every onset."""
+    previous_end = 0.0
+    for cue in cues:
+        near = [s for s, _ in sorted(speech) if abs(s - cue.start) <= max_shift and previous_end <= s < cue.end]
+        cue.start = min(near, key=lambda o: abs(o - cue.start)) if near else cue.start
+        previous_end = cue.end
+    return [(c.start, c.end) for c in cues]
+
+
+def test_speech_left_uncovered_and_onset_snapping_look_only_at_neighbours_with_the_same_result():
+    """Both look at the cues or onsets near each stretch or cue only (a 2-hour file has
+    thousands of each); random programmes give what a look at all of them gives."""
+    rng = random.Random(7)
+    for _ in range(500):
+        points = sorted(rng.uniform(0, 100) for _ in range(2 * rng.randint(0, 25)))
+        speech = list(zip(points[::2], points[1::2], strict=True))
+        starts = [rng.choice([rng.uniform(-5, 105), *points[::2]]) for _ in range(rng.randint(0, 30))]
+        cues = sorted((Cue(a, a + rng.choice([0.0, -1.0, rng.uniform(0, 20)]), ["x"]) for a in starts),
+                      key=lambda c: c.start)  # fmt: skip
+        assert uncovered_speech(speech, cues) == _uncovered_by_definition(speech, cues)
+        shift = rng.choice([0.0, 0.3, 2.0])
+        expected = _snapped_by_definition([Cue(c.start, c.end, ["x"]) for c in cues], speech, shift)
+        snap_to_speech_onsets(cues, speech, shift)
+        assert [(c.start, c.end) for c in cues] == expected

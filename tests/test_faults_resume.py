@@ -294,3 +294,26 @@ def test_hypotheses_round_trip_exactly():
     assert back.token_confidences == [float(conf), 0.7] and back.confidence == 0.4
     # Stored again, it is the same (repr: NaN is not equal to itself).
     assert repr(normalised(back)) == repr(back) == repr(hypothesis_from_dict(hypothesis_to_dict(back)))
+
+
+def test_a_recognition_is_stored_as_the_json_of_all_its_fields():
+    """Recognition.to_dict takes the fields as they are (no dataclasses.asdict copies): the
+    JSON is that of asdict, numpy numbers, tuples, the track and the turns included."""
+    import dataclasses
+
+    from fireredasr_fast.runner.store import Recognition, _dumps
+    from fireredasr_fast.transcribe import TrackChoice
+    from fireredasr_fast.vad import SpeechSegment
+
+    times = [(np.float32(0.1), 0.2), (0.2, 0.5)]
+    hyp = Hypothesis(text="你好", tokens=["你", "好"], token_ids=[3, 4], token_times=times,
+                     token_confidences=[np.float32(0.9), 0.8], confidence=np.float64(0.85), flags=["loop"])  # fmt: skip
+    recognition = Recognition(
+        source="a.mkv", duration=2.0, segments=[SpeechSegment(0.0, 1.0, [(0.1, 0.9)])], speech=[(0.1, 0.9)],
+        music=[], track=TrackChoice(1, 2, 0, "most speech", (3.0, None)), timings={"asr": 0.5},
+        hypotheses=[hyp, Hypothesis(text="")], turns=[(0.1, 0.9, "S1")],
+    )  # fmt: skip
+    by_definition = dataclasses.asdict(recognition)
+    by_definition["segments"] = [[0.0, 1.0, [(0.1, 0.9)]]]
+    assert _dumps(recognition.to_dict()) == _dumps(by_definition)
+    assert _dumps(hypothesis_to_dict(hyp)) == _dumps(dataclasses.asdict(hyp))

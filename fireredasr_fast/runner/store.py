@@ -55,7 +55,9 @@ def _dumps(data: Any) -> str:
 
 
 def hypothesis_to_dict(hyp: Hypothesis) -> dict[str, Any]:
-    return dataclasses.asdict(hyp)
+    """The hypothesis's fields, for json.dumps: its own lists, not copies (dataclasses.asdict
+    copies every element: a large share of writing a long file's store, and the same JSON)."""
+    return {field.name: getattr(hyp, field.name) for field in dataclasses.fields(hyp)}
 
 
 def hypothesis_from_dict(data: dict[str, Any]) -> Hypothesis:
@@ -108,8 +110,12 @@ class Recognition:
         return cls.from_dict(json.loads(_dumps(data)))
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        """For json.dumps: the JSON of dataclasses.asdict(self), less its copies (see
+        hypothesis_to_dict), with each segment as [start, end, speech]."""
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         data["segments"] = [[s.start, s.end, s.speech] for s in self.segments]
+        data["track"] = dataclasses.asdict(self.track) if self.track else None
+        data["hypotheses"] = [hypothesis_to_dict(h) for h in self.hypotheses]
         return data
 
     @classmethod
