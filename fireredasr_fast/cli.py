@@ -208,7 +208,7 @@ def _engine_spec(args: argparse.Namespace, device: str) -> EngineSpec:
     return spec
 
 
-def _engine_spec_checking(args: argparse.Namespace) -> tuple[EngineSpec, cf.Future | None]:
+def _engine_spec_checked_in_background(args: argparse.Namespace) -> tuple[EngineSpec, cf.Future | None]:
     """The run's engine spec, and its model's check started beside the run's start, in a child
     of the workers' fork server (where torch is imported already): the run waits for it before
     its first output or worker (Runner's model_check). Without a fork server it runs here, now,
@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.log_file)
     _start_worker_server(args)
     try:
-        spec, model_check = _engine_spec_checking(args)
+        spec, model_check = _engine_spec_checked_in_background(args)
         # On a cluster the GPUs are the nodes' own (runner/cluster.py), not this machine's.
         gpu = None if args.cluster else _gpu_scheduler(args, model_bytes(spec.model_dir))
         if args.speakers is not None:
