@@ -127,6 +127,22 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
+def _busy_worker(run: Run, seconds: float = 0.1) -> psutil.Process:
+    """The worker that spent the most CPU over `seconds` (recognising a batch), else the first."""
+    workers = run.workers()
+    before = {w.pid: _cpu(w) for w in workers}
+    time.sleep(seconds)
+    return max(workers, key=lambda w: _cpu(w) - before[w.pid])
+
+
+def _cpu(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
+
+
 def _first_file_done(run: Run):
     return lambda: "done" in journal(run.out).values()
 
@@ -195,14 +211,18 @@ def test_sigkill_of_the_main_process_takes_every_child_with_it(clips, tmp_path):
 
 @pytest.mark.slow
 def test_stopped_worker_is_killed_at_its_deadline_and_its_batch_retried(clips, tmp_path):
-    run = Run(tmp_path, clips, **{DEADLINE_ENV: SHORT_DEADLINES})
+    # Two more English files: work still to do, with batches in flight, once the first is done.
+    folder = Path(shutil.copytree(clips, tmp_path / "clips"))
+    for i in (4, 5):
+        shutil.copy(SAMPLES / "two_cities.mp4", folder / f"{i} en.mp4")
+    run = Run(tmp_path, folder, **{DEADLINE_ENV: SHORT_DEADLINES})
     run.until(lambda: _first_file_done(run)() and bool(run.workers()))
-    victim = run.workers()[0]
+    victim = _busy_worker(run)  # one with a batch: an idle one stopped would only lose none
     victim.suspend()
     code = run.wait()
     assert code == 0, run.stderr
-    assert set(journal(run.out).values()) == {"done"} and len(journal(run.out)) == 4
-    for name in ("0 zh", "1 en", "2 en", "3 en"):
+    assert set(journal(run.out).values()) == {"done"} and len(journal(run.out)) == 6
+    for name in ("0 zh", "1 en", "2 en", "3 en", "4 en", "5 en"):
         for fmt in FORMATS.split(","):
             assert (run.out / f"{name}.{fmt}").is_file()
     workers = run.report()["summary"]["workers"]
