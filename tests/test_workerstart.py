@@ -286,6 +286,16 @@ def test_a_pool_forks_its_first_worker_before_the_first_batch():
         group.shutdown(hard=True)
 
 
+def _model_copy(path):
+    """The tiny fixture's model files (checkpoint.REQUIRED_FILES) copied to `path`, to damage."""
+    from fireredasr_fast.engines.firered.checkpoint import REQUIRED_FILES
+
+    path.mkdir()
+    for name in REQUIRED_FILES:
+        (path / name).write_bytes((FIXTURES / "tiny_model" / name).read_bytes())
+    return path
+
+
 def test_a_call_in_the_fork_server_runs_in_its_child_and_brings_its_error_back(tmp_path):
     """in_fork_server (the model's check, cli.py): the call runs in a process forked from the
     running server, in the background; its exception comes back through the future."""
@@ -297,10 +307,7 @@ def test_a_call_in_the_fork_server_runs_in_its_child_and_brings_its_error_back(t
 
     assert start_fork_server("firered")
     assert in_fork_server("os:getppid").result(timeout=300) == forkserver._forkserver._forkserver_pid
-    damaged = tmp_path / "model"
-    damaged.mkdir()
-    for name in ("model.pth.tar", "cmvn.ark", "dict.txt", "train_bpe1000.model"):
-        (damaged / name).write_bytes((FIXTURES / "tiny_model" / name).read_bytes())
+    damaged = _model_copy(tmp_path / "model")
     (damaged / "dict.txt").write_text("<blank> 0\n", encoding="utf-8")
     check = in_fork_server("fireredasr_fast.engines.firered.checkpoint:check_model", damaged, FireRedOptions(), 30.0)
     with pytest.raises(ModelDirError, match=r"dict\.txt"):
@@ -347,10 +354,7 @@ def test_a_model_refused_beside_the_start_is_one_line_and_leaves_nothing(tmp_pat
     """The same run with a damaged model: refused once its check (running beside the front
     end's start) fails: one error line (not the plan's), status 2, and nothing made: the new
     output folder, its parent and the lock file in it are gone again."""
-    damaged = tmp_path / "model"
-    damaged.mkdir()
-    for name in ("model.pth.tar", "cmvn.ark", "dict.txt", "train_bpe1000.model"):
-        (damaged / name).write_bytes((FIXTURES / "tiny_model" / name).read_bytes())
+    damaged = _model_copy(tmp_path / "model")
     data = (damaged / "model.pth.tar").read_bytes()
     (damaged / "model.pth.tar").write_bytes(data[: len(data) // 2])
     out = tmp_path / "new" / "out"
