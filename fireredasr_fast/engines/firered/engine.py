@@ -35,7 +35,7 @@ from .features import FbankExtractor, prepare_fast_fbank
 from .lm import LstmLm, load_lm
 from .model import AedModel, DecoderCache
 from .options import DecodingOptions, FireRedOptions, check_backends, step_limit
-from .search import LogitsHook, SearchResult, beam_search
+from .search import LogitsHook, SearchResult, beam_search, prepare_step_kernels
 from .tokenizer import Tokenizer
 
 MODEL_DIR_ENV = "FIREREDASR_MODEL_DIR"
@@ -66,9 +66,11 @@ class AsrModel(Protocol):
 
 def prepare_fork_server() -> None:
     """Called in the workers' fork server (runner/prefork.py): what every worker would set up
-    for itself and that starts no thread, numba's compiler (kernels.prepare_compiler) and the
+    for itself and that starts no thread, numba's compiler (kernels.prepare_compiler), the
+    search step's compiled halves (single-threaded, search.prepare_step_kernels) and the
     fbank kernel, loaded and checked against knf (features.prepare_fast_fbank)."""
     kernels.prepare_compiler()
+    prepare_step_kernels()
     prepare_fast_fbank()
 
 

@@ -106,6 +106,12 @@ def _compiled() -> tuple[object, object, object, object, object]:
     return numba, linear3, linear_blocked, scores, weighted_values
 
 
+def numba_module() -> object:
+    """numba, imported as these kernels import it (ImportError where it is missing), for
+    other compiled helpers of the engine (search.py)."""
+    return _compiled()[0]
+
+
 def _linear_kernels(jit, prange) -> tuple[object, object]:
     @jit
     def linear3(x, w, b, out):  # pragma: no cover - compiled

@@ -11,14 +11,17 @@ whose parent changed (model.DecoderCache).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import kernels
 from .context import ContextGraph, ContextState
 from .lm import LM_EOS_FACTOR, LstmLm
 from .model import Decoder
@@ -152,9 +155,27 @@ class _Beams:
 
     def extend(self, t_scores: Tensor, step: int, cache: Any, confidence: bool) -> None:
         """One step: each utterance's best `beam` extensions of its beams."""
+        top_s, top_y, own_s = self._candidates(t_scores)
+        kernels = _step_kernels() if own_s is None and top_s.device.type == "cpu" else None
+        if kernels is None:
+            parent, new_y = self._select(top_s, top_y, own_s, step, confidence)
+        else:
+            parent, new_y = self._select_compiled(kernels, top_s, top_y, step, confidence)
+        cache.reorder(parent)
+        if self.context is not None:
+            self.context.advance(parent, new_y)
+        if self.lm_state is not None:
+            self.lm_state = tuple(x.index_select(1, parent) for x in self.lm_state)
+        self.last = new_y
+        self.finished = (new_y == self.eos).view(-1, 1)
+
+    def _select(
+        self, top_s: Tensor, top_y: Tensor, own_s: Tensor | None, step: int, confidence: bool
+    ) -> tuple[Tensor, Tensor]:
+        """Each utterance's best `beam` of its beams' candidates: the rows' parents and new
+        tokens; scores, tokens so far and confidences moved along (torch ops, any device)."""
         beam, eos = self.beam, self.eos
         n = len(self.active_host)
-        top_s, top_y, own_s = self._candidates(t_scores)
         # A finished beam may only extend with <eos> at no cost (its other candidates die).
         top_s = torch.where(self.finished, self.dead_row, top_s)
         own_s = top_s if own_s is None else torch.where(self.finished, self.dead_row, own_s)
@@ -172,13 +193,43 @@ class _Beams:
             if step:
                 self.confidences[:, :step] = self.confidences[:, :step].index_select(0, parent)
             self.confidences[:, step] = torch.gather(own_s.view(n, beam * beam), 1, best_ids).view(-1).exp()
-        cache.reorder(parent)
-        if self.context is not None:
-            self.context.advance(parent, new_y)
-        if self.lm_state is not None:
-            self.lm_state = tuple(x.index_select(1, parent) for x in self.lm_state)
-        self.last = new_y
-        self.finished = (new_y == eos).view(-1, 1)
+        return parent, new_y
+
+    def _select_compiled(
+        self, kernels: tuple[Any, Any], top_s: Tensor, top_y: Tensor, step: int, confidence: bool
+    ) -> tuple[Tensor, Tensor]:
+        """_select on the CPU without a context graph, in two compiled calls around the same
+        torch.topk (so ties go as they go there): the same values, without the two dozen
+        small torch calls a step otherwise makes (docs/engine.md#the-search-step-in-two-calls)."""
+        candidates, advance = kernels
+        beam = self.beam
+        rows = top_s.size(0)
+        cand = torch.empty(rows // beam, beam * beam)
+        dead = self.dead_row.view(-1).numpy()
+        candidates(self.scores.numpy(), self.finished.numpy(), top_s.numpy(), dead, cand.numpy())
+        best, best_ids = torch.topk(cand, k=beam, dim=1)
+        self.scores = best.view(-1, 1)
+        parent = torch.empty(rows, dtype=torch.long)
+        new_y = torch.empty(rows, dtype=torch.long)
+        own = torch.empty(rows)
+        advance(
+            best_ids.numpy(),
+            top_s.numpy(),
+            top_y.numpy(),
+            self.finished.numpy(),
+            dead,
+            self.eos,
+            step,
+            confidence,
+            self.ys.numpy(),
+            self.confidences.numpy(),
+            parent.numpy(),
+            new_y.numpy(),
+            own.numpy(),
+        )
+        if confidence:
+            self.confidences[:, step] = own.exp()  # torch's exp, as _select takes it
+        return parent, new_y
 
     def _candidates(self, t_scores: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Each row's best `beam` next tokens: their scores, ids, and (biased by a context
@@ -256,3 +307,82 @@ def _finalise(
     seq_list = [seqs[i, 1 : int(lengths[i])].tolist() for i in ids.tolist()]
     conf_list = [confidences[i, : int(lengths[i]) - 1].tolist() for i in ids.tolist()]
     return SearchResult(seq_list, (-top).tolist(), conf_list)
+
+
+def prepare_step_kernels() -> None:
+    """The search step's compiled halves loaded (from numba's cache after the first run), for
+    the workers' fork server: they start no thread."""
+    _step_kernels()
+
+
+@functools.cache
+def _step_kernels() -> tuple[Any, Any] | None:
+    """The two compiled halves of a CPU search step around its torch.topk (numba, one
+    thread: a step's rows are few), or None where numba cannot run."""
+    try:
+        numba = kernels.numba_module()
+    except ImportError:
+        return None
+    jit = numba.njit(cache=True, boundscheck=False, nogil=True)
+
+    @jit
+    def candidates(scores, finished, top_s, dead, cand):  # pragma: no cover - compiled
+        # cand[u, b * beam + j] = score of row u * beam + b + its j-th best token's score,
+        # or + dead[j] when the row has ended (only <eos>, at no cost, stays alive).
+        beam = top_s.shape[1]
+        for r in range(top_s.shape[0]):
+            u, b = divmod(r, beam)
+            for j in range(beam):
+                cand[u, b * beam + j] = scores[r, 0] + (dead[j] if finished[r, 0] else top_s[r, j])
+
+    @jit
+    def advance(
+        best_ids, top_s, top_y, finished, dead, eos, step, confidence, ys, confs, parent, new_y, own
+    ):  # pragma: no cover
+        # Each row's parent and token from the chosen candidates; the rows' tokens so far
+        # (and confidences) copied from their parents where they differ, through a copy of
+        # those parents' rows taken first; then the new token and its own (log) score.
+        beam = top_s.shape[1]
+        moved = 0
+        for r in range(parent.shape[0]):
+            u = r // beam
+            p, j = divmod(best_ids[u, r - u * beam], beam)
+            p += u * beam
+            parent[r] = p
+            new_y[r] = eos if finished[p, 0] else top_y[p, j]
+            own[r] = dead[j] if finished[p, 0] else top_s[p, j]
+            moved += p != r
+        if moved:
+            old_ys = ys[: parent.shape[0], : step + 1].copy()
+            old_confs = confs[: parent.shape[0], :step].copy()
+            for r in range(parent.shape[0]):
+                if parent[r] != r:
+                    ys[r, : step + 1] = old_ys[parent[r]]
+                    if confidence:
+                        confs[r, :step] = old_confs[parent[r]]
+        for r in range(parent.shape[0]):
+            ys[r, step + 1] = new_y[r]
+
+    # Compiled (or loaded from numba's cache) here for the types a search passes, so a
+    # failure means the torch ops instead, not an error in the middle of a search.
+    floats, ints, ended = np.zeros((1, 1), np.float32), np.zeros((1, 1), np.int64), np.zeros((1, 1), np.bool_)
+    try:
+        candidates(floats, ended, floats, np.zeros(1, np.float32), floats.copy())
+        advance(
+            ints,
+            floats,
+            ints,
+            ended,
+            np.zeros(1, np.float32),
+            0,
+            0,
+            True,
+            np.zeros((1, 2), np.int64),
+            floats.copy(),
+            np.zeros(1, np.int64),
+            np.zeros(1, np.int64),
+            np.zeros(1, np.float32),
+        )
+    except Exception:  # numba reports a compiler failure as a plain error
+        return None
+    return candidates, advance
