@@ -10,10 +10,14 @@ first and a second batch of four 10 s segments, and glibc's heap trimmed after t
 
 Part 2, does a second worker pay: the CLI on a folder of four files with 1 and with 2
 workers x 1 thread, this checkout and (--compare-with ROOT) another, in alternating rounds.
-Wall time, and the peak PSS of the CLI's whole process tree (main process, fork server,
-workers, ffmpeg; PSS splits shared pages between the processes that map them) sampled every
-0.5 s by a thread at nice 19. The second worker's cost is the 2-worker peak minus the
-1-worker peak of the same checkout.
+Wall time in runs where only the tree's CPU seconds are sampled (cheap); then one more run
+of each, where the peak PSS of the CLI's whole process tree (main process, fork server,
+workers, ffmpeg; PSS splits shared pages between the processes that map them) is sampled
+every 0.5 s by a thread at nice 19. Reading a process's PSS walks its page tables (~7 ms for
+a process with torch loaded): ~7 % of a core for five processes, which slowed the 2-worker
+runs, where both cores are busy, and not the 1-worker runs; so memory and time are measured
+apart. The second worker's cost is the 2-worker peak minus the 1-worker peak of the same
+checkout.
 
     python -m benchmarks workers --preset small --compare-with /path/to/main --rounds 2
 
@@ -122,8 +126,9 @@ def phases(root: Path, model_dir: Path, mode: str) -> list[dict[str, Any]]:
 class PeakPss(threading.Thread):
     """The peak PSS sum of a process tree, sampled every SAMPLE_SECONDS at nice 19."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, pss: bool = True) -> None:
         super().__init__(name="pss", daemon=True)
+        self.pss = pss  # False: only the CPU seconds (no page-table walks)
         self.root = psutil.Process(pid)
         self.halt = threading.Event()
         self.peak = 0.0
@@ -140,7 +145,7 @@ class PeakPss(threading.Thread):
                 continue
             for proc in tree:
                 try:
-                    total += proc.memory_full_info().pss
+                    total += proc.memory_full_info().pss if self.pss else 0
                     times = proc.cpu_times()
                 except psutil.Error:
                     continue
@@ -150,14 +155,16 @@ class PeakPss(threading.Thread):
             self.most_processes = max(self.most_processes, count)
 
 
-def cli_run(root: Path, model_dir: Path, folder: Path, out: Path, workers: int, tokens: float) -> dict[str, Any]:
+def cli_run(
+    root: Path, model_dir: Path, folder: Path, out: Path, workers: int, tokens: float, memory: bool = False
+) -> dict[str, Any]:
     cmd = [*tool_command(root), "--model-dir", str(model_dir), "-o", str(out)]
     cmd += ["--workers", str(workers), "--threads-per-worker", "1", "--no-progress", "--overwrite"]
     cmd += ["--max-tokens-per-second", str(tokens), "--", str(folder)]
     start = time.perf_counter()
     with (out.parent / f"{out.name}.log").open("w") as log:
         proc = subprocess.Popen(cmd, cwd=root, env=_env(root), stdout=log, stderr=subprocess.STDOUT)
-        monitor = PeakPss(proc.pid)
+        monitor = PeakPss(proc.pid, pss=memory)
         monitor.start()
         code = proc.wait()
         wall = time.perf_counter() - start
@@ -167,7 +174,9 @@ def cli_run(root: Path, model_dir: Path, folder: Path, out: Path, workers: int, 
         raise RuntimeError(f"the CLI failed ({code}); see {out}.log")
     texts = {p.name: p.read_text(encoding="utf-8") for p in sorted(out.glob("*.srt"))}
     row = {"wall": round(wall, 2), "cpu_seconds": round(sum(monitor.cpu.values()), 1),
-           "peak_pss_mib": round(monitor.peak / MIB, 1), "processes": monitor.most_processes}  # fmt: skip
+           "processes": monitor.most_processes}  # fmt: skip
+    if memory:
+        row["peak_pss_mib"] = round(monitor.peak / MIB, 1)
     print(f"  {row}, load {os.getloadavg()[0]:.1f}", flush=True)
     return {**row, "outputs": texts}
 
@@ -181,19 +190,25 @@ def folder_part(roots: dict[str, Path], model_dir: Path, folder: Path, work: Pat
                 print(f"round {round_ + 1}: {name}, {workers} worker(s) ...", flush=True)
                 out = work / f"out-{name}-{workers}-{round_}"
                 runs[name][workers].append(cli_run(root, model_dir, folder, out, workers, args.tokens_per_second))
+    memory: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in roots}
+    for workers in (1, 2):
+        for name, root in roots.items():
+            print(f"memory run: {name}, {workers} worker(s) ...", flush=True)
+            out = work / f"out-{name}-{workers}-memory"
+            memory[name][workers] = cli_run(root, model_dir, folder, out, workers, args.tokens_per_second, memory=True)
     summary = {}
     for name in roots:
         one, two = runs[name][1], runs[name][2]
         wall1, wall2 = (statistics.median(r["wall"] for r in rows) for rows in (one, two))
-        pss1, pss2 = (statistics.median(r["peak_pss_mib"] for r in rows) for rows in (one, two))
-        same = all(r["outputs"] == one[0]["outputs"] for r in one + two)
+        pss1, pss2 = (memory[name][w]["peak_pss_mib"] for w in (1, 2))
+        same = all(r["outputs"] == one[0]["outputs"] for r in [*one, *two, *memory[name].values()])
         summary[name] = {"wall_1": wall1, "wall_2": wall2, "speedup_2_over_1": round(wall1 / wall2, 3),
                          "peak_pss_1_mib": pss1, "peak_pss_2_mib": pss2, "second_worker_mib": round(pss2 - pss1, 1),
                          "outputs_identical": same}  # fmt: skip
-    for rows in runs.values():
-        for row in (*rows[1], *rows[2]):
+    for name, rows in runs.items():
+        for row in (*rows[1], *rows[2], *memory[name].values()):
             row.pop("outputs")
-    return {"runs": runs, "summary": summary}
+    return {"runs": runs, "memory_runs": memory, "summary": summary}
 
 
 def print_phases(results: dict[str, list[dict[str, Any]]]) -> None:
@@ -213,7 +228,7 @@ def print_phases(results: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def print_folder(summary: dict[str, dict[str, Any]]) -> None:
-    print("\nthe folder, 1 and 2 workers x 1 thread (medians):")
+    print("\nthe folder, 1 and 2 workers x 1 thread (wall: medians of the timed runs; PSS: the memory runs):")
     print(f"{'checkout':10s} {'wall 1':>8s} {'wall 2':>8s} {'2 vs 1':>7s} {'PSS 1 MiB':>10s} {'PSS 2 MiB':>10s}"
           f" {'2nd worker MiB':>15s}  outputs same")  # fmt: skip
     for name, s in summary.items():
