@@ -1,0 +1,315 @@
+"""The decoder step as one numba call per layer, on CPU in fp32 (issue 32).
+
+A decoder step at a few dozen rows does little arithmetic per call: with one torch or numba
+call per Linear, attention, layer norm and residual, the step's time went mostly to the calls
+themselves (docs/engine.md#the-decoder-step-as-one-call-per-layer-issue-32). Here each layer's
+whole work is one numba call (`layer_step`) and the output layer norm and projection one more
+(`output_step`); the token embedding stays torch's (the same bits as `Decoder.step`).
+
+Same rules as kernels.py:
+
+* The Linears are kernels.py's `linear_blocked` (register blocks of 4 weight rows x 3 input
+  rows) for every row count, the rows padded with zeros to a multiple of 3, so a row's result
+  is the same bits however many rows share the step; layer norm, softmax and GELU go row by
+  row (attention: row by row and head by head), so the same holds for them.
+* Every output is summed by one thread in one order (no sum split between threads): the
+  thread count changes no bit.
+* The weights are read where they are (the module's tensors, memory-mapped and shared by the
+  workers): one tuple of numpy views per layer, made once at install time, no copies. The
+  self-attention caches are read and written in place, so DecoderCache's reorder, keep and
+  ensure_capacity work unchanged.
+
+Layer norm takes each row's mean and variance in float64 (two passes), then normalises in
+float32 with the module's eps; GELU is the exact one, 0.5 x (1 + erf(x / sqrt 2)), in
+float64. Results move by ~1e-6 against torch's step (other summation orders); the parity
+tests check the tokens stay the reference's.
+
+Steps this does not take (Decoder.step then runs its torch path): more than
+kernels.MAX_KERNEL_ROWS rows, or a cache that is not fp32 on the CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import kernels
+
+_SQRT_HALF = math.sqrt(0.5)
+
+
+@functools.cache
+def _compiled() -> tuple[Any, Any, Any]:
+    numba, _, linear_blocked, _, _ = kernels._compiled()
+    options = {"fastmath": kernels.FASTMATH, "cache": True, "boundscheck": False, "nogil": True}
+    jit = numba.njit(parallel=True, **options)
+    serial = numba.njit(**options)  # calls the parallel kernels in turn, itself no loop
+    row_kernels = _row_kernels(jit, numba.prange)
+    attention = _attention_kernels(jit, numba.prange, _attention_helpers(serial))
+    return (numba, *_step_kernels(serial, linear_blocked, row_kernels, attention))
+
+
+def _step_kernels(serial, linear, row_kernels, attention) -> tuple[Any, Any]:
+    norm, gelu, add = row_kernels
+    self_attend, cross_attend = attention
+
+    @serial
+    def layer_step(
+        x, t, beam, rows, eps, sa, ca, ff, self_k, self_v, valid, cross_k, cross_v, bias
+    ):  # pragma: no cover
+        # x (m, d): the residual stream, m a multiple of 3 (rows real ones, then zero
+        # padding), updated in place. sa = self-attention (norm gain, shift, then weight and
+        # bias of q, k, v, out), ca = cross-attention (norm gain, shift, q, out), ff = MLP
+        # (norm gain, shift, w_1, w_2); eps = the three norms' eps.
+        y = np.empty_like(x)
+        q = np.empty_like(x)
+        k = np.empty_like(x)
+        v = np.empty_like(x)
+        att = np.zeros_like(x)  # padding rows stay 0
+        proj = np.empty_like(x)
+        norm(x, sa[0], sa[1], eps[0], y)
+        linear(y, sa[2], sa[3], q)
+        linear(y, sa[4], sa[5], k)
+        linear(y, sa[6], sa[7], v)
+        self_attend(q, k, v, self_k, self_v, valid, t, rows, att)
+        linear(att, sa[8], sa[9], proj)
+        add(x, proj)
+        norm(x, ca[0], ca[1], eps[1], y)
+        linear(y, ca[2], ca[3], q)
+        cross_attend(q, cross_k, cross_v, bias, beam, rows, att)
+        linear(att, ca[4], ca[5], proj)
+        add(x, proj)
+        norm(x, ff[0], ff[1], eps[2], y)
+        hidden = np.empty((x.shape[0], ff[2].shape[0]), np.float32)
+        linear(y, ff[2], ff[3], hidden)
+        gelu(hidden)
+        linear(hidden, ff[4], ff[5], proj)
+        add(x, proj)
+
+    @serial
+    def output_step(x, gain, shift, eps, weight, bias, out):  # pragma: no cover - compiled
+        y = np.empty_like(x)
+        norm(x, gain, shift, eps, y)
+        linear(y, weight, bias, out)
+
+    return layer_step, output_step
+
+
+def _row_kernels(jit, prange) -> tuple[Any, Any, Any]:
+    @jit
+    def layer_norm(x, gain, shift, eps, out):  # pragma: no cover - compiled
+        # Each row's mean and variance in float64, by one thread; normalised in float32.
+        m, d = x.shape
+        for r in prange(m):
+            total = 0.0
+            for j in range(d):
+                total += np.float64(x[r, j])
+            mean = total / d
+            spread = 0.0
+            for j in range(d):
+                dev = np.float64(x[r, j]) - mean
+                spread += dev * dev
+            rstd = 1.0 / np.sqrt(spread / d + eps)
+            for j in range(d):
+                out[r, j] = np.float32((np.float64(x[r, j]) - mean) * rstd) * gain[j] + shift[j]
+
+    @jit
+    def gelu(x):  # pragma: no cover - compiled
+        # In place, exact (erf), in float64.
+        m, d = x.shape
+        for r in prange(m):
+            for j in range(d):
+                value = np.float64(x[r, j])
+                x[r, j] = 0.5 * value * (1.0 + math.erf(value * _SQRT_HALF))
+
+    @jit
+    def add(x, y):  # pragma: no cover - compiled
+        m, d = x.shape
+        for r in prange(m):
+            for j in range(d):
+                x[r, j] += y[r, j]
+
+    return layer_norm, gelu, add
+
+
+def _softmax(serial) -> Any:
+    @serial
+    def softmax(s):  # pragma: no cover - compiled
+        # In place over s (frames,); -inf scores get 0.
+        top = -np.inf
+        for f in range(s.shape[0]):
+            top = max(top, s[f])
+        total = np.float32(0.0)
+        for f in range(s.shape[0]):
+            s[f] = np.exp(s[f] - top)
+            total += s[f]
+        scale = np.float32(1.0) / total
+        for f in range(s.shape[0]):
+            s[f] *= scale
+
+    return softmax
+
+
+def _attention_helpers(serial) -> tuple[Any, Any, Any, Any]:
+    # Each (rows, head) pair's K and V, (frames, d_k) in the caches, is first transposed
+    # into a (d_k, frames) scratch: the scores are then a sum of q[e] x K^T[e] over e and the
+    # outputs dot products of length `frames`, loops that LLVM vectorises (a dot product of
+    # d_k = 16 per frame it did not: twice the time, measured in this issue's session).
+
+    @serial
+    def transposed(block, frames):  # pragma: no cover - compiled
+        out = np.empty((block.shape[1], frames), np.float32)
+        for f in range(frames):
+            for e in range(block.shape[1]):
+                out[e, f] = block[f, e]
+        return out
+
+    @serial
+    def scores(q, first, count, c, kt, scale):  # pragma: no cover - compiled
+        # (count, frames): scale x q[first + i, c:c + d_k] . K[f] for each query i.
+        dk, frames = kt.shape
+        s = np.zeros((count, frames), np.float32)
+        for i in range(count):
+            for e in range(dk):
+                qe = q[first + i, c + e]
+                for f in range(frames):
+                    s[i, f] += qe * kt[e, f]
+            for f in range(frames):
+                s[i, f] *= scale
+        return s
+
+    @serial
+    def weighted_values(p, vt, first, c, out):  # pragma: no cover - compiled
+        # out[first + i, c + e] = p[i] . V^T[e]
+        dk, frames = vt.shape
+        for i in range(p.shape[0]):
+            for e in range(dk):
+                acc = np.float32(0.0)
+                for f in range(frames):
+                    acc += p[i, f] * vt[e, f]
+                out[first + i, c + e] = acc
+
+    return transposed, scores, _softmax(serial), weighted_values
+
+
+def _attention_kernels(jit, prange, helpers) -> tuple[Any, Any]:
+    transposed, scores, softmax, weighted_values = helpers
+
+    @jit
+    def self_attend(q, k_new, v_new, k_cache, v_cache, valid, t, rows, out):  # pragma: no cover - compiled
+        # Row r, head h: writes its new k/v at position t of the caches (rows, heads,
+        # capacity, d_k), then attends over positions 0..t where valid[r] (the additive mask's
+        # 0 or -inf); out[r, head's columns] = the weighted values.
+        heads, dk = k_cache.shape[1], k_cache.shape[3]
+        scale = np.float32(dk**-0.5)
+        for task in prange(rows * heads):
+            r, h = task // heads, task % heads
+            c = h * dk
+            for e in range(dk):
+                k_cache[r, h, t, e] = k_new[r, c + e]
+                v_cache[r, h, t, e] = v_new[r, c + e]
+            s = scores(q, r, 1, c, transposed(k_cache[r, h], t + 1), scale)
+            for f in range(t + 1):
+                if not valid[r, f]:
+                    s[0, f] = -np.inf
+            softmax(s[0])
+            weighted_values(s, transposed(v_cache[r, h], t + 1), r, c, out)
+
+    @jit
+    def cross_attend(q, k, v, bias, beam, rows, out):  # pragma: no cover - compiled
+        # The beams of utterance u (rows u * beam ..) against its K/V (utterances, heads,
+        # frames, d_k), one transposition of each per utterance and head; bias (utterances,
+        # frames) added to the scores, or (utterances, 0) for none.
+        heads, frames, dk = k.shape[1], k.shape[2], k.shape[3]
+        scale = np.float32(dk**-0.5)
+        for task in prange((rows // beam) * heads):
+            u, h = task // heads, task % heads
+            s = scores(q, u * beam, beam, h * dk, transposed(k[u, h], frames), scale)
+            for i in range(beam):
+                if bias.shape[1]:
+                    for f in range(frames):
+                        s[i, f] += bias[u, f]
+                softmax(s[i])
+            weighted_values(s, transposed(v[u, h], frames), u * beam, h * dk, out)
+
+    return self_attend, cross_attend
+
+
+def _linear_arrays(linear: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    """A Linear's weight (a view, no copy) and bias (zeros where it has none)."""
+    weight = linear.weight.detach().numpy()
+    bias = linear.bias
+    return weight, np.zeros(weight.shape[0], np.float32) if bias is None else bias.detach().numpy()
+
+
+def _norm_arrays(norm: nn.LayerNorm) -> tuple[np.ndarray, np.ndarray]:
+    return norm.weight.detach().numpy(), norm.bias.detach().numpy()
+
+
+def _layer_arrays(layer: nn.Module) -> tuple:
+    """(eps, self-attention, cross-attention, MLP) of a DecoderLayer as layer_step takes them."""
+    sa, ca, mlp = layer.self_attn, layer.cross_attn, layer.mlp
+    eps = (float(layer.self_attn_norm.eps), float(layer.cross_attn_norm.eps), float(layer.mlp_norm.eps))
+    self_part = _norm_arrays(layer.self_attn_norm)
+    for linear in (sa.w_qs, sa.w_ks, sa.w_vs, sa.fc):
+        self_part += _linear_arrays(linear)
+    cross_part = _norm_arrays(layer.cross_attn_norm) + _linear_arrays(ca.w_qs) + _linear_arrays(ca.fc)
+    mlp_part = _norm_arrays(layer.mlp_norm) + _linear_arrays(mlp.w_1) + _linear_arrays(mlp.w_2)
+    return eps, self_part, cross_part, mlp_part
+
+
+def _eligible(decoder: nn.Module) -> bool:
+    """Every parameter fp32, contiguous, on the CPU, and the MLP's activation exact GELU."""
+    params = list(decoder.parameters())
+    plain = all(p.dtype == torch.float32 and p.device.type == "cpu" and p.is_contiguous() for p in params)
+    gelus = all(type(layer.mlp.act) is nn.GELU and layer.mlp.act.approximate == "none" for layer in decoder.layer_stack)
+    return plain and gelus
+
+
+class FusedStep:
+    """Decoder.fused_step: `(decoder, tokens, cache) -> logits`, or None for a step it does
+    not take (the decoder then runs its torch path)."""
+
+    def __init__(self, decoder: nn.Module) -> None:
+        self.layers = [_layer_arrays(layer) for layer in decoder.layer_stack]
+        norm = decoder.layer_norm_out
+        self.output = (*_norm_arrays(norm), float(norm.eps), *_linear_arrays(decoder.tgt_word_prj))
+
+    def __call__(self, decoder: nn.Module, tokens: Tensor, cache: Any) -> Tensor | None:
+        rows = tokens.size(0)
+        cross = cache.cross_k[0] if cache.cross_k else None
+        if rows > kernels.MAX_KERNEL_ROWS or cross is None or cross.dtype != torch.float32 or cross.is_cuda:
+            return None
+        numba, layer_step, output_step = _compiled()
+        kernels._match_torch_threads(numba)
+        t = cache.length
+        cache.ensure_capacity(t + 1)
+        embedded = decoder.embed(tokens, t)
+        cache.self_mask[:, t] = tokens != decoder.pad_id
+        x = np.zeros((-(-rows // kernels.ROW_BLOCK) * kernels.ROW_BLOCK, embedded.size(1)), np.float32)
+        x[:rows] = embedded.numpy()
+        n = rows // cache.beam
+        bias = np.zeros((n, 0), np.float32) if cache.cross_bias is None else cache.cross_bias.view(n, -1).numpy()
+        valid = cache.self_mask.numpy()
+        for i, (eps, sa, ca, ff) in enumerate(self.layers):
+            self_k, self_v = cache.self_k[i].numpy(), cache.self_v[i].numpy()
+            cross_k, cross_v = cache.cross_k[i].numpy(), cache.cross_v[i].numpy()
+            layer_step(x, t, cache.beam, rows, eps, sa, ca, ff, self_k, self_v, valid, cross_k, cross_v, bias)
+        cache.length = t + 1
+        logits = np.empty((x.shape[0], self.output[-1].shape[0]), np.float32)
+        output_step(x, *self.output, logits)
+        return torch.from_numpy(logits[:rows])
+
+
+def install(decoder: nn.Module) -> bool:
+    """Give `decoder` (its weights in place, kernels.available()) the fused step where its
+    weights allow; returns whether it did."""
+    if not _eligible(decoder):
+        return False
+    decoder.fused_step = FusedStep(decoder)
+    return True
