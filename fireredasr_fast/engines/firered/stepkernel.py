@@ -1,4 +1,4 @@
-"""The decoder step as one numba call per layer, on CPU in fp32 (issue 32).
+"""The decoder step as one numba call per layer, on CPU in fp32.
 
 A decoder step at a few dozen rows does little arithmetic per call: with one torch or numba
 call per Linear, attention, layer norm and residual, the step's time went mostly to the calls
@@ -42,202 +42,203 @@ from . import kernels
 
 _SQRT_HALF = math.sqrt(0.5)
 
+# numba's parallel loop, set by _compiled() before anything is compiled (numba is imported
+# only there); until then the kernels below are plain Python.
+prange = range
+
+
+def _layer_norm(x, gain, shift, eps, out):  # pragma: no cover - compiled
+    # Each row's mean and variance in float64, by one thread; normalised in float32.
+    m, d = x.shape
+    for r in prange(m):
+        total = 0.0
+        for j in range(d):
+            total += np.float64(x[r, j])
+        mean = total / d
+        spread = 0.0
+        for j in range(d):
+            dev = np.float64(x[r, j]) - mean
+            spread += dev * dev
+        rstd = 1.0 / np.sqrt(spread / d + eps)
+        for j in range(d):
+            out[r, j] = np.float32((np.float64(x[r, j]) - mean) * rstd) * gain[j] + shift[j]
+
+
+def _gelu(x):  # pragma: no cover - compiled
+    # In place, exact (erf), in float64.
+    m, d = x.shape
+    for r in prange(m):
+        for j in range(d):
+            value = np.float64(x[r, j])
+            x[r, j] = 0.5 * value * (1.0 + math.erf(value * _SQRT_HALF))
+
+
+def _add(x, y):  # pragma: no cover - compiled
+    m, d = x.shape
+    for r in prange(m):
+        for j in range(d):
+            x[r, j] += y[r, j]
+
+
+# The attention: each (row, head)'s K and V, (frames, d_k) in the caches, is first transposed
+# into a (d_k, frames) scratch: the scores are then sums of q[e] x K^T[e] over e, and the
+# outputs dot products of length `frames`, loops that LLVM vectorises (dot products of d_k
+# per frame it did not: measured in docs/engine.md#the-decoder-step-as-one-call-per-layer-issue-32).
+
+
+def _transposed(block, frames):  # pragma: no cover - compiled
+    out = np.empty((block.shape[1], frames), np.float32)
+    for f in range(frames):
+        for e in range(block.shape[1]):
+            out[e, f] = block[f, e]
+    return out
+
+
+def _scores(q, first, count, c, kt, scale):  # pragma: no cover - compiled
+    # (count, frames): scale x q[first + i, c:c + d_k] . K[f] for each query i.
+    dk, frames = kt.shape
+    s = np.zeros((count, frames), np.float32)
+    for i in range(count):
+        for e in range(dk):
+            qe = q[first + i, c + e]
+            for f in range(frames):
+                s[i, f] += qe * kt[e, f]
+        for f in range(frames):
+            s[i, f] *= scale
+    return s
+
+
+def _softmax(s):  # pragma: no cover - compiled
+    # In place over s (frames,); -inf scores get 0.
+    top = -np.inf
+    for f in range(s.shape[0]):
+        top = max(top, s[f])
+    total = np.float32(0.0)
+    for f in range(s.shape[0]):
+        s[f] = np.exp(s[f] - top)
+        total += s[f]
+    scale = np.float32(1.0) / total
+    for f in range(s.shape[0]):
+        s[f] *= scale
+
+
+def _weighted_values(p, vt, first, c, out):  # pragma: no cover - compiled
+    # out[first + i, c + e] = p[i] . V^T[e]
+    dk, frames = vt.shape
+    for i in range(p.shape[0]):
+        for e in range(dk):
+            acc = np.float32(0.0)
+            for f in range(frames):
+                acc += p[i, f] * vt[e, f]
+            out[first + i, c + e] = acc
+
+
+def _self_attend(q, k_new, v_new, k_cache, v_cache, valid, t, rows, out):  # pragma: no cover - compiled
+    # Row r, head h: writes its new k/v at position t of the caches (rows, heads, capacity,
+    # d_k), then attends over positions 0..t where valid[r] (the additive mask's 0 or -inf);
+    # out[r, the head's columns] = the weighted values.
+    heads, dk = k_cache.shape[1], k_cache.shape[3]
+    scale = np.float32(dk**-0.5)
+    for task in prange(rows * heads):
+        r, h = task // heads, task % heads
+        c = h * dk
+        for e in range(dk):
+            k_cache[r, h, t, e] = k_new[r, c + e]
+            v_cache[r, h, t, e] = v_new[r, c + e]
+        s = _scores_jit(q, r, 1, c, _transposed_jit(k_cache[r, h], t + 1), scale)
+        for f in range(t + 1):
+            if not valid[r, f]:
+                s[0, f] = -np.inf
+        _softmax_jit(s[0])
+        _weighted_values_jit(s, _transposed_jit(v_cache[r, h], t + 1), r, c, out)
+
+
+def _cross_attend(q, k, v, bias, beam, rows, out):  # pragma: no cover - compiled
+    # The beams of utterance u (rows u * beam ..) against its K/V (utterances, heads, frames,
+    # d_k), one transposition of each per utterance and head; bias (utterances, frames) added
+    # to the scores, or (utterances, 0) for none.
+    heads, frames, dk = k.shape[1], k.shape[2], k.shape[3]
+    scale = np.float32(dk**-0.5)
+    for task in prange((rows // beam) * heads):
+        u, h = task // heads, task % heads
+        s = _scores_jit(q, u * beam, beam, h * dk, _transposed_jit(k[u, h], frames), scale)
+        for i in range(beam):
+            if bias.shape[1]:
+                for f in range(frames):
+                    s[i, f] += bias[u, f]
+            _softmax_jit(s[i])
+        _weighted_values_jit(s, _transposed_jit(v[u, h], frames), u * beam, h * dk, out)
+
+
+def _layer_step(x, t, beam, rows, eps, sa, ca, ff, self_k, self_v, valid, cross_k, cross_v, bias):  # pragma: no cover
+    # x (m, d): the residual stream, m a multiple of 3 (`rows` real rows, then zero padding),
+    # updated in place. sa = self-attention (norm gain, shift, then weight and bias of q, k,
+    # v, out), ca = cross-attention (norm gain, shift, q, out), ff = MLP (norm gain, shift,
+    # w_1, w_2); eps = the three norms' eps.
+    linear = _linear_jit
+    y = np.empty_like(x)
+    q = np.empty_like(x)
+    k = np.empty_like(x)
+    v = np.empty_like(x)
+    att = np.zeros_like(x)  # padding rows stay 0
+    proj = np.empty_like(x)
+    _layer_norm_jit(x, sa[0], sa[1], eps[0], y)
+    linear(y, sa[2], sa[3], q)
+    linear(y, sa[4], sa[5], k)
+    linear(y, sa[6], sa[7], v)
+    _self_attend_jit(q, k, v, self_k, self_v, valid, t, rows, att)
+    linear(att, sa[8], sa[9], proj)
+    _add_jit(x, proj)
+    _layer_norm_jit(x, ca[0], ca[1], eps[1], y)
+    linear(y, ca[2], ca[3], q)
+    _cross_attend_jit(q, cross_k, cross_v, bias, beam, rows, att)
+    linear(att, ca[4], ca[5], proj)
+    _add_jit(x, proj)
+    _layer_norm_jit(x, ff[0], ff[1], eps[2], y)
+    hidden = np.empty((x.shape[0], ff[2].shape[0]), np.float32)
+    linear(y, ff[2], ff[3], hidden)
+    _gelu_jit(hidden)
+    linear(hidden, ff[4], ff[5], proj)
+    _add_jit(x, proj)
+
+
+def _output_step(x, gain, shift, eps, weight, bias, out):  # pragma: no cover - compiled
+    y = np.empty_like(x)
+    _layer_norm_jit(x, gain, shift, eps, y)
+    _linear_jit(y, weight, bias, out)
+
+
+# The compiled kernels, set by _compiled(): they call each other through these module
+# globals, not as closures (numba keys a closure's cache entry by its cells, which differ in
+# every process: each worker would compile again; see fbank.py).
+_linear_jit: Any = None
+_layer_norm_jit: Any = None
+_gelu_jit: Any = None
+_add_jit: Any = None
+_transposed_jit: Any = None
+_scores_jit: Any = None
+_softmax_jit: Any = None
+_weighted_values_jit: Any = None
+_self_attend_jit: Any = None
+_cross_attend_jit: Any = None
+
 
 @functools.cache
 def _compiled() -> tuple[Any, Any, Any]:
-    numba, _, linear_blocked, _, _ = kernels._compiled()
+    """numba, and the layer and output kernels (compiled, or loaded from numba's cache, at
+    their first call)."""
+    global prange, _linear_jit, _layer_norm_jit, _gelu_jit, _add_jit, _transposed_jit, _scores_jit
+    global _softmax_jit, _weighted_values_jit, _self_attend_jit, _cross_attend_jit
+    numba, _, _linear_jit, _, _ = kernels._compiled()  # the blocked linear kernel
+    prange = numba.prange
     options = {"fastmath": kernels.FASTMATH, "cache": True, "boundscheck": False, "nogil": True}
     jit = numba.njit(parallel=True, **options)
-    serial = numba.njit(**options)  # calls the parallel kernels in turn, itself no loop
-    row_kernels = _row_kernels(jit, numba.prange)
-    attention = _attention_kernels(jit, numba.prange, _attention_helpers(serial))
-    return (numba, *_step_kernels(serial, linear_blocked, row_kernels, attention))
-
-
-def _step_kernels(serial, linear, row_kernels, attention) -> tuple[Any, Any]:
-    norm, gelu, add = row_kernels
-    self_attend, cross_attend = attention
-
-    @serial
-    def layer_step(
-        x, t, beam, rows, eps, sa, ca, ff, self_k, self_v, valid, cross_k, cross_v, bias
-    ):  # pragma: no cover
-        # x (m, d): the residual stream, m a multiple of 3 (rows real ones, then zero
-        # padding), updated in place. sa = self-attention (norm gain, shift, then weight and
-        # bias of q, k, v, out), ca = cross-attention (norm gain, shift, q, out), ff = MLP
-        # (norm gain, shift, w_1, w_2); eps = the three norms' eps.
-        y = np.empty_like(x)
-        q = np.empty_like(x)
-        k = np.empty_like(x)
-        v = np.empty_like(x)
-        att = np.zeros_like(x)  # padding rows stay 0
-        proj = np.empty_like(x)
-        norm(x, sa[0], sa[1], eps[0], y)
-        linear(y, sa[2], sa[3], q)
-        linear(y, sa[4], sa[5], k)
-        linear(y, sa[6], sa[7], v)
-        self_attend(q, k, v, self_k, self_v, valid, t, rows, att)
-        linear(att, sa[8], sa[9], proj)
-        add(x, proj)
-        norm(x, ca[0], ca[1], eps[1], y)
-        linear(y, ca[2], ca[3], q)
-        cross_attend(q, cross_k, cross_v, bias, beam, rows, att)
-        linear(att, ca[4], ca[5], proj)
-        add(x, proj)
-        norm(x, ff[0], ff[1], eps[2], y)
-        hidden = np.empty((x.shape[0], ff[2].shape[0]), np.float32)
-        linear(y, ff[2], ff[3], hidden)
-        gelu(hidden)
-        linear(hidden, ff[4], ff[5], proj)
-        add(x, proj)
-
-    @serial
-    def output_step(x, gain, shift, eps, weight, bias, out):  # pragma: no cover - compiled
-        y = np.empty_like(x)
-        norm(x, gain, shift, eps, y)
-        linear(y, weight, bias, out)
-
-    return layer_step, output_step
-
-
-def _row_kernels(jit, prange) -> tuple[Any, Any, Any]:
-    @jit
-    def layer_norm(x, gain, shift, eps, out):  # pragma: no cover - compiled
-        # Each row's mean and variance in float64, by one thread; normalised in float32.
-        m, d = x.shape
-        for r in prange(m):
-            total = 0.0
-            for j in range(d):
-                total += np.float64(x[r, j])
-            mean = total / d
-            spread = 0.0
-            for j in range(d):
-                dev = np.float64(x[r, j]) - mean
-                spread += dev * dev
-            rstd = 1.0 / np.sqrt(spread / d + eps)
-            for j in range(d):
-                out[r, j] = np.float32((np.float64(x[r, j]) - mean) * rstd) * gain[j] + shift[j]
-
-    @jit
-    def gelu(x):  # pragma: no cover - compiled
-        # In place, exact (erf), in float64.
-        m, d = x.shape
-        for r in prange(m):
-            for j in range(d):
-                value = np.float64(x[r, j])
-                x[r, j] = 0.5 * value * (1.0 + math.erf(value * _SQRT_HALF))
-
-    @jit
-    def add(x, y):  # pragma: no cover - compiled
-        m, d = x.shape
-        for r in prange(m):
-            for j in range(d):
-                x[r, j] += y[r, j]
-
-    return layer_norm, gelu, add
-
-
-def _softmax(serial) -> Any:
-    @serial
-    def softmax(s):  # pragma: no cover - compiled
-        # In place over s (frames,); -inf scores get 0.
-        top = -np.inf
-        for f in range(s.shape[0]):
-            top = max(top, s[f])
-        total = np.float32(0.0)
-        for f in range(s.shape[0]):
-            s[f] = np.exp(s[f] - top)
-            total += s[f]
-        scale = np.float32(1.0) / total
-        for f in range(s.shape[0]):
-            s[f] *= scale
-
-    return softmax
-
-
-def _attention_helpers(serial) -> tuple[Any, Any, Any, Any]:
-    # Each (rows, head) pair's K and V, (frames, d_k) in the caches, is first transposed
-    # into a (d_k, frames) scratch: the scores are then a sum of q[e] x K^T[e] over e and the
-    # outputs dot products of length `frames`, loops that LLVM vectorises (a dot product of
-    # d_k = 16 per frame it did not: twice the time, measured in this issue's session).
-
-    @serial
-    def transposed(block, frames):  # pragma: no cover - compiled
-        out = np.empty((block.shape[1], frames), np.float32)
-        for f in range(frames):
-            for e in range(block.shape[1]):
-                out[e, f] = block[f, e]
-        return out
-
-    @serial
-    def scores(q, first, count, c, kt, scale):  # pragma: no cover - compiled
-        # (count, frames): scale x q[first + i, c:c + d_k] . K[f] for each query i.
-        dk, frames = kt.shape
-        s = np.zeros((count, frames), np.float32)
-        for i in range(count):
-            for e in range(dk):
-                qe = q[first + i, c + e]
-                for f in range(frames):
-                    s[i, f] += qe * kt[e, f]
-            for f in range(frames):
-                s[i, f] *= scale
-        return s
-
-    @serial
-    def weighted_values(p, vt, first, c, out):  # pragma: no cover - compiled
-        # out[first + i, c + e] = p[i] . V^T[e]
-        dk, frames = vt.shape
-        for i in range(p.shape[0]):
-            for e in range(dk):
-                acc = np.float32(0.0)
-                for f in range(frames):
-                    acc += p[i, f] * vt[e, f]
-                out[first + i, c + e] = acc
-
-    return transposed, scores, _softmax(serial), weighted_values
-
-
-def _attention_kernels(jit, prange, helpers) -> tuple[Any, Any]:
-    transposed, scores, softmax, weighted_values = helpers
-
-    @jit
-    def self_attend(q, k_new, v_new, k_cache, v_cache, valid, t, rows, out):  # pragma: no cover - compiled
-        # Row r, head h: writes its new k/v at position t of the caches (rows, heads,
-        # capacity, d_k), then attends over positions 0..t where valid[r] (the additive mask's
-        # 0 or -inf); out[r, head's columns] = the weighted values.
-        heads, dk = k_cache.shape[1], k_cache.shape[3]
-        scale = np.float32(dk**-0.5)
-        for task in prange(rows * heads):
-            r, h = task // heads, task % heads
-            c = h * dk
-            for e in range(dk):
-                k_cache[r, h, t, e] = k_new[r, c + e]
-                v_cache[r, h, t, e] = v_new[r, c + e]
-            s = scores(q, r, 1, c, transposed(k_cache[r, h], t + 1), scale)
-            for f in range(t + 1):
-                if not valid[r, f]:
-                    s[0, f] = -np.inf
-            softmax(s[0])
-            weighted_values(s, transposed(v_cache[r, h], t + 1), r, c, out)
-
-    @jit
-    def cross_attend(q, k, v, bias, beam, rows, out):  # pragma: no cover - compiled
-        # The beams of utterance u (rows u * beam ..) against its K/V (utterances, heads,
-        # frames, d_k), one transposition of each per utterance and head; bias (utterances,
-        # frames) added to the scores, or (utterances, 0) for none.
-        heads, frames, dk = k.shape[1], k.shape[2], k.shape[3]
-        scale = np.float32(dk**-0.5)
-        for task in prange((rows // beam) * heads):
-            u, h = task // heads, task % heads
-            s = scores(q, u * beam, beam, h * dk, transposed(k[u, h], frames), scale)
-            for i in range(beam):
-                if bias.shape[1]:
-                    for f in range(frames):
-                        s[i, f] += bias[u, f]
-                softmax(s[i])
-            weighted_values(s, transposed(v[u, h], frames), u * beam, h * dk, out)
-
-    return self_attend, cross_attend
+    serial = numba.njit(**options)  # within one thread's task, or calling the parallel ones
+    _layer_norm_jit, _gelu_jit, _add_jit = jit(_layer_norm), jit(_gelu), jit(_add)
+    _self_attend_jit, _cross_attend_jit = jit(_self_attend), jit(_cross_attend)
+    _transposed_jit, _scores_jit, _softmax_jit = serial(_transposed), serial(_scores), serial(_softmax)
+    _weighted_values_jit = serial(_weighted_values)
+    return numba, serial(_layer_step), serial(_output_step)
 
 
 def _linear_arrays(linear: nn.Module) -> tuple[np.ndarray, np.ndarray]:
