@@ -343,3 +343,25 @@ def test_the_fused_step_gives_a_row_the_same_bits_alone_in_a_batch_and_on_two_th
     assert all(torch.equal(a, b[mine]) for a, b in zip(alone, together, strict=True))
     if numba.config.NUMBA_NUM_THREADS >= 2:
         assert all(torch.equal(a, b) for a, b in zip(run(2, alone=False), together, strict=True))
+
+
+def test_the_fused_steps_exp_is_within_two_ulps_and_zero_at_minus_infinity() -> None:
+    """The softmax's exp (stepkernel._exp, vectorisable arithmetic instead of libm's expf)
+    over the scores it sees, x <= 0: masked ones (-inf) must weigh exactly 0."""
+    import numba
+    import numpy as np
+
+    stepkernel._compiled()
+    exp = stepkernel._exp_jit
+
+    @numba.njit
+    def apply(x, out):  # pragma: no cover - compiled
+        for i in range(x.shape[0]):
+            out[i] = exp(x[i])
+
+    x = np.concatenate([-np.linspace(0, 87, 200_001, dtype=np.float32), np.float32([-np.inf, -100.0, -0.0])])
+    got = np.empty_like(x)
+    apply(x, got)
+    want = np.exp(x.astype(np.float64))
+    assert (np.abs(got[:-3] - want[:-3]) <= 2 * np.spacing(want[:-3].astype(np.float32))).all()
+    assert list(got[-3:]) == [0.0, 0.0, 1.0]

@@ -80,32 +80,47 @@ def _add(x, y):  # pragma: no cover - compiled
             x[r, j] += y[r, j]
 
 
-# The attention: each (row, head)'s K and V, (frames, d_k) in the caches, is first transposed
-# into a (d_k, frames) scratch: the scores are then sums of q[e] x K^T[e] over e, and the
-# outputs dot products of length `frames`, loops that LLVM vectorises (dot products of d_k
-# per frame it did not: measured in docs/engine.md#the-decoder-step-as-one-call-per-layer-issue-32).
+# The attention: a (row, head)'s or an (utterance, head)'s K and V are (frames, d_k) blocks of the
+# caches, read in place; the queries are first copied into a small contiguous block, and the
+# outputs summed in one, which LLVM vectorises where indexing `q` and `out` in place it did not
+# (measured: docs/engine.md#the-decoder-step-as-one-call-per-layer-issue-32).
 
 
-def _transposed(block, frames):  # pragma: no cover - compiled
-    out = np.empty((block.shape[1], frames), np.float32)
-    for f in range(frames):
-        for e in range(block.shape[1]):
-            out[e, f] = block[f, e]
-    return out
-
-
-def _scores(q, first, count, c, kt, scale):  # pragma: no cover - compiled
-    # (count, frames): scale x q[first + i, c:c + d_k] . K[f] for each query i.
-    dk, frames = kt.shape
-    s = np.zeros((count, frames), np.float32)
+def _scores(q, first, count, c, kb, frames, scale):  # pragma: no cover - compiled
+    # (count, frames): scale x q[first + i, c:c + d_k] . kb[f] for each query i.
+    dk = kb.shape[1]
+    ql = np.empty((count, dk), np.float32)
     for i in range(count):
         for e in range(dk):
-            qe = q[first + i, c + e]
-            for f in range(frames):
-                s[i, f] += qe * kt[e, f]
-        for f in range(frames):
-            s[i, f] *= scale
+            ql[i, e] = q[first + i, c + e]
+    s = np.empty((count, frames), np.float32)
+    for f in range(frames):
+        for i in range(count):
+            acc = np.float32(0.0)
+            for e in range(dk):
+                acc += ql[i, e] * kb[f, e]
+            s[i, f] = acc * scale
     return s
+
+
+def _exp(x):  # pragma: no cover - compiled
+    # exp of a float32 x <= 0 (a score minus the row's maximum) within about an ulp, in
+    # arithmetic LLVM vectorises (libm's expf is one call per value): Cephes' expf polynomial,
+    # evaluated in float64 (math.floor gives an integer), 2^n made from its bits. Below -87.3
+    # (-inf included: masked scores) it is 0, as exp(-inf).
+    low = np.float32(-87.3)
+    xc = max(x, low)
+    n = math.floor(xc * np.float32(1.4426950408889634) + np.float32(0.5))
+    r = xc - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
+    y = np.float32(1.9875691500e-4)
+    y = y * r + np.float32(1.3981999507e-3)
+    y = y * r + np.float32(8.3333519073e-3)
+    y = y * r + np.float32(4.1665795894e-2)
+    y = y * r + np.float32(1.6666665459e-1)
+    y = y * r + np.float32(5.0000001201e-1)
+    y = y * (r * r) + r + np.float32(1.0)
+    scale = _bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
+    return y * scale if x > low else np.float32(0.0)
 
 
 def _softmax(s):  # pragma: no cover - compiled
@@ -115,22 +130,26 @@ def _softmax(s):  # pragma: no cover - compiled
         top = max(top, s[f])
     total = np.float32(0.0)
     for f in range(s.shape[0]):
-        s[f] = np.exp(s[f] - top)
-        total += s[f]
+        value = _exp_jit(s[f] - top)
+        s[f] = value
+        total += value
     scale = np.float32(1.0) / total
     for f in range(s.shape[0]):
         s[f] *= scale
 
 
-def _weighted_values(p, vt, first, c, out):  # pragma: no cover - compiled
-    # out[first + i, c + e] = p[i] . V^T[e]
-    dk, frames = vt.shape
+def _weighted_values(p, vb, first, c, out):  # pragma: no cover - compiled
+    # out[first + i, c:c + d_k] = sum over f of p[i, f] x vb[f], in order of f.
+    dk = vb.shape[1]
+    acc = np.zeros((p.shape[0], dk), np.float32)
+    for f in range(p.shape[1]):
+        for i in range(p.shape[0]):
+            weight = p[i, f]
+            for e in range(dk):
+                acc[i, e] += weight * vb[f, e]
     for i in range(p.shape[0]):
         for e in range(dk):
-            acc = np.float32(0.0)
-            for f in range(frames):
-                acc += p[i, f] * vt[e, f]
-            out[first + i, c + e] = acc
+            out[first + i, c + e] = acc[i, e]
 
 
 def _self_attend(q, k_new, v_new, k_cache, v_cache, valid, t, rows, out):  # pragma: no cover - compiled
@@ -145,29 +164,29 @@ def _self_attend(q, k_new, v_new, k_cache, v_cache, valid, t, rows, out):  # pra
         for e in range(dk):
             k_cache[r, h, t, e] = k_new[r, c + e]
             v_cache[r, h, t, e] = v_new[r, c + e]
-        s = _scores_jit(q, r, 1, c, _transposed_jit(k_cache[r, h], t + 1), scale)
+        s = _scores_jit(q, r, 1, c, k_cache[r, h], t + 1, scale)
         for f in range(t + 1):
             if not valid[r, f]:
                 s[0, f] = -np.inf
         _softmax_jit(s[0])
-        _weighted_values_jit(s, _transposed_jit(v_cache[r, h], t + 1), r, c, out)
+        _weighted_values_jit(s, v_cache[r, h], r, c, out)
 
 
 def _cross_attend(q, k, v, bias, beam, rows, out):  # pragma: no cover - compiled
     # The beams of utterance u (rows u * beam ..) against its K/V (utterances, heads, frames,
-    # d_k), one transposition of each per utterance and head; bias (utterances, frames) added
+    # d_k), one read of each per utterance and head; bias (utterances, frames) added
     # to the scores, or (utterances, 0) for none.
     heads, frames, dk = k.shape[1], k.shape[2], k.shape[3]
     scale = np.float32(dk**-0.5)
     for task in prange((rows // beam) * heads):
         u, h = task // heads, task % heads
-        s = _scores_jit(q, u * beam, beam, h * dk, _transposed_jit(k[u, h], frames), scale)
+        s = _scores_jit(q, u * beam, beam, h * dk, k[u, h], frames, scale)
         for i in range(beam):
             if bias.shape[1]:
                 for f in range(frames):
                     s[i, f] += bias[u, f]
             _softmax_jit(s[i])
-        _weighted_values_jit(s, _transposed_jit(v[u, h], frames), u * beam, h * dk, out)
+        _weighted_values_jit(s, v[u, h], u * beam, h * dk, out)
 
 
 def _layer_step(x, t, beam, rows, eps, sa, ca, ff, self_k, self_v, valid, cross_k, cross_v, bias):  # pragma: no cover
@@ -215,7 +234,8 @@ _linear_jit: Any = None
 _layer_norm_jit: Any = None
 _gelu_jit: Any = None
 _add_jit: Any = None
-_transposed_jit: Any = None
+_bits_as_float32: Any = None
+_exp_jit: Any = None
 _scores_jit: Any = None
 _softmax_jit: Any = None
 _weighted_values_jit: Any = None
@@ -223,11 +243,26 @@ _self_attend_jit: Any = None
 _cross_attend_jit: Any = None
 
 
+def _bitcast_intrinsic(numba: Any) -> Any:
+    """An int32's bits as a float32 (LLVM's bitcast), for _exp's 2^n."""
+    from llvmlite import ir
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def bits_as_float32(typingctx, value):  # type: ignore[no-untyped-def]
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            return builder.bitcast(args[0], ir.FloatType())
+
+        return numba.types.float32(numba.types.int32), codegen
+
+    return bits_as_float32
+
+
 @functools.cache
 def _compiled() -> tuple[Any, Any, Any]:
     """numba, and the layer and output kernels (compiled, or loaded from numba's cache, at
     their first call)."""
-    global prange, _linear_jit, _layer_norm_jit, _gelu_jit, _add_jit, _transposed_jit, _scores_jit
+    global prange, _linear_jit, _layer_norm_jit, _gelu_jit, _add_jit, _bits_as_float32, _exp_jit, _scores_jit
     global _softmax_jit, _weighted_values_jit, _self_attend_jit, _cross_attend_jit
     numba, _, _linear_jit, _, _ = kernels._compiled()  # the blocked linear kernel
     prange = numba.prange
@@ -236,7 +271,8 @@ def _compiled() -> tuple[Any, Any, Any]:
     serial = numba.njit(**options)  # within one thread's task, or calling the parallel ones
     _layer_norm_jit, _gelu_jit, _add_jit = jit(_layer_norm), jit(_gelu), jit(_add)
     _self_attend_jit, _cross_attend_jit = jit(_self_attend), jit(_cross_attend)
-    _transposed_jit, _scores_jit, _softmax_jit = serial(_transposed), serial(_scores), serial(_softmax)
+    _bits_as_float32 = _bitcast_intrinsic(numba)
+    _exp_jit, _scores_jit, _softmax_jit = serial(_exp), serial(_scores), serial(_softmax)
     _weighted_values_jit = serial(_weighted_values)
     return numba, serial(_layer_step), serial(_output_step)
 
