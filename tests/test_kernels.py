@@ -365,3 +365,16 @@ def test_the_fused_steps_exp_is_within_two_ulps_and_zero_at_minus_infinity() -> 
     want = np.exp(x.astype(np.float64))
     assert (np.abs(got[:-3] - want[:-3]) <= 2 * np.spacing(want[:-3].astype(np.float32))).all()
     assert list(got[-3:]) == [0.0, 0.0, 1.0]
+
+
+def test_a_fused_step_that_cannot_compile_leaves_the_torch_step_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def failing() -> None:
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(stepkernel, "_compiled", failing)
+    model = FireRedModel(TINY_MODEL)
+    assert model.model.decoder.fused_step is None
+    assert "fused decoder step off" in caplog.text and "no compiler here" in caplog.text
+    assert model.transcribe([torch.randn(16000).numpy() * 0.1], beam_size=3)[0].token_ids is not None

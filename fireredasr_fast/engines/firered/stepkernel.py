@@ -31,6 +31,7 @@ kernels.MAX_KERNEL_ROWS rows, or a cache that is not fp32 on the CPU.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from typing import Any
 
@@ -39,6 +40,8 @@ import torch
 from torch import Tensor, nn
 
 from . import kernels
+
+log = logging.getLogger(__name__)
 
 _SQRT_HALF = math.sqrt(0.5)
 
@@ -345,8 +348,19 @@ class FusedStep:
 
 def install(decoder: nn.Module) -> bool:
     """Give `decoder` (its weights in place, kernels.available()) the fused step where its
-    weights allow; returns whether it did."""
+    weights allow; returns whether it did. One step on a one-frame utterance compiles the
+    kernels (or loads them from numba's cache) here rather than in the first search; if that
+    fails the decoder keeps its torch step, with a warning that says why."""
     if not _eligible(decoder):
         return False
-    decoder.fused_step = FusedStep(decoder)
+    fused = FusedStep(decoder)
+    try:
+        with torch.inference_mode():
+            enc = torch.zeros(1, 1, decoder.d_model)
+            cache = decoder.init_cache(enc, torch.ones(1, 1, dtype=torch.bool), beam=1, capacity=1)
+            fused(decoder, torch.tensor([decoder.sos_id]), cache)
+    except Exception as exc:  # a numba that cannot compile them: the torch step still works
+        log.warning("fused decoder step off, the per-call one used: %s: %s", type(exc).__name__, exc)
+        return False
+    decoder.fused_step = fused
     return True
