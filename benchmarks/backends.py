@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fireredasr_fast.engines.firered import kernels, onednn
+from fireredasr_fast.engines.firered import kernels, onednn, stepkernel
 from fireredasr_fast.engines.firered.features import encoder_frames
 from fireredasr_fast.engines.firered.model import AedModel, Decoder, DecoderCache
 from fireredasr_fast.engines.firered.onnx_decoder import OnnxDecoder, OnnxDecoderCache, export_step
@@ -143,11 +143,12 @@ def _onednn_variants(module: torch.nn.Module, rows_hint: int) -> dict[str, torch
     onednn.pack_linears(packed, rows_hint)
     variants = {"torch": shared, "onednn": packed}
     if isinstance(module, Decoder) and kernels.available():
-        # As FireRedModel runs them: the default with both kernels, packed with the attention
-        # kernel; `nokern` is the default before the kernels.
+        # As FireRedModel runs them: the default with both kernels and the fused step, packed
+        # with the attention kernel; `nokern` is the default before the kernels.
         variants["nokern"] = shared
         variants["torch"] = copy.deepcopy(shared)
         kernels.install(variants["torch"])
+        stepkernel.install(variants["torch"])
         kernels.install(packed, few_rows_linear=False)
     return variants
 

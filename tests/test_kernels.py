@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from conftest import ROOT
 from torch import nn
 
-from fireredasr_fast.engines.firered import kernels, onednn
+from fireredasr_fast.engines.firered import kernels, onednn, stepkernel
 from fireredasr_fast.engines.firered.engine import FireRedModel
 from fireredasr_fast.engines.firered.model import sdpa_attention
 
@@ -169,15 +169,18 @@ def test_the_engine_uses_the_kernels_only_where_they_apply(random_model_dir: Pat
     assert isinstance(decoder.layer_stack[0].mlp.w_1, kernels.FewRowsLinear)
     assert isinstance(decoder.tgt_word_prj, kernels.FewRowsLinear)
     assert not any(isinstance(m, kernels.FewRowsLinear) for m in default.model.encoder.modules())
+    assert isinstance(decoder.fused_step, stepkernel.FusedStep)
 
     off = FireRedModel(random_model_dir, decoder_kernels=False)
     assert not off.decoder_kernels
     assert off.model.decoder.attention is sdpa_attention
+    assert off.model.decoder.fused_step is None
     assert set(off.model.state_dict()) == set(default.model.state_dict())
 
     packed = FireRedModel(random_model_dir, encoder_backend="onednn", decoder_backend="onednn")
     assert packed.model.decoder.attention is kernels.attention  # attention only
     assert not any(isinstance(m, kernels.FewRowsLinear) for m in packed.model.modules())
+    assert packed.model.decoder.fused_step is None
 
     for other in (
         FireRedModel(random_model_dir, precision="int8"),
@@ -185,6 +188,7 @@ def test_the_engine_uses_the_kernels_only_where_they_apply(random_model_dir: Pat
     ):
         assert not other.decoder_kernels
         assert other.model.decoder.attention is sdpa_attention
+        assert other.model.decoder.fused_step is None
 
 
 def test_without_a_real_thread_pool_the_kernels_say_why_and_stay_off() -> None:
@@ -258,3 +262,119 @@ def test_numba_is_imported_without_numpys_fortran_wrapper_generator():
     )
     done = _python(code, OMP_NUM_THREADS="1")
     assert done.returncode == 0, done.stderr
+
+
+# ----------------------------------------------------------------------------- the fused step
+
+TINY_MODEL = ROOT / "tests" / "fixtures" / "tiny_model"
+
+
+def _fused_decoder():
+    """The trained fixture's decoder with the fused step (stepkernel), as the engine sets it up."""
+    model = FireRedModel(TINY_MODEL)
+    decoder = model.model.decoder
+    assert decoder.fused_step is not None
+    return decoder
+
+
+def _encoder_output(utterances: int, frames: int, d_model: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(utterances)
+    enc = torch.randn(utterances, frames, d_model, generator=gen)
+    valid = torch.ones(utterances, frames, dtype=torch.bool)
+    valid[1, frames // 2 :] = False  # padding: the additive cross-attention mask
+    return enc, valid
+
+
+def _steps(decoder, cache, tokens: list[torch.Tensor]) -> list[torch.Tensor]:
+    with torch.inference_mode():
+        return [decoder.step(step_tokens, cache).clone() for step_tokens in tokens]
+
+
+def _token_steps(rows: int, steps: int, sos: int, pad: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(rows)
+    tokens = [torch.full((rows,), sos)] + [torch.randint(4, 700, (rows,), generator=gen) for _ in range(steps - 1)]
+    tokens[3][1] = pad  # a masked position in row 1's self-attention history
+    return tokens
+
+
+def test_the_fused_step_matches_the_torch_step() -> None:
+    """Logits and the self-attention caches it writes, against Decoder.step's torch path
+    (kernels.FewRowsLinear and kernels.attention), over steps past the cache's first
+    capacity (a reallocation) with padding in both attentions."""
+    decoder = _fused_decoder()
+    enc, valid = _encoder_output(3, 40, decoder.d_model)
+    tokens = _token_steps(9, 36, decoder.sos_id, decoder.pad_id)
+    with torch.inference_mode():
+        fused_cache, torch_cache = decoder.init_cache(enc, valid, 3), decoder.init_cache(enc, valid, 3)
+    fused = _steps(decoder, fused_cache, tokens)
+    decoder.fused_step = None
+    reference = _steps(decoder, torch_cache, tokens)
+    for got, want in zip(fused, reference, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert torch.equal(fused_cache.self_mask, torch_cache.self_mask)
+    for got, want in zip(fused_cache.self_k + fused_cache.self_v, torch_cache.self_k + torch_cache.self_v, strict=True):
+        torch.testing.assert_close(got[:, :, :36], want[:, :, :36], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("beam", [2, 3])
+def test_the_fused_step_gives_a_row_the_same_bits_alone_in_a_batch_and_on_two_threads(beam: int) -> None:
+    """An utterance's logits are the same bits whether it is alone (DecoderCache.keep of its
+    rows: the same K/V bits) or among four (at beam 2, 2 rows padded to 3 and 8 to 9), and
+    with one numba thread or two: every output is summed by one thread in one order."""
+    decoder = _fused_decoder()
+    numba = kernels._compiled()[0]
+    enc, valid = _encoder_output(4, 30, decoder.d_model)
+    tokens = _token_steps(4 * beam, 8, decoder.sos_id, decoder.pad_id)
+    mine = slice(beam, 2 * beam)  # utterance 1, the padded one
+
+    def run(threads: int, alone: bool) -> list[torch.Tensor]:
+        with torch.inference_mode():
+            cache = decoder.init_cache(enc, valid, beam)
+            if alone:
+                cache.keep(torch.tensor([1]))
+        torch.set_num_threads(threads)
+        try:
+            return _steps(decoder, cache, [t[mine] if alone else t for t in tokens])
+        finally:
+            torch.set_num_threads(1)
+
+    together = run(1, alone=False)
+    alone = run(1, alone=True)
+    assert all(torch.equal(a, b[mine]) for a, b in zip(alone, together, strict=True))
+    if numba.config.NUMBA_NUM_THREADS >= 2:
+        assert all(torch.equal(a, b) for a, b in zip(run(2, alone=False), together, strict=True))
+
+
+def test_the_fused_steps_exp_is_within_two_ulps_and_zero_at_minus_infinity() -> None:
+    """The softmax's exp (stepkernel._exp, vectorisable arithmetic instead of libm's expf)
+    over the scores it sees, x <= 0: masked ones (-inf) must weigh exactly 0."""
+    import numba
+    import numpy as np
+
+    stepkernel._compiled()
+    exp = stepkernel._exp_jit
+
+    @numba.njit
+    def apply(x, out):  # pragma: no cover - compiled
+        for i in range(x.shape[0]):
+            out[i] = exp(x[i])
+
+    x = np.concatenate([-np.linspace(0, 87, 200_001, dtype=np.float32), np.float32([-np.inf, -100.0, -0.0])])
+    got = np.empty_like(x)
+    apply(x, got)
+    want = np.exp(x.astype(np.float64))
+    assert (np.abs(got[:-3] - want[:-3]) <= 2 * np.spacing(want[:-3].astype(np.float32))).all()
+    assert list(got[-3:]) == [0.0, 0.0, 1.0]
+
+
+def test_a_fused_step_that_cannot_compile_leaves_the_torch_step_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def failing() -> None:
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(stepkernel, "_compiled", failing)
+    model = FireRedModel(TINY_MODEL)
+    assert model.model.decoder.fused_step is None
+    assert "fused decoder step off" in caplog.text and "no compiler here" in caplog.text
+    assert model.transcribe([torch.randn(16000).numpy() * 0.1], beam_size=3)[0].token_ids is not None

@@ -6,8 +6,8 @@
 Each process pins its thread pools as a runner worker does (plan.set_process_threads: torch's,
 and numba's for the decoder kernels), builds its inputs itself (espeak-ng speech where
 espeak-ng exists, then seeded noise; mixed lengths), loads the model with the decoder kernels,
-decodes the inputs in one batch (beam 3: 4 or more rows a step, the blocked linear kernel) and
-the first one alone (3 rows, the other kernel), with the attention kernel at every size, and
+decodes the inputs in one batch (beam 3: 4 or more rows a step) and the first one alone (3 rows),
+through the fused step (stepkernel.py: one numba call per layer), and
 prints one JSON line: digests of its inputs, of every decoder step's logits and of the
 hypotheses (token ids and confidences), the token ids, and the thread pools it ran on. Any
 difference between two lines is a nondeterminism: in the inputs (the synthesis) or in the

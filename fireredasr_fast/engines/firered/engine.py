@@ -26,7 +26,7 @@ from fireredasr_fast.fsutil import file_identity
 from fireredasr_fast.glossary import Glossary
 from fireredasr_fast.results import SAMPLE_RATE, Hypothesis
 
-from . import kernels, onednn
+from . import kernels, onednn, stepkernel
 from .alignment import ctc_token_times, token_times_from_attention
 from .checkpoint import CMVN_FILE, DICT_FILE, MODEL_FILE, SPM_FILE, check_model_dir, load_package
 from .context import ContextGraph
@@ -232,7 +232,10 @@ class FireRedModel:
             and kernels.available()
         )
         if self.decoder_kernels:
-            kernels.install(self.model.decoder, few_rows_linear=decoder_backend == "torch" and precision == "fp32")
+            fp32_torch = decoder_backend == "torch" and precision == "fp32"
+            kernels.install(self.model.decoder, few_rows_linear=fp32_torch)
+            if fp32_torch:  # the whole step as one call per layer
+                stepkernel.install(self.model.decoder)
 
     @property
     def precision(self) -> str:
