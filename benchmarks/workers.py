@@ -10,14 +10,14 @@ first and a second batch of four 10 s segments, and glibc's heap trimmed after t
 
 Part 2, does a second worker pay: the CLI on a folder of four files with 1 and with 2
 workers x 1 thread, this checkout and (--compare-with ROOT) another, in alternating rounds.
-Wall time in runs where only the tree's CPU seconds are sampled (cheap); then one more run
-of each, where the peak PSS of the CLI's whole process tree (main process, fork server,
-workers, ffmpeg; PSS splits shared pages between the processes that map them) is sampled
-every 0.5 s by a thread at nice 19. Reading a process's PSS walks its page tables (~7 ms for
-a process with torch loaded): ~7 % of a core for five processes, which slowed the 2-worker
-runs, where both cores are busy, and not the 1-worker runs; so memory and time are measured
-apart. The second worker's cost is the 2-worker peak minus the 1-worker peak of the same
-checkout.
+Wall time in runs where only the tree's CPU seconds are sampled (cheap); then
+--memory-rounds more runs of each (the median kept), where the peak PSS of the CLI's whole
+process tree (main process, fork server, workers, ffmpeg; PSS splits shared pages between the
+processes that map them) is sampled every 0.5 s by a thread at nice 19. Reading a process's
+PSS walks its page tables (~7 ms for a process with torch loaded): ~7 % of a core for five
+processes, which slowed the 2-worker runs, where both cores are busy, and not the 1-worker
+runs; so memory and time are measured apart. The second worker's cost is the 2-worker peak
+minus the 1-worker peak of the same checkout.
 
     python -m benchmarks workers --preset small --compare-with /path/to/main --rounds 2
 
@@ -190,23 +190,25 @@ def folder_part(roots: dict[str, Path], model_dir: Path, folder: Path, work: Pat
                 print(f"round {round_ + 1}: {name}, {workers} worker(s) ...", flush=True)
                 out = work / f"out-{name}-{workers}-{round_}"
                 runs[name][workers].append(cli_run(root, model_dir, folder, out, workers, args.tokens_per_second))
-    memory: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in roots}
-    for workers in (1, 2):
-        for name, root in roots.items():
-            print(f"memory run: {name}, {workers} worker(s) ...", flush=True)
-            out = work / f"out-{name}-{workers}-memory"
-            memory[name][workers] = cli_run(root, model_dir, folder, out, workers, args.tokens_per_second, memory=True)
+    memory: dict[str, dict[int, list[dict[str, Any]]]] = {name: {1: [], 2: []} for name in roots}
+    for round_ in range(args.memory_rounds):
+        for workers in (1, 2):
+            for name, root in roots.items():
+                print(f"memory round {round_ + 1}: {name}, {workers} worker(s) ...", flush=True)
+                out = work / f"out-{name}-{workers}-memory-{round_}"
+                row = cli_run(root, model_dir, folder, out, workers, args.tokens_per_second, memory=True)
+                memory[name][workers].append(row)
     summary = {}
     for name in roots:
         one, two = runs[name][1], runs[name][2]
         wall1, wall2 = (statistics.median(r["wall"] for r in rows) for rows in (one, two))
-        pss1, pss2 = (memory[name][w]["peak_pss_mib"] for w in (1, 2))
-        same = all(r["outputs"] == one[0]["outputs"] for r in [*one, *two, *memory[name].values()])
+        pss1, pss2 = (statistics.median(r["peak_pss_mib"] for r in memory[name][w]) for w in (1, 2))
+        same = all(r["outputs"] == one[0]["outputs"] for r in [*one, *two, *memory[name][1], *memory[name][2]])
         summary[name] = {"wall_1": wall1, "wall_2": wall2, "speedup_2_over_1": round(wall1 / wall2, 3),
                          "peak_pss_1_mib": pss1, "peak_pss_2_mib": pss2, "second_worker_mib": round(pss2 - pss1, 1),
                          "outputs_identical": same}  # fmt: skip
     for name, rows in runs.items():
-        for row in (*rows[1], *rows[2], *memory[name].values()):
+        for row in (*rows[1], *rows[2], *memory[name][1], *memory[name][2]):
             row.pop("outputs")
     return {"runs": runs, "memory_runs": memory, "summary": summary}
 
@@ -228,7 +230,7 @@ def print_phases(results: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def print_folder(summary: dict[str, dict[str, Any]]) -> None:
-    print("\nthe folder, 1 and 2 workers x 1 thread (wall: medians of the timed runs; PSS: the memory runs):")
+    print("\nthe folder, 1 and 2 workers x 1 thread (medians; wall: the timed runs, PSS: the memory runs):")
     print(f"{'checkout':10s} {'wall 1':>8s} {'wall 2':>8s} {'2 vs 1':>7s} {'PSS 1 MiB':>10s} {'PSS 2 MiB':>10s}"
           f" {'2nd worker MiB':>15s}  outputs same")  # fmt: skip
     for name, s in summary.items():
@@ -245,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=4.0, help="audio in the 4-file folder")
     parser.add_argument("--files", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the folder part")
+    parser.add_argument("--memory-rounds", type=int, default=2, help="runs with the PSS sampled, apart")
     parser.add_argument("--tokens-per-second", type=float, default=4.5)
     parser.add_argument("--compare-with", type=Path, help="another checkout of the package, measured the same way")
     parser.add_argument("--skip-phases", action="store_true")
