@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,15 @@ def test_unreadable_file(tmp_path: Path):
     target.chmod(0)
     with pytest.raises(MediaError, match="permission denied"):
         decode_audio(target)
+
+
+def test_ffmpegs_output_arrives_in_blocks_not_per_packet(tmp_path: Path):
+    # 60 s of AAC (~2,800 packets at 48 kHz): flushed after every packet, reading it woke the
+    # reading thread about that many times; in ffmpeg's 32 KB blocks, about 60.
+    target = tmp_path / "tone.mp4"
+    run_ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=60", "-c:a", "aac", str(target))
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+    samples = decode_audio(target)
+    waits = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw - before
+    assert abs(samples.size / 16000 - 60.0) < 0.1
+    assert waits < 600, f"{waits} waits for 60 s of audio"
