@@ -216,9 +216,11 @@ TIMING_KEYS = ("decode_seconds", "vad_seconds", "asr_compute_seconds", "cpu_seco
 
 
 def ffmpeg_decode_seconds(path: Path) -> float:
-    """ffmpeg's own decode of `path` to what the tool reads (16 kHz mono s16le), discarded."""
+    """ffmpeg's own decode of `path` to what the tool reads (16 kHz mono s16le, written in
+    blocks as the tool has it written: audio.decode_audio), discarded."""
     command = [ffmpeg_executable(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path)]
-    command += ["-vn", "-sn", "-dn", "-f", "s16le", "-acodec", "pcm_s16le", "-ac", "1", "-ar", "16000", "pipe:"]
+    command += ["-vn", "-sn", "-dn", "-f", "s16le", "-acodec", "pcm_s16le", "-ac", "1", "-ar", "16000"]
+    command += ["-flush_packets", "0", "pipe:"]
     start = time.perf_counter()
     subprocess.run(command, stdout=subprocess.DEVNULL, check=True)
     return time.perf_counter() - start
