@@ -254,7 +254,7 @@ class ProcessVad:
         step = 2 * WINDOW_SAMPLES * self.block_frames  # int16 bytes per block
         while (len(self._early) + 1) * step <= len(buffer) and self.share.try_acquire():
             start = len(self._early) * step
-            block = np.frombuffer(bytes(buffer[start : start + step]), dtype=np.int16)
+            block = np.frombuffer(buffer, dtype=np.int16, count=step // 2, offset=start).copy()  # one copy
             try:
                 self._early.append(self._submit(block, self._used, None))
             except BrokenProcessPool:
