@@ -69,10 +69,10 @@ def decode_audio(
     stream = ffmpeg.input(_INPUT_PLACEHOLDER)
     if audio_stream is not None:
         stream = stream[f"a:{audio_stream}"]
-    # flush_packets=0: ffmpeg writes its buffer's 32 KB blocks instead of flushing after every
-    # packet (an AAC packet is ~680 bytes at 16 kHz mono), which woke this reader ~300,000 times
-    # for a 2-hour file: the same bytes for ~2 CPU seconds less between the two processes
-    # (docs/benchmarks.md#ffmpegs-output-in-blocks-not-per-packet).
+    # flush_packets=0: ffmpeg writes its I/O buffer's blocks instead of flushing after every
+    # packet (a pipe turns flushing on), which woke this reader once per packet of a few hundred
+    # bytes: the same bytes for less CPU in both processes
+    # (measured: docs/benchmarks.md#ffmpegs-output-in-blocks-not-per-packet).
     out = stream.output(
         "pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=SAMPLE_RATE, vn=None, sn=None, dn=None, flush_packets=0
     )

@@ -546,9 +546,9 @@ class Decoder(nn.Module):
         # How a step attends, to its own history and to the encoder: (q, k, v, additive bias
         # or None) -> output. kernels.attention replaces it on CPU in fp32 (FireRedModel).
         self.attention: Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor] = sdpa_attention
-        # The whole step as one call per layer, on CPU in fp32 (stepkernel.install): (decoder,
-        # tokens, cache) -> logits, or None for a step it does not take.
-        self.fused_step: Callable[[Decoder, Tensor, DecoderCache], Tensor | None] | None = None
+        # The whole step as one call per layer, on CPU in fp32 (stepkernel.install): (the
+        # step's embedded input, cache) -> logits, or None for a step it does not take.
+        self.fused_step: Callable[[Tensor, DecoderCache], Tensor | None] | None = None
 
     def init_cache(self, enc: Tensor, enc_valid: Tensor, beam: int, capacity: int = 32) -> DecoderCache:
         """Project the encoder output to every layer's cross-attention K/V, once."""
@@ -580,17 +580,18 @@ class Decoder(nn.Module):
 
     def step(self, tokens: Tensor, cache: DecoderCache) -> Tensor:
         """Feed one token per row at position cache.length; returns logits (rows, odim)."""
-        if self.fused_step is not None:
-            logits = self.fused_step(self, tokens, cache)
-            if logits is not None:
-                return logits
         t = cache.length
         cache.ensure_capacity(t + 1)
+        embedded = self.embed(tokens, t)
+        cache.self_mask[:, t] = tokens != self.pad_id
+        if self.fused_step is not None:
+            logits = self.fused_step(embedded, cache)
+            if logits is not None:
+                return logits
         rows, beam = tokens.size(0), cache.beam
         n = rows // beam
         h, dk, d = self.n_head, self.d_model // self.n_head, self.d_model
-        x = self.embed(tokens, t).unsqueeze(1)  # (rows, 1, d)
-        cache.self_mask[:, t] = tokens != self.pad_id
+        x = embedded.unsqueeze(1)  # (rows, 1, d)
         self_mask = _additive_mask(cache.self_mask[:, None, None, : t + 1], x.dtype)
         for i, layer in enumerate(self.layer_stack):
             sa = layer.self_attn

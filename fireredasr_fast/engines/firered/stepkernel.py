@@ -312,25 +312,24 @@ def _eligible(decoder: nn.Module) -> bool:
 
 
 class FusedStep:
-    """Decoder.fused_step: `(decoder, tokens, cache) -> logits`, or None for a step it does
-    not take (the decoder then runs its torch path)."""
+    """Decoder.fused_step: `(embedded input, cache) -> logits`, or None for a step it does not
+    take (the decoder then runs its torch path)."""
 
     def __init__(self, decoder: nn.Module) -> None:
         self.layers = [_layer_arrays(layer) for layer in decoder.layer_stack]
         norm = decoder.layer_norm_out
         self.output = (*_norm_arrays(norm), float(norm.eps), *_linear_arrays(decoder.tgt_word_prj))
 
-    def __call__(self, decoder: nn.Module, tokens: Tensor, cache: Any) -> Tensor | None:
-        rows = tokens.size(0)
+    def __call__(self, embedded: Tensor, cache: Any) -> Tensor | None:
+        """The step at position cache.length from its input `embedded` (rows, d), the cache
+        already grown and its mask set (Decoder.step): logits, or None for a step not taken."""
+        rows = embedded.size(0)
         cross = cache.cross_k[0] if cache.cross_k else None
         if rows > kernels.MAX_KERNEL_ROWS or cross is None or cross.dtype != torch.float32 or cross.is_cuda:
             return None
         numba, layer_step, output_step = _compiled()
         kernels._match_torch_threads(numba)
         t = cache.length
-        cache.ensure_capacity(t + 1)
-        embedded = decoder.embed(tokens, t)
-        cache.self_mask[:, t] = tokens != decoder.pad_id
         x = np.zeros((-(-rows // kernels.ROW_BLOCK) * kernels.ROW_BLOCK, embedded.size(1)), np.float32)
         x[:rows] = embedded.numpy()
         n = rows // cache.beam
@@ -358,7 +357,7 @@ def install(decoder: nn.Module) -> bool:
         with torch.inference_mode():
             enc = torch.zeros(1, 1, decoder.d_model)
             cache = decoder.init_cache(enc, torch.ones(1, 1, dtype=torch.bool), beam=1, capacity=1)
-            fused(decoder, torch.tensor([decoder.sos_id]), cache)
+            fused(decoder.embed(torch.tensor([decoder.sos_id]), 0), cache)
     except Exception as exc:  # a numba that cannot compile them: the torch step still works
         log.warning("fused decoder step off, the per-call one used: %s: %s", type(exc).__name__, exc)
         return False
